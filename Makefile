@@ -1,0 +1,60 @@
+# agentca build / test entry points. GNU make.
+#
+#   make run     bootstrap (softhsm2, openssl, venv) then `agentca serve` on 127.0.0.1
+#   make test    bootstrap (+ postgresql, wrk) -> lint -> pytest against a throwaway PostgreSQL
+#   make lint    ruff check + mypy
+#   make unit    tests/unit only (no PostgreSQL)
+#   make bench   python -m bench (once bench/__main__.py exists), with a throwaway PostgreSQL
+#   make clean   remove var/, the venv and caches (asks nothing)
+#
+# Variables: VENV (default .venv), AGENTCA_DATA_DIR (default ./var, for `make run`),
+# PYTEST_ARGS (extra pytest arguments), BENCH_ARGS.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+.DELETE_ON_ERROR:
+
+VENV ?= .venv
+export VENV
+AGENTCA_DATA_DIR ?= $(CURDIR)/var
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+
+.PHONY: all run test lint unit bench clean bootstrap-run bootstrap-test
+
+all: test
+
+bootstrap-run:
+	bash scripts/bootstrap.sh run
+
+bootstrap-test:
+	bash scripts/bootstrap.sh test
+
+run: bootstrap-run
+	AGENTCA_DATA_DIR='$(AGENTCA_DATA_DIR)' exec '$(VENV)/bin/agentca' serve
+
+lint: bootstrap-test
+	'$(VENV)/bin/ruff' check .
+	'$(VENV)/bin/mypy'
+
+test: bootstrap-test lint
+	bash scripts/with-postgres.sh $(PYTEST) $(PYTEST_ARGS) tests
+
+unit: bootstrap-test
+	$(PYTEST) $(PYTEST_ARGS) tests/unit
+
+bench: bootstrap-test
+	if [[ -f bench/__main__.py ]]; then \
+	    bash scripts/with-postgres.sh $(PY) -m bench $(BENCH_ARGS); \
+	else \
+	    echo "make bench: bench/__main__.py does not exist yet; nothing to run"; \
+	fi
+
+clean:
+	rm -rf var '$(VENV)' .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	find . -path './.git' -prune -o \
+	    \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +
