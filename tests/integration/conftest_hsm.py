@@ -1,0 +1,64 @@
+"""Shared SoftHSM2 fixtures for integration tests.
+
+python-pkcs11 loads the PKCS#11 module once per process, and SoftHSM2 reads ``SOFTHSM2_CONF``
+when it is loaded, so a test process can use exactly one SoftHSM2 configuration. These fixtures
+therefore provision ONE token per process (cached at module level, so importing the fixtures into
+several test modules still yields the same token). Tests that need another configuration (wrong
+PIN, another token directory) must run in a subprocess: see ``run_python``.
+
+Use (pytest registers a fixture under its own name, so aliasing avoids ruff's F811)::
+
+    from tests.integration.conftest_hsm import hsm_keystore as _hsm_keystore_fixture
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hsm import KeyStore, TokenConfig, ensure_softhsm_token
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_PROCESS_TOKEN: dict[str, TokenConfig] = {}
+
+
+def process_token(tmp_path_factory: pytest.TempPathFactory) -> TokenConfig:
+    """The one SoftHSM2 token this test process uses (created on first call)."""
+    if "config" not in _PROCESS_TOKEN:
+        data_dir = tmp_path_factory.mktemp("agentca-hsm")
+        _PROCESS_TOKEN["config"] = ensure_softhsm_token(data_dir)
+    return _PROCESS_TOKEN["config"]
+
+
+@pytest.fixture(scope="session")
+def hsm_config(tmp_path_factory: pytest.TempPathFactory) -> TokenConfig:
+    """Config of the process-wide development token."""
+    return process_token(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def hsm_keystore(hsm_config: TokenConfig) -> Iterator[KeyStore]:
+    """A key store on the process-wide token."""
+    store = KeyStore(hsm_config)
+    yield store
+    store.close()
+
+
+def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (own PKCS#11 module state), the repo importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env.pop("SOFTHSM2_CONF", None)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
