@@ -1,0 +1,1 @@
+"""agentca: the certificate authority core (pure builders, policy) and its shells."""

@@ -1,0 +1,148 @@
+"""One error family for the whole product.
+
+Every failure the core can report is a :class:`CAError` carrying an :class:`ErrorCode`.
+The code fixes the HTTP status, the RFC 9457 ``type`` URI and the CLI exit code, so the
+mapping happens only at the edges (Flask, click, OCSP) and never in the core.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+PROBLEM_BASE = "https://agentca.dev/problems/"
+
+
+class ErrorCode(enum.Enum):
+    """Stable error codes: ``(slug, http_status, cli_exit_code)``."""
+
+    BAD_REQUEST = ("bad-request", 400, 2)
+    BAD_CSR = ("bad-csr", 400, 3)
+    CSR_SIGNATURE = ("csr-signature-invalid", 400, 3)
+    UNSUPPORTED_KEY = ("unsupported-key-type", 400, 3)
+    INVALID_SCOPE = ("invalid-scope", 400, 2)
+    INVALID_DIGEST = ("invalid-digest", 400, 2)
+    INVALID_NAME = ("invalid-name", 400, 2)
+    INVALID_VALIDITY = ("invalid-validity", 400, 2)
+    INVALID_EXTENSION = ("invalid-extension", 400, 2)
+    POLICY_REFUSED = ("policy-refused", 403, 4)
+    UNAUTHENTICATED = ("unauthenticated", 401, 5)
+    FORBIDDEN = ("forbidden", 403, 5)
+    NOT_FOUND = ("not-found", 404, 6)
+    CONFLICT = ("conflict", 409, 7)
+    ALREADY_REVOKED = ("already-revoked", 409, 7)
+    TOO_LARGE = ("payload-too-large", 413, 2)
+    UNSUPPORTED_MEDIA = ("unsupported-media-type", 415, 2)
+    RATE_LIMITED = ("rate-limited", 429, 8)
+    NOT_INITIALISED = ("not-initialised", 503, 9)
+    CONFIG = ("configuration", 500, 10)
+    HSM_PIN = ("hsm-pin-incorrect", 503, 11)
+    HSM_TOKEN_MISSING = ("hsm-token-missing", 503, 11)
+    HSM_KEY_MISSING = ("hsm-key-missing", 503, 11)
+    HSM_MECHANISM = ("hsm-mechanism-unsupported", 503, 11)
+    HSM_FAILURE = ("hsm-failure", 503, 11)
+    DB_UNAVAILABLE = ("database-unavailable", 503, 12)
+    INTERNAL = ("internal", 500, 1)
+
+    @property
+    def slug(self) -> str:
+        return self.value[0]
+
+    @property
+    def http_status(self) -> int:
+        return self.value[1]
+
+    @property
+    def exit_code(self) -> int:
+        return self.value[2]
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+_TITLES = {
+    ErrorCode.BAD_REQUEST: "Bad request",
+    ErrorCode.BAD_CSR: "Malformed certificate signing request",
+    ErrorCode.CSR_SIGNATURE: "CSR signature does not verify",
+    ErrorCode.UNSUPPORTED_KEY: "Unsupported key type",
+    ErrorCode.INVALID_SCOPE: "Invalid scope",
+    ErrorCode.INVALID_DIGEST: "Invalid digest",
+    ErrorCode.INVALID_NAME: "Invalid name",
+    ErrorCode.INVALID_VALIDITY: "Invalid validity",
+    ErrorCode.INVALID_EXTENSION: "Invalid agent extension",
+    ErrorCode.POLICY_REFUSED: "Refused by policy",
+    ErrorCode.UNAUTHENTICATED: "Authentication required",
+    ErrorCode.FORBIDDEN: "Forbidden",
+    ErrorCode.NOT_FOUND: "Not found",
+    ErrorCode.CONFLICT: "Conflict",
+    ErrorCode.ALREADY_REVOKED: "Already revoked",
+    ErrorCode.TOO_LARGE: "Payload too large",
+    ErrorCode.UNSUPPORTED_MEDIA: "Unsupported media type",
+    ErrorCode.RATE_LIMITED: "Too many requests",
+    ErrorCode.NOT_INITIALISED: "CA not initialised",
+    ErrorCode.CONFIG: "Configuration error",
+    ErrorCode.HSM_PIN: "HSM PIN incorrect",
+    ErrorCode.HSM_TOKEN_MISSING: "HSM token not found",
+    ErrorCode.HSM_KEY_MISSING: "HSM key not found",
+    ErrorCode.HSM_MECHANISM: "HSM mechanism not supported",
+    ErrorCode.HSM_FAILURE: "HSM failure",
+    ErrorCode.DB_UNAVAILABLE: "Database unavailable",
+    ErrorCode.INTERNAL: "Internal error",
+}
+
+
+class CAError(Exception):
+    """An expected failure with a stable code and a human-readable detail."""
+
+    def __init__(self, code: ErrorCode, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.extra: dict[str, Any] = extra
+
+    @property
+    def title(self) -> str:
+        return _TITLES[self.code]
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The RFC 9457 problem details object for this error."""
+        body: dict[str, Any] = {
+            "type": self.code.type_uri,
+            "title": self.title,
+            "status": self.code.http_status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+    def __str__(self) -> str:
+        return f"{self.code.slug}: {self.detail}"
+
+
+def as_ca_error(exc: BaseException) -> CAError:
+    """Map any exception raised below the edge to a :class:`CAError`.
+
+    HSM errors (``hsm.errors.HSMError``) carry a ``code`` slug that matches one of ours; a
+    database connectivity failure becomes ``DB_UNAVAILABLE``; anything else is ``INTERNAL``
+    with no internals leaked.
+    """
+    if isinstance(exc, CAError):
+        return exc
+    slug = getattr(exc, "code_slug", None)
+    if isinstance(slug, str):
+        for code in ErrorCode:
+            if code.slug == slug:
+                return CAError(code, str(exc))
+    try:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        if isinstance(exc, OperationalError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        ):
+            return CAError(ErrorCode.DB_UNAVAILABLE, "the database cannot be reached")
+    except ImportError:  # pragma: no cover - sqlalchemy is a hard dependency
+        pass
+    return CAError(ErrorCode.INTERNAL, "an internal error occurred")
