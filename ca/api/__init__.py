@@ -1,0 +1,1 @@
+"""The CA HTTP API (Flask shell over the CA service)."""

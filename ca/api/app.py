@@ -1,0 +1,125 @@
+"""Flask application factory for the CA API.
+
+The runtime (database engine, HSM session) is opened lazily on the first request of each
+worker, i.e. after gunicorn has forked, as the PKCS#11 library requires.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives import serialization
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy import text
+
+from ca.api.problems import install_problem_handlers
+from ca.config import Settings
+from ca.errors import CAError, ErrorCode
+from ca.runtime import Runtime, open_runtime
+
+PEM_CHAIN = "application/pem-certificate-chain"
+PKIX_CERT = "application/pkix-cert"
+
+
+class LazyRuntime:
+    """Opens the runtime once per process, on first use."""
+
+    def __init__(self, factory: Callable[[], Runtime]) -> None:
+        self._factory = factory
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Runtime:
+        if self._runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    self._runtime = self._factory()
+        return self._runtime
+
+
+def runtime() -> Runtime:
+    """The current app's runtime."""
+    holder: LazyRuntime = current_app.extensions["agentca"]
+    return holder.get()
+
+
+public = Blueprint("public", __name__)
+
+
+@public.get("/health")
+def health() -> Response:
+    """Liveness and readiness: the database answers and the CA is initialised."""
+    rt = runtime()
+    with rt.engine.connect() as conn:
+        conn.execute(text("select 1"))
+    return jsonify(status="ok", initialised=rt.authority.is_initialised())
+
+
+@public.get("/ca/chain.pem")
+def ca_chain() -> Response:
+    """The issuing CA certificate followed by the root, PEM."""
+    certs = runtime().authority.chain()
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    return _cacheable(Response(pem, mimetype=PEM_CHAIN), 3600)
+
+
+@public.get("/ca/<name>.der")
+@public.get("/ca/<name>.pem")
+def ca_certificate(name: str) -> Response:
+    """One CA certificate (the caIssuers URL in agent certificates points here)."""
+    cert = runtime().authority.issuer(name).certificate
+    if request.path.endswith(".pem"):
+        return _cacheable(
+            Response(
+                cert.public_bytes(serialization.Encoding.PEM), mimetype="application/x-pem-file"
+            ),
+            3600,
+        )
+    return _cacheable(
+        Response(cert.public_bytes(serialization.Encoding.DER), mimetype=PKIX_CERT), 3600
+    )
+
+
+@public.get("/certificates/<serial>")
+def certificate(serial: str) -> Response:
+    """A certificate by serial: JSON record, or the certificate itself when asked for.
+
+    ``Accept: application/pkix-cert`` gives DER; ``application/x-pem-file`` or ``?format=pem``
+    gives PEM; otherwise JSON with the PEM inside.
+    """
+    record = runtime().authority.get(serial)
+    cert = record.certificate
+    wanted = request.accept_mimetypes.best_match(
+        ["application/json", PKIX_CERT, "application/x-pem-file"], default="application/json"
+    )
+    fmt = request.args.get("format")
+    if cert is not None and (fmt == "der" or (fmt is None and wanted == PKIX_CERT)):
+        return Response(cert.public_bytes(serialization.Encoding.DER), mimetype=PKIX_CERT)
+    if cert is not None and (fmt == "pem" or (fmt is None and wanted == "application/x-pem-file")):
+        return Response(
+            cert.public_bytes(serialization.Encoding.PEM), mimetype="application/x-pem-file"
+        )
+    if fmt not in (None, "json", "pem", "der"):
+        raise CAError(ErrorCode.BAD_REQUEST, "format must be one of json, pem, der")
+    body = record.to_dict()
+    body["certificate_pem"] = (
+        cert.public_bytes(serialization.Encoding.PEM).decode() if cert is not None else None
+    )
+    return jsonify(body)
+
+
+def _cacheable(resp: Response, max_age: int) -> Response:
+    resp.headers["Cache-Control"] = f"public, max-age={max_age}"
+    return resp
+
+
+def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None = None) -> Flask:
+    """Build the CA API for ``settings`` (the runtime opens lazily per process)."""
+    app = Flask("agentca.ca")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = True  # type: ignore[attr-defined]
+    app.extensions["agentca"] = LazyRuntime(runtime_factory or (lambda: open_runtime(settings)))
+    install_problem_handlers(app)
+    app.register_blueprint(public)
+    return app

@@ -1,0 +1,498 @@
+"""The CA service: the shell that joins the pure builders, the HSM key seam and the store.
+
+Issuance follows DESIGN.md section 6: the record is written (``pending``) and committed before
+anything is signed, so no certificate can exist without a record; a crash between the two
+leaves a ``pending`` row that :meth:`CertificateAuthority.reconcile_pending` marks ``failed``
+and that status services never answer "good" for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ca.config import Settings
+from ca.errors import CAError, ErrorCode
+from ca.extensions import AgentExtensions
+from ca.names import validate_agent_name
+from ca.profile import (
+    BACKDATE,
+    AgentCertificateSpec,
+    CertificateUrls,
+    build_agent_certificate,
+    build_issuing_certificate,
+    build_root_certificate,
+    key_type_of,
+)
+from ca.records import CertificateRecord, IssuerRecord
+from ca.revocation import RevocationReason
+from ca.serials import new_serial, serial_to_hex
+from ca.store.models import Certificate, CertStatus, Issuer
+
+Clock = Callable[[], datetime]
+ROOT = "root"
+ISSUING = "issuing"
+
+
+def utcnow() -> datetime:
+    """The wall clock, in UTC, truncated to whole seconds (X.509 time precision)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class KeySeam(Protocol):
+    """What the CA needs from ``hsm.KeyStore``."""
+
+    def generate(self, label: str, key_type: Any) -> Any: ...
+    def get(self, label: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class IssuanceRequest:
+    """A request to certify ``public_key`` for an agent, with its decoded extensions."""
+
+    public_key: CertificatePublicKeyTypes
+    agent_name: str
+    extensions: AgentExtensions
+    validity: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class CertificateFilter:
+    """Filters for listing certificates; ``None`` means "any"."""
+
+    agent_name: str | None = None
+    status: str | None = None
+    officer: str | None = None
+    model_digest: str | None = None
+    prompt_digest: str | None = None
+    limit: int = 100
+
+
+@dataclass
+class _LoadedIssuer:
+    id: int
+    name: str
+    certificate: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes
+    urls: CertificateUrls
+
+
+class CertificateAuthority:
+    """Creates the hierarchy, issues, revokes and looks up agent certificates."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        keys: KeySeam,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.keys = keys
+        self.clock = clock
+        self._issuing: _LoadedIssuer | None = None
+        self._lock = threading.Lock()
+
+    # -- hierarchy ----------------------------------------------------------------------------
+    def is_initialised(self) -> bool:
+        with self.sessions() as s:
+            return s.scalar(select(Issuer.id).where(Issuer.role == ISSUING).limit(1)) is not None
+
+    def initialise(self, root_key_type: str, issuing_key_type: str) -> list[IssuerRecord]:
+        """Create the root and issuing CA: keys generated in the HSM, certificates recorded."""
+        from hsm import KeyType
+
+        if self.is_initialised():
+            raise CAError(ErrorCode.CONFLICT, "the CA hierarchy already exists")
+        try:
+            root_type, issuing_type = KeyType.parse(root_key_type), KeyType.parse(issuing_key_type)
+        except ValueError as exc:
+            raise CAError(ErrorCode.UNSUPPORTED_KEY, str(exc)) from exc
+        s = self.settings
+        now = self.clock()
+        suffix = secrets.token_hex(4)
+        root_label, issuing_label = f"agentca-root-{suffix}", f"agentca-issuing-{suffix}"
+        root_key = self.keys.generate(root_label, root_type)
+        root_cert = build_root_certificate(
+            root_key,
+            s.root_common_name,
+            s.organization,
+            new_serial(),
+            now - BACKDATE,
+            now + timedelta(days=s.root_validity_days),
+        )
+        issuing_key = self.keys.generate(issuing_label, issuing_type)
+        issuing_cert = build_issuing_certificate(
+            issuing_key.public_key(),
+            s.issuing_common_name,
+            s.organization,
+            new_serial(),
+            now - BACKDATE,
+            now + timedelta(days=s.issuing_validity_days),
+            root_cert,
+            root_key,
+            issuer_crl_url=f"{s.effective_crl_base_url}/{ROOT}.crl",
+        )
+        with self.sessions.begin() as session:
+            root = _issuer_row(ROOT, ROOT, None, root_label, root_type.value, root_cert, now)
+            session.add(root)
+            session.flush()
+            issuing = _issuer_row(
+                ISSUING, ISSUING, root.id, issuing_label, issuing_type.value, issuing_cert, now
+            )
+            session.add(issuing)
+        return self.issuers()
+
+    def issuers(self) -> list[IssuerRecord]:
+        """Every CA certificate, root first."""
+        with self.sessions() as s:
+            rows = s.scalars(select(Issuer).order_by(Issuer.id)).all()
+            names = {r.id: r.name for r in rows}
+            return [
+                IssuerRecord(
+                    name=r.name,
+                    role=r.role,
+                    key_label=r.key_label,
+                    key_type=r.key_type,
+                    certificate_der=r.certificate_der,
+                    parent_name=names.get(r.parent_id) if r.parent_id else None,
+                )
+                for r in rows
+            ]
+
+    def issuer(self, name: str) -> IssuerRecord:
+        for record in self.issuers():
+            if record.name == name:
+                return record
+        raise CAError(ErrorCode.NOT_FOUND, f"no issuer named '{name}'")
+
+    def chain(self) -> list[x509.Certificate]:
+        """The issuing CA certificate followed by the root."""
+        by_name = {r.name: r for r in self.issuers()}
+        if ISSUING not in by_name:
+            raise CAError(
+                ErrorCode.NOT_INITIALISED, "the CA is not initialised; run 'agentca init'"
+            )
+        return [by_name[ISSUING].certificate, by_name[ROOT].certificate]
+
+    def _issuing_ca(self) -> _LoadedIssuer:
+        if self._issuing is None:
+            with self._lock:
+                if self._issuing is None:
+                    with self.sessions() as s:
+                        row = s.scalar(select(Issuer).where(Issuer.role == ISSUING, Issuer.active))
+                        if row is None:
+                            raise CAError(
+                                ErrorCode.NOT_INITIALISED,
+                                "the CA is not initialised; run 'agentca init'",
+                            )
+                        base = self.settings.public_base_url.rstrip("/")
+                        self._issuing = _LoadedIssuer(
+                            id=row.id,
+                            name=row.name,
+                            certificate=x509.load_der_x509_certificate(row.certificate_der),
+                            key=self.keys.get(row.key_label),
+                            urls=CertificateUrls(
+                                ocsp_url=self.settings.effective_ocsp_url,
+                                ca_issuers_url=f"{base}/ca/{row.name}.der",
+                                crl_url=f"{self.settings.effective_crl_base_url}/{row.name}.crl",
+                            ),
+                        )
+        return self._issuing
+
+    # -- issuance -----------------------------------------------------------------------------
+    def issue(self, request: IssuanceRequest, actor: str) -> CertificateRecord:
+        """Record, sign and store one agent certificate (DESIGN.md section 6)."""
+        validate_agent_name(request.agent_name)
+        key_type = key_type_of(request.public_key)
+        if key_type not in self.settings.allowed_agent_key_types:
+            raise CAError(
+                ErrorCode.UNSUPPORTED_KEY, f"agent keys of type {key_type} are not allowed"
+            )
+        validity = request.validity or self.settings.default_validity
+        if validity <= timedelta(0):
+            raise CAError(ErrorCode.INVALID_VALIDITY, "validity must be positive")
+        if validity > self.settings.max_validity:
+            raise CAError(
+                ErrorCode.INVALID_VALIDITY,
+                f"validity {validity} exceeds the maximum of {self.settings.max_validity}",
+            )
+        issuing = self._issuing_ca()
+        now = self.clock()
+        not_after = now + validity
+        if not_after > issuing.certificate.not_valid_after_utc:
+            raise CAError(
+                ErrorCode.INVALID_VALIDITY, "validity ends after the issuing CA certificate expires"
+            )
+        ext = request.extensions
+        spki = request.public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        row_id, serial = self._reserve(issuing, request, ext, spki, now, not_after, actor)
+        spec = AgentCertificateSpec(
+            serial=serial,
+            agent_name=request.agent_name,
+            organization=self.settings.organization,
+            trust_domain=self.settings.trust_domain,
+            public_key=request.public_key,
+            extensions=ext,
+            not_before=now - BACKDATE,
+            not_after=not_after,
+        )
+        try:
+            cert = build_agent_certificate(spec, issuing.certificate, issuing.key, issuing.urls)
+        except BaseException as exc:
+            self._mark_failed(row_id, f"{type(exc).__name__}: {exc}")
+            raise
+        der = cert.public_bytes(serialization.Encoding.DER)
+        fingerprint = hashlib.sha256(der).hexdigest()
+        with self.sessions.begin() as s:
+            s.execute(
+                update(Certificate)
+                .where(Certificate.id == row_id, Certificate.status == CertStatus.PENDING.value)
+                .values(
+                    status=CertStatus.ISSUED.value,
+                    certificate_der=der,
+                    fingerprint_sha256=fingerprint,
+                    issued_at=now,
+                )
+            )
+        return self.get(serial_to_hex(serial), issuing.name)
+
+    def _reserve(
+        self,
+        issuing: _LoadedIssuer,
+        request: IssuanceRequest,
+        ext: AgentExtensions,
+        spki: bytes,
+        now: datetime,
+        not_after: datetime,
+        actor: str,
+    ) -> tuple[int, int]:
+        prov, acc = ext.provenance, ext.accountability
+        for _attempt in range(5):
+            serial = new_serial()
+            row = Certificate(
+                issuer_id=issuing.id,
+                serial_hex=serial_to_hex(serial),
+                status=CertStatus.PENDING.value,
+                agent_name=request.agent_name,
+                subject=f"O={self.settings.organization},CN={request.agent_name}",
+                public_key_sha256=hashlib.sha256(spki).digest(),
+                model_type=prov.model_type,
+                model_digest=prov.model_digest.hex,
+                prompt_digest=prov.prompt_digest.hex,
+                config_digest=prov.config_digest.hex if prov.config_digest else None,
+                scopes=" ".join(ext.authorization.scopes),
+                officer=acc.officer,
+                environment=acc.environment,
+                not_before=now - BACKDATE,
+                not_after=not_after,
+                requested_by=actor,
+                created_at=now,
+            )
+            try:
+                with self.sessions.begin() as s:
+                    s.add(row)
+                    s.flush()
+                    return row.id, serial
+            except IntegrityError:  # a serial collision: astronomically rare, retry
+                continue
+        raise CAError(ErrorCode.INTERNAL, "could not reserve a unique serial number")
+
+    def _mark_failed(self, row_id: int, why: str) -> None:
+        with self.sessions.begin() as s:
+            s.execute(
+                update(Certificate)
+                .where(Certificate.id == row_id)
+                .values(status=CertStatus.FAILED.value, failure=why[:500])
+            )
+
+    def reconcile_pending(self, older_than: timedelta = timedelta(minutes=5)) -> int:
+        """Mark reservations abandoned by a crash as failed; returns how many."""
+        cutoff = self.clock() - older_than
+        with self.sessions.begin() as s:
+            result = s.execute(
+                update(Certificate)
+                .where(Certificate.status == CertStatus.PENDING.value)
+                .where(Certificate.created_at < cutoff)
+                .values(status=CertStatus.FAILED.value, failure="abandoned before signing")
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    # -- revocation ---------------------------------------------------------------------------
+    def revoke(
+        self,
+        serial_hex: str,
+        reason: RevocationReason,
+        actor: str,
+        issuer_name: str | None = None,
+    ) -> CertificateRecord:
+        """Revoke an issued certificate with an RFC 5280 reason code."""
+        if reason is RevocationReason.REMOVE_FROM_CRL:
+            raise CAError(ErrorCode.BAD_REQUEST, "removeFromCRL is not a revocation reason")
+        now = self.clock()
+        with self.sessions.begin() as s:
+            row = self._find(s, serial_hex, issuer_name, for_update=True)
+            if row.status == CertStatus.REVOKED.value:
+                if row.revocation_reason == RevocationReason.CERTIFICATE_HOLD and (
+                    reason is not RevocationReason.CERTIFICATE_HOLD
+                ):
+                    # RFC 5280 5.3.1: a held certificate may be revoked for good.
+                    row.revocation_reason = int(reason)
+                    row.revoked_by = actor
+                else:
+                    raise CAError(
+                        ErrorCode.ALREADY_REVOKED, f"certificate {serial_hex} is already revoked"
+                    )
+            elif row.status != CertStatus.ISSUED.value:
+                raise CAError(
+                    ErrorCode.CONFLICT,
+                    f"certificate {serial_hex} is {row.status} and cannot be revoked",
+                )
+            else:
+                row.status = CertStatus.REVOKED.value
+                row.revoked_at = now
+                row.revocation_reason = int(reason)
+                row.revoked_by = actor
+            issuer = row.issuer.name
+        return self.get(serial_hex, issuer)
+
+    def release_hold(
+        self, serial_hex: str, actor: str, issuer_name: str | None = None
+    ) -> CertificateRecord:
+        """Lift a certificateHold: the certificate is good again (removeFromCRL in delta CRLs)."""
+        with self.sessions.begin() as s:
+            row = self._find(s, serial_hex, issuer_name, for_update=True)
+            if row.revocation_reason != RevocationReason.CERTIFICATE_HOLD:
+                raise CAError(ErrorCode.CONFLICT, f"certificate {serial_hex} is not on hold")
+            row.status = CertStatus.ISSUED.value
+            row.revoked_at = None
+            row.revocation_reason = None
+            row.revoked_by = actor
+            issuer = row.issuer.name
+        return self.get(serial_hex, issuer)
+
+    # -- lookup -------------------------------------------------------------------------------
+    def get(self, serial_hex: str, issuer_name: str | None = None) -> CertificateRecord:
+        """One certificate record by serial (hex), optionally within one issuer."""
+        with self.sessions() as s:
+            return _record(self._find(s, serial_hex, issuer_name))
+
+    def list(self, flt: CertificateFilter) -> Sequence[CertificateRecord]:
+        """Certificate records matching ``flt``, newest first."""
+        query = select(Certificate).order_by(Certificate.id.desc()).limit(max(1, flt.limit))
+        for column, value in (
+            (Certificate.agent_name, flt.agent_name),
+            (Certificate.status, flt.status),
+            (Certificate.officer, flt.officer),
+            (Certificate.model_digest, flt.model_digest),
+            (Certificate.prompt_digest, flt.prompt_digest),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        with self.sessions() as s:
+            return [_record(r) for r in s.scalars(query).all()]
+
+    @staticmethod
+    def _find(
+        s: Session, serial_hex: str, issuer_name: str | None, for_update: bool = False
+    ) -> Certificate:
+        from ca.serials import parse_serial
+
+        try:
+            canonical = serial_to_hex(parse_serial(serial_hex))
+        except ValueError as exc:
+            raise CAError(ErrorCode.BAD_REQUEST, str(exc)) from exc
+        query = select(Certificate).where(Certificate.serial_hex == canonical)
+        if issuer_name is not None:
+            query = query.join(Issuer).where(Issuer.name == issuer_name)
+        if for_update:
+            query = query.with_for_update()
+        rows = s.scalars(query).all()
+        if not rows:
+            raise CAError(ErrorCode.NOT_FOUND, f"no certificate with serial {canonical}")
+        if len(rows) > 1:
+            raise CAError(ErrorCode.CONFLICT, f"serial {canonical} exists under several issuers")
+        return rows[0]
+
+
+def _issuer_row(
+    name: str,
+    role: str,
+    parent_id: int | None,
+    key_label: str,
+    key_type: str,
+    cert: x509.Certificate,
+    now: datetime,
+) -> Issuer:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    parsed = asn1_x509.Certificate.load(der)
+    return Issuer(
+        name=name,
+        role=role,
+        parent_id=parent_id,
+        subject=cert.subject.rfc4514_string(),
+        key_label=key_label,
+        key_type=key_type,
+        serial_hex=serial_to_hex(cert.serial_number),
+        certificate_der=der,
+        name_hash_sha1=parsed.subject.sha1,
+        key_hash_sha1=parsed.public_key.sha1,
+        name_hash_sha256=parsed.subject.sha256,
+        key_hash_sha256=parsed.public_key.sha256,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        active=True,
+        created_at=now,
+    )
+
+
+def _record(row: Certificate) -> CertificateRecord:
+    return CertificateRecord(
+        issuer_name=row.issuer.name,
+        serial_hex=row.serial_hex,
+        status=row.status,
+        agent_name=row.agent_name,
+        subject=row.subject,
+        model_type=row.model_type,
+        model_digest=row.model_digest,
+        prompt_digest=row.prompt_digest,
+        config_digest=row.config_digest,
+        scopes=tuple(row.scopes.split()),
+        officer=row.officer,
+        environment=row.environment,
+        not_before=row.not_before,
+        not_after=row.not_after,
+        created_at=row.created_at,
+        issued_at=row.issued_at,
+        revoked_at=row.revoked_at,
+        revocation_reason=(
+            RevocationReason(row.revocation_reason) if row.revocation_reason is not None else None
+        ),
+        requested_by=row.requested_by,
+        fingerprint_sha256=row.fingerprint_sha256,
+        certificate_der=row.certificate_der,
+    )
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint of a certificate, lowercase hex."""
+    return cert.fingerprint(hashes.SHA256()).hex()

@@ -1,0 +1,178 @@
+"""Configuration, built in one place: defaults -> TOML file -> ``AGENTCA_*`` environment.
+
+Secrets never travel as values: only as ``*_file`` paths (``AGENTCA_HSM_PIN_FILE``), so they
+stay out of argv, environment dumps and logs. The result is a frozen :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ca.errors import CAError, ErrorCode
+
+ENV_PREFIX = "AGENTCA_"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "agentca"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the CA, OCSP responder and CLI need to know about their deployment."""
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    database_url: str = ""  # empty: SQLite file in data_dir
+    # HSM (PKCS#11)
+    pkcs11_module: str = ""  # empty: find SoftHSM2
+    token_label: str = "agentca"
+    hsm_pin_file: str = ""  # empty: data_dir/secrets/user.pin
+    softhsm2_conf: str = ""  # empty: data_dir/hsm/softhsm2.conf when SoftHSM2 is managed by us
+    manage_softhsm: bool = True  # create the SoftHSM2 token on first run
+    # naming and profile
+    organization: str = "agentca development"
+    trust_domain: str = "agentca.local"
+    root_common_name: str = "agentca Root CA"
+    issuing_common_name: str = "agentca Issuing CA"
+    root_key_type: str = "ec-p384"
+    issuing_key_type: str = "ec-p256"
+    root_validity_days: int = 3650
+    issuing_validity_days: int = 1825
+    default_validity_hours: int = 12
+    max_validity_hours: int = 24 * 7
+    allowed_agent_key_types: tuple[str, ...] = (
+        "ec-p256",
+        "ec-p384",
+        "rsa-2048",
+        "rsa-3072",
+        "rsa-4096",
+        "ed25519",
+    )
+    # URLs published inside certificates
+    public_base_url: str = "http://127.0.0.1:8400"
+    ocsp_url: str = ""  # empty: http://127.0.0.1:8401/ocsp
+    crl_base_url: str = ""  # empty: public_base_url + /crl
+    # HTTP services
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8400
+    ocsp_listen_port: int = 8401
+    workers: int = 2
+    max_request_bytes: int = 64 * 1024
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'agentca.sqlite3'}"
+
+    @property
+    def effective_pin_file(self) -> Path:
+        return Path(self.hsm_pin_file) if self.hsm_pin_file else self.data_dir / "secrets/user.pin"
+
+    @property
+    def effective_ocsp_url(self) -> str:
+        return self.ocsp_url or f"http://{self.listen_host}:{self.ocsp_listen_port}/ocsp"
+
+    @property
+    def effective_crl_base_url(self) -> str:
+        return (self.crl_base_url or self.public_base_url.rstrip("/") + "/crl").rstrip("/")
+
+    @property
+    def default_validity(self) -> timedelta:
+        return timedelta(hours=self.default_validity_hours)
+
+    @property
+    def max_validity(self) -> timedelta:
+        return timedelta(hours=self.max_validity_hours)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (for tests and CLI overrides)."""
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a TOML or environment value into the field's type, or raise CONFIG."""
+    kind = _FIELDS[name].type
+    try:
+        if kind == "Path":
+            return Path(str(raw)).expanduser()
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if kind.startswith("tuple"):
+            items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise CAError(ErrorCode.CONFIG, f"setting '{name}' has an invalid value") from exc
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: str | Path | None = None
+) -> Settings:
+    """Build settings from defaults, then the TOML file, then ``AGENTCA_*`` variables.
+
+    The TOML file is ``config_file`` or ``$AGENTCA_CONFIG``; keys are the field names, at the
+    top level or under an ``[agentca]`` table. Unknown keys are an error, not a silent typo.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise CAError(ErrorCode.CONFIG, f"configuration file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise CAError(ErrorCode.CONFIG, f"configuration file {path}: {exc}") from exc
+        table = doc.get("agentca", doc)
+        for key, raw in table.items():
+            if key not in _FIELDS:
+                raise CAError(ErrorCode.CONFIG, f"configuration file {path}: unknown key '{key}'")
+            values[key] = _coerce(key, raw)
+    for name in _FIELDS:
+        raw_env = env.get(ENV_PREFIX + name.upper())
+        if raw_env is not None and raw_env != "":
+            values[name] = _coerce(name, raw_env)
+    if "hsm_pin" in {k.lower()[len(ENV_PREFIX) :] for k in env if k.startswith(ENV_PREFIX)}:
+        raise CAError(
+            ErrorCode.CONFIG,
+            "AGENTCA_HSM_PIN is not accepted: put the PIN in a file and set AGENTCA_HSM_PIN_FILE",
+        )
+    return Settings(**values)
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """Read a secret (PIN, token) from a file, stripped of its trailing newline."""
+    try:
+        text = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError as exc:
+        raise CAError(ErrorCode.CONFIG, f"{what} file {path} does not exist") from exc
+    except OSError as exc:
+        raise CAError(
+            ErrorCode.CONFIG, f"{what} file {path} cannot be read: {exc.strerror}"
+        ) from exc
+    if not text:
+        raise CAError(ErrorCode.CONFIG, f"{what} file {path} is empty")
+    return text

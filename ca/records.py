@@ -1,0 +1,84 @@
+"""Value objects handed out by the CA service (never ORM rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography import x509
+
+from ca.revocation import RevocationReason
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    """One agent certificate as recorded in the database."""
+
+    issuer_name: str
+    serial_hex: str
+    status: str
+    agent_name: str
+    subject: str
+    model_type: str
+    model_digest: str
+    prompt_digest: str
+    config_digest: str | None
+    scopes: tuple[str, ...]
+    officer: str
+    environment: str
+    not_before: datetime
+    not_after: datetime
+    created_at: datetime
+    issued_at: datetime | None
+    revoked_at: datetime | None
+    revocation_reason: RevocationReason | None
+    requested_by: str
+    fingerprint_sha256: str | None
+    certificate_der: bytes | None
+
+    @property
+    def certificate(self) -> x509.Certificate | None:
+        return (
+            x509.load_der_x509_certificate(self.certificate_der) if self.certificate_der else None
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (no certificate bytes)."""
+        return {
+            "issuer": self.issuer_name,
+            "serial": self.serial_hex,
+            "status": self.status,
+            "agent_name": self.agent_name,
+            "subject": self.subject,
+            "model_type": self.model_type,
+            "model_digest": self.model_digest,
+            "prompt_digest": self.prompt_digest,
+            "config_digest": self.config_digest,
+            "scopes": list(self.scopes),
+            "officer": self.officer,
+            "environment": self.environment,
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "issued_at": self.issued_at.isoformat() if self.issued_at else None,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "revocation_reason": self.revocation_reason.text if self.revocation_reason else None,
+            "requested_by": self.requested_by,
+            "fingerprint_sha256": self.fingerprint_sha256,
+        }
+
+
+@dataclass(frozen=True)
+class IssuerRecord:
+    """A CA certificate known to this deployment."""
+
+    name: str
+    role: str
+    key_label: str
+    key_type: str
+    certificate_der: bytes
+    parent_name: str | None
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.certificate_der)

@@ -1,0 +1,33 @@
+"""Certificate serial numbers: 159 bits of CSPRNG output, positive, at most 20 octets."""
+
+from __future__ import annotations
+
+import secrets
+
+SERIAL_BITS = 159  # RFC 5280 4.1.2.2: positive, at most 20 octets; CA/B Forum: >= 64 random bits
+
+
+def new_serial() -> int:
+    """A fresh random serial (never zero; top bit clear so DER needs no sign octet)."""
+    while True:
+        value = secrets.randbits(SERIAL_BITS)
+        if value >= 1 << 64:  # at least 64 significant random bits; retry is ~never taken
+            return value
+
+
+def serial_to_hex(serial: int) -> str:
+    """The canonical text form we store and print: lowercase hex, no leading zeros."""
+    if serial <= 0:
+        raise ValueError("serial numbers are positive")
+    return format(serial, "x")
+
+
+def parse_serial(text: str) -> int:
+    """Parse a serial given as hex (optionally ``0x``-prefixed or colon-separated)."""
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    if not cleaned or len(cleaned) > 40 or any(c not in "0123456789abcdef" for c in cleaned):
+        raise ValueError(f"'{text}' is not a hexadecimal serial number of at most 20 octets")
+    value = int(cleaned, 16)
+    if value <= 0:
+        raise ValueError("serial numbers are positive")
+    return value

@@ -1,0 +1,1 @@
+"""Persistence shell: SQLAlchemy 2 models, engine setup, migrations and repositories."""

@@ -1,0 +1,105 @@
+"""SQLAlchemy 2 typed models for issuers and certificates.
+
+Serial numbers are stored as lowercase hexadecimal without leading zeros (``serial_hex``):
+they exceed 64-bit integers, and text compares and indexes identically on both backends.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from ca.store.types import UTCDateTime
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the metadata Alembic migrates."""
+
+
+class CertStatus(enum.StrEnum):
+    """Lifecycle of a certificate record (DESIGN.md section 6)."""
+
+    PENDING = "pending"  # serial reserved, not yet signed
+    ISSUED = "issued"
+    REVOKED = "revoked"
+    FAILED = "failed"  # signing failed or was abandoned; never answered "good"
+
+
+class Issuer(Base):
+    """A CA certificate whose private key lives in the HSM under ``key_label``."""
+
+    __tablename__ = "issuers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # "root" | "issuing"
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("issuers.id"))
+    subject: Mapped[str] = mapped_column(Text)
+    key_label: Mapped[str] = mapped_column(String(128), unique=True)
+    key_type: Mapped[str] = mapped_column(String(16))
+    serial_hex: Mapped[str] = mapped_column(String(42))
+    certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
+    name_hash_sha1: Mapped[bytes] = mapped_column(LargeBinary(20))
+    key_hash_sha1: Mapped[bytes] = mapped_column(LargeBinary(20))
+    name_hash_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    key_hash_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    parent: Mapped[Issuer | None] = relationship(remote_side=[id])
+
+
+class Certificate(Base):
+    """An agent certificate record, written before the certificate is signed."""
+
+    __tablename__ = "certificates"
+    __table_args__ = (
+        UniqueConstraint("issuer_id", "serial_hex", name="uq_certificates_issuer_serial"),
+        Index("ix_certificates_model_digest", "model_digest"),
+        Index("ix_certificates_prompt_digest", "prompt_digest"),
+        Index("ix_certificates_officer", "officer"),
+        Index("ix_certificates_agent_name", "agent_name"),
+        Index("ix_certificates_status_not_after", "status", "not_after"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issuer_id: Mapped[int] = mapped_column(ForeignKey("issuers.id"))
+    serial_hex: Mapped[str] = mapped_column(String(42))
+    status: Mapped[str] = mapped_column(String(16), default=CertStatus.PENDING.value)
+    agent_name: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Text)
+    public_key_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    model_type: Mapped[str] = mapped_column(String(128))
+    model_digest: Mapped[str] = mapped_column(String(128))
+    prompt_digest: Mapped[str] = mapped_column(String(128))
+    config_digest: Mapped[str | None] = mapped_column(String(128))
+    scopes: Mapped[str] = mapped_column(Text)  # space-separated, sorted
+    officer: Mapped[str] = mapped_column(String(254))
+    environment: Mapped[str] = mapped_column(String(64))
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    certificate_der: Mapped[bytes | None] = mapped_column(LargeBinary)
+    fingerprint_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revocation_reason: Mapped[int | None] = mapped_column(Integer)
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
+    failure: Mapped[str | None] = mapped_column(Text)
+
+    issuer: Mapped[Issuer] = relationship()

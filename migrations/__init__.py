@@ -1,0 +1,1 @@
+"""Alembic migration environment for agentca (``ca.store.db.upgrade`` runs it)."""

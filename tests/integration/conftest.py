@@ -1,0 +1,69 @@
+"""Integration fixtures: a CA on the real SoftHSM2 token and a real database.
+
+The PKCS#11 module is loaded once per process, so all in-process tests share the one token
+of ``conftest_hsm`` (each CA generates its own randomly-labelled keys in it). CLI tests run
+``agentca`` as a subprocess with their own managed token under their own data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ca.config import Settings
+from ca.runtime import Runtime, open_runtime
+from hsm import TokenConfig
+from tests.integration.conftest_hsm import hsm_config, hsm_keystore  # noqa: F401
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+AGENTCA = str(Path(sys.executable).with_name("agentca"))
+
+
+def settings_for(
+    data_dir: Path, database_url: str, token: TokenConfig, **extra: object
+) -> Settings:
+    """Settings that use the process-wide SoftHSM2 token instead of a managed one."""
+    assert token.softhsm2_conf
+    token_home = Path(token.softhsm2_conf).parent.parent
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        manage_softhsm=False,
+        pkcs11_module=token.module_path,
+        softhsm2_conf=token.softhsm2_conf,
+        token_label=token.token_label,
+        hsm_pin_file=str(token_home / "secrets" / "user.pin"),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def ca_settings(tmp_path: Path, db_url: str, hsm_config: TokenConfig) -> Settings:  # noqa: F811
+    return settings_for(tmp_path, db_url, hsm_config)
+
+
+@pytest.fixture
+def ca_runtime(ca_settings: Settings) -> Iterator[Runtime]:
+    """An initialised CA (root + issuing keys in SoftHSM2) on a fresh database."""
+    rt = open_runtime(ca_settings, create=True)
+    rt.authority.initialise("ec-p384", "ec-p256")
+    yield rt
+    rt.engine.dispose()
+
+
+def run_cli(
+    *args: str, data_dir: Path, env: dict[str, str] | None = None, input_bytes: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``agentca`` console script with its own data directory."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCA_")}
+    full_env.pop("SOFTHSM2_CONF", None)
+    full_env["AGENTCA_DATA_DIR"] = str(data_dir)
+    full_env.update(env or {})
+    return subprocess.run(
+        [AGENTCA, *args], capture_output=True, text=True, env=full_env, timeout=120, check=False
+    )
