@@ -1,0 +1,1 @@
+"""The ``agentca`` command line: thin click commands over the CA core."""

@@ -1,0 +1,296 @@
+"""CA hierarchy and certificate commands: init, issue, revoke, list, show, chain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ca.authority import CertificateFilter, IssuanceRequest
+from ca.csr import load_csr
+from ca.errors import CAError, ErrorCode
+from ca.extensions import (
+    Accountability,
+    AgentExtensions,
+    Authorization,
+    Digest,
+    Provenance,
+    read_agent_extensions,
+)
+from ca.names import parse_sha256_hex
+from ca.revocation import RevocationReason
+from ca.runtime import ensure_initialised
+from cli.context import actor, handle_errors, parse_duration, runtime, settings_from
+
+KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
+
+
+@click.command()
+@click.option(
+    "--root-key-type",
+    type=click.Choice(KEY_TYPES),
+    default=None,
+    help="Root CA key type (default from settings: ec-p384).",
+)
+@click.option(
+    "--issuing-key-type",
+    type=click.Choice(KEY_TYPES),
+    default=None,
+    help="Issuing CA key type (default from settings: ec-p256).",
+)
+@click.pass_context
+@handle_errors
+def init(ctx: click.Context, root_key_type: str | None, issuing_key_type: str | None) -> None:
+    """Create the CA: HSM token (SoftHSM2 by default), database schema, root and issuing CA.
+
+    Keys are generated inside the token and never leave it. Fails if the hierarchy exists.
+    """
+    settings = settings_from(ctx)
+    settings = settings.replace(
+        root_key_type=root_key_type or settings.root_key_type,
+        issuing_key_type=issuing_key_type or settings.issuing_key_type,
+    )
+    if not ensure_initialised(settings):
+        raise CAError(ErrorCode.CONFLICT, f"the CA hierarchy in {settings.data_dir} already exists")
+    with runtime(ctx) as rt:
+        for record in rt.authority.issuers():
+            cert = record.certificate
+            click.echo(
+                f"{record.role:8} {cert.subject.rfc4514_string()}  key={record.key_type} "
+                f"serial={cert.serial_number:x} notAfter={cert.not_valid_after_utc:%Y-%m-%d}"
+            )
+
+
+@click.command()
+@click.option(
+    "--csr",
+    "csr_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="PKCS#10 request (PEM or DER) holding the agent's public key.",
+)
+@click.option("--agent", "agent_name", required=True, help="Agent name (subject CN, SPIFFE path).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="Authorised scope, e.g. submit_limit_order (repeatable).",
+)
+@click.option("--model-type", required=True, help="Model type, e.g. claude-3.5-sonnet-v2.")
+@click.option(
+    "--model-digest",
+    required=True,
+    help="SHA-256 of the weights manifest (see 'agentca model digest'), 64 hex.",
+)
+@click.option(
+    "--prompt-digest",
+    required=True,
+    help="SHA-256 of the system prompt (see 'agentca prompt digest'), 64 hex.",
+)
+@click.option("--config-digest", default=None, help="Optional SHA-256 of the canonical config.")
+@click.option("--officer", required=True, help="Officer of record (e-mail address).")
+@click.option("--environment", required=True, help="Deployment environment, e.g. production.")
+@click.option("--organization", default=None, help="Owner organisation of the agent (optional).")
+@click.option("--validity", default=None, help="Lifetime such as 30m, 12h, 2d (default 12h).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the PEM certificate here instead of standard output.",
+)
+@click.pass_context
+@handle_errors
+def issue(
+    ctx: click.Context,
+    csr_path: str,
+    agent_name: str,
+    scopes: tuple[str, ...],
+    model_type: str,
+    model_digest: str,
+    prompt_digest: str,
+    config_digest: str | None,
+    officer: str,
+    environment: str,
+    organization: str | None,
+    validity: str | None,
+    out: str | None,
+) -> None:
+    """Issue an agent certificate from a CSR, binding provenance, scopes and officer."""
+    try:
+        data = Path(csr_path).read_bytes()
+    except OSError as exc:
+        raise CAError(ErrorCode.BAD_REQUEST, f"cannot read {csr_path}: {exc.strerror}") from exc
+    csr = load_csr(data)
+    extensions = AgentExtensions(
+        provenance=Provenance(
+            model_type=model_type,
+            model_digest=Digest(value=parse_sha256_hex(model_digest)),
+            prompt_digest=Digest(value=parse_sha256_hex(prompt_digest)),
+            config_digest=Digest(value=parse_sha256_hex(config_digest)) if config_digest else None,
+        ),
+        authorization=Authorization(scopes=tuple(scopes)),
+        accountability=Accountability(
+            officer=officer, environment=environment, organization=organization
+        ),
+    )
+    request = IssuanceRequest(
+        public_key=csr.public_key(),
+        agent_name=agent_name,
+        extensions=extensions,
+        validity=parse_duration(validity) if validity else None,
+    )
+    with runtime(ctx) as rt:
+        record = rt.authority.issue(request, actor())
+    cert = record.certificate
+    assert cert is not None
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    if out:
+        Path(out).write_text(pem)
+        click.echo(f"issued serial {record.serial_hex} to {agent_name}, written to {out}", err=True)
+    else:
+        click.echo(pem, nl=False)
+        click.echo(f"issued serial {record.serial_hex} to {agent_name}", err=True)
+
+
+@click.command()
+@click.argument("serial")
+@click.option(
+    "--reason",
+    default="unspecified",
+    show_default=True,
+    help="RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, "
+    "cessationOfOperation, certificateHold, privilegeWithdrawn...",
+)
+@click.pass_context
+@handle_errors
+def revoke(ctx: click.Context, serial: str, reason: str) -> None:
+    """Revoke the certificate with hexadecimal SERIAL."""
+    why = RevocationReason.parse(reason)
+    with runtime(ctx) as rt:
+        record = rt.authority.revoke(serial, why, actor())
+    click.echo(
+        f"revoked {record.serial_hex} ({why.text}) at {record.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
+    )
+
+
+@click.command("list")
+@click.option("--agent", "agent_name", default=None, help="Only this agent.")
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "issued", "revoked", "failed"]),
+    default=None,
+    help="Only this status.",
+)
+@click.option("--officer", default=None, help="Only this officer of record.")
+@click.option("--model-digest", default=None, help="Only this model digest (hex).")
+@click.option("--prompt-digest", default=None, help="Only this prompt digest (hex).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
+@click.pass_context
+@handle_errors
+def list_certificates(
+    ctx: click.Context,
+    agent_name: str | None,
+    status: str | None,
+    officer: str | None,
+    model_digest: str | None,
+    prompt_digest: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List certificate records, newest first."""
+    flt = CertificateFilter(
+        agent_name=agent_name,
+        status=status,
+        officer=officer,
+        model_digest=parse_sha256_hex(model_digest).hex() if model_digest else None,
+        prompt_digest=parse_sha256_hex(prompt_digest).hex() if prompt_digest else None,
+        limit=limit,
+    )
+    with runtime(ctx) as rt:
+        records = rt.authority.list(flt)
+    for r in records:
+        if as_json:
+            click.echo(json.dumps(r.to_dict(), sort_keys=True))
+        else:
+            click.echo(
+                f"{r.serial_hex:40}  {r.status:8}  {r.agent_name:24}  "
+                f"{r.not_after:%Y-%m-%dT%H:%MZ}  {r.officer}"
+            )
+
+
+@click.command()
+@click.argument("serial")
+@click.option("--pem", "as_pem", is_flag=True, help="Print the certificate in PEM only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the record and extensions as JSON.")
+@click.pass_context
+@handle_errors
+def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
+    """Show one certificate: record, validity and its decoded agent extensions."""
+    with runtime(ctx) as rt:
+        record = rt.authority.get(serial)
+    cert = record.certificate
+    if as_pem:
+        if cert is None:
+            raise CAError(ErrorCode.NOT_FOUND, f"certificate {serial} was never signed")
+        click.echo(cert.public_bytes(serialization.Encoding.PEM).decode(), nl=False)
+        return
+    data = record.to_dict()
+    if cert is not None:
+        data["extensions"] = read_agent_extensions(cert).to_dict()
+        data["spiffe_id"] = [
+            str(u)
+            for u in cert.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value.get_values_for_type(x509.UniformResourceIdentifier)
+        ]
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    for key in (
+        "serial",
+        "status",
+        "issuer",
+        "subject",
+        "agent_name",
+        "spiffe_id",
+        "not_before",
+        "not_after",
+        "issued_at",
+        "revoked_at",
+        "revocation_reason",
+        "requested_by",
+        "fingerprint_sha256",
+    ):
+        if data.get(key) is not None:
+            click.echo(f"{key + ':':20}{data[key]}")
+    if "extensions" in data:
+        click.echo("extensions (decoded from the certificate):")
+        click.echo(json.dumps(data["extensions"], indent=2, sort_keys=True))
+
+
+@click.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the PEM chain here instead of standard output.",
+)
+@click.option("--root-only", is_flag=True, help="Only the root certificate (the trust anchor).")
+@click.pass_context
+@handle_errors
+def chain(ctx: click.Context, out: str | None, root_only: bool) -> None:
+    """Print the CA chain in PEM: issuing CA, then root."""
+    with runtime(ctx) as rt:
+        certs = rt.authority.chain()
+    if root_only:
+        certs = certs[-1:]
+    pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
+    if out:
+        Path(out).write_text(pem)
+    else:
+        click.echo(pem, nl=False)

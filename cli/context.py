@@ -1,0 +1,83 @@
+"""Shared CLI plumbing: settings, runtime, error mapping and small parsers."""
+
+from __future__ import annotations
+
+import getpass
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from functools import wraps
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from ca.config import Settings, load_settings
+from ca.errors import CAError, ErrorCode, as_ca_error
+from ca.runtime import Runtime, open_runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    """Settings for this invocation (``--config`` beats ``$AGENTCA_CONFIG``)."""
+    obj = ctx.find_root().obj or {}
+    if "settings" not in obj:
+        obj["settings"] = load_settings(config_file=obj.get("config"))
+        ctx.find_root().obj = obj
+    settings: Settings = obj["settings"]
+    return settings
+
+
+@contextmanager
+def runtime(ctx: click.Context, create: bool = False) -> Iterator[Runtime]:
+    """Open the runtime for one command and close it afterwards."""
+    rt = open_runtime(settings_from(ctx), create=create)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def actor() -> str:
+    """Who is acting, for the record: the operating-system user of the CLI."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def fail(error: CAError) -> NoReturn:
+    """Print one clear line and exit with the error's code."""
+    click.echo(f"agentca: error: {error.detail} [{error.code.slug}]", err=True)
+    sys.exit(error.code.exit_code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn every failure inside a command into one line on stderr and a non-zero exit."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except CAError as exc:
+            fail(exc)
+        except Exception as exc:
+            fail(as_ca_error(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``12h`` or ``7d`` to a timedelta."""
+    m = _DURATION.match(text)
+    if not m:
+        raise CAError(ErrorCode.INVALID_VALIDITY, f"'{text}' is not a duration like 30m, 12h or 7d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+    return timedelta(**{unit: int(m.group(1))})

@@ -1,0 +1,40 @@
+"""Digest helpers: the model weights manifest digest and the system-prompt digest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ca.digests import model_digest, model_manifest, prompt_digest_file
+from cli.context import handle_errors
+
+
+@click.group()
+def model() -> None:
+    """Model provenance helpers."""
+
+
+@model.command("digest")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--manifest", is_flag=True, help="Also print the manifest lines that are hashed.")
+@handle_errors
+def model_digest_command(path: str, manifest: bool) -> None:
+    """Print the SHA-256 manifest digest of a weights file or directory (constant memory)."""
+    if manifest:
+        for entry in model_manifest(Path(path)):
+            click.echo(entry.line().decode(), nl=False, err=True)
+    click.echo(model_digest(Path(path)).hex())
+
+
+@click.group()
+def prompt() -> None:
+    """System-prompt provenance helpers."""
+
+
+@prompt.command("digest")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@handle_errors
+def prompt_digest_command(file: str) -> None:
+    """Print the SHA-256 of the system prompt FILE's exact bytes."""
+    click.echo(prompt_digest_file(Path(file)).hex())

@@ -1,0 +1,40 @@
+"""Entry point of the ``agentca`` command."""
+
+from __future__ import annotations
+
+import click
+
+from cli.ca_commands import chain, init, issue, list_certificates, revoke, show
+from cli.digest_commands import model, prompt
+from cli.serve import serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    envvar="AGENTCA_CONFIG",
+    help="TOML configuration file (default: $AGENTCA_CONFIG). Environment AGENTCA_* overrides it.",
+)
+@click.version_option(package_name="agentca")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """agentca: a private CA that gives AI agents an X.509 identity bound to their model
+    provenance, authorised scopes and an accountable officer of record.
+
+    The data directory is $AGENTCA_DATA_DIR (default ~/.local/share/agentca).
+    """
+    ctx.obj = {"config": config}
+
+
+for command in (init, issue, revoke, list_certificates, show, chain, model, prompt, serve):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="agentca")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

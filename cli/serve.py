@@ -1,0 +1,49 @@
+"""``agentca serve``: first-run setup, then the CA API under gunicorn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ca.api.app import create_app
+from ca.runtime import ensure_initialised
+from cli.context import handle_errors, settings_from
+
+
+@click.command()
+@click.option("--host", default=None, help="Listen address (default from settings: 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Listen port (default 8400).")
+@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Worker processes.")
+@click.pass_context
+@handle_errors
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the CA HTTP API with gunicorn; on first run create token, database and CAs."""
+    from gunicorn.app.base import BaseApplication
+
+    settings = settings_from(ctx)
+    settings = settings.replace(
+        listen_host=host or settings.listen_host,
+        listen_port=port or settings.listen_port,
+        workers=workers or settings.workers,
+    )
+    created = ensure_initialised(settings)
+    click.echo(
+        ("created" if created else "reusing") + f" CA in {settings.data_dir}; serving on "
+        f"http://{settings.listen_host}:{settings.listen_port}",
+        err=True,
+    )
+    app = create_app(settings)
+    from deploy import gunicorn_ca
+
+    options: dict[str, Any] = gunicorn_ca.options(settings)
+
+    class _App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
+    _App().run()
