@@ -43,7 +43,7 @@ from ca.profile import (
 from ca.records import CertificateRecord, IssuerRecord
 from ca.revocation import RevocationReason
 from ca.serials import new_serial, serial_to_hex
-from ca.store.models import Certificate, CertStatus, Issuer
+from ca.store.models import Certificate, CertStatus, Issuer, StatusChange
 
 Clock = Callable[[], datetime]
 ROOT = "root"
@@ -372,6 +372,7 @@ class CertificateAuthority:
                 row.revoked_at = now
                 row.revocation_reason = int(reason)
                 row.revoked_by = actor
+            s.add(StatusChange(issuer_id=row.issuer_id, serial_hex=row.serial_hex, changed_at=now))
             issuer = row.issuer.name
         return self.get(serial_hex, issuer)
 
@@ -379,6 +380,7 @@ class CertificateAuthority:
         self, serial_hex: str, actor: str, issuer_name: str | None = None
     ) -> CertificateRecord:
         """Lift a certificateHold: the certificate is good again (removeFromCRL in delta CRLs)."""
+        now = self.clock()
         with self.sessions.begin() as s:
             row = self._find(s, serial_hex, issuer_name, for_update=True)
             if row.revocation_reason != RevocationReason.CERTIFICATE_HOLD:
@@ -387,6 +389,9 @@ class CertificateAuthority:
             row.revoked_at = None
             row.revocation_reason = None
             row.revoked_by = actor
+            s.add(
+                StatusChange(issuer_id=row.issuer_id, serial_hex=row.serial_hex, changed_at=now)
+            )
             issuer = row.issuer.name
         return self.get(serial_hex, issuer)
 

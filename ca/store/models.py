@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 typed models for issuers and certificates.
+"""SQLAlchemy 2 typed models: issuers, certificates, registrations, inventory, tokens, CRL/OCSP state.
 
 Serial numbers are stored as lowercase hexadecimal without leading zeros (``serial_hex``):
 they exceed 64-bit integers, and text compares and indexes identically on both backends.
@@ -101,5 +101,119 @@ class Certificate(Base):
     revocation_reason: Mapped[int | None] = mapped_column(Integer)
     revoked_by: Mapped[str | None] = mapped_column(String(128))
     failure: Mapped[str | None] = mapped_column(Text)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), index=True)
 
     issuer: Mapped[Issuer] = relationship()
+
+
+class StatusChange(Base):
+    """Change feed of certificate status (revocation, hold release), written in the same
+    transaction as the change; OCSP workers poll its highest id to drop stale answers."""
+
+    __tablename__ = "status_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    issuer_id: Mapped[int] = mapped_column(ForeignKey("issuers.id"))
+    serial_hex: Mapped[str] = mapped_column(String(42))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AgentRegistration(Base):
+    """What an agent may be certified for: the policy input for enrollment and renewal."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    organization: Mapped[str | None] = mapped_column(String(128))
+    officer: Mapped[str] = mapped_column(String(254))
+    environment: Mapped[str] = mapped_column(String(64))
+    model_type: Mapped[str] = mapped_column(String(128))
+    allowed_scopes: Mapped[str] = mapped_column(Text)  # space-separated, sorted
+    allowed_model_digests: Mapped[str] = mapped_column(Text)  # space-separated hex
+    allowed_prompt_digests: Mapped[str] = mapped_column(Text)  # space-separated hex
+    allowed_key_types: Mapped[str] = mapped_column(Text)  # space-separated
+    max_validity_seconds: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | disabled
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ModelInventoryEntry(Base):
+    """An authorised model digest for one environment (active or retired)."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("digest", "environment", name="uq_models_digest_env"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(128), index=True)
+    model_type: Mapped[str] = mapped_column(String(128))
+    environment: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | retired
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ScopeDefinition(Base):
+    """The scope catalogue: a registration may only allow scopes listed here."""
+
+    __tablename__ = "scopes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EnrollmentToken(Base):
+    """A one-time, short-lived enrollment secret bound to one registration (stored hashed)."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class ApiToken(Base):
+    """An operator/auditor/read-only API credential (stored as a SHA-256 hash only)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # operator | auditor | read-only
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CrlState(Base):
+    """Per-issuer CRL numbering: ``UPDATE ... RETURNING`` keeps numbers strictly increasing
+    and unique across concurrent publishers."""
+
+    __tablename__ = "crl_state"
+
+    issuer_id: Mapped[int] = mapped_column(ForeignKey("issuers.id"), primary_key=True)
+    crl_number: Mapped[int] = mapped_column(Integer, default=0)
+    last_full_number: Mapped[int | None] = mapped_column(Integer)
+    last_full_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_change_id: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OcspSigner(Base):
+    """A delegated OCSP responder certificate for one issuer; its key lives in the HSM."""
+
+    __tablename__ = "ocsp_signers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issuer_id: Mapped[int] = mapped_column(ForeignKey("issuers.id"), index=True)
+    key_label: Mapped[str] = mapped_column(String(128), unique=True)
+    certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -196,3 +196,16 @@ def test_chain_is_a_proper_hierarchy(ca_runtime: Runtime) -> None:
     assert root.issuer == root.subject
     bc = issuing.extensions.get_extension_for_class(x509.BasicConstraints).value
     assert bc.ca and bc.path_length == 0
+
+
+def test_status_changes_feed_records_revocations(ca_runtime: Runtime) -> None:
+    from ca.store.models import StatusChange
+
+    ca = ca_runtime.authority
+    a = ca.issue(_request(), actor="t")
+    ca.revoke(a.serial_hex, RevocationReason.CERTIFICATE_HOLD, actor="t")
+    ca.release_hold(a.serial_hex, actor="t")
+    with ca_runtime.sessions() as s:
+        feed = s.scalars(select(StatusChange).order_by(StatusChange.id)).all()
+        assert [c.serial_hex for c in feed] == [a.serial_hex, a.serial_hex]
+        assert feed[0].id < feed[1].id
