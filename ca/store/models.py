@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 typed models: issuers, certificates, registrations, inventory, tokens, CRL/OCSP state.
+"""SQLAlchemy 2 typed models: CAs, certificates, registrations, inventory, tokens, CRL/OCSP.
 
 Serial numbers are stored as lowercase hexadecimal without leading zeros (``serial_hex``):
 they exceed 64-bit integers, and text compares and indexes identically on both backends.
