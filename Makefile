@@ -54,6 +54,22 @@ bench: bootstrap-test
 	    echo "make bench: bench/__main__.py does not exist yet; nothing to run"; \
 	fi
 
+.PHONY: bench-enroll
+bench-enroll: bootstrap-test
+	bash scripts/with-postgres.sh $(PY) bench/enroll_bench.py $(BENCH_ARGS)
+
+.PHONY: bench-ledger
+bench-ledger: bootstrap-test
+	bash scripts/with-postgres.sh $(PY) bench/ledger_bench.py $(BENCH_ARGS)
+
+.PHONY: bench-crl
+bench-crl: bootstrap-test
+	bash scripts/with-postgres.sh $(PY) bench/crl_bench.py $(BENCH_ARGS)
+
+.PHONY: bench-ocsp
+bench-ocsp: bootstrap-test
+	bash scripts/with-postgres.sh $(PY) bench/ocsp_bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf var '$(VENV)' .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
 	find . -path './.git' -prune -o \

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -23,13 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
 )
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from ca.config import Settings
 from ca.errors import CAError, ErrorCode
 from ca.extensions import AgentExtensions
+from ca.ledger.store import append as ledger_append
 from ca.names import validate_agent_name
 from ca.profile import (
     BACKDATE,
@@ -84,6 +86,32 @@ class CertificateFilter:
     limit: int = 100
 
 
+@dataclass(frozen=True)
+class RevocationCriteria:
+    """Criteria for bulk revocation; every given criterion must match."""
+
+    model_digest: str | None = None
+    prompt_digest: str | None = None
+    officer: str | None = None
+    agent_name: str | None = None
+    environment: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def is_empty(self) -> bool:
+        return all(
+            v is None
+            for v in (
+                self.model_digest,
+                self.prompt_digest,
+                self.officer,
+                self.agent_name,
+                self.environment,
+            )
+        )
+
+
 @dataclass
 class _LoadedIssuer:
     id: int
@@ -108,6 +136,8 @@ class CertificateAuthority:
         self.keys = keys
         self.clock = clock
         self._issuing: _LoadedIssuer | None = None
+        self._chain: list[x509.Certificate] | None = None
+        self.ledger_enabled = True  # switched off only by the ledger-cost benchmark
         self._lock = threading.Lock()
 
     # -- hierarchy ----------------------------------------------------------------------------
@@ -115,7 +145,9 @@ class CertificateAuthority:
         with self.sessions() as s:
             return s.scalar(select(Issuer.id).where(Issuer.role == ISSUING).limit(1)) is not None
 
-    def initialise(self, root_key_type: str, issuing_key_type: str) -> list[IssuerRecord]:
+    def initialise(
+        self, root_key_type: str, issuing_key_type: str, actor: str = "system"
+    ) -> list[IssuerRecord]:
         """Create the root and issuing CA: keys generated in the HSM, certificates recorded."""
         from hsm import KeyType
 
@@ -158,6 +190,16 @@ class CertificateAuthority:
                 ISSUING, ISSUING, root.id, issuing_label, issuing_type.value, issuing_cert, now
             )
             session.add(issuing)
+            self._log(
+                session,
+                actor,
+                "ca.initialised",
+                {
+                    "root": _issuer_summary(root_cert, root_type.value),
+                    "issuing": _issuer_summary(issuing_cert, issuing_type.value),
+                },
+                now,
+            )
         return self.issuers()
 
     def issuers(self) -> list[IssuerRecord]:
@@ -184,7 +226,10 @@ class CertificateAuthority:
         raise CAError(ErrorCode.NOT_FOUND, f"no issuer named '{name}'")
 
     def chain(self) -> list[x509.Certificate]:
-        """The issuing CA certificate followed by the root."""
+        """The issuing CA certificate followed by the root (cached: CA certificates are
+        immutable rows; a new hierarchy means a new process)."""
+        if self._chain is not None:
+            return self._chain
         by_name = {r.name: r for r in self.issuers()}
         if ISSUING not in by_name:
             raise CAError(
@@ -218,8 +263,22 @@ class CertificateAuthority:
         return self._issuing
 
     # -- issuance -----------------------------------------------------------------------------
-    def issue(self, request: IssuanceRequest, actor: str) -> CertificateRecord:
-        """Record, sign and store one agent certificate (DESIGN.md section 6)."""
+    def issue(
+        self,
+        request: IssuanceRequest,
+        actor: str,
+        agent_id: int | None = None,
+        in_reservation: Callable[[Session], None] | None = None,
+        session: Session | None = None,
+    ) -> CertificateRecord:
+        """Record, sign and store one agent certificate (DESIGN.md section 6).
+
+        ``session``, when given, must not be inside a transaction; the caller's request-scoped
+        session is then reused for both transactions (one connection for the whole request).
+
+        ``in_reservation`` runs inside the transaction that reserves the serial (e.g. to consume
+        a one-time enrollment token): if it raises, nothing at all is written.
+        """
         validate_agent_name(request.agent_name)
         key_type = key_type_of(request.public_key)
         if key_type not in self.settings.allowed_agent_key_types:
@@ -245,39 +304,61 @@ class CertificateAuthority:
         spki = request.public_key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        row_id, serial = self._reserve(issuing, request, ext, spki, now, not_after, actor)
-        spec = AgentCertificateSpec(
-            serial=serial,
-            agent_name=request.agent_name,
-            organization=self.settings.organization,
-            trust_domain=self.settings.trust_domain,
-            public_key=request.public_key,
-            extensions=ext,
-            not_before=now - BACKDATE,
-            not_after=not_after,
-        )
-        try:
-            cert = build_agent_certificate(spec, issuing.certificate, issuing.key, issuing.urls)
-        except BaseException as exc:
-            self._mark_failed(row_id, f"{type(exc).__name__}: {exc}")
-            raise
-        der = cert.public_bytes(serialization.Encoding.DER)
-        fingerprint = hashlib.sha256(der).hexdigest()
-        with self.sessions.begin() as s:
-            s.execute(
-                update(Certificate)
-                .where(Certificate.id == row_id, Certificate.status == CertStatus.PENDING.value)
-                .values(
-                    status=CertStatus.ISSUED.value,
-                    certificate_der=der,
-                    fingerprint_sha256=fingerprint,
-                    issued_at=now,
-                )
+        with self._unit_of_work(session) as s:
+            row = self._reserve(
+                s, issuing, request, ext, spki, now, not_after, actor, agent_id, in_reservation
             )
-        return self.get(serial_to_hex(serial), issuing.name)
+            serial = int(row.serial_hex, 16)
+            spec = AgentCertificateSpec(
+                serial=serial,
+                agent_name=request.agent_name,
+                organization=self.settings.organization,
+                trust_domain=self.settings.trust_domain,
+                public_key=request.public_key,
+                extensions=ext,
+                not_before=now - BACKDATE,
+                not_after=not_after,
+            )
+            try:
+                cert = build_agent_certificate(spec, issuing.certificate, issuing.key, issuing.urls)
+            except BaseException as exc:
+                self._mark_failed(row, f"{type(exc).__name__}: {exc}", actor)
+                raise
+            der = cert.public_bytes(serialization.Encoding.DER)
+            fingerprint = hashlib.sha256(der).hexdigest()
+            with s.begin():
+                self._log(s, actor, "certificate.issued", _issued_body(row, ext, fingerprint), now)
+                result = s.connection().execute(
+                    update(Certificate)
+                    .where(Certificate.id == row.id, Certificate.status == CertStatus.PENDING.value)
+                    .values(
+                        status=CertStatus.ISSUED.value,
+                        certificate_der=der,
+                        fingerprint_sha256=fingerprint,
+                        issued_at=now,
+                    )
+                )
+                if getattr(result, "rowcount", 1) != 1:
+                    raise CAError(ErrorCode.INTERNAL, "the reservation was reconciled away")
+        row.status = CertStatus.ISSUED.value
+        row.certificate_der = der
+        row.fingerprint_sha256 = fingerprint
+        row.issued_at = now
+        return _record(row, issuing.name)
+
+    @contextmanager
+    def _unit_of_work(self, session: Session | None) -> Iterator[Session]:
+        """The caller's session, or a session pinned to one connection for this call."""
+        if session is not None:
+            yield session
+            return
+        engine = self.sessions.kw["bind"]
+        with engine.connect() as conn, Session(bind=conn, expire_on_commit=False) as s:
+            yield s
 
     def _reserve(
         self,
+        s: Session,
         issuing: _LoadedIssuer,
         request: IssuanceRequest,
         ext: AgentExtensions,
@@ -285,13 +366,15 @@ class CertificateAuthority:
         now: datetime,
         not_after: datetime,
         actor: str,
-    ) -> tuple[int, int]:
+        agent_id: int | None = None,
+        in_reservation: Callable[[Session], None] | None = None,
+    ) -> Certificate:
+        """Commit the pending record (and what ``in_reservation`` writes); return it detached."""
         prov, acc = ext.provenance, ext.accountability
         for _attempt in range(5):
-            serial = new_serial()
             row = Certificate(
                 issuer_id=issuing.id,
-                serial_hex=serial_to_hex(serial),
+                serial_hex=serial_to_hex(new_serial()),
                 status=CertStatus.PENDING.value,
                 agent_name=request.agent_name,
                 subject=f"O={self.settings.organization},CN={request.agent_name}",
@@ -307,35 +390,80 @@ class CertificateAuthority:
                 not_after=not_after,
                 requested_by=actor,
                 created_at=now,
+                agent_id=agent_id,
             )
             try:
-                with self.sessions.begin() as s:
-                    s.add(row)
-                    s.flush()
-                    return row.id, serial
+                with s.begin():
+                    if in_reservation is not None:
+                        in_reservation(s)
+                    values = {
+                        c.key: getattr(row, c.key)
+                        for c in Certificate.__table__.columns
+                        if c.key != "id"
+                    }
+                    row.id = (
+                        s.connection()
+                        .execute(insert(Certificate).values(values).returning(Certificate.id))
+                        .scalar_one()
+                    )
+                    self._log(
+                        s,
+                        actor,
+                        "certificate.reserved",
+                        {
+                            "issuer": issuing.name,
+                            "serial": row.serial_hex,
+                            "agent": row.agent_name,
+                            "officer": acc.officer,
+                        },
+                        now,
+                    )
+                return row
             except IntegrityError:  # a serial collision: astronomically rare, retry
                 continue
         raise CAError(ErrorCode.INTERNAL, "could not reserve a unique serial number")
 
-    def _mark_failed(self, row_id: int, why: str) -> None:
+    def _mark_failed(self, row: Certificate, why: str, actor: str) -> None:
         with self.sessions.begin() as s:
             s.execute(
                 update(Certificate)
-                .where(Certificate.id == row_id)
+                .where(Certificate.id == row.id)
                 .values(status=CertStatus.FAILED.value, failure=why[:500])
+            )
+            self._log(
+                s,
+                actor,
+                "certificate.failed",
+                {"serial": row.serial_hex, "agent": row.agent_name, "why": why[:500]},
+                self.clock(),
             )
 
     def reconcile_pending(self, older_than: timedelta = timedelta(minutes=5)) -> int:
         """Mark reservations abandoned by a crash as failed; returns how many."""
-        cutoff = self.clock() - older_than
+        now = self.clock()
+        cutoff = now - older_than
         with self.sessions.begin() as s:
-            result = s.execute(
-                update(Certificate)
+            rows = s.scalars(
+                select(Certificate)
                 .where(Certificate.status == CertStatus.PENDING.value)
                 .where(Certificate.created_at < cutoff)
-                .values(status=CertStatus.FAILED.value, failure="abandoned before signing")
-            )
-            return int(getattr(result, "rowcount", 0) or 0)
+                .with_for_update()
+            ).all()
+            for row in rows:
+                row.status = CertStatus.FAILED.value
+                row.failure = "abandoned before signing"
+                self._log(
+                    s,
+                    "system",
+                    "certificate.failed",
+                    {
+                        "serial": row.serial_hex,
+                        "agent": row.agent_name,
+                        "why": "abandoned before signing",
+                    },
+                    now,
+                )
+            return len(rows)
 
     # -- revocation ---------------------------------------------------------------------------
     def revoke(
@@ -373,8 +501,51 @@ class CertificateAuthority:
                 row.revocation_reason = int(reason)
                 row.revoked_by = actor
             s.add(StatusChange(issuer_id=row.issuer_id, serial_hex=row.serial_hex, changed_at=now))
+            self._log(s, actor, "certificate.revoked", _revoked_body(row, reason), now)
             issuer = row.issuer.name
         return self.get(serial_hex, issuer)
+
+    def revoke_where(
+        self, criteria: RevocationCriteria, reason: RevocationReason, actor: str
+    ) -> list[CertificateRecord]:
+        """Revoke every *live* certificate (issued, unexpired) matching all given criteria.
+
+        One transaction: either all matching certificates are revoked or none is.
+        """
+        if reason is RevocationReason.REMOVE_FROM_CRL:
+            raise CAError(ErrorCode.BAD_REQUEST, "removeFromCRL is not a revocation reason")
+        if criteria.is_empty():
+            raise CAError(ErrorCode.BAD_REQUEST, "bulk revocation needs at least one criterion")
+        now = self.clock()
+        query = (
+            select(Certificate)
+            .where(Certificate.status == CertStatus.ISSUED.value, Certificate.not_after > now)
+            .order_by(Certificate.id)
+        )
+        for column, value in (
+            (Certificate.model_digest, criteria.model_digest),
+            (Certificate.prompt_digest, criteria.prompt_digest),
+            (Certificate.officer, criteria.officer),
+            (Certificate.agent_name, criteria.agent_name),
+            (Certificate.environment, criteria.environment),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        with self.sessions.begin() as s:
+            rows = s.scalars(query.with_for_update()).all()
+            for row in rows:
+                row.status = CertStatus.REVOKED.value
+                row.revoked_at = now
+                row.revocation_reason = int(reason)
+                row.revoked_by = actor
+                s.add(
+                    StatusChange(issuer_id=row.issuer_id, serial_hex=row.serial_hex, changed_at=now)
+                )
+                body = _revoked_body(row, reason)
+                body["bulk"] = criteria.to_json()
+                self._log(s, actor, "certificate.revoked", body, now)
+            s.flush()
+            return [_record(r) for r in rows]
 
     def release_hold(
         self, serial_hex: str, actor: str, issuer_name: str | None = None
@@ -389,11 +560,22 @@ class CertificateAuthority:
             row.revoked_at = None
             row.revocation_reason = None
             row.revoked_by = actor
-            s.add(
-                StatusChange(issuer_id=row.issuer_id, serial_hex=row.serial_hex, changed_at=now)
+            s.add(StatusChange(issuer_id=row.issuer_id, serial_hex=row.serial_hex, changed_at=now))
+            self._log(
+                s,
+                actor,
+                "certificate.hold_released",
+                {"serial": row.serial_hex, "agent": row.agent_name, "officer": row.officer},
+                now,
             )
             issuer = row.issuer.name
         return self.get(serial_hex, issuer)
+
+    # -- ledger -------------------------------------------------------------------------------
+    def _log(self, s: Session, actor: str, event: str, body: dict[str, Any], now: datetime) -> None:
+        """Record a change in the ledger, in the transaction that makes it."""
+        if self.ledger_enabled:
+            ledger_append(s, actor, event, body, now)
 
     # -- lookup -------------------------------------------------------------------------------
     def get(self, serial_hex: str, issuer_name: str | None = None) -> CertificateRecord:
@@ -426,7 +608,11 @@ class CertificateAuthority:
             canonical = serial_to_hex(parse_serial(serial_hex))
         except ValueError as exc:
             raise CAError(ErrorCode.BAD_REQUEST, str(exc)) from exc
-        query = select(Certificate).where(Certificate.serial_hex == canonical)
+        query = (
+            select(Certificate)
+            .options(joinedload(Certificate.issuer, innerjoin=True))
+            .where(Certificate.serial_hex == canonical)
+        )
         if issuer_name is not None:
             query = query.join(Issuer).where(Issuer.name == issuer_name)
         if for_update:
@@ -470,9 +656,9 @@ def _issuer_row(
     )
 
 
-def _record(row: Certificate) -> CertificateRecord:
+def _record(row: Certificate, issuer_name: str | None = None) -> CertificateRecord:
     return CertificateRecord(
-        issuer_name=row.issuer.name,
+        issuer_name=issuer_name if issuer_name is not None else row.issuer.name,
         serial_hex=row.serial_hex,
         status=row.status,
         agent_name=row.agent_name,
@@ -501,3 +687,36 @@ def _record(row: Certificate) -> CertificateRecord:
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 fingerprint of a certificate, lowercase hex."""
     return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _issuer_summary(cert: x509.Certificate, key_type: str) -> dict[str, Any]:
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "serial": serial_to_hex(cert.serial_number),
+        "key_type": key_type,
+        "certificate_sha256": fingerprint(cert),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+    }
+
+
+def _issued_body(row: Certificate, ext: AgentExtensions, fingerprint_hex: str) -> dict[str, Any]:
+    """The issuance entry: fingerprint plus the decoded provenance, scopes and officer."""
+    return {
+        "serial": row.serial_hex,
+        "agent": row.agent_name,
+        "officer": ext.accountability.officer,
+        "fingerprint_sha256": fingerprint_hex,
+        "not_before": row.not_before.isoformat(),
+        "not_after": row.not_after.isoformat(),
+        "requested_by": row.requested_by,
+        "extensions": ext.to_dict(),
+    }
+
+
+def _revoked_body(row: Certificate, reason: RevocationReason) -> dict[str, Any]:
+    return {
+        "serial": row.serial_hex,
+        "agent": row.agent_name,
+        "officer": row.officer,
+        "reason": reason.text,
+    }

@@ -60,12 +60,17 @@ class Settings:
     public_base_url: str = "http://127.0.0.1:8400"
     ocsp_url: str = ""  # empty: http://127.0.0.1:8401/ocsp
     crl_base_url: str = ""  # empty: public_base_url + /crl
+    crl_publish_dir: str = ""  # empty: data_dir/crl (where the CRL publisher writes)
+    crl_interval_seconds: int = 3600  # full CRL every interval; nextUpdate = 2 x interval
     # HTTP services
     listen_host: str = "127.0.0.1"
     listen_port: int = 8400
     ocsp_listen_port: int = 8401
     workers: int = 2
     max_request_bytes: int = 64 * 1024
+    enroll_rate_per_second: int = 20  # per client address and worker process
+    enroll_burst: int = 40
+    enrollment_token_hours: int = 24
 
     # -- derived values -------------------------------------------------------------------
     @property
@@ -83,6 +88,14 @@ class Settings:
     @property
     def effective_crl_base_url(self) -> str:
         return (self.crl_base_url or self.public_base_url.rstrip("/") + "/crl").rstrip("/")
+
+    @property
+    def enrollment_ttl(self) -> timedelta:
+        return timedelta(hours=self.enrollment_token_hours)
+
+    @property
+    def effective_crl_publish_dir(self) -> Path:
+        return Path(self.crl_publish_dir) if self.crl_publish_dir else self.data_dir / "crl"
 
     @property
     def default_validity(self) -> timedelta:

@@ -47,3 +47,7 @@ NAMES: Final[dict[str, str]] = {
     KP_AGENT_REQUEST_SIGNING_DOTTED: "id-kp-agentRequestSigning",
     CSR_PROVENANCE_DOTTED: "id-agentca-csr-provenance",
 }
+
+#: Extended key usage of the audit key that signs ledger checkpoints.
+KP_LEDGER_SIGNING_DOTTED = ARC + ".3.2"
+KP_LEDGER_SIGNING = x509.ObjectIdentifier(KP_LEDGER_SIGNING_DOTTED)

@@ -14,7 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca.authority import CertificateAuthority, Clock, utcnow
 from ca.config import Settings, read_secret_file
+from ca.enrollment import EnrollmentService
 from ca.errors import CAError, ErrorCode
+from ca.ledger.signer import Auditor
+from ca.ledger.store import LedgerStore
+from ca.registry import Registry
 from ca.store.db import make_engine, make_session_factory, require_schema, upgrade
 from hsm import KeyStore, TokenConfig, ensure_softhsm_token
 
@@ -28,6 +32,10 @@ class Runtime:
     sessions: sessionmaker[Session]
     keys: KeyStore
     authority: CertificateAuthority
+    registry: Registry
+    enrollment: EnrollmentService
+    ledger: LedgerStore
+    auditor: Auditor
 
     def close(self) -> None:
         self.keys.close()
@@ -74,10 +82,23 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
     sessions = make_session_factory(engine)
     keys = KeyStore(token_config(settings, create=create))
     authority = CertificateAuthority(settings, sessions, keys, clock)
-    return Runtime(settings, engine, sessions, keys, authority)
+    registry = Registry(sessions, clock)
+    enrollment = EnrollmentService(settings, authority, registry)
+    ledger = LedgerStore(sessions)
+    return Runtime(
+        settings,
+        engine,
+        sessions,
+        keys,
+        authority,
+        registry,
+        enrollment,
+        ledger,
+        Auditor(authority, ledger),
+    )
 
 
-def ensure_initialised(settings: Settings) -> bool:
+def ensure_initialised(settings: Settings, actor: str = "system") -> bool:
     """First-run setup used by ``agentca serve`` and ``make run``: token, schema, hierarchy.
 
     Returns True when it created the hierarchy, False when everything already existed.
@@ -86,7 +107,7 @@ def ensure_initialised(settings: Settings) -> bool:
     try:
         if rt.authority.is_initialised():
             return False
-        rt.authority.initialise(settings.root_key_type, settings.issuing_key_type)
+        rt.authority.initialise(settings.root_key_type, settings.issuing_key_type, actor)
         return True
     finally:
         rt.close()

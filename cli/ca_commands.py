@@ -9,7 +9,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ca.authority import CertificateFilter, IssuanceRequest
+from ca.authority import CertificateFilter, IssuanceRequest, RevocationCriteria
 from ca.csr import load_csr
 from ca.errors import CAError, ErrorCode
 from ca.extensions import (
@@ -53,7 +53,7 @@ def init(ctx: click.Context, root_key_type: str | None, issuing_key_type: str | 
         root_key_type=root_key_type or settings.root_key_type,
         issuing_key_type=issuing_key_type or settings.issuing_key_type,
     )
-    if not ensure_initialised(settings):
+    if not ensure_initialised(settings, actor()):
         raise CAError(ErrorCode.CONFLICT, f"the CA hierarchy in {settings.data_dir} already exists")
     with runtime(ctx) as rt:
         for record in rt.authority.issuers():
@@ -157,7 +157,7 @@ def issue(
 
 
 @click.command()
-@click.argument("serial")
+@click.argument("serial", required=False)
 @click.option(
     "--reason",
     default="unspecified",
@@ -165,16 +165,47 @@ def issue(
     help="RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, "
     "cessationOfOperation, certificateHold, privilegeWithdrawn...",
 )
+@click.option("--model-digest", default=None, help="Bulk: every live certificate of this model.")
+@click.option("--prompt-digest", default=None, help="Bulk: every live certificate of this prompt.")
+@click.option("--officer", default=None, help="Bulk: every live certificate of this officer.")
+@click.option("--agent", "agent_name", default=None, help="Bulk: every live certificate of NAME.")
 @click.pass_context
 @handle_errors
-def revoke(ctx: click.Context, serial: str, reason: str) -> None:
-    """Revoke the certificate with hexadecimal SERIAL."""
+def revoke(
+    ctx: click.Context,
+    serial: str | None,
+    reason: str,
+    model_digest: str | None,
+    prompt_digest: str | None,
+    officer: str | None,
+    agent_name: str | None,
+) -> None:
+    """Revoke the certificate with hexadecimal SERIAL, or in bulk with the filters.
+
+    Bulk revocation takes every live (issued, unexpired) certificate matching all given
+    filters, in one transaction.
+    """
     why = RevocationReason.parse(reason)
-    with runtime(ctx) as rt:
-        record = rt.authority.revoke(serial, why, actor())
-    click.echo(
-        f"revoked {record.serial_hex} ({why.text}) at {record.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
+    bulk = RevocationCriteria(
+        model_digest=parse_sha256_hex(model_digest).hex() if model_digest else None,
+        prompt_digest=parse_sha256_hex(prompt_digest).hex() if prompt_digest else None,
+        officer=officer,
+        agent_name=agent_name,
     )
+    if (serial is None) == bulk.is_empty():
+        raise CAError(ErrorCode.BAD_REQUEST, "give either a SERIAL or at least one bulk filter")
+    with runtime(ctx) as rt:
+        if serial is not None:
+            record = rt.authority.revoke(serial, why, actor())
+            click.echo(
+                f"revoked {record.serial_hex} ({why.text}) at "
+                f"{record.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
+            )
+            return
+        records = rt.authority.revoke_where(bulk, why, actor())
+    for r in records:
+        click.echo(f"revoked {r.serial_hex} {r.agent_name} ({why.text})")
+    click.echo(f"revoked {len(records)} certificate(s)", err=True)
 
 
 @click.command("list")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from cli.ca_commands import chain, init, issue, list_certificates, revoke, show
+from cli.crl_commands import crl
 from cli.digest_commands import model, prompt
+from cli.ledger_commands import ledger
+from cli.registry_commands import agent, apitoken, scope, token
 from cli.serve import serve
 
 
@@ -27,8 +30,24 @@ def cli(ctx: click.Context, config: str | None) -> None:
     ctx.obj = {"config": config}
 
 
-for command in (init, issue, revoke, list_certificates, show, chain, model, prompt, serve):
+for command in (
+    init,
+    issue,
+    revoke,
+    list_certificates,
+    show,
+    chain,
+    model,
+    prompt,
+    serve,
+    agent,
+    scope,
+    token,
+    apitoken,
+    ledger,
+):
     cli.add_command(command)
+cli.add_command(crl)
 
 
 def main() -> None:

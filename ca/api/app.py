@@ -6,42 +6,21 @@ worker, i.e. after gunicorn has forked, as the PKCS#11 library requires.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives import serialization
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 from sqlalchemy import text
 
 from ca.api.problems import install_problem_handlers
+from ca.api.ratelimit import TokenBucket
+from ca.api.state import LazyRuntime, runtime
 from ca.config import Settings
 from ca.errors import CAError, ErrorCode
 from ca.runtime import Runtime, open_runtime
 
 PEM_CHAIN = "application/pem-certificate-chain"
 PKIX_CERT = "application/pkix-cert"
-
-
-class LazyRuntime:
-    """Opens the runtime once per process, on first use."""
-
-    def __init__(self, factory: Callable[[], Runtime]) -> None:
-        self._factory = factory
-        self._runtime: Runtime | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Runtime:
-        if self._runtime is None:
-            with self._lock:
-                if self._runtime is None:
-                    self._runtime = self._factory()
-        return self._runtime
-
-
-def runtime() -> Runtime:
-    """The current app's runtime."""
-    holder: LazyRuntime = current_app.extensions["agentca"]
-    return holder.get()
 
 
 public = Blueprint("public", __name__)
@@ -120,6 +99,18 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = True  # type: ignore[attr-defined]
     app.extensions["agentca"] = LazyRuntime(runtime_factory or (lambda: open_runtime(settings)))
+    app.extensions["agentca.enroll_bucket"] = TokenBucket(
+        settings.enroll_rate_per_second, settings.enroll_burst
+    )
     install_problem_handlers(app)
-    app.register_blueprint(public)
+    from ca.api.enroll_routes import enroll
+    from ca.api.ledger_routes import ledger_api
+    from ca.api.openapi import openapi
+    from ca.api.operator_routes import operator
+
+    for blueprint in (public, enroll, operator, openapi, ledger_api):
+        app.register_blueprint(blueprint)
+    from ca.api.crl_routes import crl
+
+    app.register_blueprint(crl, publish_dir=settings.effective_crl_publish_dir)
     return app

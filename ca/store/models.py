@@ -10,6 +10,7 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -216,4 +217,53 @@ class OcspSigner(Base):
     certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
     not_before: Mapped[datetime] = mapped_column(UTCDateTime())
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LedgerEntryRow(Base):
+    """One append-only ledger entry; PostgreSQL and SQLite triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "ledger_entries"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    time: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(160))
+    event: Mapped[str] = mapped_column(String(64), index=True)
+    agent: Mapped[str | None] = mapped_column(String(64), index=True)  # copied from body
+    officer: Mapped[str | None] = mapped_column(String(254), index=True)  # copied from body
+    body: Mapped[str] = mapped_column(Text)  # canonical JSON
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LedgerHead(Base):
+    """A single row holding the ledger size: appends take the next number under its row lock,
+    so sequence numbers stay gap-free under concurrent writers."""
+
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class LedgerCheckpointRow(Base):
+    """A signed tree head."""
+
+    __tablename__ = "ledger_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    timestamp: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    signer_id: Mapped[int] = mapped_column(ForeignKey("audit_signers.id"))
+
+
+class AuditSigner(Base):
+    """The audit key (in the HSM) and its certificate, used to sign checkpoints."""
+
+    __tablename__ = "audit_signers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_label: Mapped[str] = mapped_column(String(128), unique=True)
+    certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

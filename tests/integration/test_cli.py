@@ -315,25 +315,41 @@ def test_digest_commands(tmp_path: Path) -> None:
     assert out.stdout.strip() == hashlib.sha256(manifest).hexdigest()
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        [],
-        ["init"],
-        ["issue"],
-        ["revoke"],
-        ["list"],
-        ["show"],
-        ["chain"],
-        ["serve"],
-        ["model"],
-        ["model", "digest"],
-        ["prompt"],
-        ["prompt", "digest"],
-    ],
-)
+def _all_commands() -> list[list[str]]:
+    """Every command path in the click tree, so new commands are covered automatically."""
+    import click
+
+    from cli.main import cli
+
+    paths: list[list[str]] = []
+
+    def walk(cmd: click.Command, prefix: list[str]) -> None:
+        paths.append(prefix)
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*prefix, name])
+
+    walk(cli, [])
+    return paths
+
+
+@pytest.mark.parametrize("command", _all_commands(), ids=lambda c: " ".join(c) or "agentca")
 def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     result = run_cli(*command, "--help", data_dir=tmp_path)
     assert result.returncode == 0
     assert "Usage: agentca" in result.stdout
     assert len(result.stdout.splitlines()) > 3
+
+
+def test_every_command_explains_itself() -> None:
+    import click
+
+    from cli.main import cli
+
+    def walk(cmd: click.Command, name: str) -> None:
+        assert (cmd.help or "").strip(), f"'{name}' has no help text"
+        if isinstance(cmd, click.Group):
+            for sub_name, sub in cmd.commands.items():
+                walk(sub, f"{name} {sub_name}")
+
+    walk(cli, "agentca")

@@ -24,8 +24,9 @@ def test_postgresql_is_real_and_isolated(pg_url: str) -> None:
             version = conn.execute(sa.text("select version()")).scalar_one()
             database = conn.execute(sa.text("select current_database()")).scalar_one()
             tables = conn.execute(
-                sa.text("select count(*) from information_schema.tables "
-                        "where table_schema = 'public'")
+                sa.text(
+                    "select count(*) from information_schema.tables where table_schema = 'public'"
+                )
             ).scalar_one()
     finally:
         engine.dispose()

@@ -145,15 +145,17 @@ def test_signing_failure_leaves_failed_record_never_issued(ca_runtime: Runtime) 
 def test_pending_reservations_are_reconciled(ca_runtime: Runtime) -> None:
     ca = ca_runtime.authority
     issuing = ca._issuing_ca()
-    ca._reserve(
-        issuing,
-        _request(),
-        sample_extensions(),
-        b"spki",
-        ca.clock(),
-        ca.clock() + timedelta(hours=1),
-        "t",
-    )
+    with ca_runtime.sessions() as session:
+        ca._reserve(
+            session,
+            issuing,
+            _request(),
+            sample_extensions(),
+            b"spki",
+            ca.clock(),
+            ca.clock() + timedelta(hours=1),
+            "t",
+        )
     assert len(ca.list(CertificateFilter(status="pending"))) == 1
     assert ca.reconcile_pending(timedelta(minutes=5)) == 0  # created "now": not yet abandoned
     ca.clock = _later

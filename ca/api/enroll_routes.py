@@ -1,0 +1,110 @@
+"""Agent-facing endpoints: enrollment with a one-time token, renewal with the current key."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from cryptography.hazmat.primitives import serialization
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from ca.api.auth import bearer_token
+from ca.api.bodies import field, json_body, seconds, string_list
+from ca.api.ratelimit import TokenBucket
+from ca.api.state import runtime
+from ca.enrollment import RenewalRequest
+from ca.errors import CAError, ErrorCode
+from ca.records import CertificateRecord
+
+enroll = Blueprint("enroll", __name__)
+
+PKCS10 = "application/pkcs10"
+PEM_CHAIN = "application/pem-certificate-chain"
+PKIX_CERT = "application/pkix-cert"
+
+
+def _rate_limit() -> None:
+    bucket: TokenBucket = current_app.extensions["agentca.enroll_bucket"]
+    wait = bucket.take(request.remote_addr or "unknown")
+    if wait > 0:
+        raise CAError(
+            ErrorCode.RATE_LIMITED,
+            f"too many enrollment requests; retry in {wait:.1f} s",
+            retry_after=max(1, round(wait)),
+        )
+
+
+def _issued(record: CertificateRecord) -> Response:
+    """The new certificate in the representation the client asked for (201 Created)."""
+    cert = record.certificate
+    assert cert is not None
+    chain = runtime().authority.chain()
+    wanted = request.accept_mimetypes.best_match(
+        ["application/json", PEM_CHAIN, PKIX_CERT], default="application/json"
+    )
+    if wanted == PKIX_CERT:
+        resp = Response(cert.public_bytes(serialization.Encoding.DER), 201, mimetype=PKIX_CERT)
+    elif wanted == PEM_CHAIN:
+        pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [cert, *chain])
+        resp = Response(pem, 201, mimetype=PEM_CHAIN)
+    else:
+        body = record.to_dict()
+        body["certificate_pem"] = cert.public_bytes(serialization.Encoding.PEM).decode()
+        body["chain_pem"] = [c.public_bytes(serialization.Encoding.PEM).decode() for c in chain]
+        resp = jsonify(body)
+        resp.status_code = 201
+    resp.headers["Location"] = f"/certificates/{record.serial_hex}"
+    return resp
+
+
+@enroll.post("/v1/enroll")
+def enroll_agent() -> Response:
+    """Enroll: a PKCS#10 CSR (PEM or DER) with a one-time enrollment token.
+
+    Body: ``application/pkcs10`` (DER or PEM; ``?scopes=a,b&validity_seconds=N``) or
+    ``application/json`` ``{"csr": PEM, "scopes": [...], "validity_seconds": N}``.
+    """
+    _rate_limit()
+    token = bearer_token()
+    scopes: list[str] | None
+    if request.mimetype == "application/json":
+        data = json_body()
+        csr = field(data, "csr", str).encode()
+        scopes = string_list(data, "scopes", required=False)
+        validity = seconds(data, "validity_seconds")
+    elif request.mimetype in (PKCS10, "application/x-pem-file"):
+        csr = request.get_data()
+        raw = request.args.get("scopes")
+        scopes = [s for s in raw.split(",") if s] if raw else None
+        raw_validity = request.args.get("validity_seconds")
+        try:
+            validity = seconds({"v": int(raw_validity)}, "v") if raw_validity else None
+        except ValueError as exc:
+            raise CAError(ErrorCode.BAD_REQUEST, "validity_seconds must be an integer") from exc
+    else:
+        raise CAError(ErrorCode.UNSUPPORTED_MEDIA, "send application/pkcs10 or application/json")
+    record = runtime().enrollment.enroll(
+        token, csr, tuple(scopes) if scopes is not None else None, validity
+    )
+    return _issued(record)
+
+
+@enroll.post("/v1/renew")
+def renew_agent() -> Response:
+    """Renew: the current certificate, a new CSR, and a proof signed with the current key."""
+    _rate_limit()
+    data = json_body()
+    try:
+        proof = base64.b64decode(field(data, "proof", str), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CAError(ErrorCode.BAD_REQUEST, "'proof' must be base64") from exc
+    scopes = string_list(data, "scopes", required=False)
+    req = RenewalRequest(
+        certificate_pem=field(data, "certificate", str).encode(),
+        csr=field(data, "csr", str).encode(),
+        created=field(data, "created", int),
+        proof=proof,
+        scopes=tuple(scopes) if scopes is not None else None,
+        validity=seconds(data, "validity_seconds"),
+    )
+    return _issued(runtime().enrollment.renew(req))

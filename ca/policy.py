@@ -1,0 +1,147 @@
+"""Enrollment policy: a pure decision over a registration, the model inventory and a request.
+
+``decide`` never touches a database or the clock; it returns either the exact certificate
+contents to issue or a refusal that names *every* reason, so an operator sees the whole
+problem at once instead of fixing one field per attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
+from ca.authority import IssuanceRequest
+from ca.errors import CAError, ErrorCode
+from ca.extensions import Accountability, AgentExtensions, Authorization, Provenance
+from ca.names import normalise_scopes
+from ca.profile import key_type_of
+
+
+@dataclass(frozen=True)
+class Registration:
+    """An agent registration: the envelope its certificates must fit in."""
+
+    name: str
+    officer: str
+    environment: str
+    model_type: str
+    allowed_scopes: tuple[str, ...]
+    allowed_model_digests: tuple[str, ...]
+    allowed_prompt_digests: tuple[str, ...]
+    allowed_key_types: tuple[str, ...]
+    max_validity: timedelta
+    organization: str | None = None
+    active: bool = True
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class InventoryModel:
+    """One model digest in the inventory for one environment."""
+
+    digest: str
+    model_type: str
+    environment: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class EnrollmentClaim:
+    """What the agent asks for: its key, claimed provenance, scopes and validity."""
+
+    public_key: CertificatePublicKeyTypes
+    provenance: Provenance | None
+    requested_scopes: tuple[str, ...] | None = None
+    requested_validity: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Every reason the request cannot be granted."""
+
+    reasons: tuple[str, ...]
+
+    def as_error(self, agent: str) -> CAError:
+        detail = f"enrollment for '{agent}' refused: " + "; ".join(self.reasons)
+        return CAError(ErrorCode.POLICY_REFUSED, detail, reasons=list(self.reasons))
+
+
+def decide(
+    registration: Registration,
+    inventory: Mapping[tuple[str, str], InventoryModel],
+    claim: EnrollmentClaim,
+    default_validity: timedelta,
+    global_max_validity: timedelta,
+) -> IssuanceRequest | Refusal:
+    """Grant (an :class:`IssuanceRequest`) or refuse (a :class:`Refusal` naming each reason).
+
+    ``inventory`` maps ``(digest_hex, environment)`` to the inventory entry.
+    """
+    reasons: list[str] = []
+    reg = registration
+    if not reg.active:
+        reasons.append(f"registration '{reg.name}' is disabled")
+    try:
+        key_type = key_type_of(claim.public_key)
+        if key_type not in reg.allowed_key_types:
+            reasons.append(
+                f"key type {key_type} is not allowed (allowed: {', '.join(reg.allowed_key_types)})"
+            )
+    except CAError as exc:
+        reasons.append(exc.detail)
+    prov = claim.provenance
+    if prov is None:
+        reasons.append("the CSR carries no agent provenance attribute")
+    else:
+        if prov.model_type != reg.model_type:
+            reasons.append(
+                f"model type '{prov.model_type}' does not match the registration's "
+                f"'{reg.model_type}'"
+            )
+        model = prov.model_digest.hex
+        if model not in reg.allowed_model_digests:
+            reasons.append(f"model digest {model} is not allowed for this agent")
+        entry = inventory.get((model, reg.environment))
+        if entry is None:
+            reasons.append(
+                f"model digest {model} is not in the inventory for environment '{reg.environment}'"
+            )
+        elif not entry.active:
+            reasons.append(f"model digest {model} is retired")
+        prompt = prov.prompt_digest.hex
+        if prompt not in reg.allowed_prompt_digests:
+            reasons.append(f"prompt digest {prompt} is not allowed for this agent")
+    scopes: tuple[str, ...] = reg.allowed_scopes
+    if claim.requested_scopes is not None:
+        try:
+            scopes = normalise_scopes(claim.requested_scopes)
+        except CAError as exc:
+            reasons.append(exc.detail)
+        else:
+            beyond = sorted(set(scopes) - set(reg.allowed_scopes))
+            if beyond:
+                reasons.append(f"scopes beyond the registration: {', '.join(beyond)}")
+    limit = min(reg.max_validity, global_max_validity)
+    validity = claim.requested_validity or min(default_validity, limit)
+    if validity <= timedelta(0):
+        reasons.append("validity must be positive")
+    elif validity > limit:
+        reasons.append(f"validity {validity} exceeds the maximum of {limit}")
+    if reasons:
+        return Refusal(tuple(reasons))
+    assert prov is not None
+    return IssuanceRequest(
+        public_key=claim.public_key,
+        agent_name=reg.name,
+        extensions=AgentExtensions(
+            provenance=prov,
+            authorization=Authorization(scopes=scopes),
+            accountability=Accountability(
+                officer=reg.officer, environment=reg.environment, organization=reg.organization
+            ),
+        ),
+        validity=validity,
+    )

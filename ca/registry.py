@@ -1,0 +1,549 @@
+"""Registrations, model inventory, scope catalogue and credentials (the policy's inputs).
+
+Secrets (enrollment and API tokens) are returned once at creation and stored only as SHA-256
+hashes; a database dump reveals no usable credential.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ca.authority import Clock, utcnow
+from ca.errors import CAError, ErrorCode
+from ca.ledger.store import append
+from ca.names import (
+    normalise_scopes,
+    parse_sha256_hex,
+    validate_agent_name,
+    validate_environment,
+    validate_model_type,
+    validate_officer,
+    validate_organization,
+    validate_scope,
+)
+from ca.policy import InventoryModel, Registration
+from ca.store.models import (
+    AgentRegistration,
+    ApiToken,
+    EnrollmentToken,
+    ModelInventoryEntry,
+    ScopeDefinition,
+)
+
+ENROLLMENT_PREFIX = "aca_enroll_"
+API_PREFIX = "aca_api_"
+KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
+
+
+class Role(enum.StrEnum):
+    """API token roles: operators write; auditors and read-only tokens only read."""
+
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+    READ_ONLY = "read-only"
+
+
+@dataclass(frozen=True)
+class ApiPrincipal:
+    """An authenticated API caller."""
+
+    name: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"api:{self.name}"
+
+
+@dataclass(frozen=True)
+class ScopeRecord:
+    name: str
+    description: str | None
+
+
+def token_hash(token: str) -> str:
+    """The stored form of a secret token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(text.split()) if text else ()
+
+
+def _registration(row: AgentRegistration) -> Registration:
+    return Registration(
+        id=row.id,
+        name=row.name,
+        organization=row.organization,
+        officer=row.officer,
+        environment=row.environment,
+        model_type=row.model_type,
+        allowed_scopes=_split(row.allowed_scopes),
+        allowed_model_digests=_split(row.allowed_model_digests),
+        allowed_prompt_digests=_split(row.allowed_prompt_digests),
+        allowed_key_types=_split(row.allowed_key_types),
+        max_validity=timedelta(seconds=row.max_validity_seconds),
+        active=row.status == "active",
+    )
+
+
+def _model(row: ModelInventoryEntry) -> InventoryModel:
+    return InventoryModel(
+        digest=row.digest,
+        model_type=row.model_type,
+        environment=row.environment,
+        active=row.status == "active",
+    )
+
+
+def _digests(values: Iterable[str], what: str) -> tuple[str, ...]:
+    out = sorted({parse_sha256_hex(v).hex() for v in values})
+    if not out:
+        raise CAError(ErrorCode.INVALID_DIGEST, f"at least one {what} digest is required")
+    return tuple(out)
+
+
+def _key_types(values: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(sorted(set(values)))
+    unknown = [v for v in out if v not in KEY_TYPES]
+    if unknown or not out:
+        raise CAError(
+            ErrorCode.UNSUPPORTED_KEY,
+            f"unknown key types {', '.join(unknown) or '(none)'} (known: {', '.join(KEY_TYPES)})",
+        )
+    return out
+
+
+class Registry:
+    """Reads and writes the policy inputs."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock = utcnow) -> None:
+        self.sessions = sessions
+        self.clock = clock
+
+    # -- scopes -------------------------------------------------------------------------------
+    def add_scope(
+        self, name: str, description: str | None = None, actor: str = "system"
+    ) -> ScopeRecord:
+        """Add a scope to the catalogue."""
+        validate_scope(name)
+        now = self.clock()
+        try:
+            with self.sessions.begin() as s:
+                s.add(ScopeDefinition(name=name, description=description, created_at=now))
+                s.flush()
+                append(s, actor, "scope.added", {"scope": name, "description": description}, now)
+        except IntegrityError as exc:
+            raise CAError(ErrorCode.CONFLICT, f"scope '{name}' already exists") from exc
+        return ScopeRecord(name, description)
+
+    def list_scopes(self) -> list[ScopeRecord]:
+        with self.sessions() as s:
+            rows = s.scalars(select(ScopeDefinition).order_by(ScopeDefinition.name)).all()
+            return [ScopeRecord(r.name, r.description) for r in rows]
+
+    def _check_catalogue(self, s: Session, scopes: Sequence[str]) -> None:
+        known = set(s.scalars(select(ScopeDefinition.name).where(ScopeDefinition.name.in_(scopes))))
+        missing = [sc for sc in scopes if sc not in known]
+        if missing:
+            raise CAError(
+                ErrorCode.INVALID_SCOPE,
+                f"scopes not in the catalogue: {', '.join(missing)} (add them with "
+                "'agentca scope add' or POST /v1/scopes)",
+            )
+
+    # -- model inventory ----------------------------------------------------------------------
+    def add_model(
+        self,
+        digest: str,
+        model_type: str,
+        environment: str,
+        description: str | None = None,
+        actor: str = "system",
+    ) -> InventoryModel:
+        """Authorise a model digest for an environment (re-activates a retired entry)."""
+        hex_digest = parse_sha256_hex(digest).hex()
+        validate_model_type(model_type)
+        validate_environment(environment)
+        now = self.clock()
+        with self.sessions.begin() as s:
+            row = s.scalar(
+                select(ModelInventoryEntry).where(
+                    ModelInventoryEntry.digest == hex_digest,
+                    ModelInventoryEntry.environment == environment,
+                )
+            )
+            if row is not None and row.status == "active":
+                raise CAError(
+                    ErrorCode.CONFLICT,
+                    f"model {hex_digest} is already active in environment '{environment}'",
+                )
+            if row is None:
+                row = ModelInventoryEntry(
+                    digest=hex_digest,
+                    model_type=model_type,
+                    environment=environment,
+                    description=description,
+                    created_at=now,
+                )
+                s.add(row)
+            row.status = "active"
+            row.model_type = model_type
+            row.retired_at = None
+            s.flush()
+            append(
+                s,
+                actor,
+                "model.added",
+                {"digest": hex_digest, "model_type": model_type, "environment": environment},
+                now,
+            )
+            return _model(row)
+
+    def retire_model(
+        self, digest: str, environment: str | None = None, actor: str = "system"
+    ) -> list[InventoryModel]:
+        """Retire a model digest (in one environment, or all): new issuance stops at once."""
+        hex_digest = parse_sha256_hex(digest).hex()
+        now = self.clock()
+        with self.sessions.begin() as s:
+            query = select(ModelInventoryEntry).where(
+                ModelInventoryEntry.digest == hex_digest, ModelInventoryEntry.status == "active"
+            )
+            if environment is not None:
+                query = query.where(ModelInventoryEntry.environment == environment)
+            rows = s.scalars(query.with_for_update()).all()
+            if not rows:
+                raise CAError(ErrorCode.NOT_FOUND, f"no active model {hex_digest} to retire")
+            for row in rows:
+                row.status = "retired"
+                row.retired_at = now
+                append(
+                    s,
+                    actor,
+                    "model.retired",
+                    {"digest": hex_digest, "environment": row.environment},
+                    now,
+                )
+            s.flush()
+            return [_model(r) for r in rows]
+
+    def list_models(
+        self, environment: str | None = None, status: str | None = None
+    ) -> list[InventoryModel]:
+        query = select(ModelInventoryEntry).order_by(ModelInventoryEntry.id)
+        if environment is not None:
+            query = query.where(ModelInventoryEntry.environment == environment)
+        if status is not None:
+            query = query.where(ModelInventoryEntry.status == status)
+        with self.sessions() as s:
+            return [_model(r) for r in s.scalars(query).all()]
+
+    def inventory(
+        self, digests: Iterable[str], environment: str, session: Session | None = None
+    ) -> dict[tuple[str, str], InventoryModel]:
+        """The inventory entries for ``digests`` in ``environment``, keyed for ``policy.decide``."""
+        wanted = list(digests)
+        query = select(
+            ModelInventoryEntry.digest,
+            ModelInventoryEntry.model_type,
+            ModelInventoryEntry.environment,
+            ModelInventoryEntry.status,
+        ).where(
+            ModelInventoryEntry.digest.in_(wanted),
+            ModelInventoryEntry.environment == environment,
+        )
+        with _use(self.sessions, session) as s:
+            return {
+                (d, env): InventoryModel(d, mt, env, st == "active")
+                for d, mt, env, st in s.execute(query).all()
+            }
+
+    # -- agents -------------------------------------------------------------------------------
+    def register_agent(
+        self,
+        name: str,
+        officer: str,
+        environment: str,
+        model_type: str,
+        scopes: Iterable[str],
+        model_digests: Iterable[str],
+        prompt_digests: Iterable[str],
+        key_types: Iterable[str] = ("ec-p256", "ec-p384", "ed25519"),
+        max_validity: timedelta = timedelta(hours=24),
+        organization: str | None = None,
+        actor: str = "system",
+    ) -> Registration:
+        """Register an agent; every scope must be in the catalogue."""
+        validate_agent_name(name)
+        validate_officer(officer)
+        validate_environment(environment)
+        validate_model_type(model_type)
+        if organization is not None:
+            validate_organization(organization)
+        scope_list = normalise_scopes(list(scopes))
+        models = _digests(model_digests, "model")
+        prompts = _digests(prompt_digests, "prompt")
+        keys = _key_types(key_types)
+        if max_validity <= timedelta(0):
+            raise CAError(ErrorCode.INVALID_VALIDITY, "maximum validity must be positive")
+        now = self.clock()
+        try:
+            with self.sessions.begin() as s:
+                self._check_catalogue(s, scope_list)
+                row = AgentRegistration(
+                    name=name,
+                    organization=organization,
+                    officer=officer,
+                    environment=environment,
+                    model_type=model_type,
+                    allowed_scopes=" ".join(scope_list),
+                    allowed_model_digests=" ".join(models),
+                    allowed_prompt_digests=" ".join(prompts),
+                    allowed_key_types=" ".join(keys),
+                    max_validity_seconds=int(max_validity.total_seconds()),
+                    status="active",
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(row)
+                s.flush()
+                reg = _registration(row)
+                append(s, actor, "agent.registered", _registration_body(reg), now)
+                return reg
+        except IntegrityError as exc:
+            raise CAError(ErrorCode.CONFLICT, f"agent '{name}' is already registered") from exc
+
+    def update_agent(
+        self,
+        name: str,
+        *,
+        officer: str | None = None,
+        scopes: Iterable[str] | None = None,
+        model_digests: Iterable[str] | None = None,
+        prompt_digests: Iterable[str] | None = None,
+        key_types: Iterable[str] | None = None,
+        max_validity: timedelta | None = None,
+        active: bool | None = None,
+        actor: str = "system",
+    ) -> Registration:
+        """Change a registration; only the given fields change."""
+        with self.sessions.begin() as s:
+            row = self._agent_row(s, name, for_update=True)
+            if officer is not None:
+                row.officer = validate_officer(officer)
+            if scopes is not None:
+                scope_list = normalise_scopes(list(scopes))
+                self._check_catalogue(s, scope_list)
+                row.allowed_scopes = " ".join(scope_list)
+            if model_digests is not None:
+                row.allowed_model_digests = " ".join(_digests(model_digests, "model"))
+            if prompt_digests is not None:
+                row.allowed_prompt_digests = " ".join(_digests(prompt_digests, "prompt"))
+            if key_types is not None:
+                row.allowed_key_types = " ".join(_key_types(key_types))
+            if max_validity is not None:
+                if max_validity <= timedelta(0):
+                    raise CAError(ErrorCode.INVALID_VALIDITY, "maximum validity must be positive")
+                row.max_validity_seconds = int(max_validity.total_seconds())
+            if active is not None:
+                row.status = "active" if active else "disabled"
+            row.updated_at = self.clock()
+            s.flush()
+            reg = _registration(row)
+            append(s, actor, "agent.updated", _registration_body(reg), row.updated_at)
+            return reg
+
+    def get_agent(self, name: str) -> Registration:
+        with self.sessions() as s:
+            return _registration(self._agent_row(s, name))
+
+    def list_agents(self) -> list[Registration]:
+        with self.sessions() as s:
+            rows = s.scalars(select(AgentRegistration).order_by(AgentRegistration.name)).all()
+            return [_registration(r) for r in rows]
+
+    @staticmethod
+    def _agent_row(s: Session, name: str, for_update: bool = False) -> AgentRegistration:
+        query = select(AgentRegistration).where(AgentRegistration.name == name)
+        if for_update:
+            query = query.with_for_update()
+        row = s.scalar(query)
+        if row is None:
+            raise CAError(ErrorCode.NOT_FOUND, f"no agent registered as '{name}'")
+        return row
+
+    # -- enrollment tokens --------------------------------------------------------------------
+    def create_enrollment_token(
+        self, agent_name: str, ttl: timedelta, actor: str
+    ) -> tuple[str, datetime]:
+        """A one-time token for ``agent_name``; returns ``(token, expires_at)``. Shown once."""
+        if not timedelta(0) < ttl <= timedelta(days=7):
+            raise CAError(ErrorCode.INVALID_VALIDITY, "token lifetime must be within 7 days")
+        token = ENROLLMENT_PREFIX + secrets.token_urlsafe(32)
+        now = self.clock()
+        with self.sessions.begin() as s:
+            row = self._agent_row(s, agent_name)
+            if row.status != "active":
+                raise CAError(ErrorCode.CONFLICT, f"agent '{agent_name}' is disabled")
+            s.add(
+                EnrollmentToken(
+                    token_hash=token_hash(token),
+                    agent_id=row.id,
+                    created_at=now,
+                    expires_at=now + ttl,
+                    created_by=actor,
+                )
+            )
+            s.flush()
+            append(
+                s,
+                actor,
+                "enrollment_token.created",
+                {
+                    "agent": agent_name,
+                    "officer": row.officer,
+                    "token_sha256": token_hash(token),
+                    "expires_at": (now + ttl).isoformat(),
+                },
+                now,
+            )
+        return token, now + ttl
+
+    def registration_for_token(self, token: str, session: Session | None = None) -> Registration:
+        """The registration a usable enrollment token is bound to (does not consume it)."""
+        now = self.clock()
+        with _use(self.sessions, session) as s:
+            found = s.execute(
+                select(EnrollmentToken, AgentRegistration)
+                .join(AgentRegistration, AgentRegistration.id == EnrollmentToken.agent_id)
+                .where(EnrollmentToken.token_hash == token_hash(token))
+            ).first()
+            _check_token(found[0] if found else None, now)
+            assert found is not None
+            return _registration(found[1])
+
+    def consume_enrollment_token(self, s: Session, token: str) -> None:
+        """Mark the token used inside the caller's transaction; refuses a used/expired one."""
+        now = self.clock()
+        result = s.execute(
+            update(EnrollmentToken)
+            .where(
+                EnrollmentToken.token_hash == token_hash(token),
+                EnrollmentToken.used_at.is_(None),
+                EnrollmentToken.expires_at > now,
+            )
+            .values(used_at=now)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            row = s.scalar(
+                select(EnrollmentToken).where(EnrollmentToken.token_hash == token_hash(token))
+            )
+            _check_token(row, now)
+            raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token cannot be used")
+        agent = s.scalar(
+            select(AgentRegistration.name)
+            .join(EnrollmentToken, EnrollmentToken.agent_id == AgentRegistration.id)
+            .where(EnrollmentToken.token_hash == token_hash(token))
+        )
+        append(
+            s,
+            f"agent:{agent}",
+            "enrollment_token.used",
+            {"agent": agent, "token_sha256": token_hash(token)},
+            now,
+        )
+
+    # -- API tokens ---------------------------------------------------------------------------
+    def create_api_token(self, name: str, role: str, actor: str = "system") -> str:
+        """A new API token for ``role``; returns the secret, which is shown only once."""
+        try:
+            parsed = Role(role)
+        except ValueError as exc:
+            raise CAError(
+                ErrorCode.BAD_REQUEST,
+                f"unknown role '{role}' (one of: {', '.join(r.value for r in Role)})",
+            ) from exc
+        validate_agent_name(name)
+        token = API_PREFIX + secrets.token_urlsafe(32)
+        now = self.clock()
+        try:
+            with self.sessions.begin() as s:
+                s.add(
+                    ApiToken(
+                        name=name,
+                        token_hash=token_hash(token),
+                        role=parsed.value,
+                        created_at=now,
+                    )
+                )
+                s.flush()
+                append(
+                    s,
+                    actor,
+                    "api_token.created",
+                    {"name": name, "role": parsed.value, "token_sha256": token_hash(token)},
+                    now,
+                )
+        except IntegrityError as exc:
+            raise CAError(ErrorCode.CONFLICT, f"an API token named '{name}' exists") from exc
+        return token
+
+    def authenticate(self, token: str) -> ApiPrincipal | None:
+        """The principal for an API token, or ``None`` when unknown or disabled."""
+        if not token.startswith(API_PREFIX):
+            return None
+        digest = token_hash(token)
+        with self.sessions() as s:
+            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+        if row is None or row.disabled_at is not None:
+            return None
+        if not hmac.compare_digest(row.token_hash, digest):  # pragma: no cover - defensive
+            return None
+        return ApiPrincipal(row.name, Role(row.role))
+
+
+@contextmanager
+def _use(sessions: sessionmaker[Session], session: Session | None) -> Iterator[Session]:
+    """The caller's session when given, else a short-lived one."""
+    if session is not None:
+        yield session
+        return
+    with sessions() as s:
+        yield s
+
+
+def _registration_body(r: Registration) -> dict[str, object]:
+    return {
+        "agent": r.name,
+        "officer": r.officer,
+        "organization": r.organization,
+        "environment": r.environment,
+        "model_type": r.model_type,
+        "scopes": list(r.allowed_scopes),
+        "model_digests": list(r.allowed_model_digests),
+        "prompt_digests": list(r.allowed_prompt_digests),
+        "key_types": list(r.allowed_key_types),
+        "max_validity_seconds": int(r.max_validity.total_seconds()),
+        "status": "active" if r.active else "disabled",
+    }
+
+
+def _check_token(row: EnrollmentToken | None, now: datetime) -> None:
+    if row is None:
+        raise CAError(ErrorCode.UNAUTHENTICATED, "unknown enrollment token")
+    if row.used_at is not None:
+        raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token was already used")
+    if row.expires_at <= now:
+        raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token has expired")

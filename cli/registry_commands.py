@@ -1,0 +1,302 @@
+"""Registrations, inventory, scopes and credentials: agent, model, scope, token, apitoken."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ca.api.bodies import model_json, registration_json
+from ca.authority import RevocationCriteria
+from ca.names import parse_sha256_hex
+from ca.revocation import RevocationReason
+from cli.context import actor, handle_errors, parse_duration, runtime
+from cli.digest_commands import model
+
+KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
+
+
+def _print_registration(data: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))
+        return
+    for key, value in data.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        click.echo(f"{key + ':':22}{shown}")
+
+
+@click.group()
+def agent() -> None:
+    """Agent registrations: what each agent may be certified for."""
+
+
+@agent.command("register")
+@click.argument("name")
+@click.option("--officer", required=True, help="Officer of record (e-mail).")
+@click.option("--environment", required=True, help="Environment, e.g. production-eu-west-1.")
+@click.option("--model-type", required=True, help="Model type the agent runs.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="Allowed scope (repeatable); must be in the scope catalogue.",
+)
+@click.option(
+    "--model-digest",
+    "model_digests",
+    multiple=True,
+    required=True,
+    help="Allowed model digest (repeatable).",
+)
+@click.option(
+    "--prompt-digest",
+    "prompt_digests",
+    multiple=True,
+    required=True,
+    help="Allowed system-prompt digest (repeatable).",
+)
+@click.option(
+    "--key-type",
+    "key_types",
+    multiple=True,
+    type=click.Choice(KEY_TYPES),
+    help="Allowed agent key type (repeatable; default ec-p256, ec-p384, ed25519).",
+)
+@click.option(
+    "--max-validity",
+    default="24h",
+    show_default=True,
+    help="Longest certificate lifetime, e.g. 12h.",
+)
+@click.option("--organization", default=None, help="Owner organisation.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@handle_errors
+def agent_register(
+    ctx: click.Context,
+    name: str,
+    officer: str,
+    environment: str,
+    model_type: str,
+    scopes: tuple[str, ...],
+    model_digests: tuple[str, ...],
+    prompt_digests: tuple[str, ...],
+    key_types: tuple[str, ...],
+    max_validity: str,
+    organization: str | None,
+    as_json: bool,
+) -> None:
+    """Register agent NAME with its allowed scopes, models, prompts and key types."""
+    with runtime(ctx) as rt:
+        reg = rt.registry.register_agent(
+            name=name,
+            officer=officer,
+            environment=environment,
+            model_type=model_type,
+            scopes=scopes,
+            model_digests=model_digests,
+            prompt_digests=prompt_digests,
+            key_types=key_types or ("ec-p256", "ec-p384", "ed25519"),
+            max_validity=parse_duration(max_validity),
+            organization=organization,
+            actor=actor(),
+        )
+    _print_registration(registration_json(reg), as_json)
+
+
+@agent.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
+@click.pass_context
+@handle_errors
+def agent_list(ctx: click.Context, as_json: bool) -> None:
+    """List agent registrations."""
+    with runtime(ctx) as rt:
+        regs = rt.registry.list_agents()
+    for r in regs:
+        if as_json:
+            click.echo(json.dumps(registration_json(r), sort_keys=True))
+        else:
+            status = "active" if r.active else "disabled"
+            click.echo(f"{r.name:32} {status:9} {r.environment:24} {r.officer}")
+
+
+@agent.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@handle_errors
+def agent_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one registration."""
+    with runtime(ctx) as rt:
+        reg = rt.registry.get_agent(name)
+    _print_registration(registration_json(reg), as_json)
+
+
+@agent.command("disable")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def agent_disable(ctx: click.Context, name: str) -> None:
+    """Disable NAME: no enrollment or renewal until enabled again."""
+    with runtime(ctx) as rt:
+        rt.registry.update_agent(name, active=False, actor=actor())
+    click.echo(f"agent {name} disabled")
+
+
+@agent.command("enable")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def agent_enable(ctx: click.Context, name: str) -> None:
+    """Enable a disabled registration again."""
+    with runtime(ctx) as rt:
+        rt.registry.update_agent(name, active=True, actor=actor())
+    click.echo(f"agent {name} enabled")
+
+
+@model.command("add")
+@click.argument("digest")
+@click.option("--model-type", required=True, help="Model type of these weights.")
+@click.option("--environment", required=True, help="Environment the model is authorised in.")
+@click.option("--description", default=None, help="Free text.")
+@click.pass_context
+@handle_errors
+def model_add(
+    ctx: click.Context, digest: str, model_type: str, environment: str, description: str | None
+) -> None:
+    """Authorise model DIGEST (see 'agentca model digest') in an environment."""
+    with runtime(ctx) as rt:
+        m = rt.registry.add_model(digest, model_type, environment, description, actor=actor())
+    click.echo(f"model {m.digest} active in {m.environment}")
+
+
+@model.command("retire")
+@click.argument("digest")
+@click.option("--environment", default=None, help="Only in this environment (default: all).")
+@click.option(
+    "--revoke",
+    "also_revoke",
+    is_flag=True,
+    help="Also revoke every live certificate bound to this model.",
+)
+@click.option(
+    "--reason",
+    default="privilegeWithdrawn",
+    show_default=True,
+    help="Revocation reason used with --revoke.",
+)
+@click.pass_context
+@handle_errors
+def model_retire(
+    ctx: click.Context, digest: str, environment: str | None, also_revoke: bool, reason: str
+) -> None:
+    """Retire model DIGEST: new issuance for it stops at once."""
+    why = RevocationReason.parse(reason)
+    with runtime(ctx) as rt:
+        retired = rt.registry.retire_model(digest, environment, actor=actor())
+        revoked = []
+        if also_revoke:
+            revoked = rt.authority.revoke_where(
+                RevocationCriteria(
+                    model_digest=parse_sha256_hex(digest).hex(), environment=environment
+                ),
+                why,
+                actor(),
+            )
+    for m in retired:
+        click.echo(f"model {m.digest} retired in {m.environment}")
+    if also_revoke:
+        click.echo(f"revoked {len(revoked)} live certificate(s)")
+
+
+@model.command("list")
+@click.option("--environment", default=None, help="Only this environment.")
+@click.option("--status", type=click.Choice(["active", "retired"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
+@click.pass_context
+@handle_errors
+def model_list(
+    ctx: click.Context, environment: str | None, status: str | None, as_json: bool
+) -> None:
+    """List the model inventory."""
+    with runtime(ctx) as rt:
+        models = rt.registry.list_models(environment, status)
+    for m in models:
+        if as_json:
+            click.echo(json.dumps(model_json(m), sort_keys=True))
+        else:
+            click.echo(
+                f"{m.digest}  {'active' if m.active else 'retired':8} "
+                f"{m.environment:24} {m.model_type}"
+            )
+
+
+@click.group()
+def scope() -> None:
+    """The scope catalogue."""
+
+
+@scope.command("add")
+@click.argument("name")
+@click.option("--description", default=None, help="What the scope allows.")
+@click.pass_context
+@handle_errors
+def scope_add(ctx: click.Context, name: str, description: str | None) -> None:
+    """Add scope NAME (e.g. submit_limit_order) to the catalogue."""
+    with runtime(ctx) as rt:
+        rt.registry.add_scope(name, description, actor=actor())
+    click.echo(f"scope {name} added")
+
+
+@scope.command("list")
+@click.pass_context
+@handle_errors
+def scope_list(ctx: click.Context) -> None:
+    """List the scope catalogue."""
+    with runtime(ctx) as rt:
+        for s in rt.registry.list_scopes():
+            click.echo(f"{s.name:40} {s.description or ''}".rstrip())
+
+
+@click.group()
+def token() -> None:
+    """One-time enrollment tokens."""
+
+
+@token.command("create")
+@click.argument("agent_name")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime, e.g. 15m, 1h.")
+@click.pass_context
+@handle_errors
+def token_create(ctx: click.Context, agent_name: str, ttl: str) -> None:
+    """Create a one-time enrollment token for AGENT_NAME; it is printed once, on stdout."""
+    with runtime(ctx) as rt:
+        secret, expires = rt.registry.create_enrollment_token(
+            agent_name, parse_duration(ttl), actor()
+        )
+    click.echo(secret)
+    click.echo(f"expires {expires.isoformat()}; it cannot be shown again", err=True)
+
+
+@click.group()
+def apitoken() -> None:
+    """API tokens for operators, auditors and read-only clients."""
+
+
+@apitoken.command("create")
+@click.argument("name")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["operator", "auditor", "read-only"]),
+    help="operator: read and write; auditor and read-only: read only.",
+)
+@click.pass_context
+@handle_errors
+def apitoken_create(ctx: click.Context, name: str, role: str) -> None:
+    """Create API token NAME; the secret is printed once, on stdout, and stored hashed."""
+    with runtime(ctx) as rt:
+        secret = rt.registry.create_api_token(name, role, actor=actor())
+    click.echo(secret)
+    click.echo(f"API token '{name}' ({role}) created; it cannot be shown again", err=True)

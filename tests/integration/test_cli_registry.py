@@ -1,0 +1,151 @@
+"""The registration, inventory and credential commands, and bulk revocation, via the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ca.extensions import Digest, Provenance, build_agent_csr
+from tests.integration.conftest import run_cli
+from tests.integration.http import call
+from tests.integration.servers import agentca_server
+
+MODEL = "a1" * 32
+MODEL2 = "b2" * 32
+PROMPT = "c3" * 32
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli-reg") / "data"
+    assert run_cli("init", data_dir=d).returncode == 0
+    return d
+
+
+def ok(*args: str, data_dir: Path) -> str:
+    r = run_cli(*args, data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _issue(data_dir: Path, model: str, agent: str = "exec") -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = build_agent_csr(
+        key, agent, Provenance("m", Digest.sha256_hex(model), Digest.sha256_hex(PROMPT))
+    )
+    path = data_dir.parent / f"{agent}-{model[:4]}.csr"
+    path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    ok(
+        "issue",
+        "--csr",
+        str(path),
+        "--agent",
+        agent,
+        "--scope",
+        "read_book",
+        "--model-type",
+        "m",
+        "--model-digest",
+        model,
+        "--prompt-digest",
+        PROMPT,
+        "--officer",
+        "o@example.com",
+        "--environment",
+        "prod",
+        data_dir=data_dir,
+    )
+    return json.loads(ok("list", "--json", "--limit", "1", data_dir=data_dir))["serial"]
+
+
+def test_register_list_show_disable(data_dir: Path) -> None:
+    bad = run_cli(
+        "agent",
+        "register",
+        "exec",
+        "--officer",
+        "o@example.com",
+        "--environment",
+        "prod",
+        "--model-type",
+        "m",
+        "--scope",
+        "read_book",
+        "--model-digest",
+        MODEL,
+        "--prompt-digest",
+        PROMPT,
+        data_dir=data_dir,
+    )
+    assert bad.returncode != 0 and "agentca scope add" in bad.stderr
+    ok("scope", "add", "read_book", "--description", "read the book", data_dir=data_dir)
+    assert "read_book" in ok("scope", "list", data_dir=data_dir)
+    ok("model", "add", MODEL, "--model-type", "m", "--environment", "prod", data_dir=data_dir)
+    ok("model", "add", MODEL2, "--model-type", "m", "--environment", "prod", data_dir=data_dir)
+    ok(
+        "agent",
+        "register",
+        "exec",
+        "--officer",
+        "o@example.com",
+        "--environment",
+        "prod",
+        "--model-type",
+        "m",
+        "--scope",
+        "read_book",
+        "--model-digest",
+        MODEL,
+        "--prompt-digest",
+        PROMPT,
+        "--max-validity",
+        "6h",
+        data_dir=data_dir,
+    )
+    shown = json.loads(ok("agent", "show", "exec", "--json", data_dir=data_dir))
+    assert shown["scopes"] == ["read_book"] and shown["max_validity_seconds"] == 21600
+    assert "exec" in ok("agent", "list", data_dir=data_dir)
+    ok("agent", "disable", "exec", data_dir=data_dir)
+    assert json.loads(ok("agent", "show", "exec", "--json", data_dir=data_dir))["status"] == (
+        "disabled"
+    )
+    ok("agent", "enable", "exec", data_dir=data_dir)
+    models = [
+        json.loads(line) for line in ok("model", "list", "--json", data_dir=data_dir).splitlines()
+    ]
+    assert {m["digest"] for m in models} == {MODEL, MODEL2}
+
+
+def test_tokens_print_once_and_work(data_dir: Path) -> None:
+    enroll = run_cli("token", "create", "exec", "--ttl", "10m", data_dir=data_dir)
+    assert enroll.returncode == 0 and enroll.stdout.startswith("aca_enroll_")
+    assert "cannot be shown again" in enroll.stderr
+    api = run_cli("apitoken", "create", "ops", "--role", "operator", data_dir=data_dir)
+    secret = api.stdout.strip()
+    assert secret.startswith("aca_api_")
+    with agentca_server(["serve", "--workers", "1"], data_dir, "/health") as (base, _p):
+        assert call(base, "GET", "/v1/agents", token=secret).status == 200
+        assert call(base, "GET", "/v1/agents", token="aca_api_nope").status == 401
+    dup = run_cli("apitoken", "create", "ops", "--role", "auditor", data_dir=data_dir)
+    assert dup.returncode != 0 and "exists" in dup.stderr
+
+
+def test_bulk_revoke_by_model_and_retire_with_revoke(data_dir: Path) -> None:
+    a = [_issue(data_dir, MODEL) for _ in range(2)]
+    b = [_issue(data_dir, MODEL2, agent="other") for _ in range(2)]
+    out = run_cli("revoke", "--model-digest", MODEL, "--reason", "superseded", data_dir=data_dir)
+    assert out.returncode == 0, out.stderr
+    assert {line.split()[1] for line in out.stdout.splitlines()} == set(a)
+    for serial in b:
+        assert json.loads(ok("show", serial, "--json", data_dir=data_dir))["status"] == "issued"
+    retire = run_cli("model", "retire", MODEL2, "--revoke", data_dir=data_dir)
+    assert retire.returncode == 0 and "revoked 2 live" in retire.stdout
+    for serial in b:
+        shown = json.loads(ok("show", serial, "--json", data_dir=data_dir))
+        assert shown["status"] == "revoked" and shown["revocation_reason"] == "privilegeWithdrawn"
+    neither = run_cli("revoke", data_dir=data_dir)
+    assert neither.returncode != 0 and "SERIAL" in neither.stderr

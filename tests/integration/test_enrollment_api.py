@@ -1,0 +1,566 @@
+"""Enrollment, renewal and operator endpoints over real HTTP, on SQLite and PostgreSQL.
+
+The app runs in this process (werkzeug on loopback) so it can share the process-wide SoftHSM2
+token and record which documented operations the tests exercised.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from flask import request as flask_request
+from sqlalchemy import func, select
+
+from ca.api.app import create_app
+from ca.api.openapi import build_document
+from ca.extensions import Digest, Provenance, build_agent_csr, read_agent_extensions
+from ca.proof import renewal_statement
+from ca.runtime import Runtime, open_runtime
+from ca.store.models import Certificate, EnrollmentToken
+from tests.integration.conftest import settings_for
+from tests.integration.http import Reply, call, serve_in_thread
+
+MODEL_A = "a1" * 32
+MODEL_B = "b2" * 32
+PROMPT = "c3" * 32
+HIT: set[tuple[str, str]] = set()
+
+
+class Env:
+    """The running app plus tokens and helpers for one backend."""
+
+    def __init__(self, base: str, rt: Runtime, work: Path) -> None:
+        self.base, self.rt, self.work = base, rt, work
+        self.op = rt.registry.create_api_token("ops", "operator")
+        self.auditor = rt.registry.create_api_token("audit", "auditor")
+        self.reader = rt.registry.create_api_token("reader", "read-only")
+
+    def call(
+        self, method: str, path: str, body: Any = None, token: str | None = "op", **kw: Any
+    ) -> Reply:
+        secret = {"op": self.op, "auditor": self.auditor, "reader": self.reader}.get(
+            token or "", token
+        )
+        return call(self.base, method, path, body, token=secret, **kw)
+
+    def certificate_rows(self) -> int:
+        with self.rt.sessions() as s:
+            return int(s.scalar(select(func.count()).select_from(Certificate)) or 0)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, hsm_config
+) -> Iterator[Env]:
+    work = tmp_path_factory.mktemp(f"enroll-{request.param}")
+    url = (
+        f"sqlite:///{work}/ca.sqlite3"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_module_url")
+    )
+    settings = settings_for(
+        work, url, hsm_config, enroll_rate_per_second=1000, enroll_burst=1000, max_validity_hours=48
+    )
+    rt = open_runtime(settings, create=True)
+    rt.authority.initialise("ec-p384", "ec-p256")
+    app = create_app(settings, runtime_factory=lambda: rt)
+
+    @app.after_request
+    def _record(resp):
+        if flask_request.url_rule is not None:
+            HIT.add((flask_request.method.lower(), flask_request.url_rule.rule))
+        return resp
+
+    with serve_in_thread(app) as base:
+        e = Env(base, rt, work)
+        _setup_inventory(e)
+        yield e
+    rt.engine.dispose()
+
+
+def _setup_inventory(e: Env) -> None:
+    for name in ("query_order_book", "submit_limit_order", "withdraw_funds"):
+        assert e.call("POST", "/v1/scopes", {"name": name, "description": name}).status == 201
+    for digest in (MODEL_A, MODEL_B):
+        r = e.call(
+            "POST",
+            "/v1/models",
+            {"digest": digest, "model_type": "claude-x", "environment": "prod"},
+        )
+        assert r.status == 201, r.body
+    for name, model in (("exec-agent", MODEL_A), ("other-agent", MODEL_B)):
+        r = e.call(
+            "POST",
+            "/v1/agents",
+            {
+                "name": name,
+                "officer": "officer@bank.example",
+                "environment": "prod",
+                "model_type": "claude-x",
+                "scopes": ["query_order_book", "submit_limit_order"],
+                "model_digests": [model],
+                "prompt_digests": [PROMPT],
+                "key_types": ["ec-p256"],
+                "max_validity_seconds": 6 * 3600,
+                "organization": "Bank",
+            },
+        )
+        assert r.status == 201, r.body
+
+
+def _token(e: Env, agent: str = "exec-agent", ttl: int | None = None) -> str:
+    r = e.call(
+        "POST", f"/v1/agents/{agent}/enrollment-tokens", {"ttl_seconds": ttl} if ttl else None
+    )
+    assert r.status == 201, r.body
+    return str(r.json["token"])
+
+
+def _csr(
+    key: Any = None, model: str = MODEL_A, prompt: str = PROMPT, model_type: str = "claude-x"
+) -> tuple[Any, bytes]:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    csr = build_agent_csr(
+        key,
+        "exec-agent",
+        Provenance(model_type, Digest.sha256_hex(model), Digest.sha256_hex(prompt)),
+    )
+    return key, csr.public_bytes(serialization.Encoding.PEM)
+
+
+def _enroll(e: Env, token: str, csr: bytes, **extra: Any) -> Reply:
+    return call(e.base, "POST", "/v1/enroll", {"csr": csr.decode(), **extra}, token=token)
+
+
+def _assert_problem(r: Reply, status: int, slug: str) -> dict[str, Any]:
+    assert r.status == status, (r.status, r.body)
+    assert r.content_type == "application/problem+json", r.content_type
+    problem: dict[str, Any] = r.json
+    assert problem["status"] == status and problem["type"].endswith("/" + slug), problem
+    assert "Traceback" not in r.body.decode()
+    return problem
+
+
+# -- the full flow ----------------------------------------------------------------------------
+def test_enroll_verify_reuse_renew_revoke(env: Env) -> None:
+    token = _token(env)
+    key, csr = _csr()
+    r = _enroll(env, token, csr)
+    assert r.status == 201, r.body
+    cert = x509.load_pem_x509_certificate(r.json["certificate_pem"].encode())
+    chain = [x509.load_pem_x509_certificate(p.encode()) for p in r.json["chain_pem"]]
+    (env.work / "agent.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (env.work / "issuing.pem").write_bytes(chain[0].public_bytes(serialization.Encoding.PEM))
+    (env.work / "root.pem").write_bytes(chain[1].public_bytes(serialization.Encoding.PEM))
+    verify = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(env.work / "root.pem"),
+            "-untrusted",
+            str(env.work / "issuing.pem"),
+            str(env.work / "agent.pem"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 0, verify.stderr
+    ext = read_agent_extensions(cert)
+    assert ext.authorization.scopes == ("query_order_book", "submit_limit_order")
+    assert ext.accountability.officer == "officer@bank.example"
+    assert ext.accountability.environment == "prod"
+    assert ext.accountability.organization == "Bank"
+    assert ext.provenance.model_digest.hex == MODEL_A and ext.provenance.prompt_digest.hex == PROMPT
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc <= __import__("datetime").timedelta(
+        hours=6, minutes=1
+    )
+
+    again = _enroll(env, token, _csr()[1])
+    _assert_problem(again, 401, "unauthenticated")
+
+    # renew with the current key, onto a new key
+    new_key, new_csr = _csr()
+    renewed = _renew(env, cert, key, new_csr)
+    assert renewed.status == 201, renewed.body
+    new_cert = x509.load_pem_x509_certificate(renewed.json["certificate_pem"].encode())
+    assert new_cert.public_key() == new_key.public_key()
+    assert read_agent_extensions(new_cert).authorization.scopes == ext.authorization.scopes
+
+    # a stale proof, and a proof by another key, are refused
+    stale = _renew(env, new_cert, new_key, _csr()[1], created=int(time.time()) - 3600)
+    _assert_problem(stale, 401, "unauthenticated")
+    forged = _renew(env, new_cert, ec.generate_private_key(ec.SECP256R1()), _csr()[1])
+    _assert_problem(forged, 401, "unauthenticated")
+
+    revoked = env.call(
+        "POST", f"/v1/certificates/{new_cert.serial_number:x}/revoke", {"reason": "keyCompromise"}
+    )
+    assert revoked.status == 200 and revoked.json["revocation_reason"] == "keyCompromise"
+    after = _renew(env, new_cert, new_key, _csr()[1])
+    assert "revoked" in _assert_problem(after, 401, "unauthenticated")["detail"]
+
+
+def _renew(
+    env: Env, cert: x509.Certificate, key: Any, csr_pem: bytes, created: int | None = None
+) -> Reply:
+    created = int(time.time()) if created is None else created
+    csr_der = x509.load_pem_x509_csr(csr_pem).public_bytes(serialization.Encoding.DER)
+    proof = key.sign(renewal_statement(created, csr_der), ec.ECDSA(hashes.SHA256()))
+    return call(
+        env.base,
+        "POST",
+        "/v1/renew",
+        {
+            "certificate": cert.public_bytes(serialization.Encoding.PEM).decode(),
+            "csr": csr_pem.decode(),
+            "created": created,
+            "proof": base64.b64encode(proof).decode(),
+        },
+    )
+
+
+def test_enroll_with_pkcs10_der_and_pem_chain_answer(env: Env) -> None:
+    token = _token(env)
+    _key, csr = _csr()
+    der = x509.load_pem_x509_csr(csr).public_bytes(serialization.Encoding.DER)
+    r = call(
+        env.base,
+        "POST",
+        "/v1/enroll?scopes=submit_limit_order",
+        der,
+        token=token,
+        content_type="application/pkcs10",
+        accept="application/pem-certificate-chain",
+    )
+    assert r.status == 201, r.body
+    certs = x509.load_pem_x509_certificates(r.body)
+    assert len(certs) == 3
+    assert read_agent_extensions(certs[0]).authorization.scopes == ("submit_limit_order",)
+
+
+# -- refusals ---------------------------------------------------------------------------------
+def _refused(env: Env, reply_factory: Any, status: int, slug: str, needle: str = "") -> None:
+    before = env.certificate_rows()
+    problem = _assert_problem(reply_factory(), status, slug)
+    if needle:
+        assert needle in problem["detail"], problem
+    assert env.certificate_rows() == before
+
+
+def test_expired_token(env: Env) -> None:
+    token = _token(env, ttl=1)
+    time.sleep(1.2)
+    _refused(env, lambda: _enroll(env, token, _csr()[1]), 401, "unauthenticated", "expired")
+
+
+def test_unknown_token(env: Env) -> None:
+    _refused(env, lambda: _enroll(env, "aca_enroll_bogus", _csr()[1]), 401, "unauthenticated")
+
+
+def test_csr_with_bad_signature(env: Env) -> None:
+    token = _token(env)
+    der = x509.load_pem_x509_csr(_csr()[1]).public_bytes(serialization.Encoding.DER)
+    tampered = der.replace(b"exec-agent", b"exec-agenT")
+    _refused(
+        env,
+        lambda: call(
+            env.base, "POST", "/v1/enroll", tampered, token=token, content_type="application/pkcs10"
+        ),
+        400,
+        "csr-signature-invalid",
+    )
+    # the token survives a refused request
+    assert _enroll(env, token, _csr()[1]).status == 201
+
+
+def test_scopes_beyond_registration(env: Env) -> None:
+    token = _token(env)
+    _refused(
+        env,
+        lambda: _enroll(env, token, _csr()[1], scopes=["withdraw_funds"]),
+        403,
+        "policy-refused",
+        "withdraw_funds",
+    )
+
+
+def test_model_not_in_inventory(env: Env) -> None:
+    token = _token(env)
+    _refused(
+        env,
+        lambda: _enroll(env, token, _csr(model="dd" * 32)[1]),
+        403,
+        "policy-refused",
+        "not in the inventory",
+    )
+
+
+def test_prompt_not_allowed(env: Env) -> None:
+    token = _token(env)
+    _refused(
+        env,
+        lambda: _enroll(env, token, _csr(prompt="ee" * 32)[1]),
+        403,
+        "policy-refused",
+        "prompt digest",
+    )
+
+
+def test_key_type_not_allowed(env: Env) -> None:
+    token = _token(env)
+    rsa_key = rsa.generate_private_key(65537, 2048)
+    _refused(
+        env,
+        lambda: _enroll(env, token, _csr(key=rsa_key)[1]),
+        403,
+        "policy-refused",
+        "key type rsa-2048",
+    )
+
+
+def test_validity_above_maximum(env: Env) -> None:
+    token = _token(env)
+    _refused(
+        env,
+        lambda: _enroll(env, token, _csr()[1], validity_seconds=7 * 3600),
+        403,
+        "policy-refused",
+        "exceeds the maximum",
+    )
+
+
+def test_csr_without_provenance(env: Env) -> None:
+    token = _token(env)
+    key = ec.generate_private_key(ec.SECP256R1())
+    plain = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    _refused(env, lambda: _enroll(env, token, plain), 403, "policy-refused", "provenance")
+
+
+def test_missing_wrong_and_underprivileged_api_tokens(env: Env) -> None:
+    _refused(env, lambda: env.call("GET", "/v1/agents", token=None), 401, "unauthenticated")
+    _refused(
+        env, lambda: env.call("GET", "/v1/agents", token="aca_api_wrong"), 401, "unauthenticated"
+    )
+    some = env.call("GET", "/v1/certificates?limit=1", token="auditor").json
+    serial = some[0]["serial"] if some else "abcdef"
+    _refused(
+        env,
+        lambda: env.call(
+            "POST",
+            f"/v1/certificates/{serial}/revoke",
+            {"reason": "keyCompromise"},
+            token="auditor",
+        ),
+        403,
+        "forbidden",
+    )
+    _refused(
+        env, lambda: env.call("POST", "/v1/scopes", {"name": "x"}, token="reader"), 403, "forbidden"
+    )
+    assert env.call("GET", "/v1/agents", token="auditor").status == 200
+    assert env.call("GET", "/v1/agents", token="reader").status == 200
+
+
+def test_oversized_body(env: Env) -> None:
+    token = _token(env)
+    big = b"-----BEGIN CERTIFICATE REQUEST-----\n" + b"A" * 200_000
+    _refused(
+        env,
+        lambda: call(
+            env.base, "POST", "/v1/enroll", big, token=token, content_type="application/pkcs10"
+        ),
+        413,
+        "request-entity-too-large",
+    )
+
+
+def test_wrong_content_type(env: Env) -> None:
+    token = _token(env)
+    _refused(
+        env,
+        lambda: call(env.base, "POST", "/v1/enroll", b"x", token=token, content_type="text/plain"),
+        415,
+        "unsupported-media-type",
+    )
+
+
+def test_disabled_agent_cannot_enroll(env: Env) -> None:
+    token = _token(env, agent="other-agent")
+    assert env.call("POST", "/v1/agents/other-agent/disable").status == 200
+    try:
+        _refused(
+            env,
+            lambda: _enroll(env, token, _csr(model=MODEL_B)[1]),
+            403,
+            "policy-refused",
+            "disabled",
+        )
+    finally:
+        r = env.call("PATCH", "/v1/agents/other-agent", {"status": "active"})
+        assert r.status == 200 and r.json["status"] == "active"
+
+
+# -- bulk revocation and retirement ------------------------------------------------------------
+def _issue_for(env: Env, agent: str, model: str) -> str:
+    r = _enroll(env, _token(env, agent=agent), _csr(model=model)[1])
+    assert r.status == 201, r.body
+    return str(r.json["serial"])
+
+
+def test_bulk_revocation_by_model_digest_is_exact(env: Env) -> None:
+    a = {_issue_for(env, "exec-agent", MODEL_A) for _ in range(3)}
+    b = {_issue_for(env, "other-agent", MODEL_B) for _ in range(2)}
+    live_a_before = {
+        c["serial"]
+        for c in env.call(
+            "GET", f"/v1/certificates?model_digest={MODEL_A}&status=issued&limit=10000"
+        ).json
+    }
+    assert a <= live_a_before
+    r = env.call("POST", "/v1/revocations", {"model_digest": MODEL_A, "reason": "superseded"})
+    assert r.status == 200, r.body
+    assert set(r.json["revoked"]) == live_a_before
+    for serial in b:
+        assert env.call("GET", f"/certificates/{serial}", token=None).json["status"] == "issued"
+    for serial in a:
+        rec = env.call("GET", f"/certificates/{serial}", token=None).json
+        assert rec["status"] == "revoked" and rec["revocation_reason"] == "superseded"
+    empty = env.call("POST", "/v1/revocations", {"reason": "superseded"})
+    _assert_problem(empty, 400, "bad-request")
+
+
+def test_retiring_a_model_blocks_issuance_and_can_revoke(env: Env) -> None:
+    serial = _issue_for(env, "other-agent", MODEL_B)
+    token = _token(env, agent="other-agent")
+    r = env.call(
+        "POST",
+        f"/v1/models/{MODEL_B}/retire",
+        {"environment": "prod", "revoke": True, "reason": "privilegeWithdrawn"},
+    )
+    assert r.status == 200, r.body
+    assert serial in r.json["revoked"]
+    _refused(
+        env, lambda: _enroll(env, token, _csr(model=MODEL_B)[1]), 403, "policy-refused", "retired"
+    )
+    listed = env.call("GET", "/v1/models?status=retired").json
+    assert [m["digest"] for m in listed] == [MODEL_B]
+    # re-activate for other tests
+    assert (
+        env.call(
+            "POST",
+            "/v1/models",
+            {"digest": MODEL_B, "model_type": "claude-x", "environment": "prod"},
+        ).status
+        == 201
+    )
+
+
+def test_reads_and_operator_issue(env: Env) -> None:
+    assert env.call("GET", "/v1/scopes", token="reader").status == 200
+    assert env.call("GET", "/v1/agents/exec-agent", token="reader").json["name"] == "exec-agent"
+    _assert_problem(env.call("GET", "/v1/agents/nobody"), 404, "not-found")
+    _key, csr = _csr()
+    r = env.call(
+        "POST",
+        "/v1/certificates",
+        {
+            "csr": csr.decode(),
+            "agent": "manual-agent",
+            "scopes": ["submit_limit_order"],
+            "model_type": "claude-x",
+            "model_digest": MODEL_A,
+            "prompt_digest": PROMPT,
+            "officer": "officer@bank.example",
+            "environment": "prod",
+            "validity_seconds": 600,
+        },
+    )
+    assert r.status == 201, r.body
+    assert r.headers["location"] == f"/certificates/{r.json['serial']}"
+    listed = env.call("GET", "/v1/certificates?agent=manual-agent", token="auditor").json
+    assert [c["serial"] for c in listed] == [r.json["serial"]]
+
+
+def test_token_rows_store_only_hashes(env: Env) -> None:
+    token = _token(env)
+    with env.rt.sessions() as s:
+        hashes_ = set(s.scalars(select(EnrollmentToken.token_hash)))
+    assert token not in hashes_ and all(len(h) == 64 for h in hashes_)
+
+
+def test_rate_limit_on_enrollment(env: Env) -> None:
+    from ca.api.ratelimit import TokenBucket
+
+    bucket = TokenBucket(rate=1, burst=2)
+    assert bucket.take("a", now=0.0) == 0 and bucket.take("a", now=0.0) == 0
+    assert bucket.take("a", now=0.0) > 0
+    assert bucket.take("b", now=0.0) == 0
+    assert bucket.take("a", now=1.0) == 0
+
+
+# -- OpenAPI ----------------------------------------------------------------------------------
+def test_openapi_document_validates_and_is_in_the_repo(env: Env) -> None:
+    import json
+
+    from openapi_spec_validator import validate
+
+    served = env.call("GET", "/openapi.json", token=None)
+    assert served.status == 200
+    validate(served.json)
+    repo_copy = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
+    assert repo_copy == build_document() == served.json
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(env: Env) -> None:
+    app = create_app(env.rt.settings, runtime_factory=lambda: env.rt)
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routes.add((method.lower(), path))
+    documented = {(m, p) for p, ops in build_document()["paths"].items() for m in ops}
+    assert routes == documented
+
+
+def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
+    """Runs last in this module: the tests above must have called every documented operation."""
+    assert env.call("GET", "/health", token=None).status == 200
+    for path in ("/ca/chain.pem", "/ca/issuing.der", "/ca/root.pem"):
+        assert env.call("GET", path, token=None).status == 200
+    crl = env.call("GET", "/crl/issuing.crl", token=None)  # not published in this data dir
+    _assert_problem(crl, 404, "not-found")
+    created = env.call("POST", "/v1/ledger/checkpoints")
+    assert created.status == 201, created.body
+    latest = env.call("GET", "/v1/ledger/checkpoint", token=None).json
+    assert latest["tree_size"] == created.json["tree_size"]
+    proof = env.call("GET", f"/v1/ledger/consistency?from=1&to={latest['tree_size']}",
+                     token=None)
+    assert proof.status == 200 and proof.json["to_size"] == latest["tree_size"]
+    _assert_problem(env.call("GET", "/v1/ledger/export", token="reader"), 403, "forbidden")
+    export = env.call("GET", "/v1/ledger/export?agent=exec-agent", token="auditor")
+    assert export.status == 200 and export.body.count(b"\n") > 2
+    documented = {
+        (m, p.replace("{", "<").replace("}", ">"))
+        for p, ops in build_document()["paths"].items()
+        for m in ops
+    }
+    missing = documented - HIT
+    assert not missing, sorted(missing)
