@@ -1,0 +1,197 @@
+"""Ledger entries and signed tree heads (checkpoints): their canonical bytes and signatures.
+
+Hashing rules (see docs/auditors.md):
+- an entry's bytes are the canonical JSON of ``{"seq", "time", "actor", "event", "body"}``:
+  keys sorted, separators ``,`` and ``:``, UTF-8, no floats; its leaf hash is
+  ``SHA-256(0x00 || bytes)`` and the tree follows RFC 9162;
+- a checkpoint signs ``"agentca-checkpoint-v1\\n" || canonical JSON of {"ledger", "tree_size",
+  "root_hash", "timestamp"}`` with the audit key (ECDSA P-256 / SHA-256, DER signature).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ca.ledger.merkle import leaf_hash
+
+CHECKPOINT_CONTEXT = b"agentca-checkpoint-v1\n"
+LEDGER_NAME = "agentca"
+
+
+def canonical(obj: Mapping[str, Any], check: bool = True) -> bytes:
+    """Canonical JSON bytes (sorted keys, compact, UTF-8).
+
+    ``check`` refuses floats (whose spelling is not canonical across implementations); the CA
+    checks when it appends, a verifier need not: any difference shows as a hash mismatch.
+    """
+    if check:
+        _no_floats(obj)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _no_floats(value: Any) -> None:
+    kind = type(value)
+    if kind is float:
+        raise ValueError("ledger bodies hold no floating-point numbers")
+    if kind is dict:
+        for k, v in value.items():
+            if type(k) is not str:
+                raise ValueError("ledger object keys are strings")
+            _no_floats(v)
+    elif kind is list or kind is tuple:
+        for v in value:
+            _no_floats(v)
+    elif isinstance(value, Mapping):
+        _no_floats(dict(value))
+
+
+def format_time(t: datetime) -> str:
+    """UTC, microseconds, ``Z``: one spelling for one instant."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One ledger entry."""
+
+    seq: int
+    time: str
+    actor: str
+    event: str
+    body: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "actor": self.actor,
+            "event": self.event,
+            "body": dict(self.body),
+        }
+
+    def canonical_bytes(self, check: bool = True) -> bytes:
+        return canonical(self.to_json(), check)
+
+    def leaf_hash(self, check: bool = True) -> bytes:
+        return leaf_hash(self.canonical_bytes(check))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LedgerEntry:
+        """Parse an exported entry; raises ``ValueError`` naming what is wrong."""
+        for key, kind in (
+            ("seq", int),
+            ("time", str),
+            ("actor", str),
+            ("event", str),
+            ("body", dict),
+        ):
+            if not isinstance(data.get(key), kind) or (
+                kind is int and isinstance(data.get(key), bool)
+            ):
+                raise ValueError(f"field '{key}' is missing or not a {kind.__name__}")
+        return cls(data["seq"], data["time"], data["actor"], data["event"], data["body"])
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed tree head: the ledger's size and root, signed by the audit key."""
+
+    tree_size: int
+    root_hash: bytes
+    timestamp: str
+    signature: bytes
+    certificate_der: bytes
+
+    def statement(self) -> bytes:
+        return checkpoint_statement(self.tree_size, self.root_hash, self.timestamp)
+
+    def to_json(self) -> dict[str, Any]:
+        cert = x509.load_der_x509_certificate(self.certificate_der)
+        return {
+            "ledger": LEDGER_NAME,
+            "tree_size": self.tree_size,
+            "root_hash": self.root_hash.hex(),
+            "timestamp": self.timestamp,
+            "signature": base64.b64encode(self.signature).decode(),
+            "certificate_pem": cert.public_bytes(serialization.Encoding.PEM).decode(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Checkpoint:
+        """Parse a checkpoint; raises ``ValueError`` naming what is wrong."""
+        try:
+            if data.get("ledger") != LEDGER_NAME:
+                raise ValueError("not an agentca checkpoint")
+            size = data["tree_size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ValueError("tree_size must be a non-negative integer")
+            root = bytes.fromhex(data["root_hash"])
+            if len(root) != 32:
+                raise ValueError("root_hash must be 32 bytes")
+            cert = x509.load_pem_x509_certificate(data["certificate_pem"].encode())
+            return cls(
+                size,
+                root,
+                str(data["timestamp"]),
+                base64.b64decode(data["signature"], validate=True),
+                cert.public_bytes(serialization.Encoding.DER),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed checkpoint: {exc}") from exc
+
+    def verify(self, trusted: x509.Certificate) -> str | None:
+        """``None`` when signed by ``trusted``'s key, else why not."""
+        embedded = x509.load_der_x509_certificate(self.certificate_der)
+        if embedded != trusted:
+            return "the checkpoint was signed by a certificate other than the trusted one"
+        key = trusted.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            return "the audit certificate does not hold an EC key"
+        try:
+            key.verify(self.signature, self.statement(), ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            return "the checkpoint signature does not verify"
+        return None
+
+
+def checkpoint_statement(tree_size: int, root_hash: bytes, timestamp: str) -> bytes:
+    """The exact bytes the audit key signs."""
+    return CHECKPOINT_CONTEXT + canonical(
+        {
+            "ledger": LEDGER_NAME,
+            "tree_size": tree_size,
+            "root_hash": root_hash.hex(),
+            "timestamp": timestamp,
+        }
+    )
+
+
+def sign_checkpoint(
+    tree_size: int,
+    root_hash: bytes,
+    now: datetime,
+    key: ec.EllipticCurvePrivateKey,
+    certificate: x509.Certificate,
+) -> Checkpoint:
+    """Sign a tree head with the audit key (an HSM key in production)."""
+    timestamp = format_time(now)
+    signature = key.sign(
+        checkpoint_statement(tree_size, root_hash, timestamp), ec.ECDSA(hashes.SHA256())
+    )
+    return Checkpoint(
+        tree_size,
+        root_hash,
+        timestamp,
+        signature,
+        certificate.public_bytes(serialization.Encoding.DER),
+    )
