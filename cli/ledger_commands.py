@@ -42,12 +42,25 @@ def ledger() -> None:
     default=None,
     help="Also write the audit certificate (PEM), the trust anchor for verify.",
 )
+@click.option(
+    "--every",
+    type=click.IntRange(1),
+    default=None,
+    help="Keep running: sign a checkpoint every N seconds when the ledger grew.",
+)
 @click.pass_context
 @handle_errors
 def checkpoint(
-    ctx: click.Context, out: str | None, from_size: int | None, cert_out: str | None
+    ctx: click.Context,
+    out: str | None,
+    from_size: int | None,
+    cert_out: str | None,
+    every: int | None,
 ) -> None:
     """Sign a checkpoint (tree size + root) of the ledger now, with the audit key in the HSM."""
+    if every is not None:
+        _checkpoint_loop(ctx, every)
+        return
     with runtime(ctx) as rt:
         cp = rt.auditor.checkpoint()
         data = cp.to_json()
@@ -70,6 +83,27 @@ def checkpoint(
         click.echo(f"checkpoint of {cp.tree_size} entries written to {out}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _checkpoint_loop(ctx: click.Context, every: int) -> None:
+    """The scheduler: one checkpoint per interval while the ledger grows; stops on SIGTERM."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with runtime(ctx) as rt:
+        last = -1
+        while not stop.is_set():
+            size = rt.ledger.size()
+            if size != last:
+                cp = rt.auditor.checkpoint()
+                last = cp.tree_size
+                click.echo(
+                    f"checkpoint: {cp.tree_size} entries, root {cp.root_hash.hex()}", err=True
+                )
+            stop.wait(every)
 
 
 @ledger.command("export")

@@ -303,3 +303,27 @@ def test_concurrent_issuance_is_gap_free_and_verifies(tmp_path: Path, pg_url: st
     ok("ledger", "export", "--out", str(export), data_dir=data, env=env)
     r = verify(export, audit)
     assert r.returncode == 0, r.stderr
+
+
+def test_scheduled_checkpoints_follow_the_ledger(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from tests.integration.conftest import AGENTCA
+
+    data = tmp_path / "data"
+    ok("init", data_dir=data)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCA_")}
+    env["AGENTCA_DATA_DIR"] = str(data)
+    proc = subprocess.Popen([AGENTCA, "ledger", "checkpoint", "--every", "1"], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.5)
+        ok("scope", "add", "later_scope", data_dir=data)
+        time.sleep(2.5)
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    sizes = [int(line.split()[1]) for line in err.splitlines() if line.startswith("checkpoint:")]
+    assert len(sizes) >= 2 and sizes == sorted(sizes) and sizes[-1] > sizes[0], err
