@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--raw", type=int, default=1000)
     parser.add_argument("--workers", default="2,3,4")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument(
         "--raw-only", nargs=3, metavar=("DATA_DIR", "URL", "N"), help=argparse.SUPPRESS
     )
@@ -177,6 +178,7 @@ def main() -> None:
         "AGENTCA_DATABASE_URL": url,
         "AGENTCA_ENROLL_RATE_PER_SECOND": "1000000",
         "AGENTCA_ENROLL_BURST": "1000000",
+        "AGENTCA_THREADS": str(args.threads),
     }
     settings = Settings(
         data_dir=data, database_url=url, enroll_rate_per_second=1_000_000, enroll_burst=1_000_000

@@ -67,6 +67,7 @@ class Settings:
     listen_port: int = 8400
     ocsp_listen_port: int = 8401
     workers: int = 2
+    threads: int = 4  # per CA API worker: overlaps database round trips
     max_request_bytes: int = 64 * 1024
     enroll_rate_per_second: int = 20  # per client address and worker process
     enroll_burst: int = 40

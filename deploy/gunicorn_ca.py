@@ -1,7 +1,8 @@
 """gunicorn settings for the CA API (used by ``agentca serve``; also a gunicorn -c file).
 
-Workers are processes, not threads: the PKCS#11 library serialises signing per process, so
-throughput scales with processes. Each worker opens its HSM session after the fork.
+Workers are processes; each runs a few threads so that one request's database round trips
+overlap another's work (signing is serialised per process by the key store's lock, which the
+PKCS#11 library requires). Each worker opens its HSM session after the fork.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ def options(settings: Any) -> dict[str, Any]:
     return {
         "bind": f"{settings.listen_host}:{settings.listen_port}",
         "workers": settings.workers,
-        "worker_class": "sync",
+        "worker_class": "gthread" if settings.threads > 1 else "sync",
+        "threads": settings.threads,
         "timeout": 30,
         "graceful_timeout": 10,
         "keepalive": 5,
