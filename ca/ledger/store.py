@@ -24,7 +24,6 @@ from ca.ledger.merkle import MerkleTree, StreamingRoot, leaf_hash
 from ca.ledger.verify import CSV_FIELDS, EXPORT_FORMAT
 from ca.store.models import AuditSigner, LedgerCheckpointRow, LedgerEntryRow, LedgerHead
 
-
 _NEXT_SEQ = (
     update(LedgerHead)
     .where(LedgerHead.id == 1)

@@ -29,22 +29,66 @@ def ok(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> str:
 def populate(data_dir: Path, env: dict[str, str] | None = None, agents: int = 2) -> None:
     ok("init", data_dir=data_dir, env=env)
     ok("scope", "add", "read_book", data_dir=data_dir, env=env)
-    ok("model", "add", MODEL, "--model-type", "m", "--environment", "prod", data_dir=data_dir,
-       env=env)
+    ok(
+        "model",
+        "add",
+        MODEL,
+        "--model-type",
+        "m",
+        "--environment",
+        "prod",
+        data_dir=data_dir,
+        env=env,
+    )
     for i in range(agents):
         name = f"agent{i}"
-        ok("agent", "register", name, "--officer", f"officer{i}@example.com", "--environment",
-           "prod", "--model-type", "m", "--scope", "read_book", "--model-digest", MODEL,
-           "--prompt-digest", PROMPT, data_dir=data_dir, env=env)
+        ok(
+            "agent",
+            "register",
+            name,
+            "--officer",
+            f"officer{i}@example.com",
+            "--environment",
+            "prod",
+            "--model-type",
+            "m",
+            "--scope",
+            "read_book",
+            "--model-digest",
+            MODEL,
+            "--prompt-digest",
+            PROMPT,
+            data_dir=data_dir,
+            env=env,
+        )
         csr = data_dir.parent / f"{name}.csr"
         key = ec.generate_private_key(ec.SECP256R1())
-        csr.write_bytes(build_agent_csr(key, name, Provenance(
-            "m", Digest.sha256_hex(MODEL), Digest.sha256_hex(PROMPT))).public_bytes(
-            serialization.Encoding.PEM))
-        pem = ok("issue", "--csr", str(csr), "--agent", name, "--scope", "read_book",
-                 "--model-type", "m", "--model-digest", MODEL, "--prompt-digest", PROMPT,
-                 "--officer", f"officer{i}@example.com", "--environment", "prod",
-                 data_dir=data_dir, env=env)
+        csr.write_bytes(
+            build_agent_csr(
+                key, name, Provenance("m", Digest.sha256_hex(MODEL), Digest.sha256_hex(PROMPT))
+            ).public_bytes(serialization.Encoding.PEM)
+        )
+        pem = ok(
+            "issue",
+            "--csr",
+            str(csr),
+            "--agent",
+            name,
+            "--scope",
+            "read_book",
+            "--model-type",
+            "m",
+            "--model-digest",
+            MODEL,
+            "--prompt-digest",
+            PROMPT,
+            "--officer",
+            f"officer{i}@example.com",
+            "--environment",
+            "prod",
+            data_dir=data_dir,
+            env=env,
+        )
         from cryptography import x509
 
         serial = format(x509.load_pem_x509_certificate(pem.encode()).serial_number, "x")
@@ -57,14 +101,26 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = base / "data"
     populate(data)
     ok("ledger", "export", "--out", str(base / "full.jsonl"), data_dir=data)
-    ok("ledger", "export", "--agent", "agent1", "--out", str(base / "agent1.jsonl"),
-       data_dir=data)
+    ok("ledger", "export", "--agent", "agent1", "--out", str(base / "agent1.jsonl"), data_dir=data)
     ok("ledger", "export", "--format", "csv", "--out", str(base / "full.csv"), data_dir=data)
-    ok("ledger", "checkpoint", "--certificate", str(base / "audit.pem"), "--out",
-       str(base / "cp.json"), data_dir=data)
-    return {"base": base, "data": data, "full": base / "full.jsonl",
-            "agent1": base / "agent1.jsonl", "csv": base / "full.csv",
-            "audit": base / "audit.pem", "cp": base / "cp.json"}
+    ok(
+        "ledger",
+        "checkpoint",
+        "--certificate",
+        str(base / "audit.pem"),
+        "--out",
+        str(base / "cp.json"),
+        data_dir=data,
+    )
+    return {
+        "base": base,
+        "data": data,
+        "full": base / "full.jsonl",
+        "agent1": base / "agent1.jsonl",
+        "csv": base / "full.csv",
+        "audit": base / "audit.pem",
+        "cp": base / "cp.json",
+    }
 
 
 def verify(path: Path, audit: Path) -> subprocess.CompletedProcess[str]:
@@ -102,8 +158,9 @@ def test_changed_field_fails_at_that_entry(exported: dict[str, Path], tmp_path: 
     entry = json.loads(content[5])
     entry["actor"] = "someone-else"
     content[5] = json.dumps(entry) + "\n"
-    _failed_at(verify(write(tmp_path / "x.jsonl", content), exported["audit"]), entry["seq"],
-               "altered")
+    _failed_at(
+        verify(write(tmp_path / "x.jsonl", content), exported["audit"]), entry["seq"], "altered"
+    )
 
 
 def test_changed_field_with_recomputed_hash_breaks_the_signed_root(
@@ -116,8 +173,11 @@ def test_changed_field_with_recomputed_hash_breaks_the_signed_root(
     entry["body"]["officer"] = "forged@example.com"
     entry["leaf_hash"] = LedgerEntry.from_json(entry).leaf_hash().hex()
     content[4] = json.dumps(entry) + "\n"
-    _failed_at(verify(write(tmp_path / "x.jsonl", content), exported["audit"]), None,
-               "does not match the signed root")
+    _failed_at(
+        verify(write(tmp_path / "x.jsonl", content), exported["audit"]),
+        None,
+        "does not match the signed root",
+    )
 
 
 def test_deleted_entry(exported: dict[str, Path], tmp_path: Path) -> None:
@@ -129,8 +189,7 @@ def test_deleted_entry(exported: dict[str, Path], tmp_path: Path) -> None:
 def test_swapped_entries(exported: dict[str, Path], tmp_path: Path) -> None:
     content = lines(exported["full"])
     content[3], content[4] = content[4], content[3]
-    _failed_at(verify(write(tmp_path / "x.jsonl", content), exported["audit"]), 2,
-               "found entry 3")
+    _failed_at(verify(write(tmp_path / "x.jsonl", content), exported["audit"]), 2, "found entry 3")
 
 
 def test_inserted_entry(exported: dict[str, Path], tmp_path: Path) -> None:
@@ -138,8 +197,11 @@ def test_inserted_entry(exported: dict[str, Path], tmp_path: Path) -> None:
     forged = json.loads(content[3])
     forged["body"] = {"note": "slipped in"}
     content.insert(4, json.dumps(forged) + "\n")
-    _failed_at(verify(write(tmp_path / "x.jsonl", content), exported["audit"]), 3,
-               "out of order or repeated")
+    _failed_at(
+        verify(write(tmp_path / "x.jsonl", content), exported["audit"]),
+        3,
+        "out of order or repeated",
+    )
 
 
 def test_inserted_entry_with_renumbering(exported: dict[str, Path], tmp_path: Path) -> None:
@@ -156,8 +218,9 @@ def test_inserted_entry_with_renumbering(exported: dict[str, Path], tmp_path: Pa
 def test_truncated(exported: dict[str, Path], tmp_path: Path) -> None:
     content = lines(exported["full"])
     n = len(content) - 1
-    _failed_at(verify(write(tmp_path / "x.jsonl", content[:-2]), exported["audit"]), n - 2,
-               "truncated")
+    _failed_at(
+        verify(write(tmp_path / "x.jsonl", content[:-2]), exported["audit"]), n - 2, "truncated"
+    )
 
 
 def test_replaced_checkpoint(exported: dict[str, Path], tmp_path: Path) -> None:
@@ -173,24 +236,37 @@ def test_replaced_checkpoint(exported: dict[str, Path], tmp_path: Path) -> None:
     # 1) same signer, but a root and size that are not the ledger's: signature fails
     header["checkpoint"]["tree_size"] -= 1
     bad = [json.dumps(header) + "\n", *content[1:-1]]
-    _failed_at(verify(write(tmp_path / "a.jsonl", bad), exported["audit"]), None,
-               "signature does not verify")
+    _failed_at(
+        verify(write(tmp_path / "a.jsonl", bad), exported["audit"]),
+        None,
+        "signature does not verify",
+    )
     # 2) a consistent checkpoint re-signed by the forger's own key: not the trusted certificate
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forger")])
     import datetime as dt
 
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     leaves = [bytes.fromhex(json.loads(x)["leaf_hash"]) for x in content[1:]]
     forged = sign_checkpoint(len(leaves), root_of(leaves), now, key, cert)
     header2 = json.loads(content[0])
     header2["checkpoint"] = forged.to_json()
     out = [json.dumps(header2) + "\n", *content[1:]]
-    _failed_at(verify(write(tmp_path / "b.jsonl", out), exported["audit"]), None,
-               "other than the trusted one")
+    _failed_at(
+        verify(write(tmp_path / "b.jsonl", out), exported["audit"]),
+        None,
+        "other than the trusted one",
+    )
 
 
 def test_filtered_export_tampering(exported: dict[str, Path], tmp_path: Path) -> None:
@@ -198,12 +274,14 @@ def test_filtered_export_tampering(exported: dict[str, Path], tmp_path: Path) ->
     entry = json.loads(content[2])
     entry["proof"][0] = "00" * 32
     content[2] = json.dumps(entry) + "\n"
-    _failed_at(verify(write(tmp_path / "f.jsonl", content), exported["audit"]), entry["seq"],
-               "not included")
+    _failed_at(
+        verify(write(tmp_path / "f.jsonl", content), exported["audit"]),
+        entry["seq"],
+        "not included",
+    )
     dropped = lines(exported["agent1"])
     del dropped[2]
-    _failed_at(verify(write(tmp_path / "g.jsonl", dropped), exported["audit"]), None,
-               "announces")
+    _failed_at(verify(write(tmp_path / "g.jsonl", dropped), exported["audit"]), None, "announces")
 
 
 def test_consistency_between_checkpoints(exported: dict[str, Path], tmp_path: Path) -> None:
@@ -211,17 +289,38 @@ def test_consistency_between_checkpoints(exported: dict[str, Path], tmp_path: Pa
     size = json.loads(old.read_text())["tree_size"]
     ok("token", "create", "agent0", data_dir=exported["data"])
     new = tmp_path / "new.json"
-    ok("ledger", "checkpoint", "--consistency-from", str(size), "--out", str(new),
-       data_dir=exported["data"])
-    r = run_cli("ledger", "consistency", str(old), str(new), "--trust", str(exported["audit"]),
-                data_dir=tmp_path)
+    ok(
+        "ledger",
+        "checkpoint",
+        "--consistency-from",
+        str(size),
+        "--out",
+        str(new),
+        data_dir=exported["data"],
+    )
+    r = run_cli(
+        "ledger",
+        "consistency",
+        str(old),
+        str(new),
+        "--trust",
+        str(exported["audit"]),
+        data_dir=tmp_path,
+    )
     assert r.returncode == 0 and "consistent" in r.stdout, r.stderr
     doc = json.loads(new.read_text())
     doc["consistency"]["proof"][0] = "11" * 32
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(doc))
-    r = run_cli("ledger", "consistency", str(old), str(tampered), "--trust",
-                str(exported["audit"]), data_dir=tmp_path)
+    r = run_cli(
+        "ledger",
+        "consistency",
+        str(old),
+        str(tampered),
+        "--trust",
+        str(exported["audit"]),
+        data_dir=tmp_path,
+    )
     assert r.returncode != 0
 
 
@@ -237,11 +336,17 @@ def test_database_refuses_update_and_delete(tmp_path: Path, db_url: str) -> None
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO ledger_entries (seq, time, actor, event, body, leaf_hash) "
-                "VALUES (0, 't', 'a', 'e', '{}', :h)"), {"h": leaf_hash(b"x")})
-        for statement in ("UPDATE ledger_entries SET actor = 'mallory'",
-                          "DELETE FROM ledger_entries"):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO ledger_entries (seq, time, actor, event, body, leaf_hash) "
+                    "VALUES (0, 't', 'a', 'e', '{}', :h)"
+                ),
+                {"h": leaf_hash(b"x")},
+            )
+        for statement in (
+            "UPDATE ledger_entries SET actor = 'mallory'",
+            "DELETE FROM ledger_entries",
+        ):
             with pytest.raises(sa.exc.DBAPIError) as err, engine.begin() as conn:
                 conn.execute(sa.text(statement))
             assert "append-only" in str(err.value)
@@ -280,19 +385,30 @@ def test_concurrent_issuance_is_gap_free_and_verifies(tmp_path: Path, pg_url: st
     data = tmp_path / "data"
     env = {"AGENTCA_DATABASE_URL": pg_url}
     ok("init", data_dir=data, env=env)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(data), pg_url, "15"],
-                              cwd=Path(__file__).parents[2], stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(data), pg_url, "15"],
+            cwd=Path(__file__).parents[2],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     for p in procs:
         _out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     engine = sa.create_engine(pg_url)
     try:
         with engine.connect() as conn:
-            seqs = [r[0] for r in conn.execute(sa.text(
-                "SELECT seq FROM ledger_entries ORDER BY seq"))]
-            events = [r[0] for r in conn.execute(sa.text(
-                "SELECT event FROM ledger_entries WHERE event LIKE 'certificate.%'"))]
+            seqs = [
+                r[0] for r in conn.execute(sa.text("SELECT seq FROM ledger_entries ORDER BY seq"))
+            ]
+            events = [
+                r[0]
+                for r in conn.execute(
+                    sa.text("SELECT event FROM ledger_entries WHERE event LIKE 'certificate.%'")
+                )
+            ]
     finally:
         engine.dispose()
     assert seqs == list(range(len(seqs)))
@@ -315,8 +431,12 @@ def test_scheduled_checkpoints_follow_the_ledger(tmp_path: Path) -> None:
     ok("init", data_dir=data)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCA_")}
     env["AGENTCA_DATA_DIR"] = str(data)
-    proc = subprocess.Popen([AGENTCA, "ledger", "checkpoint", "--every", "1"], env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [AGENTCA, "ledger", "checkpoint", "--every", "1"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(2.5)
         ok("scope", "add", "later_scope", data_dir=data)

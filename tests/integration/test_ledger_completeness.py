@@ -30,8 +30,12 @@ MODEL, MODEL2, PROMPT = "a1" * 32, "b2" * 32, "c3" * 32
 
 def events_after(engine: sa.Engine, seq: int) -> list[str]:
     with engine.connect() as conn:
-        return [r[0] for r in conn.execute(
-            sa.text("SELECT event FROM ledger_entries WHERE seq >= :s ORDER BY seq"), {"s": seq})]
+        return [
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT event FROM ledger_entries WHERE seq >= :s ORDER BY seq"), {"s": seq}
+            )
+        ]
 
 
 def size(engine: sa.Engine) -> int:
@@ -40,7 +44,9 @@ def size(engine: sa.Engine) -> int:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, hsm_config: Any) -> Iterator[tuple[str, Runtime, str]]:
+def api(
+    tmp_path_factory: pytest.TempPathFactory, hsm_config: Any
+) -> Iterator[tuple[str, Runtime, str]]:
     work = tmp_path_factory.mktemp("ledger-api")
     s = settings_for(work, f"sqlite:///{work}/ca.sqlite3", hsm_config)
     rt = open_runtime(s, create=True)
@@ -53,8 +59,9 @@ def api(tmp_path_factory: pytest.TempPathFactory, hsm_config: Any) -> Iterator[t
 
 def _csr(model: str = MODEL) -> tuple[Any, str]:
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = build_agent_csr(key, "ledger-agent", Provenance("m", Digest.sha256_hex(model),
-                                                          Digest.sha256_hex(PROMPT)))
+    csr = build_agent_csr(
+        key, "ledger-agent", Provenance("m", Digest.sha256_hex(model), Digest.sha256_hex(PROMPT))
+    )
     return key, csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -78,49 +85,123 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
         _key, csr = _csr()
         der = x509.load_pem_x509_csr(csr.encode()).public_bytes(serialization.Encoding.DER)
         proof = state["key"].sign(renewal_statement(created, der), ec.ECDSA(hashes.SHA256()))
-        op("POST", "/v1/renew", {"certificate": state["cert"], "csr": csr, "created": created,
-                                 "proof": base64.b64encode(proof).decode()}, bearer=None)
+        op(
+            "POST",
+            "/v1/renew",
+            {
+                "certificate": state["cert"],
+                "csr": csr,
+                "created": created,
+                "proof": base64.b64encode(proof).decode(),
+            },
+            bearer=None,
+        )
 
     def token_for_agent() -> None:
         state["enroll_token"] = op("POST", "/v1/agents/ledger-agent/enrollment-tokens")["token"]
 
     def issue() -> None:
         _k, csr = _csr()
-        state["serial"] = op("POST", "/v1/certificates", {
-            "csr": csr, "agent": "manual", "scopes": ["read_book"], "model_type": "m",
-            "model_digest": MODEL2, "prompt_digest": PROMPT, "officer": "o@example.com",
-            "environment": "prod"})["serial"]
+        state["serial"] = op(
+            "POST",
+            "/v1/certificates",
+            {
+                "csr": csr,
+                "agent": "manual",
+                "scopes": ["read_book"],
+                "model_type": "m",
+                "model_digest": MODEL2,
+                "prompt_digest": PROMPT,
+                "officer": "o@example.com",
+                "environment": "prod",
+            },
+        )["serial"]
 
     steps: list[tuple[str, str, Callable[[], Any], list[str]]] = [
-        ("post", "/v1/scopes", lambda: op("POST", "/v1/scopes", {"name": "read_book"}),
-         ["scope.added"]),
-        ("post", "/v1/models", lambda: op("POST", "/v1/models", {
-            "digest": MODEL, "model_type": "m", "environment": "prod"}), ["model.added"]),
-        ("post", "/v1/agents", lambda: op("POST", "/v1/agents", {
-            "name": "ledger-agent", "officer": "o@example.com", "environment": "prod",
-            "model_type": "m", "scopes": ["read_book"], "model_digests": [MODEL],
-            "prompt_digests": [PROMPT]}), ["agent.registered"]),
-        ("patch", "/v1/agents/{name}", lambda: op("PATCH", "/v1/agents/ledger-agent",
-                                                  {"max_validity_seconds": 7200}),
-         ["agent.updated"]),
-        ("post", "/v1/agents/{name}/enrollment-tokens", token_for_agent,
-         ["enrollment_token.created"]),
-        ("post", "/v1/enroll", enroll,
-         ["enrollment_token.used", "certificate.reserved", "certificate.issued"]),
+        (
+            "post",
+            "/v1/scopes",
+            lambda: op("POST", "/v1/scopes", {"name": "read_book"}),
+            ["scope.added"],
+        ),
+        (
+            "post",
+            "/v1/models",
+            lambda: op(
+                "POST", "/v1/models", {"digest": MODEL, "model_type": "m", "environment": "prod"}
+            ),
+            ["model.added"],
+        ),
+        (
+            "post",
+            "/v1/agents",
+            lambda: op(
+                "POST",
+                "/v1/agents",
+                {
+                    "name": "ledger-agent",
+                    "officer": "o@example.com",
+                    "environment": "prod",
+                    "model_type": "m",
+                    "scopes": ["read_book"],
+                    "model_digests": [MODEL],
+                    "prompt_digests": [PROMPT],
+                },
+            ),
+            ["agent.registered"],
+        ),
+        (
+            "patch",
+            "/v1/agents/{name}",
+            lambda: op("PATCH", "/v1/agents/ledger-agent", {"max_validity_seconds": 7200}),
+            ["agent.updated"],
+        ),
+        (
+            "post",
+            "/v1/agents/{name}/enrollment-tokens",
+            token_for_agent,
+            ["enrollment_token.created"],
+        ),
+        (
+            "post",
+            "/v1/enroll",
+            enroll,
+            ["enrollment_token.used", "certificate.reserved", "certificate.issued"],
+        ),
         ("post", "/v1/renew", renew, ["certificate.reserved", "certificate.issued"]),
         ("post", "/v1/certificates", issue, ["certificate.reserved", "certificate.issued"]),
-        ("post", "/v1/certificates/{serial}/revoke",
-         lambda: op("POST", f"/v1/certificates/{state['serial']}/revoke",
-                    {"reason": "certificateHold"}), ["certificate.revoked"]),
-        ("post", "/v1/revocations", lambda: op("POST", "/v1/revocations",
-                                               {"agent": "ledger-agent"}),
-         ["certificate.revoked", "certificate.revoked"]),
-        ("post", "/v1/models/{digest}/retire",
-         lambda: op("POST", f"/v1/models/{MODEL}/retire", {"revoke": True}), ["model.retired"]),
-        ("post", "/v1/agents/{name}/disable",
-         lambda: op("POST", "/v1/agents/ledger-agent/disable"), ["agent.updated"]),
-        ("post", "/v1/ledger/checkpoints", lambda: op("POST", "/v1/ledger/checkpoints"),
-         ["audit.signer.created"]),
+        (
+            "post",
+            "/v1/certificates/{serial}/revoke",
+            lambda: op(
+                "POST", f"/v1/certificates/{state['serial']}/revoke", {"reason": "certificateHold"}
+            ),
+            ["certificate.revoked"],
+        ),
+        (
+            "post",
+            "/v1/revocations",
+            lambda: op("POST", "/v1/revocations", {"agent": "ledger-agent"}),
+            ["certificate.revoked", "certificate.revoked"],
+        ),
+        (
+            "post",
+            "/v1/models/{digest}/retire",
+            lambda: op("POST", f"/v1/models/{MODEL}/retire", {"revoke": True}),
+            ["model.retired"],
+        ),
+        (
+            "post",
+            "/v1/agents/{name}/disable",
+            lambda: op("POST", "/v1/agents/ledger-agent/disable"),
+            ["agent.updated"],
+        ),
+        (
+            "post",
+            "/v1/ledger/checkpoints",
+            lambda: op("POST", "/v1/ledger/checkpoints"),
+            ["audit.signer.created"],
+        ),
     ]
     for _method, path, action, expected in steps:
         before = size(engine)
@@ -131,8 +212,12 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
     op("POST", "/v1/ledger/checkpoints")
     assert events_after(engine, before) == []
     # every state-changing operation in the API document is covered above
-    writes = {(m, p) for p, ops in build_document()["paths"].items() for m in ops
-              if m in ("post", "patch", "put", "delete")}
+    writes = {
+        (m, p)
+        for p, ops in build_document()["paths"].items()
+        for m in ops
+        if m in ("post", "patch", "put", "delete")
+    }
     assert writes == {(m, p) for m, p, _a, _e in steps}
 
 
@@ -153,24 +238,56 @@ def test_every_state_changing_cli_command_writes_its_entries(tmp_path: Path) -> 
 
     key = ec.generate_private_key(ec.SECP256R1())
     csr = tmp_path / "a.csr"
-    csr.write_bytes(build_agent_csr(key, "cli-agent", Provenance(
-        "m", Digest.sha256_hex(MODEL), Digest.sha256_hex(PROMPT))).public_bytes(
-        serialization.Encoding.PEM))
-    issue = ["issue", "--csr", str(csr), "--agent", "cli-agent", "--scope", "read_book",
-             "--model-type", "m", "--model-digest", MODEL, "--prompt-digest", PROMPT,
-             "--officer", "o@example.com", "--environment", "prod"]
+    csr.write_bytes(
+        build_agent_csr(
+            key, "cli-agent", Provenance("m", Digest.sha256_hex(MODEL), Digest.sha256_hex(PROMPT))
+        ).public_bytes(serialization.Encoding.PEM)
+    )
+    issue = [
+        "issue",
+        "--csr",
+        str(csr),
+        "--agent",
+        "cli-agent",
+        "--scope",
+        "read_book",
+        "--model-type",
+        "m",
+        "--model-digest",
+        MODEL,
+        "--prompt-digest",
+        PROMPT,
+        "--officer",
+        "o@example.com",
+        "--environment",
+        "prod",
+    ]
     assert entries("init") == ["ca.initialised"]
     assert entries("scope", "add", "read_book") == ["scope.added"]
     assert entries("model", "add", MODEL, "--model-type", "m", "--environment", "prod") == [
-        "model.added"]
-    assert entries("agent", "register", "cli-agent", "--officer", "o@example.com",
-                   "--environment", "prod", "--model-type", "m", "--scope", "read_book",
-                   "--model-digest", MODEL, "--prompt-digest", PROMPT) == ["agent.registered"]
+        "model.added"
+    ]
+    assert entries(
+        "agent",
+        "register",
+        "cli-agent",
+        "--officer",
+        "o@example.com",
+        "--environment",
+        "prod",
+        "--model-type",
+        "m",
+        "--scope",
+        "read_book",
+        "--model-digest",
+        MODEL,
+        "--prompt-digest",
+        PROMPT,
+    ) == ["agent.registered"]
     assert entries("agent", "disable", "cli-agent") == ["agent.updated"]
     assert entries("agent", "enable", "cli-agent") == ["agent.updated"]
     assert entries("token", "create", "cli-agent") == ["enrollment_token.created"]
-    assert entries("apitoken", "create", "auditor1", "--role", "auditor") == [
-        "api_token.created"]
+    assert entries("apitoken", "create", "auditor1", "--role", "auditor") == ["api_token.created"]
     assert entries(*issue) == ["certificate.reserved", "certificate.issued"]
     serial = run_cli("list", "--json", "--limit", "1", data_dir=data).stdout
     import json
@@ -181,11 +298,16 @@ def test_every_state_changing_cli_command_writes_its_entries(tmp_path: Path) -> 
     entries(*issue)
     assert entries("revoke", "--agent", "cli-agent") == ["certificate.revoked"]
     entries(*issue)
-    assert entries("model", "retire", MODEL, "--revoke") == ["model.retired",
-                                                             "certificate.revoked"]
+    assert entries("model", "retire", MODEL, "--revoke") == ["model.retired", "certificate.revoked"]
     assert entries("ledger", "checkpoint") == ["audit.signer.created"]
     assert entries("ledger", "checkpoint") == []
     # read-only commands write nothing
-    for args in (["list"], ["show", serial], ["agent", "list"], ["model", "list"],
-                 ["scope", "list"], ["chain"]):
+    for args in (
+        ["list"],
+        ["show", serial],
+        ["agent", "list"],
+        ["model", "list"],
+        ["scope", "list"],
+        ["chain"],
+    ):
         assert entries(*args) == [], args
