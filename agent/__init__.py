@@ -1,0 +1,58 @@
+"""agentca agent SDK: key, provenance digests, CSR, enrollment, renewal, OCSP staple, and
+RFC 9421 signing of outgoing requests. Depends on ``cryptography`` only (HTTP via urllib).
+
+    agent = Agent("ExecutionAgent-ETH-01", load_or_create_key("agent.key"),
+                  RuntimeProvenance("claude-3.5-sonnet-v2", "weights/", prompt_path="prompt.txt"),
+                  ca_url="http://127.0.0.1:8400")
+    agent.enroll(token)
+    agent.start()                                  # renew at 2/3 of the lifetime, keep a staple
+    agent.request("POST", url, json_body=order)    # or requests.post(url, auth=agent.auth())
+"""
+
+from agent.client import Agent, AgentAuth, Credential, HttpReply, SignedHeaders, send
+from agent.csr import build_csr
+from agent.digests import config_digest, model_digest, prompt_digest, prompt_digest_file
+from agent.errors import (
+    AgentError,
+    CAResponseError,
+    CertificateExpired,
+    CertificateRevoked,
+    DigestError,
+    NotEnrolled,
+    ProvenanceDrift,
+    StapleError,
+)
+from agent.keys import generate_key, load_key, load_or_create_key, pkcs11_key, save_key
+from agent.provenance import Provenance, RuntimeProvenance
+from agent.staple import Staple, fetch_staple
+
+__all__ = [
+    "Agent",
+    "AgentAuth",
+    "AgentError",
+    "CAResponseError",
+    "CertificateExpired",
+    "CertificateRevoked",
+    "Credential",
+    "DigestError",
+    "HttpReply",
+    "NotEnrolled",
+    "Provenance",
+    "ProvenanceDrift",
+    "RuntimeProvenance",
+    "SignedHeaders",
+    "Staple",
+    "StapleError",
+    "build_csr",
+    "config_digest",
+    "fetch_staple",
+    "generate_key",
+    "load_key",
+    "load_or_create_key",
+    "model_digest",
+    "pkcs11_key",
+    "prompt_digest",
+    "prompt_digest_file",
+    "save_key",
+    "send",
+]

@@ -1,0 +1,453 @@
+"""The agent: enroll, renew, staple, and sign every outgoing request (DESIGN.md section 8).
+
+Headers it adds to a request::
+
+    Client-Cert:        :<leaf DER, base64>:                (RFC 9440)
+    Client-Cert-Chain:  :<issuing CA DER>:                  (RFC 9440, trust anchor omitted)
+    Agentca-OCSP:       :<OCSP response DER>:               (stapled status, when available)
+    Agentca-Provenance: model=:<sha256>:, prompt=:<sha256>:[, config=:<sha256>:]
+    Content-Digest:     sha-256=:<sha256 of the body>:      (RFC 9530, when there is a body)
+    Signature-Input:    agentca=("@method" "@path" "@query" ...);created=..;expires=..;
+                        nonce="..";tag="agentca";alg=".."
+    Signature:          agentca=:<signature>:               (RFC 9421)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from agent import httpsig
+from agent.csr import build_csr, renewal_statement, sign_statement
+from agent.errors import (
+    AgentError,
+    CAResponseError,
+    CertificateExpired,
+    CertificateRevoked,
+    NotEnrolled,
+    ProvenanceDrift,
+    StapleError,
+)
+from agent.keys import AgentKey
+from agent.provenance import Provenance, RuntimeProvenance
+from agent.staple import Staple, fetch_staple
+
+LABEL = "agentca"
+TAG = "agentca"
+MAX_EXPIRES = 60
+
+
+@dataclass(frozen=True)
+class Credential:
+    """The agent's certificate and its chain (issuing CA first, as the CA returns it)."""
+
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.certificate.serial_number, "x")
+
+    @property
+    def not_before(self) -> float:
+        return self.certificate.not_valid_before_utc.timestamp()
+
+    @property
+    def not_after(self) -> float:
+        return self.certificate.not_valid_after_utc.timestamp()
+
+    @property
+    def issuer(self) -> x509.Certificate:
+        return self.chain[0]
+
+    def to_pem(self) -> bytes:
+        return b"".join(
+            c.public_bytes(serialization.Encoding.PEM) for c in (self.certificate, *self.chain)
+        )
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> Credential:
+        certs = x509.load_pem_x509_certificates(data)
+        if len(certs) < 2:
+            raise AgentError("a credential needs the certificate and its issuing CA")
+        return cls(certs[0], tuple(certs[1:]))
+
+
+@dataclass(frozen=True)
+class SignedHeaders:
+    """Everything the signer adds to one request."""
+
+    headers: dict[str, str]
+    nonce: str
+    created: int
+
+
+def _b64_der(cert: x509.Certificate) -> str:
+    return httpsig.sf_bytes(cert.public_bytes(serialization.Encoding.DER))
+
+
+class Agent:
+    """An agent identity: key, running provenance, certificate, staple; signs requests.
+
+    ``ca_url`` is the CA API base (``http://127.0.0.1:8400``). ``renew_fraction`` of the
+    lifetime after notBefore the agent renews; ``staple_max_age`` is how old (from the
+    response's thisUpdate) a staple may get before it is fetched again.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        key: AgentKey,
+        provenance: RuntimeProvenance,
+        ca_url: str,
+        organization: str | None = None,
+        credential: Credential | None = None,
+        renew_fraction: float = 2 / 3,
+        staple_max_age: float = 0.9,
+        expires_in: int = 30,
+        http_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 < expires_in <= MAX_EXPIRES:
+            raise AgentError(f"expires_in must be 1..{MAX_EXPIRES} seconds")
+        self.name = name
+        self.key = key
+        self.provenance = provenance
+        self.ca_url = ca_url.rstrip("/")
+        self.organization = organization
+        self.renew_fraction = renew_fraction
+        self.staple_max_age = staple_max_age
+        self.expires_in = expires_in
+        self.http_timeout = http_timeout
+        self.clock = clock
+        self.algorithm = httpsig.algorithm_for(key)
+        self._lock = threading.RLock()
+        self._credential: Credential | None = None
+        self._installed_at = 0.0
+        self._cert_headers: dict[str, str] = {}
+        self._cert_provenance: Provenance | None = None
+        self.staple: Staple | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: AgentError | None = None
+        if credential is not None:
+            self._install(credential, fresh=False)
+
+    # -- credential -----------------------------------------------------------------------
+    @property
+    def credential(self) -> Credential:
+        if self._credential is None:
+            raise NotEnrolled("the agent has no certificate yet: enroll first")
+        return self._credential
+
+    def _install(self, credential: Credential, fresh: bool = True) -> None:
+        intermediates = [c for c in credential.chain if c.subject != c.issuer]
+        headers = {"Client-Cert": _b64_der(credential.certificate)}
+        if intermediates:
+            headers["Client-Cert-Chain"] = ", ".join(_b64_der(c) for c in intermediates)
+        with self._lock:
+            self._credential = credential
+            self._installed_at = self.clock() if fresh else 0.0
+            self._cert_headers = headers
+            self._cert_provenance = Provenance.of_certificate(credential.certificate)
+            self.staple = None
+
+    def save(self, path: str | Path) -> None:
+        """Write the credential (certificate then chain, PEM)."""
+        Path(path).write_bytes(self.credential.to_pem())
+
+    def _post_json(self, path: str, body: Mapping[str, Any], token: str | None) -> Any:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(
+            self.ca_url + path, data=json.dumps(body).encode(), method="POST", headers=headers
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.http_timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            try:
+                problem = json.loads(raw)
+            except ValueError:
+                problem = {"detail": raw[:200].decode("utf-8", "replace")}
+            detail = problem.get("detail") or problem.get("title") or f"HTTP {err.code}"
+            raise CAResponseError(
+                f"{path} refused ({err.code}): {detail}", err.code, problem
+            ) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise CAResponseError(f"{path} failed: {exc}") from None
+
+    def _credential_from(self, answer: Any) -> Credential:
+        try:
+            cert = x509.load_pem_x509_certificate(answer["certificate_pem"].encode())
+            chain = tuple(x509.load_pem_x509_certificate(p.encode()) for p in answer["chain_pem"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CAResponseError(f"the CA answered an unusable certificate: {exc}") from None
+        return Credential(cert, chain)
+
+    def _csr_pem(self) -> tuple[str, bytes]:
+        csr = build_csr(self.key, self.name, self.provenance.refresh(), self.organization)
+        return (
+            csr.public_bytes(serialization.Encoding.PEM).decode(),
+            csr.public_bytes(serialization.Encoding.DER),
+        )
+
+    def enroll(
+        self,
+        token: str,
+        scopes: list[str] | None = None,
+        validity_seconds: int | None = None,
+    ) -> Credential:
+        """Enroll with a one-time token: CSR with the running provenance to POST /v1/enroll."""
+        pem, _ = self._csr_pem()
+        body: dict[str, Any] = {"csr": pem}
+        if scopes is not None:
+            body["scopes"] = scopes
+        if validity_seconds is not None:
+            body["validity_seconds"] = validity_seconds
+        credential = self._credential_from(self._post_json("/v1/enroll", body, token))
+        self._install(credential)
+        return credential
+
+    def renew(self, validity_seconds: int | None = None) -> Credential:
+        """Renew with the current key's proof of possession (POST /v1/renew), same key."""
+        current = self.credential
+        pem, der = self._csr_pem()
+        created = int(self.clock())
+        proof = sign_statement(self.key, renewal_statement(created, der))
+        body: dict[str, Any] = {
+            "certificate": current.certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            "csr": pem,
+            "created": created,
+            "proof": base64.b64encode(proof).decode(),
+        }
+        if validity_seconds is not None:
+            body["validity_seconds"] = validity_seconds
+        credential = self._credential_from(self._post_json("/v1/renew", body, None))
+        self._install(credential)
+        return credential
+
+    def renewal_due(self) -> bool:
+        """True once ``renew_fraction`` of the certificate's lifetime has passed.
+
+        The lifetime counts from when the agent received the certificate (the CA backdates
+        notBefore for clock skew), or from notBefore for a credential loaded from disk.
+        """
+        cred = self.credential
+        start = min(max(cred.not_before, self._installed_at), cred.not_after)
+        return self.clock() >= start + self.renew_fraction * (cred.not_after - start)
+
+    def renew_if_due(self) -> bool:
+        """Renew when due; True if it renewed."""
+        if self.renewal_due():
+            self.renew()
+            return True
+        return False
+
+    # -- OCSP staple ----------------------------------------------------------------------
+    def staple_age(self) -> float | None:
+        """Seconds since the staple's thisUpdate (None without a staple)."""
+        staple = self.staple
+        return None if staple is None else self.clock() - staple.this_update.timestamp()
+
+    def refresh_staple(self) -> Staple:
+        """Fetch a fresh OCSP response from the certificate's AIA OCSP URL."""
+        cred = self.credential
+        staple = fetch_staple(cred.certificate, cred.issuer, self.clock(), timeout=5.0)
+        with self._lock:
+            if self._credential is cred:
+                self.staple = staple
+        return staple
+
+    def _ensure_staple(self) -> None:
+        age = self.staple_age()
+        if age is None or age > self.staple_max_age:
+            try:
+                self.refresh_staple()
+            except StapleError as exc:  # the gateway can still fetch the status itself
+                self.last_error = exc
+
+    def start(self) -> None:
+        """Background upkeep: renew when due; fetch a staple just after each whole second."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="agentca-agent", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.renew_if_due()
+                self.refresh_staple()
+            except AgentError as exc:
+                self.last_error = exc
+            # OCSP times have one-second resolution: fetching right after a second starts
+            # gives a staple whose thisUpdate is as recent as it can be.
+            now = self.clock()
+            self._stop.wait(max(0.05, (int(now) + 1.02) - now))
+
+    # -- signing --------------------------------------------------------------------------
+    def check_ready(self) -> Provenance:
+        """Raise unless the agent may sign now (enrolled, valid, not revoked, no drift)."""
+        cred = self.credential
+        now = self.clock()
+        if now >= cred.not_after:
+            raise CertificateExpired(f"certificate {cred.serial_hex} expired")
+        staple = self.staple
+        if staple is not None and staple.status == "revoked":
+            raise CertificateRevoked(f"certificate {cred.serial_hex} is revoked")
+        running = self.provenance.current()
+        certified = self._cert_provenance
+        assert certified is not None
+        diff = running.differences(certified)
+        if running.model_type != certified.model_type:
+            diff.insert(0, "model type")
+        if diff:
+            raise ProvenanceDrift(
+                f"running {', '.join(diff)} digest differs from certificate "
+                f"{cred.serial_hex}: refusing to sign (re-enroll with the new provenance)",
+                differs=diff,
+            )
+        return running
+
+    def sign(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        auto_staple: bool = True,
+        auto_renew: bool = True,
+    ) -> SignedHeaders:
+        """The headers that sign this request; refuses on drift, expiry or revocation."""
+        if auto_renew and self._thread is None and self._credential is not None:
+            self.renew_if_due()
+        if auto_staple and self._thread is None and self._credential is not None:
+            self._ensure_staple()
+        running = self.check_ready()
+        with self._lock:
+            out = dict(self._cert_headers)
+            staple = self.staple
+        if staple is not None:
+            out["Agentca-OCSP"] = httpsig.sf_bytes(staple.der)
+        declared = (
+            f"model={httpsig.sf_bytes(running.model_digest)}, "
+            f"prompt={httpsig.sf_bytes(running.prompt_digest)}"
+        )
+        if running.config_digest is not None:
+            declared += f", config={httpsig.sf_bytes(running.config_digest)}"
+        out["Agentca-Provenance"] = declared
+        all_headers = {k.lower(): v for k, v in (headers or {}).items()}
+        covered = ["@method", "@path", "@query"]
+        if body:
+            out["Content-Digest"] = httpsig.content_digest(body)
+            covered.append("content-digest")
+        if "content-type" in all_headers:
+            covered.append("content-type")
+        for name in ("Client-Cert", "Client-Cert-Chain", "Agentca-OCSP", "Agentca-Provenance"):
+            if name in out:
+                covered.append(name.lower())
+        all_headers.update({k.lower(): v for k, v in out.items()})
+        created = int(self.clock())
+        nonce = secrets.token_urlsafe(18)
+        params: list[tuple[str, httpsig.ParamValue]] = [
+            ("created", created),
+            ("expires", created + self.expires_in),
+            ("nonce", nonce),
+            ("tag", TAG),
+            ("alg", self.algorithm),
+        ]
+        params_value = httpsig.signature_params(covered, params)
+        base = httpsig.signature_base(method, url, all_headers, covered, params_value)
+        signature = httpsig.sign_base(self.key, base)
+        out["Signature-Input"] = f"{LABEL}={params_value}"
+        out["Signature"] = f"{LABEL}={httpsig.sf_bytes(signature)}"
+        return SignedHeaders(out, nonce, created)
+
+    def auth(self) -> AgentAuth:
+        """An auth hook for ``requests`` (``auth=agent.auth()``) or ``httpx``."""
+        return AgentAuth(self)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> HttpReply:
+        """Send one signed request with urllib; never raises on HTTP error statuses."""
+        hdrs = dict(headers or {})
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        hdrs.update(self.sign(method, url, hdrs, body).headers)
+        return send(method, url, hdrs, body, timeout)
+
+
+@dataclass
+class HttpReply:
+    """An HTTP answer: status, lower-cased headers, body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def send(
+    method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float = 10.0
+) -> HttpReply:
+    """One plain urllib request (already signed headers included)."""
+    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return HttpReply(
+                resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+            )
+    except urllib.error.HTTPError as err:
+        return HttpReply(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
+
+
+class AgentAuth:
+    """Callable auth hook: signs a ``requests.PreparedRequest`` or an ``httpx.Request``."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def __call__(self, request: Any) -> Any:
+        body = getattr(request, "body", None)
+        if body is None and hasattr(request, "read"):  # httpx
+            body = request.read()
+        if isinstance(body, str):
+            body = body.encode()
+        signed = self.agent.sign(
+            str(request.method), str(request.url), dict(request.headers), body or None
+        )
+        for name, value in signed.headers.items():
+            request.headers[name] = value
+        return request

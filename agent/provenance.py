@@ -1,0 +1,200 @@
+"""The agent's provenance: its DER form (``AgentProvenance``) and the running digests.
+
+``RuntimeProvenance`` computes the digests of the model, system prompt and configuration the
+agent is running with, and recomputes them when the files change (a cheap ``stat`` check at
+most every ``recheck_seconds``), so a drifted prompt is noticed before the next signature.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+from agent import _der
+from agent.digests import (
+    StrPath,
+    config_digest,
+    model_digest,
+    model_fingerprint,
+    prompt_digest,
+)
+from agent.errors import AgentError, DigestError
+
+PROVENANCE_OID = "2.25.40108673889173621464063845417476256764.1.1"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Model type and SHA-256 digests of model manifest, system prompt and (optional) config."""
+
+    model_type: str
+    model_digest: bytes
+    prompt_digest: bytes
+    config_digest: bytes | None = None
+    algorithm: str = "sha256"
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.model_type) <= 128 or not self.model_type.isprintable():
+            raise DigestError("model type must be 1..128 printable characters")
+        if self.model_type != self.model_type.strip():
+            raise DigestError("model type has leading or trailing whitespace")
+        size = _der.DIGEST_OIDS[self.algorithm][1]
+        for name in ("model_digest", "prompt_digest", "config_digest"):
+            value = getattr(self, name)
+            if value is not None and len(value) != size:
+                raise DigestError(f"{name} must be {size} bytes")
+
+    def to_der(self) -> bytes:
+        """DER of ``AgentProvenance`` (the CSR attribute value and the certificate extension)."""
+        parts = [
+            _der.tlv(0x0C, self.model_type.encode("utf-8")),
+            _der.digest_info(self.algorithm, self.model_digest),
+            _der.digest_info(self.algorithm, self.prompt_digest),
+        ]
+        if self.config_digest is not None:
+            inner = _der.digest_info(self.algorithm, self.config_digest)
+            parts.append(b"\xa0" + inner[1:])  # [0] IMPLICIT DigestInfo (constructed)
+        return _der.seq(*parts)
+
+    @classmethod
+    def from_der(cls, data: bytes) -> Provenance:
+        """Decode an ``AgentProvenance`` (only canonical DER is accepted)."""
+        try:
+            tag, content, end = _der.read_tlv(data)
+            if tag != 0x30 or end != len(data):
+                raise ValueError("not one SEQUENCE")
+            items = _der.read_all(content)
+            if len(items) not in (3, 4) or items[0][0] != 0x0C:
+                raise ValueError("unexpected fields")
+            model_type = items[0][1].decode("utf-8")
+            digests: list[bytes] = []
+            algs: set[str] = set()
+            for i, (t, body) in enumerate(items[1:]):
+                if t != (0x30 if i < 2 else 0xA0):
+                    raise ValueError("unexpected tag")
+                alg_seq, digest = _der.read_all(body)
+                (alg_oid,) = _der.read_all(alg_seq[1])
+                name, size = _der.DIGEST_BY_OID[_der.decode_oid(alg_oid[1])]
+                if digest[0] != 0x04 or len(digest[1]) != size:
+                    raise ValueError("bad digest")
+                algs.add(name)
+                digests.append(digest[1])
+            if len(algs) != 1:
+                raise ValueError("mixed digest algorithms")
+            value = cls(
+                model_type,
+                digests[0],
+                digests[1],
+                digests[2] if len(digests) == 3 else None,
+                algs.pop(),
+            )
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            raise AgentError(f"AgentProvenance is malformed: {exc}") from None
+        if value.to_der() != data:
+            raise AgentError("AgentProvenance is not canonical DER")
+        return value
+
+    @classmethod
+    def of_certificate(cls, cert: x509.Certificate) -> Provenance:
+        """The provenance extension of ``cert``."""
+        try:
+            ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(PROVENANCE_OID))
+        except x509.ExtensionNotFound:
+            raise AgentError("the certificate has no provenance extension") from None
+        value = ext.value
+        if not isinstance(value, x509.UnrecognizedExtension):
+            raise AgentError("unexpected provenance extension value")
+        return cls.from_der(value.value)
+
+    def differences(self, other: Provenance) -> list[str]:
+        """Names of the digests that differ from ``other`` (model, prompt, config)."""
+        out = []
+        if self.model_digest != other.model_digest:
+            out.append("model")
+        if self.prompt_digest != other.prompt_digest:
+            out.append("prompt")
+        if self.config_digest != other.config_digest:
+            out.append("config")
+        return out
+
+
+@dataclass
+class RuntimeProvenance:
+    """The digests the agent is running with, recomputed when its files change.
+
+    ``prompt`` and ``model`` are paths (or ``prompt_bytes`` gives the prompt in memory);
+    ``config`` is the runtime configuration mapping (hashed as canonical JSON).
+    """
+
+    model_type: str
+    model_path: StrPath
+    prompt_path: StrPath | None = None
+    prompt_bytes: bytes | None = None
+    config: Mapping[str, object] | None = None
+    recheck_seconds: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    _value: Provenance | None = field(default=None, init=False, repr=False)
+    _stamp: object = field(default=None, init=False, repr=False)
+    _checked: float = field(default=-1e18, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.prompt_path is None) == (self.prompt_bytes is None):
+            raise DigestError("give exactly one of prompt_path and prompt_bytes")
+
+    def _stamp_now(self) -> object:
+        prompt_stamp: object = None
+        if self.prompt_path is not None:
+            try:
+                st = os.stat(self.prompt_path)
+            except OSError as exc:
+                raise DigestError(f"cannot read prompt file: {exc.strerror}") from None
+            prompt_stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        else:
+            prompt_stamp = self.prompt_bytes
+        return (model_fingerprint(self.model_path), prompt_stamp)
+
+    def _compute(self) -> Provenance:
+        if self.prompt_path is not None:
+            with open(self.prompt_path, "rb") as f:
+                prompt = prompt_digest(f.read())
+        else:
+            assert self.prompt_bytes is not None
+            prompt = prompt_digest(self.prompt_bytes)
+        return Provenance(
+            self.model_type,
+            model_digest(self.model_path),
+            prompt,
+            None if self.config is None else config_digest(self.config),
+        )
+
+    def current(self) -> Provenance:
+        """The running provenance (recomputed if a file changed since the last check)."""
+        now = self.clock()
+        with self._lock:
+            if self._value is not None and now - self._checked < self.recheck_seconds:
+                return self._value
+            stamp = self._stamp_now()
+            if self._value is None or stamp != self._stamp:
+                self._value = self._compute()
+                self._stamp = stamp
+            self._checked = now
+            return self._value
+
+    def refresh(self) -> Provenance:
+        """Recompute now, whatever the recheck interval."""
+        with self._lock:
+            self._checked = -1e18
+        return self.current()
+
+    def set_prompt(self, data: bytes) -> None:
+        """Replace an in-memory prompt (takes effect at once)."""
+        with self._lock:
+            self.prompt_bytes = data
+            self.prompt_path = None
+            self._checked = -1e18

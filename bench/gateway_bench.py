@@ -1,0 +1,219 @@
+"""Gateway verification latency: the hot path next to one raw P-256 verify and a naive verifier.
+
+    make bench-gateway                       # or: .venv/bin/python -m bench.gateway_bench
+    .venv/bin/python -m bench.gateway_bench --requests 20000 --profile
+
+Measured in one process, one run:
+
+* raw       - one ECDSA P-256 verification (cryptography) of a 700-byte message;
+* hot path  - ``Verifier.verify`` on pre-signed requests (distinct nonces) with the chain and
+              the stapled OCSP status already cached: header parsing, Content-Digest, window,
+              RFC 9421 base, the signature, nonce cache, provenance, scope. Twice: decision log
+              off, and on (JSON line formatted and written to /dev/null);
+* naive     - what a gateway without caches does per request: parse and verify the chain
+              (PolicyBuilder) and fetch OCSP over HTTP from a loopback responder stub (which
+              signs each nonce-carrying answer, like ``agentca ocsp serve`` does), then verify.
+
+Target (DESIGN.md section 9): hot-path p50 <= 2 x raw p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway import StaticInventory, StatusChecker, Verifier
+from gateway.chain import ChainVerifier
+from gateway.httpsig import RequestView
+from tests.unit.test_gateway_helpers import (
+    Clock,
+    Pki,
+    make_agent,
+    model_digest,
+    signed_view,
+)
+
+SCOPE = "submit_limit_order"
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    s = sorted(samples)
+    return {
+        "p50_us": round(statistics.median(s) * 1e6, 1),
+        "p99_us": round(s[min(len(s) - 1, int(len(s) * 0.99))] * 1e6, 1),
+        "mean_us": round(statistics.fmean(s) * 1e6, 1),
+        "n": len(s),
+    }
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+class Stub:
+    """A loopback OCSP responder stub answering every POST with a freshly signed response."""
+
+    def __init__(self, pki: Pki, cert: x509.Certificate, clock: Clock) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                nonce = ocsp.load_der_ocsp_request(body).extensions[0].value.nonce
+                der = pki.ocsp_response(cert, this_update=clock(), nonce=nonce)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/ocsp-response")
+                self.send_header("Content-Length", str(len(der)))
+                self.end_headers()
+                self.wfile.write(der)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/ocsp"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description="gateway verification latency")
+    parser.add_argument("--requests", type=int, default=10000)
+    parser.add_argument("--naive-requests", type=int, default=500)
+    parser.add_argument("--profile", action="store_true", help="pyinstrument the hot path")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    args = parser.parse_args(argv)
+
+    pki, clock = Pki.create(), Clock()
+    tmp = tempfile.mkdtemp(prefix="gwbench-")
+    agent = make_agent(tmp, pki, clock)
+    cert = agent.credential.certificate
+    staple = pki.ocsp_response(cert, this_update=clock())
+    inventory = StaticInventory([model_digest().hex()])
+
+    def verifier() -> Verifier:
+        status = StatusChecker(max_age=3600, fetch=False, refresh=False, clock=clock)
+        return Verifier([pki.root], inventory, status, clock=clock)
+
+    def requests(n: int, with_staple: bool = True) -> list[RequestView]:
+        return [signed_view(agent, staple=staple if with_staple else b"")[0] for _ in range(n)]
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pub, msg = key.public_key(), os.urandom(700)
+    sig = key.sign(msg, ec.ECDSA(hashes.SHA256()))
+    algo = ec.ECDSA(hashes.SHA256())
+
+    decisions = logging.getLogger("agentca.gateway.decisions")
+    decisions.propagate = False
+
+    def hot(log_on: bool) -> tuple[list[float], list[float]]:
+        v = verifier()
+        warm = requests(1)[0]
+        v.verify(warm, SCOPE)  # chain and staple now cached
+        reqs = requests(args.requests)
+        handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
+        decisions.handlers[:] = [handler] if log_on else []
+        decisions.setLevel(logging.INFO if log_on else logging.WARNING)
+        hot_s, raw_s = [], []
+        for req in reqs:  # interleaved, so both see the same machine state
+            hot_s.append(timed(lambda r=req: v.decide(r, SCOPE)))  # type: ignore[misc]
+            raw_s.append(timed(lambda: pub.verify(sig, msg, algo)))
+        decisions.handlers[:] = []
+        return hot_s, raw_s
+
+    hot_off, raw_a = hot(False)
+    hot_on, raw_b = hot(True)
+
+    stub = Stub(pki, cert, clock)
+    try:
+        naive_reqs = requests(args.naive_requests, with_staple=False)
+        naive_s = []
+        for req in naive_reqs:
+
+            def naive(r: RequestView = req) -> None:
+                v = Verifier(
+                    [pki.root],
+                    inventory,
+                    StatusChecker(max_age=3600, refresh=False, clock=clock),
+                    clock=clock,
+                )
+                v.chains = ChainVerifier([pki.root])  # nothing cached
+                entry_lookup = v.chains.lookup
+
+                def lookup(c: str, ch: str, now: float) -> Any:
+                    e = entry_lookup(c, ch, now)
+                    e.ocsp_url = stub.url
+                    return e
+
+                v.chains.lookup = lookup  # type: ignore[method-assign]
+                d = v.decide(r, SCOPE)
+                assert d.allowed and d.status_source == "fetch", d.denial
+
+            naive_s.append(timed(naive))
+    finally:
+        stub.close()
+
+    result = {
+        "raw_p256_verify": percentiles(raw_a + raw_b),
+        "hot_path_log_off": percentiles(hot_off),
+        "hot_path_log_on": percentiles(hot_on),
+        "naive_chain_and_ocsp_fetch": percentiles(naive_s),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
+    raw50 = result["raw_p256_verify"]["p50_us"]
+    result["ratio_hot_off_p50"] = round(result["hot_path_log_off"]["p50_us"] / raw50, 2)
+    result["ratio_hot_on_p50"] = round(result["hot_path_log_on"]["p50_us"] / raw50, 2)
+    result["ratio_naive_p50"] = round(result["naive_chain_and_ocsp_fetch"]["p50_us"] / raw50, 1)
+
+    if args.profile:
+        from pyinstrument import Profiler
+
+        v = verifier()
+        v.verify(requests(1)[0], SCOPE)
+        reqs = requests(args.requests)
+        profiler = Profiler(interval=0.0001)
+        profiler.start()
+        for req in reqs:
+            v.decide(req, SCOPE)
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{'':32} {'p50 us':>9} {'p99 us':>9} {'x raw p50':>10}")
+        for name in ("raw_p256_verify", "hot_path_log_off", "hot_path_log_on",
+                     "naive_chain_and_ocsp_fetch"):  # fmt: skip
+            r = result[name]
+            print(f"{name:32} {r['p50_us']:9.1f} {r['p99_us']:9.1f} {r['p50_us'] / raw50:10.2f}")
+        ok = result["ratio_hot_off_p50"] <= 2.0
+        print(f"target hot-path p50 <= 2 x raw: {'met' if ok else 'NOT met'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""agentca examples: the limit-order scenario (``make demo``)."""

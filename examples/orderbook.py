@@ -1,0 +1,119 @@
+"""A small order-book service behind the agentca gateway (Flask extension).
+
+    python -m examples.orderbook --port 8402 --ca-url http://127.0.0.1:8400 \\
+        --trust-anchor root.pem --inventory-token-file gateway.token
+
+Routes: ``POST /orders`` (scope ``submit_limit_order``), ``GET /book``
+(``query_anonymized_order_book``), ``POST /admin/halt`` (``halt_trading``), ``GET /health``
+(public). Decision log lines go to stderr as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import logging
+import sys
+import threading
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from flask import Flask, g, jsonify, request
+from werkzeug.serving import make_server
+
+from gateway import CAInventory, StatusChecker, Verifier
+from gateway.flask_ext import AgentGateway, public, requires_scope
+from gateway.inventory import Inventory
+
+
+def create_app(verifier: Verifier) -> Flask:
+    """The order book, every route guarded by ``verifier``."""
+    app = Flask("orderbook")
+    AgentGateway(app, verifier)
+    book: dict[str, list[dict[str, Any]]] = {"buy": [], "sell": []}
+    ids = itertools.count(1)
+    lock = threading.Lock()
+
+    @app.get("/health")
+    @public
+    def health() -> Any:
+        return jsonify(status="ok")
+
+    @app.post("/orders")
+    @requires_scope("submit_limit_order")
+    def submit() -> Any:
+        data = request.get_json(silent=True) or {}
+        try:
+            side = str(data["side"])
+            price = Decimal(str(data["price"]))
+            qty = Decimal(str(data["qty"]))
+        except (KeyError, InvalidOperation):
+            return jsonify(error="side, price and qty are required"), 400
+        if side not in book or price <= 0 or qty <= 0:
+            return jsonify(error="bad order"), 400
+        with lock:
+            order = {
+                "id": next(ids),
+                "side": side,
+                "price": str(price),
+                "qty": str(qty),
+                "agent": g.agent.name,
+                "serial": g.agent.serial,
+            }
+            book[side].append(order)
+        return jsonify(order), 201
+
+    @app.get("/book")
+    @requires_scope("query_anonymized_order_book")
+    def show_book() -> Any:
+        with lock:
+            return jsonify(
+                {side: [[o["price"], o["qty"]] for o in orders] for side, orders in book.items()}
+            )
+
+    @app.post("/admin/halt")
+    @requires_scope("halt_trading")
+    def halt() -> Any:
+        return jsonify(halted=True)
+
+    return app
+
+
+def build_verifier(
+    root_pem: Path, ca_url: str, token: str, max_status_age: float, inventory_refresh: float
+) -> Verifier:
+    anchors = x509.load_pem_x509_certificates(root_pem.read_bytes())
+    inventory: Inventory = CAInventory(ca_url, token, refresh_seconds=inventory_refresh)
+    return Verifier(anchors, inventory, StatusChecker(max_age=max_status_age))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8402)
+    parser.add_argument("--ca-url", required=True)
+    parser.add_argument("--trust-anchor", type=Path, required=True)
+    parser.add_argument("--inventory-token-file", type=Path, required=True)
+    parser.add_argument("--max-status-age", type=float, default=1.0)
+    parser.add_argument("--inventory-refresh", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    verifier = build_verifier(
+        args.trust_anchor,
+        args.ca_url,
+        args.inventory_token_file.read_text().strip(),
+        args.max_status_age,
+        args.inventory_refresh,
+    )
+    server = make_server(args.host, args.port, create_app(verifier), threaded=True)
+    print(f"order book behind the agentca gateway on http://{args.host}:{args.port}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The authorised model inventory: static, or fetched from the CA (``GET /v1/models``).
+
+``CAInventory`` reads the active models with a read-only API token and keeps them in memory;
+a background thread refreshes them every ``refresh_seconds``, so the request path is a set
+look-up. If the CA cannot be reached for longer than ``max_stale_seconds`` the inventory fails
+closed (every model is refused) until a refresh succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+log = logging.getLogger("agentca.gateway.inventory")
+
+
+class Inventory(Protocol):
+    def authorised(self, model_digest: str, environment: str) -> bool:
+        """True if the model digest (lowercase hex) may run in ``environment``."""
+        ...
+
+
+class StaticInventory:
+    """A fixed set of authorised digests, optionally per environment.
+
+    Entries are hex digests (any environment) or ``(digest, environment)`` pairs.
+    """
+
+    def __init__(self, entries: Iterable[str | tuple[str, str]]) -> None:
+        self._any: set[str] = set()
+        self._pairs: set[tuple[str, str]] = set()
+        for entry in entries:
+            if isinstance(entry, str):
+                self._any.add(entry.lower().removeprefix("sha256:"))
+            else:
+                self._pairs.add((entry[0].lower().removeprefix("sha256:"), entry[1]))
+
+    def authorised(self, model_digest: str, environment: str) -> bool:
+        return model_digest in self._any or (model_digest, environment) in self._pairs
+
+
+class InventoryUnavailable(Exception):
+    """The CA's inventory could not be read."""
+
+
+class CAInventory:
+    """Active models from the CA API (``GET /v1/models?status=active``), cached in memory."""
+
+    def __init__(
+        self,
+        ca_url: str,
+        token: str,
+        refresh_seconds: float = 5.0,
+        max_stale_seconds: float = 300.0,
+        match_environment: bool = True,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
+    ) -> None:
+        self.url = ca_url.rstrip("/") + "/v1/models?status=active"
+        self._token = token
+        self.refresh_seconds = refresh_seconds
+        self.max_stale_seconds = max_stale_seconds
+        self.match_environment = match_environment
+        self.timeout = timeout
+        self.clock = clock
+        self.background = background
+        self._pairs: frozenset[tuple[str, str]] = frozenset()
+        self._digests: frozenset[str] = frozenset()
+        self._loaded_at: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def load(self) -> None:
+        """Fetch the inventory now (raises :class:`InventoryUnavailable`)."""
+        req = urllib.request.Request(
+            self.url,
+            headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+        )
+        started = self.clock()
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                models = json.loads(resp.read())
+            pairs = frozenset(
+                (str(m["digest"]).lower(), str(m["environment"]))
+                for m in models
+                if m.get("status", "active") == "active"
+            )
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+            raise InventoryUnavailable(f"cannot read {self.url}: {exc}") from None
+        with self._lock:
+            self._pairs = pairs
+            self._digests = frozenset(d for d, _ in pairs)
+            self._loaded_at = started
+
+    def _ensure(self) -> None:
+        if self._loaded_at is None:
+            with self._lock:
+                first = self._loaded_at is None
+            if first:
+                self.load()
+        if self.background and self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="agentca-gateway-inventory", daemon=True
+                    )
+                    self._thread.start()
+        elif not self.background and self._age() >= self.refresh_seconds:
+            try:
+                self.load()
+            except InventoryUnavailable as exc:
+                log.warning("%s", exc)
+
+    def _age(self) -> float:
+        return float("inf") if self._loaded_at is None else self.clock() - self._loaded_at
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            try:
+                self.load()
+            except InventoryUnavailable as exc:
+                log.warning("%s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def authorised(self, model_digest: str, environment: str) -> bool:
+        try:
+            self._ensure()
+        except InventoryUnavailable as exc:
+            log.warning("%s", exc)
+            return False
+        if self._age() > self.max_stale_seconds:
+            return False
+        if self.match_environment:
+            return (model_digest, environment) in self._pairs
+        return model_digest in self._digests

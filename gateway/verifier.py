@@ -1,0 +1,249 @@
+"""The gateway's decision for one request, in the order of DESIGN.md section 8:
+
+chain (cached) -> status (stapled, cached, fetched or CRL) -> signature and covered components
+(window, Content-Digest, RFC 9421) -> nonce not replayed -> provenance (inventory, and equal
+to what the agent declares) -> scope of the route. Every decision is logged as one JSON line
+on the ``agentca.gateway.decisions`` logger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from cryptography import x509
+
+from gateway import httpsig, sf
+from gateway.chain import AgentIdentity, ChainEntry, ChainVerifier
+from gateway.httpsig import RequestView
+from gateway.inventory import Inventory
+from gateway.problems import Check, Denied
+from gateway.replay import ReplayCache
+from gateway.status import StatusChecker
+
+decision_log = logging.getLogger("agentca.gateway.decisions")
+
+TAG: Final = "agentca"
+MAX_WINDOW: Final = 60
+BASE_COMPONENTS: Final = ("@method", "@path", "@query", "client-cert", "agentca-provenance")
+IF_PRESENT: Final = ("client-cert-chain", "agentca-ocsp", "content-type", "content-digest")
+
+
+@dataclass
+class Decision:
+    """The outcome for one request."""
+
+    allowed: bool
+    identity: AgentIdentity | None = None
+    denial: Denied | None = None
+    status_source: str | None = None
+    scope: str | None = None
+    nonce: str | None = None
+    elapsed_us: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class _LogLine:
+    """Formats the decision as JSON only if a handler actually emits it."""
+
+    __slots__ = ("decision", "req", "ts")
+
+    def __init__(self, decision: Decision, req: RequestView, ts: float) -> None:
+        self.decision = decision
+        self.req = req
+        self.ts = ts
+
+    def __str__(self) -> str:
+        d = self.decision
+        ident = d.identity
+        entry: dict[str, object] = {
+            "ts": round(self.ts, 6),
+            "decision": "allow" if d.allowed else "deny",
+            "check": None if d.denial is None else d.denial.check.value,
+            "http_status": 200 if d.allowed else (d.denial.check.status if d.denial else 401),
+            "method": self.req.method,
+            "path": self.req.path,
+            "scope": d.scope,
+            "agent": None if ident is None else ident.name,
+            "spiffe_id": None if ident is None else ident.spiffe_id,
+            "serial": None if ident is None else ident.serial,
+            "officer": None if ident is None else ident.officer,
+            "status_source": d.status_source,
+            "nonce": d.nonce,
+            "detail": None if d.denial is None else d.denial.detail,
+            "elapsed_us": round(d.elapsed_us, 1),
+        }
+        return json.dumps(entry, separators=(",", ":"), sort_keys=False)
+
+
+def _parse_declared(header: str | None) -> dict[str, bytes]:
+    if not header:
+        raise Denied(Check.PROVENANCE, "the request does not declare its running provenance")
+    try:
+        members = sf.parse_dictionary(header)
+    except sf.SFError as exc:
+        raise Denied(Check.MALFORMED, f"Agentca-Provenance: {exc}") from None
+    out = {}
+    for key, member in members.items():
+        if not isinstance(member, sf.Item) or not isinstance(member.value, bytes):
+            raise Denied(Check.MALFORMED, "Agentca-Provenance members must be byte sequences")
+        out[key] = member.value
+    return out
+
+
+class Verifier:
+    """Verifies signed agent requests. Thread-safe; one per process (caches are shared)."""
+
+    def __init__(
+        self,
+        trust_anchors: Iterable[x509.Certificate],
+        inventory: Inventory,
+        status: StatusChecker | None = None,
+        intermediates: Iterable[x509.Certificate] = (),
+        replay: ReplayCache | None = None,
+        window: int = MAX_WINDOW,
+        skew: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 < window <= MAX_WINDOW:
+            raise ValueError(f"window must be 1..{MAX_WINDOW} seconds")
+        self.chains = ChainVerifier(trust_anchors, intermediates)
+        self.status = status or StatusChecker(clock=clock)
+        self.inventory = inventory
+        self.replay = replay or ReplayCache()
+        self.window = window
+        self.skew = skew
+        self.clock = clock
+        self._declared: dict[str, dict[str, bytes]] = {}
+
+    def verify(self, req: RequestView, scope: str | None) -> AgentIdentity:
+        """The verified identity; raises :class:`Denied` naming the failed check."""
+        return self._verify(req, scope, Decision(False))
+
+    def _verify(self, req: RequestView, scope: str | None, d: Decision) -> AgentIdentity:
+        headers = req.headers
+        cert_header = headers.get("client-cert")
+        if not cert_header:
+            raise Denied(Check.CREDENTIALS_MISSING, "no Client-Cert header (RFC 9440)")
+        if "signature" not in headers or "signature-input" not in headers:
+            raise Denied(Check.CREDENTIALS_MISSING, "Signature and Signature-Input are required")
+        now = self.clock()
+        # 1. chain
+        entry = self.chains.lookup(cert_header, headers.get("client-cert-chain", ""), now)
+        d.identity = entry.identity
+        # 2. status
+        d.status_source = self.status.check(entry, headers.get("agentca-ocsp"), now)
+        # 3. signature and covered components
+        sig = httpsig.parse_signature(headers, TAG)
+        nonce, created, keep_until = self._check_params(sig, entry, now)
+        d.nonce = nonce
+        self._check_covered(sig, req)
+        if req.body or "content-digest" in headers:
+            digest_header = headers.get("content-digest")
+            if digest_header is None:
+                raise Denied(Check.COVERED_COMPONENTS, "a request body needs Content-Digest")
+            if not httpsig.content_digest_ok(digest_header, req.body):
+                raise Denied(Check.CONTENT_DIGEST, "the body does not match its Content-Digest")
+        base = httpsig.signature_base(sig, req)
+        if not httpsig.verify(entry.public_key, entry.algorithm, sig.signature, base):
+            raise Denied(Check.SIGNATURE, "the signature does not verify over the request")
+        # 4. nonce
+        if not self.replay.add(nonce, created, keep_until, now):
+            raise Denied(Check.REPLAY, "this nonce was already used")
+        # 5. provenance
+        self._check_provenance(entry, headers.get("agentca-provenance"))
+        # 6. scope
+        if scope is not None and scope not in entry.extensions.scopes:
+            raise Denied(
+                Check.SCOPE,
+                f"scope {scope!r} is not granted to {entry.identity.name} "
+                f"(granted: {', '.join(entry.identity.scopes)})",
+            )
+        return entry.identity
+
+    def _check_params(
+        self, sig: httpsig.ParsedSignature, entry: ChainEntry, now: float
+    ) -> tuple[str, int, float]:
+        p = sig.params
+        created, expires, nonce = p.get("created"), p.get("expires"), p.get("nonce")
+        if not isinstance(created, int) or isinstance(created, bool):
+            raise Denied(Check.MALFORMED, "signature parameter 'created' (integer) is required")
+        if not isinstance(expires, int) or isinstance(expires, bool):
+            raise Denied(Check.MALFORMED, "signature parameter 'expires' (integer) is required")
+        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
+            raise Denied(Check.MALFORMED, "signature parameter 'nonce' (16..128 chars) is required")
+        alg = p.get("alg")
+        if alg is not None and alg != entry.algorithm:
+            raise Denied(Check.SIGNATURE, f"alg {alg!r} does not match the certificate key")
+        if not 0 < expires - created <= self.window:
+            raise Denied(
+                Check.SIGNATURE_EXPIRED, f"expires - created must be 1..{self.window} seconds"
+            )
+        if created > now + self.skew:
+            raise Denied(Check.SIGNATURE_EXPIRED, "signature 'created' is in the future")
+        if now > expires + self.skew or now - created > self.window + self.skew:
+            raise Denied(Check.SIGNATURE_EXPIRED, "signature has expired ('created' too old)")
+        return nonce, created, float(min(expires, created + self.window) + self.skew)
+
+    @staticmethod
+    def _check_covered(sig: httpsig.ParsedSignature, req: RequestView) -> None:
+        covered = sig.covered
+        missing = [c for c in BASE_COMPONENTS if c not in covered]
+        missing += [c for c in IF_PRESENT if c in req.headers and c not in covered]
+        if req.body and "content-digest" not in covered:
+            missing.append("content-digest")
+        if missing:
+            raise Denied(
+                Check.COVERED_COMPONENTS,
+                f"the signature must cover {', '.join(dict.fromkeys(missing))}",
+            )
+
+    def _check_provenance(self, entry: ChainEntry, header: str | None) -> None:
+        ident = entry.identity
+        if not self.inventory.authorised(ident.model_digest, ident.environment):
+            raise Denied(
+                Check.MODEL_NOT_AUTHORISED,
+                f"model {ident.model_digest} is not authorised in {ident.environment!r} "
+                "(retired or unknown)",
+            )
+        declared = self._declared.get(header or "")
+        if declared is None:
+            declared = _parse_declared(header)
+            if len(self._declared) >= 10_000:
+                self._declared.clear()
+            self._declared[header or ""] = declared
+        prov = entry.extensions.provenance
+        differs = []
+        if declared.get("model") != prov.model_digest.value:
+            differs.append("model")
+        if declared.get("prompt") != prov.prompt_digest.value:
+            differs.append("prompt")
+        config = None if prov.config_digest is None else prov.config_digest.value
+        if declared.get("config") != config:
+            differs.append("config")
+        if differs:
+            raise Denied(
+                Check.PROVENANCE,
+                f"declared {', '.join(differs)} digest differs from certificate {ident.serial}",
+            )
+
+    def decide(self, req: RequestView, scope: str | None) -> Decision:
+        """Verify and log; never raises (unexpected errors deny with ``verification-error``)."""
+        started = time.perf_counter()
+        decision = Decision(False, scope=scope)
+        try:
+            self._verify(req, scope, decision)
+            decision.allowed = True
+        except Denied as denied:
+            decision.denial = denied
+        except Exception as exc:  # never a 500: fail closed and log it
+            decision_log.exception("gateway verification error")
+            decision.denial = Denied(Check.ERROR, type(exc).__name__)
+        decision.elapsed_us = (time.perf_counter() - started) * 1e6
+        if decision_log.isEnabledFor(logging.INFO):
+            decision_log.info("%s", _LogLine(decision, req, self.clock()))
+        return decision
