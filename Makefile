@@ -35,7 +35,7 @@ bootstrap-test:
 	bash scripts/bootstrap.sh test
 
 run: bootstrap-run
-	AGENTCA_DATA_DIR='$(AGENTCA_DATA_DIR)' exec '$(VENV)/bin/agentca' serve
+	AGENTCA_DATA_DIR='$(AGENTCA_DATA_DIR)' exec '$(VENV)/bin/agentca' run
 
 lint: bootstrap-test
 	'$(VENV)/bin/ruff' check .
@@ -74,3 +74,12 @@ clean:
 	rm -rf var '$(VENV)' .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
 	find . -path './.git' -prune -o \
 	    \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +
+
+# --- agent/gateway SDKs (issue 6) ---------------------------------------------------------
+.PHONY: demo bench-gateway
+
+demo: bootstrap-test
+	'$(PY)' -m examples.demo
+
+bench-gateway: bootstrap-test
+	'$(PY)' -m bench.gateway_bench $(BENCH_ARGS)

@@ -8,7 +8,9 @@ from cli.ca_commands import chain, init, issue, list_certificates, revoke, show
 from cli.crl_commands import crl
 from cli.digest_commands import model, prompt
 from cli.ledger_commands import ledger
+from cli.ocsp_commands import ocsp
 from cli.registry_commands import agent, apitoken, scope, token
+from cli.run import run
 from cli.serve import serve
 
 
@@ -40,6 +42,8 @@ for command in (
     model,
     prompt,
     serve,
+    run,
+    ocsp,
     agent,
     scope,
     token,

@@ -1,0 +1,388 @@
+"""OCSP responder benchmark: ours (gunicorn, 2 workers) versus ``openssl ocsp`` in one run.
+
+Usage: python bench/ocsp_bench.py [--duration 10] [--connections 32] [--threads 2]
+
+Both responders answer for the same issuing CA and the same certificates; both are loaded by
+wrk with the same request bytes (one SHA-1 CertID, no nonce: the RFC 5019 profile), the same
+threads, connections and duration, for POST and GET, with ``Connection: close`` (one request
+per connection, which is all ``openssl ocsp -port`` does) and with keep-alive. The script
+re-runs itself inside a fresh network namespace (``unshare -n``) where only loopback exists,
+because ``openssl ocsp -port`` listens on every interface; the database is reached through
+its unix socket. A fresh openssl responder is started per measurement (it spins after its
+clients disconnect) and killed afterwards. openssl signs with a software P-256 key whose
+delegated responder certificate our issuing CA (HSM key) certifies; ours signs in SoftHSM2.
+
+Database: a fresh database on the server of scripts/with-postgres.sh when
+``AGENTCA_TEST_PG_SOCKETDIR`` is set (``make bench-ocsp``), else SQLite in the work dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+AGENTCA = str(Path(sys.executable).with_name("agentca"))
+MODEL = "8f39b1a2cf93e8201a756b1f2304918e7e1f4094a9a01f92e8c21a4f028bde44"
+PROMPT = "4e1fa0c31ab456de90123f112ab8e89cf12a023b1ab4c089ee21ff34e098df12"
+NO_PROBE = "wrk.resolve = function(host, service) wrk.addrs = wrk.lookup(host, service) end\n"
+# (wrk's default resolve() opens and closes a probe connection; a single-process openssl
+# responder blocks on it forever, so both servers are loaded without the probe.)
+
+
+def sh(*cmd: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if check and out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+# ---------------------------------------------------------------------------------- setup
+def database_url(work: Path) -> tuple[str, str | None]:
+    """(URL for agentca, database name to drop afterwards or None)."""
+    sock = os.environ.get("AGENTCA_TEST_PG_SOCKETDIR")
+    port = os.environ.get("AGENTCA_TEST_PG_PORT")
+    if not (sock and port):
+        return f"sqlite:///{work / 'agentca.sqlite3'}", None
+    import sqlalchemy as sa
+
+    name = f"agentca_bench_{secrets.token_hex(4)}"
+    admin = sa.create_engine(
+        f"postgresql+psycopg://postgres@/postgres?host={sock}&port={port}",
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return f"postgresql+psycopg://postgres@/{name}?host={sock}&port={port}", name
+
+
+def drop_database(name: str) -> None:
+    import sqlalchemy as sa
+
+    sock, port = os.environ["AGENTCA_TEST_PG_SOCKETDIR"], os.environ["AGENTCA_TEST_PG_PORT"]
+    admin = sa.create_engine(
+        f"postgresql+psycopg://postgres@/postgres?host={sock}&port={port}",
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def prepare(work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """A CA, certificates, the openssl responder's material and the request files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import ocsp
+    from cryptography.x509.oid import NameOID
+
+    sh(AGENTCA, "init", env=env)
+    sh(AGENTCA, "chain", "--root-only", "--out", str(work / "root.pem"), env=env)
+    chain = sh(AGENTCA, "chain", env=env)
+    (work / "issuing.pem").write_text(chain[: chain.index("-----END CERTIFICATE-----") + 26])
+    issuing = x509.load_pem_x509_certificate((work / "issuing.pem").read_bytes())
+    index_lines = []
+    certs = []
+    for i in range(3):
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench{i}")]))
+            .sign(key, hashes.SHA256())
+        )
+        (work / f"a{i}.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+        sh(
+            AGENTCA, "issue", "--csr", str(work / f"a{i}.csr"), "--agent", f"Bench-{i}",
+            "--scope", "s", "--model-type", "m", "--model-digest", MODEL,
+            "--prompt-digest", PROMPT, "--officer", "o@example.org", "--environment", "bench",
+            "--validity", "12h", "--out", str(work / f"a{i}.pem"), env=env,
+        )  # fmt: skip
+        cert = x509.load_pem_x509_certificate((work / f"a{i}.pem").read_bytes())
+        certs.append(cert)
+        serial = format(cert.serial_number, "X")
+        serial = ("0" if len(serial) % 2 else "") + serial
+        expiry = cert.not_valid_after_utc.strftime("%y%m%d%H%M%SZ")
+        subject = "/" + "/".join(cert.subject.rfc4514_string().split(",")[::-1])
+        index_lines.append(f"V\t{expiry}\t\t{serial}\tunknown\t{subject}\n")
+    (work / "index.txt").write_text("".join(index_lines))
+    # openssl's delegated responder: software key, certified by our issuing CA in the HSM.
+    from ca.authority import utcnow
+    from ca.config import load_settings
+    from ca.profile import BACKDATE
+    from ca.runtime import open_runtime
+    from ca.serials import new_serial
+    from ocsp.signer import build_responder_certificate
+
+    rs_key = ec.generate_private_key(ec.SECP256R1())
+    rt = open_runtime(load_settings(environ=env))
+    try:
+        issuer_key = rt.keys.get(rt.authority.issuer("issuing").key_label)
+        now = utcnow()
+        rs_cert = build_responder_certificate(
+            rs_key.public_key(), new_serial(), now - BACKDATE, now + timedelta(hours=48),
+            issuing, issuer_key,
+        )  # fmt: skip
+    finally:
+        rt.close()
+    (work / "rs.pem").write_bytes(rs_cert.public_bytes(serialization.Encoding.PEM))
+    (work / "rs.key").write_bytes(
+        rs_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    der = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(certs[0], issuing, hashes.SHA1())
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    (work / "req.der").write_bytes(der)
+    body = "".join(f"\\{b}" for b in der)
+    (work / "post.lua").write_text(
+        NO_PROBE + 'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/ocsp-request"\n'
+        f'wrk.body = "{body}"\n'
+    )
+    (work / "get.lua").write_text(NO_PROBE)
+    return {
+        "get_path": "/ocsp/" + urllib.parse.quote(base64.b64encode(der).decode(), safe=""),
+        "get_path_openssl": "/" + urllib.parse.quote(base64.b64encode(der).decode(), safe=""),
+    }
+
+
+# ---------------------------------------------------------------------------------- measuring
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    def latency(pct: str) -> float | None:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        return float(m.group(1)) * _UNITS[m.group(2)] if m else None
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in [\d.]+\w+, ([\d.]+)(B|KB|MB|GB) read", text)
+    size = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+    per_response = (
+        float(total.group(2)) * size[total.group(3)] / max(1, int(total.group(1))) if total else 0.0
+    )
+    errors = re.search(r"Socket errors: (.*)", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "errors": errors.group(1) if errors else "",
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "bytes_per_response": per_response,
+    }
+
+
+def run_wrk(url: str, script: Path, close: bool, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s"]
+    cmd += ["--latency", "-s", str(script)]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=False)
+    result = parse_wrk(out.stdout)
+    result["command"] = " ".join([*cmd, url])
+    return result
+
+
+def check_good(url: str, der: bytes) -> None:
+    from cryptography.x509 import ocsp
+
+    req = urllib.request.Request(
+        url, data=der, headers={"Content-Type": "application/ocsp-request"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answer = ocsp.load_der_ocsp_response(resp.read())
+    if answer.certificate_status is not ocsp.OCSPCertStatus.GOOD:
+        raise SystemExit(f"{url} did not answer good")
+
+
+SCENARIOS = [("POST", True), ("GET", True), ("POST", False), ("GET", False)]
+
+
+def inner(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything inside the namespace: setup, our server, openssl, wrk."""
+    sh("ip", "link", "set", "lo", "up")
+    work = Path(tempfile.mkdtemp(prefix="ocsp-bench-"))
+    db_url, db_name = database_url(work)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCA_")}
+    env.pop("SOFTHSM2_CONF", None)
+    env.update(AGENTCA_DATA_DIR=str(work / "data"), AGENTCA_DATABASE_URL=db_url)
+    results: dict[str, Any] = {"database": db_url.split(":", 1)[0], "runs": []}
+    try:
+        paths = prepare(work, env)
+        der = (work / "req.der").read_bytes()
+        port = free_port()
+        ours = subprocess.Popen(
+            [AGENTCA, "ocsp", "serve", "--workers", "2", "--port", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(work / "ours.log", "w"),  # noqa: SIM115
+        )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_http(base + "/health")
+            for _ in range(50):  # both workers: cache the answer
+                check_good(base + "/ocsp", der)
+            for method, close in SCENARIOS:
+                script = work / ("post.lua" if method == "POST" else "get.lua")
+                url = base + ("/ocsp" if method == "POST" else paths["get_path"])
+                run = run_wrk(url, script, close, args)
+                results["runs"].append({"server": "agentca", "method": method,
+                                        "close": close, **run})  # fmt: skip
+        finally:
+            ours.send_signal(signal.SIGTERM)
+            ours.wait(20)
+        for method, close in SCENARIOS:
+            port = free_port()
+            openssl = subprocess.Popen(
+                ["openssl", "ocsp", "-index", str(work / "index.txt"), "-port", str(port),
+                 "-rsigner", str(work / "rs.pem"), "-rkey", str(work / "rs.key"),
+                 "-CA", str(work / "issuing.pem"), "-nmin", "60"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                base = f"http://127.0.0.1:{port}"
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        check_good(base + "/", der)
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)
+                script = work / ("post.lua" if method == "POST" else "get.lua")
+                url = base + ("/" if method == "POST" else paths["get_path_openssl"])
+                run = run_wrk(url, script, close, args)
+                results["runs"].append({"server": "openssl", "method": method,
+                                        "close": close, **run})  # fmt: skip
+            finally:
+                openssl.kill()
+                openssl.wait(10)
+    finally:
+        if db_name:
+            drop_database(db_name)
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, " + (
+        sh("openssl", "version").strip()
+    )
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> bool:
+    runs = {(r["server"], r["method"], r["close"]): r for r in results["runs"]}
+    print(f"machine: {machine()}; database: {results['database']}")
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, one SHA-1 CertID, "
+          "no nonce; both responders in one network namespace with only loopback\n")  # fmt: skip
+    print(f"{'scenario':28} {'agentca req/s':>14} {'openssl req/s':>14} {'ratio':>7} "
+          f"{'our p50':>9} {'our p99':>9} {'ossl p99':>9}")  # fmt: skip
+    ok = True
+    for method, close in SCENARIOS:
+        ours, theirs = runs[("agentca", method, close)], runs[("openssl", method, close)]
+        ratio = ours["rps"] / theirs["rps"] if theirs["rps"] else float("inf")
+        name = f"{method} {'Connection: close' if close else 'keep-alive'}"
+        print(
+            f"{name:28} {ours['rps']:14.0f} {theirs['rps']:14.0f} {ratio:7.2f} "
+            f"{ours['p50_ms'] or 0:7.2f}ms {ours['p99_ms'] or 0:7.2f}ms "
+            f"{theirs['p99_ms'] or 0:7.2f}ms"
+        )
+        for r in (ours, theirs):
+            if r["bytes_per_response"] < 400:  # a signed answer is ~0.8 KB; errors are tiny
+                print(f"    {r['server']}: only {r['bytes_per_response']:.0f} bytes/response!")
+                ok = False
+            if r["errors"] or r["non2xx"]:
+                print(f"    {r['server']}: socket errors {r['errors']!r}, non-2xx {r['non2xx']}")
+        ok = ok and ratio >= 1.0 and (ours["p99_ms"] or 1e9) < 10.0
+    print("\ntarget (throughput >= openssl, our p99 < 10 ms):", "met" if ok else "NOT met")
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--inner", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        Path(args.inner).write_text(json.dumps(inner(args)))
+        return
+    for tool in ("wrk", "openssl", "unshare", "ip"):
+        if shutil.which(tool) is None:
+            raise SystemExit(
+                f"{tool} is needed (apt-get install -y wrk openssl util-linux iproute2)"
+            )
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, __file__, "--inner", out.name, "--duration", str(args.duration),
+               "--connections", str(args.connections), "--threads", str(args.threads)]  # fmt: skip
+        for prefix in (["unshare", "-n"], ["unshare", "-r", "-n"]):
+            if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
+                break
+        else:
+            raise SystemExit("could not create a private network namespace (unshare -n)")
+        if subprocess.run([*prefix, *cmd], check=False).returncode != 0:
+            raise SystemExit("the benchmark failed")
+        results = json.loads(Path(out.name).read_text())
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    report(results, args)
+
+
+if __name__ == "__main__":
+    main()

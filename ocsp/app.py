@@ -1,0 +1,210 @@
+"""The OCSP HTTP app: RFC 6960 appendix A (POST and GET) with RFC 5019 cache headers.
+
+``create_app(settings)`` returns a Flask app. OCSP requests themselves are answered by a lean
+WSGI layer in front of Flask (``OcspWsgi``): a profile showed Flask's request context and
+routing costing more than the whole cached answer, so the hot path is a body read, one dict
+lookup keyed by the raw request bytes and a header list. Flask serves ``/health`` and turns
+any other URL or method into a short text answer. Every OCSP-level outcome is HTTP 200
+``application/ocsp-response``; error answers carry ``Cache-Control: no-store``.
+
+The responder (database engine, HSM session) is created lazily in each worker process, i.e.
+after gunicorn has forked, as the PKCS#11 library requires.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ca.config import Settings
+from ocsp.options import OcspOptions
+from ocsp.responder import ERROR_ANSWERS, MALFORMED_ANSWER, Answer, Responder
+from ocsp.response import ResponseStatus
+
+log = logging.getLogger("agentca.ocsp")
+
+OCSP_REQUEST = "application/ocsp-request"
+OCSP_RESPONSE = "application/ocsp-response"
+POST_PATHS = frozenset({"/ocsp", "/ocsp/", "/"})
+FLASK_PATHS = frozenset({"/health"})
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class LazyResponder:
+    """Creates this process's responder on first use; a failed attempt is retried later."""
+
+    def __init__(self, factory: Callable[[], Responder]) -> None:
+        self._factory = factory
+        self._responder: Responder | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> Responder:
+        responder = self._responder
+        if responder is not None and self._pid == os.getpid():
+            return responder
+        with self._lock:
+            if self._responder is None or self._pid != os.getpid():
+                self._responder = self._factory()
+                self._pid = os.getpid()
+            return self._responder
+
+
+def _decode_get(path: str) -> bytes | None:
+    """The DER request inside a GET path (standard or URL-safe base64), None if invalid."""
+    text = path.removeprefix("/ocsp/") if path.startswith("/ocsp/") else path[1:]
+    text = text.strip().replace("-", "+").replace("_", "/")
+    if not text or len(text) > 16 * 1024:
+        return None
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+class OcspWsgi:
+    """WSGI middleware answering OCSP POST/GET; everything else goes to the Flask app."""
+
+    def __init__(self, inner: WsgiApp, responders: LazyResponder, options: OcspOptions) -> None:
+        self.inner = inner
+        self.responders = responders
+        self.max_body = options.max_request_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "")
+        path = environ.get("PATH_INFO", "")
+        try:
+            if method == "POST" and path in POST_PATHS:
+                return self._post(environ, start_response)
+            if method == "GET" and path not in FLASK_PATHS:
+                return self._get(environ, path, start_response)
+        except Exception:
+            log.exception("internal error in the OCSP HTTP layer")
+            return self._send(start_response, ERROR_ANSWERS[ResponseStatus.INTERNAL_ERROR])
+        return self.inner(environ, start_response)
+
+    def _respond(self, der: bytes) -> Answer:
+        try:
+            responder = self.responders.get()
+        except Exception:
+            log.exception("the OCSP responder cannot start")
+            return ERROR_ANSWERS[ResponseStatus.TRY_LATER]
+        return responder.respond(der)
+
+    def _post(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        ctype = environ.get("CONTENT_TYPE", "")
+        if ctype != OCSP_REQUEST and ctype.split(";", 1)[0].strip().lower() != OCSP_REQUEST:
+            return self._send(start_response, MALFORMED_ANSWER)
+        length_text = environ.get("CONTENT_LENGTH") or ""
+        stream = environ["wsgi.input"]
+        if length_text:
+            try:
+                length = int(length_text)
+            except ValueError:
+                return self._send(start_response, MALFORMED_ANSWER)
+            if length <= 0 or length > self.max_body:
+                return self._send(start_response, MALFORMED_ANSWER)
+            body = stream.read(length)
+        else:
+            body = stream.read(self.max_body + 1)
+            if len(body) > self.max_body:
+                return self._send(start_response, MALFORMED_ANSWER)
+        return self._send(start_response, self._respond(body))
+
+    def _get(
+        self, environ: dict[str, Any], path: str, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        der = _decode_get(path)
+        if der is None:
+            return self._send(start_response, MALFORMED_ANSWER)
+        answer = self._respond(der)
+        if answer.status is not ResponseStatus.SUCCESSFUL:
+            return self._send(start_response, answer)
+        max_age = max(0, int(answer.next_update_ts - self.responders.get().clock()))
+        headers = [
+            ("Content-Type", OCSP_RESPONSE),
+            ("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
+            ("Last-Modified", answer.last_modified),
+            ("Expires", answer.expires),
+            ("ETag", answer.etag),
+            ("X-Agentca-Worker", str(os.getpid())),
+        ]
+        match = environ.get("HTTP_IF_NONE_MATCH")
+        if match and (match.strip() == "*" or answer.etag in match):
+            start_response("304 Not Modified", headers)
+            return [b""]
+        headers.append(("Content-Length", str(len(answer.der))))
+        start_response("200 OK", headers)
+        return [answer.der]
+
+    @staticmethod
+    def _send(start_response: StartResponse, answer: Answer) -> Iterable[bytes]:
+        headers = [
+            ("Content-Type", OCSP_RESPONSE),
+            ("Content-Length", str(len(answer.der))),
+            ("X-Agentca-Worker", str(os.getpid())),
+        ]
+        if answer.status is not ResponseStatus.SUCCESSFUL:
+            headers.append(("Cache-Control", "no-store"))
+        start_response("200 OK", headers)
+        return [answer.der]
+
+
+def create_app(
+    settings: Settings,
+    options: OcspOptions | None = None,
+    responder_factory: Callable[[], Responder] | None = None,
+) -> Flask:
+    """The OCSP responder app for ``settings`` (the responder opens lazily per process)."""
+    opts = options or OcspOptions()
+    if responder_factory is None:
+
+        def responder_factory() -> Responder:
+            from ocsp.service import open_responder
+
+            return open_responder(settings, opts).responder
+
+    app = Flask("agentca.ocsp")
+    responders = LazyResponder(responder_factory)
+    app.extensions["agentca_ocsp"] = responders
+    app.wsgi_app = OcspWsgi(app.wsgi_app, responders, opts)  # type: ignore[method-assign]
+
+    @app.get("/health")
+    def health() -> tuple[Response, int]:
+        """200 once this worker can answer (issuers known); reports the database state."""
+        try:
+            responder = responders.get()
+            responder.poll()
+            ready, db_ok = responder.ready, responder.database_ok
+        except Exception:
+            log.exception("OCSP health check failed")
+            ready = db_ok = False
+        body = jsonify(
+            status="ok" if ready else "unavailable",
+            database="ok" if db_ok else "unreachable",
+            worker=os.getpid(),
+        )
+        body.headers["Cache-Control"] = "no-store"
+        return body, 200 if ready else 503
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        text = f"{exc.code} {exc.name}\n"
+        return Response(text, status=exc.code or 500, mimetype="text/plain")
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        log.exception("internal error", exc_info=exc)
+        return Response("500 Internal Server Error\n", status=500, mimetype="text/plain")
+
+    return app

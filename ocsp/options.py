@@ -1,0 +1,38 @@
+"""Responder tuning (validity periods, cache sizes, limits) with safe defaults.
+
+Deployment settings (database, HSM, listen address) come from ``ca.config.Settings``; these
+knobs are the responder's own and are set by ``agentca ocsp serve`` options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OcspOptions:
+    """How long answers and signers live, how often workers look for changes, limits."""
+
+    response_validity: timedelta = timedelta(hours=1)  # nextUpdate - thisUpdate
+    refresh_fraction: float = 0.5  # cached answers are re-signed after this share of validity
+    signer_validity: timedelta = timedelta(hours=48)
+    signer_renew_fraction: float = 0.5  # rotate when less than this share remains
+    signer_key_type: str = "ec-p256"
+    poll_interval: float = 0.2  # seconds between status_changes polls, per worker
+    outage_poll_interval: float = 1.0  # while the database is unreachable
+    signer_check_interval: float = 60.0  # seconds between signer expiry checks
+    max_request_bytes: int = 16 * 1024
+    max_cert_ids: int = 64
+    max_cached_responses: int = 100_000
+    max_cached_statuses: int = 200_000
+    db_connect_timeout: int = 2  # seconds (PostgreSQL)
+
+    @property
+    def refresh_after(self) -> timedelta:
+        return self.response_validity * self.refresh_fraction
+
+    def replace(self, **changes: Any) -> OcspOptions:
+        return dataclasses.replace(self, **changes)

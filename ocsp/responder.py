@@ -1,0 +1,353 @@
+"""The per-process responder: cache of pre-signed answers, status cache, freshness polling.
+
+One ``Responder`` lives in each worker process (it is not thread-safe; gunicorn sync workers
+call it from one thread). ``respond(der)`` never raises: every outcome is an :class:`Answer`.
+
+Freshness: at most every ``poll_interval`` (200 ms) the next request first reads the highest
+ids of ``status_changes``, ``ocsp_signers`` and ``issuers`` (one cheap query); when the status
+feed moved it fetches the new rows and drops the cached status and answers of exactly those
+serials. So a revocation is answered by every worker within ``poll_interval`` (+ one query) of
+its commit. Ids allocated but not yet committed when polled (concurrent writers) are tracked
+as gaps and re-checked until they appear or ``GAP_TIMEOUT`` passes.
+
+Outage: if the database cannot be reached, pre-signed answers are served until their refresh
+time (always before nextUpdate); other requests get ``tryLater``. Statuses cached before the
+outage are still answered (nonce and multi-CertID requests) with thisUpdate = the last time
+the feed was read, for at most ``refresh_after``. Service resumes with the next good poll.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from email.utils import formatdate
+from typing import Protocol
+
+from ca.errors import CAError, ErrorCode
+from ocsp.decision import UNISSUED, CertStatus, IssuerKey, Lookup, resolve
+from ocsp.options import OcspOptions
+from ocsp.request import OcspRequest, parse_request
+from ocsp.response import (
+    INTERNAL_ERROR,
+    MALFORMED,
+    TRY_LATER,
+    UNAUTHORIZED,
+    ResponseStatus,
+    Signer,
+    SingleAnswer,
+    build_basic_response,
+)
+from ocsp.status import FeedHead, IssuerInfo, StatusSource
+
+log = logging.getLogger("agentca.ocsp")
+
+GAP_TIMEOUT = 60.0  # seconds an allocated-but-unseen status_changes id is waited for
+MAX_FEED_BATCH = 5000  # more changes than this at once: drop every cached answer instead
+_CERTID = b"\x00"  # cache-key prefix for CertID keys (a DER request never starts with 0x00)
+
+
+class Answer:
+    """Bytes to send plus what HTTP caching needs (``status`` successful or not)."""
+
+    __slots__ = (
+        "der",
+        "etag",
+        "expires",
+        "issuer_id",
+        "last_modified",
+        "next_update_ts",
+        "refresh_at",
+        "serial_hex",
+        "status",
+    )
+
+    def __init__(
+        self,
+        der: bytes,
+        status: ResponseStatus,
+        this_update: float = 0.0,
+        next_update: float = 0.0,
+        refresh_at: float = 0.0,
+    ) -> None:
+        self.der = der
+        self.status = status
+        self.refresh_at = refresh_at
+        self.next_update_ts = next_update
+        self.issuer_id = 0
+        self.serial_hex: str | None = None
+        if status is ResponseStatus.SUCCESSFUL:
+            self.last_modified = formatdate(this_update, usegmt=True)
+            self.expires = formatdate(next_update, usegmt=True)
+            self.etag = '"' + hashlib.sha256(der).hexdigest()[:40] + '"'
+        else:
+            self.last_modified = self.expires = self.etag = ""
+
+
+ERROR_ANSWERS = {
+    ResponseStatus.MALFORMED_REQUEST: Answer(MALFORMED, ResponseStatus.MALFORMED_REQUEST),
+    ResponseStatus.INTERNAL_ERROR: Answer(INTERNAL_ERROR, ResponseStatus.INTERNAL_ERROR),
+    ResponseStatus.TRY_LATER: Answer(TRY_LATER, ResponseStatus.TRY_LATER),
+    ResponseStatus.UNAUTHORIZED: Answer(UNAUTHORIZED, ResponseStatus.UNAUTHORIZED),
+}
+MALFORMED_ANSWER = ERROR_ANSWERS[ResponseStatus.MALFORMED_REQUEST]
+
+
+def status_for_error(error: CAError) -> ResponseStatus:
+    """Map the error family onto OCSPResponseStatus (the OCSP edge of DESIGN.md 10)."""
+    if error.code is ErrorCode.BAD_REQUEST or error.code is ErrorCode.TOO_LARGE:
+        return ResponseStatus.MALFORMED_REQUEST
+    if error.code in (ErrorCode.DB_UNAVAILABLE, ErrorCode.NOT_INITIALISED) or (
+        error.code.slug.startswith("hsm-")
+    ):
+        return ResponseStatus.TRY_LATER
+    return ResponseStatus.INTERNAL_ERROR
+
+
+class SignerProvider(Protocol):
+    """Hands out the current delegated signer per issuer."""
+
+    def signer_for(self, issuer_id: int) -> Signer: ...
+    def reload(self) -> None: ...
+    def check(self) -> None: ...
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(int(ts), UTC)
+
+
+class Responder:
+    """Answers DER OCSP requests for one process (see the module docstring)."""
+
+    def __init__(
+        self,
+        source: StatusSource,
+        signers: SignerProvider,
+        options: OcspOptions | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.signers = signers
+        self.options = options or OcspOptions()
+        self.clock = clock
+        self.monotonic = monotonic
+        self._validity = self.options.response_validity.total_seconds()
+        self._refresh = self.options.refresh_after.total_seconds()
+        self._issuers: dict[int, IssuerInfo] = {}
+        self._index: dict[IssuerKey, int] = {}
+        self._head: FeedHead | None = None
+        self._gaps: dict[int, float] = {}
+        self._db_ok = False
+        self._fresh_as_of = 0.0  # wall time of the last successful poll
+        self._next_poll = 0.0
+        self._next_signer_check = 0.0
+        self._responses: dict[bytes, Answer] = {}
+        self._by_serial: dict[tuple[int, str | None], list[bytes]] = {}
+        self._statuses: dict[tuple[int, str], tuple[CertStatus, float]] = {}
+        self._status_ttl = self._refresh  # safety net should a feed entry ever be missed
+
+    # -- public -------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """True once issuers are known (answers possible)."""
+        return bool(self._issuers)
+
+    @property
+    def database_ok(self) -> bool:
+        return self._db_ok
+
+    def respond(self, der: bytes) -> Answer:
+        """The answer to one DER ``OCSPRequest`` (never raises)."""
+        try:
+            if self.monotonic() >= self._next_poll:
+                self.poll()
+            hit = self._responses.get(der)
+            if hit is not None and hit.refresh_at > self.clock():
+                return hit
+            return self._answer(der)
+        except CAError as exc:
+            return ERROR_ANSWERS[status_for_error(exc)]
+        except Exception:
+            log.exception("internal error while answering an OCSP request")
+            return ERROR_ANSWERS[ResponseStatus.INTERNAL_ERROR]
+
+    def poll(self) -> None:
+        """Read the change feed and drop what it invalidates; never raises."""
+        mono = self.monotonic()
+        try:
+            head = self.source.head()
+            self._apply(head, mono)
+        except CAError as exc:
+            if self._db_ok:
+                log.warning("OCSP status feed unavailable: %s", exc.detail)
+            self._db_ok = False
+            self._next_poll = mono + self.options.outage_poll_interval
+            return
+        except Exception:
+            log.exception("OCSP status feed poll failed")
+            self._db_ok = False
+            self._next_poll = mono + self.options.outage_poll_interval
+            return
+        if not self._db_ok and self._head is not None:
+            log.info("OCSP status feed reachable again")
+        self._db_ok = True
+        self._fresh_as_of = self.clock()
+        self._next_poll = mono + self.options.poll_interval
+        if mono >= self._next_signer_check:
+            self._next_signer_check = mono + self.options.signer_check_interval
+            try:
+                self.signers.check()
+            except Exception:
+                log.exception("OCSP signer check failed")
+
+    def clear(self) -> None:
+        """Drop every cached answer and status."""
+        self._responses.clear()
+        self._by_serial.clear()
+        self._statuses.clear()
+
+    # -- feed ---------------------------------------------------------------------------------
+    def _apply(self, head: FeedHead, mono: float) -> None:
+        last = self._head
+        if last is None or head.issuer != last.issuer:
+            self._load_issuers()
+        if last is None or head.signer != last.signer:
+            self.signers.reload()
+            self._drop_responses()
+        if last is None:
+            # Ids below the head may belong to transactions still in flight: watch a window.
+            self._apply_changes(max(0, head.status_change - 1000), head.status_change, mono)
+            self._head = head
+            return
+        if head.status_change != last.status_change or self._gaps:
+            self._apply_changes(last.status_change, head.status_change, mono)
+        self._head = head
+
+    def _apply_changes(self, after: int, top: int, mono: float) -> None:
+        changes = self.source.changes(after, self._gaps.keys(), MAX_FEED_BATCH + 1)
+        if len(changes) > MAX_FEED_BATCH:
+            self.clear()
+            self._gaps.clear()
+            return
+        seen = set()
+        for change in changes:
+            seen.add(change.id)
+            self._gaps.pop(change.id, None)
+            self._invalidate(change.issuer_id, change.serial_hex)
+        for missing in range(after + 1, top + 1):
+            if missing not in seen and missing not in self._gaps:
+                self._gaps[missing] = mono
+        for gap, since in list(self._gaps.items()):
+            if mono - since > GAP_TIMEOUT:
+                del self._gaps[gap]
+
+    def _invalidate(self, issuer_id: int, serial_hex: str) -> None:
+        self._statuses.pop((issuer_id, serial_hex), None)
+        for key in self._by_serial.pop((issuer_id, serial_hex), ()):
+            self._responses.pop(key, None)
+
+    def _drop_responses(self) -> None:
+        self._responses.clear()
+        self._by_serial.clear()
+
+    def _load_issuers(self) -> None:
+        issuers = self.source.issuers()
+        index: dict[IssuerKey, int] = {}
+        for info in issuers:
+            index[("sha1", info.name_hash_sha1, info.key_hash_sha1)] = info.id
+            index[("sha256", info.name_hash_sha256, info.key_hash_sha256)] = info.id
+        self._issuers = {i.id: i for i in issuers}
+        self._index = index
+        self.clear()
+
+    # -- answering ----------------------------------------------------------------------------
+    def _answer(self, der: bytes) -> Answer:
+        if len(der) > self.options.max_request_bytes:
+            return MALFORMED_ANSWER
+        request = parse_request(der, self.options.max_cert_ids)
+        if not self._issuers:
+            raise CAError(ErrorCode.DB_UNAVAILABLE, "issuers not loaded yet")
+        lookups = resolve(request.cert_ids, self._index)
+        if lookups is None or len({lk.issuer_id for lk in lookups}) != 1:
+            # Not ours (or an unmatched hash algorithm), or several issuers: one delegated
+            # signer can only speak for its own CA.
+            return ERROR_ANSWERS[ResponseStatus.UNAUTHORIZED]
+        cacheable = request.nonce is None and len(lookups) == 1
+        if cacheable:
+            alias = _CERTID + lookups[0].cert_id.der
+            hit = self._responses.get(alias)
+            if hit is not None and hit.refresh_at > self.clock():
+                self._store(der, hit)
+                return hit
+        answer = self._sign(request, lookups)
+        if cacheable and self._db_ok:
+            self._store(_CERTID + lookups[0].cert_id.der, answer)
+            self._store(der, answer)
+        return answer
+
+    def _store(self, key: bytes, answer: Answer) -> None:
+        if len(self._responses) >= self.options.max_cached_responses:
+            self._drop_responses()
+        self._responses[key] = answer
+        self._by_serial.setdefault((answer.issuer_id, answer.serial_hex), []).append(key)
+
+    def _statuses_for(self, lookups: Sequence[Lookup]) -> list[CertStatus]:
+        result: list[CertStatus | None] = []
+        mono = self.monotonic()
+        missing: dict[int, list[str]] = {}
+        for lk in lookups:
+            if lk.serial_hex is None:
+                result.append(UNISSUED)
+                continue
+            cached = self._statuses.get((lk.issuer_id, lk.serial_hex))
+            if cached is None or cached[1] < mono:
+                missing.setdefault(lk.issuer_id, []).append(lk.serial_hex)
+                result.append(None)
+            else:
+                result.append(cached[0])
+        if missing:
+            if not self._db_ok:
+                raise CAError(ErrorCode.DB_UNAVAILABLE, "database unreachable, status not cached")
+            if len(self._statuses) >= self.options.max_cached_statuses:
+                self._statuses.clear()
+            for issuer_id, serials in missing.items():
+                for serial, status in self.source.statuses(issuer_id, serials).items():
+                    self._statuses[(issuer_id, serial)] = (status, mono + self._status_ttl)
+        return [
+            r if r is not None else self._statuses[(lk.issuer_id, lk.serial_hex or "")][0]
+            for r, lk in zip(result, lookups, strict=True)
+        ]
+
+    def _sign(self, request: OcspRequest, lookups: Sequence[Lookup]) -> Answer:
+        statuses = self._statuses_for(lookups)
+        now = self.clock()
+        if self._db_ok:
+            this_update = now
+        else:
+            # Known correct only as of the last good poll; refuse once that is too old.
+            this_update = self._fresh_as_of
+            if now - this_update > self._refresh:
+                raise CAError(ErrorCode.DB_UNAVAILABLE, "status too old to vouch for")
+        issuer_id = lookups[0].issuer_id
+        signer = self.signers.signer_for(issuer_id)
+        signer_end = signer.not_after.timestamp()
+        if signer_end <= now:
+            raise CAError(ErrorCode.HSM_FAILURE, "no valid OCSP signer")
+        this_ts = float(int(this_update))
+        next_ts = float(int(min(this_ts + self._validity, signer_end)))
+        der = build_basic_response(
+            [SingleAnswer(lk.cert_id.der, st) for lk, st in zip(lookups, statuses, strict=True)],
+            signer,
+            produced_at=_utc(now),
+            this_update=_utc(this_ts),
+            next_update=_utc(next_ts),
+            nonce=request.nonce,
+        )
+        refresh_at = min(this_ts + self._refresh, next_ts - 1)
+        answer = Answer(der, ResponseStatus.SUCCESSFUL, this_ts, next_ts, refresh_at)
+        answer.issuer_id = issuer_id
+        answer.serial_hex = lookups[0].serial_hex
+        return answer

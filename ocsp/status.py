@@ -1,0 +1,186 @@
+"""The responder's narrow, read-only view of the CA database.
+
+``StatusSource`` is all the responder may ask; ``SqlStatusSource`` answers it with plain
+SELECTs on ``issuers``, ``certificates``, ``status_changes`` and ``ocsp_signers`` (it never
+touches the CA's write path). Any database failure surfaces as ``CAError(DB_UNAVAILABLE)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from sqlalchemy import Engine, func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from ca.errors import CAError, ErrorCode
+from ca.store.models import Certificate, Issuer, OcspSigner, StatusChange
+from ocsp.decision import CertStatus, status_from_record
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class IssuerInfo:
+    """One of our CAs, with the CertID hashes that name it."""
+
+    id: int
+    name: str
+    certificate_der: bytes
+    name_hash_sha1: bytes
+    key_hash_sha1: bytes
+    name_hash_sha256: bytes
+    key_hash_sha256: bytes
+    parent_id: int | None
+    serial_hex: str
+
+
+@dataclass(frozen=True)
+class SignerInfo:
+    """A delegated responder certificate row."""
+
+    id: int
+    issuer_id: int
+    key_label: str
+    certificate_der: bytes
+    not_before: datetime
+    not_after: datetime
+
+
+@dataclass(frozen=True)
+class FeedHead:
+    """Highest ids of the tables whose changes invalidate worker state (0 when empty)."""
+
+    status_change: int
+    signer: int
+    issuer: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """One ``status_changes`` row."""
+
+    id: int
+    issuer_id: int
+    serial_hex: str
+
+
+class StatusSource(Protocol):
+    """What the responder reads; implementations raise CAError(DB_UNAVAILABLE) on outage."""
+
+    def head(self) -> FeedHead: ...
+    def changes(self, after: int, also: Iterable[int], limit: int) -> list[Change]: ...
+    def issuers(self) -> list[IssuerInfo]: ...
+    def signers(self) -> list[SignerInfo]: ...
+    def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, CertStatus]: ...
+
+
+class SqlStatusSource:
+    """``StatusSource`` over SQLAlchemy Core SELECTs (use a read-only role in production)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _run(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except SQLAlchemyError as exc:
+            raise CAError(ErrorCode.DB_UNAVAILABLE, "the database cannot be reached") from exc
+
+    def head(self) -> FeedHead:
+        query = select(
+            select(func.max(StatusChange.id)).scalar_subquery(),
+            select(func.max(OcspSigner.id)).scalar_subquery(),
+            select(func.max(Issuer.id)).scalar_subquery(),
+        )
+
+        def run() -> FeedHead:
+            with self.engine.connect() as conn:
+                row = conn.execute(query).one()
+            return FeedHead(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0))
+
+        return self._run(run)
+
+    def changes(self, after: int, also: Iterable[int], limit: int) -> list[Change]:
+        extra = list(also)
+        cond = StatusChange.id > after
+        if extra:
+            cond = or_(cond, StatusChange.id.in_(extra))
+        query = (
+            select(StatusChange.id, StatusChange.issuer_id, StatusChange.serial_hex)
+            .where(cond)
+            .order_by(StatusChange.id)
+            .limit(limit)
+        )
+
+        def run() -> list[Change]:
+            with self.engine.connect() as conn:
+                return [Change(r[0], r[1], r[2]) for r in conn.execute(query)]
+
+        return self._run(run)
+
+    def issuers(self) -> list[IssuerInfo]:
+        query = select(
+            Issuer.id,
+            Issuer.name,
+            Issuer.certificate_der,
+            Issuer.name_hash_sha1,
+            Issuer.key_hash_sha1,
+            Issuer.name_hash_sha256,
+            Issuer.key_hash_sha256,
+            Issuer.parent_id,
+            Issuer.serial_hex,
+        ).order_by(Issuer.id)
+
+        def run() -> list[IssuerInfo]:
+            with self.engine.connect() as conn:
+                return [IssuerInfo(*r) for r in conn.execute(query)]
+
+        return self._run(run)
+
+    def signers(self) -> list[SignerInfo]:
+        """The newest signer of each issuer (highest id wins, so duplicates are harmless)."""
+        newest = select(func.max(OcspSigner.id)).group_by(OcspSigner.issuer_id)
+        query = select(
+            OcspSigner.id,
+            OcspSigner.issuer_id,
+            OcspSigner.key_label,
+            OcspSigner.certificate_der,
+            OcspSigner.not_before,
+            OcspSigner.not_after,
+        ).where(OcspSigner.id.in_(newest))
+
+        def run() -> list[SignerInfo]:
+            with self.engine.connect() as conn:
+                return [SignerInfo(*r) for r in conn.execute(query)]
+
+        return self._run(run)
+
+    def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, CertStatus]:
+        """Status of each serial under ``issuer_id``; CA certificates it issued are good."""
+        wanted = list(dict.fromkeys(serials))
+        query = select(
+            Certificate.serial_hex,
+            Certificate.status,
+            Certificate.revoked_at,
+            Certificate.revocation_reason,
+        ).where(Certificate.issuer_id == issuer_id, Certificate.serial_hex.in_(wanted))
+        cas = select(Issuer.serial_hex).where(
+            Issuer.serial_hex.in_(wanted),
+            or_(
+                Issuer.parent_id == issuer_id, (Issuer.id == issuer_id) & Issuer.parent_id.is_(None)
+            ),
+        )
+
+        def run() -> dict[str, CertStatus]:
+            found: dict[str, CertStatus] = {}
+            with self.engine.connect() as conn:
+                for serial, status, revoked_at, reason in conn.execute(query):
+                    found[serial] = status_from_record(status, revoked_at, reason)
+                for (serial,) in conn.execute(cas):
+                    found.setdefault(serial, status_from_record("issued", None, None))
+            return {s: found.get(s, status_from_record(None, None, None)) for s in wanted}
+
+        return self._run(run)
