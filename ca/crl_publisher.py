@@ -374,10 +374,14 @@ class CrlPublisher:
         max_delay: float = 10.0,
         on_publish: Callable[[PublishedCrl], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        on_change: PublishMode = "full",
     ) -> None:
-        """Publish until ``stop`` is set: a complete CRL whenever one is due, and a delta CRL
-        once status changes settle (``settle`` s without a new change, or ``max_delay`` s after
-        the first unpublished one)."""
+        """Publish until ``stop`` is set: a complete CRL whenever one is due, and once status
+        changes settle (``settle`` s without a new change, or ``max_delay`` s after the first
+        unpublished one) a new complete CRL plus its delta (``on_change="full"``, the default:
+        relying parties that ignore deltas, such as ``openssl verify -crl_check``, see a
+        revocation within seconds) or only a delta (``on_change="delta"``, for very large
+        CRLs whose clients follow Freshest CRL)."""
         report = on_publish or (lambda p: log.info("%s", p.describe()))
         seen: int | None = None
         first_change = last_change = 0.0
@@ -406,7 +410,7 @@ class CrlPublisher:
                 if dirty and (now - last_change >= settle or now - first_change >= max_delay):
                     for name in issuers:
                         if name in pending:
-                            for p in self.publish(name, "delta"):
+                            for p in self.publish(name, on_change):
                                 report(p)
                     pending.clear()
                     dirty = False

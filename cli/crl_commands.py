@@ -52,7 +52,15 @@ def crl() -> None:
     default=1.0,
     show_default=True,
     metavar="SECONDS",
-    help="With --loop: publish a delta CRL once no change has arrived for SECONDS.",
+    help="With --loop: publish once no change has arrived for SECONDS.",
+)
+@click.option(
+    "--on-change",
+    type=click.Choice(["full", "delta"]),
+    default="full",
+    show_default=True,
+    help="With --loop: what a revocation triggers: a new complete CRL (plus its delta), or "
+    "only a delta (for very large CRLs whose clients follow Freshest CRL).",
 )
 @click.option(
     "--poll",
@@ -72,6 +80,7 @@ def publish(
     loop: bool,
     interval: int | None,
     settle: float,
+    on_change: str,
     poll: float,
 ) -> None:
     """Sign and publish CRLs into the publish directory (default: DATA_DIR/crl).
@@ -101,7 +110,7 @@ def publish(
         signal.signal(signal.SIGINT, _stop)
         click.echo(
             f"publishing CRLs for {', '.join(names)} into {publisher.publish_dir} "
-            f"(complete every {int(publisher.interval.total_seconds())} s, deltas on change)",
+            f"(complete every {int(publisher.interval.total_seconds())} s; on change: {on_change})",
             err=True,
         )
         publisher.run(
@@ -111,6 +120,7 @@ def publish(
             settle=settle,
             on_publish=lambda p: click.echo(p.describe()),
             on_error=lambda e: click.echo(f"agentca: error: {e}", err=True),
+            on_change="full" if on_change == "full" else "delta",
         )
 
 

@@ -325,8 +325,9 @@ def test_files_are_replaced_atomically(ca_runtime: Runtime, publisher: CrlPublis
     assert not [p for p in publisher.publish_dir.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_loop_publishes_delta_after_revocation_settles(
-    ca_runtime: Runtime, publisher: CrlPublisher
+@pytest.mark.parametrize("on_change", ["full", "delta"])
+def test_loop_publishes_after_revocation_settles(
+    ca_runtime: Runtime, publisher: CrlPublisher, on_change: str
 ) -> None:
     record = _issue(ca_runtime)
     stop = threading.Event()
@@ -341,6 +342,7 @@ def test_loop_publishes_delta_after_revocation_settles(
             "settle": 0.3,
             "on_publish": lambda p: published.append((p.issuer, p.kind, p.number)),
             "on_error": errors.append,
+            "on_change": on_change,
         },
     )
     thread.start()
@@ -351,7 +353,8 @@ def test_loop_publishes_delta_after_revocation_settles(
         assert [k for _, k, _ in published] == ["full", "delta"]
         revoked_at = time.monotonic()
         ca_runtime.authority.revoke(record.serial_hex, RevocationReason.KEY_COMPROMISE, "t")
-        path = publisher.publish_dir / "issuing-delta.crl"
+        name = "issuing-delta.crl" if on_change == "delta" else "issuing.crl"
+        path = publisher.publish_dir / name
         while time.monotonic() < deadline:
             if int(record.serial_hex, 16) in revoked_serials(path.read_bytes()):
                 break
@@ -363,7 +366,9 @@ def test_loop_publishes_delta_after_revocation_settles(
     assert errors == []
     assert int(record.serial_hex, 16) in revoked_serials(path.read_bytes())
     assert took < 5, took
-    assert published[-1][1] == "delta"
+    assert published[-1][1] == "delta"  # a complete CRL is always followed by its delta
+    if on_change == "full":
+        assert [k for _, k, _ in published[-2:]] == ["full", "delta"]
     numbers = [n for _, _, n in published]
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
 

@@ -1,0 +1,91 @@
+"""``agentca run``: the whole product on one machine (what ``make run`` starts).
+
+First-run setup (SoftHSM2 token, schema, root and issuing CA), then four processes side by side:
+the CA API, the OCSP responder, the CRL publisher (on revocation and on schedule) and the ledger
+checkpoint scheduler. A stop signal stops them all; if one dies, the others are stopped too.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import click
+
+from ca.runtime import ensure_initialised
+from cli.context import actor, handle_errors, settings_from
+
+
+def _children(checkpoint_every: int) -> list[tuple[str, list[str]]]:
+    agentca = [sys.executable, "-m", "cli.main"]
+    return [
+        ("ca-api", [*agentca, "serve"]),
+        ("ocsp", [*agentca, "ocsp", "serve"]),
+        ("crl-publisher", [*agentca, "crl", "publish", "--loop"]),
+        (
+            "ledger-checkpoints",
+            [*agentca, "ledger", "checkpoint", "--every", str(checkpoint_every)],
+        ),
+    ]
+
+
+@click.command("run")
+@click.option(
+    "--checkpoint-every",
+    default=300,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Seconds between ledger checkpoints (when the ledger grew).",
+)
+@click.pass_context
+@handle_errors
+def run(ctx: click.Context, checkpoint_every: int) -> None:
+    """Start the CA API, OCSP responder, CRL publisher and ledger checkpoints together.
+
+    Creates everything on first run (data directory, SoftHSM2 token, database, CAs); a second
+    run reuses it. Listens on 127.0.0.1 only by default. Ctrl-C stops everything.
+    """
+    settings = settings_from(ctx)
+    created = ensure_initialised(settings, actor())
+    click.echo(("created" if created else "reusing") + f" CA in {settings.data_dir}", err=True)
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for name, cmd in _children(checkpoint_every):
+        procs.append((name, subprocess.Popen(cmd)))
+    click.echo(
+        f"CA API   http://{settings.listen_host}:{settings.listen_port}\n"
+        f"OCSP     {settings.effective_ocsp_url}\n"
+        f"CRLs     {settings.effective_crl_base_url}/<issuer>.crl\n"
+        "ledger   checkpoints every "
+        f"{checkpoint_every} s; Ctrl-C stops everything",
+        err=True,
+    )
+    failed = ""
+    while not stopping:
+        for name, proc in procs:
+            if proc.poll() is not None:
+                failed = f"{name} exited with status {proc.returncode}"
+                stopping = True
+        time.sleep(0.2)
+    for _name, proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + 15
+    for _name, proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if failed:
+        click.echo(f"agentca: error: {failed}; everything was stopped", err=True)
+        sys.exit(1)
