@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -147,6 +148,19 @@ def _load_library(config: TokenConfig) -> Any:
     return lib
 
 
+def _get_token(lib: Any, label: str) -> Any:
+    """Find the token; SoftHSM2's file store can answer CKR_GENERAL_ERROR while another process
+    rewrites the token files, so a few short retries separate that from a real failure."""
+    for attempt in range(5):
+        try:
+            return lib.get_token(token_label=label)
+        except p11e.GeneralError:
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _translate(exc: Exception, action: str) -> HSMError:
     """Map a python-pkcs11 exception onto the ``hsm.errors`` family (no PINs, ever)."""
     if isinstance(exc, HSMError):
@@ -247,7 +261,7 @@ class KeyStore:
         cfg = self._config
         lib = _load_library(cfg)
         try:
-            token = lib.get_token(token_label=cfg.token_label)
+            token = _get_token(lib, cfg.token_label)
         except p11e.NoSuchToken:
             raise TokenNotFound(
                 f"no PKCS#11 token labelled {cfg.token_label!r} in module {cfg.module_path!r}"
