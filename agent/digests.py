@@ -178,9 +178,9 @@ def canonical_json(obj: Mapping[str, object]) -> bytes:
         text = json.dumps(
             obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
+        return text.encode("utf-8")  # a lone surrogate fails here (UnicodeEncodeError)
     except (TypeError, ValueError) as exc:
         raise DigestError(f"config is not canonical JSON: {exc}") from None
-    return text.encode("utf-8")
 
 
 def config_digest(obj: Mapping[str, object]) -> bytes:
