@@ -14,11 +14,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.errors import CAError, ErrorCode
+from ca.ledger.store import append as ledger_append
 from ca.profile import BACKDATE
 from ca.serials import new_serial
 from ca.store.models import Issuer, OcspSigner
@@ -119,4 +120,18 @@ class SignerRotator:
             )
             s.add(row)
             s.flush()
+            ledger_append(
+                s,
+                "system",
+                "ocsp.signer.rotated",
+                {
+                    "issuer": issuer.name,
+                    "key_label": label,
+                    "serial": format(cert.serial_number, "x"),
+                    "certificate_sha256": cert.fingerprint(hashes.SHA256()).hex(),
+                    "not_after": row.not_after.isoformat(),
+                    "forced": force,
+                },
+                now,
+            )
             return RotationResult(issuer.name, row.id, label, row.not_after, True)

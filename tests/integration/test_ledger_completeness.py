@@ -301,6 +301,12 @@ def test_every_state_changing_cli_command_writes_its_entries(tmp_path: Path) -> 
     assert entries("model", "retire", MODEL, "--revoke") == ["model.retired", "certificate.revoked"]
     assert entries("ledger", "checkpoint") == ["audit.signer.created"]
     assert entries("ledger", "checkpoint") == []
+    # one delegated OCSP signer per issuer (root and issuing), then forced rotation again
+    assert entries("ocsp", "rotate-signer", "--if-needed") == ["ocsp.signer.rotated"] * 2
+    assert entries("ocsp", "rotate-signer", "--if-needed") == []
+    assert entries("ocsp", "rotate-signer") == ["ocsp.signer.rotated"] * 2
+    # publishing CRLs changes no CA state: nothing to record
+    assert entries("crl", "publish") == []
     # read-only commands write nothing
     for args in (
         ["list"],
