@@ -7,7 +7,7 @@ in-memory key. ``sign()`` asks the key store to run the mechanism inside the tok
 
 from __future__ import annotations
 
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, Self
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -180,6 +180,22 @@ class _HsmKeyMixin:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} label={self.label!r} key_type={self.key_type.value}>"
 
+    # Listed before cryptography's ABC in each class's bases, so these satisfy its abstract
+    # methods for all three key types.
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        self._refuse_export()
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
 
 class HsmEcPrivateKey(_HsmKeyMixin, ec.EllipticCurvePrivateKey):
     """An ECDSA key (P-256, P-384) in the token; signs with CKM_ECDSA over a Python-side hash."""
@@ -217,20 +233,6 @@ class HsmEcPrivateKey(_HsmKeyMixin, ec.EllipticCurvePrivateKey):
 
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         self._refuse_export()
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        self._refuse_export()
-
-    def __copy__(self) -> HsmEcPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HsmEcPrivateKey:
-        return self
 
 
 class HsmRsaPrivateKey(_HsmKeyMixin, rsa.RSAPrivateKey):
@@ -272,20 +274,6 @@ class HsmRsaPrivateKey(_HsmKeyMixin, rsa.RSAPrivateKey):
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         self._refuse_export()
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        self._refuse_export()
-
-    def __copy__(self) -> HsmRsaPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HsmRsaPrivateKey:
-        return self
-
 
 class HsmEd25519PrivateKey(_HsmKeyMixin, ed25519.Ed25519PrivateKey):
     """An Ed25519 key in the token; signs with CKM_EDDSA (pure Ed25519)."""
@@ -308,22 +296,8 @@ class HsmEd25519PrivateKey(_HsmKeyMixin, ed25519.Ed25519PrivateKey):
     def sign(self, data: Any) -> bytes:
         return self._store._hsm_sign(self.label, Mechanism.EDDSA, bytes(data))
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        self._refuse_export()
-
     def private_bytes_raw(self) -> bytes:
         self._refuse_export()
-
-    def __copy__(self) -> HsmEd25519PrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HsmEd25519PrivateKey:
-        return self
 
 
 HsmPrivateKey = HsmEcPrivateKey | HsmRsaPrivateKey | HsmEd25519PrivateKey
