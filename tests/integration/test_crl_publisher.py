@@ -28,8 +28,7 @@ from ca.records import CertificateRecord
 from ca.revocation import RevocationReason
 from ca.runtime import Runtime, open_runtime
 from ca.store.models import Certificate, CertStatus, CrlState, Issuer
-from hsm import TokenConfig
-from tests.integration.conftest import REPO_ROOT, settings_for
+from tests.integration.conftest import REPO_ROOT
 from tests.integration.conftest_hsm import hsm_config  # noqa: F401
 from tests.unit.helpers import sample_extensions
 
@@ -441,32 +440,33 @@ rt.close()
 """
 
 
-def _env_for(settings: Settings) -> dict[str, str]:
+def test_crl_numbers_unique_across_concurrent_publishers(pg_url: str, tmp_path: Path) -> None:
+    """Four publisher processes on one PostgreSQL database: no number twice, none going back.
+
+    The CA lives on its own managed SoftHSM2 token (created by ``agentca init`` in a
+    subprocess), so the publishers do not depend on the test process's shared token.
+    """
+    data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCA_")}
     env.pop("SOFTHSM2_CONF", None)
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    for field in (
-        "data_dir",
-        "database_url",
-        "pkcs11_module",
-        "softhsm2_conf",
-        "token_label",
-        "hsm_pin_file",
-    ):
-        env[f"AGENTCA_{field.upper()}"] = str(getattr(settings, field))
-    env["AGENTCA_MANAGE_SOFTHSM"] = "false"
-    return env
-
-
-def test_crl_numbers_unique_across_concurrent_publishers(
-    pg_url: str,
-    hsm_config: TokenConfig,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    """Four publisher processes on one PostgreSQL database: no number twice, none going back."""
-    ca_settings = settings_for(tmp_path / "data", pg_url, hsm_config)
-    ca_runtime = open_runtime(ca_settings, create=True)
-    ca_runtime.authority.initialise("ec-p384", "ec-p256")
+    env.update(
+        {
+            "AGENTCA_DATA_DIR": str(data_dir),
+            "AGENTCA_DATABASE_URL": pg_url,
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+    )
+    init = subprocess.run(
+        [sys.executable, "-m", "cli.main", "init"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert init.returncode == 0, init.stderr
+    ca_settings = Settings(data_dir=data_dir, database_url=pg_url)
+    ca_runtime = open_runtime(ca_settings)  # database only here: the HSM is never touched
     request_close = ca_runtime.engine.dispose
     _bulk_revoked(ca_runtime, 2000)
     go = tmp_path / "go"
@@ -474,7 +474,7 @@ def test_crl_numbers_unique_across_concurrent_publishers(
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _CONCURRENT, str(go), str(rounds)],
-            env=_env_for(ca_settings),
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
