@@ -137,12 +137,14 @@ def as_ca_error(exc: BaseException) -> CAError:
             if code.slug == slug:
                 return CAError(code, str(exc))
     try:
-        from sqlalchemy.exc import DBAPIError, OperationalError
+        from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
         if isinstance(exc, OperationalError) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated
         ):
             return CAError(ErrorCode.DB_UNAVAILABLE, "the database cannot be reached")
+        if isinstance(exc, DataError):  # a value the database cannot store, e.g. a NUL byte
+            return CAError(ErrorCode.BAD_REQUEST, "a value in the request cannot be stored")
     except ImportError:  # pragma: no cover - sqlalchemy is a hard dependency
         pass
     return CAError(ErrorCode.INTERNAL, "an internal error occurred")

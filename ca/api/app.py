@@ -103,6 +103,16 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
         settings.enroll_rate_per_second, settings.enroll_burst
     )
     install_problem_handlers(app)
+
+    @app.before_request
+    def _refuse_nul_in_query() -> None:
+        """NUL bytes are never meaningful in our parameters, and PostgreSQL cannot store them."""
+        if "\x00" in request.path:
+            raise CAError(ErrorCode.BAD_REQUEST, "the path must not contain NUL")
+        for key, value in request.args.items(multi=True):
+            if "\x00" in key or "\x00" in value:
+                raise CAError(ErrorCode.BAD_REQUEST, "query parameters must not contain NUL")
+
     from ca.api.enroll_routes import enroll
     from ca.api.ledger_routes import ledger_api
     from ca.api.openapi import openapi

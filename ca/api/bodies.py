@@ -18,7 +18,22 @@ def json_body() -> dict[str, Any]:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise CAError(ErrorCode.BAD_REQUEST, "the body must be a JSON object")
+    _refuse_nul(data)
     return data
+
+
+def _refuse_nul(value: Any) -> None:
+    """NUL characters are never meaningful in our fields, and PostgreSQL cannot store them."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise CAError(ErrorCode.BAD_REQUEST, "strings in the body must not contain NUL")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_nul(k)
+            _refuse_nul(v)
+    elif isinstance(value, list):
+        for v in value:
+            _refuse_nul(v)
 
 
 def field(data: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:

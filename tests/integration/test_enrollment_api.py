@@ -564,3 +564,10 @@ def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
     }
     missing = documented - HIT
     assert not missing, sorted(missing)
+
+
+def test_nul_bytes_are_bad_requests_not_server_errors(env: Env) -> None:
+    """Found by schema fuzzing on PostgreSQL: a NUL in a filter reached the database."""
+    _assert_problem(env.call("GET", "/v1/certificates?agent=a%00b"), 400, "bad-request")
+    _assert_problem(env.call("POST", "/v1/scopes", {"name": "a\u0000b"}), 400, "bad-request")
+    _assert_problem(env.call("GET", "/v1/agents/x%00y"), 400, "bad-request")
