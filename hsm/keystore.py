@@ -258,6 +258,23 @@ class KeyStore:
         return self._session
 
     def _open_session(self) -> Any:
+        """Open and log in, retrying briefly on states SoftHSM2's file store can show while
+        another process is rewriting the token (several workers logging in at once)."""
+        for attempt in range(6):
+            try:
+                return self._open_session_once()
+            except (TokenNotFound, HSMError) as exc:
+                transient = isinstance(exc, TokenNotFound) or "not been initialised" in str(exc)
+                if isinstance(exc, PinIncorrect) or not transient or attempt == 5:
+                    raise
+                time.sleep(0.05 * (attempt + 1) + secrets.randbelow(50) / 1000)
+                lib = _LIBS.get(self._config.module_path)
+                if lib is not None:  # make SoftHSM2 read the token files afresh
+                    with contextlib.suppress(p11e.PKCS11Error):
+                        lib.reinitialize()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _open_session_once(self) -> Any:
         cfg = self._config
         lib = _load_library(cfg)
         try:
