@@ -173,17 +173,7 @@ def build_agent_certificate(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            signing_only_key_usage(),
             critical=True,
         )
         .add_extension(
@@ -222,6 +212,21 @@ def build_agent_certificate(
     for value, critical in agent_x509_extensions(spec.extensions):
         builder = builder.add_extension(value, critical=critical)
     return builder.sign(issuer_key, signature_hash(issuer_key))
+
+
+def signing_only_key_usage() -> x509.KeyUsage:
+    """KeyUsage digitalSignature alone: agent, OCSP responder and audit signer certificates."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _ca_key_usage() -> x509.KeyUsage:

@@ -17,7 +17,7 @@ from ca.authority import CertificateAuthority
 from ca.errors import CAError, ErrorCode
 from ca.ledger.entries import Checkpoint, sign_checkpoint
 from ca.ledger.store import LedgerStore, append
-from ca.profile import BACKDATE, signature_hash
+from ca.profile import BACKDATE, signature_hash, signing_only_key_usage
 from ca.serials import new_serial
 from ca.store.models import AuditSigner
 
@@ -51,7 +51,7 @@ def build_audit_certificate(
         .not_valid_after(min(not_after, issuer_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            signing_only_key_usage(),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([oids.KP_LEDGER_SIGNING]), critical=False)
