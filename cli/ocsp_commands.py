@@ -8,6 +8,7 @@ import click
 
 from ca.errors import CAError, ErrorCode
 from cli.context import handle_errors, parse_duration, settings_from
+from cli.gunicorn_app import serve_with_gunicorn
 from ocsp.options import OcspOptions
 
 
@@ -59,7 +60,6 @@ def serve(
     Before forking the workers, makes sure every CA has a current delegated responder
     certificate (key in the HSM); workers re-check and pick up newer ones by themselves.
     """
-    from gunicorn.app.base import BaseApplication
 
     from deploy import gunicorn_ocsp
     from ocsp.app import create_app
@@ -83,16 +83,7 @@ def serve(
     )
     app = create_app(settings, opts)
     options: dict[str, Any] = gunicorn_ocsp.options(settings)
-
-    class _App(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            return app
-
-    _App().run()
+    serve_with_gunicorn(app, options)
 
 
 @ocsp.command("rotate-signer")

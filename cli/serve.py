@@ -9,6 +9,7 @@ import click
 from ca.api.app import create_app
 from ca.runtime import ensure_initialised
 from cli.context import handle_errors, settings_from
+from cli.gunicorn_app import serve_with_gunicorn
 
 
 @click.command()
@@ -19,7 +20,6 @@ from cli.context import handle_errors, settings_from
 @handle_errors
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the CA HTTP API with gunicorn; on first run create token, database and CAs."""
-    from gunicorn.app.base import BaseApplication
 
     settings = settings_from(ctx)
     settings = settings.replace(
@@ -37,13 +37,4 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     from deploy import gunicorn_ca
 
     options: dict[str, Any] = gunicorn_ca.options(settings)
-
-    class _App(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            return app
-
-    _App().run()
+    serve_with_gunicorn(app, options)
