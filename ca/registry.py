@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -320,7 +321,7 @@ class Registry:
                 s.add(row)
                 s.flush()
                 reg = _registration(row)
-                append(s, actor, "agent.registered", _registration_body(reg), now)
+                append(s, actor, "agent.registered", _ledger_body(reg), now)
                 return reg
         except IntegrityError as exc:
             raise CAError(ErrorCode.CONFLICT, f"agent '{name}' is already registered") from exc
@@ -362,7 +363,7 @@ class Registry:
             row.updated_at = self.clock()
             s.flush()
             reg = _registration(row)
-            append(s, actor, "agent.updated", _registration_body(reg), row.updated_at)
+            append(s, actor, "agent.updated", _ledger_body(reg), row.updated_at)
             return reg
 
     def get_agent(self, name: str) -> Registration:
@@ -524,9 +525,10 @@ def _use(sessions: sessionmaker[Session], session: Session | None) -> Iterator[S
         yield s
 
 
-def _registration_body(r: Registration) -> dict[str, object]:
+def registration_body(r: Registration) -> dict[str, Any]:
+    """A registration as a JSON object, as the API answers it."""
     return {
-        "agent": r.name,
+        "name": r.name,
         "officer": r.officer,
         "organization": r.organization,
         "environment": r.environment,
@@ -538,6 +540,13 @@ def _registration_body(r: Registration) -> dict[str, object]:
         "max_validity_seconds": int(r.max_validity.total_seconds()),
         "status": "active" if r.active else "disabled",
     }
+
+
+def _ledger_body(r: Registration) -> dict[str, Any]:
+    """The registration as the ledger records it: ``agent`` is the key exports filter on."""
+    body = registration_body(r)
+    body["agent"] = body.pop("name")
+    return body
 
 
 def _check_token(row: EnrollmentToken | None, now: datetime) -> None:

@@ -9,6 +9,7 @@ from flask import request
 
 from ca.errors import CAError, ErrorCode
 from ca.policy import InventoryModel, Registration
+from ca.registry import registration_body
 
 
 def json_body() -> dict[str, Any]:
@@ -71,19 +72,8 @@ def seconds(data: dict[str, Any], name: str) -> timedelta | None:
 
 
 def registration_json(r: Registration) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "organization": r.organization,
-        "officer": r.officer,
-        "environment": r.environment,
-        "model_type": r.model_type,
-        "scopes": list(r.allowed_scopes),
-        "model_digests": list(r.allowed_model_digests),
-        "prompt_digests": list(r.allowed_prompt_digests),
-        "key_types": list(r.allowed_key_types),
-        "max_validity_seconds": int(r.max_validity.total_seconds()),
-        "status": "active" if r.active else "disabled",
-    }
+    """The registration as JSON (the same shape the ledger records)."""
+    return registration_body(r)
 
 
 def model_json(m: InventoryModel) -> dict[str, Any]:
