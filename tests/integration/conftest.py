@@ -67,3 +67,53 @@ def run_cli(
     return subprocess.run(
         [AGENTCA, *args], capture_output=True, text=True, env=full_env, timeout=120, check=False
     )
+
+
+def write_agent_csr(
+    path: Path, agent: str, model: str, prompt: str, model_type: str = "m"
+) -> object:
+    """Write a P-256 CSR carrying the provenance attribute; returns its private key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ca.extensions import Digest, Provenance, build_agent_csr
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = build_agent_csr(
+        key, agent, Provenance(model_type, Digest.sha256_hex(model), Digest.sha256_hex(prompt))
+    )
+    path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    return key
+
+
+def issue_args(
+    csr: Path,
+    agent: str,
+    model: str,
+    prompt: str,
+    *,
+    officer: str = "o@example.com",
+    environment: str = "prod",
+    scope: str = "read_book",
+    model_type: str = "m",
+) -> list[str]:
+    """Arguments of ``agentca issue`` for one agent certificate."""
+    return [
+        "issue",
+        "--csr",
+        str(csr),
+        "--agent",
+        agent,
+        "--scope",
+        scope,
+        "--model-type",
+        model_type,
+        "--model-digest",
+        model,
+        "--prompt-digest",
+        prompt,
+        "--officer",
+        officer,
+        "--environment",
+        environment,
+    ]

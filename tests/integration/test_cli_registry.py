@@ -6,11 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.extensions import Digest, Provenance, build_agent_csr
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import issue_args, run_cli, write_agent_csr
 from tests.integration.http import call
 from tests.integration.servers import agentca_server
 
@@ -33,32 +30,9 @@ def ok(*args: str, data_dir: Path) -> str:
 
 
 def _issue(data_dir: Path, model: str, agent: str = "exec") -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = build_agent_csr(
-        key, agent, Provenance("m", Digest.sha256_hex(model), Digest.sha256_hex(PROMPT))
-    )
     path = data_dir.parent / f"{agent}-{model[:4]}.csr"
-    path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
-    ok(
-        "issue",
-        "--csr",
-        str(path),
-        "--agent",
-        agent,
-        "--scope",
-        "read_book",
-        "--model-type",
-        "m",
-        "--model-digest",
-        model,
-        "--prompt-digest",
-        PROMPT,
-        "--officer",
-        "o@example.com",
-        "--environment",
-        "prod",
-        data_dir=data_dir,
-    )
+    write_agent_csr(path, agent, model, PROMPT)
+    ok(*issue_args(path, agent, model, PROMPT), data_dir=data_dir)
     return json.loads(ok("list", "--json", "--limit", "1", data_dir=data_dir))["serial"]
 
 

@@ -551,8 +551,7 @@ def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
     assert created.status == 201, created.body
     latest = env.call("GET", "/v1/ledger/checkpoint", token=None).json
     assert latest["tree_size"] == created.json["tree_size"]
-    proof = env.call("GET", f"/v1/ledger/consistency?from=1&to={latest['tree_size']}",
-                     token=None)
+    proof = env.call("GET", f"/v1/ledger/consistency?from=1&to={latest['tree_size']}", token=None)
     assert proof.status == 200 and proof.json["to_size"] == latest["tree_size"]
     _assert_problem(env.call("GET", "/v1/ledger/export", token="reader"), 403, "forbidden")
     export = env.call("GET", "/v1/ledger/export?agent=exec-agent", token="auditor")

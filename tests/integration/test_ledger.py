@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.extensions import Digest, Provenance, build_agent_csr
 from ca.ledger.merkle import leaf_hash
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import issue_args, run_cli, write_agent_csr
 
 MODEL, PROMPT = "a1" * 32, "c3" * 32
 
@@ -62,30 +60,9 @@ def populate(data_dir: Path, env: dict[str, str] | None = None, agents: int = 2)
             env=env,
         )
         csr = data_dir.parent / f"{name}.csr"
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr.write_bytes(
-            build_agent_csr(
-                key, name, Provenance("m", Digest.sha256_hex(MODEL), Digest.sha256_hex(PROMPT))
-            ).public_bytes(serialization.Encoding.PEM)
-        )
+        write_agent_csr(csr, name, MODEL, PROMPT)
         pem = ok(
-            "issue",
-            "--csr",
-            str(csr),
-            "--agent",
-            name,
-            "--scope",
-            "read_book",
-            "--model-type",
-            "m",
-            "--model-digest",
-            MODEL,
-            "--prompt-digest",
-            PROMPT,
-            "--officer",
-            f"officer{i}@example.com",
-            "--environment",
-            "prod",
+            *issue_args(csr, name, MODEL, PROMPT, officer=f"officer{i}@example.com"),
             data_dir=data_dir,
             env=env,
         )

@@ -22,7 +22,7 @@ from ca.api.openapi import build_document
 from ca.extensions import Digest, Provenance, build_agent_csr
 from ca.proof import renewal_statement
 from ca.runtime import Runtime, open_runtime
-from tests.integration.conftest import run_cli, settings_for
+from tests.integration.conftest import issue_args, run_cli, settings_for, write_agent_csr
 from tests.integration.http import call, serve_in_thread
 
 MODEL, MODEL2, PROMPT = "a1" * 32, "b2" * 32, "c3" * 32
@@ -236,32 +236,9 @@ def test_every_state_changing_cli_command_writes_its_entries(tmp_path: Path) -> 
         finally:
             engine.dispose()
 
-    key = ec.generate_private_key(ec.SECP256R1())
     csr = tmp_path / "a.csr"
-    csr.write_bytes(
-        build_agent_csr(
-            key, "cli-agent", Provenance("m", Digest.sha256_hex(MODEL), Digest.sha256_hex(PROMPT))
-        ).public_bytes(serialization.Encoding.PEM)
-    )
-    issue = [
-        "issue",
-        "--csr",
-        str(csr),
-        "--agent",
-        "cli-agent",
-        "--scope",
-        "read_book",
-        "--model-type",
-        "m",
-        "--model-digest",
-        MODEL,
-        "--prompt-digest",
-        PROMPT,
-        "--officer",
-        "o@example.com",
-        "--environment",
-        "prod",
-    ]
+    write_agent_csr(csr, "cli-agent", MODEL, PROMPT)
+    issue = issue_args(csr, "cli-agent", MODEL, PROMPT)
     assert entries("init") == ["ca.initialised"]
     assert entries("scope", "add", "read_book") == ["scope.added"]
     assert entries("model", "add", MODEL, "--model-type", "m", "--environment", "prod") == [

@@ -11,10 +11,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.extensions import Digest, Provenance, build_agent_csr
-from tests.integration.conftest import AGENTCA, run_cli
+from tests.integration.conftest import AGENTCA, issue_args, run_cli, write_agent_csr
 from tests.integration.http import call
 from tests.integration.servers import free_port, wait_http
 
@@ -55,31 +53,10 @@ def test_run_starts_everything_and_stops_on_one_signal(tmp_path: Path) -> None:
         wait_http(f"http://127.0.0.1:{ca_port}/health", 60)
         base = f"http://127.0.0.1:{ca_port}"
         cli_env = {k: env[k] for k in env if k.startswith("AGENTCA_")}
-        key = ec.generate_private_key(ec.SECP256R1())
         csr = tmp_path / "a.csr"
-        csr.write_bytes(
-            build_agent_csr(
-                key, "runner", Provenance("m", Digest.sha256_hex(MODEL), Digest.sha256_hex(PROMPT))
-            ).public_bytes(serialization.Encoding.PEM)
-        )
+        write_agent_csr(csr, "runner", MODEL, PROMPT)
         issued = run_cli(
-            "issue",
-            "--csr",
-            str(csr),
-            "--agent",
-            "runner",
-            "--scope",
-            "read_book",
-            "--model-type",
-            "m",
-            "--model-digest",
-            MODEL,
-            "--prompt-digest",
-            PROMPT,
-            "--officer",
-            "o@example.com",
-            "--environment",
-            "prod",
+            *issue_args(csr, "runner", MODEL, PROMPT),
             "--out",
             str(tmp_path / "agent.pem"),
             data_dir=data,
