@@ -43,6 +43,13 @@ _SIGNER_VALIDITY = click.option(
 @click.option("--host", default=None, help="Listen address (default from settings: 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Listen port (default 8401).")
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(4, 100_000),
+    help="Open connections per worker; one client address may hold a quarter of them.",
+)
 @_RESPONSE_VALIDITY
 @_SIGNER_VALIDITY
 @click.pass_context
@@ -52,6 +59,7 @@ def serve(
     host: str | None,
     port: int | None,
     workers: int | None,
+    max_connections: int,
     response_validity: str | None,
     signer_validity: str | None,
 ) -> None:
@@ -83,6 +91,7 @@ def serve(
     )
     app = create_app(settings, opts)
     options: dict[str, Any] = gunicorn_ocsp.options(settings)
+    options["worker_connections"] = max_connections
     serve_with_gunicorn(app, options)
 
 

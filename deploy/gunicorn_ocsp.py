@@ -36,6 +36,7 @@ def options(settings: Any) -> dict[str, Any]:
         "timeout": 30,
         "graceful_timeout": 10,
         "keepalive": 5,
+        "worker_connections": 1000,  # per worker; one client address may hold a quarter
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",

@@ -8,9 +8,18 @@ Connection, If-None-Match, Expect) and calls the same WSGI app, so ``/health`` a
 URL still go through Flask. Blocking work (a status query, an HSM signature) pauses the
 loop briefly, as it would pause a sync worker; processes provide the parallelism.
 
-Limits: request head at most 8 KiB, body at most ``max_request_bytes`` (a larger declared body
-is answered without being read, then the connection is closed), no chunked request bodies
-(411), idle keep-alive connections are closed after gunicorn's ``keepalive`` seconds.
+Limits (the responder faces the internet; see docs/security.md):
+- the request head is parsed strictly (``ocsp.http1``) and is at most 8 KiB, checked on every
+  read, with or without its final CRLF CRLF;
+- each request has a total deadline of ``REQUEST_SECONDS`` from its first byte to its last body
+  byte: trickling one byte at a time does not extend it (an idle keep-alive connection with no
+  request started is closed after gunicorn's ``keepalive`` seconds);
+- body at most ``MAX_BODY`` (a larger declared body is answered without being read, then the
+  connection is closed), no chunked request bodies (411);
+- at ``worker_connections`` the listening sockets leave the selector until a connection
+  closes, so a full worker sleeps instead of spinning on a readable listener; one client
+  address holds at most ``PER_CLIENT_SHARE`` of a worker's connections (extra ones are closed
+  at accept).
 """
 
 from __future__ import annotations
@@ -30,14 +39,19 @@ from urllib.parse import unquote_to_bytes
 
 from gunicorn.workers.base import Worker
 
+from ocsp.http1 import HeadError, parse_head
+
 MAX_HEAD = 8 * 1024
 MAX_BODY = 16 * 1024
 DRAIN_SECONDS = 2.0
+REQUEST_SECONDS = 5.0  # first byte of a request to its last body byte
+PER_CLIENT_SHARE = 4  # one address may hold 1/4 of a worker's connections
 
 _REASONS = {
     200: "OK",
     304: "Not Modified",
     400: "Bad Request",
+    408: "Request Timeout",
     404: "Not Found",
     405: "Method Not Allowed",
     411: "Length Required",
@@ -45,15 +59,29 @@ _REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
 
 
 class _Conn:
-    __slots__ = ("addr", "buf", "close_after", "continued", "draining", "last", "out", "sock")
+    __slots__ = (
+        "addr",
+        "buf",
+        "close_after",
+        "continued",
+        "draining",
+        "host",
+        "last",
+        "out",
+        "sock",
+        "started",
+    )
 
     def __init__(self, sock: socket.socket, addr: Any) -> None:
         self.sock = sock
         self.addr = addr
+        self.host = str(addr[0]) if isinstance(addr, tuple) else ""
+        self.started: float | None = None  # when the request being read sent its first byte
         self.buf = b""
         self.out = b""
         self.last = time.monotonic()
@@ -94,9 +122,13 @@ class OcspWorker(Worker):  # type: ignore[misc]
         for listener in self.sockets:
             listener.setblocking(False)
             sel.register(listener, selectors.EVENT_READ, None)
+        self._listening = True
         sel.register(self.PIPE[0], selectors.EVENT_READ, "pipe")
         conns: dict[int, _Conn] = {}
         self._conns = conns
+        self._per_host: dict[str, int] = {}
+        self._limit = int(self.cfg.worker_connections or 1000)
+        self._per_client = max(1, self._limit // PER_CLIENT_SHARE)
         idle = float(self.cfg.keepalive or 2)
         next_sweep = time.monotonic() + 1.0
         while self.alive:
@@ -116,6 +148,10 @@ class OcspWorker(Worker):  # type: ignore[misc]
             if now >= next_sweep:
                 next_sweep = now + 1.0
                 for conn in list(conns.values()):
+                    if conn.started is not None and not conn.draining:
+                        if now - conn.started > REQUEST_SECONDS:
+                            self._close(conn)  # a request deadline: no answer owed
+                        continue
                     limit = DRAIN_SECONDS if conn.draining else idle
                     if now - conn.last > limit:
                         self._close(conn)
@@ -127,9 +163,9 @@ class OcspWorker(Worker):  # type: ignore[misc]
         sel.close()
 
     def _accept(self, listener: Any) -> None:
-        limit = int(self.cfg.worker_connections or 1000)
         for _ in range(64):
-            if len(self._conns) >= limit:
+            if len(self._conns) >= self._limit:
+                self._pause_listening()
                 return
             try:
                 sock, addr = listener.accept()
@@ -137,21 +173,47 @@ class OcspWorker(Worker):  # type: ignore[misc]
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED):
                     self.log.warning("accept failed: %s", exc)
                 return
+            conn = _Conn(sock, addr)
+            held = self._per_host.get(conn.host, 0)
+            if held >= self._per_client:
+                with contextlib.suppress(OSError):
+                    sock.close()  # this address already holds its share of the worker
+                continue
+            self._per_host[conn.host] = held + 1
             sock.setblocking(False)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(sock, addr)
             self._conns[sock.fileno()] = conn
             self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _pause_listening(self) -> None:
+        """Full: stop watching the listeners, or a readable backlog wakes the loop forever."""
+        if self._listening:
+            for listener in self.sockets:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._sel.unregister(listener)
+            self._listening = False
+
+    def _resume_listening(self) -> None:
+        if not self._listening and len(self._conns) < self._limit and self.alive:
+            for listener in self.sockets:
+                self._sel.register(listener, selectors.EVENT_READ, None)
+            self._listening = True
 
     def _close(self, conn: _Conn) -> None:
         fd = conn.sock.fileno()
         if fd >= 0:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(conn.sock)
-            self._conns.pop(fd, None)
+            if self._conns.pop(fd, None) is not None:
+                left = self._per_host.get(conn.host, 1) - 1
+                if left > 0:
+                    self._per_host[conn.host] = left
+                else:
+                    self._per_host.pop(conn.host, None)
         with contextlib.suppress(OSError):
             conn.sock.close()
+        self._resume_listening()
 
     def _finish(self, conn: _Conn) -> None:
         """Close after the last response: at once if nothing is unread, else drain first."""
@@ -180,6 +242,8 @@ class OcspWorker(Worker):  # type: ignore[misc]
         conn.last = time.monotonic()
         if conn.draining or conn.close_after:
             return
+        if conn.started is None:
+            conn.started = conn.last
         conn.buf += data
         self._process(conn)
 
@@ -232,38 +296,18 @@ class OcspWorker(Worker):  # type: ignore[misc]
     def _process(self, conn: _Conn) -> None:
         while conn.buf and not conn.out and not conn.close_after:
             buf = conn.buf
-            end = buf.find(b"\r\n\r\n")
+            end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
             if end < 0:
-                if len(buf) > MAX_HEAD:
+                if len(buf) >= MAX_HEAD + 4:
                     self._simple(conn, 431)
                 return
-            lines = buf[:end].decode("latin-1").split("\r\n")
-            parts = lines[0].split(" ")
-            if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or parts[1][:1] != "/":
-                self._simple(conn, 400)
-                return
-            method, target, version = parts
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, sep, value = line.partition(":")
-                if not sep or not name or name != name.strip():
-                    self._simple(conn, 400)
-                    return
-                key = "HTTP_" + name.upper().replace("-", "_")
-                value = value.strip()
-                headers[key] = headers[key] + "," + value if key in headers else value
-            if "HTTP_TRANSFER_ENCODING" in headers:
-                self._simple(conn, 411)
-                return
-            length_text = headers.get("HTTP_CONTENT_LENGTH", "")
             try:
-                length = int(length_text) if length_text else 0
-            except ValueError:
-                self._simple(conn, 400)
+                head = parse_head(buf[:end])
+            except HeadError as exc:
+                self._simple(conn, exc.status)
                 return
-            if length < 0:
-                self._simple(conn, 400)
-                return
+            method, target, version = head.method, head.target, head.version
+            headers, length = head.headers, head.content_length
             skip_body = length > MAX_BODY
             start = end + 4
             if not skip_body and len(buf) < start + length:
@@ -275,6 +319,7 @@ class OcspWorker(Worker):  # type: ignore[misc]
             body = b"" if skip_body else buf[start : start + length]
             conn.buf = b"" if skip_body else buf[start + length :]
             conn.continued = False
+            conn.started = time.monotonic() if conn.buf else None
             connection = headers.get("HTTP_CONNECTION", "").lower()
             keep = (
                 self.alive
