@@ -93,13 +93,13 @@ class OcspWsgi:
             return self._send(start_response, ERROR_ANSWERS[ResponseStatus.INTERNAL_ERROR])
         return self.inner(environ, start_response)
 
-    def _respond(self, der: bytes) -> Answer:
+    def _respond(self, der: bytes, environ: dict[str, Any]) -> Answer:
         try:
             responder = self.responders.get()
         except Exception:
             log.exception("the OCSP responder cannot start")
             return ERROR_ANSWERS[ResponseStatus.TRY_LATER]
-        return responder.respond(der)
+        return responder.respond(der, environ.get("REMOTE_ADDR") or "")
 
     def _post(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         ctype = environ.get("CONTENT_TYPE", "")
@@ -119,7 +119,7 @@ class OcspWsgi:
             body = stream.read(self.max_body + 1)
             if len(body) > self.max_body:
                 return self._send(start_response, MALFORMED_ANSWER)
-        return self._send(start_response, self._respond(body))
+        return self._send(start_response, self._respond(body, environ))
 
     def _get(
         self, environ: dict[str, Any], path: str, start_response: StartResponse
@@ -127,7 +127,7 @@ class OcspWsgi:
         der = _decode_get(path)
         if der is None:
             return self._send(start_response, MALFORMED_ANSWER)
-        answer = self._respond(der)
+        answer = self._respond(der, environ)
         if answer.status is not ResponseStatus.SUCCESSFUL:
             return self._send(start_response, answer)
         max_age = max(0, int(answer.next_update_ts - self.responders.get().clock()))

@@ -29,6 +29,12 @@ class OcspOptions:
     max_cached_responses: int = 100_000
     max_cached_statuses: int = 200_000
     db_connect_timeout: int = 2  # seconds (PostgreSQL)
+    # Signatures made for one client address (nonce, multi-CertID and uncached requests), per
+    # worker: a token bucket. A request costs 1 + (CertIDs - 1) // 8 tokens. Over budget, a
+    # nonce request is answered with the pre-signed answer when one is cached (RFC 8954 lets
+    # a responder leave the nonce out) and anything else with tryLater. 0 turns it off.
+    sign_rate_per_client: float = 5.0
+    sign_burst_per_client: int = 20
 
     @property
     def refresh_after(self) -> timedelta:

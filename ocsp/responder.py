@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import Protocol
 
+from ca.api.ratelimit import TokenBucket
 from ca.errors import CAError, ErrorCode
 from ocsp.decision import UNISSUED, CertStatus, IssuerKey, Lookup, resolve
 from ocsp.options import OcspOptions
@@ -148,6 +149,8 @@ class Responder:
         self._by_serial: dict[tuple[int, str | None], list[bytes]] = {}
         self._statuses: dict[tuple[int, str], tuple[CertStatus, float]] = {}
         self._status_ttl = self._refresh  # safety net should a feed entry ever be missed
+        rate = self.options.sign_rate_per_client
+        self._budget = TokenBucket(rate, self.options.sign_burst_per_client) if rate > 0 else None
 
     # -- public -------------------------------------------------------------------------------
     @property
@@ -159,15 +162,19 @@ class Responder:
     def database_ok(self) -> bool:
         return self._db_ok
 
-    def respond(self, der: bytes) -> Answer:
-        """The answer to one DER ``OCSPRequest`` (never raises)."""
+    def respond(self, der: bytes, client: str = "") -> Answer:
+        """The answer to one DER ``OCSPRequest`` from ``client`` (its address; never raises).
+
+        Pre-signed answers are served to anyone; work that needs a new signature is bounded
+        per client address (``sign_rate_per_client``).
+        """
         try:
             if self.monotonic() >= self._next_poll:
                 self.poll()
             hit = self._responses.get(der)
             if hit is not None and hit.refresh_at > self.clock():
                 return hit
-            return self._answer(der)
+            return self._answer(der, client)
         except CAError as exc:
             return ERROR_ANSWERS[status_for_error(exc)]
         except Exception:
@@ -264,7 +271,7 @@ class Responder:
         self.clear()
 
     # -- answering ----------------------------------------------------------------------------
-    def _answer(self, der: bytes) -> Answer:
+    def _answer(self, der: bytes, client: str) -> Answer:
         if len(der) > self.options.max_request_bytes:
             return MALFORMED_ANSWER
         request = parse_request(der, self.options.max_cert_ids)
@@ -276,17 +283,29 @@ class Responder:
             # signer can only speak for its own CA.
             return ERROR_ANSWERS[ResponseStatus.UNAUTHORIZED]
         cacheable = request.nonce is None and len(lookups) == 1
-        if cacheable:
-            alias = _CERTID + lookups[0].cert_id.der
-            hit = self._responses.get(alias)
+        presigned = None
+        if len(lookups) == 1:
+            hit = self._responses.get(_CERTID + lookups[0].cert_id.der)
             if hit is not None and hit.refresh_at > self.clock():
-                self._store(der, hit)
-                return hit
+                presigned = hit
+                if cacheable:
+                    self._store(der, hit)
+                    return hit
+        if not self._may_sign(client, 1 + (len(lookups) - 1) // 8):
+            # Over budget: the pre-signed answer without the nonce if there is one, else later.
+            return presigned or ERROR_ANSWERS[ResponseStatus.TRY_LATER]
         answer = self._sign(request, lookups)
         if cacheable and self._db_ok:
             self._store(_CERTID + lookups[0].cert_id.der, answer)
             self._store(der, answer)
         return answer
+
+    def _may_sign(self, client: str, cost: int) -> bool:
+        """Take ``cost`` tokens from ``client``'s signing budget; False when it is spent."""
+        if self._budget is None:
+            return True
+        now = self.monotonic()
+        return all(self._budget.take(client, now) == 0.0 for _ in range(cost))
 
     def _store(self, key: bytes, answer: Answer) -> None:
         if len(self._responses) >= self.options.max_cached_responses:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from tests.integration.servers import agentca_server
@@ -258,3 +259,80 @@ def test_a_full_worker_sleeps_and_recovers(small: dict[str, Any]) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+# ------------------------------------------------------------------------------ expensive clients
+def _flood(addr: tuple[str, int], source: str, der: bytes, seconds: float, ready: Any) -> None:
+    """200 keep-alive POSTs a second of nonce requests for random never-issued serials: each
+    one forced a signature (about 3.5 ms) inside the event loop, so two such clients fill it."""
+    import secrets
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509 import OCSPNonce
+
+    template = ocsp.load_der_ocsp_request(der)
+    payloads = [
+        _post(
+            ocsp.OCSPRequestBuilder()
+            .add_certificate_by_hash(
+                template.issuer_name_hash, template.issuer_key_hash, secrets.randbits(120),
+                hashes.SHA1(),
+            )
+            .add_extension(OCSPNonce(secrets.token_bytes(16)), critical=False)
+            .build()
+            .public_bytes(serialization.Encoding.DER),
+            close=False,
+        )
+        for _ in range(int(seconds * 200))
+    ]  # fmt: skip
+    sock = socket.socket()
+    sock.settimeout(3)
+    sock.bind((source, 0))
+    sock.connect(addr)
+    ready.set()
+    start = time.monotonic()
+    with sock:
+        for i, payload in enumerate(payloads):
+            delay = start + i / 200 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                sock.sendall(payload)
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    got += sock.recv(65536)
+                head, _, rest = got.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(rest) < length:
+                    rest += sock.recv(65536)
+            except OSError:
+                return
+
+
+def test_nonce_floods_do_not_starve_a_normal_client(small: dict[str, Any]) -> None:
+    """Two clients forcing a signature per request (nonce + never-issued serial) used to cut a
+    normal client's rate to almost nothing; their signatures are now budgeted per address."""
+    import multiprocessing
+
+    addr, der = small["addr"], small["der"]
+    base_rate, _ = _throughput(addr, der, 1.5)
+    ctx = multiprocessing.get_context("fork")
+    ready = [ctx.Event(), ctx.Event()]
+    floods = [
+        ctx.Process(target=_flood, args=(addr, f"127.0.0.{20 + i}", der, 4.0, ready[i]))
+        for i in (0, 1)
+    ]
+    for proc in floods:
+        proc.daemon = True
+        proc.start()
+    try:
+        assert all(event.wait(30) for event in ready)
+        time.sleep(0.3)
+        rate, worst = _throughput(addr, der, 3.0)
+    finally:
+        for proc in floods:
+            proc.join(6)
+            if proc.is_alive():
+                proc.kill()
+    assert rate >= base_rate / 2, (rate, base_rate)
+    assert worst < 1.0, worst

@@ -431,3 +431,44 @@ def test_rotation_threshold() -> None:
     end = start + timedelta(hours=48)
     assert not needs_rotation(start, end, start + timedelta(hours=23), 0.5)
     assert needs_rotation(start, end, start + timedelta(hours=25), 0.5)
+
+
+# ---------------------------------------------------------------------------------- budgets
+def test_signing_is_budgeted_per_client_and_cached_answers_keep_flowing(world: World) -> None:
+    """A nonce flood from one address spends only that address's budget (issue 9 item 4)."""
+    world.options = world.options.replace(sign_rate_per_client=1.0, sign_burst_per_client=3)
+    responder = world.responder()
+    plain = make_request([cert_id(world.issuing, GOOD_SERIAL)])
+    presigned = responder.respond(plain, "10.0.0.9")  # a normal client warms the cache
+    statuses = []
+    for i in range(20):
+        der = make_request([cert_id(world.issuing, 0x7000 + i)], nonce=bytes([i + 1]) * 8)
+        statuses.append(load(responder.respond(der, "10.0.0.66").der).response_status)
+    # the attacker spends its burst of 3 signatures, then gets tryLater
+    assert statuses.count(ocsp.OCSPResponseStatus.SUCCESSFUL) == 3
+    assert statuses[-1] is ocsp.OCSPResponseStatus.TRY_LATER
+    # the attacker still gets pre-signed answers; a nonce request over budget gets the
+    # pre-signed answer without a nonce (RFC 8954), never tryLater when one is cached
+    assert responder.respond(plain, "10.0.0.66") is presigned
+    nonce_req = make_request([cert_id(world.issuing, GOOD_SERIAL)], nonce=b"\x05" * 8)
+    assert responder.respond(nonce_req, "10.0.0.66") is presigned
+    # another client's signed work is untouched
+    fresh = make_request([cert_id(world.issuing, REVOKED_SERIAL)], nonce=b"\x06" * 8)
+    answer = load(responder.respond(fresh, "10.0.0.10").der)
+    assert answer.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    # the budget refills with time
+    world.clock.t += 2.0
+    again = make_request([cert_id(world.issuing, 0x9999)], nonce=b"\x07" * 8)
+    assert load(responder.respond(again, "10.0.0.66").der).response_status is (
+        ocsp.OCSPResponseStatus.SUCCESSFUL
+    )
+
+
+def test_many_cert_ids_cost_more_of_the_budget(world: World) -> None:
+    world.options = world.options.replace(sign_rate_per_client=1.0, sign_burst_per_client=10)
+    responder = world.responder()
+    big = make_request([cert_id(world.issuing, 0x100 + i) for i in range(64)])
+    first = load(responder.respond(big, "10.0.0.66").der)
+    second = load(responder.respond(big, "10.0.0.66").der)
+    assert first.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL  # cost 8 of 10
+    assert second.response_status is ocsp.OCSPResponseStatus.TRY_LATER
