@@ -32,7 +32,7 @@ from agent.provenance import Provenance
 from ca.extensions import Accountability, AgentExtensions, Authorization, Digest
 from ca.extensions import Provenance as CaProvenance
 from ca.profile import AgentCertificateSpec, CertificateUrls, build_agent_certificate
-from examples.scenario import AGENT, ENVIRONMENT, MODEL_TYPE, OFFICER, Scenario
+from examples.scenario import AGENT, ENVIRONMENT, MODEL_TYPE, OFFICER, TRUST_DOMAIN, Scenario
 from gateway import CAInventory, StatusChecker, Verifier
 from tests.unit.helpers import software_hierarchy
 from tests.unit.test_gateway_helpers import view
@@ -368,7 +368,9 @@ def test_stapled_and_cached_status_make_no_network_call(
     inventory = CAInventory(scenario.ca_url, scenario.gateway_token, background=False,
                             refresh_seconds=3600)  # fmt: skip
     status = StatusChecker(max_age=5.0, refresh=False)
-    verifier = Verifier([root], inventory, status)
+    verifier = Verifier(
+        [root], inventory, status, audience=scenario.gateway_url, trust_domain=TRUST_DOMAIN
+    )
     inventory.load()
 
     def request_view(staple: bool) -> Any:
