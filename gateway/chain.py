@@ -87,11 +87,7 @@ class ChainEntry:
     serial: int
     fingerprint: bytes  # SHA-256 of the leaf DER: the cache key
     issuer_ids: dict[str, tuple[bytes, bytes]]  # CertID hashes of the issuer (issuer_hashes)
-
-    @property
-    def status_key(self) -> StatusKey:
-        """What status is cached and replay-checked under: (issuer key hash, serial)."""
-        return (self.issuer_ids["sha256"][1], self.serial)
+    status_key: StatusKey  # what status and nonces are kept under: (issuer key hash, serial)
 
 
 def _algorithm(key: PublicKey) -> str:
@@ -207,6 +203,7 @@ class ChainVerifier:
         )
         self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca()
         self._cache: dict[bytes, ChainEntry] = {}
+        self._fingerprints: dict[str, bytes] = {}  # Client-Cert text -> leaf fingerprint
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -216,23 +213,30 @@ class ChainVerifier:
         """The verified entry for this leaf: from the cache, or verified now (not cached:
         see :meth:`remember`). A cached path is reused whatever ``Client-Cert-Chain`` a
         later request carries: what was verified is the leaf and its path, not header text."""
-        der = leaf_der(cert_header)
-        fingerprint = hashlib.sha256(der).digest()
-        entry = self._cache.get(fingerprint)
+        fingerprint = self._fingerprints.get(cert_header)
+        entry = None if fingerprint is None else self._cache.get(fingerprint)
         if entry is None:
-            entry = self._verify(der, fingerprint, chain_header, now)
+            der = leaf_der(cert_header)
+            fingerprint = hashlib.sha256(der).digest()
+            entry = self._cache.get(fingerprint)
+            if entry is None:
+                entry = self._verify(der, fingerprint, chain_header, now)
         if not entry.valid_from <= now < entry.valid_until:
             raise Denied(Check.EXPIRED, f"certificate {entry.identity.serial} is not valid now")
         return entry
 
-    def remember(self, entry: ChainEntry) -> None:
-        """Cache ``entry``; call only once a request signed with its key has verified."""
-        if self._cache.get(entry.fingerprint) is entry:
+    def remember(self, entry: ChainEntry, cert_header: str) -> None:
+        """Cache ``entry`` (and which ``Client-Cert`` text decodes to it, a pure function of
+        the text); call only once a request signed with its key has verified."""
+        if self._fingerprints.get(cert_header) == entry.fingerprint:
             return
         with self._lock:
             while len(self._cache) >= self.max_entries:
                 self._cache.pop(next(iter(self._cache)))
+            while len(self._fingerprints) >= self.max_entries:
+                self._fingerprints.pop(next(iter(self._fingerprints)))
             self._cache[entry.fingerprint] = entry
+            self._fingerprints[cert_header] = entry.fingerprint
 
     def _verify(self, der: bytes, fingerprint: bytes, chain_header: str, now: float) -> ChainEntry:
         if len(der) > MAX_CERT_BYTES:
@@ -300,6 +304,7 @@ class ChainVerifier:
             config_digest=None if p.config_digest is None else p.config_digest.value.hex(),
             not_after=leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
+        ids = issuer_hashes(path[1])
         return ChainEntry(
             leaf=leaf,
             issuer=path[1],
@@ -312,7 +317,8 @@ class ChainVerifier:
             ocsp_url=_ocsp_url(leaf),
             serial=leaf.serial_number,
             fingerprint=fingerprint,
-            issuer_ids=issuer_hashes(path[1]),
+            issuer_ids=ids,
+            status_key=(ids["sha256"][1], leaf.serial_number),
         )
 
 

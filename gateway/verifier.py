@@ -174,7 +174,7 @@ class Verifier:
         if not httpsig.verify(entry.public_key, entry.algorithm, sig.signature, base):
             raise Denied(Check.SIGNATURE, "the signature does not verify over the request")
         # 4. the certificate holder sent this: what it brought may now be cached
-        self.chains.remember(entry)
+        self.chains.remember(entry, cert_header)
         self.status.commit(entry, status)
         if status.source is None:  # network I/O only for authentic requests
             d.status_source = self.status.resolve(entry, self.clock())
