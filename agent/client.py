@@ -7,8 +7,8 @@ Headers it adds to a request::
     Agentca-OCSP:       :<OCSP response DER>:               (stapled status, when available)
     Agentca-Provenance: model=:<sha256>:, prompt=:<sha256>:[, config=:<sha256>:]
     Content-Digest:     sha-256=:<sha256 of the body>:      (RFC 9530, when there is a body)
-    Signature-Input:    agentca=("@method" "@path" "@query" ...);created=..;expires=..;
-                        nonce="..";tag="agentca";alg=".."
+    Signature-Input:    agentca=("@method" "@authority" "@path" "@query" ...);created=..;
+                        expires=..;nonce="..";wimse-aud="<audience>";tag="agentca";alg=".."
     Signature:          agentca=:<signature>:               (RFC 9421)
 """
 
@@ -46,6 +46,7 @@ from agent.staple import Staple, fetch_staple
 
 LABEL = "agentca"
 TAG = "agentca"
+AUDIENCE_PARAM = "wimse-aud"  # draft-ietf-wimse-http-signature: names the intended recipient
 MAX_EXPIRES = 60
 
 
@@ -103,7 +104,10 @@ class Agent:
 
     ``ca_url`` is the CA API base (``http://127.0.0.1:8400``). ``renew_fraction`` of the
     lifetime after notBefore the agent renews; ``staple_max_age`` is how old (from the
-    response's thisUpdate) a staple may get before it is fetched again.
+    response's thisUpdate) a staple may get before it is fetched again. ``audience`` is the
+    ``wimse-aud`` every request carries (default: the origin of each request's URL; set it
+    when the gateway knows itself by another name); ``cover_authority=False`` leaves
+    ``@authority`` out of the signature, for proxies that rewrite ``Host``.
     """
 
     def __init__(
@@ -119,6 +123,8 @@ class Agent:
         expires_in: int = 30,
         http_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        audience: str | None = None,
+        cover_authority: bool = True,
     ) -> None:
         if not 0 < expires_in <= MAX_EXPIRES:
             raise AgentError(f"expires_in must be 1..{MAX_EXPIRES} seconds")
@@ -132,6 +138,8 @@ class Agent:
         self.expires_in = expires_in
         self.http_timeout = http_timeout
         self.clock = clock
+        self.audience = audience
+        self.cover_authority = cover_authority
         self.algorithm = httpsig.algorithm_for(key)
         self._lock = threading.RLock()
         self._credential: Credential | None = None
@@ -339,8 +347,12 @@ class Agent:
         body: bytes | None = None,
         auto_staple: bool = True,
         auto_renew: bool = True,
+        audience: str | None = None,
     ) -> SignedHeaders:
-        """The headers that sign this request; refuses on drift, expiry or revocation."""
+        """The headers that sign this request; refuses on drift, expiry or revocation.
+
+        ``audience`` overrides the agent's ``wimse-aud`` for this request."""
+        aud = audience or self.audience or httpsig.audience_of(url)
         if auto_renew and self._thread is None and self._credential is not None:
             self.renew_if_due()
         if auto_staple and self._thread is None and self._credential is not None:
@@ -359,7 +371,9 @@ class Agent:
             declared += f", config={httpsig.sf_bytes(running.config_digest)}"
         out["Agentca-Provenance"] = declared
         all_headers = {k.lower(): v for k, v in (headers or {}).items()}
-        covered = ["@method", "@path", "@query"]
+        covered = ["@method", "@authority", "@path", "@query"]
+        if not self.cover_authority:
+            covered.remove("@authority")
         if body:
             out["Content-Digest"] = httpsig.content_digest(body)
             covered.append("content-digest")
@@ -375,6 +389,7 @@ class Agent:
             ("created", created),
             ("expires", created + self.expires_in),
             ("nonce", nonce),
+            (AUDIENCE_PARAM, aud),
             ("tag", TAG),
             ("alg", self.algorithm),
         ]

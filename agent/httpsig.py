@@ -62,6 +62,16 @@ def _authority(scheme: str, netloc: str) -> str:
     return host
 
 
+def audience_of(url: str) -> str:
+    """The default audience of a request to ``url``: its origin ``scheme://authority``
+    (lower case, default port left out), the service the request is meant for."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.netloc:
+        raise AgentError(f"cannot derive an audience from {url!r}: pass audience=")
+    return f"{scheme}://{_authority(scheme, parts.netloc)}"
+
+
 def component_value(name: str, method: str, url: str, headers: Mapping[str, str]) -> str:
     """The value of one covered component of a request (RFC 9421 section 2)."""
     parts = urlsplit(url)
@@ -71,8 +81,9 @@ def component_value(name: str, method: str, url: str, headers: Mapping[str, str]
         return parts.path or "/"
     if name == "@query":
         return "?" + parts.query
-    if name == "@authority":
-        return _authority(parts.scheme.lower(), parts.netloc)
+    if name == "@authority":  # what the request's Host will say
+        host = {k.lower(): v for k, v in headers.items()}.get("host") or parts.netloc
+        return _authority(parts.scheme.lower(), host.strip())
     if name == "@scheme":
         return parts.scheme.lower()
     if name == "@target-uri":

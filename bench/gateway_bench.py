@@ -52,6 +52,7 @@ from tests.unit.test_gateway_helpers import (
 )
 
 SCOPE = "submit_limit_order"
+CONFIG: dict[str, Any] = {"audience": "http://gw.local", "trust_domain": "agentca.local"}
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def verifier() -> Verifier:
         status = StatusChecker(max_age=3600, fetch=False, refresh=False, clock=clock)
-        return Verifier([pki.root], inventory, status, clock=clock)
+        return Verifier([pki.root], inventory, status, clock=clock, **CONFIG)
 
     def requests(n: int, with_staple: bool = True) -> list[RequestView]:
         return [signed_view(agent, staple=staple if with_staple else b"")[0] for _ in range(n)]
@@ -159,8 +160,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     inventory,
                     StatusChecker(max_age=3600, refresh=False, clock=clock),
                     clock=clock,
+                    **CONFIG,
                 )
-                v.chains = ChainVerifier([pki.root])  # nothing cached
+                v.chains = ChainVerifier([pki.root], trust_domains=["agentca.local"])
                 entry_lookup = v.chains.lookup
 
                 def lookup(c: str, ch: str, now: float) -> Any:

@@ -1,7 +1,8 @@
 """A small order-book service behind the agentca gateway (Flask extension).
 
     python -m examples.orderbook --port 8402 --ca-url http://127.0.0.1:8400 \\
-        --trust-anchor root.pem --inventory-token-file gateway.token
+        --trust-anchor root.pem --inventory-token-file gateway.token \\
+        --audience http://127.0.0.1:8402 --trust-domain agentca.local
 
 Routes: ``POST /orders`` (scope ``submit_limit_order``), ``GET /book``
 (``query_anonymized_order_book``), ``POST /admin/halt`` (``halt_trading``), ``GET /health``
@@ -83,11 +84,23 @@ def create_app(verifier: Verifier) -> Flask:
 
 
 def build_verifier(
-    root_pem: Path, ca_url: str, token: str, max_status_age: float, inventory_refresh: float
+    root_pem: Path,
+    ca_url: str,
+    token: str,
+    max_status_age: float,
+    inventory_refresh: float,
+    audience: str,
+    trust_domain: str,
 ) -> Verifier:
     anchors = x509.load_pem_x509_certificates(root_pem.read_bytes())
     inventory: Inventory = CAInventory(ca_url, token, refresh_seconds=inventory_refresh)
-    return Verifier(anchors, inventory, StatusChecker(max_age=max_status_age))
+    return Verifier(
+        anchors,
+        inventory,
+        StatusChecker(max_age=max_status_age),
+        audience=audience,
+        trust_domain=trust_domain,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,6 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inventory-token-file", type=Path, required=True)
     parser.add_argument("--max-status-age", type=float, default=1.0)
     parser.add_argument("--inventory-refresh", type=float, default=1.0)
+    parser.add_argument(
+        "--audience", required=True, help="this service's audience (wimse-aud), e.g. its origin"
+    )
+    parser.add_argument("--trust-domain", required=True, help="the agents' SPIFFE trust domain")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -108,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         args.inventory_token_file.read_text().strip(),
         args.max_status_age,
         args.inventory_refresh,
+        args.audience,
+        args.trust_domain,
     )
     server = make_server(args.host, args.port, create_app(verifier), threaded=True)
     print(f"order book behind the agentca gateway on http://{args.host}:{args.port}", flush=True)

@@ -22,6 +22,7 @@ AGENT = "ExecutionAgent-ETH-01"
 MODEL_TYPE = "claude-3.5-sonnet-v2"
 OFFICER = "compliance-officer@enterprise.io"
 ENVIRONMENT = "production"
+TRUST_DOMAIN = "agentca.local"  # the CA's default trust_domain
 SCOPES = ("submit_limit_order", "query_anonymized_order_book")
 PROMPT = b"You are an execution agent. Place limit orders only; never market orders.\n"
 REPO = Path(__file__).resolve().parents[1]
@@ -205,6 +206,10 @@ class Scenario:
                             str(max_status_age),
                             "--inventory-refresh",
                             str(inventory_refresh),
+                            "--audience",
+                            self.gateway_url,
+                            "--trust-domain",
+                            TRUST_DOMAIN,
                         ],
                         self.gateway_url + "/health",
                     )

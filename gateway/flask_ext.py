@@ -8,7 +8,9 @@
         agent = g.agent            # AgentIdentity: name, spiffe_id, scopes, officer, serial...
 
 Every request is verified before its view runs. Views without ``@requires_scope`` are refused
-(fail closed) unless marked ``@public``; refusals are ``application/problem+json``.
+(fail closed) unless marked ``@public``; refusals are ``application/problem+json``. Paths not
+in RFC 3986 normal form are refused with 400 ``path-not-normal`` (see ``gateway.wsgi``). The
+decision is logged once the response is final (``after_request``), with its real status.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from gateway.httpsig import RequestView
 from gateway.problems import Check, Denied
-from gateway.verifier import Verifier
-from gateway.wsgi import ACCEPT_SIGNATURE, request_view
+from gateway.verifier import Decision, Verifier
+from gateway.wsgi import ACCEPT_SIGNATURE, path_problem, request_view
 
 F = TypeVar("F", bound=Callable[..., Any])
 SCOPE_ATTR = "_agentca_scope"
@@ -75,28 +79,55 @@ class AgentGateway:
             raise ValueError("AgentGateway needs a Verifier")
         app.extensions["agentca_gateway"] = self
         app.before_request(self._before)
+        app.after_request(self._after)
 
     def _before(self) -> Response | None:
         view = request.endpoint and request.url_rule and self._view()
         if view is not None and getattr(view, PUBLIC_ATTR, False):
             return None
         scope = getattr(view, SCOPE_ATTR, None) if view is not None else None
-        length = request.content_length or 0
-        if length > self.max_body:
-            return problem(Denied(Check.MALFORMED, f"body over {self.max_body} bytes"))
-        body = request.get_data(cache=True)
+        problem_text = path_problem(request.environ)
+        if problem_text is not None:
+            return self._refuse(Denied(Check.PATH, problem_text), scope)
+        too_large = Denied(Check.MALFORMED, f"body over {self.max_body} bytes")
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return self._refuse(too_large, scope)
+        # Bounded also without Content-Length (chunked: werkzeug stops reading at the limit,
+        # so read one byte more to tell); the view reads the cached, verified bytes.
+        limit = request.max_content_length
+        cap = self.max_body + 1
+        request.max_content_length = cap if limit is None else min(limit, cap)
+        try:
+            body = request.get_data(cache=True)
+        except RequestEntityTooLarge:
+            return self._refuse(too_large, scope)
+        if len(body) > self.max_body:
+            return self._refuse(too_large, scope)
         req = request_view(request.environ, body)
         assert self.verifier is not None
-        decision = self.verifier.decide(req, scope)
+        decision = self.verifier.evaluate(req, scope)
         g.agentca_decision = decision
-        if decision.allowed and scope is None:
-            decision.allowed = False
-            decision.denial = Denied(Check.SCOPE, f"no scope is declared for {request.path}")
+        g.agentca_request = req
         if not decision.allowed:
             assert decision.denial is not None
             return problem(decision.denial)
         g.agent = decision.identity
         return None
+
+    def _refuse(self, denied: Denied, scope: str | None) -> Response:
+        g.agentca_decision = Decision(False, denial=denied, scope=scope)
+        g.agentca_request = request_view(request.environ, b"")
+        return problem(denied)
+
+    def _after(self, response: Response) -> Response:
+        decision: Decision | None = g.get("agentca_decision")
+        req: RequestView | None = g.get("agentca_request")
+        if decision is not None and req is not None and not g.get("agentca_logged"):
+            g.agentca_logged = True
+            assert self.verifier is not None
+            self.verifier.log(decision, req, response.status_code)
+        return response
 
     @staticmethod
     def _view() -> Any:

@@ -131,6 +131,11 @@ def parse_signature(headers: Mapping[str, str], tag: str) -> ParsedSignature:
 
 def component_value(name: str, req: RequestView) -> str:
     """The value of a covered component in the received request."""
+    if name and name[0] != "@":  # a header field (the common case first)
+        value = req.headers.get(name)
+        if value is None or name != name.lower():
+            raise Denied(Check.SIGNATURE, f"covered header {name!r} is absent")
+        return value.strip()
     if name == "@method":
         return req.method.upper()
     if name == "@path":
@@ -138,20 +143,40 @@ def component_value(name: str, req: RequestView) -> str:
     if name == "@query":
         return "?" + req.query
     if name == "@authority":
-        return req.authority.lower()
+        return normal_authority(req.scheme, req.authority)
     if name == "@scheme":
         return req.scheme.lower()
     if name == "@request-target":
         return (req.path or "/") + ("?" + req.query if req.query else "")
     if name == "@target-uri":
         target = (req.path or "/") + ("?" + req.query if req.query else "")
-        return f"{req.scheme.lower()}://{req.authority.lower()}{target}"
-    if name.startswith("@") or name != name.lower():
-        raise Denied(Check.SIGNATURE, f"unsupported component {name!r}")
-    value = req.headers.get(name)
-    if value is None:
-        raise Denied(Check.SIGNATURE, f"covered header {name!r} is absent")
-    return value.strip()
+        return f"{req.scheme.lower()}://{normal_authority(req.scheme, req.authority)}{target}"
+    raise Denied(Check.SIGNATURE, f"unsupported component {name!r}")
+
+
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def normal_authority(scheme: str, authority: str) -> str:
+    """RFC 9421 2.2.3 / RFC 9110 4.2.3: lower-case host, the scheme's default port left out."""
+    host = authority.lower()
+    default = _DEFAULT_PORTS.get(scheme.lower())
+    if default and host.endswith(default):
+        host = host[: -len(default)]
+    return host
+
+
+def normal_audience(value: str) -> str:
+    """An audience in the form the agent SDK sends: for an ``http(s)`` URL without path,
+    query or fragment, ``scheme://authority`` with the authority normalised; anything else
+    (an opaque service name) unchanged."""
+    scheme, sep, rest = value.partition("://")
+    lowered = scheme.lower()
+    if sep and lowered in _DEFAULT_PORTS:
+        authority = rest[:-1] if rest.endswith("/") else rest
+        if authority and not any(c in authority for c in "/?#@"):
+            return f"{lowered}://{normal_authority(lowered, authority)}"
+    return value
 
 
 def signature_base(sig: ParsedSignature, req: RequestView) -> bytes:

@@ -18,6 +18,7 @@ class Check(enum.Enum):
     REVOKED = "certificate-revoked"
     STATUS_UNKNOWN = "status-unknown"
     COVERED_COMPONENTS = "covered-components"
+    AUDIENCE = "audience-mismatch"
     SIGNATURE_EXPIRED = "signature-expired"
     CONTENT_DIGEST = "content-digest-mismatch"
     SIGNATURE = "signature-invalid"
@@ -25,6 +26,7 @@ class Check(enum.Enum):
     MODEL_NOT_AUTHORISED = "model-not-authorised"
     PROVENANCE = "provenance-mismatch"
     SCOPE = "scope-denied"
+    PATH = "path-not-normal"
     ERROR = "verification-error"
 
     @property
@@ -33,6 +35,8 @@ class Check(enum.Enum):
 
     @property
     def status(self) -> int:
+        if self is Check.PATH:
+            return 400
         return 403 if self in _FORBIDDEN else 401
 
     @property
@@ -50,6 +54,7 @@ _TITLES: Final = {
     Check.REVOKED: "Certificate is revoked",
     Check.STATUS_UNKNOWN: "Certificate status cannot be established",
     Check.COVERED_COMPONENTS: "Signature does not cover the required components",
+    Check.AUDIENCE: "Request is signed for another audience",
     Check.SIGNATURE_EXPIRED: "Signature is outside its validity window",
     Check.CONTENT_DIGEST: "Body does not match Content-Digest",
     Check.SIGNATURE: "Signature does not verify",
@@ -57,6 +62,7 @@ _TITLES: Final = {
     Check.MODEL_NOT_AUTHORISED: "Model is not in the authorised inventory",
     Check.PROVENANCE: "Running provenance differs from the certificate",
     Check.SCOPE: "Scope not granted",
+    Check.PATH: "Request path is not in normal form",
     Check.ERROR: "Verification failed",
 }
 

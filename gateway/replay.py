@@ -3,7 +3,9 @@
 A nonce is remembered until its signature could no longer be accepted anyway (``created`` +
 window + skew). When the cache is full the oldest entries are dropped and a floor is raised:
 any signature created at or before the newest dropped one is refused, so eviction can never
-re-open a replay. Several worker processes each have their own cache; deploy one worker per
+re-open a replay. Nonces are kept per certificate (the verifier passes the key
+``((issuer key hash, serial), nonce)``), so one agent cannot use up another's nonce. Several
+worker processes each have their own cache; deploy one worker per
 gateway, sticky routing, or a shared store if replays across workers matter.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 
 
 class ReplayCache:
@@ -18,15 +21,15 @@ class ReplayCache:
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
         self.max_entries = max_entries
-        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._seen: OrderedDict[Hashable, tuple[float, int]] = OrderedDict()
         self._floor = -(2**62)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def add(self, nonce: str, created: int, keep_until: float, now: float) -> bool:
-        """Record ``nonce``; False if it is a replay (or too old to tell)."""
+    def add(self, nonce: Hashable, created: int, keep_until: float, now: float) -> bool:
+        """Record ``nonce`` (any hashable key); False if it is a replay (or too old to tell)."""
         with self._lock:
             if created <= self._floor or nonce in self._seen:
                 return False

@@ -7,9 +7,18 @@ after the request left) the age runs from the moment of the request. With the re
 own propagation (a revoke reaches its answers within its poll interval, 0.2 s), a revocation
 is enforced within about ``max_age`` + 0.2 s; ``max_age=0.8`` makes that a hard 1 s.
 
-Order: a serial already seen revoked is refused at once; then a valid, fresh staple; then a
-fresh cache entry (kept fresh by a background thread, so the request path makes no network
-call); then a synchronous fetch; then the CRL set; otherwise ``status-unknown`` (fail closed).
+Binding (docs/decisions/0005): status is always about one certificate, named by the key
+``(SHA-256 of the issuer's public key, serial)`` of the verified chain. A staple is checked
+against that certificate's CertID every time it is used (a cached validation is reused only
+for the same certificate *and* the same staple bytes), and what a request brings enters the
+shared cache only through :meth:`StatusChecker.commit`, after the request's signature has
+verified. The gateway's own fetches (network I/O) also happen only after the signature.
+
+Order (:meth:`StatusChecker.check`, before the signature, no network): a certificate known
+revoked is refused; then a valid, fresh staple; then a fresh cache entry (kept fresh by a
+background thread); then, if the gateway may not fetch, the CRL set. Otherwise the status is
+resolved after the signature (:meth:`StatusChecker.resolve`): a synchronous fetch, then the
+CRL set; otherwise ``status-unknown`` (fail closed).
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway import sf
-from gateway.chain import ChainEntry, issuer_hashes
+from gateway.chain import ChainEntry, StatusKey
 from gateway.problems import Check, Denied
 
 log = logging.getLogger("agentca.gateway.status")
@@ -48,7 +57,7 @@ class StatusInfo:
     as_of: float  # thisUpdate (staple) or request time (own fetch)
     next_update: float | None
     source: str
-    last_used: float = 0.0
+    on_hold: bool = False  # revoked with reason certificateHold (may be lifted)
 
 
 class StatusError(Exception):
@@ -79,24 +88,31 @@ class OcspValidator:
     def __init__(self, skew: float = 5.0) -> None:
         self.skew = skew
         self._responders: dict[tuple[bytes, bytes], float] = {}  # (der, issuer) -> not_after
-        self._issuer_hashes: dict[bytes, dict[str, tuple[bytes, bytes]]] = {}
 
-    def _responder_ok(self, cert: x509.Certificate, issuer: x509.Certificate, now: float) -> bool:
+    def _responder_until(
+        self, cert: x509.Certificate, issuer: x509.Certificate, now: float
+    ) -> float | None:
+        """The responder certificate's notAfter if ``issuer`` certified it for OCSP signing
+        and it is valid now, else None. Only genuine responder certificates are cached."""
         key = (cert.public_bytes(serialization.Encoding.DER), issuer.fingerprint(hashes.SHA256()))
         until = self._responders.get(key)
         if until is not None:
-            return now < until
+            valid = cert.not_valid_before_utc.timestamp() <= now < until
+            return until if valid else None
         try:
             cert.verify_directly_issued_by(issuer)
             eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
-            return False
+            return None
         if ExtendedKeyUsageOID.OCSP_SIGNING not in list(eku):
-            return False
-        if not cert.not_valid_before_utc.timestamp() <= now < cert.not_valid_after_utc.timestamp():
-            return False
-        self._responders[key] = cert.not_valid_after_utc.timestamp()
-        return True
+            return None
+        until = cert.not_valid_after_utc.timestamp()
+        if not cert.not_valid_before_utc.timestamp() <= now < until:
+            return None
+        if len(self._responders) >= 1000:
+            self._responders.clear()
+        self._responders[key] = until
+        return until
 
     def validate(
         self, der: bytes, entry: ChainEntry, now: float, nonce: bytes | None = None
@@ -108,10 +124,7 @@ class OcspValidator:
         if resp.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
             raise StatusError(f"OCSP response status {resp.response_status.name}")
         issuer = entry.issuer
-        fp = issuer.fingerprint(hashes.SHA256())
-        hashes_by_alg = self._issuer_hashes.get(fp)
-        if hashes_by_alg is None:
-            hashes_by_alg = self._issuer_hashes[fp] = issuer_hashes(issuer)
+        hashes_by_alg = entry.issuer_ids
         single = None
         for candidate in resp.responses:
             expected = hashes_by_alg.get(candidate.hash_algorithm.name)
@@ -126,6 +139,7 @@ class OcspValidator:
             raise StatusError("no answer for this certificate in the OCSP response")
         # Who signed it: the issuer itself, or a delegated responder certified by the issuer.
         signer_key: object = None
+        signer_until: float | None = None
         if resp.responder_key_hash == hashes_by_alg["sha1"][1] or (
             resp.responder_name is not None and resp.responder_name == issuer.subject
         ):
@@ -137,9 +151,11 @@ class OcspValidator:
                     and x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
                     == resp.responder_key_hash
                 ) or (resp.responder_name is not None and cert.subject == resp.responder_name)
-                if matches and self._responder_ok(cert, issuer, now):
-                    signer_key = cert.public_key()
-                    break
+                if matches:
+                    signer_until = self._responder_until(cert, issuer, now)
+                    if signer_until is not None:
+                        signer_key = cert.public_key()
+                        break
         if signer_key is None:
             raise StatusError("OCSP response is not signed by the issuer or its responder")
         try:
@@ -161,8 +177,13 @@ class OcspValidator:
             raise StatusError("OCSP thisUpdate is in the future")
         if next_update is not None and now >= next_update:
             raise StatusError("OCSP response is past its nextUpdate")
+        if signer_until is not None:  # never trust an answer past its signer's expiry
+            next_update = signer_until if next_update is None else min(next_update, signer_until)
         status = single.certificate_status.name.lower()
-        return StatusInfo(status, this_update, next_update, "staple")
+        on_hold = (
+            status == REVOKED and single.revocation_reason is x509.ReasonFlags.certificate_hold
+        )
+        return StatusInfo(status, this_update, next_update, "staple", on_hold)
 
 
 class CrlSet:
@@ -211,6 +232,26 @@ def urllib_fetch(url: str, request_der: bytes, timeout: float) -> bytes:
         return bytes(resp.read(64 * 1024))
 
 
+@dataclass
+class _Slot:
+    """The cached status of one certificate: the info, the chain entry (for refreshes), and
+    the staple text it was validated from (``None`` for the gateway's own fetches)."""
+
+    info: StatusInfo
+    entry: ChainEntry
+    staple: str | None
+    fetched: bool
+    last_used: float = 0.0
+
+
+@dataclass(frozen=True)
+class StatusOutcome:
+    """What :meth:`StatusChecker.check` found before the signature was checked."""
+
+    source: str | None  # "staple", "cache", "crl"; None: to be resolved after the signature
+    pending: _Slot | None = None  # a validated staple, to cache once the signature verifies
+
+
 class StatusChecker:
     """Decides a certificate's status without network I/O whenever it can (see module doc).
 
@@ -241,73 +282,111 @@ class StatusChecker:
         self.clock = clock
         self.max_entries = max_entries
         self.validator = OcspValidator(skew)
-        self._staples: dict[str, StatusInfo] = {}
-        self._cache: dict[int, tuple[StatusInfo, ChainEntry]] = {}
-        self._revoked: dict[int, float] = {}  # serial -> certificate notAfter
+        self._status: dict[StatusKey, _Slot] = {}
+        self._revoked: dict[StatusKey, float] = {}  # -> the certificate's notAfter
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.fetches = 0
 
+    def _fresh(self, info: StatusInfo, now: float) -> bool:
+        return now - info.as_of <= self.max_age and (
+            info.next_update is None or now < info.next_update
+        )
+
     # -- request path ----------------------------------------------------------------------
-    def check(self, entry: ChainEntry, staple_header: str | None, now: float) -> str:
-        """``"staple"``, ``"cache"``, ``"fetch"`` or ``"crl"``; raises :class:`Denied`."""
-        serial = entry.serial
-        if serial in self._revoked:
+    def check(self, entry: ChainEntry, staple_header: str | None, now: float) -> StatusOutcome:
+        """Status from what is at hand (no network); raises :class:`Denied`."""
+        key = entry.status_key
+        if key in self._revoked:
             raise Denied(Check.REVOKED, f"certificate {entry.identity.serial} is revoked")
+        slot = self._status.get(key)
         if staple_header:
-            info = self._staples.get(staple_header)
-            if info is None:
-                info = self._staple(staple_header, entry, now)
-            if info.status == REVOKED:
-                self._mark_revoked(entry)
-            if info.status != GOOD and info.status != REVOKED:
-                raise Denied(Check.STATUS_UNKNOWN, "stapled OCSP response says 'unknown'")
-            if now - info.as_of <= self.max_age and (
-                info.next_update is None or now < info.next_update
+            pending = None
+            if (
+                slot is not None
+                and slot.staple == staple_header
+                and slot.entry.fingerprint == entry.fingerprint
             ):
-                return "staple"
-        cached = self._cache.get(serial)
-        if cached is not None:
-            info = cached[0]
-            info.last_used = now
-            if now - info.as_of <= self.max_age and (
-                info.next_update is None or now < info.next_update
-            ):
-                return self._decide(info, entry, "cache")
-        if self.fetch and entry.ocsp_url:
-            try:
-                info = self.fetch_now(entry)
-            except StatusError as exc:
-                log.warning("OCSP fetch for %s failed: %s", entry.identity.serial, exc)
+                info = slot.info  # validated for this very certificate, from these bytes
             else:
-                return self._decide(info, entry, "fetch")
+                info = self._staple(staple_header, entry, now)
+                pending = _Slot(info, entry, staple_header, False)
+            if info.status == REVOKED:
+                raise Denied(Check.REVOKED, f"certificate {entry.identity.serial} is revoked")
+            if info.status != GOOD:
+                raise Denied(Check.STATUS_UNKNOWN, "stapled OCSP response says 'unknown'")
+            if self._fresh(info, now):
+                return StatusOutcome("staple", pending)
+        if slot is not None and self._fresh(slot.info, now):
+            slot.last_used = now
+            self._decide(slot.info, entry)
+            return StatusOutcome("cache")
+        if self.fetch and entry.ocsp_url:
+            return StatusOutcome(None)
+        return StatusOutcome(self._from_crl(entry, now))
+
+    def commit(self, entry: ChainEntry, outcome: StatusOutcome) -> None:
+        """Cache what ``outcome`` validated; call only once the request's signature verified."""
+        pending = outcome.pending
+        if pending is None:
+            return
+        key = entry.status_key
+        with self._lock:
+            current = self._status.get(key)
+            if current is not None and current.info.as_of > pending.info.as_of:
+                return  # keep the fresher answer
+            if current is None:
+                self._make_room()
+            pending.last_used = pending.info.as_of
+            self._status[key] = pending
+
+    def resolve(self, entry: ChainEntry, now: float) -> str:
+        """After the signature verified: ``"fetch"`` or ``"crl"``; raises :class:`Denied`."""
+        try:
+            info = self.fetch_now(entry)
+        except StatusError as exc:
+            log.warning("OCSP fetch for %s failed: %s", entry.identity.serial, exc)
+        else:
+            self._decide(info, entry)
+            return "fetch"
+        return self._from_crl(entry, now)
+
+    def _from_crl(self, entry: ChainEntry, now: float) -> str:
         if self.crls is not None:
             found = self.crls.lookup(entry, now)
             if found is not None:
-                return self._decide(found, entry, "crl")
+                self._decide(found, entry)
+                return "crl"
         raise Denied(
             Check.STATUS_UNKNOWN,
             f"no fresh status for certificate {entry.identity.serial} "
             f"(stapled, cached, fetched or CRL)",
         )
 
-    def _decide(self, info: StatusInfo, entry: ChainEntry, source: str) -> str:
+    def _decide(self, info: StatusInfo, entry: ChainEntry) -> None:
         if info.status == REVOKED:
-            self._mark_revoked(entry)
+            if info.source == "fetch" and not info.on_hold:
+                self._mark_revoked(entry)  # our own nonce-bound answer; a hold may be lifted
+            raise Denied(Check.REVOKED, f"certificate {entry.identity.serial} is revoked")
         if info.status != GOOD:
             raise Denied(Check.STATUS_UNKNOWN, f"OCSP says '{info.status}'")
-        return source
+
+    def _make_room(self) -> None:
+        """Under the lock: drop the oldest entries until one more fits."""
+        while len(self._status) >= self.max_entries:
+            self._status.pop(next(iter(self._status)))
 
     def _mark_revoked(self, entry: ChainEntry) -> None:
         with self._lock:
             if len(self._revoked) >= self.max_entries:
                 now = self.clock()
-                for serial in [s for s, end in self._revoked.items() if end < now]:
-                    del self._revoked[serial]
-            self._revoked[entry.serial] = entry.valid_until
-            self._cache.pop(entry.serial, None)
-        raise Denied(Check.REVOKED, f"certificate {entry.identity.serial} is revoked")
+                for key in [k for k, end in self._revoked.items() if end < now]:
+                    del self._revoked[key]
+                while len(self._revoked) >= self.max_entries:  # only an optimisation: the
+                    self._revoked.pop(next(iter(self._revoked)))  # responder still says so
+            self._revoked[entry.status_key] = entry.valid_until
+            self._status.pop(entry.status_key, None)
 
     def _staple(self, header: str, entry: ChainEntry, now: float) -> StatusInfo:
         try:
@@ -317,14 +396,9 @@ class StatusChecker:
         if not isinstance(item.value, bytes):
             raise Denied(Check.MALFORMED, "Agentca-OCSP must be a byte sequence")
         try:
-            info = self.validator.validate(item.value, entry, now)
+            return self.validator.validate(item.value, entry, now)
         except StatusError as exc:
             raise Denied(Check.STATUS_UNKNOWN, f"stapled OCSP response refused: {exc}") from None
-        with self._lock:
-            if len(self._staples) >= self.max_entries:
-                self._staples.clear()
-            self._staples[header] = info
-        return info
 
     # -- own OCSP cache --------------------------------------------------------------------
     def fetch_now(self, entry: ChainEntry) -> StatusInfo:
@@ -348,11 +422,14 @@ class StatusChecker:
         info = self.validator.validate(der, entry, self.clock(), nonce=nonce)
         info.as_of = max(sent_at, info.as_of)
         info.source = "fetch"
-        info.last_used = sent_at
         with self._lock:
-            if len(self._cache) >= self.max_entries:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[entry.serial] = (info, entry)
+            key = entry.status_key
+            if key not in self._status:
+                self._make_room()
+            previous = self._status.get(key)
+            slot = _Slot(info, entry, None, True)
+            slot.last_used = previous.last_used if previous is not None else sent_at
+            self._status[key] = slot
         if self.refresh:
             self._ensure_thread()
         return info
@@ -375,11 +452,13 @@ class StatusChecker:
         while not self._stop.wait(self.max_age / 4):
             now = self.clock()
             with self._lock:
-                items = list(self._cache.items())
-            for serial, (info, entry) in items:
-                if now - info.last_used > self.idle_seconds or now >= entry.valid_until:
+                items = [(k, s) for k, s in self._status.items() if s.fetched]
+            for key, slot in items:
+                info, entry = slot.info, slot.entry
+                if now - slot.last_used > self.idle_seconds or now >= entry.valid_until:
                     with self._lock:
-                        self._cache.pop(serial, None)
+                        if self._status.get(key) is slot:
+                            del self._status[key]
                     continue
                 if now - info.as_of >= self.max_age / 2:
                     try:
@@ -387,5 +466,6 @@ class StatusChecker:
                     except (StatusError, Denied) as exc:
                         log.warning("OCSP refresh for %s failed: %s", entry.identity.serial, exc)
 
-    def known_revoked(self) -> Iterable[int]:
+    def known_revoked(self) -> Iterable[StatusKey]:
+        """The (issuer key hash, serial) pairs the gateway's own fetches found revoked."""
         return list(self._revoked)

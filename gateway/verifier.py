@@ -1,9 +1,11 @@
 """The gateway's decision for one request, in the order of DESIGN.md section 8:
 
-chain (cached) -> status (stapled, cached, fetched or CRL) -> signature and covered components
-(window, Content-Digest, RFC 9421) -> nonce not replayed -> provenance (inventory, and equal
-to what the agent declares) -> scope of the route. Every decision is logged as one JSON line
-on the ``agentca.gateway.decisions`` logger.
+chain (cached) -> status (stapled or cached; no network) -> signature and covered components
+(window, audience, Content-Digest, RFC 9421) -> what the request brought is now authentic:
+cache its chain and staple; status still unknown? fetch it or use the CRL -> nonce not
+replayed -> provenance (inventory, and equal to what the agent declares) -> scope of the
+route. Every decision is logged as one JSON line on the ``agentca.gateway.decisions`` logger,
+with the HTTP status actually sent (the WSGI and Flask shells log once the response is known).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ decision_log = logging.getLogger("agentca.gateway.decisions")
 
 TAG: Final = "agentca"
 MAX_WINDOW: Final = 60
+AUDIENCE_PARAM: Final = "wimse-aud"  # draft-ietf-wimse-http-signature, section 3.1
 BASE_COMPONENTS: Final = ("@method", "@path", "@query", "client-cert", "agentca-provenance")
 IF_PRESENT: Final = ("client-cert-chain", "agentca-ocsp", "content-type", "content-digest")
 
@@ -50,12 +53,15 @@ class Decision:
 class _LogLine:
     """Formats the decision as JSON only if a handler actually emits it."""
 
-    __slots__ = ("decision", "req", "ts")
+    __slots__ = ("decision", "http_status", "req", "ts")
 
-    def __init__(self, decision: Decision, req: RequestView, ts: float) -> None:
+    def __init__(
+        self, decision: Decision, req: RequestView, ts: float, http_status: int | None
+    ) -> None:
         self.decision = decision
         self.req = req
         self.ts = ts
+        self.http_status = http_status
 
     def __str__(self) -> str:
         d = self.decision
@@ -64,7 +70,7 @@ class _LogLine:
             "ts": round(self.ts, 6),
             "decision": "allow" if d.allowed else "deny",
             "check": None if d.denial is None else d.denial.check.value,
-            "http_status": 200 if d.allowed else (d.denial.check.status if d.denial else 401),
+            "http_status": self.http_status,
             "method": self.req.method,
             "path": self.req.path,
             "scope": d.scope,
@@ -108,10 +114,21 @@ class Verifier:
         window: int = MAX_WINDOW,
         skew: int = 5,
         clock: Callable[[], float] = time.time,
+        *,
+        audience: str | Iterable[str],
+        trust_domain: str | Iterable[str],
     ) -> None:
+        """``audience``: the value(s) of ``wimse-aud`` this service answers to, e.g. its own
+        origin ``https://orders.example``; ``trust_domain``: the SPIFFE trust domain(s) of
+        the agents (both required: there is no default that would accept anything)."""
         if not 0 < window <= MAX_WINDOW:
             raise ValueError(f"window must be 1..{MAX_WINDOW} seconds")
-        self.chains = ChainVerifier(trust_anchors, intermediates)
+        audiences = [audience] if isinstance(audience, str) else list(audience)
+        if not audiences or not all(isinstance(a, str) and a.strip() for a in audiences):
+            raise ValueError("audience: the service's own audience value(s) are required")
+        self.audiences = frozenset(httpsig.normal_audience(a.strip()) for a in audiences)
+        trust_domains = [trust_domain] if isinstance(trust_domain, str) else list(trust_domain)
+        self.chains = ChainVerifier(trust_anchors, intermediates, trust_domains=trust_domains)
         self.status = status or StatusChecker(clock=clock)
         self.inventory = inventory
         self.replay = replay or ReplayCache()
@@ -121,7 +138,11 @@ class Verifier:
         self._declared: dict[str, dict[str, bytes]] = {}
 
     def verify(self, req: RequestView, scope: str | None) -> AgentIdentity:
-        """The verified identity; raises :class:`Denied` naming the failed check."""
+        """The verified identity; raises :class:`Denied` naming the failed check.
+
+        ``scope`` is the route's required scope; ``None`` means the route declares none,
+        which is refused (``scope-denied``) once the request is otherwise verified.
+        """
         return self._verify(req, scope, Decision(False))
 
     def _verify(self, req: RequestView, scope: str | None, d: Decision) -> AgentIdentity:
@@ -132,11 +153,12 @@ class Verifier:
         if "signature" not in headers or "signature-input" not in headers:
             raise Denied(Check.CREDENTIALS_MISSING, "Signature and Signature-Input are required")
         now = self.clock()
-        # 1. chain
+        # 1. chain (nothing is cached before step 4)
         entry = self.chains.lookup(cert_header, headers.get("client-cert-chain", ""), now)
         d.identity = entry.identity
-        # 2. status
-        d.status_source = self.status.check(entry, headers.get("agentca-ocsp"), now)
+        # 2. status from what is at hand, bound to this certificate (issuer key hash, serial)
+        status = self.status.check(entry, headers.get("agentca-ocsp"), now)
+        d.status_source = status.source
         # 3. signature and covered components
         sig = httpsig.parse_signature(headers, TAG)
         nonce, created, keep_until = self._check_params(sig, entry, now)
@@ -151,13 +173,20 @@ class Verifier:
         base = httpsig.signature_base(sig, req)
         if not httpsig.verify(entry.public_key, entry.algorithm, sig.signature, base):
             raise Denied(Check.SIGNATURE, "the signature does not verify over the request")
-        # 4. nonce
-        if not self.replay.add(nonce, created, keep_until, now):
+        # 4. the certificate holder sent this: what it brought may now be cached
+        self.chains.remember(entry, cert_header)
+        self.status.commit(entry, status)
+        if status.source is None:  # network I/O only for authentic requests
+            d.status_source = self.status.resolve(entry, self.clock())
+        # 5. nonce, per certificate
+        if not self.replay.add((entry.status_key, nonce), created, keep_until, now):
             raise Denied(Check.REPLAY, "this nonce was already used")
-        # 5. provenance
+        # 6. provenance
         self._check_provenance(entry, headers.get("agentca-provenance"))
-        # 6. scope
-        if scope is not None and scope not in entry.extensions.scopes:
+        # 7. scope
+        if scope is None:
+            raise Denied(Check.SCOPE, f"no scope is declared for {req.method} {req.path}")
+        if scope not in entry.extensions.scopes:
             raise Denied(
                 Check.SCOPE,
                 f"scope {scope!r} is not granted to {entry.identity.name} "
@@ -179,6 +208,17 @@ class Verifier:
         alg = p.get("alg")
         if alg is not None and alg != entry.algorithm:
             raise Denied(Check.SIGNATURE, f"alg {alg!r} does not match the certificate key")
+        audience = p.get(AUDIENCE_PARAM)
+        if not isinstance(audience, str):
+            raise Denied(
+                Check.AUDIENCE, f"signature parameter {AUDIENCE_PARAM!r} (string) is required"
+            )
+        if audience not in self.audiences and (
+            httpsig.normal_audience(audience) not in self.audiences
+        ):
+            raise Denied(
+                Check.AUDIENCE, f"the request is signed for {audience!r}, not for this service"
+            )
         if not 0 < expires - created <= self.window:
             raise Denied(
                 Check.SIGNATURE_EXPIRED, f"expires - created must be 1..{self.window} seconds"
@@ -231,8 +271,9 @@ class Verifier:
                 f"declared {', '.join(differs)} digest differs from certificate {ident.serial}",
             )
 
-    def decide(self, req: RequestView, scope: str | None) -> Decision:
-        """Verify and log; never raises (unexpected errors deny with ``verification-error``)."""
+    def evaluate(self, req: RequestView, scope: str | None) -> Decision:
+        """Verify without logging; never raises (unexpected errors deny with
+        ``verification-error``). Shells log with :meth:`log` once they know the response."""
         started = time.perf_counter()
         decision = Decision(False, scope=scope)
         try:
@@ -244,6 +285,16 @@ class Verifier:
             decision_log.exception("gateway verification error")
             decision.denial = Denied(Check.ERROR, type(exc).__name__)
         decision.elapsed_us = (time.perf_counter() - started) * 1e6
+        return decision
+
+    def log(self, decision: Decision, req: RequestView, http_status: int | None) -> None:
+        """Write the decision line with the HTTP status actually sent (None: not known)."""
         if decision_log.isEnabledFor(logging.INFO):
-            decision_log.info("%s", _LogLine(decision, req, self.clock()))
+            decision_log.info("%s", _LogLine(decision, req, self.clock(), http_status))
+
+    def decide(self, req: RequestView, scope: str | None) -> Decision:
+        """Verify and log (a refusal with its problem status; an allowed request with
+        ``http_status`` null, since the application answers it)."""
+        decision = self.evaluate(req, scope)
+        self.log(decision, req, None if decision.denial is None else decision.denial.check.status)
         return decision

@@ -7,13 +7,20 @@
 or is a callable ``(method, path) -> scope | None``. A route with no entry is refused
 (``scope-denied``) unless its path is in ``public``. The verified identity is put in
 ``environ["agentca.agent"]`` (an :class:`~gateway.chain.AgentIdentity`).
+
+Paths are matched only in RFC 3986 normal form: a request whose path has a dot segment
+(``.``/``..``, also percent-encoded), an encoded slash or backslash, a percent-encoded unreserved
+character, an empty segment (``//``) or a control character is refused with 400
+``path-not-normal`` before anything else (see docs/decisions/0005).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
@@ -25,9 +32,12 @@ ENVIRON_KEY = "agentca.agent"
 ENVIRON_DECISION = "agentca.decision"
 MAX_BODY = 1024 * 1024
 ACCEPT_SIGNATURE = (
-    'agentca=("@method" "@path" "@query" "content-digest" "content-type" "client-cert" '
-    '"client-cert-chain" "agentca-provenance");tag="agentca"'
+    'agentca=("@method" "@authority" "@path" "@query" "content-digest" "content-type" '
+    '"client-cert" "client-cert-chain" "agentca-ocsp" "agentca-provenance");tag="agentca"'
 )
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PCT = re.compile(r"%(.?.?)")
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-_~!$&'()*+,;=:@/]*")  # no '%', no '.', no '\'
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -63,6 +73,60 @@ def request_view(environ: Mapping[str, Any], body: bytes) -> RequestView:
     )
 
 
+def _segments_problem(path: str, what: str, lowest: int) -> str | None:
+    if not path.startswith("/"):
+        return f"the {what} path must start with '/'"
+    if "\\" in path:
+        return f"the {what} path holds a backslash"
+    if any(ord(c) < lowest or ord(c) == 0x7F for c in path):
+        return f"the {what} path holds a control character" + (" or space" if lowest > 32 else "")
+    if "//" in path:
+        return f"the {what} path holds an empty segment ('//')"
+    for segment in path.split("/"):
+        if segment in (".", ".."):
+            return f"the {what} path holds a dot segment ({segment!r})"
+    return None
+
+
+def path_problem(environ: Mapping[str, Any]) -> str | None:
+    """Why the request path is not in RFC 3986 normal form (None if it is).
+
+    Checks the path as sent (``RAW_URI``/``REQUEST_URI`` when the server gives it) and the
+    decoded ``PATH_INFO`` that routes are matched against: no dot segments, no empty
+    segments, no backslash or control characters, and no percent-encoding except of
+    characters that must stay encoded (an encoded slash, backslash, control character or
+    unreserved character is refused: RFC 3986 6.2.2 normalises the last, and the others
+    would make the routed path differ from the signed one).
+    """
+    script = environ.get("SCRIPT_NAME", "")
+    path_info = script + environ.get("PATH_INFO", "")
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    raw_path = raw.partition("?")[0] if raw.startswith("/") else ""
+    if (
+        raw_path
+        and _PLAIN_PATH.fullmatch(raw_path)
+        and "//" not in raw_path
+        and raw_path == path_info
+    ):
+        return None  # the usual case: nothing encoded, no dots at all
+    if raw_path:
+        for m in _PCT.finditer(raw_path):
+            hexdigits = m.group(1)
+            if len(hexdigits) != 2 or not all(c in "0123456789abcdefABCDEF" for c in hexdigits):
+                return "the path holds a malformed percent-encoding"
+            char = chr(int(hexdigits, 16))
+            if char in _UNRESERVED:
+                return f"the path percent-encodes the unreserved character {char!r}"
+            if char in "/\\" or ord(char) < 0x20 or ord(char) == 0x7F:
+                return f"the path percent-encodes {char!r}"
+        if any(ord(c) > 0x7E for c in raw_path):
+            return "the request path holds a non-ASCII character (not a URI)"
+        problem = _segments_problem(raw_path, "request", 0x21)
+        if problem:
+            return problem
+    return _segments_problem(path_info or "/", "decoded", 0x20)
+
+
 def read_body(environ: dict[str, Any], limit: int = MAX_BODY) -> bytes | None:
     """Read the whole body (None if larger than ``limit``) and put it back for the app."""
     try:
@@ -78,7 +142,7 @@ def read_body(environ: dict[str, Any], limit: int = MAX_BODY) -> bytes | None:
 
 
 def problem_response(denied: Denied, start_response: StartResponse) -> list[bytes]:
-    """Send the RFC 9457 problem document for ``denied``."""
+    """Send the RFC 9457 problem document for ``denied`` (its status: ``denied.check.status``)."""
     body = json.dumps(denied.problem()).encode()
     status = denied.check.status
     headers = [
@@ -88,7 +152,7 @@ def problem_response(denied: Denied, start_response: StartResponse) -> list[byte
     ]
     if status == 401:
         headers.append(("Accept-Signature", ACCEPT_SIGNATURE))
-    start_response(f"{status} {'Unauthorized' if status == 401 else 'Forbidden'}", headers)
+    start_response(f"{status} {HTTPStatus(status).phrase}", headers)
     return [body]
 
 
@@ -128,27 +192,53 @@ class AgentGatewayMiddleware:
         path = environ.get("PATH_INFO", "")
         if path in self.public:
             return self.app(environ, start_response)
+        problem = path_problem(environ)
+        if problem is not None:
+            return self._refuse(environ, Decision(False, denial=Denied(Check.PATH, problem)),
+                                request_view(environ, b""), start_response)  # fmt: skip
         body = read_body(environ, self.max_body)
         if body is None:
-            return problem_response(
-                Denied(Check.MALFORMED, f"body missing length or over {self.max_body} bytes"),
-                start_response,
-            )
+            denied = Denied(Check.MALFORMED, f"body missing length or over {self.max_body} bytes")
+            return self._refuse(environ, Decision(False, denial=denied),
+                                request_view(environ, b""), start_response)  # fmt: skip
         req = request_view(environ, body)
-        scope = scope_for(self.routes, req.method, path)
-        decision: Decision
-        if scope is None:
-            decision = self.verifier.decide(req, None)
-            if decision.allowed:
-                decision.allowed = False
-                decision.denial = Denied(
-                    Check.SCOPE, f"no scope is declared for {req.method} {path}"
-                )
-        else:
-            decision = self.verifier.decide(req, scope)
-        environ[ENVIRON_DECISION] = decision
+        decision = self.verifier.evaluate(req, scope_for(self.routes, req.method, path))
         if not decision.allowed:
-            assert decision.denial is not None
-            return problem_response(decision.denial, start_response)
+            return self._refuse(environ, decision, req, start_response)
+        environ[ENVIRON_DECISION] = decision
         environ[ENVIRON_KEY] = decision.identity
-        return self.app(environ, start_response)
+        logged = False
+
+        def logging_start_response(status: str, *args: Any) -> Any:
+            nonlocal logged
+            if not logged:
+                logged = True
+                self.verifier.log(decision, req, _status_code(status))
+            return start_response(status, *args)
+
+        try:
+            return self.app(environ, logging_start_response)
+        except BaseException:
+            if not logged:
+                logged = True
+                self.verifier.log(decision, req, 500)
+            raise
+
+    def _refuse(
+        self,
+        environ: dict[str, Any],
+        decision: Decision,
+        req: RequestView,
+        start_response: StartResponse,
+    ) -> list[bytes]:
+        assert decision.denial is not None
+        environ[ENVIRON_DECISION] = decision
+        self.verifier.log(decision, req, decision.denial.check.status)
+        return problem_response(decision.denial, start_response)
+
+
+def _status_code(status: str) -> int | None:
+    try:
+        return int(status.split(" ", 1)[0])
+    except ValueError:
+        return None

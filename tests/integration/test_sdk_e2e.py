@@ -32,7 +32,7 @@ from agent.provenance import Provenance
 from ca.extensions import Accountability, AgentExtensions, Authorization, Digest
 from ca.extensions import Provenance as CaProvenance
 from ca.profile import AgentCertificateSpec, CertificateUrls, build_agent_certificate
-from examples.scenario import AGENT, ENVIRONMENT, MODEL_TYPE, OFFICER, Scenario
+from examples.scenario import AGENT, ENVIRONMENT, MODEL_TYPE, OFFICER, TRUST_DOMAIN, Scenario
 from gateway import CAInventory, StatusChecker, Verifier
 from tests.unit.helpers import software_hierarchy
 from tests.unit.test_gateway_helpers import view
@@ -368,7 +368,9 @@ def test_stapled_and_cached_status_make_no_network_call(
     inventory = CAInventory(scenario.ca_url, scenario.gateway_token, background=False,
                             refresh_seconds=3600)  # fmt: skip
     status = StatusChecker(max_age=5.0, refresh=False)
-    verifier = Verifier([root], inventory, status)
+    verifier = Verifier(
+        [root], inventory, status, audience=scenario.gateway_url, trust_domain=TRUST_DOMAIN
+    )
     inventory.load()
 
     def request_view(staple: bool) -> Any:
@@ -403,3 +405,75 @@ def test_stapled_and_cached_status_make_no_network_call(
     assert first.allowed and first.status_source == "staple", first.denial
     assert second.allowed and second.status_source == "cache", second.denial
     assert calls == [] and status.fetches == fetches
+
+
+# ------------------------------------------------------- issue 9: priming, audience, paths
+def _decision_lines(s: Scenario) -> list[dict[str, Any]]:
+    log = s.work / "gateway.log"
+    prefix = "agentca.gateway.decisions "
+    return [
+        json.loads(line[len(prefix) :])
+        for line in log.read_text().splitlines()
+        if line.startswith(prefix)
+    ]
+
+
+def test_priming_the_status_cache_with_another_agents_staple_is_denied_and_logged(
+    scenario: Scenario, agent: Agent
+) -> None:
+    """Revoked agent B: one priming request with A's certificate, a fresh 'good' staple of
+    A and a junk signature, then B's own requests stapling the same bytes (5 over 5 s)."""
+    from agent.staple import Staple
+
+    b = scenario.new_agent()
+    b.enroll(scenario.enrollment_token())
+    _revoke(scenario, b.credential.serial_hex)
+    url = scenario.gateway_url + "/orders"
+    body = json.dumps(ORDER).encode()
+    replies = []
+    for _ in range(5):
+        staple = agent.refresh_staple()  # A's fresh 'good' response, signed by the responder
+        primer = signed(scenario, agent)
+        primer["Signature"] = "agentca=:" + "A" * 86 + "==:"
+        assert send("POST", url, primer, body).status == 401
+        b.staple = Staple(staple.der, "good", staple.this_update, None, time.time())
+        headers = {"Content-Type": "application/json"}
+        sig = b.sign("POST", url, headers, body, auto_staple=False, auto_renew=False)
+        assert headers | sig.headers != primer
+        assert sig.headers["Agentca-OCSP"] == primer["Agentca-OCSP"]  # the same bytes
+        headers.update(sig.headers)
+        replies.append(send("POST", url, headers, body))
+        time.sleep(1.0)
+    assert [r.status for r in replies] == [401] * 5, [r.body for r in replies]
+    assert {check_of(r) for r in replies} == {"status-unknown"}
+    serial = b.credential.serial_hex
+    deadline = time.monotonic() + 5
+    while True:  # the gateway's log is written by another process
+        lines = [ln for ln in _decision_lines(scenario) if ln["serial"] == serial]
+        if len(lines) >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(lines) == 5, lines  # B's five requests, each refused and logged as refused
+    for line in lines:
+        assert line["decision"] == "deny" and line["http_status"] == 401, line
+        assert line["check"] == "status-unknown" and line["agent"] == AGENT
+
+
+def test_a_request_signed_for_another_service_is_refused(scenario: Scenario, agent: Agent) -> None:
+    url = scenario.gateway_url + "/orders"
+    body = json.dumps(ORDER).encode()
+    headers = {"Content-Type": "application/json"}
+    headers.update(agent.sign("POST", url, headers, body, audience="http://payments:8500").headers)
+    reply = send("POST", url, headers, body)
+    assert reply.status == 401 and check_of(reply) == "audience-mismatch"
+    assert post_order(scenario, agent).status == 201  # its own audience: the gateway's origin
+
+
+@pytest.mark.parametrize(
+    "path", ["/book/../admin/halt", "/book/%2e%2e/admin/halt", "/book/..%2Fadmin%2Fhalt"]
+)
+def test_dot_segments_do_not_reach_another_route(
+    scenario: Scenario, agent: Agent, path: str
+) -> None:
+    reply = post_order(scenario, agent, {}, path)
+    assert reply.status == 400 and check_of(reply) == "path-not-normal"

@@ -30,6 +30,8 @@ from tests.unit.helpers import software_hierarchy
 from tests.unit.test_gateway_helpers import Clock, Pki, make_agent, model_digest, signed_view, view
 
 SCOPE = "submit_limit_order"
+AUDIENCES = ("http://gw.local", "http://localhost")
+CONFIG: dict[str, Any] = {"audience": AUDIENCES, "trust_domain": "agentca.local"}
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +44,15 @@ class Env:
         self.pki, self.clock = pki, Clock()
         self.agent = make_agent(tmp, pki, self.clock)
         self.fetched: list[str] = []
-        self.next_fetch: bytes | None = None
+        self.fetch_state = CertState.GOOD
         status_kw.setdefault("fetch", False)
         self.status = StatusChecker(
             refresh=False, clock=self.clock, fetcher=self._fetch, **status_kw
         )
         self.inventory = StaticInventory([model_digest().hex()])
-        self.verifier = Verifier([pki.root], self.inventory, self.status, clock=self.clock)
+        self.verifier = Verifier(
+            [pki.root], self.inventory, self.status, clock=self.clock, **CONFIG
+        )
 
     def _fetch(self, url: str, request: bytes, timeout: float) -> bytes:
         from cryptography.x509 import ocsp
@@ -56,7 +60,7 @@ class Env:
         self.fetched.append(url)
         nonce = ocsp.load_der_ocsp_request(request).extensions[0].value.nonce
         cert = self.agent.credential.certificate
-        return self.pki.ocsp_response(cert, this_update=self.clock(), nonce=nonce)
+        return self.pki.ocsp_response(cert, self.fetch_state, this_update=self.clock(), nonce=nonce)
 
     def staple(self, state: CertState = CertState.GOOD, age: float = 0.0) -> bytes:
         cert = self.agent.credential.certificate
@@ -122,8 +126,12 @@ def test_time_window(pki: Pki, tmp_path: Path) -> None:
     req = env.request()
     env.clock.t += 61
     assert env.check(req) == "signature-expired"
-    env.clock.t -= 61 + 30
-    assert env.check(req) == "signature-expired"  # created in the future
+    env.clock.t -= 61
+    staple = env.staple()
+    env.clock.t += 30
+    future = env.request(staple=staple)
+    env.clock.t -= 30
+    assert env.check(future) == "signature-expired"  # created in the future
     long = with_header(req, "signature-input", req.headers["signature-input"].replace(
         "expires=", "expires=1"))  # fmt: skip
     assert env.check(long) in ("signature-expired",)
@@ -184,7 +192,13 @@ def test_a_certificate_without_the_signing_eku_is_refused(
 
 def test_status_from_staple_cache_fetch_and_crl(env: Env, pki: Pki, tmp_path: Path) -> None:
     assert env.check(env.request(staple=env.staple(CertState.REVOKED))) == "certificate-revoked"
-    assert env.check(env.request()) == "certificate-revoked"  # remembered
+    assert env.status.known_revoked() == []  # a staple of a refused request is not kept
+    own = Env(pki, tmp_path / "own", fetch=True)
+    own.fetch_state = CertState.REVOKED
+    assert own.check(own.request(staple=b"")) == "certificate-revoked"
+    own.fetch_state = CertState.GOOD
+    assert own.check(own.request()) == "certificate-revoked"  # the gateway's own answer: kept
+    assert len(own.fetched) == 1
     fresh = Env(pki, tmp_path / "b")
     assert fresh.check(fresh.request(staple=fresh.staple(age=2.0))) == "status-unknown"  # stale
     assert fresh.check(fresh.request(staple=b"")) == "status-unknown"  # none, fetching disabled
