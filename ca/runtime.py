@@ -168,18 +168,12 @@ def _tighten(path: Path, st: os.stat_result, uid: int) -> int:
             f"{path} in the data directory belongs to uid {st.st_uid} and is accessible "
             "to others; fix its owner or permissions",
         )
-    # Through a descriptor opened without following links, checked to be the same inode:
-    # a path swapped for a symbolic link meanwhile cannot redirect the chmod.
+    # Without following links (fchmodat AT_SYMLINK_NOFOLLOW): a path swapped for a symbolic
+    # link meanwhile cannot redirect the chmod; it then fails and the start is refused.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
+        os.chmod(path, mode & 0o700, follow_symlinks=False)
+    except (OSError, NotImplementedError) as exc:
         raise CAError(ErrorCode.CONFIG, f"cannot tighten the permissions of {path}") from exc
-    try:
-        now = os.fstat(fd)
-        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
-            os.fchmod(fd, mode & 0o700)
-    finally:
-        os.close(fd)
     return 1
 
 

@@ -14,9 +14,8 @@ from ca.policy import InventoryModel, Registration
 from ca.registry import registration_body
 
 MAX_JSON_DEPTH = 16  # our bodies nest at most three levels; generous, and far from recursion
-_OPENERS = frozenset(b"[{")
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_SPECIAL = re.compile(rb'[\[\]{}"]')
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # after an opening quote
 
 
 def json_body() -> dict[str, Any]:
@@ -55,19 +54,29 @@ def parse_json_object(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, 
 def json_depth(raw: bytes) -> int:
     """The deepest nesting of arrays/objects in ``raw`` (brackets inside strings ignored).
 
-    Linear and without recursion: strings are cut out by a regular expression, then only the
-    brackets that remain are walked.
+    One left-to-right pass without recursion: the next bracket or quote is found by a
+    regular expression, and each string is skipped by one match anchored at its opening
+    quote (its alternatives are disjoint, so a failed match costs linear time); an
+    unterminated string ends the scan (the parser then refuses the body).
     """
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
-    depth = deepest = 0
-    for byte in brackets:
-        if byte in _OPENERS:
+    depth = deepest = pos = 0
+    while True:
+        m = _SPECIAL.search(raw, pos)
+        if m is None:
+            return deepest
+        char = m.group()
+        if char == b'"':
+            end = _STRING_REST.match(raw, m.end())
+            if end is None:
+                return deepest
+            pos = end.end()
+            continue
+        pos = m.end()
+        if char in (b"[", b"{"):
             depth += 1
-            if depth > deepest:
-                deepest = depth
+            deepest = max(deepest, depth)
         else:
             depth -= 1
-    return deepest
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
