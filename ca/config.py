@@ -71,7 +71,12 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     enroll_rate_per_second: int = 20  # per client address and worker process
     enroll_burst: int = 40
+    auth_failure_rate_per_second: int = 2  # failed authentications allowed per client address
+    auth_failure_burst: int = 20
+    trusted_proxy_hops: int = 0  # reverse proxies in front that set X-Forwarded-For/-Proto
     enrollment_token_hours: int = 24
+    api_token_default_ttl_days: int = 90  # lifetime of an API token created without a TTL
+    api_token_max_ttl_days: int = 365  # no API token lives longer
 
     # -- derived values -------------------------------------------------------------------
     @property
@@ -93,6 +98,14 @@ class Settings:
     @property
     def enrollment_ttl(self) -> timedelta:
         return timedelta(hours=self.enrollment_token_hours)
+
+    @property
+    def api_token_default_ttl(self) -> timedelta:
+        return timedelta(days=self.api_token_default_ttl_days)
+
+    @property
+    def api_token_max_ttl(self) -> timedelta:
+        return timedelta(days=self.api_token_max_ttl_days)
 
     @property
     def effective_crl_publish_dir(self) -> Path:

@@ -6,9 +6,6 @@ hashes; a database dump reveals no usable credential.
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import hmac
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca.apitokens import ApiPrincipal, ApiTokens, Role, token_hash
 from ca.authority import Clock, utcnow
 from ca.errors import CAError, ErrorCode
 from ca.ledger.store import append
@@ -36,46 +34,20 @@ from ca.names import (
 from ca.policy import InventoryModel, Registration
 from ca.store.models import (
     AgentRegistration,
-    ApiToken,
     EnrollmentToken,
     ModelInventoryEntry,
     ScopeDefinition,
 )
 
 ENROLLMENT_PREFIX = "aca_enroll_"
-API_PREFIX = "aca_api_"
+__all__ = ["ApiPrincipal", "Registry", "Role", "ScopeRecord", "registration_body", "token_hash"]
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
-
-
-class Role(enum.StrEnum):
-    """API token roles: operators write; auditors and read-only tokens only read."""
-
-    OPERATOR = "operator"
-    AUDITOR = "auditor"
-    READ_ONLY = "read-only"
-
-
-@dataclass(frozen=True)
-class ApiPrincipal:
-    """An authenticated API caller."""
-
-    name: str
-    role: Role
-
-    @property
-    def actor(self) -> str:
-        return f"api:{self.name}"
 
 
 @dataclass(frozen=True)
 class ScopeRecord:
     name: str
     description: str | None
-
-
-def token_hash(token: str) -> str:
-    """The stored form of a secret token."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -466,53 +438,19 @@ class Registry:
             now,
         )
 
-    # -- API tokens ---------------------------------------------------------------------------
-    def create_api_token(self, name: str, role: str, actor: str = "system") -> str:
+    # -- API tokens (ca.apitokens; kept here for callers that hold only the registry) ------
+    def create_api_token(
+        self, name: str, role: str, actor: str = "system", ttl: timedelta | None = None
+    ) -> str:
         """A new API token for ``role``; returns the secret, which is shown only once."""
-        try:
-            parsed = Role(role)
-        except ValueError as exc:
-            raise CAError(
-                ErrorCode.BAD_REQUEST,
-                f"unknown role '{role}' (one of: {', '.join(r.value for r in Role)})",
-            ) from exc
-        validate_agent_name(name)
-        token = API_PREFIX + secrets.token_urlsafe(32)
-        now = self.clock()
-        try:
-            with self.sessions.begin() as s:
-                s.add(
-                    ApiToken(
-                        name=name,
-                        token_hash=token_hash(token),
-                        role=parsed.value,
-                        created_at=now,
-                    )
-                )
-                s.flush()
-                append(
-                    s,
-                    actor,
-                    "api_token.created",
-                    {"name": name, "role": parsed.value, "token_sha256": token_hash(token)},
-                    now,
-                )
-        except IntegrityError as exc:
-            raise CAError(ErrorCode.CONFLICT, f"an API token named '{name}' exists") from exc
-        return token
+        return ApiTokens(self.sessions, self.clock).create(name, role, actor, ttl)[0]
 
     def authenticate(self, token: str) -> ApiPrincipal | None:
-        """The principal for an API token, or ``None`` when unknown or disabled."""
-        if not token.startswith(API_PREFIX):
+        """The principal for a usable API token, or ``None`` when unknown, expired or revoked."""
+        try:
+            return ApiTokens(self.sessions, self.clock).authenticate(token)
+        except CAError:
             return None
-        digest = token_hash(token)
-        with self.sessions() as s:
-            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
-        if row is None or row.disabled_at is not None:
-            return None
-        if not hmac.compare_digest(row.token_hash, digest):  # pragma: no cover - defensive
-            return None
-        return ApiPrincipal(row.name, Role(row.role))
 
 
 @contextmanager

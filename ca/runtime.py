@@ -6,12 +6,16 @@ and the OCSP responder all start here.
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca.apitokens import ApiTokens
 from ca.authority import CertificateAuthority, Clock, utcnow
 from ca.config import Settings, read_secret_file
 from ca.enrollment import EnrollmentService
@@ -21,6 +25,8 @@ from ca.ledger.store import LedgerStore
 from ca.registry import Registry
 from ca.store.db import make_engine, make_session_factory, require_schema, upgrade
 from hsm import KeyStore, TokenConfig, ensure_softhsm_token
+
+log = logging.getLogger("agentca.runtime")
 
 
 @dataclass
@@ -36,6 +42,7 @@ class Runtime:
     enrollment: EnrollmentService
     ledger: LedgerStore
     auditor: Auditor
+    api_tokens: ApiTokens
 
     def close(self) -> None:
         self.keys.close()
@@ -71,7 +78,10 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
     """Open (and with ``create`` also provision and migrate) everything a process needs."""
     if create:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secure_data_dir(settings)
+    if create:
         upgrade(settings.effective_database_url)
+        secure_data_dir(settings)  # the database file and token the upgrade may have created
     engine = make_engine(settings.effective_database_url)
     if not create:
         try:
@@ -95,7 +105,76 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
         enrollment,
         ledger,
         Auditor(authority, ledger),
+        ApiTokens(sessions, clock, settings.api_token_default_ttl, settings.api_token_max_ttl),
     )
+
+
+def secure_data_dir(settings: Settings) -> int:
+    """Refuse a data directory owned by another user; take group/other permissions away.
+
+    Everything under ``settings.data_dir`` (SQLite files, PINs, the SoftHSM2 token) becomes
+    owner-only (directories 0700, files 0600 at most), except the published CRLs, which are
+    public by design. Symbolic links are neither followed nor changed. Returns how many paths
+    were tightened (each start logs a warning when there were any). A missing directory is
+    left alone: it is created 0700 when needed.
+    """
+    root = settings.data_dir
+    try:
+        st = root.stat()
+    except FileNotFoundError:
+        return 0
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        raise CAError(
+            ErrorCode.CONFIG,
+            f"the data directory {root} belongs to uid {st.st_uid}, not to this user "
+            f"(uid {uid}); refusing to use it",
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise CAError(ErrorCode.CONFIG, f"the data directory {root} is not a directory")
+    public = settings.effective_crl_publish_dir.resolve()
+    tightened = _tighten(root, st, uid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here.resolve() == public:
+            dirnames.clear()
+            continue
+        for name in [*dirnames, *filenames]:
+            path = here / name
+            try:
+                entry = path.lstat()
+            except FileNotFoundError:
+                continue
+            if not (stat.S_ISDIR(entry.st_mode) or stat.S_ISREG(entry.st_mode)):
+                continue  # symbolic links are not followed; sockets and FIFOs left alone
+            if stat.S_ISDIR(entry.st_mode) and path.resolve() == public:
+                continue
+            tightened += _tighten(path, entry, uid)
+    if tightened:
+        log.warning(
+            "tightened the permissions of %d path(s) under %s to owner-only", tightened, root
+        )
+    return tightened
+
+
+def _tighten(path: Path, st: os.stat_result, uid: int) -> int:
+    """Take group/other bits away from one file or directory (1 if it changed)."""
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return 0
+    if st.st_uid != uid:
+        raise CAError(
+            ErrorCode.CONFIG,
+            f"{path} in the data directory belongs to uid {st.st_uid} and is accessible "
+            "to others; fix its owner or permissions",
+        )
+    # Without following links (fchmodat AT_SYMLINK_NOFOLLOW): a path swapped for a symbolic
+    # link meanwhile cannot redirect the chmod; it then fails and the start is refused.
+    try:
+        os.chmod(path, mode & 0o700, follow_symlinks=False)
+    except (OSError, NotImplementedError) as exc:
+        raise CAError(ErrorCode.CONFIG, f"cannot tighten the permissions of {path}") from exc
+    return 1
 
 
 def ensure_initialised(settings: Settings, actor: str = "system") -> bool:

@@ -126,6 +126,11 @@ def _checkpoint_loop(ctx: click.Context, every: int) -> None:
 @click.option("--agent", default=None, help="Only entries about this agent.")
 @click.option("--officer", default=None, help="Only entries about this officer of record.")
 @click.option("--event", default=None, help="Only this event type, e.g. certificate.revoked.")
+@click.option(
+    "--sign-checkpoint",
+    is_flag=True,
+    help="Sign a fresh checkpoint first (a write, like 'ledger checkpoint') and export that.",
+)
 @click.pass_context
 @handle_errors
 def export(
@@ -137,14 +142,23 @@ def export(
     agent: str | None,
     officer: str | None,
     event: str | None,
+    sign_checkpoint: bool,
 ) -> None:
-    """Export the ledger with a fresh signed checkpoint, streaming.
+    """Export the ledger up to its newest signed checkpoint, streaming.
 
-    A filtered export carries an RFC 9162 inclusion proof for every entry it holds.
+    An export only reads: it covers the newest stored checkpoint (sign one with 'ledger
+    checkpoint', or pass --sign-checkpoint). A filtered export carries an RFC 9162 inclusion
+    proof for every entry it holds.
     """
     flt = ExportFilter(since=since, until=until, agent=agent, officer=officer, event=event)
     with runtime(ctx) as rt:
-        cp = rt.auditor.checkpoint()
+        cp = rt.auditor.checkpoint() if sign_checkpoint else rt.ledger.latest_checkpoint()
+        if cp is None:
+            raise CAError(
+                ErrorCode.NOT_FOUND,
+                "no checkpoint has been signed yet: run 'agentca ledger checkpoint' first "
+                "(or pass --sign-checkpoint)",
+            )
         if out:
             with open(out, "w", encoding="utf-8", newline="") as fh:
                 count = rt.ledger.export(fh, cp, flt, fmt)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from cli.ca_commands import chain, init, issue, list_certificates, revoke, show
@@ -29,6 +31,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
     The data directory is $AGENTCA_DATA_DIR (default ~/.local/share/agentca).
     """
+    os.umask(0o077)  # what the CA writes (database, token, PINs, exports) is owner-only
     ctx.obj = {"config": config}
 
 

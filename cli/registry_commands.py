@@ -292,11 +292,67 @@ def apitoken() -> None:
     type=click.Choice(["operator", "auditor", "read-only"]),
     help="operator: read and write; auditor and read-only: read only.",
 )
+@click.option(
+    "--ttl",
+    default=None,
+    help="Lifetime, e.g. 12h or 30d (default: api_token_default_ttl_days, at most "
+    "api_token_max_ttl_days).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the token and its record as JSON.")
 @click.pass_context
 @handle_errors
-def apitoken_create(ctx: click.Context, name: str, role: str) -> None:
+def apitoken_create(
+    ctx: click.Context, name: str, role: str, ttl: str | None, as_json: bool
+) -> None:
     """Create API token NAME; the secret is printed once, on stdout, and stored hashed."""
     with runtime(ctx) as rt:
-        secret = rt.registry.create_api_token(name, role, actor=actor())
-    click.echo(secret)
-    click.echo(f"API token '{name}' ({role}) created; it cannot be shown again", err=True)
+        secret, info = rt.api_tokens.create(
+            name, role, actor=actor(), ttl=parse_duration(ttl) if ttl else None
+        )
+        now = rt.authority.clock()
+    if as_json:
+        click.echo(json.dumps({**info.to_json(now), "token": secret}, sort_keys=True))
+    else:
+        click.echo(secret)
+    click.echo(
+        f"API token '{name}' ({role}) created, expires {info.expires_at.isoformat()}; "
+        "it cannot be shown again",
+        err=True,
+    )
+
+
+@apitoken.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+@handle_errors
+def apitoken_list(ctx: click.Context, as_json: bool) -> None:
+    """List API tokens: name, role, status, expiry and last use (never the secrets)."""
+    with runtime(ctx) as rt:
+        tokens = rt.api_tokens.list()
+        now = rt.authority.clock()
+    for t in tokens:
+        data = t.to_json(now)
+        if as_json:
+            click.echo(json.dumps(data, sort_keys=True))
+        else:
+            used = data["last_used_at"] or "never used"
+            click.echo(
+                f"{t.name:32} {t.role.value:9} {data['status']:8} "
+                f"expires {data['expires_at']}  last used {used}"
+            )
+
+
+@apitoken.command("revoke")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the revoked token's record as JSON.")
+@click.pass_context
+@handle_errors
+def apitoken_revoke(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Revoke API token NAME at once (recorded in the ledger)."""
+    with runtime(ctx) as rt:
+        info = rt.api_tokens.revoke(name, actor())
+        now = rt.authority.clock()
+    if as_json:
+        click.echo(json.dumps(info.to_json(now), sort_keys=True))
+    else:
+        click.echo(f"API token '{name}' revoked")

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives import serialization
 from flask import Blueprint, Flask, Response, jsonify, request
 from sqlalchemy import text
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ca.api.auth import FAILURES_KEY
 from ca.api.problems import install_problem_handlers
 from ca.api.ratelimit import TokenBucket
 from ca.api.state import LazyRuntime, runtime
@@ -95,14 +97,34 @@ def _cacheable(resp: Response, max_age: int) -> Response:
 
 def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None = None) -> Flask:
     """Build the CA API for ``settings`` (the runtime opens lazily per process)."""
-    app = Flask("agentca.ca")
+    # No static folder: Flask's default would serve files from the working directory.
+    app = Flask("agentca.ca", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = True  # type: ignore[attr-defined]
     app.extensions["agentca"] = LazyRuntime(runtime_factory or (lambda: open_runtime(settings)))
     app.extensions["agentca.enroll_bucket"] = TokenBucket(
         settings.enroll_rate_per_second, settings.enroll_burst
     )
+    app.extensions[FAILURES_KEY] = TokenBucket(
+        settings.auth_failure_rate_per_second, settings.auth_failure_burst
+    )
+    if settings.trusted_proxy_hops > 0:
+        # Behind deploy/nginx-ca.conf: the client address rate limits are kept per comes
+        # from X-Forwarded-For as the trusted proxies set it, never from the client itself.
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     install_problem_handlers(app)
+
+    @app.after_request
+    def _security_headers(resp: Response) -> Response:
+        """No sniffing, no framing, no caching of anything a credential unlocked; no CORS
+        headers at all, so browsers keep other origins from reading any answer."""
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        if "Authorization" in request.headers and "Cache-Control" not in resp.headers:
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
 
     @app.before_request
     def _refuse_nul_in_query() -> None:

@@ -87,6 +87,24 @@ SCHEMAS: dict[str, Any] = {
             "reasons": _STRLIST,
         },
     },
+    "ApiToken": {
+        "type": "object",
+        "properties": {
+            "name": _S,
+            "role": {"enum": ["operator", "auditor", "read-only"]},
+            "status": {"enum": ["active", "expired", "revoked"]},
+            "created_at": _S,
+            "created_by": _S,
+            "expires_at": _S,
+            "revoked_at": {"type": ["string", "null"]},
+            "revoked_by": {"type": ["string", "null"]},
+            "last_used_at": {
+                "type": ["string", "null"],
+                "description": "recorded at most once a minute",
+            },
+            "token": {"type": "string", "description": "the secret: only when created"},
+        },
+    },
     "Certificate": {
         "type": "object",
         "properties": {
@@ -354,20 +372,21 @@ def build_document() -> dict[str, Any]:
         },
         "/v1/ledger/consistency": {
             "get": _op(
-                "RFC 9162 consistency proof between two tree sizes",
+                "RFC 9162 consistency proof between two tree sizes (auditor or operator token)",
                 "auditor",
-                None,
+                "api",
                 _ok("200", "proof", _json({"type": "object"})),
                 params=[
                     _query("from", {"type": "integer", "minimum": 1}),
                     _query("to", {"type": "integer", "minimum": 1}),
                 ],
-                errors=("400",),
+                errors=("400", "401", "403"),
             )
         },
         "/v1/ledger/export": {
             "get": _op(
-                "Export the ledger with a fresh checkpoint (auditor or operator token)",
+                "Export the ledger up to the newest signed checkpoint, streamed (auditor or"
+                " operator token; 404 before the first checkpoint)",
                 "auditor",
                 "api",
                 _ok(
@@ -544,6 +563,40 @@ def build_document() -> dict[str, Any]:
                 _ok("200", "revoked", _json(_ref("Certificate"))),
                 body=_json(_ref("Revocation")),
                 params=[_path_param("serial", _SERIAL)],
+            )
+        },
+        "/v1/api-tokens": {
+            "get": _op(
+                "API tokens with role, status, expiry and last use (operator token)",
+                "operator",
+                "api",
+                _ok("200", "tokens", _json({"type": "array", "items": _ref("ApiToken")})),
+            ),
+            "post": _op(
+                "Create an API token (the secret is shown once; operator token)",
+                "operator",
+                "api",
+                _ok("201", "created", _json(_ref("ApiToken"))),
+                body=_json(
+                    {
+                        "type": "object",
+                        "required": ["name", "role"],
+                        "properties": {
+                            "name": _S,
+                            "role": {"enum": ["operator", "auditor", "read-only"]},
+                            "ttl_seconds": {"type": "integer", "minimum": 60},
+                        },
+                    }
+                ),
+            ),
+        },
+        "/v1/api-tokens/{name}/revoke": {
+            "post": _op(
+                "Revoke an API token at once (operator token)",
+                "operator",
+                "api",
+                _ok("200", "revoked", _json(_ref("ApiToken"))),
+                params=[_path_param("name")],
             )
         },
         "/v1/revocations": {

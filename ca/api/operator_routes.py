@@ -284,3 +284,40 @@ def bulk_revoke() -> Response:
     )
     records = runtime().authority.revoke_where(criteria, _reason(data), principal().actor)
     return jsonify({"revoked": [r.serial_hex for r in records], "count": len(records)})
+
+
+# -- API tokens -------------------------------------------------------------------------------
+@operator.get("/v1/api-tokens")
+@require(WRITERS)
+def list_api_tokens() -> Response:
+    """Every API token with its role, status, expiry and last use (never the secret)."""
+    rt = runtime()
+    now = rt.authority.clock()
+    return jsonify([t.to_json(now) for t in rt.api_tokens.list()])
+
+
+@operator.post("/v1/api-tokens")
+@require(WRITERS)
+def create_api_token() -> Response:
+    """Create an API token; the secret is in this answer only. ``ttl_seconds`` is optional
+    (default and maximum lifetimes are settings)."""
+    data = json_body()
+    rt = runtime()
+    secret, info = rt.api_tokens.create(
+        field(data, "name", str),
+        field(data, "role", str),
+        actor=principal().actor,
+        ttl=seconds(data, "ttl_seconds"),
+    )
+    body = info.to_json(rt.authority.clock())
+    body["token"] = secret
+    return _created(body)
+
+
+@operator.post("/v1/api-tokens/<name>/revoke")
+@require(WRITERS)
+def revoke_api_token(name: str) -> Response:
+    """Revoke an API token at once: its next request is answered 401."""
+    rt = runtime()
+    info = rt.api_tokens.revoke(name, principal().actor)
+    return jsonify(info.to_json(rt.authority.clock()))

@@ -8,7 +8,7 @@ import logging
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from ca.errors import PROBLEM_BASE, CAError, as_ca_error
+from ca.errors import PROBLEM_BASE, CAError, ErrorCode, as_ca_error
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("agentca.api")
@@ -19,6 +19,11 @@ def problem_response(error: CAError) -> Response:
     body = error.problem(instance=request.path if request else None)
     resp = Response(json.dumps(body), status=error.code.http_status, mimetype=PROBLEM_JSON)
     resp.headers["Cache-Control"] = "no-store"
+    retry_after = error.extra.get("retry_after")
+    if isinstance(retry_after, int):
+        resp.headers["Retry-After"] = str(retry_after)
+    if error.code is ErrorCode.UNAUTHENTICATED:  # RFC 9110 section 15.5.2, RFC 6750 section 3
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="agentca"'
     return resp
 
 

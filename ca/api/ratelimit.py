@@ -36,3 +36,13 @@ class TokenBucket:
             while len(self._state) > self.max_keys:
                 self._state.popitem(last=False)
             return wait
+
+    def peek(self, key: str, now: float | None = None) -> float:
+        """Seconds until ``key`` may take a token (0 when it may now); consumes nothing."""
+        t = time.monotonic() if now is None else now
+        with self._lock:
+            state = self._state.get(key)
+        if state is None:
+            return 0.0
+        tokens = min(float(self.burst), state[0] + (t - state[1]) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate

@@ -8,7 +8,7 @@ of two smaller than ``n`` (RFC 9162 section 2.1.1).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -200,3 +200,61 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     return fr == old_root and sr == new_root and sn == 0
+
+
+BLOCK_BITS = 10
+BLOCK = 1 << BLOCK_BITS  # leaves per block: the unit the stored tree caches hashes of
+
+
+def block_hashes(leaves: bytes) -> bytes:
+    """The concatenated tree heads of each complete block of ``BLOCK`` leaf hashes."""
+    step = BLOCK * HASH_SIZE
+    if len(leaves) % step:
+        raise ValueError("not a whole number of blocks")
+    return b"".join(MerkleTree(leaves[i : i + step]).root() for i in range(0, len(leaves), step))
+
+
+class BlockedTree(MerkleTree):
+    """The tree over ``size`` leaves, answered from the hashes of its complete blocks of
+    ``BLOCK`` leaves plus the few blocks a proof actually touches.
+
+    ``blocks`` holds the tree head of every complete block (32 bytes each, at least
+    ``size // BLOCK`` of them); ``fetch(i)`` returns the leaf hashes of block ``i`` (the last
+    one may be partial). Every range RFC 9162's recursion asks for either lies inside one
+    block or is a block-aligned perfect subtree, so a root or proof reads O(1) blocks and
+    hashes O(log n) nodes beyond what is cached: memory is 32 bytes per 1,024 leaves.
+    """
+
+    def __init__(self, size: int, blocks: bytes, fetch: Callable[[int], bytes]) -> None:
+        complete = size >> BLOCK_BITS
+        if len(blocks) < complete * HASH_SIZE:
+            raise ValueError("fewer block hashes than complete blocks")
+        self.size = size
+        self._blocks = MerkleTree(blocks[: complete * HASH_SIZE]) if complete else None
+        self._fetch = fetch
+        self._cached: dict[int, MerkleTree] = {}
+
+    def _block(self, index: int) -> MerkleTree:
+        tree = self._cached.get(index)
+        if tree is None:
+            want = min(BLOCK, self.size - (index << BLOCK_BITS))
+            data = self._fetch(index)
+            if len(data) != want * HASH_SIZE:
+                raise ValueError(f"block {index} has {len(data) // HASH_SIZE} of {want} leaves")
+            if len(self._cached) >= 4:  # proofs in order touch one or two blocks at a time
+                self._cached.pop(next(iter(self._cached)))
+            tree = self._cached[index] = MerkleTree(data)
+        return tree
+
+    def leaf(self, index: int) -> bytes:
+        return self._block(index >> BLOCK_BITS).leaf(index & (BLOCK - 1))
+
+    def _hash(self, start: int, end: int) -> bytes:
+        n = end - start
+        if n >= BLOCK and n & (n - 1) == 0 and self._blocks is not None:
+            return self._blocks._hash(start >> BLOCK_BITS, end >> BLOCK_BITS)
+        if n <= BLOCK:  # inside one block (ranges of RFC 9162's recursion never straddle one)
+            base = start & ~(BLOCK - 1)
+            return self._block(start >> BLOCK_BITS)._hash(start - base, end - base)
+        k = _split(n)
+        return node_hash(self._hash(start, start + k), self._hash(start + k, end))

@@ -10,17 +10,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.errors import CAError, ErrorCode
 from ca.ledger.entries import Checkpoint, LedgerEntry, canonical, format_time
-from ca.ledger.merkle import MerkleTree, StreamingRoot, leaf_hash
+from ca.ledger.merkle import (
+    BLOCK,
+    BLOCK_BITS,
+    HASH_SIZE,
+    BlockedTree,
+    MerkleTree,
+    block_hashes,
+    leaf_hash,
+)
 from ca.ledger.verify import CSV_FIELDS, EXPORT_FORMAT
 from ca.store.models import AuditSigner, LedgerCheckpointRow, LedgerEntryRow, LedgerHead
 
@@ -81,42 +90,76 @@ class ExportFilter:
 
 
 class LedgerStore:
-    """Reads the ledger: size, checkpoints, proofs and exports."""
+    """Reads the ledger: size, checkpoints, proofs and exports.
+
+    Roots and proofs come from a per-process cache of the hash of every complete block of
+    1,024 leaves (32 bytes per block, extended as the ledger grows; the ledger is append-only
+    so a cached hash never goes stale) plus the one or two blocks a proof touches: after the
+    first call a proof costs O(log n) hashes and reads of at most a few thousand leaf hashes,
+    never a rebuild from every leaf.
+    """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self._blocks = bytearray()
+        self._blocks_lock = threading.Lock()
 
     def size(self) -> int:
         with self.sessions() as s:
             return int(s.scalar(select(LedgerHead.size).where(LedgerHead.id == 1)) or 0)
 
-    def leaf_hashes(self, size: int) -> Iterator[bytes]:
-        """The first ``size`` leaf hashes in order, streamed."""
+    def leaf_hashes(self, size: int, start: int = 0) -> Iterator[bytes]:
+        """The leaf hashes of entries ``start`` to ``size - 1`` in order, streamed."""
         with self.sessions() as s:
             result = s.execute(
                 select(LedgerEntryRow.leaf_hash)
-                .where(LedgerEntryRow.seq < size)
+                .where(LedgerEntryRow.seq >= start, LedgerEntryRow.seq < size)
                 .order_by(LedgerEntryRow.seq)
                 .execution_options(yield_per=10_000)
             )
             for (h,) in result:
                 yield h
 
-    def root(self, size: int) -> bytes:
-        """The tree head over the first ``size`` entries, in O(log n) memory."""
-        builder = StreamingRoot()
-        for h in self.leaf_hashes(size):
-            builder.add(h)
-        if builder.size != size:
-            raise CAError(ErrorCode.INTERNAL, f"the ledger has {builder.size} of {size} entries")
-        return builder.root()
+    def _leaf_range(self, start: int, end: int) -> bytes:
+        data = b"".join(self.leaf_hashes(end, start))
+        if len(data) != (end - start) * HASH_SIZE:
+            raise CAError(
+                ErrorCode.INTERNAL,
+                f"the ledger has {len(data) // HASH_SIZE} of entries {start}..{end - 1}",
+            )
+        return data
+
+    def _block_hashes(self, size: int) -> bytes:
+        """The cached hashes of the complete blocks below ``size``, extended when needed."""
+        complete = size >> BLOCK_BITS
+        with self._blocks_lock:
+            have = len(self._blocks) // HASH_SIZE
+            while have < complete:
+                upto = min(complete, have + 64)  # 64 blocks (2 MiB of leaf hashes) per read
+                self._blocks += block_hashes(
+                    self._leaf_range(have << BLOCK_BITS, upto << BLOCK_BITS)
+                )
+                have = upto
+            return bytes(self._blocks[: complete * HASH_SIZE])
 
     def tree(self, size: int) -> MerkleTree:
-        """An in-memory tree of the first ``size`` leaves (32 bytes each) for proofs."""
-        buf = bytearray()
-        for h in self.leaf_hashes(size):
-            buf += h
-        return MerkleTree(buf)
+        """The tree over the first ``size`` entries for roots and proofs (see the class)."""
+        if size < 0:
+            raise CAError(ErrorCode.BAD_REQUEST, "a tree size is not negative")
+
+        def fetch(index: int) -> bytes:
+            start = index << BLOCK_BITS
+            return self._leaf_range(start, min(size, start + BLOCK))
+
+        return BlockedTree(size, self._block_hashes(size), fetch)
+
+    def root(self, size: int) -> bytes:
+        """The tree head over the first ``size`` entries."""
+        return self.tree(size).root()
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof between two sizes of the stored ledger."""
+        return self.tree(new_size).consistency_proof(old_size, new_size)
 
     def store_checkpoint(self, cp: Checkpoint, signer_id: int) -> None:
         with self.sessions.begin() as s:
@@ -158,58 +201,57 @@ class LedgerStore:
         return Checkpoint(cp.tree_size, cp.root_hash, cp.timestamp, cp.signature, cert)
 
     def entries(self, size: int, flt: ExportFilter) -> Iterator[tuple[LedgerEntry, bytes]]:
-        """Entries with seq < size matching ``flt``, in order, streamed, with leaf hashes."""
-        query = select(LedgerEntryRow).where(LedgerEntryRow.seq < size)
-        if flt.since:
-            query = query.where(LedgerEntryRow.time >= _iso(flt.since))
-        if flt.until:
-            query = query.where(LedgerEntryRow.time < _iso(flt.until))
-        if flt.agent:
-            query = query.where(LedgerEntryRow.agent == flt.agent)
-        if flt.officer:
-            query = query.where(LedgerEntryRow.officer == flt.officer)
-        if flt.event:
-            query = query.where(LedgerEntryRow.event == flt.event)
-        with self.sessions() as s:
-            result = s.execute(
-                query.order_by(LedgerEntryRow.seq).execution_options(yield_per=5_000)
-            )
-            for (row,) in result:
-                yield (
-                    LedgerEntry(row.seq, row.time, row.actor, row.event, json.loads(row.body)),
-                    row.leaf_hash,
-                )
-                s.expunge(row)
+        """Entries with seq < size matching ``flt``, in order, streamed, with leaf hashes.
 
-    def export(
-        self, out: TextIO, checkpoint: Checkpoint, flt: ExportFilter, fmt: str = "jsonl"
-    ) -> int:
-        """Write an export covering ``checkpoint``; filtered exports carry inclusion proofs.
-
-        Full exports stream in constant memory; filtered exports hold the leaf hashes (32 bytes
-        per entry) to compute proofs.
+        Plain rows (no ORM objects), fetched 1,000 at a time: memory stays bounded however
+        large the ledger is.
         """
+        t = LedgerEntryRow
+        query = _filtered(
+            select(t.seq, t.time, t.actor, t.event, t.body, t.leaf_hash), size, flt
+        ).order_by(t.seq)
+        with self.sessions() as s:
+            result = s.execute(query.execution_options(yield_per=1_000))
+            for seq, time, actor, event, body, leaf in result:
+                yield LedgerEntry(seq, time, actor, event, json.loads(body)), leaf
+
+    def count(self, size: int, flt: ExportFilter) -> int:
+        """How many entries with seq < size match ``flt`` (one COUNT query)."""
+        query = _filtered(select(func.count()).select_from(LedgerEntryRow), size, flt)
+        with self.sessions() as s:
+            return int(s.scalar(query) or 0)
+
+    def export_lines(
+        self, checkpoint: Checkpoint, flt: ExportFilter, fmt: str = "jsonl"
+    ) -> Iterator[str]:
+        """The lines of an export covering ``checkpoint``, streamed in bounded memory.
+
+        Filtered exports carry an inclusion proof per entry, computed from the block cache
+        (see the class), so they too hold only a few blocks of leaf hashes at a time.
+        """
+        if fmt not in ("jsonl", "csv"):
+            raise CAError(ErrorCode.BAD_REQUEST, "format must be jsonl or csv")
         size = checkpoint.tree_size
         filtered = not flt.is_empty()
         tree = self.tree(size) if filtered else None
-        count = sum(1 for _ in self.entries(size, flt)) if filtered else size
+        if tree is not None and tree.root() != checkpoint.root_hash:
+            raise CAError(ErrorCode.INTERNAL, "the stored ledger does not match the checkpoint")
         header = {
             "format": EXPORT_FORMAT,
             "version": 1,
             "filter": flt.to_json() if filtered else None,
-            "count": count,
+            "count": self.count(size, flt) if filtered else size,
             "checkpoint": checkpoint.to_json(),
         }
+        buf = io.StringIO()
         writer = None
         if fmt == "csv":
-            out.write("#" + json.dumps(header, sort_keys=True) + "\n")
-            writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+            yield "#" + json.dumps(header, sort_keys=True) + "\n"
+            writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
             writer.writeheader()
-        elif fmt == "jsonl":
-            out.write(json.dumps(header, sort_keys=True) + "\n")
+            yield _take(buf)
         else:
-            raise CAError(ErrorCode.BAD_REQUEST, "format must be jsonl or csv")
-        written = 0
+            yield json.dumps(header, sort_keys=True) + "\n"
         for entry, stored_leaf in self.entries(size, flt):
             record: dict[str, Any] = entry.to_json()
             record["leaf_hash"] = stored_leaf.hex()
@@ -223,15 +265,45 @@ class LedgerStore:
                         "proof": " ".join(record.get("proof", [])),
                     }
                 )
+                yield _take(buf)
             else:
-                out.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
-            written += 1
-        return written
+                yield json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
+
+    def export(
+        self, out: TextIO, checkpoint: Checkpoint, flt: ExportFilter, fmt: str = "jsonl"
+    ) -> int:
+        """Write an export covering ``checkpoint`` to ``out``; returns the entries written."""
+        lines = 0
+        for line in self.export_lines(checkpoint, flt, fmt):
+            out.write(line)
+            lines += 1
+        return lines - (2 if fmt == "csv" else 1)
 
     def export_text(self, checkpoint: Checkpoint, flt: ExportFilter, fmt: str = "jsonl") -> str:
-        buf = io.StringIO()
-        self.export(buf, checkpoint, flt, fmt)
-        return buf.getvalue()
+        return "".join(self.export_lines(checkpoint, flt, fmt))
+
+
+def _take(buf: io.StringIO) -> str:
+    text = buf.getvalue()
+    buf.seek(0)
+    buf.truncate()
+    return text
+
+
+def _filtered(query: Any, size: int, flt: ExportFilter) -> Any:
+    """``query`` restricted to entries with seq < size matching ``flt``."""
+    query = query.where(LedgerEntryRow.seq < size)
+    if flt.since:
+        query = query.where(LedgerEntryRow.time >= _iso(flt.since))
+    if flt.until:
+        query = query.where(LedgerEntryRow.time < _iso(flt.until))
+    if flt.agent:
+        query = query.where(LedgerEntryRow.agent == flt.agent)
+    if flt.officer:
+        query = query.where(LedgerEntryRow.officer == flt.officer)
+    if flt.event:
+        query = query.where(LedgerEntryRow.event == flt.event)
+    return query
 
 
 def _iso(value: str) -> str:

@@ -190,7 +190,11 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16))  # operator | auditor | read-only
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(160))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # revoked at
+    revoked_by: Mapped[str | None] = mapped_column(String(160))
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # about once a minute
 
 
 class CrlState(Base):

@@ -123,3 +123,40 @@ def test_bulk_revoke_by_model_and_retire_with_revoke(data_dir: Path) -> None:
         assert shown["status"] == "revoked" and shown["revocation_reason"] == "privilegeWithdrawn"
     neither = run_cli("revoke", data_dir=data_dir)
     assert neither.returncode != 0 and "SERIAL" in neither.stderr
+
+
+def test_apitoken_create_list_revoke(data_dir: Path) -> None:
+    """API tokens never expired and could not be revoked, listed or seen in use."""
+    created = json.loads(
+        ok(
+            "apitoken",
+            "create",
+            "nightly",
+            "--role",
+            "auditor",
+            "--ttl",
+            "2d",
+            "--json",
+            data_dir=data_dir,
+        )
+    )
+    assert created["token"].startswith("aca_api_") and created["status"] == "active"
+    assert created["expires_at"] > created["created_at"]
+    assert created["created_by"].startswith("cli:")
+    listed = [
+        json.loads(line)
+        for line in ok("apitoken", "list", "--json", data_dir=data_dir).splitlines()
+    ]
+    mine = next(t for t in listed if t["name"] == "nightly")
+    assert mine["status"] == "active" and "token" not in mine
+    assert created["token"] not in ok("apitoken", "list", data_dir=data_dir)
+    revoked = json.loads(ok("apitoken", "revoke", "nightly", "--json", data_dir=data_dir))
+    assert revoked["status"] == "revoked" and revoked["revoked_by"].startswith("cli:")
+    again = run_cli("apitoken", "revoke", "nightly", data_dir=data_dir)
+    assert again.returncode != 0 and again.stderr.count("\n") == 1
+    assert "already revoked" in again.stderr
+    too_long = run_cli(
+        "apitoken", "create", "forever", "--role", "operator", "--ttl", "3650d", data_dir=data_dir
+    )
+    assert too_long.returncode != 0 and "invalid-validity" in too_long.stderr
+    assert "Traceback" not in too_long.stderr + again.stderr

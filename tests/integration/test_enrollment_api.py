@@ -540,6 +540,173 @@ def test_every_route_is_documented_and_every_documented_route_exists(env: Env) -
     assert routes == documented
 
 
+def test_flask_static_route_does_not_serve_the_working_directory(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flask's default static folder was <cwd>/static: files there were served to anyone."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "secret.txt").write_text("not for clients")
+    app = create_app(env.rt.settings, runtime_factory=lambda: env.rt)
+    assert all(rule.endpoint != "static" for rule in app.url_map.iter_rules())
+    with serve_in_thread(app) as base:
+        _assert_problem(call(base, "GET", "/static/secret.txt"), 404, "not-found")
+
+
+def test_deeply_nested_json_is_a_bad_request_not_a_server_error(env: Env) -> None:
+    """30,000 nested arrays made json.loads raise RecursionError: a 500 with a traceback."""
+    depth = 30_000
+    body = b'{"name": ' + b"[" * depth + b"]" * depth + b"}"
+    reply = env.call("POST", "/v1/scopes", body, content_type="application/json")
+    assert "deeper" in _assert_problem(reply, 400, "bad-request")["detail"]
+    dup = b'{"name": "dup-a", "name": "dup-b"}'  # silently took the last value before
+    reply = env.call("POST", "/v1/scopes", dup, content_type="application/json")
+    assert "twice" in _assert_problem(reply, 400, "bad-request")["detail"]
+
+
+def _checkpoint_rows(env: Env) -> int:
+    from ca.store.models import LedgerCheckpointRow
+
+    with env.rt.sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(LedgerCheckpointRow)) or 0)
+
+
+def test_ledger_export_only_reads_and_streams(env: Env) -> None:
+    """GET /v1/ledger/export signed and stored a checkpoint on every call (a read that wrote),
+    and built the whole export in memory before sending it."""
+    import json
+
+    if _checkpoint_rows(env) == 0:
+        _assert_problem(env.call("GET", "/v1/ledger/export", token="auditor"), 404, "not-found")
+        assert _checkpoint_rows(env) == 0
+        assert env.call("POST", "/v1/ledger/checkpoints").status == 201
+    before = _checkpoint_rows(env)
+    latest = env.call("GET", "/v1/ledger/checkpoint", token=None).json
+    for query in ("", "?format=csv", "?agent=exec-agent"):
+        reply = env.call("GET", "/v1/ledger/export" + query, token="auditor")
+        assert reply.status == 200, reply.body
+        assert "content-length" not in reply.headers  # streamed, not buffered
+        first = reply.body.split(b"\n", 1)[0].lstrip(b"#")
+        assert json.loads(first)["checkpoint"] == latest
+    assert _checkpoint_rows(env) == before
+
+
+def test_ledger_consistency_needs_an_auditor_and_proves(env: Env) -> None:
+    """The consistency endpoint was public and rebuilt the tree from every leaf on each call."""
+    from ca.ledger.merkle import MerkleTree, verify_consistency
+
+    size = env.rt.ledger.size()
+    path = f"/v1/ledger/consistency?from=1&to={size}"
+    _assert_problem(env.call("GET", path, token=None), 401, "unauthenticated")
+    _assert_problem(env.call("GET", path, token="reader"), 403, "forbidden")
+    bad = env.call("GET", "/v1/ledger/consistency?from=1&to=1e3", token="auditor")
+    _assert_problem(bad, 400, "bad-request")
+    tree = MerkleTree(list(env.rt.ledger.leaf_hashes(size)))
+    for old in sorted({1, size // 2 or 1, size}):
+        reply = env.call("GET", f"/v1/ledger/consistency?from={old}&to={size}", token="auditor")
+        assert reply.status == 200, reply.body
+        proof = [bytes.fromhex(h) for h in reply.json["proof"]]
+        assert verify_consistency(old, size, tree.root(old), tree.root(size), proof)
+
+
+# -- API token lifecycle (issue 9 item 9) -------------------------------------------------------
+def _ledger_events(env: Env, event: str) -> list[dict[str, Any]]:
+    import json
+
+    from ca.store.models import LedgerEntryRow
+
+    with env.rt.sessions() as s:
+        rows = s.scalars(select(LedgerEntryRow).where(LedgerEntryRow.event == event))
+        return [json.loads(r.body) for r in rows]
+
+
+def test_api_tokens_are_created_listed_used_and_revoked_over_the_api(env: Env) -> None:
+    """API tokens never expired and could not be revoked ('disabled_at' was never set)."""
+    from datetime import UTC, datetime, timedelta
+
+    name = f"ci-reader-{env.rt.settings.database_url[:6]}"
+    created = env.call(
+        "POST", "/v1/api-tokens", {"name": name, "role": "read-only", "ttl_seconds": 3600}
+    )
+    assert created.status == 201, created.body
+    assert created.headers["cache-control"] == "no-store"  # the answer carries a secret
+    secret = created.json["token"]
+    expires = datetime.fromisoformat(created.json["expires_at"])
+    assert abs(expires - (datetime.now(UTC) + timedelta(hours=1))) < timedelta(minutes=1)
+    assert env.call("GET", "/v1/scopes", token=secret).status == 200
+    listed = {t["name"]: t for t in env.call("GET", "/v1/api-tokens").json}
+    mine = listed[name]
+    assert mine["status"] == "active" and mine["role"] == "read-only"
+    assert mine["last_used_at"] is not None and mine["created_by"] == "api:ops"
+    assert "token" not in mine and secret not in str(listed)
+    for who in ("auditor", "reader", secret):  # operator-only endpoints
+        _assert_problem(env.call("GET", "/v1/api-tokens", token=who), 403, "forbidden")
+    too_long = {"name": name + "-x", "role": "auditor", "ttl_seconds": 400 * 86400}
+    _assert_problem(env.call("POST", "/v1/api-tokens", too_long), 400, "invalid-validity")
+    revoked = env.call("POST", f"/v1/api-tokens/{name}/revoke")
+    assert revoked.status == 200 and revoked.json["status"] == "revoked"
+    assert revoked.json["revoked_by"] == "api:ops"
+    refused = env.call("GET", "/v1/scopes", token=secret)
+    assert "revoked" in _assert_problem(refused, 401, "unauthenticated")["detail"]
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    _assert_problem(env.call("POST", f"/v1/api-tokens/{name}/revoke"), 409, "conflict")
+    _assert_problem(env.call("POST", "/v1/api-tokens/no-such/revoke"), 404, "not-found")
+    taken = env.call("POST", "/v1/api-tokens", {"name": name, "role": "read-only"})
+    _assert_problem(taken, 409, "conflict")  # names are never reused
+    assert [b for b in _ledger_events(env, "api_token.created") if b["name"] == name]
+    revocations = [b for b in _ledger_events(env, "api_token.revoked") if b["name"] == name]
+    assert len(revocations) == 1 and revocations[0]["role"] == "read-only"
+
+
+def test_expired_api_tokens_are_refused(env: Env) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from ca.apitokens import ApiTokens
+
+    past = datetime.now(UTC) - timedelta(hours=2)
+    secret, info = ApiTokens(env.rt.sessions, lambda: past).create(
+        f"old-{env.rt.settings.database_url[:6]}", "operator", ttl=timedelta(hours=1)
+    )
+    assert info.expires_at < datetime.now(UTC)
+    refused = env.call("GET", "/v1/agents", token=secret)
+    assert "expired" in _assert_problem(refused, 401, "unauthenticated")["detail"]
+    listed = {t["name"]: t for t in env.call("GET", "/v1/api-tokens").json}
+    assert listed[info.name]["status"] == "expired"
+
+
+def test_last_use_is_written_at_most_once_a_minute(env: Env) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from ca.apitokens import ApiTokens
+
+    now = [datetime.now(UTC)]
+    tokens = ApiTokens(env.rt.sessions, lambda: now[0])
+    secret, info = tokens.create(f"busy-{env.rt.settings.database_url[:6]}", "auditor")
+
+    def last_used() -> datetime | None:
+        return next(t.last_used_at for t in tokens.list() if t.name == info.name)
+
+    assert last_used() is None
+    first = now[0]
+    tokens.authenticate(secret)
+    assert last_used() == first
+    now[0] = first + timedelta(seconds=59)
+    tokens.authenticate(secret)
+    assert last_used() == first  # no write within the minute
+    now[0] = first + timedelta(seconds=61)
+    tokens.authenticate(secret)
+    assert last_used() == now[0]
+
+
+def test_bearer_header_parsing_is_strict(env: Env) -> None:
+    """Stray spaces, other schemes, two headers or junk characters never reach the lookup."""
+    for header in (f"Bearer  {env.op}", f"Basic {env.op}", f"Bearer {env.op} x", "Bearer"):
+        r = call(env.base, "GET", "/v1/agents", headers={"Authorization": header})
+        _assert_problem(r, 401, "unauthenticated")
+    r = call(env.base, "GET", "/v1/agents", headers={"Authorization": f"bearer {env.op}"})
+    assert r.status == 200  # the scheme is case-insensitive (RFC 9110 section 11.1)
+
+
 def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
     """Runs last in this module: the tests above must have called every documented operation."""
     assert env.call("GET", "/health", token=None).status == 200
@@ -551,7 +718,9 @@ def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
     assert created.status == 201, created.body
     latest = env.call("GET", "/v1/ledger/checkpoint", token=None).json
     assert latest["tree_size"] == created.json["tree_size"]
-    proof = env.call("GET", f"/v1/ledger/consistency?from=1&to={latest['tree_size']}", token=None)
+    proof = env.call(
+        "GET", f"/v1/ledger/consistency?from=1&to={latest['tree_size']}", token="auditor"
+    )
     assert proof.status == 200 and proof.json["to_size"] == latest["tree_size"]
     _assert_problem(env.call("GET", "/v1/ledger/export", token="reader"), 403, "forbidden")
     export = env.call("GET", "/v1/ledger/export?agent=exec-agent", token="auditor")

@@ -77,7 +77,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("ledger")
     data = base / "data"
     populate(data)
-    ok("ledger", "export", "--out", str(base / "full.jsonl"), data_dir=data)
+    ok("ledger", "export", "--sign-checkpoint", "--out", str(base / "full.jsonl"), data_dir=data)
     ok("ledger", "export", "--agent", "agent1", "--out", str(base / "agent1.jsonl"), data_dir=data)
     ok("ledger", "export", "--format", "csv", "--out", str(base / "full.csv"), data_dir=data)
     ok(

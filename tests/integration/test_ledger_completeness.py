@@ -198,6 +198,18 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
         ),
         (
             "post",
+            "/v1/api-tokens",
+            lambda: op("POST", "/v1/api-tokens", {"name": "ci", "role": "auditor"}),
+            ["api_token.created"],
+        ),
+        (
+            "post",
+            "/v1/api-tokens/{name}/revoke",
+            lambda: op("POST", "/v1/api-tokens/ci/revoke"),
+            ["api_token.revoked"],
+        ),
+        (
+            "post",
             "/v1/ledger/checkpoints",
             lambda: op("POST", "/v1/ledger/checkpoints"),
             ["audit.signer.created"],
@@ -265,6 +277,7 @@ def test_every_state_changing_cli_command_writes_its_entries(tmp_path: Path) -> 
     assert entries("agent", "enable", "cli-agent") == ["agent.updated"]
     assert entries("token", "create", "cli-agent") == ["enrollment_token.created"]
     assert entries("apitoken", "create", "auditor1", "--role", "auditor") == ["api_token.created"]
+    assert entries("apitoken", "revoke", "auditor1") == ["api_token.revoked"]
     assert entries(*issue) == ["certificate.reserved", "certificate.issued"]
     serial = run_cli("list", "--json", "--limit", "1", data_dir=data).stdout
     import json
@@ -291,6 +304,7 @@ def test_every_state_changing_cli_command_writes_its_entries(tmp_path: Path) -> 
         ["agent", "list"],
         ["model", "list"],
         ["scope", "list"],
+        ["apitoken", "list"],
         ["chain"],
     ):
         assert entries(*args) == [], args

@@ -10,9 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ca.ledger.merkle import (
+    BLOCK,
     EMPTY_ROOT,
+    BlockedTree,
     MerkleTree,
     StreamingRoot,
+    block_hashes,
     leaf_hash,
     node_hash,
     root_of,
@@ -98,3 +101,40 @@ def test_bad_arguments() -> None:
         tree.consistency_proof(0)
     assert not verify_inclusion(leaf_hash(b""), 5, 4, [], EMPTY_ROOT)
     assert not verify_consistency(5, 4, EMPTY_ROOT, EMPTY_ROOT, [])
+
+
+# -- the blocked tree the ledger store answers proofs from ----------------------------------------
+def _blocked(ls: list[bytes], size: int) -> tuple[BlockedTree, list[int]]:
+    flat = b"".join(ls)
+    complete = size // BLOCK
+    blocks = block_hashes(flat[: complete * BLOCK * 32])
+    fetched: list[int] = []
+
+    def fetch(i: int) -> bytes:
+        fetched.append(i)
+        return flat[i * BLOCK * 32 : min(size, (i + 1) * BLOCK) * 32]
+
+    return BlockedTree(size, blocks, fetch), fetched
+
+
+@pytest.mark.parametrize("size", [1, 2, 1023, 1024, 1025, 2047, 2048, 2049, 3000, 4096, 5001])
+def test_blocked_tree_matches_the_in_memory_tree(size: int) -> None:
+    ls = leaves(size)
+    reference = MerkleTree(ls)
+    tree, _ = _blocked(ls, size)
+    assert tree.root() == reference.root() == mth(ls)
+    for old in sorted(
+        {1, 2, size // 3 or 1, size - 1 or 1, 1024, 1025, size} & set(range(1, size + 1))
+    ):
+        assert tree.consistency_proof(old, size) == reference.consistency_proof(old, size)
+    for index in sorted({0, size // 2, size - 1, 1023 % size, 1024 % size}):
+        assert tree.inclusion_proof(index, size) == reference.inclusion_proof(index, size)
+
+
+def test_blocked_tree_reads_only_the_blocks_a_proof_touches() -> None:
+    size = 10 * BLOCK + 17
+    ls = leaves(size)
+    tree, fetched = _blocked(ls, size)
+    proof = tree.consistency_proof(3 * BLOCK + 5, size)
+    assert verify_consistency(3 * BLOCK + 5, size, mth(ls[: 3 * BLOCK + 5]), mth(ls), proof)
+    assert len(set(fetched)) <= 2  # the block holding the old size and the partial last block
