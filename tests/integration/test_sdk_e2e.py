@@ -432,8 +432,10 @@ def test_priming_the_status_cache_with_another_agents_staple_is_denied_and_logge
     body = json.dumps(ORDER).encode()
     replies = []
     for _ in range(5):
-        staple = agent.refresh_staple()  # A's fresh 'good' response, signed by the responder
+        agent.refresh_staple()  # A's fresh 'good' response, signed by the responder
         primer = signed(scenario, agent)
+        staple = agent.staple  # the one the primer carried (signing may have refreshed it)
+        assert staple is not None and staple.status == "good"
         primer["Signature"] = "agentca=:" + "A" * 86 + "==:"
         assert send("POST", url, primer, body).status == 401
         b.staple = Staple(staple.der, "good", staple.this_update, None, time.time())
