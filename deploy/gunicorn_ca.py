@@ -2,12 +2,16 @@
 
 Workers are processes; each runs a few threads so that one request's database round trips
 overlap another's work (signing is serialised per process by the key store's lock, which the
-PKCS#11 library requires). Each worker opens its HSM session after the fork.
+PKCS#11 library requires). Each worker opens its HSM session after the fork. The worker class
+(``ca.api.worker``) reads every request whole, under head and body deadlines, before a thread
+takes it, so slow clients cannot hold the threads (docs/security.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ca.api.worker import worker_class
 
 
 def options(settings: Any) -> dict[str, Any]:
@@ -15,8 +19,9 @@ def options(settings: Any) -> dict[str, Any]:
     return {
         "bind": f"{settings.listen_host}:{settings.listen_port}",
         "workers": settings.workers,
-        "worker_class": "gthread" if settings.threads > 1 else "sync",
+        "worker_class": worker_class(settings.max_request_bytes),
         "threads": settings.threads,
+        "worker_connections": 1000,  # per worker; one client address may hold a quarter
         "timeout": 30,
         "graceful_timeout": 10,
         "keepalive": 5,

@@ -9,7 +9,7 @@ URL still go through Flask. Blocking work (a status query, an HSM signature) pau
 loop briefly, as it would pause a sync worker; processes provide the parallelism.
 
 Limits (the responder faces the internet; see docs/security.md):
-- the request head is parsed strictly (``ocsp.http1``) and is at most 8 KiB, checked on every
+- the request head is parsed strictly (``ca.http1``) and is at most 8 KiB, checked on every
   read, with or without its final CRLF CRLF;
 - each request has a total deadline of ``REQUEST_SECONDS`` from its first byte to its last body
   byte: trickling one byte at a time does not extend it (an idle keep-alive connection with no
@@ -39,7 +39,7 @@ from urllib.parse import unquote_to_bytes
 
 from gunicorn.workers.base import Worker
 
-from ocsp.http1 import HeadError, parse_head
+from ca.http1 import HeadError, parse_head
 
 MAX_HEAD = 8 * 1024
 MAX_BODY = 16 * 1024

@@ -1,6 +1,6 @@
-"""Strict HTTP/1.1 request-head parsing for the OCSP worker (RFC 9112), pure.
+"""Strict HTTP/1.1 request-head parsing shared by the OCSP and CA API workers (RFC 9112), pure.
 
-The responder faces the internet, so its parser accepts only what RFC 9112 allows and refuses
+Both servers face untrusted clients, so the parser accepts only what RFC 9112 allows and refuses
 the rest with a status instead of guessing: a request line of exactly ``method SP target SP
 version``, header lines ending in CRLF (a bare CR or LF is refused, section 2.2), names that
 are tokens with no whitespace before the colon (section 5.1), no obs-fold (section 5.2), no

@@ -1,10 +1,10 @@
-"""Strict RFC 9112 request-head parsing of the OCSP worker (ocsp.http1)."""
+"""Strict RFC 9112 request-head parsing shared by the OCSP and CA API workers (ca.http1)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ocsp.http1 import HeadError, parse_head
+from ca.http1 import HeadError, parse_head
 
 OK = b"POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request\r\n"
 
