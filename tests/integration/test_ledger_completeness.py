@@ -84,7 +84,11 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
         created = int(time.time())
         _key, csr = _csr()
         der = x509.load_pem_x509_csr(csr.encode()).public_bytes(serialization.Encoding.DER)
-        proof = state["key"].sign(renewal_statement(created, der), ec.ECDSA(hashes.SHA256()))
+        current = x509.load_pem_x509_certificate(state["cert"].encode())
+        statement = renewal_statement(
+            created, der, current.public_bytes(serialization.Encoding.DER)
+        )
+        proof = state["key"].sign(statement, ec.ECDSA(hashes.SHA256()))
         op(
             "POST",
             "/v1/renew",
