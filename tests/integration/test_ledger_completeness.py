@@ -172,7 +172,12 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
             enroll,
             ["enrollment_token.used", "certificate.reserved", "certificate.issued"],
         ),
-        ("post", "/v1/renew", renew, ["certificate.reserved", "certificate.issued"]),
+        (
+            "post",
+            "/v1/renew",
+            renew,  # the renewed certificate is revoked as superseded (decision 0008)
+            ["certificate.reserved", "certificate.issued", "certificate.revoked"],
+        ),
         ("post", "/v1/certificates", issue, ["certificate.reserved", "certificate.issued"]),
         (
             "post",
@@ -186,7 +191,7 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
             "post",
             "/v1/revocations",
             lambda: op("POST", "/v1/revocations", {"agent": "ledger-agent"}),
-            ["certificate.revoked", "certificate.revoked"],
+            ["certificate.revoked"],  # the renewal; the enrolled certificate was superseded
         ),
         (
             "post",
