@@ -231,18 +231,29 @@ class Agent:
         self._install(credential)
         return credential
 
-    def renew(self, validity_seconds: int | None = None) -> Credential:
-        """Renew with the current key's proof of possession (POST /v1/renew), same key."""
+    def renew(
+        self, validity_seconds: int | None = None, scopes: list[str] | None = None
+    ) -> Credential:
+        """Renew with the current key's proof of possession (POST /v1/renew), same key.
+
+        The proof (``agentca-renew-v2``) covers the new CSR, the current certificate, the
+        scopes and the validity asked for; the CA accepts it once, and revokes the current
+        certificate (superseded) when it issues the new one, so the new one is installed at once.
+        """
         current = self.credential
         pem, der = self._csr_pem()
         created = int(self.clock())
-        proof = sign_statement(self.key, renewal_statement(created, der))
+        current_der = current.certificate.public_bytes(serialization.Encoding.DER)
+        statement = renewal_statement(created, der, current_der, scopes, validity_seconds)
+        proof = sign_statement(self.key, statement)
         body: dict[str, Any] = {
             "certificate": current.certificate.public_bytes(serialization.Encoding.PEM).decode(),
             "csr": pem,
             "created": created,
             "proof": base64.b64encode(proof).decode(),
         }
+        if scopes is not None:
+            body["scopes"] = scopes
         if validity_seconds is not None:
             body["validity_seconds"] = validity_seconds
         credential = self._credential_from(self._post_json("/v1/renew", body, None))

@@ -7,7 +7,8 @@ v1.5/SHA-256 or Ed25519), byte-compatible with the CA's ``build_agent_csr``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,6 +21,7 @@ from agent.keys import AgentKey
 from agent.provenance import Provenance
 
 CSR_PROVENANCE_OID = "2.25.40108673889173621464063845417476256764.4.1"
+RENEW_CONTEXT = b"agentca-renew-v2"
 
 
 def signature_algorithm(key: AgentKey) -> tuple[bytes, Callable[[bytes], bytes]]:
@@ -67,15 +69,44 @@ def build_csr(
     return x509.load_der_x509_csr(request)
 
 
-def renewal_statement(created: int, csr_der: bytes) -> bytes:
-    """What the current key signs to renew (``agentca-renew-v1``, see the CA's proof.py)."""
-    import hashlib
+def _field(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
 
-    return (
-        b"agentca-renew-v1\n"
-        + str(int(created)).encode()
-        + b"\n"
-        + hashlib.sha256(csr_der).digest()
+
+def renewal_statement(
+    created: int,
+    csr_der: bytes,
+    certificate_der: bytes,
+    scopes: Sequence[str] | None = None,
+    validity_seconds: int | None = None,
+) -> bytes:
+    """What the current key signs to renew (``agentca-renew-v2``; docs/agents.md).
+
+    A copy of the CA's ``ca/proof.py`` function (the SDK imports nothing of the CA): length-
+    prefixed fields covering the context, ``created``, SHA-256 of the new CSR DER, SHA-256 of
+    the current certificate DER, the requested scopes (in order) and ``validity_seconds``.
+    """
+    if scopes is None:
+        scope_part = b"\x00"
+    else:
+        scope_part = (
+            b"\x01"
+            + len(scopes).to_bytes(4, "big")
+            + b"".join(_field(s.encode("utf-8")) for s in scopes)
+        )
+    validity_part = (
+        b"\x00" if validity_seconds is None else b"\x01" + str(int(validity_seconds)).encode()
+    )
+    return b"".join(
+        _field(part)
+        for part in (
+            RENEW_CONTEXT,
+            str(int(created)).encode(),
+            hashlib.sha256(csr_der).digest(),
+            hashlib.sha256(certificate_der).digest(),
+            scope_part,
+            validity_part,
+        )
     )
 
 

@@ -37,9 +37,11 @@ def phase_issue(data: str, url: str, n: int, ledger: bool) -> dict[str, float]:
 
     rt = open_runtime(Settings(data_dir=Path(data), database_url=url))
     rt.authority.ledger_enabled = ledger
-    ext = AgentExtensions(Provenance("m", Digest.sha256_hex("a1" * 32),
-                                     Digest.sha256_hex("c3" * 32)),
-                          Authorization(("read_book",)), Accountability("o@example.com", "p"))
+    ext = AgentExtensions(
+        Provenance("m", Digest.sha256_hex("a1" * 32), Digest.sha256_hex("c3" * 32)),
+        Authorization(("read_book",)),
+        Accountability("o@example.com", "p"),
+    )
     keys = [ec.generate_private_key(ec.SECP256R1()).public_key() for _ in range(n + 20)]
     for k in keys[:20]:
         rt.authority.issue(IssuanceRequest(k, "warm", ext, timedelta(hours=1)), "bench")
@@ -62,16 +64,37 @@ def phase_fill(url: str, n: int) -> dict[str, float]:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     with psycopg.connect(pg) as conn:
         base = conn.execute("SELECT size FROM ledger_head").fetchone()[0]  # type: ignore[index]
-        with conn.cursor().copy("COPY ledger_entries (seq, time, actor, event, agent, officer, "
-                                "body, leaf_hash) FROM STDIN") as copy:
+        with conn.cursor().copy(
+            "COPY ledger_entries (seq, time, actor, event, agent, officer, "
+            "body, leaf_hash) FROM STDIN"
+        ) as copy:
             for i in range(n):
                 seq = base + i
-                body = {"agent": f"agent{i % 1000}", "officer": "o@example.com",
-                        "serial": format(0x10000000000000000 + seq, "x"), "reason": "superseded"}
-                e = LedgerEntry(seq, (t0 + timedelta(microseconds=seq)).strftime(
-                    "%Y-%m-%dT%H:%M:%S.%fZ"), "bench", "certificate.revoked", body)
-                copy.write_row((seq, e.time, e.actor, e.event, body["agent"], body["officer"],
-                                canonical(body).decode(), e.leaf_hash()))
+                body = {
+                    "agent": f"agent{i % 1000}",
+                    "officer": "o@example.com",
+                    "serial": format(0x10000000000000000 + seq, "x"),
+                    "reason": "superseded",
+                }
+                e = LedgerEntry(
+                    seq,
+                    (t0 + timedelta(microseconds=seq)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "bench",
+                    "certificate.revoked",
+                    body,
+                )
+                copy.write_row(
+                    (
+                        seq,
+                        e.time,
+                        e.actor,
+                        e.event,
+                        body["agent"],
+                        body["officer"],
+                        canonical(body).decode(),
+                        e.leaf_hash(),
+                    )
+                )
         conn.execute("UPDATE ledger_head SET size = size + %s", (n,))
     return {"seconds": time.perf_counter() - start}
 
@@ -90,8 +113,12 @@ def phase_export(data: str, url: str, out: str, cert_out: str) -> dict[str, floa
     Path(cert_out).write_text(cp.to_json()["certificate_pem"])
     seconds = time.perf_counter() - start
     rt.close()
-    return {"entries": n, "seconds": seconds, "checkpoint_seconds": checkpoint_s,
-            "peak_mib": _peak_mib()}
+    return {
+        "entries": n,
+        "seconds": seconds,
+        "checkpoint_seconds": checkpoint_s,
+        "peak_mib": _peak_mib(),
+    }
 
 
 def phase_verify(export: str, cert: str) -> dict[str, float]:
@@ -106,13 +133,21 @@ def phase_verify(export: str, cert: str) -> dict[str, float]:
     seconds = time.perf_counter() - start
     if not report.ok:
         raise SystemExit(report.message)
-    return {"entries": report.entries, "seconds": seconds, "rate": report.entries / seconds,
-            "peak_mib": _peak_mib()}
+    return {
+        "entries": report.entries,
+        "seconds": seconds,
+        "rate": report.entries / seconds,
+        "peak_mib": _peak_mib(),
+    }
 
 
 def child(phase: str, *args: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--phase", phase, *args],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", phase, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode:
         raise SystemExit(out.stderr)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -127,11 +162,12 @@ def main() -> None:
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.phase:
-        fn = {"issue": lambda: phase_issue(a.args[0], a.args[1], int(a.args[2]),
-                                           a.args[3] == "1"),
-              "fill": lambda: phase_fill(a.args[0], int(a.args[1])),
-              "export": lambda: phase_export(*a.args),
-              "verify": lambda: phase_verify(*a.args)}[a.phase]
+        fn = {
+            "issue": lambda: phase_issue(a.args[0], a.args[1], int(a.args[2]), a.args[3] == "1"),
+            "fill": lambda: phase_fill(a.args[0], int(a.args[1])),
+            "export": lambda: phase_export(*a.args),
+            "verify": lambda: phase_verify(*a.args),
+        }[a.phase]
         print(json.dumps(fn()))
         return
     from ca.config import Settings
@@ -148,22 +184,28 @@ def main() -> None:
             rates[mode].append(r["rate"])
     med = {k: sorted(v)[1] for k, v in rates.items()}
     per_issue_ms = (1 / med["with"] - 1 / med["without"]) * 1000
-    print(f"issuance (PostgreSQL + SoftHSM2, 1 process), median of 3 interleaved runs: "
-          f"without ledger {med['without']:.0f}/s, with ledger {med['with']:.0f}/s "
-          f"(ratio {med['with'] / med['without']:.2f}; ledger adds {per_issue_ms:.2f} ms "
-          f"per issuance = 2 entries)")
+    print(
+        f"issuance (PostgreSQL + SoftHSM2, 1 process), median of 3 interleaved runs: "
+        f"without ledger {med['without']:.0f}/s, with ledger {med['with']:.0f}/s "
+        f"(ratio {med['with'] / med['without']:.2f}; ledger adds {per_issue_ms:.2f} ms "
+        f"per issuance = 2 entries)"
+    )
     fill = child("fill", url, str(a.entries))
     print(f"filled {a.entries} synthetic entries in {fill['seconds']:.1f} s (COPY)")
     export, cert = str(work / "export.jsonl"), str(work / "audit.pem")
     ex = child("export", str(data), url, export, cert)
     size_mib = os.path.getsize(export) / 2**20
-    print(f"checkpoint over {ex['entries']:.0f} entries: {ex['checkpoint_seconds']:.1f} s; "
-          f"export incl. checkpoint: {ex['seconds']:.1f} s "
-          f"({ex['entries'] / ex['seconds']:.0f} entries/s, {size_mib:.0f} MiB), "
-          f"peak RSS {ex['peak_mib']:.0f} MiB")
+    print(
+        f"checkpoint over {ex['entries']:.0f} entries: {ex['checkpoint_seconds']:.1f} s; "
+        f"export incl. checkpoint: {ex['seconds']:.1f} s "
+        f"({ex['entries'] / ex['seconds']:.0f} entries/s, {size_mib:.0f} MiB), "
+        f"peak RSS {ex['peak_mib']:.0f} MiB"
+    )
     ve = child("verify", export, cert)
-    print(f"offline verify: {ve['entries']:.0f} entries in {ve['seconds']:.1f} s = "
-          f"{ve['rate']:.0f} entries/s (target >= 100000/s), peak RSS {ve['peak_mib']:.0f} MiB")
+    print(
+        f"offline verify: {ve['entries']:.0f} entries in {ve['seconds']:.1f} s = "
+        f"{ve['rate']:.0f} entries/s (target >= 100000/s), peak RSS {ve['peak_mib']:.0f} MiB"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
 )
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
@@ -72,6 +72,19 @@ class IssuanceRequest:
     agent_name: str
     extensions: AgentExtensions
     validity: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class RenewalLink:
+    """Ties a renewal to the certificate it replaces (``parent``) and to its one-time proof.
+
+    ``proof_sha256`` is the SHA-256 (hex) of the signed renewal statement: unique among
+    certificates, so a proof yields at most one certificate.
+    """
+
+    parent_serial_hex: str
+    parent_issuer: str
+    proof_sha256: str
 
 
 @dataclass(frozen=True)
@@ -270,6 +283,7 @@ class CertificateAuthority:
         agent_id: int | None = None,
         in_reservation: Callable[[Session], None] | None = None,
         session: Session | None = None,
+        renewal: RenewalLink | None = None,
     ) -> CertificateRecord:
         """Record, sign and store one agent certificate (DESIGN.md section 6).
 
@@ -278,6 +292,10 @@ class CertificateAuthority:
 
         ``in_reservation`` runs inside the transaction that reserves the serial (e.g. to consume
         a one-time enrollment token): if it raises, nothing at all is written.
+
+        ``renewal`` makes this a renewal: the reservation claims the parent (it must be issued,
+        unexpired, not already renewed, and the proof unused) and records the lineage; the
+        transaction that stores the new certificate revokes the parent as superseded.
         """
         validate_agent_name(request.agent_name)
         key_type = key_type_of(request.public_key)
@@ -306,7 +324,17 @@ class CertificateAuthority:
         )
         with self._unit_of_work(session) as s:
             row = self._reserve(
-                s, issuing, request, ext, spki, now, not_after, actor, agent_id, in_reservation
+                s,
+                issuing,
+                request,
+                ext,
+                spki,
+                now,
+                not_after,
+                actor,
+                agent_id,
+                in_reservation,
+                renewal,
             )
             serial = int(row.serial_hex, 16)
             spec = AgentCertificateSpec(
@@ -327,7 +355,11 @@ class CertificateAuthority:
             der = cert.public_bytes(serialization.Encoding.DER)
             fingerprint = hashlib.sha256(der).hexdigest()
             with s.begin():
-                self._log(s, actor, "certificate.issued", _issued_body(row, ext, fingerprint), now)
+                body = _issued_body(row, ext, fingerprint)
+                if renewal is not None:
+                    body["renewed_from"] = renewal.parent_serial_hex
+                    body["lineage_root"] = self._lineage_root_serial(s, row)
+                self._log(s, actor, "certificate.issued", body, now)
                 result = s.connection().execute(
                     update(Certificate)
                     .where(Certificate.id == row.id, Certificate.status == CertStatus.PENDING.value)
@@ -340,6 +372,8 @@ class CertificateAuthority:
                 )
                 if getattr(result, "rowcount", 1) != 1:
                     raise CAError(ErrorCode.INTERNAL, "the reservation was reconciled away")
+                if renewal is not None:
+                    self._supersede(s, row, actor, now)
         row.status = CertStatus.ISSUED.value
         row.certificate_der = der
         row.fingerprint_sha256 = fingerprint
@@ -368,6 +402,7 @@ class CertificateAuthority:
         actor: str,
         agent_id: int | None = None,
         in_reservation: Callable[[Session], None] | None = None,
+        renewal: RenewalLink | None = None,
     ) -> Certificate:
         """Commit the pending record (and what ``in_reservation`` writes); return it detached."""
         prov, acc = ext.provenance, ext.accountability
@@ -396,6 +431,11 @@ class CertificateAuthority:
                 with s.begin():
                     if in_reservation is not None:
                         in_reservation(s)
+                    if renewal is not None:
+                        parent = self._claim_parent(s, renewal, now)
+                        row.renewed_from_id = parent.id
+                        row.lineage_id = parent.lineage_id or parent.id
+                        row.renewal_proof_sha256 = renewal.proof_sha256
                     values = {
                         c.key: getattr(row, c.key)
                         for c in Certificate.__table__.columns
@@ -406,22 +446,143 @@ class CertificateAuthority:
                         .execute(insert(Certificate).values(values).returning(Certificate.id))
                         .scalar_one()
                     )
-                    self._log(
-                        s,
-                        actor,
-                        "certificate.reserved",
-                        {
-                            "issuer": issuing.name,
-                            "serial": row.serial_hex,
-                            "agent": row.agent_name,
-                            "officer": acc.officer,
-                        },
-                        now,
-                    )
+                    reserved: dict[str, Any] = {
+                        "issuer": issuing.name,
+                        "serial": row.serial_hex,
+                        "agent": row.agent_name,
+                        "officer": acc.officer,
+                    }
+                    if renewal is not None:
+                        reserved["renewed_from"] = renewal.parent_serial_hex
+                    self._log(s, actor, "certificate.reserved", reserved, now)
                 return row
-            except IntegrityError:  # a serial collision: astronomically rare, retry
-                continue
+            except IntegrityError:  # a serial collision (astronomically rare) or a proof replayed
+                continue  # concurrently: the retry's _claim_parent refuses the latter
         raise CAError(ErrorCode.INTERNAL, "could not reserve a unique serial number")
+
+    # -- renewal lineage -------------------------------------------------------------------------
+    def _claim_parent(self, s: Session, renewal: RenewalLink, now: datetime) -> Certificate:
+        """In the reservation: lock the certificate being renewed and check it may be renewed.
+
+        Refused with ``conflict`` (409) when the proof was already used or the parent was
+        already renewed (a renewal of it is pending or issued, or it is revoked as
+        superseded); with ``unauthenticated`` (401) when the parent is otherwise not good.
+        """
+        used = s.scalar(
+            select(Certificate.serial_hex).where(
+                Certificate.renewal_proof_sha256 == renewal.proof_sha256
+            )
+        )
+        if used is not None:
+            raise CAError(
+                ErrorCode.CONFLICT,
+                f"this renewal proof was already used (certificate {used}); sign a new one",
+            )
+        parent = self._find(s, renewal.parent_serial_hex, renewal.parent_issuer, for_update=True)
+        child = s.scalar(
+            select(Certificate.serial_hex).where(
+                Certificate.renewed_from_id == parent.id,
+                Certificate.status.in_([CertStatus.PENDING.value, CertStatus.ISSUED.value]),
+            )
+        )
+        if child is not None or (
+            parent.status == CertStatus.REVOKED.value
+            and parent.revocation_reason == RevocationReason.SUPERSEDED
+        ):
+            raise CAError(
+                ErrorCode.CONFLICT,
+                f"certificate {parent.serial_hex} was already renewed"
+                + (f" (by {child})" if child else ""),
+            )
+        if parent.status != CertStatus.ISSUED.value:
+            raise CAError(
+                ErrorCode.UNAUTHENTICATED,
+                f"certificate {parent.serial_hex} is {parent.status} and cannot be renewed",
+            )
+        if parent.not_after <= now:
+            raise CAError(ErrorCode.UNAUTHENTICATED, "the current certificate has expired")
+        return parent
+
+    @staticmethod
+    def _lineage_root_serial(s: Session, row: Certificate) -> str:
+        if row.lineage_id is None:
+            return row.serial_hex
+        return str(s.scalar(select(Certificate.serial_hex).where(Certificate.id == row.lineage_id)))
+
+    def _supersede(self, s: Session, row: Certificate, actor: str, now: datetime) -> None:
+        """In the transaction storing renewal ``row``: revoke its parent as superseded (4)."""
+        parent = s.scalars(
+            select(Certificate).where(Certificate.id == row.renewed_from_id).with_for_update()
+        ).one()
+        if parent.status != CertStatus.ISSUED.value:
+            return  # revoked meanwhile (by an operator, or its lineage): nothing to supersede
+        parent.status = CertStatus.REVOKED.value
+        parent.revoked_at = now
+        parent.revocation_reason = int(RevocationReason.SUPERSEDED)
+        parent.revoked_by = actor
+        s.add(
+            StatusChange(issuer_id=parent.issuer_id, serial_hex=parent.serial_hex, changed_at=now)
+        )
+        body = _revoked_body(parent, RevocationReason.SUPERSEDED)
+        body["superseded_by"] = row.serial_hex
+        self._log(s, actor, "certificate.revoked", body, now)
+        s.flush()
+
+    def _revoke_lineage(self, s: Session, row: Certificate, actor: str, now: datetime) -> None:
+        """keyCompromise of ``row``: revoke every other still-valid certificate of its lineage.
+
+        Issued and unexpired members are revoked (keyCompromise), members on certificateHold
+        are revoked for good, and reservations still being signed are marked failed (their
+        issuance then fails instead of answering a certificate). Members already revoked for
+        another reason (e.g. superseded) keep it: their own keys are not known compromised.
+        """
+        s.flush()
+        root = row.lineage_id or row.id
+        members = s.scalars(
+            select(Certificate)
+            .where(
+                or_(Certificate.id == root, Certificate.lineage_id == root),
+                Certificate.id != row.id,
+                or_(
+                    Certificate.status.in_([CertStatus.ISSUED.value, CertStatus.PENDING.value]),
+                    Certificate.revocation_reason == int(RevocationReason.CERTIFICATE_HOLD),
+                ),
+            )
+            .order_by(Certificate.id)
+            .with_for_update()
+        ).all()
+        for member in members:
+            if member.status == CertStatus.PENDING.value:
+                member.status = CertStatus.FAILED.value
+                member.failure = f"lineage revoked for keyCompromise of {row.serial_hex}"
+                self._log(
+                    s,
+                    actor,
+                    "certificate.failed",
+                    {
+                        "serial": member.serial_hex,
+                        "agent": member.agent_name,
+                        "why": member.failure,
+                    },
+                    now,
+                )
+                continue
+            if member.status == CertStatus.ISSUED.value and member.not_after <= now:
+                continue  # expired: no longer valid, nothing to revoke
+            if member.status == CertStatus.ISSUED.value:
+                member.status = CertStatus.REVOKED.value
+                member.revoked_at = now
+            member.revocation_reason = int(RevocationReason.KEY_COMPROMISE)
+            member.revoked_by = actor
+            s.add(
+                StatusChange(
+                    issuer_id=member.issuer_id, serial_hex=member.serial_hex, changed_at=now
+                )
+            )
+            body = _revoked_body(member, RevocationReason.KEY_COMPROMISE)
+            body["lineage_of"] = row.serial_hex
+            self._log(s, actor, "certificate.revoked", body, now)
+        s.flush()
 
     def _mark_failed(self, row: Certificate, why: str, actor: str) -> None:
         with self.sessions.begin() as s:
@@ -479,11 +640,21 @@ class CertificateAuthority:
         now = self.clock()
         with self.sessions.begin() as s:
             row = self._find(s, serial_hex, issuer_name, for_update=True)
+            escalated_from: RevocationReason | None = None
             if row.status == CertStatus.REVOKED.value:
-                if row.revocation_reason == RevocationReason.CERTIFICATE_HOLD and (
+                previous = RevocationReason(row.revocation_reason or 0)
+                if previous is RevocationReason.CERTIFICATE_HOLD and (
                     reason is not RevocationReason.CERTIFICATE_HOLD
                 ):
                     # RFC 5280 5.3.1: a held certificate may be revoked for good.
+                    row.revocation_reason = int(reason)
+                    row.revoked_by = actor
+                elif reason is RevocationReason.KEY_COMPROMISE and (
+                    previous is not RevocationReason.KEY_COMPROMISE
+                ):
+                    # escalation to keyCompromise (e.g. of a superseded certificate): the
+                    # revocation time stays, the reason becomes keyCompromise (docs 0008)
+                    escalated_from = previous
                     row.revocation_reason = int(reason)
                     row.revoked_by = actor
                 else:
@@ -501,7 +672,12 @@ class CertificateAuthority:
                 row.revocation_reason = int(reason)
                 row.revoked_by = actor
             s.add(StatusChange(issuer_id=row.issuer_id, serial_hex=row.serial_hex, changed_at=now))
-            self._log(s, actor, "certificate.revoked", _revoked_body(row, reason), now)
+            body = _revoked_body(row, reason)
+            if escalated_from is not None:
+                body["previous_reason"] = escalated_from.text
+            self._log(s, actor, "certificate.revoked", body, now)
+            if reason is RevocationReason.KEY_COMPROMISE:
+                self._revoke_lineage(s, row, actor, now)
             issuer = row.issuer.name
         return self.get(serial_hex, issuer)
 
@@ -544,6 +720,9 @@ class CertificateAuthority:
                 body = _revoked_body(row, reason)
                 body["bulk"] = criteria.to_json()
                 self._log(s, actor, "certificate.revoked", body, now)
+            if reason is RevocationReason.KEY_COMPROMISE:
+                for row in rows:
+                    self._revoke_lineage(s, row, actor, now)
             s.flush()
             return [_record(r) for r in rows]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.orm import Session
 
-from ca.authority import CertificateAuthority, IssuanceRequest
+from ca.authority import CertificateAuthority, IssuanceRequest, RenewalLink
 from ca.config import Settings
 from ca.csr import load_csr
 from ca.errors import CAError, ErrorCode
@@ -20,9 +21,11 @@ from ca.policy import EnrollmentClaim, Refusal, Registration, decide
 from ca.proof import renewal_statement, verify_statement
 from ca.records import CertificateRecord
 from ca.registry import Registry
+from ca.revocation import RevocationReason
 from ca.store.models import CertStatus
 
-RENEWAL_SKEW = timedelta(minutes=5)
+RENEWAL_SKEW = timedelta(minutes=5)  # how old a renewal proof's ``created`` may be
+MAX_FUTURE_SKEW = timedelta(seconds=30)  # how far ahead of the CA's clock it may be
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,13 @@ class EnrollmentService:
             )
 
     def renew(self, req: RenewalRequest) -> CertificateRecord:
-        """Re-issue for an agent that proves possession of its current, valid certificate."""
+        """Re-issue for an agent that proves possession of its current, valid certificate.
+
+        The proof signs the ``agentca-renew-v2`` statement over every member of the request
+        (ca/proof.py). It is accepted once, only while fresh (``created`` at most
+        ``MAX_FUTURE_SKEW`` ahead, ``RENEWAL_SKEW`` behind), and only for a certificate not
+        renewed yet; issuing the renewal revokes the current certificate as superseded.
+        """
         try:
             current = x509.load_pem_x509_certificate(req.certificate_pem)
         except ValueError as exc:
@@ -112,28 +121,52 @@ class EnrollmentService:
             raise CAError(
                 ErrorCode.UNAUTHENTICATED, "the current certificate was not issued by this CA"
             ) from exc
-        record = self.authority.get(format(current.serial_number, "x"))
         now = self.authority.clock()
-        if record.status != CertStatus.ISSUED or record.certificate_der != current.public_bytes(
-            serialization.Encoding.DER
+        age = now.timestamp() - req.created
+        if age > RENEWAL_SKEW.total_seconds():
+            raise CAError(ErrorCode.UNAUTHENTICATED, "the renewal proof is stale")
+        if -age > MAX_FUTURE_SKEW.total_seconds():
+            raise CAError(
+                ErrorCode.UNAUTHENTICATED,
+                f"the renewal proof is from the future (more than "
+                f"{int(MAX_FUTURE_SKEW.total_seconds())} s ahead of the CA's clock)",
+            )
+        current_der = current.public_bytes(serialization.Encoding.DER)
+        csr_bytes = load_csr(req.csr).public_bytes(serialization.Encoding.DER)
+        statement = renewal_statement(
+            req.created,
+            csr_bytes,
+            current_der,
+            req.scopes,
+            int(req.validity.total_seconds()) if req.validity is not None else None,
+        )
+        if not verify_statement(current.public_key(), req.proof, statement):
+            raise CAError(
+                ErrorCode.UNAUTHENTICATED,
+                "the renewal proof does not verify with the current key over this request",
+            )
+        record = self.authority.get(format(current.serial_number, "x"))
+        if record.certificate_der != current_der:
+            raise CAError(
+                ErrorCode.UNAUTHENTICATED, f"certificate {record.serial_hex} is not on record"
+            )
+        # early, read-only answers; the reservation re-checks all of this under a row lock
+        link = RenewalLink(
+            record.serial_hex, record.issuer_name, hashlib.sha256(statement).hexdigest()
+        )
+        if record.status == CertStatus.REVOKED and (
+            record.revocation_reason is RevocationReason.SUPERSEDED
         ):
+            raise CAError(
+                ErrorCode.CONFLICT, f"certificate {record.serial_hex} was already renewed"
+            )
+        if record.status != CertStatus.ISSUED:
             raise CAError(
                 ErrorCode.UNAUTHENTICATED,
                 f"certificate {record.serial_hex} is {record.status} and cannot be renewed",
             )
         if current.not_valid_after_utc <= now:
             raise CAError(ErrorCode.UNAUTHENTICATED, "the current certificate has expired")
-        if abs(now.timestamp() - req.created) > RENEWAL_SKEW.total_seconds():
-            raise CAError(
-                ErrorCode.UNAUTHENTICATED, "the renewal proof is stale or from the future"
-            )
-        csr_bytes = load_csr(req.csr).public_bytes(serialization.Encoding.DER)
-        if not verify_statement(
-            current.public_key(), req.proof, renewal_statement(req.created, csr_bytes)
-        ):
-            raise CAError(
-                ErrorCode.UNAUTHENTICATED, "the renewal proof does not verify with the current key"
-            )
         registration = self.registry.get_agent(record.agent_name)
         scopes = req.scopes
         if scopes is None:
@@ -145,5 +178,8 @@ class EnrollmentService:
                 )
         request = self._decide(registration, req.csr, scopes, req.validity)
         return self.authority.issue(
-            request, actor=f"agent:{registration.name}:renew", agent_id=registration.id
+            request,
+            actor=f"agent:{registration.name}:renew",
+            agent_id=registration.id,
+            renewal=link,
         )

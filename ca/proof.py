@@ -1,26 +1,72 @@
-"""Proof of possession for renewal: the agent signs a short statement with its current key.
+"""Proof of possession for renewal: the agent signs a statement with its current key.
 
-statement = ``b"agentca-renew-v1\\n" + str(created).encode() + b"\\n" + SHA-256(new CSR DER)``
+The statement (``agentca-renew-v2``) covers every member of the renewal request, so nothing in
+the body can be changed after signing. It is a sequence of fields, each written as a 4-byte
+big-endian length followed by that many bytes::
+
+    field(b"agentca-renew-v2")                 context (domain separation)
+    field(ASCII decimal of created)            Unix time, e.g. b"1795690000"
+    field(SHA-256(new CSR DER))                32 bytes
+    field(SHA-256(current certificate DER))    32 bytes: the certificate's fingerprint
+    field(scopes)        b"\\x00" when absent, else b"\\x01" + uint32 count + field(UTF-8 scope)...
+    field(validity)      b"\\x00" when absent, else b"\\x01" + ASCII decimal of validity_seconds
+
+Scopes are covered in the order the request lists them. The agent SDK (``agent/csr.py``) has an
+identical copy of :func:`renewal_statement` (it imports nothing of the CA); a unit test holds
+the two byte-for-byte equal.
 
 ECDSA keys sign with SHA-256 (DER signature), RSA with PKCS#1 v1.5 / SHA-256, Ed25519 plainly.
-The ``created`` Unix time must be within the allowed skew, which bounds replay.
+The ``created`` Unix time must be at most ``MAX_FUTURE_SKEW`` ahead of the CA's clock and at
+most ``RENEWAL_SKEW`` behind it; a statement is accepted once (the CA records its SHA-256).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-RENEW_CONTEXT = b"agentca-renew-v1\n"
+RENEW_CONTEXT = b"agentca-renew-v2"
 
 
-def renewal_statement(created: int, csr_der: bytes) -> bytes:
-    """The exact bytes the current key signs to renew with ``csr_der``."""
-    return RENEW_CONTEXT + str(int(created)).encode() + b"\n" + hashlib.sha256(csr_der).digest()
+def _field(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def renewal_statement(
+    created: int,
+    csr_der: bytes,
+    certificate_der: bytes,
+    scopes: Sequence[str] | None = None,
+    validity_seconds: int | None = None,
+) -> bytes:
+    """The exact bytes the current key signs to renew ``certificate_der`` with ``csr_der``."""
+    if scopes is None:
+        scope_part = b"\x00"
+    else:
+        scope_part = (
+            b"\x01"
+            + len(scopes).to_bytes(4, "big")
+            + b"".join(_field(s.encode("utf-8")) for s in scopes)
+        )
+    validity_part = (
+        b"\x00" if validity_seconds is None else b"\x01" + str(int(validity_seconds)).encode()
+    )
+    return b"".join(
+        _field(part)
+        for part in (
+            RENEW_CONTEXT,
+            str(int(created)).encode(),
+            hashlib.sha256(csr_der).digest(),
+            hashlib.sha256(certificate_der).digest(),
+            scope_part,
+            validity_part,
+        )
+    )
 
 
 def verify_statement(public_key: CertificatePublicKeyTypes, signature: bytes, data: bytes) -> bool:

@@ -217,10 +217,24 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "certificate": {"type": "string", "description": "current certificate, PEM"},
             "csr": {"type": "string", "description": "new CSR with provenance, PEM"},
-            "created": {"type": "integer", "description": "Unix time of the proof"},
-            "proof": {"type": "string", "description": "base64 signature by the current key"},
-            "scopes": _STRLIST,
-            "validity_seconds": {"type": "integer", "minimum": 1},
+            "created": {
+                "type": "integer",
+                "description": "Unix time of the proof: at most 30 s ahead of the CA's clock, "
+                "at most 300 s behind",
+            },
+            "proof": {
+                "type": "string",
+                "description": "base64 signature by the current key over the agentca-renew-v2 "
+                "statement (docs/agents.md): context, created, SHA-256 of the CSR DER, SHA-256 "
+                "of the current certificate DER, scopes (or absent), validity_seconds (or "
+                "absent). Accepted once.",
+            },
+            "scopes": {**_STRLIST, "description": "covered by the proof, in this order"},
+            "validity_seconds": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "covered by the proof",
+            },
         },
     },
     "IssueJson": {
@@ -419,7 +433,9 @@ def build_document() -> dict[str, Any]:
         },
         "/v1/renew": {
             "post": _op(
-                "Renew by proving possession of the current key",
+                "Renew by proving possession of the current key (single-use proof; the "
+                "current certificate is revoked as superseded when the new one is issued; "
+                "409 when the proof was used or the certificate was already renewed)",
                 "agent",
                 None,
                 _ok("201", "issued", _cert_answers()),

@@ -103,6 +103,16 @@ class Certificate(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(128))
     failure: Mapped[str | None] = mapped_column(Text)
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), index=True)
+    # renewal lineage (migration 0006): the certificate this one renewed, the first certificate
+    # of the chain of renewals (NULL for a certificate that renewed nothing: it is its own
+    # root), and the SHA-256 of the renewal statement, unique so a proof is accepted once
+    renewed_from_id: Mapped[int | None] = mapped_column(
+        ForeignKey("certificates.id", name="fk_certificates_renewed_from_id"), index=True
+    )
+    lineage_id: Mapped[int | None] = mapped_column(
+        ForeignKey("certificates.id", name="fk_certificates_lineage_id"), index=True
+    )
+    renewal_proof_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
 
     issuer: Mapped[Issuer] = relationship()
 

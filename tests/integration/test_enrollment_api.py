@@ -216,7 +216,9 @@ def _renew(
 ) -> Reply:
     created = int(time.time()) if created is None else created
     csr_der = x509.load_pem_x509_csr(csr_pem).public_bytes(serialization.Encoding.DER)
-    proof = key.sign(renewal_statement(created, csr_der), ec.ECDSA(hashes.SHA256()))
+    cert_der = cert.public_bytes(serialization.Encoding.DER)
+    statement = renewal_statement(created, csr_der, cert_der)
+    proof = key.sign(statement, ec.ECDSA(hashes.SHA256()))
     return call(
         env.base,
         "POST",

@@ -84,7 +84,11 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
         created = int(time.time())
         _key, csr = _csr()
         der = x509.load_pem_x509_csr(csr.encode()).public_bytes(serialization.Encoding.DER)
-        proof = state["key"].sign(renewal_statement(created, der), ec.ECDSA(hashes.SHA256()))
+        current = x509.load_pem_x509_certificate(state["cert"].encode())
+        statement = renewal_statement(
+            created, der, current.public_bytes(serialization.Encoding.DER)
+        )
+        proof = state["key"].sign(statement, ec.ECDSA(hashes.SHA256()))
         op(
             "POST",
             "/v1/renew",
@@ -168,7 +172,12 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
             enroll,
             ["enrollment_token.used", "certificate.reserved", "certificate.issued"],
         ),
-        ("post", "/v1/renew", renew, ["certificate.reserved", "certificate.issued"]),
+        (
+            "post",
+            "/v1/renew",
+            renew,  # the renewed certificate is revoked as superseded (decision 0008)
+            ["certificate.reserved", "certificate.issued", "certificate.revoked"],
+        ),
         ("post", "/v1/certificates", issue, ["certificate.reserved", "certificate.issued"]),
         (
             "post",
@@ -182,7 +191,7 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
             "post",
             "/v1/revocations",
             lambda: op("POST", "/v1/revocations", {"agent": "ledger-agent"}),
-            ["certificate.revoked", "certificate.revoked"],
+            ["certificate.revoked"],  # the renewal; the enrolled certificate was superseded
         ),
         (
             "post",

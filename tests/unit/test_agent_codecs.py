@@ -87,8 +87,9 @@ def test_csr_is_read_back_by_the_ca(key: object) -> None:
 
 def test_renewal_proof_is_what_the_ca_verifies() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    assert renewal_statement(1700000000, b"csr") == ca_renewal_statement(1700000000, b"csr")
-    data = renewal_statement(1700000000, b"csr")
+    args = (1700000000, b"csr", b"cert", ("a", "b"), 3600)
+    assert renewal_statement(*args) == ca_renewal_statement(*args)
+    data = renewal_statement(*args)
     assert verify_statement(key.public_key(), sign_statement(key, data), data)
 
 
