@@ -177,7 +177,7 @@ def _register(data_dir: Path, name: str, *extra: str, environment: str = "prod")
         "--model-type",
         "m",
         "--scope",
-        "read_book",
+        "cfg_scope",
         "--model-digest",
         MODEL,
         "--prompt-digest",
@@ -188,11 +188,17 @@ def _register(data_dir: Path, name: str, *extra: str, environment: str = "prod")
 
 
 def test_register_with_config_digests_and_refuse_look_alikes(data_dir: Path) -> None:
+    from agent import config_digest
+
+    cfg = data_dir.parent / "config.json"
+    cfg.write_text('{"tools": ["order_book"], "temperature": 0.2}')
+    computed = ok("config", "digest", str(cfg), data_dir=data_dir).strip()
+    assert computed == config_digest({"temperature": 0.2, "tools": ["order_book"]}).hex()
     ok("scope", "add", "cfg_scope", data_dir=data_dir)
-    r = _register(data_dir, "CfgAgent", "--config-digest", CONFIG, "--config-digest", MODEL)
+    r = _register(data_dir, "CfgAgent", "--config-digest", CONFIG, "--config-digest", computed)
     assert r.returncode == 0, r.stderr
     shown = json.loads(ok("agent", "show", "CfgAgent", "--json", data_dir=data_dir))
-    assert shown["config_digests"] == sorted([CONFIG, MODEL])
+    assert shown["config_digests"] == sorted([CONFIG, computed])
     # the same name in another case, and a look-alike, are one CLI line each (exit != 0)
     for twin in ("cfgagent", "CFGAGENT", "CfgAgent"):
         r = _register(data_dir, twin)
