@@ -462,6 +462,8 @@ def test_config_digest_is_certified_only_when_the_registration_allows_it(env: En
     cred = probe.enroll(_token(env, "cfg-agent"))
     certified = read_agent_extensions(cred.certificate).provenance.config_digest
     assert certified is not None and certified.hex == allowed
+    renewed = probe.renew()  # renewal runs through the same policy
+    assert read_agent_extensions(renewed.certificate).provenance.config_digest == certified
 
     # another configuration is refused, and so is one without a config digest
     for name, cfg, needle in (
