@@ -7,6 +7,7 @@ Every validator returns the accepted value (possibly normalised) or raises
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Final
 
@@ -182,5 +183,126 @@ def validate_trust_domain(s: object) -> str:
         raise CAError(
             ErrorCode.INVALID_NAME,
             f"trust domain {_show(value)} may use only lowercase letters, digits, '.', '-', '_'",
+        )
+    return value
+
+
+# -- the admission profile (UTS #39): what a registration, inventory entry or scope may use ----
+#
+# The validators above define the *syntax* of what a certificate may carry (they also parse
+# certificates issued before this profile existed). What the registry admits is stricter:
+# identifiers are ASCII, human text is one script, and two identifiers that a person cannot
+# tell apart (case, look-alike characters) are the same identifier. See
+# docs/decisions/0010-identifiers-and-config-digests.md.
+
+# UTS #39 confusables (confusables.txt) restricted to the repertoire the profile admits, plus
+# the Cyrillic and Greek letters that look like Latin ones (whole-script confusables), so a
+# label kept from before the profile still collides with its Latin twin. Applied before case
+# folding where case matters ("I" looks like "l", "i" does not).
+_CONFUSABLE_BEFORE_FOLD: Final = {"0": "o", "1": "l", "I": "l", "|": "l"}
+_CONFUSABLE_AFTER_FOLD: Final = {
+    "m": "rn",
+    # Cyrillic
+    "\u0430": "a", "\u0435": "e", "\u043e": "o", "\u0440": "p", "\u0441": "c",
+    "\u0443": "y", "\u0445": "x", "\u0456": "i", "\u0458": "j", "\u0455": "s",
+    "\u0501": "d", "\u04bb": "h", "\u04cf": "l", "\u0461": "w", "\u051b": "q",
+    "\u043c": "rn", "\u0442": "t", "\u043a": "k", "\u043d": "h", "\u0432": "b",
+    # Greek
+    "\u03bf": "o", "\u03b1": "a", "\u03bd": "v", "\u03b9": "i", "\u03ba": "k",
+    "\u03c1": "p", "\u03c4": "t", "\u03c5": "u", "\u03c7": "x", "\u03b5": "e",
+}  # fmt: skip
+
+# Scripts a letter may belong to, from its Unicode character name (Python's unicodedata has
+# no Script property; for letters and marks the name starts with the script's name).
+_SCRIPT_PREFIXES: Final = (
+    "LATIN", "GREEK", "CYRILLIC", "ARMENIAN", "HEBREW", "ARABIC", "DEVANAGARI", "BENGALI",
+    "GURMUKHI", "GUJARATI", "TAMIL", "TELUGU", "KANNADA", "MALAYALAM", "THAI", "GEORGIAN",
+    "HANGUL", "HIRAGANA", "KATAKANA", "BOPOMOFO", "CJK", "ETHIOPIC", "SINHALA", "KHMER", "LAO",
+)  # fmt: skip
+# UTS #39 "Highly Restrictive": one script, or Latin with the scripts of one CJK writing system.
+_ALLOWED_COMBINATIONS: Final = (
+    frozenset({"LATIN", "CJK", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "CJK", "BOPOMOFO"}),
+    frozenset({"LATIN", "CJK", "HANGUL"}),
+)
+_PRINTABLE_ASCII_RE: Final = re.compile(r"[\x20-\x7e]+")
+
+
+def identifier_key(value: str) -> str:
+    """The skeleton two identifiers collide on: NFKC, UTS #39 confusables, case folding.
+
+    ``identifier_key("AgentA") == identifier_key("agenta")`` and ``identifier_key("agent-1")
+    == identifier_key("agent-l")``; the registry refuses a second identifier with the key of
+    an existing one.
+    """
+    text = unicodedata.normalize("NFKC", value)
+    text = "".join(_CONFUSABLE_BEFORE_FOLD.get(c, c) for c in text).casefold()
+    text = "".join(_CONFUSABLE_AFTER_FOLD.get(c, c) for c in text)
+    return unicodedata.normalize("NFKC", text)
+
+
+def admit_identifier(s: object, what: str) -> str:
+    """An environment or model type as the registry admits it: printable ASCII only.
+
+    The certificate syntax (:func:`validate_environment`, :func:`validate_model_type`) allows
+    any printable text; a registration does not, so ``prod`` and ``pr\u043ed`` (Cyrillic o)
+    cannot both exist.
+    """
+    value = _require_str(s, what, ErrorCode.INVALID_NAME)
+    if not _PRINTABLE_ASCII_RE.fullmatch(value):
+        raise CAError(
+            ErrorCode.INVALID_NAME,
+            f"{what} {value[:40]!a} must use printable ASCII only (look-alike letters from "
+            "other scripts are refused)",
+        )
+    return value
+
+
+def scripts_of(value: str) -> frozenset[str]:
+    """The scripts of the letters in ``value`` (digits, punctuation and marks are neutral)."""
+    found: set[str] = set()
+    for c in value:
+        if unicodedata.category(c)[0] != "L":
+            continue
+        name = unicodedata.name(c, "")
+        script = next((p for p in _SCRIPT_PREFIXES if name.startswith(p + " ")), None)
+        found.add(script or f"U+{ord(c):04X}")
+    return frozenset(found)
+
+
+def admit_text(s: object, what: str, limit: int) -> str:
+    """Human text (an organisation name) as the registry admits it (UTS #39, §5.2).
+
+    NFC; letters from one script (UTS #39 "Highly Restrictive": Latin may join Han with
+    Hiragana/Katakana, Bopomofo or Hangul); combining marks only after a letter; everything
+    else printable ASCII, so no invisible, format, bidirectional or control characters.
+    """
+    value = _require_str(s, what, ErrorCode.INVALID_NAME)
+    _validate_printable(value, what, limit)
+    if unicodedata.normalize("NFC", value) != value:
+        raise CAError(ErrorCode.INVALID_NAME, f"{what} {value[:40]!a} is not in Unicode NFC")
+    previous = ""
+    for c in value:
+        category = unicodedata.category(c)
+        if category[0] == "M" and previous and unicodedata.category(previous)[0] in "LM":
+            pass
+        elif category[0] != "L" and not _PRINTABLE_ASCII_RE.fullmatch(c):
+            raise CAError(
+                ErrorCode.INVALID_NAME,
+                f"{what} {value[:40]!a} contains U+{ord(c):04X} ({category}); outside "
+                "letters, only printable ASCII is allowed",
+            )
+        previous = c
+    scripts = scripts_of(value)
+    unknown = sorted(x for x in scripts if x.startswith("U+"))
+    if unknown:
+        raise CAError(
+            ErrorCode.INVALID_NAME,
+            f"{what} {value[:40]!a} uses letters of an unsupported script ({unknown[0]})",
+        )
+    if len(scripts) > 1 and not any(scripts <= combo for combo in _ALLOWED_COMBINATIONS):
+        raise CAError(
+            ErrorCode.INVALID_NAME,
+            f"{what} {value[:40]!a} mixes scripts ({', '.join(sorted(scripts))}); use one script",
         )
     return value

@@ -36,6 +36,8 @@ class Registration:
     organization: str | None = None
     active: bool = True
     id: int | None = None
+    # Empty: the CSR must declare no config digest. Otherwise it must declare one of these.
+    allowed_config_digests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,16 @@ def decide(
         prompt = prov.prompt_digest.hex
         if prompt not in reg.allowed_prompt_digests:
             reasons.append(f"prompt digest {prompt} is not allowed for this agent")
+        config = None if prov.config_digest is None else prov.config_digest.hex
+        if config is None:
+            if reg.allowed_config_digests:
+                reasons.append("the CSR declares no config digest; this agent requires one")
+        elif not reg.allowed_config_digests:
+            reasons.append(
+                f"config digest {config} is not allowed: this agent's registration allows none"
+            )
+        elif config not in reg.allowed_config_digests:
+            reasons.append(f"config digest {config} is not allowed for this agent")
     scopes: tuple[str, ...] = reg.allowed_scopes
     if claim.requested_scopes is not None:
         try:

@@ -22,6 +22,10 @@ from ca.authority import Clock, utcnow
 from ca.errors import CAError, ErrorCode
 from ca.ledger.store import append
 from ca.names import (
+    MAX_ORGANIZATION_LEN,
+    admit_identifier,
+    admit_text,
+    identifier_key,
     normalise_scopes,
     parse_sha256_hex,
     validate_agent_name,
@@ -65,6 +69,7 @@ def _registration(row: AgentRegistration) -> Registration:
         allowed_scopes=_split(row.allowed_scopes),
         allowed_model_digests=_split(row.allowed_model_digests),
         allowed_prompt_digests=_split(row.allowed_prompt_digests),
+        allowed_config_digests=_split(row.allowed_config_digests or ""),
         allowed_key_types=_split(row.allowed_key_types),
         max_validity=timedelta(seconds=row.max_validity_seconds),
         active=row.status == "active",
@@ -80,9 +85,11 @@ def _model(row: ModelInventoryEntry) -> InventoryModel:
     )
 
 
-def _digests(values: Iterable[str], what: str) -> tuple[str, ...]:
+def _digests(values: Iterable[str], what: str, optional: bool = False) -> tuple[str, ...]:
+    if isinstance(values, (str, bytes)):
+        raise CAError(ErrorCode.INVALID_DIGEST, f"{what} digests must be a list, not one string")
     out = sorted({parse_sha256_hex(v).hex() for v in values})
-    if not out:
+    if not out and not optional:
         raise CAError(ErrorCode.INVALID_DIGEST, f"at least one {what} digest is required")
     return tuple(out)
 
@@ -114,6 +121,13 @@ class Registry:
         now = self.clock()
         try:
             with self.sessions.begin() as s:
+                key = identifier_key(name)
+                for existing in s.scalars(select(ScopeDefinition.name)):
+                    if existing != name and identifier_key(existing) == key:
+                        raise CAError(
+                            ErrorCode.CONFLICT,
+                            f"scope '{name}' looks like the existing scope '{existing}'",
+                        )
                 s.add(ScopeDefinition(name=name, description=description, created_at=now))
                 s.flush()
                 append(s, actor, "scope.added", {"scope": name, "description": description}, now)
@@ -147,10 +161,11 @@ class Registry:
     ) -> InventoryModel:
         """Authorise a model digest for an environment (re-activates a retired entry)."""
         hex_digest = parse_sha256_hex(digest).hex()
-        validate_model_type(model_type)
-        validate_environment(environment)
+        validate_model_type(admit_identifier(model_type, "model type"))
+        validate_environment(admit_identifier(environment, "environment"))
         now = self.clock()
         with self.sessions.begin() as s:
+            _check_environment(s, environment)
             row = s.scalar(
                 select(ModelInventoryEntry).where(
                     ModelInventoryEntry.digest == hex_digest,
@@ -257,17 +272,24 @@ class Registry:
         max_validity: timedelta = timedelta(hours=24),
         organization: str | None = None,
         actor: str = "system",
+        config_digests: Iterable[str] = (),
     ) -> Registration:
-        """Register an agent; every scope must be in the catalogue."""
+        """Register an agent; every scope must be in the catalogue.
+
+        ``config_digests`` empty: the agent's CSRs must declare no config digest; otherwise
+        they must declare one of these. A name that differs from a registered one only by case
+        or look-alike characters (:func:`ca.names.identifier_key`) is a conflict.
+        """
         validate_agent_name(name)
         validate_officer(officer)
-        validate_environment(environment)
-        validate_model_type(model_type)
+        validate_environment(admit_identifier(environment, "environment"))
+        validate_model_type(admit_identifier(model_type, "model type"))
         if organization is not None:
-            validate_organization(organization)
+            validate_organization(admit_text(organization, "organization", MAX_ORGANIZATION_LEN))
         scope_list = normalise_scopes(list(scopes))
         models = _digests(model_digests, "model")
         prompts = _digests(prompt_digests, "prompt")
+        configs = _digests(config_digests, "config", optional=True)
         keys = _key_types(key_types)
         if max_validity <= timedelta(0):
             raise CAError(ErrorCode.INVALID_VALIDITY, "maximum validity must be positive")
@@ -275,8 +297,20 @@ class Registry:
         try:
             with self.sessions.begin() as s:
                 self._check_catalogue(s, scope_list)
+                _check_environment(s, environment)
+                key = identifier_key(name)
+                twin = s.scalar(
+                    select(AgentRegistration.name).where(AgentRegistration.name_key == key)
+                )
+                if twin is not None and twin != name:
+                    raise CAError(
+                        ErrorCode.CONFLICT,
+                        f"agent '{name}' looks like the registered agent '{twin}' (names must "
+                        "differ by more than case or look-alike characters)",
+                    )
                 row = AgentRegistration(
                     name=name,
+                    name_key=key,
                     organization=organization,
                     officer=officer,
                     environment=environment,
@@ -284,6 +318,7 @@ class Registry:
                     allowed_scopes=" ".join(scope_list),
                     allowed_model_digests=" ".join(models),
                     allowed_prompt_digests=" ".join(prompts),
+                    allowed_config_digests=" ".join(configs),
                     allowed_key_types=" ".join(keys),
                     max_validity_seconds=int(max_validity.total_seconds()),
                     status="active",
@@ -296,7 +331,9 @@ class Registry:
                 append(s, actor, "agent.registered", _ledger_body(reg), now)
                 return reg
         except IntegrityError as exc:
-            raise CAError(ErrorCode.CONFLICT, f"agent '{name}' is already registered") from exc
+            raise CAError(
+                ErrorCode.CONFLICT, f"agent '{name}' (or a look-alike name) is already registered"
+            ) from exc
 
     def update_agent(
         self,
@@ -310,8 +347,9 @@ class Registry:
         max_validity: timedelta | None = None,
         active: bool | None = None,
         actor: str = "system",
+        config_digests: Iterable[str] | None = None,
     ) -> Registration:
-        """Change a registration; only the given fields change."""
+        """Change a registration; only the given fields change (``config_digests=()`` clears)."""
         with self.sessions.begin() as s:
             row = self._agent_row(s, name, for_update=True)
             if officer is not None:
@@ -324,6 +362,10 @@ class Registry:
                 row.allowed_model_digests = " ".join(_digests(model_digests, "model"))
             if prompt_digests is not None:
                 row.allowed_prompt_digests = " ".join(_digests(prompt_digests, "prompt"))
+            if config_digests is not None:
+                row.allowed_config_digests = " ".join(
+                    _digests(config_digests, "config", optional=True)
+                )
             if key_types is not None:
                 row.allowed_key_types = " ".join(_key_types(key_types))
             if max_validity is not None:
@@ -474,6 +516,7 @@ def registration_body(r: Registration) -> dict[str, Any]:
         "scopes": list(r.allowed_scopes),
         "model_digests": list(r.allowed_model_digests),
         "prompt_digests": list(r.allowed_prompt_digests),
+        "config_digests": list(r.allowed_config_digests),
         "key_types": list(r.allowed_key_types),
         "max_validity_seconds": int(r.max_validity.total_seconds()),
         "status": "active" if r.active else "disabled",
@@ -485,6 +528,19 @@ def _ledger_body(r: Registration) -> dict[str, Any]:
     body = registration_body(r)
     body["agent"] = body.pop("name")
     return body
+
+
+def _check_environment(s: Session, environment: str) -> None:
+    """Refuse an environment that only looks like one already in use (case, look-alikes)."""
+    key = identifier_key(environment)
+    used = set(s.scalars(select(AgentRegistration.environment).distinct()))
+    used |= set(s.scalars(select(ModelInventoryEntry.environment).distinct()))
+    for existing in sorted(used):
+        if existing != environment and identifier_key(existing) == key:
+            raise CAError(
+                ErrorCode.CONFLICT,
+                f"environment {environment!a} looks like the existing environment {existing!a}",
+            )
 
 
 def _check_token(row: EnrollmentToken | None, now: datetime) -> None:

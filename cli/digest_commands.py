@@ -1,12 +1,14 @@
-"""Digest helpers: the model weights manifest digest and the system-prompt digest."""
+"""Digest helpers: the model weights manifest, system-prompt and runtime-config digests."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
-from ca.digests import model_digest, model_manifest, prompt_digest_file
+from ca.digests import config_digest, model_digest, model_manifest, prompt_digest_file
+from ca.errors import CAError, ErrorCode
 from cli.context import handle_errors
 
 
@@ -38,3 +40,25 @@ def prompt() -> None:
 def prompt_digest_command(file: str) -> None:
     """Print the SHA-256 of the system prompt FILE's exact bytes."""
     click.echo(prompt_digest_file(Path(file)).hex())
+
+
+@click.group()
+def config() -> None:
+    """Runtime-configuration provenance helpers."""
+
+
+@config.command("digest")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@handle_errors
+def config_digest_command(file: str) -> None:
+    """Print the config digest of the JSON object in FILE (canonical JSON, as the agent SDK).
+
+    Register it with 'agentca agent register ... --config-digest HEX'.
+    """
+    try:
+        data = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CAError(ErrorCode.INVALID_DIGEST, f"{file} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CAError(ErrorCode.INVALID_DIGEST, f"{file} must hold a JSON object")
+    click.echo(config_digest(data).hex())

@@ -8,7 +8,7 @@ import click
 
 from cli.ca_commands import chain, init, issue, list_certificates, revoke, show
 from cli.crl_commands import crl
-from cli.digest_commands import model, prompt
+from cli.digest_commands import config, model, prompt
 from cli.ledger_commands import ledger
 from cli.ocsp_commands import ocsp
 from cli.registry_commands import agent, apitoken, scope, token
@@ -44,6 +44,7 @@ for command in (
     chain,
     model,
     prompt,
+    config,
     serve,
     run,
     ocsp,

@@ -57,6 +57,13 @@ def agent() -> None:
     help="Allowed system-prompt digest (repeatable).",
 )
 @click.option(
+    "--config-digest",
+    "config_digests",
+    multiple=True,
+    help="Allowed config digest (repeatable). Without it, a CSR declaring a config digest is "
+    "refused; with it, the CSR must declare one of these.",
+)
+@click.option(
     "--key-type",
     "key_types",
     multiple=True,
@@ -82,6 +89,7 @@ def agent_register(
     scopes: tuple[str, ...],
     model_digests: tuple[str, ...],
     prompt_digests: tuple[str, ...],
+    config_digests: tuple[str, ...],
     key_types: tuple[str, ...],
     max_validity: str,
     organization: str | None,
@@ -97,6 +105,7 @@ def agent_register(
             scopes=scopes,
             model_digests=model_digests,
             prompt_digests=prompt_digests,
+            config_digests=config_digests,
             key_types=key_types or ("ec-p256", "ec-p384", "ed25519"),
             max_validity=parse_duration(max_validity),
             organization=organization,

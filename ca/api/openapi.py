@@ -17,6 +17,12 @@ _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _S = {"type": "string"}
 _HEX = {"type": "string", "pattern": "^(sha256:)?[0-9a-fA-F]{64}$"}
 _STRLIST = {"type": "array", "items": _S}
+_CONFIG_DIGESTS: dict[str, Any] = {
+    "type": "array",
+    "items": _S,
+    "description": "Allowed config digests. Empty (the default): a CSR declaring a config "
+    "digest is refused. Non-empty: the CSR must declare one of them.",
+}
 
 
 def _op(
@@ -142,6 +148,7 @@ SCHEMAS: dict[str, Any] = {
             "scopes": _STRLIST,
             "model_digests": _STRLIST,
             "prompt_digests": _STRLIST,
+            "config_digests": _CONFIG_DIGESTS,
             "key_types": _STRLIST,
             "max_validity_seconds": {"type": "integer"},
             "status": {"enum": ["active", "disabled"]},
@@ -167,6 +174,7 @@ SCHEMAS: dict[str, Any] = {
             "scopes": _STRLIST,
             "model_digests": {"type": "array", "items": _HEX},
             "prompt_digests": {"type": "array", "items": _HEX},
+            "config_digests": {**_CONFIG_DIGESTS, "items": _HEX},
             "key_types": _STRLIST,
             "max_validity_seconds": {"type": "integer", "minimum": 1},
         },
@@ -178,6 +186,7 @@ SCHEMAS: dict[str, Any] = {
             "scopes": _STRLIST,
             "model_digests": {"type": "array", "items": _HEX},
             "prompt_digests": {"type": "array", "items": _HEX},
+            "config_digests": {**_CONFIG_DIGESTS, "items": _HEX},
             "key_types": _STRLIST,
             "max_validity_seconds": {"type": "integer", "minimum": 1},
             "status": {"enum": ["active", "disabled"]},

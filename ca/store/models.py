@@ -133,9 +133,12 @@ class AgentRegistration(Base):
     """What an agent may be certified for: the policy input for enrollment and renewal."""
 
     __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("name_key", name="uq_agents_name_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    # ca.names.identifier_key(name): look-alike names (case, UTS #39 confusables) collide here
+    name_key: Mapped[str] = mapped_column(String(160))
     organization: Mapped[str | None] = mapped_column(String(128))
     officer: Mapped[str] = mapped_column(String(254))
     environment: Mapped[str] = mapped_column(String(64))
@@ -143,6 +146,8 @@ class AgentRegistration(Base):
     allowed_scopes: Mapped[str] = mapped_column(Text)  # space-separated, sorted
     allowed_model_digests: Mapped[str] = mapped_column(Text)  # space-separated hex
     allowed_prompt_digests: Mapped[str] = mapped_column(Text)  # space-separated hex
+    # space-separated hex; empty: the CSR must carry no config digest
+    allowed_config_digests: Mapped[str] = mapped_column(Text, default="", server_default="")
     allowed_key_types: Mapped[str] = mapped_column(Text)  # space-separated
     max_validity_seconds: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | disabled

@@ -160,3 +160,56 @@ def test_apitoken_create_list_revoke(data_dir: Path) -> None:
     )
     assert too_long.returncode != 0 and "invalid-validity" in too_long.stderr
     assert "Traceback" not in too_long.stderr + again.stderr
+
+
+CONFIG = "5c" * 32
+
+
+def _register(data_dir: Path, name: str, *extra: str, environment: str = "prod"):
+    return run_cli(
+        "agent",
+        "register",
+        name,
+        "--officer",
+        "o@example.com",
+        "--environment",
+        environment,
+        "--model-type",
+        "m",
+        "--scope",
+        "cfg_scope",
+        "--model-digest",
+        MODEL,
+        "--prompt-digest",
+        PROMPT,
+        *extra,
+        data_dir=data_dir,
+    )
+
+
+def test_register_with_config_digests_and_refuse_look_alikes(data_dir: Path) -> None:
+    from agent import config_digest
+
+    cfg = data_dir.parent / "config.json"
+    cfg.write_text('{"tools": ["order_book"], "temperature": 0.2}')
+    computed = ok("config", "digest", str(cfg), data_dir=data_dir).strip()
+    assert computed == config_digest({"temperature": 0.2, "tools": ["order_book"]}).hex()
+    ok("scope", "add", "cfg_scope", data_dir=data_dir)
+    r = _register(data_dir, "CfgAgent", "--config-digest", CONFIG, "--config-digest", computed)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(ok("agent", "show", "CfgAgent", "--json", data_dir=data_dir))
+    assert shown["config_digests"] == sorted([CONFIG, computed])
+    # the same name in another case, and a look-alike, are one CLI line each (exit != 0)
+    for twin in ("cfgagent", "CFGAGENT", "CfgAgent"):
+        r = _register(data_dir, twin)
+        assert r.returncode != 0, twin
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "CfgAgent" in r.stderr
+    # an environment with a Cyrillic 'o' (U+043E) is refused; one differing only by case conflicts
+    r = _register(data_dir, "cyr-agent", environment="pr\u043ed")
+    assert r.returncode != 0 and "ASCII" in r.stderr and "Traceback" not in r.stderr
+    r = _register(data_dir, "case-agent", environment="PROD")
+    assert r.returncode != 0 and "looks like the existing environment" in r.stderr
+    # a scope that only looks like an existing one
+    r = run_cli("scope", "add", "cfg_sc0pe", data_dir=data_dir)
+    assert r.returncode != 0 and "looks like the existing scope 'cfg_scope'" in r.stderr

@@ -418,6 +418,164 @@ def test_disabled_agent_cannot_enroll(env: Env) -> None:
         assert r.status == 200 and r.json["status"] == "active"
 
 
+# -- config digests and look-alike identifiers (issue 9 item 10) ------------------------------
+def _sdk_agent(env: Env, name: str, config: dict[str, Any] | None) -> Any:
+    from agent import Agent, RuntimeProvenance, generate_key
+
+    model_dir = env.work / "cfg-model"
+    if not model_dir.exists():
+        model_dir.mkdir()
+        (model_dir / "weights.bin").write_bytes(b"weights of the configured model")
+    return Agent(
+        name,
+        generate_key(),
+        RuntimeProvenance("claude-x", model_dir, prompt_bytes=b"You trade.", config=config),
+        env.base,
+    )
+
+
+def test_config_digest_is_certified_only_when_the_registration_allows_it(env: Env) -> None:
+    from agent import CAResponseError, config_digest, model_digest, prompt_digest
+
+    config = {"temperature": 0.2, "tools": ["order_book"]}
+    allowed = config_digest(config).hex()
+    probe = _sdk_agent(env, "cfg-agent", config)
+    model = model_digest(env.work / "cfg-model").hex()
+    r = env.call(
+        "POST", "/v1/models", {"digest": model, "model_type": "claude-x", "environment": "prod"}
+    )
+    assert r.status == 201, r.body
+    body = {
+        "officer": "officer@bank.example",
+        "environment": "prod",
+        "model_type": "claude-x",
+        "scopes": ["query_order_book"],
+        "model_digests": [model],
+        "prompt_digests": [prompt_digest(b"You trade.").hex()],
+        "key_types": ["ec-p256"],
+    }
+    r = env.call("POST", "/v1/agents", {**body, "name": "cfg-agent", "config_digests": [allowed]})
+    assert r.status == 201, r.body
+    assert r.json["config_digests"] == [allowed]
+    r = env.call("POST", "/v1/agents", {**body, "name": "plain-agent"})
+    assert r.status == 201 and r.json["config_digests"] == [], r.body
+
+    # the SDK declares the running config digest in its CSR; the registration allows it
+    cred = probe.enroll(_token(env, "cfg-agent"))
+    certified = read_agent_extensions(cred.certificate).provenance.config_digest
+    assert certified is not None and certified.hex == allowed
+    renewed = probe.renew()  # renewal runs through the same policy
+    assert read_agent_extensions(renewed.certificate).provenance.config_digest == certified
+
+    # another configuration is refused, and so is one without a config digest
+    for name, cfg, needle in (
+        ("cfg-agent", {"temperature": 1.5}, "is not allowed for this agent"),
+        ("cfg-agent", None, "declares no config digest; this agent requires one"),
+        ("plain-agent", config, "this agent's registration allows none"),
+    ):
+        before = env.certificate_rows()
+        with pytest.raises(CAResponseError) as info:
+            _sdk_agent(env, name, cfg).enroll(_token(env, name))
+        assert info.value.status == 403, info.value
+        assert info.value.problem["type"].endswith("/policy-refused")
+        assert any(needle in reason for reason in info.value.problem["reasons"]), info.value.problem
+        assert env.certificate_rows() == before  # nothing signed, nothing recorded
+
+    # PATCH changes the list; an empty list clears it again
+    r = env.call("PATCH", "/v1/agents/plain-agent", {"config_digests": [allowed]})
+    assert r.status == 200 and r.json["config_digests"] == [allowed], r.body
+    _sdk_agent(env, "plain-agent", config).enroll(_token(env, "plain-agent"))
+    r = env.call("PATCH", "/v1/agents/plain-agent", {"config_digests": []})
+    assert r.status == 200 and r.json["config_digests"] == [], r.body
+    r = env.call("PATCH", "/v1/agents/plain-agent", {"config_digests": ["nothex"]})
+    _assert_problem(r, 400, "invalid-digest")
+
+
+def test_look_alike_agent_names_and_environments_are_conflicts(env: Env) -> None:
+    body = {
+        "officer": "officer@bank.example",
+        "environment": "prod",
+        "model_type": "claude-x",
+        "scopes": ["query_order_book"],
+        "model_digests": [MODEL_A],
+        "prompt_digests": [PROMPT],
+    }
+    r = env.call("POST", "/v1/agents", {**body, "name": "AgentA"})
+    assert r.status == 201, r.body
+    for twin in ("agenta", "AGENTA", "AgentA"):
+        problem = _assert_problem(
+            env.call("POST", "/v1/agents", {**body, "name": twin}), 409, "conflict"
+        )
+        assert "AgentA" in problem["detail"] or twin == "AgentA", problem
+    r = env.call("POST", "/v1/agents", {**body, "name": "Agent0"})
+    assert r.status == 201, r.body
+    _assert_problem(env.call("POST", "/v1/agents", {**body, "name": "agentO"}), 409, "conflict")
+    # an environment spelled with a Cyrillic 'o' (U+043E) is refused outright; one in another case
+    # conflicts with the environment in use
+    problem = _assert_problem(
+        env.call("POST", "/v1/agents", {**body, "name": "cyr", "environment": "pr\u043ed"}),
+        400,
+        "invalid-name",
+    )
+    assert "ASCII" in problem["detail"]
+    _assert_problem(
+        env.call(
+            "POST",
+            "/v1/models",
+            {"digest": MODEL_A, "model_type": "claude-x", "environment": "Prod"},
+        ),
+        409,
+        "conflict",
+    )
+    _assert_problem(
+        env.call(
+            "POST",
+            "/v1/models",
+            {"digest": MODEL_A, "model_type": "cl\u0430ude-x", "environment": "qa"},
+        ),
+        400,
+        "invalid-name",
+    )
+    # organisations: one script, no invisible characters
+    for org in ("B\u0430nk", "Bank\u200b", "Bank\u202e"):
+        _assert_problem(
+            env.call("POST", "/v1/agents", {**body, "name": "org-agent", "organization": org}),
+            400,
+            "invalid-name",
+        )
+    r = env.call(
+        "POST", "/v1/agents", {**body, "name": "org-agent", "organization": "Société Générale"}
+    )
+    assert r.status == 201 and r.json["organization"] == "Société Générale", r.body
+    # scopes that only look like catalogue entries
+    _assert_problem(env.call("POST", "/v1/scopes", {"name": "query_order_b0ok"}), 409, "conflict")
+
+
+def test_the_database_refuses_look_alike_names_even_past_the_check(env: Env) -> None:
+    """Two concurrent registrations both pass the pre-check; the unique key stops the second."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import IntegrityError
+
+    from ca.names import identifier_key
+    from ca.store.models import AgentRegistration
+
+    def row(name: str) -> AgentRegistration:
+        now = datetime.now(UTC)
+        return AgentRegistration(
+            name=name, name_key=identifier_key(name), officer="o@example.com", environment="prod",
+            model_type="claude-x", allowed_scopes="query_order_book",
+            allowed_model_digests=MODEL_A, allowed_prompt_digests=PROMPT,
+            allowed_key_types="ec-p256", max_validity_seconds=3600, status="active",
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+
+    with env.rt.sessions.begin() as s:
+        s.add(row("RaceAgent"))
+    with pytest.raises(IntegrityError), env.rt.sessions.begin() as s:
+        s.add(row("raceagent"))
+
+
 # -- bulk revocation and retirement ------------------------------------------------------------
 def _issue_for(env: Env, agent: str, model: str) -> str:
     r = _enroll(env, _token(env, agent=agent), _csr(model=model)[1])

@@ -164,3 +164,81 @@ def test_valid_trust_domains(td: str) -> None:
 @pytest.mark.parametrize("td", ["", "Example.org", "a/b", "a:8080", "x" * 256, "td\n"])
 def test_invalid_trust_domains(td: str) -> None:
     assert code_of(validate_trust_domain, td) is ErrorCode.INVALID_NAME
+
+
+# -- the admission profile (issue 9 item 10: look-alike identifiers, UTS #39) -----------------
+from ca.names import admit_identifier, admit_text, identifier_key, scripts_of  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("AgentA", "agenta"),
+        ("exec-agent-1", "exec-agent-l"),
+        ("exec-agent-I", "exec-agent-l"),
+        ("agent-0", "agent-O"),
+        ("arm", "arrn"),
+        ("prod", "pr\u043ed"),  # Cyrillic o
+        ("PROD", "\u0440rod"),  # Cyrillic er
+        ("\uff50\uff52\uff4f\uff44", "prod"),  # fullwidth (NFKC)
+    ],
+)
+def test_look_alikes_share_a_key(a: str, b: str) -> None:
+    assert identifier_key(a) == identifier_key(b)
+
+
+@pytest.mark.parametrize(("a", "b"), [("agent-a", "agent-b"), ("agent_1", "agent-1"), ("i", "l")])
+def test_distinct_identifiers_keep_distinct_keys(a: str, b: str) -> None:
+    assert identifier_key(a) != identifier_key(b)
+
+
+@given(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True))
+def test_key_is_idempotent_on_agent_names(name: str) -> None:
+    assert identifier_key(identifier_key(name)) == identifier_key(name)
+
+
+@pytest.mark.parametrize("value", ["prod", "production-eu-west-1", "Staging (shadow)", "gpt-4o"])
+def test_admitted_identifiers(value: str) -> None:
+    assert admit_identifier(value, "environment") == value
+
+
+@pytest.mark.parametrize("value", ["pr\u043ed", "ünïcode", "prod\u200b", "\u202eprod", 3])
+def test_refused_identifiers(value: object) -> None:
+    assert code_of(lambda v: admit_identifier(v, "environment"), value) is ErrorCode.INVALID_NAME
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Acme Trading GmbH",
+        "Société Générale",
+        "Müller & Söhne AG",
+        "Сбербанк",  # all Cyrillic: one script
+        "株式会社トヨタ Toyota",  # Latin + Han + Katakana (Highly Restrictive)
+        "삼성전자 Samsung",  # Latin + Hangul
+    ],
+)
+def test_admitted_text(text: str) -> None:
+    assert admit_text(text, "organization", 128) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "B\u0430nk",  # Latin with a Cyrillic a: mixed script
+        "Acme\u200bBank",  # zero-width space
+        "Acme\u202eBank",  # bidi override
+        "Acme\u00adBank",  # soft hyphen (format character)
+        "Acme\u2019s",  # non-ASCII punctuation
+        "Cafe\u0301",  # not NFC
+        "\u0301Acme",  # a mark with no letter before it
+        "\u0391cme",  # Greek Alpha with Latin
+        "Acme\tBank",
+    ],
+)
+def test_refused_text(text: str) -> None:
+    assert code_of(lambda v: admit_text(v, "organization", 128), text) is ErrorCode.INVALID_NAME
+
+
+def test_scripts_of_ignores_digits_and_punctuation() -> None:
+    assert scripts_of("Acme 2026 & Co.") == {"LATIN"}

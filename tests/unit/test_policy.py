@@ -115,3 +115,51 @@ def test_missing_provenance_and_disabled_registration() -> None:
 def test_malformed_scope_request_is_a_reason_not_a_crash() -> None:
     out = _decide(_claim(requested_scopes=("Not A Scope",)))
     assert isinstance(out, Refusal) and "scope" in out.reasons[0]
+
+
+# -- config digests (issue 9 item 10): certified only when the registration allows them -------
+CONFIG = "5c" * 32
+PROV_CFG = Provenance(
+    "claude-x", Digest.sha256_hex(MODEL), Digest.sha256_hex(PROMPT), Digest.sha256_hex(CONFIG)
+)
+
+
+def test_config_digest_is_refused_when_the_registration_allows_none() -> None:
+    out = _decide(_claim(provenance=PROV_CFG))
+    assert isinstance(out, Refusal)
+    assert out.reasons == (
+        f"config digest {CONFIG} is not allowed: this agent's registration allows none",
+    )
+
+
+def test_config_digest_allowed_by_the_registration_is_certified() -> None:
+    import dataclasses
+
+    reg = dataclasses.replace(REG, allowed_config_digests=(OTHER, CONFIG))
+    out = _decide(_claim(provenance=PROV_CFG), reg=reg)
+    assert isinstance(out, IssuanceRequest)
+    assert out.extensions.provenance.config_digest == Digest.sha256_hex(CONFIG)
+
+
+def test_config_digest_not_in_the_registration_is_refused() -> None:
+    import dataclasses
+
+    reg = dataclasses.replace(REG, allowed_config_digests=(OTHER,))
+    out = _decide(_claim(provenance=PROV_CFG), reg=reg)
+    assert isinstance(out, Refusal)
+    assert out.reasons == (f"config digest {CONFIG} is not allowed for this agent",)
+
+
+def test_a_registration_with_config_digests_requires_one() -> None:
+    import dataclasses
+
+    reg = dataclasses.replace(REG, allowed_config_digests=(CONFIG,))
+    out = _decide(_claim(), reg=reg)
+    assert isinstance(out, Refusal)
+    assert out.reasons == ("the CSR declares no config digest; this agent requires one",)
+
+
+def test_no_config_digest_and_none_allowed_is_granted() -> None:
+    out = _decide(_claim())
+    assert isinstance(out, IssuanceRequest)
+    assert out.extensions.provenance.config_digest is None
