@@ -1,7 +1,7 @@
 """Registrations: allowed config digests, and a look-alike-proof key for agent names
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-03
 
 ``allowed_config_digests`` starts empty for existing registrations, so from this revision on
@@ -24,7 +24,7 @@ from alembic import op
 from ca.names import identifier_key
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 log = logging.getLogger("alembic.runtime.migration")
