@@ -135,7 +135,9 @@ def prepare(work: Path, env: dict[str, str]) -> dict[str, Any]:
             AGENTCA, "issue", "--csr", str(work / f"a{i}.csr"), "--agent", f"Bench-{i}",
             "--scope", "s", "--model-type", "m", "--model-digest", MODEL,
             "--prompt-digest", PROMPT, "--officer", "o@example.org", "--environment", "bench",
-            "--validity", "12h", "--out", str(work / f"a{i}.pem"), env=env,
+            "--validity", "12h", "--out", str(work / f"a{i}.pem"),
+            "--outside-policy",  # raw certificates to answer OCSP for; no registrations here
+            env=env,
         )  # fmt: skip
         cert = x509.load_pem_x509_certificate((work / f"a{i}.pem").read_bytes())
         certs.append(cert)

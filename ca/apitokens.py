@@ -36,11 +36,18 @@ TOKEN_LENGTH = len(API_PREFIX) + 43  # secrets.token_urlsafe(32) is 43 character
 
 
 class Role(enum.StrEnum):
-    """API token roles: operators write; auditors and read-only tokens only read."""
+    """API token roles: operators write; auditors and read-only tokens only read.
+
+    ``issuer-verbatim`` may only issue, and is the one role that may issue outside policy
+    (``POST /v1/certificates`` with ``outside_policy: true``, like Vault's separately
+    permissioned sign-verbatim). Such tokens are created only by the local CLI, never
+    through the API, so an operator token cannot mint its own escape hatch.
+    """
 
     OPERATOR = "operator"
     AUDITOR = "auditor"
     READ_ONLY = "read-only"
+    ISSUER_VERBATIM = "issuer-verbatim"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -66,12 +66,18 @@ class KeySeam(Protocol):
 
 @dataclass(frozen=True)
 class IssuanceRequest:
-    """A request to certify ``public_key`` for an agent, with its decoded extensions."""
+    """A request to certify ``public_key`` for an agent, with its decoded extensions.
+
+    ``ledger_note`` is what the issuance entries record about how the request was decided
+    (``outside_policy`` and, for verbatim issuance, the ``policy_reasons``). The authority
+    itself decides no policy, so a request without a note is recorded as outside policy.
+    """
 
     public_key: CertificatePublicKeyTypes
     agent_name: str
     extensions: AgentExtensions
     validity: timedelta | None = None
+    ledger_note: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -355,7 +361,7 @@ class CertificateAuthority:
             der = cert.public_bytes(serialization.Encoding.DER)
             fingerprint = hashlib.sha256(der).hexdigest()
             with s.begin():
-                body = _issued_body(row, ext, fingerprint)
+                body = _issued_body(row, ext, fingerprint, request.ledger_note)
                 if renewal is not None:
                     body["renewed_from"] = renewal.parent_serial_hex
                     body["lineage_root"] = self._lineage_root_serial(s, row)
@@ -451,6 +457,7 @@ class CertificateAuthority:
                         "serial": row.serial_hex,
                         "agent": row.agent_name,
                         "officer": acc.officer,
+                        **_note(request.ledger_note),
                     }
                     if renewal is not None:
                         reserved["renewed_from"] = renewal.parent_serial_hex
@@ -878,8 +885,19 @@ def _issuer_summary(cert: x509.Certificate, key_type: str) -> dict[str, Any]:
     }
 
 
-def _issued_body(row: Certificate, ext: AgentExtensions, fingerprint_hex: str) -> dict[str, Any]:
-    """The issuance entry: fingerprint plus the decoded provenance, scopes and officer."""
+def _note(note: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The issuance entries' record of the decision: outside policy unless a note says not."""
+    return {"outside_policy": True, **(note or {})}
+
+
+def _issued_body(
+    row: Certificate,
+    ext: AgentExtensions,
+    fingerprint_hex: str,
+    note: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The issuance entry: fingerprint, the decoded provenance, scopes and officer, and how
+    the request was decided (see :attr:`IssuanceRequest.ledger_note`)."""
     return {
         "serial": row.serial_hex,
         "agent": row.agent_name,
@@ -889,6 +907,7 @@ def _issued_body(row: Certificate, ext: AgentExtensions, fingerprint_hex: str) -
         "not_after": row.not_after.isoformat(),
         "requested_by": row.requested_by,
         "extensions": ext.to_dict(),
+        **_note(note),
     }
 
 

@@ -1,4 +1,10 @@
-"""Enrollment and renewal: the agent-facing issuance paths, always under policy."""
+"""Enrollment, renewal and direct issuance: every issuance path, under policy.
+
+The one way around policy is verbatim issuance (:meth:`EnrollmentService.issue_direct` with
+``outside_policy=True``): its callers gate it (the ``issuer-verbatim`` API role, the local CLI's
+``--outside-policy``), and its ledger entries say so and carry the reasons policy would have
+given (docs/decisions/0007-direct-issuance-policy.md).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -16,7 +23,15 @@ from ca.authority import CertificateAuthority, IssuanceRequest, RenewalLink
 from ca.config import Settings
 from ca.csr import load_csr
 from ca.errors import CAError, ErrorCode
-from ca.extensions import read_agent_extensions, read_csr_provenance
+from ca.extensions import (
+    Accountability,
+    AgentExtensions,
+    Authorization,
+    Provenance,
+    read_agent_extensions,
+    read_csr_provenance,
+)
+from ca.names import normalise_scopes
 from ca.policy import EnrollmentClaim, Refusal, Registration, decide
 from ca.proof import renewal_statement, verify_statement
 from ca.records import CertificateRecord
@@ -26,6 +41,7 @@ from ca.store.models import CertStatus
 
 RENEWAL_SKEW = timedelta(minutes=5)  # how old a renewal proof's ``created`` may be
 MAX_FUTURE_SKEW = timedelta(seconds=30)  # how far ahead of the CA's clock it may be
+WITHIN_POLICY: dict[str, Any] = {"outside_policy": False}
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,25 @@ class RenewalRequest:
     validity: timedelta | None = None
 
 
+@dataclass(frozen=True)
+class DirectIssuance:
+    """An operator's direct issuance: a CSR for a registered agent, optional explicit contents.
+
+    Fields left ``None`` come from the CSR (provenance) or the registration (scopes, officer,
+    environment, organisation). Fields given must agree with them, or policy refuses; only
+    verbatim issuance signs them as given.
+    """
+
+    agent_name: str
+    csr: bytes
+    provenance: Provenance | None = None
+    scopes: tuple[str, ...] | None = None
+    officer: str | None = None
+    environment: str | None = None
+    organization: str | None = None
+    validity: timedelta | None = None
+
+
 class EnrollmentService:
     """Turns enrollment tokens and renewal proofs into certificates, through policy."""
 
@@ -47,6 +82,28 @@ class EnrollmentService:
         self.settings = settings
         self.authority = authority
         self.registry = registry
+
+    def _outcome(
+        self,
+        registration: Registration,
+        csr: x509.CertificateSigningRequest,
+        provenance: Provenance | None,
+        scopes: tuple[str, ...] | None,
+        validity: timedelta | None,
+        session: Session | None = None,
+    ) -> IssuanceRequest | Refusal:
+        digests = [provenance.model_digest.hex] if provenance else []
+        inventory = self.registry.inventory(digests, registration.environment, session)
+        allowed_keys = tuple(
+            k for k in registration.allowed_key_types if k in self.settings.allowed_agent_key_types
+        )
+        return decide(
+            dataclasses.replace(registration, allowed_key_types=allowed_keys),
+            inventory,
+            EnrollmentClaim(csr.public_key(), provenance, scopes, validity),
+            self.settings.default_validity,
+            self.settings.max_validity,
+        )
 
     def _decide(
         self,
@@ -57,22 +114,12 @@ class EnrollmentService:
         session: Session | None = None,
     ) -> IssuanceRequest:
         csr = load_csr(csr_data)
-        provenance = read_csr_provenance(csr)
-        digests = [provenance.model_digest.hex] if provenance else []
-        inventory = self.registry.inventory(digests, registration.environment, session)
-        allowed_keys = tuple(
-            k for k in registration.allowed_key_types if k in self.settings.allowed_agent_key_types
-        )
-        outcome = decide(
-            dataclasses.replace(registration, allowed_key_types=allowed_keys),
-            inventory,
-            EnrollmentClaim(csr.public_key(), provenance, scopes, validity),
-            self.settings.default_validity,
-            self.settings.max_validity,
+        outcome = self._outcome(
+            registration, csr, read_csr_provenance(csr), scopes, validity, session
         )
         if isinstance(outcome, Refusal):
             raise outcome.as_error(registration.name)
-        return outcome
+        return dataclasses.replace(outcome, ledger_note=WITHIN_POLICY)
 
     def enroll(
         self,
@@ -183,3 +230,108 @@ class EnrollmentService:
             agent_id=registration.id,
             renewal=link,
         )
+
+    def issue_direct(
+        self, req: DirectIssuance, actor: str, outside_policy: bool = False
+    ) -> CertificateRecord:
+        """Issue for a registered agent from an operator's CSR, through the enrollment policy.
+
+        Refused (``POLICY_REFUSED``, naming every reason, writing nothing) for an unregistered
+        agent, contents beyond its registration or the scope catalogue, accountability that is
+        not the registration's, or provenance that is missing, not the CSR's, or not authorised.
+        With ``outside_policy`` the contents given are signed verbatim and the ledger records
+        ``outside_policy: true`` with the reasons policy gave; the caller must have checked
+        that the requester may do this.
+        """
+        csr = load_csr(req.csr)
+        csr_provenance = read_csr_provenance(csr)
+        provenance = req.provenance or csr_provenance
+        reasons: list[str] = []
+        if req.provenance is not None and csr_provenance not in (None, req.provenance):
+            reasons.append("the provenance given differs from the CSR's provenance attribute")
+        try:
+            registration: Registration | None = self.registry.get_agent(req.agent_name)
+        except CAError as exc:
+            if exc.code is not ErrorCode.NOT_FOUND:
+                raise
+            registration = None
+            reasons.append(f"no agent is registered as '{req.agent_name}'")
+        engine = self.authority.sessions.kw["bind"]
+        with engine.connect() as conn, Session(bind=conn, expire_on_commit=False) as s:
+            if req.scopes is not None:
+                try:
+                    missing = self.registry.scopes_outside_catalogue(
+                        normalise_scopes(req.scopes), s
+                    )
+                except CAError:
+                    missing = []  # malformed scopes: policy names them below
+                if missing:
+                    reasons.append(f"scopes not in the catalogue: {', '.join(missing)}")
+            outcome: IssuanceRequest | Refusal | None = None
+            if registration is not None:
+                reasons += _accountability_mismatches(req, registration)
+                outcome = self._outcome(registration, csr, provenance, req.scopes, req.validity, s)
+                if isinstance(outcome, Refusal):
+                    reasons += outcome.reasons
+            s.commit()  # end the read transaction; issuance runs its own two
+            agent_id = registration.id if registration is not None else None
+            if outside_policy:
+                request = _verbatim(req, csr, provenance, reasons)
+            elif reasons or not isinstance(outcome, IssuanceRequest):
+                raise CAError(
+                    ErrorCode.POLICY_REFUSED,
+                    f"issuance for '{req.agent_name}' refused: " + "; ".join(reasons),
+                    reasons=reasons,
+                )
+            else:
+                request = dataclasses.replace(outcome, ledger_note=WITHIN_POLICY)
+            return self.authority.issue(request, actor=actor, agent_id=agent_id, session=s)
+
+
+def _accountability_mismatches(req: DirectIssuance, reg: Registration) -> list[str]:
+    """Reasons for accountability fields given that are not the registration's."""
+    reasons = []
+    for what, given, registered in (
+        ("officer", req.officer, reg.officer),
+        ("environment", req.environment, reg.environment),
+        ("organization", req.organization, reg.organization),
+    ):
+        if given is not None and given != registered:
+            reasons.append(
+                f"{what} '{given}' is not the registration's {what} '{registered or ''}'"
+            )
+    return reasons
+
+
+def _verbatim(
+    req: DirectIssuance,
+    csr: x509.CertificateSigningRequest,
+    provenance: Provenance | None,
+    reasons: list[str],
+) -> IssuanceRequest:
+    """The contents given, exactly, noted as outside policy with the reasons policy gave."""
+    if provenance is None or req.scopes is None or req.officer is None or req.environment is None:
+        given = {
+            "provenance": provenance,
+            "scopes": req.scopes,
+            "officer": req.officer,
+            "environment": req.environment,
+        }
+        raise CAError(
+            ErrorCode.BAD_REQUEST,
+            "issuance outside policy signs exactly the contents given; missing: "
+            + ", ".join(k for k, v in given.items() if v is None),
+        )
+    return IssuanceRequest(
+        public_key=csr.public_key(),
+        agent_name=req.agent_name,
+        extensions=AgentExtensions(
+            provenance=provenance,
+            authorization=Authorization(scopes=req.scopes),
+            accountability=Accountability(
+                officer=req.officer, environment=req.environment, organization=req.organization
+            ),
+        ),
+        validity=req.validity,
+        ledger_note={"outside_policy": True, "policy_reasons": list(reasons)},
+    )

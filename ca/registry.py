@@ -140,9 +140,20 @@ class Registry:
             rows = s.scalars(select(ScopeDefinition).order_by(ScopeDefinition.name)).all()
             return [ScopeRecord(r.name, r.description) for r in rows]
 
-    def _check_catalogue(self, s: Session, scopes: Sequence[str]) -> None:
+    def scopes_outside_catalogue(
+        self, scopes: Sequence[str], session: Session | None = None
+    ) -> list[str]:
+        """The scopes of ``scopes`` that the catalogue does not hold, in the order given."""
+        with _use(self.sessions, session) as s:
+            return self._missing_scopes(s, scopes)
+
+    @staticmethod
+    def _missing_scopes(s: Session, scopes: Sequence[str]) -> list[str]:
         known = set(s.scalars(select(ScopeDefinition.name).where(ScopeDefinition.name.in_(scopes))))
-        missing = [sc for sc in scopes if sc not in known]
+        return [sc for sc in scopes if sc not in known]
+
+    def _check_catalogue(self, s: Session, scopes: Sequence[str]) -> None:
+        missing = self._missing_scopes(s, scopes)
         if missing:
             raise CAError(
                 ErrorCode.INVALID_SCOPE,

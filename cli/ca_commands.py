@@ -9,17 +9,10 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ca.authority import CertificateFilter, IssuanceRequest, RevocationCriteria
-from ca.csr import load_csr
+from ca.authority import CertificateFilter, RevocationCriteria
+from ca.enrollment import DirectIssuance
 from ca.errors import CAError, ErrorCode
-from ca.extensions import (
-    Accountability,
-    AgentExtensions,
-    Authorization,
-    Digest,
-    Provenance,
-    read_agent_extensions,
-)
+from ca.extensions import Digest, Provenance, read_agent_extensions
 from ca.names import parse_sha256_hex
 from ca.revocation import RevocationReason
 from ca.runtime import ensure_initialised
@@ -72,30 +65,43 @@ def init(ctx: click.Context, root_key_type: str | None, issuing_key_type: str | 
     type=click.Path(dir_okay=False),
     help="PKCS#10 request (PEM or DER) holding the agent's public key.",
 )
-@click.option("--agent", "agent_name", required=True, help="Agent name (subject CN, SPIFFE path).")
+@click.option(
+    "--agent", "agent_name", required=True, help="Registered agent name (subject CN, SPIFFE path)."
+)
 @click.option(
     "--scope",
     "scopes",
     multiple=True,
-    required=True,
-    help="Authorised scope, e.g. submit_limit_order (repeatable).",
+    help="Scope, e.g. submit_limit_order (repeatable; default: the registration's scopes).",
 )
-@click.option("--model-type", required=True, help="Model type, e.g. claude-3.5-sonnet-v2.")
+@click.option(
+    "--model-type",
+    default=None,
+    help="Model type; with both digests, the provenance to certify (default: the CSR's).",
+)
 @click.option(
     "--model-digest",
-    required=True,
+    default=None,
     help="SHA-256 of the weights manifest (see 'agentca model digest'), 64 hex.",
 )
 @click.option(
     "--prompt-digest",
-    required=True,
+    default=None,
     help="SHA-256 of the system prompt (see 'agentca prompt digest'), 64 hex.",
 )
 @click.option("--config-digest", default=None, help="Optional SHA-256 of the canonical config.")
-@click.option("--officer", required=True, help="Officer of record (e-mail address).")
-@click.option("--environment", required=True, help="Deployment environment, e.g. production.")
-@click.option("--organization", default=None, help="Owner organisation of the agent (optional).")
+@click.option(
+    "--officer", default=None, help="Officer of record; must be the registration's (e-mail)."
+)
+@click.option("--environment", default=None, help="Environment; must be the registration's.")
+@click.option("--organization", default=None, help="Organisation; must be the registration's.")
 @click.option("--validity", default=None, help="Lifetime such as 30m, 12h, 2d (default 12h).")
+@click.option(
+    "--outside-policy",
+    is_flag=True,
+    help="Sign the contents given verbatim, outside policy (every content option required); "
+    "recorded in the ledger as outside policy with the reasons policy gave.",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
@@ -109,51 +115,67 @@ def issue(
     csr_path: str,
     agent_name: str,
     scopes: tuple[str, ...],
-    model_type: str,
-    model_digest: str,
-    prompt_digest: str,
+    model_type: str | None,
+    model_digest: str | None,
+    prompt_digest: str | None,
     config_digest: str | None,
-    officer: str,
-    environment: str,
+    officer: str | None,
+    environment: str | None,
     organization: str | None,
     validity: str | None,
+    outside_policy: bool,
     out: str | None,
 ) -> None:
-    """Issue an agent certificate from a CSR, binding provenance, scopes and officer."""
+    """Issue a certificate to a registered agent from a CSR, through the enrollment policy.
+
+    Provenance comes from the CSR's attribute (or from --model-type and both digests, which
+    must then equal it); scopes, officer and environment default to the registration's and
+    may only narrow it or restate it. Anything else is refused with every reason. The local
+    CLI holds the HSM PIN, so its user may add --outside-policy to sign verbatim; the ledger
+    records who did, and that it was outside policy.
+    """
     try:
         data = Path(csr_path).read_bytes()
     except OSError as exc:
         raise CAError(ErrorCode.BAD_REQUEST, f"cannot read {csr_path}: {exc.strerror}") from exc
-    csr = load_csr(data)
-    extensions = AgentExtensions(
-        provenance=Provenance(
+    provenance = None
+    if model_type or model_digest or prompt_digest or config_digest:
+        if not (model_type and model_digest and prompt_digest):
+            raise CAError(
+                ErrorCode.BAD_REQUEST,
+                "give --model-type, --model-digest and --prompt-digest together, or none "
+                "(the CSR's provenance attribute is then used)",
+            )
+        provenance = Provenance(
             model_type=model_type,
             model_digest=Digest(value=parse_sha256_hex(model_digest)),
             prompt_digest=Digest(value=parse_sha256_hex(prompt_digest)),
             config_digest=Digest(value=parse_sha256_hex(config_digest)) if config_digest else None,
-        ),
-        authorization=Authorization(scopes=tuple(scopes)),
-        accountability=Accountability(
-            officer=officer, environment=environment, organization=organization
-        ),
-    )
-    request = IssuanceRequest(
-        public_key=csr.public_key(),
+        )
+    request = DirectIssuance(
         agent_name=agent_name,
-        extensions=extensions,
+        csr=data,
+        provenance=provenance,
+        scopes=scopes or None,
+        officer=officer,
+        environment=environment,
+        organization=organization,
         validity=parse_duration(validity) if validity else None,
     )
     with runtime(ctx) as rt:
-        record = rt.authority.issue(request, actor())
+        record = rt.enrollment.issue_direct(request, actor(), outside_policy=outside_policy)
     cert = record.certificate
     assert cert is not None
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    how = " outside policy" if outside_policy else ""
     if out:
         Path(out).write_text(pem)
-        click.echo(f"issued serial {record.serial_hex} to {agent_name}, written to {out}", err=True)
+        click.echo(
+            f"issued serial {record.serial_hex} to {agent_name}{how}, written to {out}", err=True
+        )
     else:
         click.echo(pem, nl=False)
-        click.echo(f"issued serial {record.serial_hex} to {agent_name}", err=True)
+        click.echo(f"issued serial {record.serial_hex} to {agent_name}{how}", err=True)
 
 
 @click.command()

@@ -298,8 +298,10 @@ def apitoken() -> None:
 @click.option(
     "--role",
     required=True,
-    type=click.Choice(["operator", "auditor", "read-only"]),
-    help="operator: read and write; auditor and read-only: read only.",
+    type=click.Choice(["operator", "auditor", "read-only", "issuer-verbatim"]),
+    help="operator: read and write; auditor and read-only: read only; issuer-verbatim: "
+    "POST /v1/certificates only, the one role that may issue outside policy (created only "
+    "here, never through the API).",
 )
 @click.option(
     "--ttl",

@@ -18,6 +18,7 @@ from ca.errors import CAError, ErrorCode
 F = TypeVar("F", bound=Callable[..., Any])
 READERS = frozenset({Role.OPERATOR, Role.AUDITOR, Role.READ_ONLY})
 WRITERS = frozenset({Role.OPERATOR})
+ISSUERS = frozenset({Role.OPERATOR, Role.ISSUER_VERBATIM})  # POST /v1/certificates only
 
 
 # RFC 6750 section 2.1: b64token. Anything else is refused before it reaches the database.

@@ -97,7 +97,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "name": _S,
-            "role": {"enum": ["operator", "auditor", "read-only"]},
+            "role": {"enum": ["operator", "auditor", "read-only", "issuer-verbatim"]},
             "status": {"enum": ["active", "expired", "revoked"]},
             "created_at": _S,
             "created_by": _S,
@@ -248,16 +248,16 @@ SCHEMAS: dict[str, Any] = {
     },
     "IssueJson": {
         "type": "object",
-        "required": [
-            "csr",
-            "agent",
-            "scopes",
-            "model_type",
-            "model_digest",
-            "prompt_digest",
-            "officer",
-            "environment",
-        ],
+        "description": "Direct issuance for a registered agent, through the enrollment policy: "
+        "provenance comes from the CSR's attribute (or from model_type and both digests, which "
+        "must then equal it); scopes default to the registration's and may only narrow them; "
+        "officer, environment and organization, when given, must be the registration's. "
+        "Otherwise 403 policy-refused with every reason in 'reasons', and nothing is written. "
+        "outside_policy: true signs the contents given verbatim (csr, agent, provenance, scopes, "
+        "officer and environment then required); only an issuer-verbatim token may ask for it "
+        "(others get 403 forbidden), and the ledger records outside_policy with the reasons "
+        "policy gave.",
+        "required": ["csr", "agent"],
         "properties": {
             "csr": _S,
             "agent": _S,
@@ -270,6 +270,7 @@ SCHEMAS: dict[str, Any] = {
             "environment": _S,
             "organization": _S,
             "validity_seconds": {"type": "integer", "minimum": 1},
+            "outside_policy": {"type": "boolean", "default": False},
         },
     },
     "Revocation": {"type": "object", "properties": {"reason": _REASON}},
@@ -573,7 +574,8 @@ def build_document() -> dict[str, Any]:
                 ],
             ),
             "post": _op(
-                "Issue from a CSR with explicit contents",
+                "Issue from a CSR for a registered agent, under policy (403 policy-refused "
+                "with every reason; outside_policy needs an issuer-verbatim token, else 403)",
                 "operator",
                 "api",
                 _ok("201", "issued", _json(_ref("Certificate"))),
@@ -608,7 +610,11 @@ def build_document() -> dict[str, Any]:
                         "required": ["name", "role"],
                         "properties": {
                             "name": _S,
-                            "role": {"enum": ["operator", "auditor", "read-only"]},
+                            "role": {
+                                "enum": ["operator", "auditor", "read-only"],
+                                "description": "issuer-verbatim tokens are created only with "
+                                "the local CLI (403 here)",
+                            },
                             "ttl_seconds": {"type": "integer", "minimum": 60},
                         },
                     }

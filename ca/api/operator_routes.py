@@ -7,7 +7,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from flask import Blueprint, Response, jsonify, request
 
-from ca.api.auth import READERS, WRITERS, principal, require
+from ca.api.auth import ISSUERS, READERS, WRITERS, principal, require
 from ca.api.bodies import (
     field,
     json_body,
@@ -17,10 +17,11 @@ from ca.api.bodies import (
     string_list,
 )
 from ca.api.state import runtime
-from ca.authority import CertificateFilter, IssuanceRequest, RevocationCriteria
-from ca.csr import load_csr
+from ca.apitokens import Role, parse_role
+from ca.authority import CertificateFilter, RevocationCriteria
+from ca.enrollment import DirectIssuance
 from ca.errors import CAError, ErrorCode
-from ca.extensions import Accountability, AgentExtensions, Authorization, Digest, Provenance
+from ca.extensions import Digest, Provenance
 from ca.names import parse_sha256_hex
 from ca.revocation import RevocationReason
 
@@ -226,33 +227,56 @@ def list_certificates() -> Response:
     return jsonify([r.to_dict() for r in runtime().authority.list(flt)])
 
 
-@operator.post("/v1/certificates")
-@require(WRITERS)
-def issue_certificate() -> Response:
-    """Operator issuance from a CSR with explicit contents (bypasses registrations)."""
-    data = json_body()
-    csr = load_csr(field(data, "csr", str).encode())
+def _provenance(data: dict[str, Any]) -> Provenance | None:
+    """Explicit provenance from the body: all of model_type and both digests, or none."""
+    names = ("model_type", "model_digest", "prompt_digest")
+    given = [n for n in names if data.get(n) is not None]
+    if not given and data.get("config_digest") is None:
+        return None
+    if len(given) != len(names):
+        raise CAError(
+            ErrorCode.BAD_REQUEST,
+            "give model_type, model_digest and prompt_digest together, or none of them "
+            "(the CSR's provenance attribute is then used)",
+        )
     config_digest = field(data, "config_digest", str, required=False)
-    request_ = IssuanceRequest(
-        public_key=csr.public_key(),
+    return Provenance(
+        model_type=field(data, "model_type", str),
+        model_digest=Digest(parse_sha256_hex(field(data, "model_digest", str))),
+        prompt_digest=Digest(parse_sha256_hex(field(data, "prompt_digest", str))),
+        config_digest=Digest(parse_sha256_hex(config_digest)) if config_digest else None,
+    )
+
+
+@operator.post("/v1/certificates")
+@require(ISSUERS)
+def issue_certificate() -> Response:
+    """Direct issuance from a CSR for a registered agent, through the enrollment policy.
+
+    ``outside_policy: true`` signs the contents given verbatim; only an ``issuer-verbatim``
+    token may ask for it, and the ledger records it with the reasons policy gave.
+    """
+    data = json_body()
+    outside_policy = field(data, "outside_policy", bool, required=False) or False
+    caller = principal()
+    if outside_policy and caller.role is not Role.ISSUER_VERBATIM:
+        raise CAError(
+            ErrorCode.FORBIDDEN,
+            f"role '{caller.role.value}' may not issue outside policy "
+            f"(only '{Role.ISSUER_VERBATIM.value}' tokens may)",
+        )
+    scopes = string_list(data, "scopes", required=False)
+    req = DirectIssuance(
         agent_name=field(data, "agent", str),
-        extensions=AgentExtensions(
-            provenance=Provenance(
-                model_type=field(data, "model_type", str),
-                model_digest=Digest(parse_sha256_hex(field(data, "model_digest", str))),
-                prompt_digest=Digest(parse_sha256_hex(field(data, "prompt_digest", str))),
-                config_digest=Digest(parse_sha256_hex(config_digest)) if config_digest else None,
-            ),
-            authorization=Authorization(scopes=tuple(string_list(data, "scopes") or [])),
-            accountability=Accountability(
-                officer=field(data, "officer", str),
-                environment=field(data, "environment", str),
-                organization=field(data, "organization", str, required=False),
-            ),
-        ),
+        csr=field(data, "csr", str).encode(),
+        provenance=_provenance(data),
+        scopes=tuple(scopes) if scopes is not None else None,
+        officer=field(data, "officer", str, required=False),
+        environment=field(data, "environment", str, required=False),
+        organization=field(data, "organization", str, required=False),
         validity=seconds(data, "validity_seconds"),
     )
-    record = runtime().authority.issue(request_, principal().actor)
+    record = runtime().enrollment.issue_direct(req, caller.actor, outside_policy=outside_policy)
     body = record.to_dict()
     cert = record.certificate
     assert cert is not None
@@ -305,9 +329,16 @@ def create_api_token() -> Response:
     (default and maximum lifetimes are settings)."""
     data = json_body()
     rt = runtime()
+    role = field(data, "role", str)
+    if parse_role(role) is Role.ISSUER_VERBATIM:
+        raise CAError(
+            ErrorCode.FORBIDDEN,
+            f"'{Role.ISSUER_VERBATIM.value}' tokens are created only with the local CLI "
+            "('agentca apitoken create --role issuer-verbatim'), never through the API",
+        )
     secret, info = rt.api_tokens.create(
         field(data, "name", str),
-        field(data, "role", str),
+        role,
         actor=principal().actor,
         ttl=seconds(data, "ttl_seconds"),
     )

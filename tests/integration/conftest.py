@@ -117,3 +117,46 @@ def issue_args(
         "--environment",
         environment,
     ]
+
+
+def register_for_issue(
+    data_dir: Path,
+    agent: str,
+    model: str,
+    prompt: str,
+    *,
+    officer: str = "o@example.com",
+    environment: str = "prod",
+    scopes: tuple[str, ...] = ("read_book",),
+    model_type: str = "m",
+    key_types: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> None:
+    """Register ``agent`` with the CLI so ``agentca issue`` passes policy for it.
+
+    Adds the scopes to the catalogue and the model to the inventory (either may already be
+    there), then registers the agent with exactly these contents.
+    """
+    for scope in scopes:
+        r = run_cli("scope", "add", scope, data_dir=data_dir, env=env)
+        assert r.returncode == 0 or "already exists" in r.stderr, r.stderr
+    r = run_cli(
+        "model",
+        "add",
+        model,
+        "--model-type",
+        model_type,
+        "--environment",
+        environment,
+        data_dir=data_dir,
+        env=env,
+    )
+    assert r.returncode == 0 or "[conflict]" in r.stderr, r.stderr
+    args = ["agent", "register", agent, "--officer", officer, "--environment", environment]
+    args += ["--model-type", model_type, "--model-digest", model, "--prompt-digest", prompt]
+    for scope in scopes:
+        args += ["--scope", scope]
+    for key_type in key_types:
+        args += ["--key-type", key_type]
+    r = run_cli(*args, data_dir=data_dir, env=env)
+    assert r.returncode == 0, r.stderr

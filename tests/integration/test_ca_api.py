@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import register_for_issue, run_cli
 from tests.integration.servers import agentca_server
 
 MODEL = "8f39b1a2cf93e8201a756b1f2304918e7e1f4094a9a01f92e8c21a4f028bde44"
@@ -41,6 +41,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         )
         csr_path = data_dir.parent / "a.csr"
         csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+        register_for_issue(
+            data_dir, "api-agent", MODEL, PROMPT, officer="officer@example.com", environment="test"
+        )
         issued = run_cli(
             "issue",
             "--csr",

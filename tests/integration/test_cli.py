@@ -21,10 +21,29 @@ from cryptography.x509.oid import NameOID
 
 from ca import oids
 from ca.extensions import read_agent_extensions
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import register_for_issue, run_cli
 
 MODEL = "8f39b1a2cf93e8201a756b1f2304918e7e1f4094a9a01f92e8c21a4f028bde44"
 PROMPT = "4e1fa0c31ab456de90123f112ab8e89cf12a023b1ab4c089ee21ff34e098df12"
+
+
+def register_cli_agents(
+    data_dir: Path, env: dict[str, str], agents: tuple[str, ...] = ("ExecutionAgent-ETH-01",)
+) -> None:
+    """Register the agents ``_issue_args`` issues for, so 'agentca issue' passes policy."""
+    for agent in agents:
+        register_for_issue(
+            data_dir,
+            agent,
+            MODEL,
+            PROMPT,
+            officer="compliance-officer@enterprise.io",
+            environment="production-eu-west-1",
+            scopes=("submit_limit_order", "query_anonymized_order_book"),
+            model_type="claude-3.5-sonnet-v2",
+            key_types=("ec-p256", "ec-p384", "rsa-2048", "ed25519"),
+            env=env,
+        )
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -38,6 +57,7 @@ def cli_ca(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     result = run_cli("init", data_dir=data_dir, env=env)
     assert result.returncode == 0, result.stderr
     assert "root" in result.stdout and "issuing" in result.stdout
+    register_cli_agents(data_dir, env, ("ExecutionAgent-ETH-01", "revokee"))
     work = tmp_path_factory.mktemp(f"cli-work-{request.param}")
     run_cli("chain", "--root-only", "--out", str(work / "root.pem"), data_dir=data_dir, env=env)
     chain = run_cli("chain", data_dir=data_dir, env=env).stdout
@@ -221,7 +241,7 @@ BAD_INPUTS = {
     "malformed CSR": ({}, b"this is not a CSR", "not a valid PKCS#10"),
     "CSR signature": ({}, "tampered", "does not verify"),
     "unknown key type": ({}, "p521", "not supported"),
-    "scope form": ({"--agent": "x"}, None, "scope"),
+    "scope form": ({}, None, "scope"),
     "digest form": ({"--model-digest": "abc123"}, None, "64 hex"),
     "officer form": ({"--officer": "not-an-email"}, None, "officer"),
     "validity": ({"--validity": "400d"}, None, "maximum"),

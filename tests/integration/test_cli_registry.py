@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import issue_args, run_cli, write_agent_csr
+from tests.integration.conftest import (
+    issue_args,
+    register_for_issue,
+    run_cli,
+    write_agent_csr,
+)
 from tests.integration.http import call
 from tests.integration.servers import agentca_server
 
@@ -109,6 +114,7 @@ def test_tokens_print_once_and_work(data_dir: Path) -> None:
 
 
 def test_bulk_revoke_by_model_and_retire_with_revoke(data_dir: Path) -> None:
+    register_for_issue(data_dir, "other", MODEL2, PROMPT)
     a = [_issue(data_dir, MODEL) for _ in range(2)]
     b = [_issue(data_dir, MODEL2, agent="other") for _ in range(2)]
     out = run_cli("revoke", "--model-digest", MODEL, "--reason", "superseded", data_dir=data_dir)
@@ -213,3 +219,102 @@ def test_register_with_config_digests_and_refuse_look_alikes(data_dir: Path) -> 
     # a scope that only looks like an existing one
     r = run_cli("scope", "add", "cfg_sc0pe", data_dir=data_dir)
     assert r.returncode != 0 and "looks like the existing scope 'cfg_scope'" in r.stderr
+
+
+def _counts(data_dir: Path) -> tuple[int, int]:
+    """Certificate records and ledger entries (a burned serial is a record)."""
+    records = ok("list", "--json", "--limit", "100000", data_dir=data_dir).splitlines()
+    ledger = ok("ledger", "export", "--sign-checkpoint", data_dir=data_dir).splitlines()
+    entries = [json.loads(line) for line in ledger if line.strip()]
+    return len(records), sum(1 for e in entries if e.get("event") != "ledger.checkpoint")
+
+
+def _last_issued(data_dir: Path) -> dict:
+    out = ok(
+        "ledger", "export", "--sign-checkpoint", "--event", "certificate.issued", data_dir=data_dir
+    )
+    entry: dict = json.loads(out.strip().splitlines()[-1])
+    return entry
+
+
+CLI_REFUSED = {
+    "unregistered agent": ({"--agent": "RogueBot"}, "no agent is registered as 'RogueBot'"),
+    "scope outside the catalogue": (
+        {"--scope": "halt_trading"},
+        "scopes not in the catalogue: halt_trading",
+    ),
+    "stranger as officer": ({"--officer": "stranger@evil.example"}, "officer 'stranger@evil"),
+    "CSR without provenance": ({"plain": "yes"}, "no agent provenance attribute"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_REFUSED))
+def test_cli_issue_outside_policy_is_one_line_and_writes_nothing(data_dir: Path, case: str) -> None:
+    """Issue 9.2: 'agentca issue' signed for RogueBot, halt_trading, a stranger, no provenance."""
+    override, needle = CLI_REFUSED[case]
+    csr = data_dir.parent / "refused.csr"
+    write_agent_csr(csr, "exec", MODEL, PROMPT)
+    args = issue_args(csr, "exec", MODEL, PROMPT)
+    if "plain" in override:
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509 import CertificateSigningRequestBuilder, Name
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        plain = CertificateSigningRequestBuilder().subject_name(Name([])).sign(key, hashes.SHA256())
+        csr.write_bytes(plain.public_bytes(serialization.Encoding.PEM))
+        cut = args.index("--model-type")
+        args = args[:cut] + args[cut + 6 :]  # no --model-type/--model-digest/--prompt-digest
+    for flag, value in override.items():
+        if flag in args:
+            args[args.index(flag) + 1] = value
+    before = _counts(data_dir)
+    result = run_cli(*args, data_dir=data_dir)
+    assert result.returncode == 4 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("agentca: error: issuance for"), result.stderr
+    assert needle in lines[0] and lines[0].endswith("[policy-refused]")
+    assert _counts(data_dir) == before
+
+
+def test_cli_issue_takes_its_contents_from_the_registration(data_dir: Path) -> None:
+    csr = data_dir.parent / "lean.csr"
+    write_agent_csr(csr, "exec", MODEL, PROMPT)
+    result = run_cli("issue", "--csr", str(csr), "--agent", "exec", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    entry = _last_issued(data_dir)
+    body = entry["body"]
+    assert body["outside_policy"] is False and body["officer"] == "o@example.com"
+    assert body["extensions"]["authorization"]["scopes"] == ["read_book"]
+
+
+def test_cli_outside_policy_is_explicit_and_ledgered(data_dir: Path) -> None:
+    csr = data_dir.parent / "verbatim.csr"
+    write_agent_csr(csr, "RogueBot", MODEL, PROMPT)
+    args = issue_args(csr, "RogueBot", MODEL, PROMPT, scope="halt_trading")
+    result = run_cli(*args, "--outside-policy", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "outside policy" in result.stderr
+    entry = _last_issued(data_dir)
+    body = entry["body"]
+    assert entry["actor"].startswith("cli:") and body["agent"] == "RogueBot"
+    assert body["outside_policy"] is True
+    assert body["policy_reasons"] == [
+        "no agent is registered as 'RogueBot'",
+        "scopes not in the catalogue: halt_trading",
+    ]
+
+
+def test_cli_creates_issuer_verbatim_tokens(data_dir: Path) -> None:
+    created = run_cli(
+        "apitoken", "create", "verbatim-signer", "--role", "issuer-verbatim", data_dir=data_dir
+    )
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("aca_api_") and "(issuer-verbatim)" in created.stderr
+    listed = [
+        json.loads(line)
+        for line in ok("apitoken", "list", "--json", data_dir=data_dir).splitlines()
+    ]
+    assert {"name": "verbatim-signer", "role": "issuer-verbatim"}.items() <= next(
+        t for t in listed if t["name"] == "verbatim-signer"
+    ).items()

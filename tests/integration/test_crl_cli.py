@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from ca.crl import revoked_serials
 from tests.integration import servers
 from tests.integration.conftest import AGENTCA, run_cli
-from tests.integration.test_cli import _csr, _issue_args
+from tests.integration.test_cli import _csr, _issue_args, register_cli_agents
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def cli_ca(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run_cli("chain", "--root-only", "--out", str(work / "root.pem"), data_dir=data_dir, env=env)
     chain = run_cli("chain", data_dir=data_dir, env=env).stdout
     (work / "issuing.pem").write_text(chain[: chain.index("-----END CERTIFICATE-----") + 26])
+    register_cli_agents(data_dir, env)
     certs = {}
     for name in ("good", "bad"):
         out = work / f"{name}.pem"

@@ -635,6 +635,20 @@ def test_reads_and_operator_issue(env: Env) -> None:
     assert env.call("GET", "/v1/scopes", token="reader").status == 200
     assert env.call("GET", "/v1/agents/exec-agent", token="reader").json["name"] == "exec-agent"
     _assert_problem(env.call("GET", "/v1/agents/nobody"), 404, "not-found")
+    registered = env.call(
+        "POST",
+        "/v1/agents",
+        {
+            "name": "manual-agent",
+            "officer": "officer@bank.example",
+            "environment": "prod",
+            "model_type": "claude-x",
+            "scopes": ["submit_limit_order"],
+            "model_digests": [MODEL_A],
+            "prompt_digests": [PROMPT],
+        },
+    )
+    assert registered.status == 201, registered.body
     _key, csr = _csr()
     r = env.call(
         "POST",

@@ -25,7 +25,7 @@ from ca.runtime import Runtime, open_runtime
 from tests.integration.conftest import issue_args, run_cli, settings_for, write_agent_csr
 from tests.integration.http import call, serve_in_thread
 
-MODEL, MODEL2, PROMPT = "a1" * 32, "b2" * 32, "c3" * 32
+MODEL, PROMPT = "a1" * 32, "c3" * 32
 
 
 def events_after(engine: sa.Engine, seq: int) -> list[str]:
@@ -109,16 +109,7 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
         state["serial"] = op(
             "POST",
             "/v1/certificates",
-            {
-                "csr": csr,
-                "agent": "manual",
-                "scopes": ["read_book"],
-                "model_type": "m",
-                "model_digest": MODEL2,
-                "prompt_digest": PROMPT,
-                "officer": "o@example.com",
-                "environment": "prod",
-            },
+            {"csr": csr, "agent": "ledger-agent", "scopes": ["read_book"]},
         )["serial"]
 
     steps: list[tuple[str, str, Callable[[], Any], list[str]]] = [

@@ -29,7 +29,7 @@ from ca.authority import CertificateAuthority
 from ca.config import Settings
 from ca.revocation import RevocationReason
 from ca.store.db import make_engine, make_session_factory
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import register_for_issue, run_cli
 from tests.integration.servers import agentca_server
 
 MODEL = "8f39b1a2cf93e8201a756b1f2304918e7e1f4094a9a01f92e8c21a4f028bde44"
@@ -58,6 +58,10 @@ def issue(data_dir: Path, env: dict[str, str], work: Path, name: str) -> tuple[P
     csr_path = work / f"{name}.csr"
     csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
     out = work / f"{name}.pem"
+    register_for_issue(
+        data_dir, name, MODEL, PROMPT, officer="officer@enterprise.io", environment="test",
+        scopes=("submit_limit_order",), model_type="claude-3.5-sonnet-v2", env=env,
+    )  # fmt: skip
     result = run_cli(
         "issue", "--csr", str(csr_path), "--agent", name, "--scope", "submit_limit_order",
         "--model-type", "claude-3.5-sonnet-v2", "--model-digest", MODEL,

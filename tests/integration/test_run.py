@@ -12,7 +12,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.integration.conftest import AGENTCA, issue_args, run_cli, write_agent_csr
+from tests.integration.conftest import (
+    AGENTCA,
+    issue_args,
+    register_for_issue,
+    run_cli,
+    write_agent_csr,
+)
 from tests.integration.http import call
 from tests.integration.servers import free_port, wait_http
 
@@ -55,6 +61,7 @@ def test_run_starts_everything_and_stops_on_one_signal(tmp_path: Path) -> None:
         cli_env = {k: env[k] for k in env if k.startswith("AGENTCA_")}
         csr = tmp_path / "a.csr"
         write_agent_csr(csr, "runner", MODEL, PROMPT)
+        register_for_issue(data, "runner", MODEL, PROMPT, env=cli_env)
         issued = run_cli(
             *issue_args(csr, "runner", MODEL, PROMPT),
             "--out",
