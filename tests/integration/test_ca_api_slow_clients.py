@@ -204,6 +204,65 @@ def _drained_and_closed(sock: socket.socket) -> bool:
         return True
 
 
+def test_clients_that_never_close_do_not_stall_the_loop(api: tuple[str, int]) -> None:
+    """Answers that end a connection linger for the peer's FIN (RFC 9112 section 9.6). That
+    wait was a blocking 2 s call on the loop: ten HTTP/1.0 clients that neither read nor
+    close took the worker down for everyone."""
+    socks = []
+    try:
+        for _ in range(10):
+            sock = socket.socket()
+            sock.bind(("127.0.0.9", 0))
+            sock.connect(api)
+            sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+            socks.append(sock)
+        time.sleep(0.1)
+        rate, worst = _throughput(api, 2.0)
+    finally:
+        for sock in socks:
+            sock.close()
+    assert rate > 20 and worst < 1.0, (rate, worst)
+
+
+def _idle_keep_alive(addr: tuple[str, int], source: str, n: int) -> list[socket.socket]:
+    """``n`` connections from ``source`` that each make one request, then sit idle."""
+    socks = []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.settimeout(3)
+        try:
+            sock.connect(addr)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answered = sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        except OSError:
+            answered = False
+        if answered:
+            socks.append(sock)
+        else:
+            sock.close()
+    return socks
+
+
+def test_idle_keep_alive_connections_cannot_fill_the_worker(api: tuple[str, int]) -> None:
+    """Five addresses hold 240 idle kept-alive connections each (1,200 for a worker of
+    1,000): one address is capped at its share, and a full worker evicts its oldest idle
+    connection for a new client instead of ceasing to accept."""
+    held: list[socket.socket] = []
+    try:
+        for i in range(5):
+            held += _idle_keep_alive(api, f"127.0.1.{i + 1}", 240)
+        assert _health_seconds(api) < 1.0
+        rate, worst = _throughput(api, 1.0)
+        assert rate > 20 and worst < 1.0, (rate, worst)
+        extra = _idle_keep_alive(api, "127.0.1.9", 300)
+        assert len(extra) <= 250  # one address: a quarter of the worker
+        held += extra
+    finally:
+        for sock in held:
+            sock.close()
+
+
 # ------------------------------------------------------------------------------ framing
 @pytest.mark.parametrize(
     ("payload", "status"),
@@ -216,8 +275,22 @@ def _drained_and_closed(sock: socket.socket) -> bool:
         (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 60_000 + b"\r\n\r\n", 431),
         (b"GET /health HTTP/1.1\nHost: x\n\n", 400),
         (b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"get /health HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # refused by gunicorn's parser
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n\r\n", 417),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 70 + b"\r\n", 431),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     ],
-    ids=["signed-length", "chunked", "huge-head", "bare-lf", "huge-body"],
+    ids=[
+        "signed-length",
+        "chunked",
+        "huge-head",
+        "bare-lf",
+        "huge-body",
+        "lowercase-method",
+        "expectation",
+        "many-fields",
+        "long-target",
+    ],
 )
 def test_malformed_requests_get_a_problem_and_a_close(
     api: tuple[str, int], payload: bytes, status: int
