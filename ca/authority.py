@@ -360,26 +360,42 @@ class CertificateAuthority:
                 raise
             der = cert.public_bytes(serialization.Encoding.DER)
             fingerprint = hashlib.sha256(der).hexdigest()
-            with s.begin():
-                body = _issued_body(row, ext, fingerprint, request.ledger_note)
-                if renewal is not None:
-                    body["renewed_from"] = renewal.parent_serial_hex
-                    body["lineage_root"] = self._lineage_root_serial(s, row)
-                self._log(s, actor, "certificate.issued", body, now)
-                result = s.connection().execute(
-                    update(Certificate)
-                    .where(Certificate.id == row.id, Certificate.status == CertStatus.PENDING.value)
-                    .values(
-                        status=CertStatus.ISSUED.value,
-                        certificate_der=der,
-                        fingerprint_sha256=fingerprint,
-                        issued_at=now,
+            try:
+                with s.begin():
+                    # compare-and-set first: on SQLite the write lock is taken here, with the
+                    # condition, so a revocation, hold or second renewal committed while this
+                    # one was signed makes it fail instead of leaving two live credentials
+                    parent = self._supersede(s, row, renewal, actor, now) if renewal else None
+                    result = s.connection().execute(
+                        update(Certificate)
+                        .where(
+                            Certificate.id == row.id,
+                            Certificate.status == CertStatus.PENDING.value,
+                        )
+                        .values(
+                            status=CertStatus.ISSUED.value,
+                            certificate_der=der,
+                            fingerprint_sha256=fingerprint,
+                            issued_at=now,
+                        )
                     )
-                )
-                if getattr(result, "rowcount", 1) != 1:
-                    raise CAError(ErrorCode.INTERNAL, "the reservation was reconciled away")
-                if renewal is not None:
-                    self._supersede(s, row, actor, now)
+                    if getattr(result, "rowcount", 1) != 1:
+                        raise CAError(
+                            ErrorCode.CONFLICT,
+                            f"the request for {row.serial_hex} was cancelled while it was signed "
+                            "(its lineage was revoked or the reservation was reconciled)",
+                        )
+                    body = _issued_body(row, ext, fingerprint, request.ledger_note)
+                    if renewal is not None:
+                        body["renewed_from"] = renewal.parent_serial_hex
+                        body["lineage_root"] = self._lineage_root_serial(s, row)
+                    self._log(s, actor, "certificate.issued", body, now)
+                    if parent is not None:
+                        self._log_superseded(s, parent, row, actor, now)
+            except CAError as exc:
+                if exc.code == ErrorCode.CONFLICT:
+                    self._mark_failed(row, exc.detail, actor)
+                raise
         row.status = CertStatus.ISSUED.value
         row.certificate_der = der
         row.fingerprint_sha256 = fingerprint
@@ -516,20 +532,43 @@ class CertificateAuthority:
             return row.serial_hex
         return str(s.scalar(select(Certificate.serial_hex).where(Certificate.id == row.lineage_id)))
 
-    def _supersede(self, s: Session, row: Certificate, actor: str, now: datetime) -> None:
-        """In the transaction storing renewal ``row``: revoke its parent as superseded (4)."""
+    def _supersede(
+        self, s: Session, row: Certificate, renewal: RenewalLink, actor: str, now: datetime
+    ) -> Certificate:
+        """In the transaction storing renewal ``row``: revoke its parent as superseded (4),
+        only if the parent is still issued; otherwise refuse the renewal (409)."""
+        result = s.connection().execute(
+            update(Certificate)
+            .where(
+                Certificate.id == row.renewed_from_id,
+                Certificate.status == CertStatus.ISSUED.value,
+            )
+            .values(
+                status=CertStatus.REVOKED.value,
+                revoked_at=now,
+                revocation_reason=int(RevocationReason.SUPERSEDED),
+                revoked_by=actor,
+            )
+        )
+        if getattr(result, "rowcount", 1) != 1:
+            raise CAError(
+                ErrorCode.CONFLICT,
+                f"certificate {renewal.parent_serial_hex} was revoked, put on hold or renewed "
+                "while this renewal was signed; nothing was issued",
+            )
         parent = s.scalars(
-            select(Certificate).where(Certificate.id == row.renewed_from_id).with_for_update()
+            select(Certificate)
+            .where(Certificate.id == row.renewed_from_id)
+            .execution_options(populate_existing=True)
         ).one()
-        if parent.status != CertStatus.ISSUED.value:
-            return  # revoked meanwhile (by an operator, or its lineage): nothing to supersede
-        parent.status = CertStatus.REVOKED.value
-        parent.revoked_at = now
-        parent.revocation_reason = int(RevocationReason.SUPERSEDED)
-        parent.revoked_by = actor
         s.add(
             StatusChange(issuer_id=parent.issuer_id, serial_hex=parent.serial_hex, changed_at=now)
         )
+        return parent
+
+    def _log_superseded(
+        self, s: Session, parent: Certificate, row: Certificate, actor: str, now: datetime
+    ) -> None:
         body = _revoked_body(parent, RevocationReason.SUPERSEDED)
         body["superseded_by"] = row.serial_hex
         self._log(s, actor, "certificate.revoked", body, now)
@@ -593,11 +632,13 @@ class CertificateAuthority:
 
     def _mark_failed(self, row: Certificate, why: str, actor: str) -> None:
         with self.sessions.begin() as s:
-            s.execute(
+            result = s.execute(
                 update(Certificate)
-                .where(Certificate.id == row.id)
+                .where(Certificate.id == row.id, Certificate.status == CertStatus.PENDING.value)
                 .values(status=CertStatus.FAILED.value, failure=why[:500])
             )
+            if getattr(result, "rowcount", 1) != 1:
+                return  # already failed (e.g. by the revocation of its lineage)
             self._log(
                 s,
                 actor,

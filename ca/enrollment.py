@@ -168,6 +168,8 @@ class EnrollmentService:
             raise CAError(
                 ErrorCode.UNAUTHENTICATED, "the current certificate was not issued by this CA"
             ) from exc
+        if not 0 <= req.created < 2**40:  # seconds since 1970; floats overflow beyond
+            raise CAError(ErrorCode.BAD_REQUEST, "created must be a Unix time in seconds")
         now = self.authority.clock()
         age = now.timestamp() - req.created
         if age > RENEWAL_SKEW.total_seconds():

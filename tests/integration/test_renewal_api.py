@@ -393,3 +393,101 @@ def test_revoking_the_live_certificate_for_another_reason_leaves_it_alone(env: E
     # a superseded certificate cannot be revoked again for another reason than keyCompromise
     r = env.call("POST", f"/v1/certificates/{a.serial_number:x}/revoke", {"reason": "unspecified"})
     _problem(r, 409, "already-revoked")
+
+
+# -- races while the renewal is being signed (found by review) ----------------------------------
+@pytest.fixture
+def while_signing(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``while_signing(fn)``: run ``fn`` (once) while the next certificate is being signed:
+    the window between the reservation and the transaction that stores it."""
+    import ca.authority
+
+    real = ca.authority.build_agent_certificate
+    pending: list[Any] = []
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        if pending:
+            pending.pop()()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ca.authority, "build_agent_certificate", build)
+    return pending.append
+
+
+def _status_of(env: Env, serial: int) -> tuple[str, int | None]:
+    row = env.rt.authority.get(f"{serial:x}")
+    return row.status, row.revocation_reason
+
+
+def _children(env: Env, parent: x509.Certificate) -> list[str]:
+    with env.rt.sessions() as s:
+        pid = s.scalar(
+            select(Certificate.id).where(Certificate.serial_hex == f"{parent.serial_number:x}")
+        )
+        return sorted(
+            s.scalars(select(Certificate.status).where(Certificate.renewed_from_id == pid)).all()
+        )
+
+
+def test_two_different_proofs_for_one_certificate_yield_one_live_renewal(
+    env: Env, while_signing: Any
+) -> None:
+    """A second renewal sent while the first is being signed is refused (its reservation sees
+    the pending child). The opposite interleaving, both reserving before either stores, is
+    what the compare-and-set supersession in the storing transaction closes; the hold and
+    keyCompromise tests below go through that same check."""
+    key, cert = _enroll(env)
+    second = _body(cert, key, _csr()[1])
+    replies: list[Reply] = []
+    while_signing(lambda: replies.append(_renew(env, second)))
+    first = _renew(env, _body(cert, key, _csr()[1]))
+    statuses = sorted([first.status, *(r.status for r in replies)])
+    assert statuses == [201, 409], [
+        (first.status, first.body),
+        *((r.status, r.body) for r in replies),
+    ]
+    assert _children(env, cert).count("issued") == 1
+
+
+def test_a_hold_placed_while_the_renewal_is_signed_cancels_it(env: Env, while_signing: Any) -> None:
+    from ca.revocation import RevocationReason
+
+    key, cert = _enroll(env)
+    serial = f"{cert.serial_number:x}"
+    while_signing(
+        lambda: env.rt.authority.revoke(serial, RevocationReason.CERTIFICATE_HOLD, "test")
+    )
+    r = _renew(env, _body(cert, key, _csr()[1]))
+    assert "put on hold" in _problem(r, 409, "conflict")
+    env.rt.authority.release_hold(serial, "test")
+    assert _status_of(env, cert.serial_number)[0] == "issued"
+    assert _children(env, cert) == ["failed"]  # one live credential, not two
+
+
+def test_key_compromise_while_the_renewal_is_signed_is_a_conflict_not_a_500(
+    env: Env, while_signing: Any
+) -> None:
+    """A -> B, then B -> C is being signed when A is revoked for keyCompromise."""
+    from ca.revocation import RevocationReason
+
+    key_a, a = _enroll(env)
+    key_b, b = _renewed(env, a, key_a)
+    while_signing(
+        lambda: env.rt.authority.revoke(
+            f"{a.serial_number:x}", RevocationReason.KEY_COMPROMISE, "test"
+        )
+    )
+    r = _renew(env, _body(b, key_b, _csr()[1]))
+    _problem(r, 409, "conflict")
+    assert _status_of(env, b.serial_number) == ("revoked", 1)
+    assert _children(env, b) == ["failed"]
+
+
+@pytest.mark.parametrize("created", [10**400, -(10**400), -1, 2**63])
+def test_an_absurd_created_is_a_bad_request(env: Env, created: int) -> None:
+    key, cert = _enroll(env)
+    body = _body(cert, key, _csr()[1])
+    body["created"] = created
+    r = _renew(env, body)
+    assert r.status == 400, r.body
+    assert r.content_type == "application/problem+json"
