@@ -842,8 +842,8 @@ class CertificateAuthority:
         )
         if issuer_name is not None:
             query = query.join(Issuer).where(Issuer.name == issuer_name)
-        if for_update:
-            query = query.with_for_update()
+        if for_update:  # the certificate row only: locking its issuer would serialise all
+            query = query.with_for_update(of=Certificate)
         rows = s.scalars(query).all()
         if not rows:
             raise CAError(ErrorCode.NOT_FOUND, f"no certificate with serial {canonical}")

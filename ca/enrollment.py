@@ -139,11 +139,16 @@ class EnrollmentService:
             registration = self.registry.registration_for_token(token, s)
             request = self._decide(registration, csr_data, scopes, validity, s)
             s.commit()  # end the read transaction; issuance runs its own two
+
+            def reserve(tx: Session) -> None:
+                self.registry.confirm_active(tx, registration.id)
+                self.registry.consume_enrollment_token(tx, token)
+
             return self.authority.issue(
                 request,
                 actor=f"agent:{registration.name}",
                 agent_id=registration.id,
-                in_reservation=lambda tx: self.registry.consume_enrollment_token(tx, token),
+                in_reservation=reserve,
                 session=s,
             )
 
@@ -230,6 +235,7 @@ class EnrollmentService:
             request,
             actor=f"agent:{registration.name}:renew",
             agent_id=registration.id,
+            in_reservation=lambda tx: self.registry.confirm_active(tx, registration.id),
             renewal=link,
         )
 
@@ -287,7 +293,15 @@ class EnrollmentService:
                 )
             else:
                 request = dataclasses.replace(outcome, ledger_note=WITHIN_POLICY)
-            return self.authority.issue(request, actor=actor, agent_id=agent_id, session=s)
+            return self.authority.issue(
+                request,
+                actor=actor,
+                agent_id=agent_id,
+                in_reservation=None
+                if outside_policy
+                else lambda tx: self.registry.confirm_active(tx, agent_id),
+                session=s,
+            )
 
 
 def _accountability_mismatches(req: DirectIssuance, reg: Registration) -> list[str]:

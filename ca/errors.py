@@ -139,6 +139,12 @@ def as_ca_error(exc: BaseException) -> CAError:
     try:
         from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
+        sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        if isinstance(exc, DBAPIError) and sqlstate in ("40P01", "40001"):
+            return CAError(  # deadlock or serialization failure: nothing was changed
+                ErrorCode.CONFLICT,
+                "the change met a concurrent one on the same records and was not made; retry",
+            )
         if isinstance(exc, OperationalError) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated
         ):

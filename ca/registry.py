@@ -460,6 +460,27 @@ class Registry:
             assert found is not None
             return _registration(found[1])
 
+    def confirm_active(self, s: Session, agent_id: int | None) -> None:
+        """In the reservation: the registration a decision was made on is still active.
+
+        A conditional no-op UPDATE, so the row is locked (PostgreSQL) or the write lock is
+        taken (SQLite) with the check: a disable committed after the decision refuses the
+        issuance instead of racing it.
+        """
+        if agent_id is None:
+            return
+        result = s.execute(
+            update(AgentRegistration)
+            .where(AgentRegistration.id == agent_id, AgentRegistration.status == "active")
+            .values(status="active")
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            raise CAError(
+                ErrorCode.POLICY_REFUSED,
+                "the agent's registration was disabled while the request was decided",
+                reasons=["registration disabled"],
+            )
+
     def consume_enrollment_token(self, s: Session, token: str) -> None:
         """Mark the token used inside the caller's transaction; refuses a used/expired one."""
         now = self.clock()

@@ -491,3 +491,29 @@ def test_an_absurd_created_is_a_bad_request(env: Env, created: int) -> None:
     r = _renew(env, body)
     assert r.status == 400, r.body
     assert r.content_type == "application/problem+json"
+
+
+def test_a_registration_disabled_after_the_decision_refuses_the_issuance(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registration is decided on in one transaction and the serial reserved in the
+    next: a disable committed in between used to be ignored (the renewal was issued)."""
+    key, cert = _enroll(env)
+    real = type(env.rt.authority)._reserve
+    disabled: list[bool] = []
+
+    def reserve(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not disabled:
+            env.rt.registry.update_agent("renew-agent", active=False, actor="test")
+            disabled.append(True)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(env.rt.authority), "_reserve", reserve)
+    rows = env.rows()
+    try:
+        r = _renew(env, _body(cert, key, _csr()[1]))
+    finally:
+        monkeypatch.undo()
+        env.rt.registry.update_agent("renew-agent", active=True, actor="test")
+    assert "disabled" in _problem(r, 403, "policy-refused")
+    assert env.rows() == rows and _status_of(env, cert.serial_number)[0] == "issued"
