@@ -44,6 +44,9 @@ lint: bootstrap-test
 test: bootstrap-test lint
 	bash scripts/with-postgres.sh $(PYTEST) $(PYTEST_ARGS) tests
 
+faults: bootstrap-test
+	AGENTCA_FAULTS_FULL=1 bash scripts/with-postgres.sh $(PYTEST) $(PYTEST_ARGS) tests/faults
+
 unit: bootstrap-test
 	$(PYTEST) $(PYTEST_ARGS) tests/unit
 
