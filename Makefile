@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: all run test lint unit bench clean bootstrap-run bootstrap-test
+.PHONY: all run test lint unit bench faults clean bootstrap-run bootstrap-test
 
 all: test
 
