@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -51,19 +50,6 @@ def _throughput(addr: tuple[str, int], seconds: float) -> tuple[float, float]:
     return count / seconds, worst
 
 
-def _trickling(attack: Trickler, stop: threading.Event) -> threading.Thread:
-    def trickle() -> None:
-        while not stop.is_set():
-            for sock in attack.socks:
-                with contextlib.suppress(OSError):
-                    sock.send(b"a")
-            stop.wait(1.0)
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
-    return thread
-
-
 # ------------------------------------------------------------------------------ slow clients
 @pytest.mark.parametrize("attackers", [4, 200])
 def test_unfinished_heads_do_not_starve_a_normal_client(
@@ -73,13 +59,10 @@ def test_unfinished_heads_do_not_starve_a_normal_client(
     from two addresses: the normal client keeps half its unloaded rate, never waits 1 s."""
     base_rate, _ = _throughput(api, 1.5)
     attack = Trickler(api, ["127.0.0.2", "127.0.0.3"], attackers)
-    stop = threading.Event()
     try:
         time.sleep(0.5)
-        thread = _trickling(attack, stop)
-        rate, worst = _throughput(api, 3.0)
-        stop.set()
-        thread.join(5)
+        with attack.in_background():
+            rate, worst = _throughput(api, 3.0)
     finally:
         attack.close()
     assert rate >= base_rate / 2, (rate, base_rate)
