@@ -50,6 +50,16 @@ _SIGNER_VALIDITY = click.option(
     type=click.IntRange(4, 100_000),
     help="Open connections per worker; one client address may hold a quarter of them.",
 )
+@click.option(
+    "--serve-stale-for",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 86_400),
+    help="Seconds of a database outage during which the answers known at the last good poll "
+    "are still given (availability over freshness): a revocation committed in the last "
+    "poll interval before the outage is answered 'good' for that long. 0: tryLater once the "
+    "status is older than 1 s.",
+)
 @_RESPONSE_VALIDITY
 @_SIGNER_VALIDITY
 @click.pass_context
@@ -60,6 +70,7 @@ def serve(
     port: int | None,
     workers: int | None,
     max_connections: int,
+    serve_stale_for: float,
     response_validity: str | None,
     signer_validity: str | None,
 ) -> None:
@@ -79,7 +90,13 @@ def serve(
         ocsp_listen_port=port or settings.ocsp_listen_port,
         workers=workers or settings.workers,
     )
-    opts = _options(response_validity, signer_validity)
+    opts = _options(response_validity, signer_validity).replace(serve_stale_for=serve_stale_for)
+    if serve_stale_for:
+        click.echo(
+            f"serving stale answers for up to {serve_stale_for:g} s of a database outage "
+            "(a revocation committed just before it may be answered 'good' for that long)",
+            err=True,
+        )
     for result in ensure_signers(settings, opts):
         click.echo(
             f"OCSP signer for {result.issuer_name}: {result.key_label} "

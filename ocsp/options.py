@@ -24,6 +24,17 @@ class OcspOptions:
     poll_interval: float = 0.2  # seconds between status_changes polls, per worker
     outage_poll_interval: float = 1.0  # while the database is unreachable
     signer_check_interval: float = 60.0  # seconds between signer expiry checks
+    # Freshness bound (decision 0012): an answer, pre-signed or not, is given only while the
+    # last successful feed poll is at most this many seconds old; past it, tryLater. So every
+    # answer reflects each revocation committed more than this long before it was asked, also
+    # when the database stopped between the commit and the next poll. Never below
+    # ``poll_interval`` (between polls of a healthy database the state is that old).
+    status_freshness: float = 1.0
+    # Availability over freshness, chosen explicitly (``--serve-stale-for``): keep answering
+    # from what was known at the last good poll for this many extra seconds of an outage. The
+    # cost: a revocation committed in the last poll interval before the outage is answered
+    # "good" for up to this long. Answers still stop at their refresh time (half the validity).
+    serve_stale_for: float = 0.0
     max_request_bytes: int = 16 * 1024
     max_cert_ids: int = 64
     max_cached_responses: int = 100_000
@@ -35,6 +46,11 @@ class OcspOptions:
     # a responder leave the nonce out) and anything else with tryLater. 0 turns it off.
     sign_rate_per_client: float = 5.0
     sign_burst_per_client: int = 20
+
+    @property
+    def vouch_for(self) -> float:
+        """Seconds after the last successful poll during which answers may still be given."""
+        return max(self.status_freshness, self.poll_interval) + max(0.0, self.serve_stale_for)
 
     @property
     def refresh_after(self) -> timedelta:

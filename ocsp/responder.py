@@ -10,10 +10,21 @@ serials. So a revocation is answered by every worker within ``poll_interval`` (+
 its commit. Ids allocated but not yet committed when polled (concurrent writers) are tracked
 as gaps and re-checked until they appear or ``GAP_TIMEOUT`` passes.
 
-Outage: if the database cannot be reached, pre-signed answers are served until their refresh
-time (always before nextUpdate); other requests get ``tryLater``. Statuses cached before the
-outage are still answered (nonce and multi-CertID requests) with thisUpdate = the last time
-the feed was read, for at most ``refresh_after``. Service resumes with the next good poll.
+Freshness bound (decision 0012): every answer, pre-signed or newly signed, is given only while
+the last successful poll is at most ``OcspOptions.status_freshness`` (1 s) old; past it the
+answer is ``tryLater``. A revocation committed just before the database stopped, which no poll
+has read, is therefore never answered "good" for longer than that bound. The check is one
+float comparison on the hot path.
+
+Outage: if the database cannot be reached, every request gets ``tryLater`` once the bound has
+passed. An operator who prefers availability sets ``serve_stale_for``: for that many more
+seconds, pre-signed answers are served until their refresh time (always before nextUpdate) and
+statuses cached before the outage are signed (nonce and multi-CertID requests) with thisUpdate
+= the last time the feed was read; cache misses get ``tryLater``. Service resumes with the next
+good poll (retried every ``outage_poll_interval``).
+
+HSM failures (the key seam's ``HSMError``, raw python-pkcs11 errors) are ``tryLater`` too, and
+are logged as one line per kind of error per second, not a traceback per request.
 """
 
 from __future__ import annotations
@@ -26,8 +37,11 @@ from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import Protocol
 
+from pkcs11.exceptions import PKCS11Error
+
 from ca.api.ratelimit import TokenBucket
 from ca.errors import CAError, ErrorCode
+from hsm.errors import HSMError
 from ocsp.decision import UNISSUED, CertStatus, IssuerKey, Lookup, resolve
 from ocsp.options import OcspOptions
 from ocsp.request import OcspRequest, parse_request
@@ -46,6 +60,7 @@ from ocsp.status import FeedHead, IssuerInfo, StatusSource
 log = logging.getLogger("agentca.ocsp")
 
 GAP_TIMEOUT = 60.0  # seconds an allocated-but-unseen status_changes id is waited for
+LOG_EVERY = 1.0  # seconds between two log lines for the same kind of per-request failure
 MAX_FEED_BATCH = 5000  # more changes than this at once: drop every cached answer instead
 _CERTID = b"\x00"  # cache-key prefix for CertID keys (a DER request never starts with 0x00)
 
@@ -94,6 +109,7 @@ ERROR_ANSWERS = {
     ResponseStatus.UNAUTHORIZED: Answer(UNAUTHORIZED, ResponseStatus.UNAUTHORIZED),
 }
 MALFORMED_ANSWER = ERROR_ANSWERS[ResponseStatus.MALFORMED_REQUEST]
+TRY_LATER_ANSWER = ERROR_ANSWERS[ResponseStatus.TRY_LATER]
 
 
 def status_for_error(error: CAError) -> ResponseStatus:
@@ -105,6 +121,50 @@ def status_for_error(error: CAError) -> ResponseStatus:
     ):
         return ResponseStatus.TRY_LATER
     return ResponseStatus.INTERNAL_ERROR
+
+
+class LogLimiter:
+    """At most one log line per kind of failure per ``every`` seconds, with a count of the rest.
+
+    Per-request failures (an HSM gone, a bug hit by every request) would otherwise log a line,
+    or a traceback, per request.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        every: float = LOG_EVERY,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.every = every
+        self.monotonic = monotonic
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def log(self, level: int, kind: str, message: str, exc_info: bool = False) -> bool:
+        """Log ``message`` unless ``kind`` was logged less than ``every`` ago (True if logged)."""
+        now = self.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last[0] < self.every:
+            self._last[kind] = (last[0], last[1] + 1)
+            return False
+        self._last[kind] = (now, 0)
+        if last is not None and last[1]:
+            message += f" ({last[1]} more since the last report)"
+        self.logger.log(level, "%s", message, exc_info=exc_info)
+        return True
+
+
+def hsm_error_kind(exc: BaseException) -> str:
+    """A short name for an HSM failure: the key seam's code and class, or the PKCS#11 class."""
+    slug = getattr(exc, "code_slug", None)
+    name = type(exc).__name__
+    return f"{slug}/{name}" if isinstance(slug, str) else f"pkcs11/{name}"
+
+
+def _describe(kind: str, exc: BaseException) -> str:
+    text = str(exc)
+    return f"{kind}: {text}" if text else kind
 
 
 class SignerProvider(Protocol):
@@ -143,12 +203,15 @@ class Responder:
         self._gaps: dict[int, float] = {}
         self._db_ok = False
         self._fresh_as_of = 0.0  # wall time of the last successful poll
+        self._confirmed = float("-inf")  # monotonic time of the last successful poll's start
+        self._vouch_for = self.options.vouch_for  # answers stop this long after _confirmed
         self._next_poll = 0.0
         self._next_signer_check = 0.0
         self._responses: dict[bytes, Answer] = {}
         self._by_serial: dict[tuple[int, str | None], list[bytes]] = {}
         self._statuses: dict[tuple[int, str], tuple[CertStatus, float]] = {}
         self._status_ttl = self._refresh  # safety net should a feed entry ever be missed
+        self.errors = LogLimiter(log, monotonic=monotonic)
         rate = self.options.sign_rate_per_client
         self._budget = TokenBucket(rate, self.options.sign_burst_per_client) if rate > 0 else None
 
@@ -169,21 +232,47 @@ class Responder:
         per client address (``sign_rate_per_client``).
         """
         try:
-            if self.monotonic() >= self._next_poll:
+            mono = self.monotonic()
+            if mono >= self._next_poll:
                 self.poll()
+            if mono - self._confirmed > self._vouch_for:
+                # Not confirmed within the freshness bound: a revocation may be unread.
+                return TRY_LATER_ANSWER
             hit = self._responses.get(der)
             if hit is not None and hit.refresh_at > self.clock():
                 return hit
             return self._answer(der, client)
         except CAError as exc:
-            return ERROR_ANSWERS[status_for_error(exc)]
-        except Exception:
-            log.exception("internal error while answering an OCSP request")
+            status = status_for_error(exc)
+            if exc.code.slug.startswith("hsm-"):
+                self.errors.log(
+                    logging.WARNING,
+                    exc.code.slug,
+                    f"OCSP signing unavailable, answering tryLater: {exc.detail}",
+                )
+            return ERROR_ANSWERS[status]
+        except (HSMError, PKCS11Error) as exc:
+            kind = hsm_error_kind(exc)
+            self.errors.log(
+                logging.WARNING,
+                kind,
+                f"OCSP signing unavailable (HSM {_describe(kind, exc)}), answering tryLater",
+            )
+            return TRY_LATER_ANSWER
+        except Exception as exc:
+            self.errors.log(
+                logging.ERROR,
+                "internal/" + type(exc).__name__,
+                "internal error while answering an OCSP request",
+                exc_info=True,
+            )
             return ERROR_ANSWERS[ResponseStatus.INTERNAL_ERROR]
 
     def poll(self) -> None:
         """Read the change feed and drop what it invalidates; never raises."""
         mono = self.monotonic()
+        wall = self.clock()  # taken before the query: what it reads is at least this fresh
+        started = self._head is not None
         try:
             head = self.source.head()
             self._apply(head, mono)
@@ -193,15 +282,31 @@ class Responder:
             self._db_ok = False
             self._next_poll = mono + self.options.outage_poll_interval
             return
-        except Exception:
-            log.exception("OCSP status feed poll failed")
+        except (HSMError, PKCS11Error) as exc:
+            kind = hsm_error_kind(exc)
+            self.errors.log(
+                logging.WARNING,
+                "poll/" + kind,
+                f"OCSP signer reload failed (HSM {_describe(kind, exc)})",
+            )
             self._db_ok = False
             self._next_poll = mono + self.options.outage_poll_interval
             return
-        if not self._db_ok and self._head is not None:
+        except Exception as exc:
+            self.errors.log(
+                logging.ERROR,
+                "poll/" + type(exc).__name__,
+                "OCSP status feed poll failed",
+                exc_info=True,
+            )
+            self._db_ok = False
+            self._next_poll = mono + self.options.outage_poll_interval
+            return
+        if not self._db_ok and started:
             log.info("OCSP status feed reachable again")
         self._db_ok = True
-        self._fresh_as_of = self.clock()
+        self._confirmed = mono
+        self._fresh_as_of = wall
         self._next_poll = mono + self.options.poll_interval
         if mono >= self._next_signer_check:
             self._next_signer_check = mono + self.options.signer_check_interval

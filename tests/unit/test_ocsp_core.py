@@ -378,7 +378,10 @@ def test_cached_answers_expire_before_next_update(world: World) -> None:
     assert load(again.der).this_update_utc > load(first.der).this_update_utc
 
 
-def test_database_outage(world: World) -> None:
+def test_database_outage_with_serve_stale_for(world: World) -> None:
+    """The availability option (decision 0012): known answers keep flowing during an outage,
+    until their refresh point. By default they stop after 1 s (tests/unit/test_ocsp_freshness)."""
+    world.options = OcspOptions(serve_stale_for=3600)
     responder = world.responder()
     cached = make_request([cert_id(world.issuing, GOOD_SERIAL)])
     first = responder.respond(cached)
