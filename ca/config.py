@@ -77,6 +77,10 @@ class Settings:
     enrollment_token_hours: int = 24
     api_token_default_ttl_days: int = 90  # lifetime of an API token created without a TTL
     api_token_max_ttl_days: int = 365  # no API token lives longer
+    # clock: refuse to sign while this host's clock and the database server's differ by more
+    # (0: never refuse); measured at start and every clock_check_interval_seconds
+    max_clock_skew_seconds: int = 5
+    clock_check_interval_seconds: int = 30
 
     # -- derived values -------------------------------------------------------------------
     @property

@@ -41,6 +41,8 @@ class ErrorCode(enum.Enum):
     HSM_KEY_MISSING = ("hsm-key-missing", 503, 11)
     HSM_MECHANISM = ("hsm-mechanism-unsupported", 503, 11)
     HSM_FAILURE = ("hsm-failure", 503, 11)
+    HSM_UNAVAILABLE = ("hsm-unavailable", 503, 11)
+    CLOCK_SKEW = ("clock-skew", 503, 13)
     DB_UNAVAILABLE = ("database-unavailable", 503, 12)
     INTERNAL = ("internal", 500, 1)
 
@@ -87,6 +89,8 @@ _TITLES = {
     ErrorCode.HSM_KEY_MISSING: "HSM key not found",
     ErrorCode.HSM_MECHANISM: "HSM mechanism not supported",
     ErrorCode.HSM_FAILURE: "HSM failure",
+    ErrorCode.HSM_UNAVAILABLE: "HSM unavailable",
+    ErrorCode.CLOCK_SKEW: "Clock skew too large",
     ErrorCode.DB_UNAVAILABLE: "Database unavailable",
     ErrorCode.INTERNAL: "Internal error",
 }
@@ -133,9 +137,11 @@ def as_ca_error(exc: BaseException) -> CAError:
         return exc
     slug = getattr(exc, "code_slug", None)
     if isinstance(slug, str):
+        retry_after = getattr(exc, "retry_after", None)
+        extra = {"retry_after": retry_after} if isinstance(retry_after, int) else {}
         for code in ErrorCode:
             if code.slug == slug:
-                return CAError(code, str(exc))
+                return CAError(code, str(exc), **extra)
     try:
         from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 

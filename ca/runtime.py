@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca.apitokens import ApiTokens
 from ca.authority import CertificateAuthority, Clock, utcnow
+from ca.clockcheck import SkewMonitor, monitor_for
 from ca.config import Settings, read_secret_file
 from ca.enrollment import EnrollmentService
 from ca.errors import CAError, ErrorCode
@@ -43,6 +44,7 @@ class Runtime:
     ledger: LedgerStore
     auditor: Auditor
     api_tokens: ApiTokens
+    clock_check: SkewMonitor | None = None
 
     def close(self) -> None:
         self.keys.close()
@@ -91,6 +93,7 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
             raise
     sessions = make_session_factory(engine)
     keys = KeyStore(token_config(settings, create=create))
+    clock_check = guard_signing(keys, engine, settings)
     authority = CertificateAuthority(settings, sessions, keys, clock)
     registry = Registry(sessions, clock)
     enrollment = EnrollmentService(settings, authority, registry)
@@ -106,7 +109,18 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
         ledger,
         Auditor(authority, ledger),
         ApiTokens(sessions, clock, settings.api_token_default_ttl, settings.api_token_max_ttl),
+        clock_check,
     )
+
+
+def guard_signing(keys: KeyStore, engine: Engine, settings: Settings) -> SkewMonitor:
+    """Measure the clock against the database server's now, and make every signature by
+    ``keys`` refuse while it is off by more than ``max_clock_skew_seconds``."""
+    monitor = monitor_for(
+        engine, settings.max_clock_skew_seconds, settings.clock_check_interval_seconds
+    )
+    keys.set_guard(monitor.check)
+    return monitor
 
 
 def secure_data_dir(settings: Settings) -> int:

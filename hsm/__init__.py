@@ -2,6 +2,7 @@
 
 from hsm.errors import (
     HSMError,
+    HSMUnavailable,
     KeyExists,
     KeyNotExtractable,
     KeyNotFound,
@@ -10,16 +11,18 @@ from hsm.errors import (
     TokenNotFound,
 )
 from hsm.keys import HsmEcPrivateKey, HsmEd25519PrivateKey, HsmPrivateKey, HsmRsaPrivateKey
-from hsm.keystore import KeyStore, TokenConfig
+from hsm.keystore import HsmStatus, KeyStore, TokenConfig
 from hsm.keytypes import KeyType
 from hsm.softhsm import ensure_softhsm_token, find_pkcs11_module, read_pin_file
 
 __all__ = [
     "HSMError",
+    "HSMUnavailable",
     "HsmEcPrivateKey",
     "HsmEd25519PrivateKey",
     "HsmPrivateKey",
     "HsmRsaPrivateKey",
+    "HsmStatus",
     "KeyExists",
     "KeyNotExtractable",
     "KeyNotFound",

@@ -13,6 +13,20 @@ class HSMError(Exception):
     code_slug = "hsm-failure"
 
 
+class HSMUnavailable(HSMError):
+    """The token cannot be reached now (removed, its files gone, the device failing).
+
+    The key store reopens the session by itself with bounded backoff; until then every call
+    fails fast with this error. ``retry_after`` is the whole seconds until the next attempt.
+    """
+
+    code_slug = "hsm-unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class PinIncorrect(HSMError):
     code_slug = "hsm-pin-incorrect"
 

@@ -4,11 +4,17 @@ python-pkcs11 loads a module once per process and does not serialise calls into 
 signing at the same moment crashed SoftHSM2. So every PKCS#11 call in this process goes through
 one process-wide re-entrant lock, each ``KeyStore`` keeps one session, and a store used in a
 forked child (gunicorn workers) re-initialises the module and logs in again.
+
+A lost token (device removed, SoftHSM2's token directory gone, CKR_GENERAL_ERROR) drops the
+session; the store reopens it by itself, re-initialising the module (SoftHSM2 only re-reads its
+token files then), with bounded exponential backoff (``hsm.backoff``). Until it succeeds every
+call fails fast with ``HSMUnavailable``: no request waits longer than one short reopen attempt.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import threading
@@ -23,8 +29,10 @@ from pkcs11 import Attribute, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 
+from hsm.backoff import Backoff
 from hsm.errors import (
     HSMError,
+    HSMUnavailable,
     KeyExists,
     KeyNotFound,
     MechanismUnsupported,
@@ -34,7 +42,7 @@ from hsm.errors import (
 from hsm.keys import HsmEcPrivateKey, HsmEd25519PrivateKey, HsmPrivateKey, HsmRsaPrivateKey
 from hsm.keytypes import KeyType
 
-__all__ = ["KeyStore", "TokenConfig"]
+__all__ = ["HsmStatus", "KeyStore", "TokenConfig"]
 
 T = TypeVar("T")
 
@@ -68,6 +76,23 @@ _STALE = (
     p11e.DeviceRemoved,
     p11e.TokenNotPresent,
 )
+# Errors that say the token or device itself is failing or gone (not the request): the session
+# is dropped and reopened with backoff, and callers see ``HSMUnavailable``.
+_DOWN = (
+    p11e.GeneralError,
+    p11e.DeviceError,
+    p11e.DeviceMemory,
+    p11e.DeviceRemoved,
+    p11e.TokenNotPresent,
+    p11e.TokenNotRecognised,
+    p11e.FunctionFailed,
+    p11e.SessionCount,
+)
+_RECOVERABLE = _STALE + _DOWN
+# Time one reopen attempt may take (the process lock is held meanwhile): the first open of a
+# process gets longer, for SoftHSM2's transient states while several workers log in at once.
+FIRST_OPEN_BUDGET = 2.0
+REOPEN_BUDGET = 0.3
 _UNSUPPORTED = (
     p11e.MechanismInvalid,
     p11e.MechanismParamInvalid,
@@ -149,16 +174,38 @@ def _load_library(config: TokenConfig) -> Any:
 
 
 def _get_token(lib: Any, label: str) -> Any:
-    """Find the token; SoftHSM2's file store can answer CKR_GENERAL_ERROR while another process
-    rewrites the token files, so a few short retries separate that from a real failure."""
-    for attempt in range(5):
-        try:
-            return lib.get_token(token_label=label)
-        except p11e.GeneralError:
-            if attempt == 4:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
+    """Find the token. SoftHSM2's file store can answer CKR_GENERAL_ERROR while another process
+    rewrites the token files, or while they are gone; ``KeyStore._open_session`` retries that,
+    re-initialising the module between attempts."""
+    return lib.get_token(token_label=label)
+
+
+def _reinitialize(lib: Any) -> None:
+    """C_Finalize then C_Initialize, each allowed to fail: a C_Initialize that failed while the
+    token was gone leaves the module finalised, and a plain ``reinitialize()`` would then stop
+    at C_Finalize (CKR_CRYPTOKI_NOT_INITIALIZED) and never initialise it again."""
+    with contextlib.suppress(p11e.PKCS11Error):
+        lib.finalize()
+    with contextlib.suppress(p11e.PKCS11Error):
+        lib.initialize()
+
+
+@dataclass(frozen=True)
+class HsmStatus:
+    """What a readiness check learns about the token: reachable or not, and why."""
+
+    ok: bool
+    detail: str
+    retry_after: float = 0.0  # seconds until the next reopen attempt, when not ok
+    last_success_age: float | None = None  # seconds since the last successful operation
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": "ok" if self.ok else "unavailable", "detail": self.detail}
+        if not self.ok:
+            body["retry_after_seconds"] = round(self.retry_after, 3)
+        if self.last_success_age is not None:
+            body["last_success_seconds_ago"] = round(self.last_success_age, 3)
+        return body
 
 
 def _translate(exc: Exception, action: str) -> HSMError:
@@ -169,6 +216,8 @@ def _translate(exc: Exception, action: str) -> HSMError:
         return MechanismUnsupported(f"the token cannot {action}: {type(exc).__name__}")
     if isinstance(exc, p11e.PinLocked):
         return HSMError(f"cannot {action}: the token's user PIN is locked")
+    if isinstance(exc, _DOWN):
+        return HSMUnavailable(f"cannot {action}: the token is unavailable ({type(exc).__name__})")
     return HSMError(f"cannot {action}: PKCS#11 error {type(exc).__name__}")
 
 
@@ -221,8 +270,16 @@ class KeyStore:
     session opened on first use, and again after a fork.
     """
 
-    def __init__(self, config: TokenConfig) -> None:
+    def __init__(
+        self, config: TokenConfig, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._config = config
+        self._monotonic = monotonic
+        self._backoff = Backoff()
+        self._last_error: HSMError | None = None
+        self._ever_opened = False
+        self._last_success: float | None = None
+        self._guard: Callable[[], None] | None = None
         self._session: Any = None
         self._slot: Any = None
         self._pid: int | None = None
@@ -250,29 +307,72 @@ class KeyStore:
         pid = os.getpid()
         if self._session is not None and self._pid == pid:
             return self._session
-        # First use, or a forked child: the inherited session handle is meaningless here.
+        # First use, a forked child (the inherited handle is meaningless here) or a lost token.
         self._session = None
         self._handles.clear()
-        self._session = self._open_session()
+        now = self._monotonic()
+        if not self._backoff.allows(now):
+            raise self._refusal(now)
+        try:
+            session = self._open_session()
+        except HSMError as exc:
+            self._note_failure(exc)
+            raise self._refusal(self._monotonic()) from exc
+        self._backoff.succeeded()
+        self._last_error = None
+        self._ever_opened = True
+        self._session = session
         self._pid = pid
-        return self._session
+        return session
+
+    def _note_failure(self, exc: HSMError) -> None:
+        """Remember why the token could not be used and when to try again."""
+        self._drop_session()
+        self._last_error = exc
+        self._backoff.failed(self._monotonic())
+
+    def _refusal(self, now: float) -> HSMError:
+        """The fast answer while the store waits to retry: ``HSMUnavailable``, or, for a store
+        that never opened a session (a wrong label, PIN or module path), the same error again."""
+        last = self._last_error
+        wait = self._backoff.wait(now)
+        if last is not None and not isinstance(last, HSMUnavailable) and not self._ever_opened:
+            return type(last)(str(last))
+        reason = str(last) if last is not None else "the token is unavailable"
+        return HSMUnavailable(
+            f"the HSM is unavailable ({reason}); the next reconnection attempt is in {wait:.1f} s",
+            retry_after=max(1, math.ceil(wait)),
+        )
 
     def _open_session(self) -> Any:
-        """Open and log in, retrying briefly on states SoftHSM2's file store can show while
-        another process is rewriting the token (several workers logging in at once)."""
-        for attempt in range(6):
+        """Open and log in within a short time budget, retrying the states SoftHSM2's file store
+        shows while another process rewrites the token or while its files are gone, and
+        re-initialising the module between attempts so that it reads the token afresh."""
+        budget = REOPEN_BUDGET if self._ever_opened else FIRST_OPEN_BUDGET
+        deadline = self._monotonic() + budget
+        attempt = 0
+        while True:
             try:
                 return self._open_session_once()
-            except (TokenNotFound, HSMError) as exc:
-                transient = isinstance(exc, TokenNotFound) or "not been initialised" in str(exc)
-                if isinstance(exc, PinIncorrect) or not transient or attempt == 5:
+            except HSMError as exc:
+                transient = isinstance(exc, TokenNotFound | HSMUnavailable) or (
+                    "not been initialised" in str(exc)
+                )
+                pause = 0.02 * (attempt + 1) + secrets.randbelow(30) / 1000
+                if (
+                    isinstance(exc, PinIncorrect)
+                    or not transient
+                    or self._monotonic() + pause > deadline
+                ):
+                    if isinstance(exc, TokenNotFound) and self._ever_opened:
+                        raise HSMUnavailable(str(exc)) from exc
                     raise
-                time.sleep(0.05 * (attempt + 1) + secrets.randbelow(50) / 1000)
-                lib = _LIBS.get(self._config.module_path)
-                if lib is not None:  # make SoftHSM2 read the token files afresh
-                    with contextlib.suppress(p11e.PKCS11Error):
-                        lib.reinitialize()
-        raise AssertionError("unreachable")  # pragma: no cover
+            attempt += 1
+            time.sleep(pause)
+            lib = _LIBS.get(self._config.module_path)
+            if lib is not None:  # make SoftHSM2 read the token files afresh
+                _reinitialize(lib)
+                _LIB_PID[self._config.module_path] = os.getpid()
 
     def _open_session_once(self) -> Any:
         cfg = self._config
@@ -287,8 +387,10 @@ class KeyStore:
             raise HSMError(
                 f"several PKCS#11 tokens are labelled {cfg.token_label!r}; labels must be unique"
             ) from None
-        except p11e.PKCS11Error as exc:
-            raise _translate(exc, f"find the token {cfg.token_label!r}") from exc
+        except p11e.PKCS11Error as exc:  # the module or token is failing, or not initialised
+            raise HSMUnavailable(
+                f"cannot find the token {cfg.token_label!r}: PKCS#11 error {type(exc).__name__}"
+            ) from exc
         self._slot = token.slot
         try:
             return token.open(rw=True, user_pin=cfg.user_pin)
@@ -313,19 +415,55 @@ class KeyStore:
         self._handles.clear()
 
     def _run(self, action: str, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(session)`` under the lock; retry once on a fresh session if it went stale."""
+        """Run ``fn(session)`` under the lock; retry once on a fresh session if it went stale
+        or the token failed. A second failure starts the backoff: ``HSMUnavailable``."""
         with _LOCK:
             for attempt in (1, 2):
                 session = self._live_session()
                 try:
-                    return fn(session)
-                except _STALE as exc:
+                    result = fn(session)
+                except _RECOVERABLE as exc:
                     self._drop_session()
                     if attempt == 2:
-                        raise _translate(exc, action) from exc
+                        error = _translate(exc, action)
+                        if isinstance(exc, _DOWN) or self._last_error is not None:
+                            self._note_failure(error)
+                        raise error from exc
+                    continue
                 except p11e.PKCS11Error as exc:
                     raise _translate(exc, action) from exc
+                self._last_success = self._monotonic()
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def set_guard(self, guard: Callable[[], None] | None) -> None:
+        """Call ``guard()`` before every signature; it refuses by raising (the CA uses it to
+        refuse signing while its clock is off, see ``ca.clockcheck``)."""
+        self._guard = guard
+
+    def status(self) -> HsmStatus:
+        """A cheap readiness check: the session is open (reopening it if the backoff allows)
+        and the token answers C_GetTokenInfo. Never waits for longer than one reopen attempt."""
+        with _LOCK:
+            age = (
+                None
+                if self._last_success is None
+                else max(0.0, self._monotonic() - self._last_success)
+            )
+            try:
+                self._live_session()
+                self._slot.get_token()
+            except _RECOVERABLE as exc:
+                self._note_failure(_translate(exc, "query the token"))
+            except p11e.PKCS11Error as exc:
+                return HsmStatus(False, str(_translate(exc, "query the token")), 0.0, age)
+            except HSMError as exc:
+                return HsmStatus(False, str(exc), self._backoff.wait(self._monotonic()), age)
+            else:
+                return HsmStatus(True, f"token {self._config.token_label!r} answers", 0.0, age)
+            last = self._last_error
+            wait = self._backoff.wait(self._monotonic())
+            return HsmStatus(False, str(last) if last else "the token is unavailable", wait, age)
 
     def call_with_session(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(session)`` with the live, logged-in python-pkcs11 session, under the lock.
@@ -355,6 +493,9 @@ class KeyStore:
 
     def _hsm_sign(self, label: str, mechanism: Mechanism, data: bytes, param: Any = None) -> bytes:
         """Sign ``data`` with the private key ``label`` inside the token."""
+
+        if self._guard is not None:
+            self._guard()
 
         def sign(session: Any) -> bytes:
             key = self._private_handle(session, label)

@@ -34,7 +34,7 @@ log = logging.getLogger("agentca.ocsp")
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
 POST_PATHS = frozenset({"/ocsp", "/ocsp/", "/"})
-FLASK_PATHS = frozenset({"/health"})
+FLASK_PATHS = frozenset({"/health", "/ready"})
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -172,7 +172,9 @@ def create_app(
         def responder_factory() -> Responder:
             from ocsp.service import open_responder
 
-            return open_responder(settings, opts).responder
+            rt = open_responder(settings, opts)
+            app.extensions["agentca_ocsp_runtime"] = rt  # for /ready: key store and clock
+            return rt.responder
 
     app = Flask("agentca.ocsp")
     responders = LazyResponder(responder_factory)
@@ -196,6 +198,16 @@ def create_app(
         )
         body.headers["Cache-Control"] = "no-store"
         return body, 200 if ready else 503
+
+    @app.get("/ready")
+    def ready() -> tuple[Response, int]:
+        """Readiness: the database, the HSM and the clock (see ``ocsp.readiness``)."""
+        from ocsp.readiness import readiness_report
+
+        body, ok = readiness_report(responders, app.extensions.get("agentca_ocsp_runtime"))
+        resp = jsonify(worker=os.getpid(), **body)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp, 200 if ok else 503
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -116,9 +116,11 @@ def status_for_error(error: CAError) -> ResponseStatus:
     """Map the error family onto OCSPResponseStatus (the OCSP edge of DESIGN.md 10)."""
     if error.code is ErrorCode.BAD_REQUEST or error.code is ErrorCode.TOO_LARGE:
         return ResponseStatus.MALFORMED_REQUEST
-    if error.code in (ErrorCode.DB_UNAVAILABLE, ErrorCode.NOT_INITIALISED) or (
-        error.code.slug.startswith("hsm-")
-    ):
+    if error.code in (
+        ErrorCode.DB_UNAVAILABLE,
+        ErrorCode.NOT_INITIALISED,
+        ErrorCode.CLOCK_SKEW,
+    ) or (error.code.slug.startswith("hsm-")):
         return ResponseStatus.TRY_LATER
     return ResponseStatus.INTERNAL_ERROR
 

@@ -8,8 +8,9 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from ca.authority import utcnow
+from ca.clockcheck import SkewMonitor
 from ca.config import Settings
-from ca.runtime import token_config
+from ca.runtime import guard_signing, token_config
 from ca.store.db import make_engine, make_session_factory
 from hsm import KeyStore
 from ocsp.options import OcspOptions
@@ -26,6 +27,7 @@ class ResponderRuntime:
     engine: Engine
     keys: KeyStore
     responder: Responder
+    clock_check: SkewMonitor | None = None
 
     def close(self) -> None:
         self.keys.close()
@@ -52,6 +54,7 @@ def open_responder(settings: Settings, options: OcspOptions) -> ResponderRuntime
     """Build the responder of this process (call after fork: it will use the HSM)."""
     engine = ocsp_engine(settings, options)
     keys = KeyStore(token_config(settings))
+    clock_check = guard_signing(keys, engine, settings)
     source = SqlStatusSource(engine)
     signers = HsmSigners(
         source,
@@ -60,7 +63,7 @@ def open_responder(settings: Settings, options: OcspOptions) -> ResponderRuntime
         utcnow,
         options.signer_renew_fraction,
     )
-    return ResponderRuntime(engine, keys, Responder(source, signers, options))
+    return ResponderRuntime(engine, keys, Responder(source, signers, options), clock_check)
 
 
 def ensure_signers(

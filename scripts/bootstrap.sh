@@ -71,6 +71,7 @@ if [[ $mode == test ]]; then
     need postgresql have_glob '/usr/lib/postgresql/*/bin/initdb'
     need wrk have_cmd wrk
     need procps have_cmd ps
+    need faketime have_cmd faketime # clock-skew fault tests (tests/faults/test_clock_skew.py)
 fi
 
 if ((${#missing[@]})); then

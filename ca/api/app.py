@@ -6,6 +6,7 @@ worker, i.e. after gunicorn has forked, as the PKCS#11 library requires.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives import serialization
@@ -30,11 +31,52 @@ public = Blueprint("public", __name__)
 
 @public.get("/health")
 def health() -> Response:
-    """Liveness and readiness: the database answers and the CA is initialised."""
+    """Liveness: the process answers and the database does; reports the HSM without failing
+    on it (a lost token recovers by itself; restarting would not help). See ``/ready``."""
     rt = runtime()
     with rt.engine.connect() as conn:
         conn.execute(text("select 1"))
-    return jsonify(status="ok", initialised=rt.authority.is_initialised())
+    return jsonify(
+        status="ok",
+        initialised=rt.authority.is_initialised(),
+        hsm=rt.keys.status().to_dict()["status"],
+    )
+
+
+@public.get("/ready")
+def ready() -> tuple[Response, int]:
+    """Readiness: 200 only if the database answers, the HSM answers and the clock agrees with
+    the database server's within ``max_clock_skew_seconds``; 503 (and why) otherwise."""
+    body, ok = readiness_report(runtime())
+    resp = jsonify(body)
+    resp.headers["Cache-Control"] = "no-store"
+    if not ok:
+        resp.headers["Retry-After"] = "1"
+    return resp, 200 if ok else 503
+
+
+def readiness_report(rt: Runtime) -> tuple[dict[str, object], bool]:
+    """The readiness body of one CA API process and whether it is ready."""
+    try:
+        with rt.engine.connect() as conn:
+            conn.execute(text("select 1"))
+        database: dict[str, object] = {"status": "ok"}
+    except Exception as exc:  # reported, never raised: readiness must answer
+        database = {"status": "unreachable", "detail": type(exc).__name__}
+    hsm = rt.keys.status()
+    clock = rt.clock_check
+    if clock is not None and clock.due(time.monotonic()):
+        clock.refresh()
+    bound = rt.settings.max_clock_skew_seconds
+    clock_body = clock.reading().to_dict(bound) if clock is not None else {"status": "ok"}
+    ok = database["status"] == "ok" and hsm.ok and clock_body["status"] == "ok"
+    body: dict[str, object] = {
+        "status": "ready" if ok else "not-ready",
+        "database": database,
+        "hsm": hsm.to_dict(),
+        "clock": clock_body,
+    }
+    return body, ok
 
 
 @public.get("/ca/chain.pem")

@@ -305,10 +305,20 @@ def build_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {
             "get": _op(
-                "Liveness and readiness",
+                "Liveness (the database answers; the HSM state is reported, not required)",
                 "public",
                 None,
                 _ok("200", "OK", _json({"type": "object"})),
+                errors=(),
+            )
+        },
+        "/ready": {
+            "get": _op(
+                "Readiness: database, HSM and clock skew (503 when not ready)",
+                "public",
+                None,
+                _ok("200", "Ready", _json({"type": "object"}))
+                | _ok("503", "Not ready (the body says why)", _json({"type": "object"})),
                 errors=(),
             )
         },

@@ -70,7 +70,16 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 def test_health(served) -> None:
     status, _ctype, body = _get(served[0] + "/health")
-    assert status == 200 and json.loads(body) == {"initialised": True, "status": "ok"}
+    assert status == 200 and json.loads(body) == {
+        "hsm": "ok",
+        "initialised": True,
+        "status": "ok",
+    }
+    status, _ctype, body = _get(served[0] + "/ready")
+    ready = json.loads(body)
+    assert status == 200 and ready["status"] == "ready", ready
+    assert ready["hsm"]["status"] == "ok" and ready["database"]["status"] == "ok"
+    assert ready["clock"]["reference"].startswith("not measured")  # SQLite: no server clock
 
 
 def test_chain_and_ca_certificates(served) -> None:
