@@ -92,7 +92,7 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
     sessions = make_session_factory(engine)
     keys = KeyStore(token_config(settings, create=create))
     authority = CertificateAuthority(settings, sessions, keys, clock)
-    registry = Registry(sessions, clock)
+    registry = Registry(sessions, clock, settings.pending_bound)
     enrollment = EnrollmentService(settings, authority, registry)
     ledger = LedgerStore(sessions)
     return Runtime(
