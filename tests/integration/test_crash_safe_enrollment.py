@@ -59,7 +59,7 @@ def test_hsm_failure_while_signing_releases_the_token(
     rt = ca_runtime
     _register(rt)
     token = _token(rt)
-    key, csr = _csr()
+    _, csr = _csr()
     real = ca.authority.build_agent_certificate
 
     def hsm_gone(*args: Any, **kwargs: Any) -> Any:
