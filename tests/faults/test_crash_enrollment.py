@@ -11,6 +11,7 @@ the ledger verifies. Figures are printed (``-s``) for docs/reliability.md.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -155,6 +156,14 @@ def _setup(server: Server, env: dict[str, str]) -> list[str]:
 
 
 def _client(server: Server, tokens: list[str], stats: Stats, deadline: float) -> None:
+    try:
+        _enroll_all(server, tokens, stats, deadline)
+    except Exception as exc:  # reported by the test, not lost in the thread
+        with stats.lock:
+            stats.refused.append((0, repr(exc)[:300]))
+
+
+def _enroll_all(server: Server, tokens: list[str], stats: Stats, deadline: float) -> None:
     for token in tokens:
         key = ec.generate_private_key(ec.SECP256R1())
         csr = build_agent_csr(
@@ -167,7 +176,7 @@ def _client(server: Server, tokens: list[str], stats: Stats, deadline: float) ->
                 break
             try:
                 r = call(server.base, "POST", "/v1/enroll", {"csr": csr.decode()}, token=token)
-            except OSError as exc:  # connection refused / reset while a process was killed
+            except (OSError, http.client.HTTPException) as exc:  # refused / cut by the kill
                 stats.note(type(exc).__name__)
                 with stats.lock:
                     stats.failed_tokens.add(token)
