@@ -2,13 +2,17 @@
 
 Issuance follows DESIGN.md section 6: the record is written (``pending``) and committed before
 anything is signed, so no certificate can exist without a record; a crash between the two
-leaves a ``pending`` row that :meth:`CertificateAuthority.reconcile_pending` marks ``failed``
-and that status services never answer "good" for.
+leaves a ``pending`` row that :meth:`CertificateAuthority.reconcile` marks ``failed`` once it
+is older than ``Settings.pending_reconcile_seconds`` (each CA API worker runs it on a schedule;
+``agentca reconcile`` runs it once), and that status services never answer "good" for. A
+reservation that fails, explicitly or by reconciliation, releases the enrollment token it
+consumed in the same transaction (docs/decisions/0014-crash-safe-enrollment.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,11 +49,13 @@ from ca.profile import (
 from ca.records import CertificateRecord, IssuerRecord
 from ca.revocation import RevocationReason
 from ca.serials import new_serial, serial_to_hex
-from ca.store.models import Certificate, CertStatus, Issuer, StatusChange
+from ca.store.models import Certificate, CertStatus, EnrollmentToken, Issuer, StatusChange
 
 Clock = Callable[[], datetime]
 ROOT = "root"
 ISSUING = "issuing"
+RECONCILE_BATCH = 500  # reservations failed per reconciliation pass (the next pass goes on)
+log = logging.getLogger("agentca.authority")
 
 
 def utcnow() -> datetime:
@@ -287,7 +293,7 @@ class CertificateAuthority:
         request: IssuanceRequest,
         actor: str,
         agent_id: int | None = None,
-        in_reservation: Callable[[Session], None] | None = None,
+        in_reservation: Callable[[Session], Mapping[str, Any] | None] | None = None,
         session: Session | None = None,
         renewal: RenewalLink | None = None,
     ) -> CertificateRecord:
@@ -297,7 +303,8 @@ class CertificateAuthority:
         session is then reused for both transactions (one connection for the whole request).
 
         ``in_reservation`` runs inside the transaction that reserves the serial (e.g. to consume
-        a one-time enrollment token): if it raises, nothing at all is written.
+        a one-time enrollment token): if it raises, nothing at all is written. What it returns
+        (column values, e.g. ``enrollment_token_id``) is recorded on the reservation.
 
         ``renewal`` makes this a renewal: the reservation claims the parent (it must be issued,
         unexpired, not already renewed, and the proof unused) and records the lineage; the
@@ -396,6 +403,12 @@ class CertificateAuthority:
                 if exc.code == ErrorCode.CONFLICT:
                     self._mark_failed(row, exc.detail, actor)
                 raise
+            except Exception as exc:
+                # storing failed (database outage, deadlock): the certificate was signed but
+                # never handed to anyone, so failing the reservation is safe and frees the
+                # token at once; if the database is still away, reconciliation does it later
+                self._mark_failed(row, f"storing failed: {type(exc).__name__}", actor)
+                raise
         row.status = CertStatus.ISSUED.value
         row.certificate_der = der
         row.fingerprint_sha256 = fingerprint
@@ -423,7 +436,7 @@ class CertificateAuthority:
         not_after: datetime,
         actor: str,
         agent_id: int | None = None,
-        in_reservation: Callable[[Session], None] | None = None,
+        in_reservation: Callable[[Session], Mapping[str, Any] | None] | None = None,
         renewal: RenewalLink | None = None,
     ) -> Certificate:
         """Commit the pending record (and what ``in_reservation`` writes); return it detached."""
@@ -452,7 +465,8 @@ class CertificateAuthority:
             try:
                 with s.begin():
                     if in_reservation is not None:
-                        in_reservation(s)
+                        for key, value in (in_reservation(s) or {}).items():
+                            setattr(row, key, value)
                     if renewal is not None:
                         parent = self._claim_parent(s, renewal, now)
                         row.renewed_from_id = parent.id
@@ -631,48 +645,100 @@ class CertificateAuthority:
         s.flush()
 
     def _mark_failed(self, row: Certificate, why: str, actor: str) -> None:
-        with self.sessions.begin() as s:
-            result = s.execute(
-                update(Certificate)
-                .where(Certificate.id == row.id, Certificate.status == CertStatus.PENDING.value)
-                .values(status=CertStatus.FAILED.value, failure=why[:500])
-            )
-            if getattr(result, "rowcount", 1) != 1:
-                return  # already failed (e.g. by the revocation of its lineage)
-            self._log(
-                s,
-                actor,
-                "certificate.failed",
-                {"serial": row.serial_hex, "agent": row.agent_name, "why": why[:500]},
-                self.clock(),
+        """Fail a reservation after signing or storing failed; never raises (a database that
+        is away leaves the row pending, and reconciliation fails it later)."""
+        try:
+            with self.sessions.begin() as s:
+                self._fail_reservation(s, row.id, why[:500], actor, self.clock())
+        except Exception as exc:  # the original error is what the caller reports
+            log.warning(
+                "reservation %s left pending for reconciliation: %s: %s",
+                row.serial_hex,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
             )
 
-    def reconcile_pending(self, older_than: timedelta = timedelta(minutes=5)) -> int:
-        """Mark reservations abandoned by a crash as failed; returns how many."""
-        now = self.clock()
-        cutoff = now - older_than
-        with self.sessions.begin() as s:
-            rows = s.scalars(
-                select(Certificate)
-                .where(Certificate.status == CertStatus.PENDING.value)
-                .where(Certificate.created_at < cutoff)
-                .with_for_update()
-            ).all()
-            for row in rows:
-                row.status = CertStatus.FAILED.value
-                row.failure = "abandoned before signing"
+    def _fail_reservation(
+        self,
+        s: Session,
+        cert_id: int,
+        why: str,
+        actor: str,
+        now: datetime,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """In ``s``: ``pending`` -> ``failed`` by compare-and-set, its ledger entry, and the
+        release of the enrollment token it consumed. False when it was no longer pending
+        (issued meanwhile, or failed by someone else: one ledger entry per reservation)."""
+        failed = s.execute(
+            update(Certificate)
+            .where(Certificate.id == cert_id, Certificate.status == CertStatus.PENDING.value)
+            .values(status=CertStatus.FAILED.value, failure=why)
+            .returning(
+                Certificate.serial_hex, Certificate.agent_name, Certificate.enrollment_token_id
+            )
+        ).first()
+        if failed is None:
+            return False
+        serial_hex, agent, token_id = failed
+        self._log(
+            s,
+            actor,
+            "certificate.failed",
+            {"serial": serial_hex, "agent": agent, "why": why, **(extra or {})},
+            now,
+        )
+        if token_id is not None:
+            released = s.execute(
+                update(EnrollmentToken)
+                .where(EnrollmentToken.id == token_id, EnrollmentToken.used_at.is_not(None))
+                .values(used_at=None)
+                .returning(EnrollmentToken.token_hash)
+            ).first()
+            if released is not None:
                 self._log(
                     s,
-                    "system",
-                    "certificate.failed",
-                    {
-                        "serial": row.serial_hex,
-                        "agent": row.agent_name,
-                        "why": "abandoned before signing",
-                    },
+                    actor,
+                    "enrollment_token.released",
+                    {"agent": agent, "token_sha256": released[0], "serial": serial_hex},
                     now,
                 )
-            return len(rows)
+        return True
+
+    def reconcile(self, older_than: timedelta | None = None, actor: str = "system") -> list[str]:
+        """Fail every reservation pending for longer than ``older_than`` (default: the
+        reconciliation bound, ``Settings.pending_reconcile_seconds``); returns their serials.
+
+        Such a reservation was abandoned by a crash or an outage between reserving and storing:
+        no request takes that long, and a certificate signed for it can no longer be stored
+        (storing is a compare-and-set on ``pending``), so it was never handed to anyone. Each
+        row is failed in its own short transaction by compare-and-set, so reconcilers running
+        at once (one per CA API worker) write one ledger entry per reservation.
+        """
+        bound = older_than if older_than is not None else self.settings.pending_bound
+        now = self.clock()
+        with self.sessions() as s:
+            candidates = s.execute(
+                select(Certificate.id, Certificate.created_at)
+                .where(Certificate.status == CertStatus.PENDING.value)
+                .where(Certificate.created_at < now - bound)
+                .order_by(Certificate.id)
+                .limit(RECONCILE_BATCH)
+            ).all()
+        failed: list[str] = []
+        for cert_id, created_at in candidates:
+            age = int((now - created_at).total_seconds())
+            why = f"reconciled: still pending after {age} s (abandoned by a crash or an outage)"
+            with self.sessions.begin() as s:
+                serial = s.scalar(select(Certificate.serial_hex).where(Certificate.id == cert_id))
+                extra = {"reconciled": True, "pending_seconds": age}
+                if self._fail_reservation(s, cert_id, why, actor, now, extra):
+                    failed.append(str(serial))
+        return failed
+
+    def reconcile_pending(self, older_than: timedelta | None = None) -> int:
+        """Mark reservations abandoned by a crash as failed; returns how many."""
+        return len(self.reconcile(older_than))
 
     # -- revocation ---------------------------------------------------------------------------
     def revoke(

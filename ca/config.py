@@ -81,6 +81,11 @@ class Settings:
     # (0: never refuse); measured at start and every clock_check_interval_seconds
     max_clock_skew_seconds: int = 5
     clock_check_interval_seconds: int = 30
+    # reconciliation (docs/decisions/0014-crash-safe-enrollment.md): a reservation still
+    # pending after this many seconds is marked failed and its enrollment token released;
+    # longer than any request can take (the CA API worker's deadlines end a request first)
+    pending_reconcile_seconds: int = 120
+    reconcile_interval_seconds: int = 30  # how often each CA API worker reconciles
 
     # -- derived values -------------------------------------------------------------------
     @property
@@ -98,6 +103,10 @@ class Settings:
     @property
     def effective_crl_base_url(self) -> str:
         return (self.crl_base_url or self.public_base_url.rstrip("/") + "/crl").rstrip("/")
+
+    @property
+    def pending_bound(self) -> timedelta:
+        return timedelta(seconds=max(1, self.pending_reconcile_seconds))
 
     @property
     def enrollment_ttl(self) -> timedelta:

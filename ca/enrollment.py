@@ -131,18 +131,33 @@ class EnrollmentService:
         """Issue a certificate for the registration the one-time ``token`` is bound to.
 
         The token is consumed in the same transaction that reserves the serial, so a refused
-        or failed request never burns it and a token can never yield two certificates.
+        request never burns it, and the reservation records it: a reservation that fails
+        afterwards (HSM or database error, or reconciliation after a crash) releases it, so
+        the retry succeeds. A retry after the certificate was issued and the answer lost
+        (same token, same public key) gets that certificate again; a retry while the first
+        attempt is still pending gets a 409 saying when to retry. A token never yields two
+        certificates (docs/decisions/0014-crash-safe-enrollment.md).
         """
         engine = self.authority.sessions.kw["bind"]
         # one connection for the whole request: lookups, reservation and storage
         with engine.connect() as conn, Session(bind=conn, expire_on_commit=False) as s:
-            registration = self.registry.registration_for_token(token, s)
+            try:
+                registration = self.registry.registration_for_token(token, s)
+            except CAError as exc:
+                replayed = (
+                    self._replay(token, csr_data, s)
+                    if exc.code is ErrorCode.UNAUTHENTICATED
+                    else None
+                )
+                if replayed is None:
+                    raise
+                return replayed
             request = self._decide(registration, csr_data, scopes, validity, s)
             s.commit()  # end the read transaction; issuance runs its own two
 
-            def reserve(tx: Session) -> None:
+            def reserve(tx: Session) -> dict[str, Any]:
                 self.registry.confirm_active(tx, registration.id)
-                self.registry.consume_enrollment_token(tx, token)
+                return {"enrollment_token_id": self.registry.consume_enrollment_token(tx, token)}
 
             return self.authority.issue(
                 request,
@@ -151,6 +166,27 @@ class EnrollmentService:
                 in_reservation=reserve,
                 session=s,
             )
+
+    def _replay(self, token: str, csr_data: bytes, s: Session) -> CertificateRecord | None:
+        """The certificate a used token already yielded, when this CSR is for the same key
+        (the first answer was lost); None otherwise."""
+        issued = self.registry.certificate_for_token(token, s)
+        if issued is None:
+            return None
+        try:
+            spki = (
+                load_csr(csr_data)
+                .public_key()
+                .public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+        except CAError:
+            return None
+        if hashlib.sha256(spki).digest() != issued.public_key_sha256:
+            return None
+        s.commit()
+        return self.authority.get(issued.serial_hex, issued.issuer_name)
 
     def renew(self, req: RenewalRequest) -> CertificateRecord:
         """Re-issue for an agent that proves possession of its current, valid certificate.

@@ -38,7 +38,10 @@ from ca.names import (
 from ca.policy import InventoryModel, Registration
 from ca.store.models import (
     AgentRegistration,
+    Certificate,
+    CertStatus,
     EnrollmentToken,
+    Issuer,
     ModelInventoryEntry,
     ScopeDefinition,
 )
@@ -108,9 +111,15 @@ def _key_types(values: Iterable[str]) -> tuple[str, ...]:
 class Registry:
     """Reads and writes the policy inputs."""
 
-    def __init__(self, sessions: sessionmaker[Session], clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock = utcnow,
+        pending_bound: timedelta = timedelta(seconds=120),
+    ) -> None:
         self.sessions = sessions
         self.clock = clock
+        self.pending_bound = pending_bound  # Settings.pending_reconcile_seconds
 
     # -- scopes -------------------------------------------------------------------------------
     def add_scope(
@@ -456,9 +465,43 @@ class Registry:
                 .join(AgentRegistration, AgentRegistration.id == EnrollmentToken.agent_id)
                 .where(EnrollmentToken.token_hash == token_hash(token))
             ).first()
-            _check_token(found[0] if found else None, now)
+            self._check_token(s, found[0] if found else None, now)
             assert found is not None
             return _registration(found[1])
+
+    def certificate_for_token(self, token: str, s: Session) -> TokenCertificate | None:
+        """The certificate issued for a used enrollment token, if it is still issued."""
+        found = s.execute(
+            select(Certificate.serial_hex, Issuer.name, Certificate.public_key_sha256)
+            .join(Issuer, Issuer.id == Certificate.issuer_id)
+            .join(EnrollmentToken, EnrollmentToken.id == Certificate.enrollment_token_id)
+            .where(
+                EnrollmentToken.token_hash == token_hash(token),
+                EnrollmentToken.used_at.is_not(None),
+                Certificate.status == CertStatus.ISSUED.value,
+                Certificate.not_after > self.clock(),
+            )
+        ).first()
+        return TokenCertificate(*found) if found is not None else None
+
+    def _check_token(self, s: Session, row: EnrollmentToken | None, now: datetime) -> None:
+        """Refuse an unusable token; a used one whose reservation is still pending is a 409
+        saying when to retry (the reservation either completes or is reconciled by then)."""
+        if row is not None and row.used_at is not None:
+            created = s.scalar(
+                select(Certificate.created_at).where(
+                    Certificate.enrollment_token_id == row.id,
+                    Certificate.status == CertStatus.PENDING.value,
+                )
+            )
+            if created is not None:
+                wait = max(1, int((created + self.pending_bound - now).total_seconds()) + 1)
+                raise CAError(
+                    ErrorCode.CONFLICT,
+                    f"an enrollment with this token is in progress; retry in {wait} s",
+                    retry_after=wait,
+                )
+        _check_token(row, now)
 
     def confirm_active(self, s: Session, agent_id: int | None) -> None:
         """In the reservation: the registration a decision was made on is still active.
@@ -481,8 +524,12 @@ class Registry:
                 reasons=["registration disabled"],
             )
 
-    def consume_enrollment_token(self, s: Session, token: str) -> None:
-        """Mark the token used inside the caller's transaction; refuses a used/expired one."""
+    def consume_enrollment_token(self, s: Session, token: str) -> int:
+        """Mark the token used inside the caller's transaction; refuses a used/expired one.
+
+        Returns the token's id, which the reservation records: if that reservation fails, the
+        token is released (``CertificateAuthority._fail_reservation``).
+        """
         now = self.clock()
         result = s.execute(
             update(EnrollmentToken)
@@ -492,18 +539,16 @@ class Registry:
                 EnrollmentToken.expires_at > now,
             )
             .values(used_at=now)
-        )
-        if getattr(result, "rowcount", 0) != 1:
+            .returning(EnrollmentToken.id, EnrollmentToken.agent_id)
+        ).first()
+        if result is None:
             row = s.scalar(
                 select(EnrollmentToken).where(EnrollmentToken.token_hash == token_hash(token))
             )
-            _check_token(row, now)
+            self._check_token(s, row, now)
             raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token cannot be used")
-        agent = s.scalar(
-            select(AgentRegistration.name)
-            .join(EnrollmentToken, EnrollmentToken.agent_id == AgentRegistration.id)
-            .where(EnrollmentToken.token_hash == token_hash(token))
-        )
+        token_id, agent_id = result
+        agent = s.scalar(select(AgentRegistration.name).where(AgentRegistration.id == agent_id))
         append(
             s,
             f"agent:{agent}",
@@ -511,6 +556,7 @@ class Registry:
             {"agent": agent, "token_sha256": token_hash(token)},
             now,
         )
+        return int(token_id)
 
     # -- API tokens (ca.apitokens; kept here for callers that hold only the registry) ------
     def create_api_token(
@@ -573,6 +619,15 @@ def _check_environment(s: Session, environment: str) -> None:
                 ErrorCode.CONFLICT,
                 f"environment {environment!a} looks like the existing environment {existing!a}",
             )
+
+
+@dataclass(frozen=True)
+class TokenCertificate:
+    """The live certificate an enrollment token yielded (for an idempotent retry)."""
+
+    serial_hex: str
+    issuer_name: str
+    public_key_sha256: bytes
 
 
 def _check_token(row: EnrollmentToken | None, now: datetime) -> None:

@@ -95,7 +95,7 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
     keys = KeyStore(token_config(settings, create=create))
     clock_check = guard_signing(keys, engine, settings)
     authority = CertificateAuthority(settings, sessions, keys, clock)
-    registry = Registry(sessions, clock)
+    registry = Registry(sessions, clock, settings.pending_bound)
     enrollment = EnrollmentService(settings, authority, registry)
     ledger = LedgerStore(sessions)
     return Runtime(

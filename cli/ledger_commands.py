@@ -93,17 +93,21 @@ def _checkpoint_loop(ctx: click.Context, every: int) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    from ca.schedule import run_every
+
     with runtime(ctx) as rt:
         last = -1
-        while not stop.is_set():
-            size = rt.ledger.size()
-            if size != last:
+
+        def sign_if_grown() -> None:
+            nonlocal last
+            if rt.ledger.size() != last:
                 cp = rt.auditor.checkpoint()
                 last = cp.tree_size
                 click.echo(
                     f"checkpoint: {cp.tree_size} entries, root {cp.root_hash.hex()}", err=True
                 )
-            stop.wait(every)
+
+        run_every(every, sign_if_grown, stop, "ledger checkpoint")
 
 
 @ledger.command("export")

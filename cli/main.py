@@ -11,6 +11,7 @@ from cli.crl_commands import crl
 from cli.digest_commands import config, model, prompt
 from cli.ledger_commands import ledger
 from cli.ocsp_commands import ocsp
+from cli.reconcile_commands import reconcile
 from cli.registry_commands import agent, apitoken, scope, token
 from cli.run import run
 from cli.serve import serve
@@ -53,6 +54,7 @@ for command in (
     token,
     apitoken,
     ledger,
+    reconcile,
 ):
     cli.add_command(command)
 cli.add_command(crl)

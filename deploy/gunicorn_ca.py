@@ -4,7 +4,8 @@ Workers are processes; each runs a few threads so that one request's database ro
 overlap another's work (signing is serialised per process by the key store's lock, which the
 PKCS#11 library requires). Each worker opens its HSM session after the fork. The worker class
 (``ca.api.worker``) reads every request whole, under head and body deadlines, before a thread
-takes it, so slow clients cannot hold the threads (docs/security.md).
+takes it, so slow clients cannot hold the threads (docs/security.md). Each worker also runs
+the reconciliation of abandoned reservations on a schedule (``ca.reconciliation``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ca.api.worker import worker_class
+from ca.reconciliation import start_reconciler
 
 
 def options(settings: Any) -> dict[str, Any]:
@@ -32,4 +34,5 @@ def options(settings: Any) -> dict[str, Any]:
         "limit_request_fields": 64,
         "preload_app": False,
         "proc_name": "agentca-ca",
+        "post_worker_init": lambda worker: start_reconciler(worker.wsgi, settings),
     }

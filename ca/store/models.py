@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -75,6 +76,15 @@ class Certificate(Base):
         Index("ix_certificates_officer", "officer"),
         Index("ix_certificates_agent_name", "agent_name"),
         Index("ix_certificates_status_not_after", "status", "not_after"),
+        # a token yields at most one certificate: one reservation that has not failed
+        Index(
+            "uq_certificates_enrollment_token_live",
+            "enrollment_token_id",
+            unique=True,
+            postgresql_where=text("status <> 'failed'"),
+            sqlite_where=text("status <> 'failed'"),
+        ),
+        Index("ix_certificates_status_created_at", "status", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -113,6 +123,11 @@ class Certificate(Base):
         ForeignKey("certificates.id", name="fk_certificates_lineage_id"), index=True
     )
     renewal_proof_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # the enrollment token this reservation consumed (migration 0008): a reservation that
+    # fails releases it (docs/decisions/0014-crash-safe-enrollment.md)
+    enrollment_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollment_tokens.id", name="fk_certificates_enrollment_token_id")
+    )
 
     issuer: Mapped[Issuer] = relationship()
 
