@@ -884,6 +884,8 @@ def test_bearer_header_parsing_is_strict(env: Env) -> None:
 def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
     """Runs last in this module: the tests above must have called every documented operation."""
     assert env.call("GET", "/health", token=None).status == 200
+    ready = env.call("GET", "/ready", token=None)
+    assert ready.status == 200, ready.body  # database, HSM and clock all fine here
     for path in ("/ca/chain.pem", "/ca/issuing.der", "/ca/root.pem"):
         assert env.call("GET", path, token=None).status == 200
     crl = env.call("GET", "/crl/issuing.crl", token=None)  # not published in this data dir
