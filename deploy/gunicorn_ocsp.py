@@ -44,5 +44,11 @@ def options(settings: Any) -> dict[str, Any]:
         "limit_request_fields": 64,
         "preload_app": False,
         "proc_name": "agentca-ocsp",
+        # A new master binds while orphaned workers of a killed one finish (decision 0015).
+        "reuse_port": True,
+        # gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl):
+        # the CA and OCSP masters, or a new master and a dead one, unlink each other's.
+        # agentca does not use gunicornc; signals control the master.
+        "control_socket_disable": True,
         "post_worker_init": warm_up,
     }
