@@ -46,7 +46,10 @@ def _start(args: list[str], data: Path, log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115
     try:
         return subprocess.Popen(
-            [AGENTCA, *args], env=_env(data), stdout=out, stderr=subprocess.STDOUT,
+            [AGENTCA, *args],
+            env=_env(data),
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     finally:
