@@ -31,7 +31,9 @@ from tests.integration.servers import free_port
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
-RESTART_BOUND = 5.0  # seconds from kill -9 of the old master to an answer from the new one
+RESTART_BOUND = (
+    8.0  # s from kill -9 of the old master to an answer from the new one (~2 s measured)
+)
 
 
 def _env(data: Path) -> dict[str, str]:
