@@ -172,6 +172,7 @@ def test_sqlite_directory_full_is_507_storage_full(
                 if status != 201:
                     problem = body
                     break
+            print(f"SQLite directory full: {len(statuses) - 1} writes fit, then {statuses[-1]}")
             assert statuses[-1] == 507, statuses[-5:]
             assert problem["type"] == "https://agentca.dev/problems/storage-full", problem
             assert "storage is full" in str(problem["detail"])
@@ -190,5 +191,6 @@ def test_sqlite_directory_full_is_507_storage_full(
                     break
                 time.sleep(0.1)
             assert recovered
+            print(f"SQLite directory full: writes succeed again {_ + 1} attempt(s) after freeing")
     finally:
         rt.engine.dispose()
