@@ -31,9 +31,9 @@ from tests.integration.servers import free_port
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
-RESTART_BOUND = (
-    8.0  # s from kill -9 of the old master to an answer from the new one (~2 s measured)
-)
+# Seconds from kill -9 of the old master to an answer from the new one, on top of the time a
+# cold start took in the same test (the new master's own start-up is the outage; ~2 s here).
+RESTART_BOUND = 5.0
 
 
 def _env(data: Path) -> dict[str, str]:
@@ -199,7 +199,8 @@ def test_restart_after_master_kill_serves_within_seconds(tmp_path: Path, service
     second: subprocess.Popen[bytes] | None = None
     orphans: list[int] = []
     try:
-        assert _wait(lambda: _health(port), 60) is not None, log.read_text()[-3000:]
+        cold_start = _wait(lambda: _health(port), 60)
+        assert cold_start is not None, log.read_text()[-3000:]
         assert _wait(lambda: len(_children(first.pid)) == 2, 10) is not None
         orphans = _children(first.pid)
         load = _Load(port)
@@ -230,7 +231,8 @@ def test_restart_after_master_kill_serves_within_seconds(tmp_path: Path, service
             f"{service}: new master serving {recovery:.2f} s after kill -9 of the old one; "
             f"load: {failed} of {total} requests failed, longest gap {longest:.2f} s"
         )
-        assert recovery < RESTART_BOUND, log.read_text()[-3000:]
+        print(f"{service}: a cold start took {cold_start:.2f} s")
+        assert recovery < RESTART_BOUND + cold_start, log.read_text()[-3000:]
         assert second.poll() is None, log.read_text()[-3000:]
         # the orphans do not outlive their own drain (the held requests are gone now)
         gone = _wait(lambda: not any(_alive(p) for p in orphans), 15)
