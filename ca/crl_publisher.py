@@ -6,7 +6,13 @@ replaces a file with one of a lower CRL number. See docs/decisions/0003-crl-publ
 
 - Numbers: ``UPDATE crl_state SET crl_number = crl_number + 1 ... RETURNING`` in its own short
   transaction, so complete and delta CRLs share one strictly increasing sequence per issuer,
-  unique across concurrent publishers.
+  unique across concurrent publishers. A number whose CRL could not be installed (full disk,
+  HSM failure) is given back when no later one was taken, so a failing ``--loop`` does not
+  spend numbers; a gap left otherwise is harmless (RFC 5280 5.2.3 asks only for a
+  monotonically increasing sequence, and no relying party ever saw the lost number).
+- Write failures are ``CAError``s naming the issuer, the file and what is full
+  (``storage-full`` for ENOSPC); the installed CRL is never touched before the new one is
+  complete, so it stays intact and served. ``run`` backs off exponentially on failures.
 - Complete CRL: every revoked certificate (holds included) of the issuer that was still valid
   when the previous complete CRL was issued, streamed from the database with ``yield_per``.
 - Delta CRL: every certificate whose status changed after the base CRL's change watermark
@@ -37,7 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca.authority import Clock, utcnow
 from ca.crl import BuiltCrl, CrlSpec, EntryLike, build_crl, read_crl_info
-from ca.errors import CAError, ErrorCode
+from ca.errors import CAError, ErrorCode, as_ca_error, is_storage_full, storage_full
 from ca.revocation import RevocationReason
 from ca.store.models import Certificate, CertStatus, CrlState, Issuer, StatusChange
 
@@ -207,6 +213,22 @@ class CrlPublisher:
             ).scalar_one()
         return int(number)
 
+    def give_back(self, issuer_id: int, number: int) -> bool:
+        """Return ``number`` to the sequence when it is still the last one taken (its CRL was
+        never installed, so no one has seen it). False when a later number was taken or the
+        database cannot be reached; the gap is then harmless (module docstring)."""
+        try:
+            with self.sessions.begin() as s:
+                result = s.execute(
+                    update(CrlState)
+                    .where(CrlState.issuer_id == issuer_id, CrlState.crl_number == number)
+                    .values(crl_number=number - 1)
+                )
+            return bool(getattr(result, "rowcount", 0))
+        except Exception as exc:  # already failing: report the first error, not this one
+            log.warning("CRL number %d not given back: %s", number, as_ca_error(exc).detail)
+            return False
+
     def _record_full(self, issuer_id: int, number: int, at: datetime, watermark: int) -> None:
         with self.sessions.begin() as s:
             s.execute(
@@ -272,10 +294,14 @@ class CrlPublisher:
         ).where(Certificate.issuer_id == ca.id, Certificate.status == CertStatus.REVOKED.value)
         if cutoff is not None:
             query = query.where(Certificate.not_after >= cutoff)
-        with self.sessions() as s:  # Core rows through a server-side cursor on PostgreSQL
-            rows = s.connection().execute(query.execution_options(yield_per=self.yield_per))
-            entries = _full_entries(rows, now)
-            built, replaced = self._install(ca, full_name(ca.name), spec, entries)
+        try:
+            with self.sessions() as s:  # Core rows through a server-side cursor on PostgreSQL
+                rows = s.connection().execute(query.execution_options(yield_per=self.yield_per))
+                entries = _full_entries(rows, now)
+                built, replaced = self._install(ca, full_name(ca.name), spec, entries)
+        except BaseException:
+            self.give_back(ca.id, number)
+            raise
         if replaced:
             self._record_full(ca.id, number, now, watermark)
         return self._result(ca, "full", spec, built, replaced), watermark
@@ -308,9 +334,14 @@ class CrlPublisher:
             changed,
             and_(Certificate.issuer_id == ca.id, Certificate.serial_hex == changed.c.serial_hex),
         )
-        with self.sessions() as s:
-            rows = s.execute(query.execution_options(yield_per=self.yield_per))
-            built, replaced = self._install(ca, delta_name(ca.name), spec, _delta_entries(rows))
+        try:
+            with self.sessions() as s:
+                rows = s.execute(query.execution_options(yield_per=self.yield_per))
+                entries = _delta_entries(rows)
+                built, replaced = self._install(ca, delta_name(ca.name), spec, entries)
+        except BaseException:
+            self.give_back(ca.id, number)
+            raise
         return self._result(ca, "delta", spec, built, replaced)
 
     def _result(
@@ -339,7 +370,18 @@ class CrlPublisher:
         self, ca: _IssuerCA, filename: str, spec: CrlSpec, entries: Iterator[EntryLike]
     ) -> tuple[BuiltCrl, bool]:
         """Build into a temporary file beside the target, then swap it in atomically unless a
-        CRL with a higher number is already there."""
+        CRL with a higher number is already there. Raises only when nothing was installed."""
+        try:
+            return self._write(ca, filename, spec, entries)
+        except OSError as exc:
+            what = f"CRL #{spec.number} for issuer '{ca.name}' -> {self.publish_dir / filename}"
+            if is_storage_full(exc):
+                raise storage_full(exc, f"cannot write {what}", self.publish_dir) from exc
+            raise CAError(ErrorCode.CONFIG, f"cannot write {what}: {exc.strerror or exc}") from exc
+
+    def _write(
+        self, ca: _IssuerCA, filename: str, spec: CrlSpec, entries: Iterator[EntryLike]
+    ) -> tuple[BuiltCrl, bool]:
         assert ca.key is not None
         self.publish_dir.mkdir(parents=True, exist_ok=True)
         final = self.publish_dir / filename
@@ -358,7 +400,10 @@ class CrlPublisher:
                     tmp.unlink()
                     return built, False
                 os.replace(tmp, final)
+            try:
                 _fsync_dir(self.publish_dir)
+            except OSError as exc:  # installed and served already; only durability is at stake
+                log.warning("CRL %s installed, directory not synced: %s", final, exc)
             return built, True
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -373,28 +418,34 @@ class CrlPublisher:
         settle: float = 1.0,
         max_delay: float = 10.0,
         on_publish: Callable[[PublishedCrl], None] | None = None,
-        on_error: Callable[[BaseException], None] | None = None,
+        on_error: Callable[[CAError, float], None] | None = None,
         on_change: PublishMode = "full",
+        max_backoff: float = 30.0,
     ) -> None:
         """Publish until ``stop`` is set: a complete CRL whenever one is due, and once status
         changes settle (``settle`` s without a new change, or ``max_delay`` s after the first
         unpublished one) a new complete CRL plus its delta (``on_change="full"``, the default:
         relying parties that ignore deltas, such as ``openssl verify -crl_check``, see a
         revocation within seconds) or only a delta (``on_change="delta"``, for very large
-        CRLs whose clients follow Freshest CRL)."""
+        CRLs whose clients follow Freshest CRL). After a failure the next attempt waits
+        twice as long as the one before (from ``poll`` up to ``max_backoff`` s); the first
+        success resets it. ``on_error`` gets the error and the delay before the retry."""
         report = on_publish or (lambda p: log.info("%s", p.describe()))
         seen: int | None = None
         first_change = last_change = 0.0
         dirty = False
         pending: set[str] = set()
+        failures = 0
         while not stop.is_set():
+            delay = poll
             try:
                 issuers = names or self.issuer_names()
-                if seen is None:  # start: bring every issuer up to date
-                    seen = self.latest_change_id()
+                if seen is None:  # start: bring every issuer up to date (retried until done)
+                    at_start = self.latest_change_id()
                     for name in issuers:
                         for p in self.publish(name, "auto"):
                             report(p)
+                    seen = at_start
                 for name in issuers:
                     if self.full_due(name):
                         for p in self.publish(name, "full"):
@@ -414,9 +465,16 @@ class CrlPublisher:
                                 report(p)
                     pending.clear()
                     dirty = False
-            except Exception as exc:  # keep serving the last good CRLs; retry on the next tick
-                (on_error or (lambda e: log.error("CRL publication failed: %s", e)))(exc)
-            stop.wait(poll)
+                failures = 0
+            except Exception as exc:  # keep serving the last good CRLs; retry after a backoff
+                failures += 1
+                delay = min(max_backoff, poll * 2 ** min(failures, 16))
+                error = as_ca_error(exc)
+                if on_error is not None:
+                    on_error(error, delay)
+                else:
+                    log.error("CRL publication failed: %s; retrying in %.1f s", error, delay)
+            stop.wait(delay)
 
     def _issuers_changed_since(self, change_id: int) -> set[str]:
         with self.sessions() as s:

@@ -8,6 +8,8 @@ mapping happens only at the edges (Flask, click, OCSP) and never in the core.
 from __future__ import annotations
 
 import enum
+import errno
+import os
 from typing import Any
 
 PROBLEM_BASE = "https://agentca.dev/problems/"
@@ -44,6 +46,7 @@ class ErrorCode(enum.Enum):
     HSM_UNAVAILABLE = ("hsm-unavailable", 503, 11)
     CLOCK_SKEW = ("clock-skew", 503, 13)
     DB_UNAVAILABLE = ("database-unavailable", 503, 12)
+    STORAGE_FULL = ("storage-full", 507, 13)
     INTERNAL = ("internal", 500, 1)
 
     @property
@@ -92,8 +95,39 @@ _TITLES = {
     ErrorCode.HSM_UNAVAILABLE: "HSM unavailable",
     ErrorCode.CLOCK_SKEW: "Clock skew too large",
     ErrorCode.DB_UNAVAILABLE: "Database unavailable",
+    ErrorCode.STORAGE_FULL: "Insufficient storage",
     ErrorCode.INTERNAL: "Internal error",
 }
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+_PG_DISK_FULL = "53100"
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True for "no space left" (ENOSPC, EDQUOT), SQLite's SQLITE_FULL, PostgreSQL's 53100."""
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) == _PG_DISK_FULL:
+        return True
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+        return True
+    return "database or disk is full" in str(orig)
+
+
+def storage_full(exc: OSError, what: str, where: str | os.PathLike[str] | None = None) -> CAError:
+    """A :class:`CAError` naming what was being written and the directory whose file system
+    is full (``where``, else the directory of the error's file name)."""
+    path = exc.filename if isinstance(exc.filename, str) else None
+    place = str(where) if where is not None else (os.path.dirname(path) or path) if path else ""
+    of = f" of {place}" if place else ""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return CAError(ErrorCode.STORAGE_FULL, f"{what}: the file system{of} is full: {reason}")
 
 
 class CAError(Exception):
@@ -130,11 +164,14 @@ def as_ca_error(exc: BaseException) -> CAError:
     """Map any exception raised below the edge to a :class:`CAError`.
 
     HSM errors (``hsm.errors.HSMError``) carry a ``code`` slug that matches one of ours; a
-    database connectivity failure becomes ``DB_UNAVAILABLE``; anything else is ``INTERNAL``
-    with no internals leaked.
+    full disk (ENOSPC, SQLite's ``SQLITE_FULL``, PostgreSQL's ``disk_full``) becomes
+    ``STORAGE_FULL`` (507); a database connectivity failure becomes ``DB_UNAVAILABLE``;
+    anything else is ``INTERNAL`` with no internals leaked.
     """
     if isinstance(exc, CAError):
         return exc
+    if isinstance(exc, OSError) and is_storage_full(exc):
+        return storage_full(exc, "cannot write")
     slug = getattr(exc, "code_slug", None)
     if isinstance(slug, str):
         retry_after = getattr(exc, "retry_after", None)
@@ -146,6 +183,11 @@ def as_ca_error(exc: BaseException) -> CAError:
         from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
         sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        if isinstance(exc, DBAPIError) and is_storage_full(exc):
+            return CAError(
+                ErrorCode.STORAGE_FULL,
+                "the database's storage is full; the change was not made",
+            )
         if isinstance(exc, DBAPIError) and sqlstate in ("40P01", "40001"):
             return CAError(  # deadlock or serialization failure: nothing was changed
                 ErrorCode.CONFLICT,

@@ -119,7 +119,9 @@ def publish(
             poll=poll,
             settle=settle,
             on_publish=lambda p: click.echo(p.describe()),
-            on_error=lambda e: click.echo(f"agentca: error: {e}", err=True),
+            on_error=lambda e, delay: click.echo(
+                f"agentca: error: {e.detail} [{e.code.slug}]; retrying in {delay:.1f} s", err=True
+            ),
             on_change="full" if on_change == "full" else "delta",
         )
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ca.api.worker import worker_class
 from ca.reconciliation import start_reconciler
+from deploy import SHARED_REUSE_PORT
 
 
 def options(settings: Any) -> dict[str, Any]:
@@ -35,4 +36,12 @@ def options(settings: Any) -> dict[str, Any]:
         "preload_app": False,
         "proc_name": "agentca-ca",
         "post_worker_init": lambda worker: start_reconciler(worker.wsgi, settings),
+        # ``agentca serve`` binds the socket itself with SO_REUSEPORT, so a new master binds
+        # while orphaned workers of a killed one finish (decision 0015). Not gunicorn's
+        # ``reuse_port``: that gives each worker its own socket and backlog, lost on kill -9.
+        SHARED_REUSE_PORT: True,
+        # gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl):
+        # the CA and OCSP masters, or a new master and a dead one, unlink each other's.
+        # agentca does not use gunicornc; signals control the master.
+        "control_socket_disable": True,
     }

@@ -10,6 +10,8 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+from deploy import SHARED_REUSE_PORT
+
 
 def warm_up(worker: Any) -> None:
     """``post_worker_init``: open the responder (HSM login, issuers, signers) before serving."""
@@ -44,5 +46,13 @@ def options(settings: Any) -> dict[str, Any]:
         "limit_request_fields": 64,
         "preload_app": False,
         "proc_name": "agentca-ocsp",
+        # ``agentca serve`` binds the socket itself with SO_REUSEPORT, so a new master binds
+        # while orphaned workers of a killed one finish (decision 0015). Not gunicorn's
+        # ``reuse_port``: that gives each worker its own socket and backlog, lost on kill -9.
+        SHARED_REUSE_PORT: True,
+        # gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl):
+        # the CA and OCSP masters, or a new master and a dead one, unlink each other's.
+        # agentca does not use gunicornc; signals control the master.
+        "control_socket_disable": True,
         "post_worker_init": warm_up,
     }

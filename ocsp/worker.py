@@ -19,7 +19,10 @@ Limits (the responder faces the internet; see docs/security.md):
 - at ``worker_connections`` the listening sockets leave the selector until a connection
   closes, so a full worker sleeps instead of spinning on a readable listener; one client
   address holds at most ``PER_CLIENT_SHARE`` of a worker's connections (extra ones are closed
-  at accept).
+  at accept);
+- a worker whose master died (kill -9) takes what waits in the backlog, closes its listeners
+  at once so that a new master can bind, and serves its open connections for at most
+  ``ORPHAN_SECONDS`` more (issue 10 item 6, decision 0015).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import contextlib
 import errno
 import io
 import os
+import select
 import selectors
 import socket
 import sys
@@ -44,6 +48,7 @@ from ca.http1 import HeadError, parse_head
 MAX_HEAD = 8 * 1024
 MAX_BODY = 16 * 1024
 DRAIN_SECONDS = 2.0
+ORPHAN_SECONDS = 5.0  # a worker whose master died serves its open connections this long at most
 REQUEST_SECONDS = 5.0  # first byte of a request to its last body byte
 PER_CLIENT_SHARE = 4  # one address may hold 1/4 of a worker's connections
 
@@ -131,6 +136,9 @@ class OcspWorker(Worker):  # type: ignore[misc]
         self._per_client = max(1, self._limit // PER_CLIENT_SHARE)
         idle = float(self.cfg.keepalive or 2)
         next_sweep = time.monotonic() + 1.0
+        orphaned_at: float | None = None
+        orphan_grace = min(float(self.cfg.graceful_timeout or 0), ORPHAN_SECONDS)
+        self._released = False
         while self.alive:
             self.notify()
             for key, mask in sel.select(timeout=1.0):
@@ -155,8 +163,11 @@ class OcspWorker(Worker):  # type: ignore[misc]
                     limit = DRAIN_SECONDS if conn.draining else idle
                     if now - conn.last > limit:
                         self._close(conn)
-                if self.ppid != os.getppid():
-                    self.log.info("Parent changed, shutting down: %s", self)
+                if orphaned_at is None and self.ppid != os.getppid():
+                    self.log.info("Parent changed, closing listeners, finishing: %s", self)
+                    self._release_listeners()
+                    orphaned_at = now
+                if orphaned_at is not None and (not conns or now - orphaned_at > orphan_grace):
                     break
         for conn in list(conns.values()):
             self._close(conn)
@@ -194,7 +205,27 @@ class OcspWorker(Worker):  # type: ignore[misc]
                     self._sel.unregister(listener)
             self._listening = False
 
+    def _release_listeners(self) -> None:
+        """The master is gone: take what waits in the backlog, then close the listeners so a
+        new master can bind (decision 0015); open connections are served until they end."""
+        self._pause_listening()
+        self._released = True
+        for listener in self.sockets:
+            for _ in range(max(1, self._limit // 64)):
+                if len(self._conns) >= self._limit:
+                    break
+                try:
+                    if not select.select([listener], [], [], 0)[0]:
+                        break
+                except (OSError, ValueError):
+                    break
+                self._accept(listener)
+            with contextlib.suppress(OSError):
+                listener.close()
+
     def _resume_listening(self) -> None:
+        if self._released:
+            return
         if not self._listening and len(self._conns) < self._limit and self.alive:
             for listener in self.sockets:
                 self._sel.register(listener, selectors.EVENT_READ, None)

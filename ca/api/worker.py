@@ -21,7 +21,11 @@ everything that waits on a client on its selector loop (decision 0011):
   ``ANSWER_SECONDS`` for the whole answer. The next pipelined request waits for all that;
 - closing lingers (RFC 9112 section 9.6) on the loop, at most ``LINGER_SECONDS``, never in a
   blocking call;
-- every refusal, gunicorn's own included, is an ``application/problem+json`` answer.
+- every refusal, gunicorn's own included, is an ``application/problem+json`` answer;
+- a worker whose master died (kill -9) takes the connections already waiting in the backlog,
+  then closes its listeners at once and only finishes what it holds: gthread kept them open
+  through the whole graceful drain, so a new master could not bind (issue 10 item 6,
+  decision 0015).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import re
+import select
 import selectors
 import socket
 import threading
@@ -195,6 +201,30 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.address_of: dict[TConn, str] = {}
         self.per_address: Counter[str] = Counter()
         self.address_share = max(2, self.limit // PER_CLIENT_SHARE)
+
+    # -- orphaned ------------------------------------------------------------------------
+    def is_parent_alive(self) -> bool:
+        """False once the master is gone; then the listeners are handed back right away."""
+        if self.ppid == os.getppid():
+            return True
+        self.log.info("Parent changed, closing listeners and shutting down: %s", self)
+        self.release_listeners()
+        return False
+
+    def release_listeners(self) -> None:
+        """Stop accepting, take what already waits in the backlog, close the listeners."""
+        self.set_accept_enabled(False)
+        for listener in self.sockets:
+            for _ in range(self.limit):  # bounded: at most a worker's worth of connections
+                try:
+                    ready = select.select([listener], [], [], 0)[0]
+                except (OSError, ValueError):
+                    break
+                if not ready:
+                    break
+                self.accept(listener)
+            with contextlib.suppress(OSError):
+                listener.close()
 
     # -- accepting -----------------------------------------------------------------------
     def accept(self, listener: socket.socket) -> None:

@@ -340,7 +340,7 @@ def test_loop_publishes_after_revocation_settles(
             "poll": 0.1,
             "settle": 0.3,
             "on_publish": lambda p: published.append((p.issuer, p.kind, p.number)),
-            "on_error": errors.append,
+            "on_error": lambda e, _delay: errors.append(e),
             "on_change": on_change,
         },
     )

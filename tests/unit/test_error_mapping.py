@@ -28,3 +28,22 @@ def test_connectivity_is_still_unavailable_and_bad_values_bad_requests() -> None
     )
     assert as_ca_error(DataError("INSERT", {}, _Orig("22021"))).code is ErrorCode.BAD_REQUEST
     assert as_ca_error(RuntimeError("boom")).code is ErrorCode.INTERNAL
+
+
+def test_full_disks_are_storage_full_not_unreachable() -> None:
+    """SQLite's 'database or disk is full' reached clients as 503 'the database cannot be
+    reached' (issue 10 item 7): it is 507 storage-full, and so is PostgreSQL's disk_full."""
+    import errno
+    import sqlite3
+
+    sqlite_full = sqlite3.OperationalError("database or disk is full")
+    err = as_ca_error(OperationalError("INSERT ...", {}, sqlite_full))
+    assert err.code is ErrorCode.STORAGE_FULL and err.code.http_status == 507
+    assert err.problem()["type"].endswith("/storage-full")
+    assert as_ca_error(OperationalError("INSERT", {}, _Orig("53100"))).code is (
+        ErrorCode.STORAGE_FULL
+    )
+    disk = OSError(errno.ENOSPC, "No space left on device", "/srv/crl/.x.tmp")
+    err = as_ca_error(disk)
+    assert err.code is ErrorCode.STORAGE_FULL and "/srv/crl" in err.detail
+    assert "[Errno" not in err.detail
