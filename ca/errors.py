@@ -46,7 +46,7 @@ class ErrorCode(enum.Enum):
     HSM_UNAVAILABLE = ("hsm-unavailable", 503, 11)
     CLOCK_SKEW = ("clock-skew", 503, 13)
     DB_UNAVAILABLE = ("database-unavailable", 503, 12)
-    STORAGE_FULL = ("storage-full", 507, 13)
+    STORAGE_FULL = ("storage-full", 507, 14)
     INTERNAL = ("internal", 500, 1)
 
     @property

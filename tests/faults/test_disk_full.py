@@ -92,9 +92,9 @@ def test_crl_directory_full(tmp_path: Path, small_fs: Path) -> None:
     installed = (small_fs / "issuing.crl").read_bytes()
     filler = fill(small_fs)
 
-    # one-shot: a clear line naming issuer, file and file system; exit 13 (storage-full)
+    # one-shot: a clear line naming issuer, file and file system; exit 14 (storage-full)
     r = run_cli("crl", "publish", "--full", "--issuer", "issuing", data_dir=data, env=env)
-    assert r.returncode == 13, (r.returncode, r.stderr)
+    assert r.returncode == 14, (r.returncode, r.stderr)
     line = r.stderr.strip()
     assert "internal error" not in line and "[Errno" not in line, line
     assert "[storage-full]" in line and "'issuing'" in line and str(small_fs) in line, line
