@@ -498,7 +498,14 @@ class KeyStore:
             self._guard()
 
         def sign(session: Any) -> bytes:
-            key = self._private_handle(session, label)
+            try:
+                key = self._private_handle(session, label)
+            except KeyNotFound:
+                if label not in self._keys:
+                    raise
+                # a key this process already used is gone: the token is half back (SoftHSM2
+                # shows an empty token while its files return), not the key deleted
+                raise p11e.TokenNotPresent() from None
             signature: bytes = key.sign(data, mechanism=mechanism, mechanism_param=param)
             return signature
 
