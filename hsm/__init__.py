@@ -1,4 +1,5 @@
-"""The key seam: PKCS#11 key store and cryptography key adapters for HSM-resident keys."""
+"""The key seam (``KeyManager``): the PKCS#11 key store, a software store for tests and dev
+mode, and cryptography key adapters for HSM-resident keys."""
 
 from hsm.errors import (
     HSMError,
@@ -11,8 +12,11 @@ from hsm.errors import (
     TokenNotFound,
 )
 from hsm.keys import HsmEcPrivateKey, HsmEd25519PrivateKey, HsmPrivateKey, HsmRsaPrivateKey
-from hsm.keystore import HsmStatus, KeyStore, TokenConfig
+from hsm.keymanager import KeyManager, SigningKey
+from hsm.keystore import KeyStore, TokenConfig
 from hsm.keytypes import KeyType
+from hsm.softkeys import SoftKeyStore
+from hsm.status import HsmStatus
 from hsm.softhsm import ensure_softhsm_token, find_pkcs11_module, read_pin_file
 
 __all__ = [
@@ -24,12 +28,15 @@ __all__ = [
     "HsmRsaPrivateKey",
     "HsmStatus",
     "KeyExists",
+    "KeyManager",
     "KeyNotExtractable",
     "KeyNotFound",
     "KeyStore",
     "KeyType",
     "MechanismUnsupported",
     "PinIncorrect",
+    "SigningKey",
+    "SoftKeyStore",
     "TokenConfig",
     "TokenNotFound",
     "ensure_softhsm_token",

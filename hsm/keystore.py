@@ -41,6 +41,7 @@ from hsm.errors import (
 )
 from hsm.keys import HsmEcPrivateKey, HsmEd25519PrivateKey, HsmPrivateKey, HsmRsaPrivateKey
 from hsm.keytypes import KeyType
+from hsm.status import HsmStatus
 
 __all__ = ["HsmStatus", "KeyStore", "TokenConfig"]
 
@@ -188,24 +189,6 @@ def _reinitialize(lib: Any) -> None:
         lib.finalize()
     with contextlib.suppress(p11e.PKCS11Error):
         lib.initialize()
-
-
-@dataclass(frozen=True)
-class HsmStatus:
-    """What a readiness check learns about the token: reachable or not, and why."""
-
-    ok: bool
-    detail: str
-    retry_after: float = 0.0  # seconds until the next reopen attempt, when not ok
-    last_success_age: float | None = None  # seconds since the last successful operation
-
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"status": "ok" if self.ok else "unavailable", "detail": self.detail}
-        if not self.ok:
-            body["retry_after_seconds"] = round(self.retry_after, 3)
-        if self.last_success_age is not None:
-            body["last_success_seconds_ago"] = round(self.last_success_age, 3)
-        return body
 
 
 def _translate(exc: Exception, action: str) -> HSMError:
