@@ -148,7 +148,7 @@ def prepare(work: Path, env: dict[str, str]) -> dict[str, Any]:
         index_lines.append(f"V\t{expiry}\t\t{serial}\tunknown\t{subject}\n")
     (work / "index.txt").write_text("".join(index_lines))
     # openssl's delegated responder: software key, certified by our issuing CA in the HSM.
-    from ca.authority import utcnow
+    from ca.clock import utcnow
     from ca.config import load_settings
     from ca.profile import BACKDATE
     from ca.runtime import open_runtime

@@ -21,7 +21,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca.authority import Clock, utcnow
+from ca.clock import Clock, utcnow
 from ca.errors import CAError, ErrorCode
 from ca.ledger.store import append
 from ca.names import validate_agent_name

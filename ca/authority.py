@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from asn1crypto import x509 as asn1_x509
@@ -32,6 +32,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
+from ca.clock import Clock, utcnow
 from ca.config import Settings
 from ca.errors import CAError, ErrorCode
 from ca.extensions import AgentExtensions
@@ -51,16 +52,10 @@ from ca.revocation import RevocationReason
 from ca.serials import new_serial, serial_to_hex
 from ca.store.models import Certificate, CertStatus, EnrollmentToken, Issuer, StatusChange
 
-Clock = Callable[[], datetime]
 ROOT = "root"
 ISSUING = "issuing"
 RECONCILE_BATCH = 500  # reservations failed per reconciliation pass (the next pass goes on)
 log = logging.getLogger("agentca.authority")
-
-
-def utcnow() -> datetime:
-    """The wall clock, in UTC, truncated to whole seconds (X.509 time precision)."""
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 class KeySeam(Protocol):

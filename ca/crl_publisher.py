@@ -41,7 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca.authority import Clock, utcnow
+from ca.clock import Clock, utcnow
 from ca.crl import BuiltCrl, CrlSpec, EntryLike, build_crl, read_crl_info
 from ca.errors import CAError, ErrorCode, as_ca_error, is_storage_full, storage_full
 from ca.revocation import RevocationReason

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.apitokens import ApiPrincipal, ApiTokens, Role, token_hash
-from ca.authority import Clock, utcnow
+from ca.clock import Clock, utcnow
 from ca.errors import CAError, ErrorCode
 from ca.ledger.store import append
 from ca.names import (

@@ -16,16 +16,18 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.apitokens import ApiTokens
-from ca.authority import CertificateAuthority, Clock, utcnow
-from ca.clockcheck import SkewMonitor, monitor_for
-from ca.config import Settings, read_secret_file
+from ca.authority import CertificateAuthority
+from ca.clock import Clock, utcnow
+from ca.clockcheck import SkewMonitor
+from ca.config import Settings
 from ca.enrollment import EnrollmentService
 from ca.errors import CAError, ErrorCode
+from ca.keysetup import guard_signing, open_key_store
 from ca.ledger.signer import Auditor
 from ca.ledger.store import LedgerStore
 from ca.registry import Registry
 from ca.store.db import make_engine, make_session_factory, require_schema, upgrade
-from hsm import KeyStore, TokenConfig, ensure_softhsm_token
+from hsm import KeyManager
 
 log = logging.getLogger("agentca.runtime")
 
@@ -37,7 +39,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    keys: KeyStore
+    keys: KeyManager
     authority: CertificateAuthority
     registry: Registry
     enrollment: EnrollmentService
@@ -49,31 +51,6 @@ class Runtime:
     def close(self) -> None:
         self.keys.close()
         self.engine.dispose()
-
-
-def token_config(settings: Settings, create: bool = False) -> TokenConfig:
-    """The PKCS#11 token to use: a managed SoftHSM2 token under the data dir, or an HSM."""
-    if settings.pkcs11_module and not settings.manage_softhsm:
-        pin = read_secret_file(settings.effective_pin_file, "HSM PIN")
-        return TokenConfig(
-            module_path=settings.pkcs11_module,
-            token_label=settings.token_label,
-            user_pin=pin,
-            softhsm2_conf=settings.softhsm2_conf or None,
-        )
-    conf = (
-        Path(settings.softhsm2_conf)
-        if settings.softhsm2_conf
-        else (settings.data_dir / "hsm" / "softhsm2.conf")
-    )
-    if not create and not conf.exists():
-        raise CAError(
-            ErrorCode.NOT_INITIALISED,
-            f"no SoftHSM2 token under {settings.data_dir}; run 'agentca init' first",
-        )
-    return ensure_softhsm_token(
-        settings.data_dir, settings.token_label, settings.pkcs11_module or None
-    )
 
 
 def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow) -> Runtime:
@@ -92,7 +69,7 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
             engine.dispose()
             raise
     sessions = make_session_factory(engine)
-    keys = KeyStore(token_config(settings, create=create))
+    keys = open_key_store(settings, create=create)
     clock_check = guard_signing(keys, engine, settings)
     authority = CertificateAuthority(settings, sessions, keys, clock)
     registry = Registry(sessions, clock, settings.pending_bound)
@@ -111,16 +88,6 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
         ApiTokens(sessions, clock, settings.api_token_default_ttl, settings.api_token_max_ttl),
         clock_check,
     )
-
-
-def guard_signing(keys: KeyStore, engine: Engine, settings: Settings) -> SkewMonitor:
-    """Measure the clock against the database server's now, and make every signature by
-    ``keys`` refuse while it is off by more than ``max_clock_skew_seconds``."""
-    monitor = monitor_for(
-        engine, settings.max_clock_skew_seconds, settings.clock_check_interval_seconds
-    )
-    keys.set_guard(monitor.check)
-    return monitor
 
 
 def secure_data_dir(settings: Settings) -> int:

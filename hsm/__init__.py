@@ -11,13 +11,13 @@ from hsm.errors import (
     PinIncorrect,
     TokenNotFound,
 )
-from hsm.keys import HsmEcPrivateKey, HsmEd25519PrivateKey, HsmPrivateKey, HsmRsaPrivateKey
 from hsm.keymanager import KeyManager, SigningKey
+from hsm.keys import HsmEcPrivateKey, HsmEd25519PrivateKey, HsmPrivateKey, HsmRsaPrivateKey
 from hsm.keystore import KeyStore, TokenConfig
 from hsm.keytypes import KeyType
+from hsm.softhsm import ensure_softhsm_token, find_pkcs11_module, read_pin_file
 from hsm.softkeys import SoftKeyStore
 from hsm.status import HsmStatus
-from hsm.softhsm import ensure_softhsm_token, find_pkcs11_module, read_pin_file
 
 __all__ = [
     "HSMError",

@@ -149,6 +149,9 @@ class _GuardedEc(ec.EllipticCurvePrivateKey):
     def __copy__(self) -> _GuardedEc:
         return self
 
+    def __deepcopy__(self, memo: dict[int, object]) -> _GuardedEc:
+        return self
+
 
 class _GuardedRsa(rsa.RSAPrivateKey):
     def __init__(self, key: rsa.RSAPrivateKey, guard: Callable[[], None]) -> None:
@@ -177,6 +180,9 @@ class _GuardedRsa(rsa.RSAPrivateKey):
     def __copy__(self) -> _GuardedRsa:
         return self
 
+    def __deepcopy__(self, memo: dict[int, object]) -> _GuardedRsa:
+        return self
+
 
 class _GuardedEd25519(ed25519.Ed25519PrivateKey):
     def __init__(self, key: ed25519.Ed25519PrivateKey, guard: Callable[[], None]) -> None:
@@ -196,4 +202,7 @@ class _GuardedEd25519(ed25519.Ed25519PrivateKey):
         return self._key.private_bytes_raw()
 
     def __copy__(self) -> _GuardedEd25519:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _GuardedEd25519:
         return self

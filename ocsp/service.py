@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from ca.authority import utcnow
+from ca.clock import utcnow
 from ca.clockcheck import SkewMonitor
 from ca.config import Settings
-from ca.runtime import guard_signing, token_config
+from ca.keysetup import guard_signing, token_config
 from ca.store.db import make_engine, make_session_factory
 from hsm import KeyStore
 from ocsp.options import OcspOptions

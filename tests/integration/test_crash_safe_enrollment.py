@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
 import ca.authority
+import ca.clock
 from ca.errors import CAError, ErrorCode
 from ca.extensions import Digest, Provenance, build_agent_csr
 from ca.runtime import Runtime
@@ -135,10 +136,10 @@ def test_crash_leaves_pending_then_409_then_reconciled_then_retry(
     assert 1 <= busy.value.extra["retry_after"] <= 121
 
     assert rt.authority.reconcile() == []  # younger than the bound (120 s)
-    rt.authority.clock = lambda: ca.authority.utcnow() + timedelta(seconds=121)
+    rt.authority.clock = lambda: ca.clock.utcnow() + timedelta(seconds=121)
     failed = rt.authority.reconcile()
     assert len(failed) == 1 and rt.authority.reconcile() == []  # once per reservation
-    rt.authority.clock = ca.authority.utcnow
+    rt.authority.clock = ca.clock.utcnow
     (entry,) = _events(rt, "certificate.failed")
     assert entry["reconciled"] is True and entry["serial"] == failed[0]
     assert len(_events(rt, "enrollment_token.released")) == 1
