@@ -1,28 +1,49 @@
 """The OpenAPI 3.1 document of the CA API, served at ``/openapi.json``.
 
-The document is built here, next to the code, and a rendered copy is kept in the repository
-at ``docs/openapi.json``; a test fails when the two drift apart or when a route is missing
-from either side.
+Bodies are the typed models of :mod:`ca.api.schemas` (the same ones that validate requests);
+this module adds only the route table: summaries, parameters, security and which model each
+operation takes and answers. ``docs/openapi.json`` is generated output (``make openapi``, i.e.
+``python -m ca.api.openapi docs/openapi.json``); a test fails when it is stale.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
+
+from ca.api import schemas
+from ca.api.schemas import SHA256_PATTERN
 
 openapi = Blueprint("openapi", __name__)
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _S = {"type": "string"}
-_HEX = {"type": "string", "pattern": "^(sha256:)?[0-9a-fA-F]{64}$"}
-_STRLIST = {"type": "array", "items": _S}
-_CONFIG_DIGESTS: dict[str, Any] = {
-    "type": "array",
-    "items": _S,
-    "description": "Allowed config digests. Empty (the default): a CSR declaring a config "
-    "digest is refused. Non-empty: the CSR must declare one of them.",
-}
+_HEX = {"type": "string", "pattern": SHA256_PATTERN}
+_SERIAL = {"type": "string", "pattern": "^(0x)?[0-9a-fA-F:]{1,59}$"}
+_REF = "#/components/schemas/{model}"
+
+
+class _Schemas(GenerateJsonSchema):
+    """pydantic's generator without a title on every property."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def component_schemas() -> dict[str, Any]:
+    """``components.schemas``: every request model as validated, every answer as sent."""
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        *((m, "validation") for m in schemas.REQUEST_MODELS),
+        *((m, "serialization") for m in schemas.RESPONSE_MODELS),
+    ]
+    _, defs = models_json_schema(models, ref_template=_REF, schema_generator=_Schemas)
+    return dict(defs["$defs"])
 
 
 def _op(
@@ -33,6 +54,7 @@ def _op(
     body: dict[str, Any] | None = None,
     params: list[dict[str, Any]] | None = None,
     errors: tuple[str, ...] = ("400", "401", "403", "404", "409", "413", "415", "429"),
+    body_required: bool = True,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": dict(ok)}
     for code in errors:
@@ -45,14 +67,18 @@ def _op(
     else:
         op["security"] = []
     if body is not None:
-        op["requestBody"] = {"required": True, "content": body}
+        op["requestBody"] = {"required": body_required, "content": body}
     if params:
         op["parameters"] = params
     return op
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
+def _json(schema: dict[str, Any] | type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(schema) if isinstance(schema, type) else schema}}
+
+
+def _list(model: type[BaseModel]) -> dict[str, Any]:
+    return _json({"type": "array", "items": _ref(model)})
 
 
 def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -63,8 +89,8 @@ def _query(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema or _S}
 
 
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": _REF.format(model=model.__name__)}
 
 
 def _ok(code: str, description: str, content: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -74,226 +100,9 @@ def _ok(code: str, description: str, content: dict[str, Any] | None = None) -> d
     return {code: resp}
 
 
-_REASON = {
-    "type": "string",
-    "description": "RFC 5280 reason name (keyCompromise, superseded, certificateHold, ...)",
-}
-_SERIAL = {"type": "string", "pattern": "^(0x)?[0-9a-fA-F:]{1,59}$"}
-
-SCHEMAS: dict[str, Any] = {
-    "Problem": {
-        "type": "object",
-        "required": ["type", "title", "status"],
-        "properties": {
-            "type": _S,
-            "title": _S,
-            "status": {"type": "integer"},
-            "detail": _S,
-            "instance": _S,
-            "reasons": _STRLIST,
-        },
-    },
-    "ApiToken": {
-        "type": "object",
-        "properties": {
-            "name": _S,
-            "role": {"enum": ["operator", "auditor", "read-only", "issuer-verbatim"]},
-            "status": {"enum": ["active", "expired", "revoked"]},
-            "created_at": _S,
-            "created_by": _S,
-            "expires_at": _S,
-            "revoked_at": {"type": ["string", "null"]},
-            "revoked_by": {"type": ["string", "null"]},
-            "last_used_at": {
-                "type": ["string", "null"],
-                "description": "recorded at most once a minute",
-            },
-            "token": {"type": "string", "description": "the secret: only when created"},
-        },
-    },
-    "Certificate": {
-        "type": "object",
-        "properties": {
-            "serial": _S,
-            "status": {"enum": ["pending", "issued", "revoked", "failed"]},
-            "issuer": _S,
-            "agent_name": _S,
-            "subject": _S,
-            "model_type": _S,
-            "model_digest": _S,
-            "prompt_digest": _S,
-            "config_digest": {"type": ["string", "null"]},
-            "scopes": _STRLIST,
-            "officer": _S,
-            "environment": _S,
-            "not_before": _S,
-            "not_after": _S,
-            "issued_at": {"type": ["string", "null"]},
-            "revoked_at": {"type": ["string", "null"]},
-            "revocation_reason": {"type": ["string", "null"]},
-            "requested_by": _S,
-            "fingerprint_sha256": {"type": ["string", "null"]},
-            "certificate_pem": {"type": ["string", "null"]},
-            "chain_pem": _STRLIST,
-        },
-    },
-    "Registration": {
-        "type": "object",
-        "properties": {
-            "name": _S,
-            "organization": {"type": ["string", "null"]},
-            "officer": _S,
-            "environment": _S,
-            "model_type": _S,
-            "scopes": _STRLIST,
-            "model_digests": _STRLIST,
-            "prompt_digests": _STRLIST,
-            "config_digests": _CONFIG_DIGESTS,
-            "key_types": _STRLIST,
-            "max_validity_seconds": {"type": "integer"},
-            "status": {"enum": ["active", "disabled"]},
-        },
-    },
-    "NewRegistration": {
-        "type": "object",
-        "required": [
-            "name",
-            "officer",
-            "environment",
-            "model_type",
-            "scopes",
-            "model_digests",
-            "prompt_digests",
-        ],
-        "properties": {
-            "name": _S,
-            "organization": _S,
-            "officer": _S,
-            "environment": _S,
-            "model_type": _S,
-            "scopes": _STRLIST,
-            "model_digests": {"type": "array", "items": _HEX},
-            "prompt_digests": {"type": "array", "items": _HEX},
-            "config_digests": {**_CONFIG_DIGESTS, "items": _HEX},
-            "key_types": _STRLIST,
-            "max_validity_seconds": {"type": "integer", "minimum": 1},
-        },
-    },
-    "RegistrationUpdate": {
-        "type": "object",
-        "properties": {
-            "officer": _S,
-            "scopes": _STRLIST,
-            "model_digests": {"type": "array", "items": _HEX},
-            "prompt_digests": {"type": "array", "items": _HEX},
-            "config_digests": {**_CONFIG_DIGESTS, "items": _HEX},
-            "key_types": _STRLIST,
-            "max_validity_seconds": {"type": "integer", "minimum": 1},
-            "status": {"enum": ["active", "disabled"]},
-        },
-    },
-    "Model": {
-        "type": "object",
-        "properties": {
-            "digest": _S,
-            "model_type": _S,
-            "environment": _S,
-            "status": {"enum": ["active", "retired"]},
-        },
-    },
-    "NewModel": {
-        "type": "object",
-        "required": ["digest", "model_type", "environment"],
-        "properties": {"digest": _HEX, "model_type": _S, "environment": _S, "description": _S},
-    },
-    "Scope": {
-        "type": "object",
-        "required": ["name"],
-        "properties": {"name": _S, "description": {"type": ["string", "null"]}},
-    },
-    "EnrollJson": {
-        "type": "object",
-        "required": ["csr"],
-        "properties": {
-            "csr": {"type": "string", "description": "PKCS#10 in PEM"},
-            "scopes": _STRLIST,
-            "validity_seconds": {"type": "integer", "minimum": 1},
-        },
-    },
-    "RenewJson": {
-        "type": "object",
-        "required": ["certificate", "csr", "created", "proof"],
-        "properties": {
-            "certificate": {"type": "string", "description": "current certificate, PEM"},
-            "csr": {"type": "string", "description": "new CSR with provenance, PEM"},
-            "created": {
-                "type": "integer",
-                "description": "Unix time of the proof: at most 30 s ahead of the CA's clock, "
-                "at most 300 s behind",
-            },
-            "proof": {
-                "type": "string",
-                "description": "base64 signature by the current key over the agentca-renew-v2 "
-                "statement (docs/agents.md): context, created, SHA-256 of the CSR DER, SHA-256 "
-                "of the current certificate DER, scopes (or absent), validity_seconds (or "
-                "absent). Accepted once.",
-            },
-            "scopes": {**_STRLIST, "description": "covered by the proof, in this order"},
-            "validity_seconds": {
-                "type": "integer",
-                "minimum": 1,
-                "description": "covered by the proof",
-            },
-        },
-    },
-    "IssueJson": {
-        "type": "object",
-        "description": "Direct issuance for a registered agent, through the enrollment policy: "
-        "provenance comes from the CSR's attribute (or from model_type and both digests, which "
-        "must then equal it); scopes default to the registration's and may only narrow them; "
-        "officer, environment and organization, when given, must be the registration's. "
-        "Otherwise 403 policy-refused with every reason in 'reasons', and nothing is written. "
-        "outside_policy: true signs the contents given verbatim (csr, agent, provenance, scopes, "
-        "officer and environment then required); only an issuer-verbatim token may ask for it "
-        "(others get 403 forbidden), and the ledger records outside_policy with the reasons "
-        "policy gave.",
-        "required": ["csr", "agent"],
-        "properties": {
-            "csr": _S,
-            "agent": _S,
-            "scopes": _STRLIST,
-            "model_type": _S,
-            "model_digest": _HEX,
-            "prompt_digest": _HEX,
-            "config_digest": _HEX,
-            "officer": _S,
-            "environment": _S,
-            "organization": _S,
-            "validity_seconds": {"type": "integer", "minimum": 1},
-            "outside_policy": {"type": "boolean", "default": False},
-        },
-    },
-    "Revocation": {"type": "object", "properties": {"reason": _REASON}},
-    "BulkRevocation": {
-        "type": "object",
-        "properties": {
-            "model_digest": _HEX,
-            "prompt_digest": _HEX,
-            "officer": _S,
-            "agent": _S,
-            "reason": _REASON,
-        },
-    },
-    "Retirement": {
-        "type": "object",
-        "properties": {"environment": _S, "revoke": {"type": "boolean"}, "reason": _REASON},
-    },
-}
-
-
 def _cert_answers() -> dict[str, Any]:
     return {
-        "application/json": {"schema": _ref("Certificate")},
+        "application/json": {"schema": _ref(schemas.Certificate)},
         "application/pem-certificate-chain": {"schema": {"type": "string"}},
         "application/pkix-cert": {"schema": {"type": "string", "format": "binary"}},
     }
@@ -301,14 +110,13 @@ def _cert_answers() -> dict[str, Any]:
 
 def build_document() -> dict[str, Any]:
     """The OpenAPI document as a dict."""
-    cert_list = _json({"type": "array", "items": _ref("Certificate")})
     paths: dict[str, Any] = {
         "/health": {
             "get": _op(
                 "Liveness (the database answers; the HSM state is reported, not required)",
                 "public",
                 None,
-                _ok("200", "OK", _json({"type": "object"})),
+                _ok("200", "OK", _json(schemas.Health)),
                 errors=(),
             )
         },
@@ -317,8 +125,8 @@ def build_document() -> dict[str, Any]:
                 "Readiness: database, HSM and clock skew (503 when not ready)",
                 "public",
                 None,
-                _ok("200", "Ready", _json({"type": "object"}))
-                | _ok("503", "Not ready (the body says why)", _json({"type": "object"})),
+                _ok("200", "Ready", _json(schemas.Readiness))
+                | _ok("503", "Not ready (the body says why)", _json(schemas.Readiness)),
                 errors=(),
             )
         },
@@ -392,7 +200,7 @@ def build_document() -> dict[str, Any]:
                 "The newest signed checkpoint (tree size, root, audit certificate)",
                 "auditor",
                 None,
-                _ok("200", "checkpoint", _json({"type": "object"})),
+                _ok("200", "checkpoint", _json(schemas.Checkpoint)),
                 errors=("404",),
             )
         },
@@ -401,7 +209,7 @@ def build_document() -> dict[str, Any]:
                 "Sign a checkpoint now",
                 "auditor",
                 "api",
-                _ok("201", "checkpoint", _json({"type": "object"})),
+                _ok("201", "checkpoint", _json(schemas.Checkpoint)),
             )
         },
         "/v1/ledger/consistency": {
@@ -409,7 +217,7 @@ def build_document() -> dict[str, Any]:
                 "RFC 9162 consistency proof between two tree sizes (auditor or operator token)",
                 "auditor",
                 "api",
-                _ok("200", "proof", _json({"type": "object"})),
+                _ok("200", "proof", _json(schemas.ConsistencyProof)),
                 params=[
                     _query("from", {"type": "integer", "minimum": 1}),
                     _query("to", {"type": "integer", "minimum": 1}),
@@ -446,7 +254,7 @@ def build_document() -> dict[str, Any]:
                 _ok("201", "issued", _cert_answers()),
                 body={
                     "application/pkcs10": {"schema": {"type": "string", "format": "binary"}},
-                    **_json(_ref("EnrollJson")),
+                    **_json(schemas.EnrollJson),
                 },
                 params=[_query("scopes"), _query("validity_seconds", {"type": "integer"})],
             )
@@ -459,7 +267,7 @@ def build_document() -> dict[str, Any]:
                 "agent",
                 None,
                 _ok("201", "issued", _cert_answers()),
-                body=_json(_ref("RenewJson")),
+                body=_json(schemas.RenewJson),
             )
         },
         "/v1/scopes": {
@@ -467,14 +275,14 @@ def build_document() -> dict[str, Any]:
                 "The scope catalogue",
                 "operator",
                 "api",
-                _ok("200", "scopes", _json({"type": "array", "items": _ref("Scope")})),
+                _ok("200", "scopes", _list(schemas.Scope)),
             ),
             "post": _op(
                 "Add a scope",
                 "operator",
                 "api",
-                _ok("201", "added", _json(_ref("Scope"))),
-                body=_json(_ref("Scope")),
+                _ok("201", "added", _json(schemas.Scope)),
+                body=_json(schemas.Scope),
             ),
         },
         "/v1/models": {
@@ -482,15 +290,15 @@ def build_document() -> dict[str, Any]:
                 "The model inventory",
                 "operator",
                 "api",
-                _ok("200", "models", _json({"type": "array", "items": _ref("Model")})),
+                _ok("200", "models", _list(schemas.Model)),
                 params=[_query("environment"), _query("status", {"enum": ["active", "retired"]})],
             ),
             "post": _op(
                 "Authorise a model digest",
                 "operator",
                 "api",
-                _ok("201", "added", _json(_ref("Model"))),
-                body=_json(_ref("NewModel")),
+                _ok("201", "added", _json(schemas.Model)),
+                body=_json(schemas.NewModel),
             ),
         },
         "/v1/models/{digest}/retire": {
@@ -498,8 +306,9 @@ def build_document() -> dict[str, Any]:
                 "Retire a model (optionally revoking its live certificates)",
                 "operator",
                 "api",
-                _ok("200", "retired", _json({"type": "object"})),
-                body=_json(_ref("Retirement")),
+                _ok("200", "retired", _json(schemas.Retired)),
+                body=_json(schemas.Retirement),
+                body_required=False,
                 params=[_path_param("digest", _HEX)],
             )
         },
@@ -508,14 +317,14 @@ def build_document() -> dict[str, Any]:
                 "Registrations",
                 "operator",
                 "api",
-                _ok("200", "agents", _json({"type": "array", "items": _ref("Registration")})),
+                _ok("200", "agents", _list(schemas.Registration)),
             ),
             "post": _op(
                 "Register an agent",
                 "operator",
                 "api",
-                _ok("201", "registered", _json(_ref("Registration"))),
-                body=_json(_ref("NewRegistration")),
+                _ok("201", "registered", _json(schemas.Registration)),
+                body=_json(schemas.NewRegistration),
             ),
         },
         "/v1/agents/{name}": {
@@ -523,15 +332,15 @@ def build_document() -> dict[str, Any]:
                 "One registration",
                 "operator",
                 "api",
-                _ok("200", "agent", _json(_ref("Registration"))),
+                _ok("200", "agent", _json(schemas.Registration)),
                 params=[_path_param("name")],
             ),
             "patch": _op(
                 "Update a registration",
                 "operator",
                 "api",
-                _ok("200", "agent", _json(_ref("Registration"))),
-                body=_json(_ref("RegistrationUpdate")),
+                _ok("200", "agent", _json(schemas.Registration)),
+                body=_json(schemas.RegistrationUpdate),
                 params=[_path_param("name")],
             ),
         },
@@ -540,7 +349,7 @@ def build_document() -> dict[str, Any]:
                 "Disable a registration",
                 "operator",
                 "api",
-                _ok("200", "agent", _json(_ref("Registration"))),
+                _ok("200", "agent", _json(schemas.Registration)),
                 params=[_path_param("name")],
             )
         },
@@ -549,22 +358,9 @@ def build_document() -> dict[str, Any]:
                 "Create a one-time enrollment token (shown once)",
                 "operator",
                 "api",
-                _ok(
-                    "201",
-                    "token",
-                    _json(
-                        {
-                            "type": "object",
-                            "properties": {"token": _S, "agent": _S, "expires_at": _S},
-                        }
-                    ),
-                ),
-                body=_json(
-                    {
-                        "type": "object",
-                        "properties": {"ttl_seconds": {"type": "integer", "minimum": 1}},
-                    }
-                ),
+                _ok("201", "token", _json(schemas.EnrollmentToken)),
+                body=_json(schemas.EnrollmentTokenRequest),
+                body_required=False,
                 params=[_path_param("name")],
             )
         },
@@ -573,7 +369,7 @@ def build_document() -> dict[str, Any]:
                 "Certificate records",
                 "operator",
                 "api",
-                _ok("200", "records", cert_list),
+                _ok("200", "records", _list(schemas.Certificate)),
                 params=[
                     _query("agent"),
                     _query("status"),
@@ -588,8 +384,8 @@ def build_document() -> dict[str, Any]:
                 "with every reason; outside_policy needs an issuer-verbatim token, else 403)",
                 "operator",
                 "api",
-                _ok("201", "issued", _json(_ref("Certificate"))),
-                body=_json(_ref("IssueJson")),
+                _ok("201", "issued", _json(schemas.Certificate)),
+                body=_json(schemas.IssueJson),
             ),
         },
         "/v1/certificates/{serial}/revoke": {
@@ -597,8 +393,9 @@ def build_document() -> dict[str, Any]:
                 "Revoke one certificate",
                 "operator",
                 "api",
-                _ok("200", "revoked", _json(_ref("Certificate"))),
-                body=_json(_ref("Revocation")),
+                _ok("200", "revoked", _json(schemas.Certificate)),
+                body=_json(schemas.Revocation),
+                body_required=False,
                 params=[_path_param("serial", _SERIAL)],
             )
         },
@@ -607,28 +404,14 @@ def build_document() -> dict[str, Any]:
                 "API tokens with role, status, expiry and last use (operator token)",
                 "operator",
                 "api",
-                _ok("200", "tokens", _json({"type": "array", "items": _ref("ApiToken")})),
+                _ok("200", "tokens", _list(schemas.ApiToken)),
             ),
             "post": _op(
                 "Create an API token (the secret is shown once; operator token)",
                 "operator",
                 "api",
-                _ok("201", "created", _json(_ref("ApiToken"))),
-                body=_json(
-                    {
-                        "type": "object",
-                        "required": ["name", "role"],
-                        "properties": {
-                            "name": _S,
-                            "role": {
-                                "enum": ["operator", "auditor", "read-only"],
-                                "description": "issuer-verbatim tokens are created only with "
-                                "the local CLI (403 here)",
-                            },
-                            "ttl_seconds": {"type": "integer", "minimum": 60},
-                        },
-                    }
-                ),
+                _ok("201", "created", _json(schemas.ApiToken)),
+                body=_json(schemas.NewApiToken),
             ),
         },
         "/v1/api-tokens/{name}/revoke": {
@@ -636,7 +419,7 @@ def build_document() -> dict[str, Any]:
                 "Revoke an API token at once (operator token)",
                 "operator",
                 "api",
-                _ok("200", "revoked", _json(_ref("ApiToken"))),
+                _ok("200", "revoked", _json(schemas.ApiToken)),
                 params=[_path_param("name")],
             )
         },
@@ -645,17 +428,8 @@ def build_document() -> dict[str, Any]:
                 "Bulk revocation by model digest, prompt digest, officer or agent",
                 "operator",
                 "api",
-                _ok(
-                    "200",
-                    "revoked",
-                    _json(
-                        {
-                            "type": "object",
-                            "properties": {"revoked": _STRLIST, "count": {"type": "integer"}},
-                        }
-                    ),
-                ),
-                body=_json(_ref("BulkRevocation")),
+                _ok("200", "revoked", _json(schemas.BulkRevoked)),
+                body=_json(schemas.BulkRevocation),
             )
         },
     }
@@ -670,11 +444,11 @@ def build_document() -> dict[str, Any]:
         "servers": [{"url": "http://127.0.0.1:8400"}],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": component_schemas(),
             "responses": {
                 "Problem": {
                     "description": "RFC 9457 problem details",
-                    "content": {"application/problem+json": {"schema": _ref("Problem")}},
+                    "content": {"application/problem+json": {"schema": _ref(schemas.Problem)}},
                 }
             },
             "securitySchemes": {
@@ -699,3 +473,21 @@ def document() -> Response:
     resp = jsonify(build_document())
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp
+
+
+def render() -> str:
+    """``docs/openapi.json`` as committed: sorted keys, two-space indent, final newline."""
+    return json.dumps(build_document(), indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    """``python -m ca.api.openapi [PATH]``: write the document to PATH (default stdout)."""
+    if len(argv) > 1:
+        Path(argv[1]).write_text(render())
+    else:
+        sys.stdout.write(render())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
