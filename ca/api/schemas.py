@@ -121,7 +121,7 @@ class RegistrationUpdate(RequestBody):
 
 
 class EnrollmentTokenRequest(RequestBody):
-    """Optional body: without ``ttl_seconds`` the token lives ``enrollment_ttl``."""
+    """Optional body: without ttl_seconds the token lives the enrollment_ttl setting."""
 
     ttl_seconds: Seconds | None = None
 
