@@ -6,6 +6,7 @@
 #   make unit    tests/unit only (no PostgreSQL)
 #   make bench   python -m bench (once bench/__main__.py exists), with a throwaway PostgreSQL
 #   make clean   remove var/, the venv and caches (asks nothing)
+#   make openapi regenerate docs/openapi.json from the API models (ca/api/schemas.py)
 #
 # Variables: VENV (default .venv), AGENTCA_DATA_DIR (default ./var, for `make run`),
 # PYTEST_ARGS (extra pytest arguments), BENCH_ARGS.
@@ -72,6 +73,10 @@ bench-crl: bootstrap-test
 .PHONY: bench-ocsp
 bench-ocsp: bootstrap-test
 	bash scripts/with-postgres.sh $(PY) bench/ocsp_bench.py $(BENCH_ARGS)
+
+.PHONY: openapi
+openapi:
+	PYTHONPATH='$(CURDIR)' '$(PY)' -m ca.api.openapi docs/openapi.json
 
 clean:
 	rm -rf var '$(VENV)' .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

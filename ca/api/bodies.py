@@ -1,10 +1,13 @@
-"""Reading request bodies and rendering values as JSON, with clear errors."""
+"""Strict JSON request parsing (before any model sees a body) and JSON renderings.
+
+Members and types are checked by the typed models of ``ca.api.schemas`` through
+``ca.api.validation``; this module imports no pydantic, so the CLI can use its renderings.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
 from typing import Any
 
 from flask import request
@@ -106,46 +109,13 @@ def _refuse_nul(value: Any) -> None:
             _refuse_nul(v)
 
 
-def field(data: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
-    """One typed field of a JSON object."""
-    if name not in data or data[name] is None:
-        if required:
-            raise CAError(ErrorCode.BAD_REQUEST, f"'{name}' is required")
-        return None
-    value = data[name]
-    if kind is int and isinstance(value, bool):
-        raise CAError(ErrorCode.BAD_REQUEST, f"'{name}' must be an integer")
-    if not isinstance(value, kind):
-        raise CAError(ErrorCode.BAD_REQUEST, f"'{name}' must be of type {kind.__name__}")
-    return value
-
-
-def string_list(data: dict[str, Any], name: str, required: bool = True) -> list[str] | None:
-    """A list of strings, e.g. scopes or digests."""
-    value = field(data, name, list, required)
-    if value is None:
-        return None
-    if not all(isinstance(v, str) for v in value):
-        raise CAError(ErrorCode.BAD_REQUEST, f"'{name}' must be a list of strings")
-    return list(value)
-
-
-def seconds(data: dict[str, Any], name: str) -> timedelta | None:
-    """An optional positive number of seconds."""
-    value = field(data, name, int, required=False)
-    if value is None:
-        return None
-    if value <= 0 or value > 10 * 365 * 86400:
-        raise CAError(ErrorCode.INVALID_VALIDITY, f"'{name}' must be a positive number of seconds")
-    return timedelta(seconds=value)
-
-
 def registration_json(r: Registration) -> dict[str, Any]:
     """The registration as JSON (the same shape the ledger records)."""
     return registration_body(r)
 
 
 def model_json(m: InventoryModel) -> dict[str, Any]:
+    """An inventory model as JSON."""
     return {
         "digest": m.digest,
         "model_type": m.model_type,

@@ -9,9 +9,10 @@ from cryptography.hazmat.primitives import serialization
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from ca.api.auth import bearer_token
-from ca.api.bodies import field, json_body, seconds, string_list
 from ca.api.ratelimit import TokenBucket
+from ca.api.schemas import EnrollJson, RenewJson
 from ca.api.state import runtime
+from ca.api.validation import query_seconds, read_body, timedelta_or_none
 from ca.enrollment import RenewalRequest
 from ca.errors import CAError, ErrorCode
 from ca.records import CertificateRecord
@@ -68,19 +69,15 @@ def enroll_agent() -> Response:
     token = bearer_token()
     scopes: list[str] | None
     if request.mimetype == "application/json":
-        data = json_body()
-        csr = field(data, "csr", str).encode()
-        scopes = string_list(data, "scopes", required=False)
-        validity = seconds(data, "validity_seconds")
+        body = read_body(EnrollJson)
+        csr = body.csr.encode()
+        scopes = body.scopes
+        validity = timedelta_or_none(body.validity_seconds)
     elif request.mimetype in (PKCS10, "application/x-pem-file"):
         csr = request.get_data()
         raw = request.args.get("scopes")
         scopes = [s for s in raw.split(",") if s] if raw else None
-        raw_validity = request.args.get("validity_seconds")
-        try:
-            validity = seconds({"v": int(raw_validity)}, "v") if raw_validity else None
-        except ValueError as exc:
-            raise CAError(ErrorCode.BAD_REQUEST, "validity_seconds must be an integer") from exc
+        validity = query_seconds("validity_seconds")
     else:
         raise CAError(ErrorCode.UNSUPPORTED_MEDIA, "send application/pkcs10 or application/json")
     record = runtime().enrollment.enroll(
@@ -93,18 +90,17 @@ def enroll_agent() -> Response:
 def renew_agent() -> Response:
     """Renew: the current certificate, a new CSR, and a proof signed with the current key."""
     _rate_limit()
-    data = json_body()
+    body = read_body(RenewJson)
     try:
-        proof = base64.b64decode(field(data, "proof", str), validate=True)
+        proof = base64.b64decode(body.proof, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise CAError(ErrorCode.BAD_REQUEST, "'proof' must be base64") from exc
-    scopes = string_list(data, "scopes", required=False)
     req = RenewalRequest(
-        certificate_pem=field(data, "certificate", str).encode(),
-        csr=field(data, "csr", str).encode(),
-        created=field(data, "created", int),
+        certificate_pem=body.certificate.encode(),
+        csr=body.csr.encode(),
+        created=body.created,
         proof=proof,
-        scopes=tuple(scopes) if scopes is not None else None,
-        validity=seconds(data, "validity_seconds"),
+        scopes=tuple(body.scopes) if body.scopes is not None else None,
+        validity=timedelta_or_none(body.validity_seconds),
     )
     return _issued(runtime().enrollment.renew(req))

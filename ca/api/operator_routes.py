@@ -8,15 +8,21 @@ from cryptography.hazmat.primitives import serialization
 from flask import Blueprint, Response, jsonify, request
 
 from ca.api.auth import ISSUERS, READERS, WRITERS, principal, require
-from ca.api.bodies import (
-    field,
-    json_body,
-    model_json,
-    registration_json,
-    seconds,
-    string_list,
+from ca.api.bodies import model_json, registration_json
+from ca.api.schemas import (
+    BulkRevocation,
+    EnrollmentTokenRequest,
+    IssueJson,
+    NewApiToken,
+    NewModel,
+    NewRegistration,
+    RegistrationUpdate,
+    Retirement,
+    Revocation,
+    Scope,
 )
 from ca.api.state import runtime
+from ca.api.validation import read_body, timedelta_or_none
 from ca.apitokens import Role, parse_role
 from ca.authority import CertificateFilter, RevocationCriteria
 from ca.enrollment import DirectIssuance
@@ -34,8 +40,7 @@ def _created(body: Any) -> Response:
     return resp
 
 
-def _reason(data: dict[str, Any]) -> RevocationReason:
-    raw = field(data, "reason", str, required=False)
+def _reason(raw: str | None) -> RevocationReason:
     return RevocationReason.parse(raw) if raw else RevocationReason.UNSPECIFIED
 
 
@@ -53,10 +58,10 @@ def list_scopes() -> Response:
 @require(WRITERS)
 def add_scope() -> Response:
     """Add a scope to the catalogue."""
-    data = json_body()
+    body = read_body(Scope)
     s = runtime().registry.add_scope(
-        field(data, "name", str),
-        field(data, "description", str, required=False),
+        body.name,
+        body.description,
         actor=principal().actor,
     )
     return _created({"name": s.name, "description": s.description})
@@ -78,12 +83,12 @@ def list_models() -> Response:
 @require(WRITERS)
 def add_model() -> Response:
     """Authorise a model digest for an environment."""
-    data = json_body()
+    body = read_body(NewModel)
     m = runtime().registry.add_model(
-        field(data, "digest", str),
-        field(data, "model_type", str),
-        field(data, "environment", str),
-        field(data, "description", str, required=False),
+        body.digest,
+        body.model_type,
+        body.environment,
+        body.description,
         actor=principal().actor,
     )
     return _created(model_json(m))
@@ -93,10 +98,10 @@ def add_model() -> Response:
 @require(WRITERS)
 def retire_model(digest: str) -> Response:
     """Retire a model: new issuance stops; with ``revoke: true`` live certificates are revoked."""
-    data = json_body() if request.get_data() else {}
-    environment = field(data, "environment", str, required=False)
-    revoke = field(data, "revoke", bool, required=False) or False
-    reason = _reason(data) if "reason" in data else RevocationReason.PRIVILEGE_WITHDRAWN
+    body = read_body(Retirement, optional=True)
+    environment = body.environment
+    revoke = body.revoke
+    reason = _reason(body.reason) if body.reason else RevocationReason.PRIVILEGE_WITHDRAWN
     rt = runtime()
     retired = rt.registry.retire_model(digest, environment, actor=principal().actor)
     revoked: list[str] = []
@@ -124,24 +129,24 @@ def list_agents() -> Response:
 @require(WRITERS)
 def register_agent() -> Response:
     """Register an agent."""
-    data = json_body()
-    max_validity = seconds(data, "max_validity_seconds")
-    key_types = string_list(data, "key_types", required=False)
+    body = read_body(NewRegistration)
+    max_validity = timedelta_or_none(body.max_validity_seconds)
+    key_types = body.key_types
     kwargs: dict[str, Any] = {}
     if max_validity is not None:
         kwargs["max_validity"] = max_validity
     if key_types is not None:
         kwargs["key_types"] = key_types
     reg = runtime().registry.register_agent(
-        name=field(data, "name", str),
-        officer=field(data, "officer", str),
-        environment=field(data, "environment", str),
-        model_type=field(data, "model_type", str),
-        scopes=string_list(data, "scopes") or [],
-        model_digests=string_list(data, "model_digests") or [],
-        prompt_digests=string_list(data, "prompt_digests") or [],
-        config_digests=string_list(data, "config_digests", required=False) or [],
-        organization=field(data, "organization", str, required=False),
+        name=body.name,
+        officer=body.officer,
+        environment=body.environment,
+        model_type=body.model_type,
+        scopes=body.scopes,
+        model_digests=body.model_digests,
+        prompt_digests=body.prompt_digests,
+        config_digests=body.config_digests or [],
+        organization=body.organization,
         actor=principal().actor,
         **kwargs,
     )
@@ -159,20 +164,17 @@ def get_agent(name: str) -> Response:
 @require(WRITERS)
 def update_agent(name: str) -> Response:
     """Change fields of a registration (only those given)."""
-    data = json_body()
-    status = field(data, "status", str, required=False)
-    if status not in (None, "active", "disabled"):
-        raise CAError(ErrorCode.BAD_REQUEST, "status must be active or disabled")
+    body = read_body(RegistrationUpdate)
     reg = runtime().registry.update_agent(
         name,
-        officer=field(data, "officer", str, required=False),
-        scopes=string_list(data, "scopes", required=False),
-        model_digests=string_list(data, "model_digests", required=False),
-        prompt_digests=string_list(data, "prompt_digests", required=False),
-        config_digests=string_list(data, "config_digests", required=False),
-        key_types=string_list(data, "key_types", required=False),
-        max_validity=seconds(data, "max_validity_seconds"),
-        active=None if status is None else status == "active",
+        officer=body.officer,
+        scopes=body.scopes,
+        model_digests=body.model_digests,
+        prompt_digests=body.prompt_digests,
+        config_digests=body.config_digests,
+        key_types=body.key_types,
+        max_validity=timedelta_or_none(body.max_validity_seconds),
+        active=None if body.status is None else body.status == "active",
         actor=principal().actor,
     )
     return jsonify(registration_json(reg))
@@ -193,9 +195,9 @@ def disable_agent(name: str) -> Response:
 @require(WRITERS)
 def create_enrollment_token(name: str) -> Response:
     """A one-time enrollment token for the agent (shown only in this answer)."""
-    data = json_body() if request.get_data() else {}
+    body = read_body(EnrollmentTokenRequest, optional=True)
     rt = runtime()
-    ttl = seconds(data, "ttl_seconds") or rt.settings.enrollment_ttl
+    ttl = timedelta_or_none(body.ttl_seconds) or rt.settings.enrollment_ttl
     token, expires = rt.registry.create_enrollment_token(name, ttl, principal().actor)
     return _created({"token": token, "agent": name, "expires_at": expires.isoformat()})
 
@@ -227,23 +229,23 @@ def list_certificates() -> Response:
     return jsonify([r.to_dict() for r in runtime().authority.list(flt)])
 
 
-def _provenance(data: dict[str, Any]) -> Provenance | None:
+def _provenance(body: IssueJson) -> Provenance | None:
     """Explicit provenance from the body: all of model_type and both digests, or none."""
-    names = ("model_type", "model_digest", "prompt_digest")
-    given = [n for n in names if data.get(n) is not None]
-    if not given and data.get("config_digest") is None:
+    model_type, model, prompt = body.model_type, body.model_digest, body.prompt_digest
+    given = [v for v in (model_type, model, prompt) if v is not None]
+    if not given and body.config_digest is None:
         return None
-    if len(given) != len(names):
+    if model_type is None or model is None or prompt is None:
         raise CAError(
             ErrorCode.BAD_REQUEST,
             "give model_type, model_digest and prompt_digest together, or none of them "
             "(the CSR's provenance attribute is then used)",
         )
-    config_digest = field(data, "config_digest", str, required=False)
+    config_digest = body.config_digest
     return Provenance(
-        model_type=field(data, "model_type", str),
-        model_digest=Digest(parse_sha256_hex(field(data, "model_digest", str))),
-        prompt_digest=Digest(parse_sha256_hex(field(data, "prompt_digest", str))),
+        model_type=model_type,
+        model_digest=Digest(parse_sha256_hex(model)),
+        prompt_digest=Digest(parse_sha256_hex(prompt)),
         config_digest=Digest(parse_sha256_hex(config_digest)) if config_digest else None,
     )
 
@@ -256,8 +258,8 @@ def issue_certificate() -> Response:
     ``outside_policy: true`` signs the contents given verbatim; only an ``issuer-verbatim``
     token may ask for it, and the ledger records it with the reasons policy gave.
     """
-    data = json_body()
-    outside_policy = field(data, "outside_policy", bool, required=False) or False
+    body = read_body(IssueJson)
+    outside_policy = body.outside_policy
     caller = principal()
     if outside_policy and caller.role is not Role.ISSUER_VERBATIM:
         raise CAError(
@@ -265,23 +267,22 @@ def issue_certificate() -> Response:
             f"role '{caller.role.value}' may not issue outside policy "
             f"(only '{Role.ISSUER_VERBATIM.value}' tokens may)",
         )
-    scopes = string_list(data, "scopes", required=False)
     req = DirectIssuance(
-        agent_name=field(data, "agent", str),
-        csr=field(data, "csr", str).encode(),
-        provenance=_provenance(data),
-        scopes=tuple(scopes) if scopes is not None else None,
-        officer=field(data, "officer", str, required=False),
-        environment=field(data, "environment", str, required=False),
-        organization=field(data, "organization", str, required=False),
-        validity=seconds(data, "validity_seconds"),
+        agent_name=body.agent,
+        csr=body.csr.encode(),
+        provenance=_provenance(body),
+        scopes=tuple(body.scopes) if body.scopes is not None else None,
+        officer=body.officer,
+        environment=body.environment,
+        organization=body.organization,
+        validity=timedelta_or_none(body.validity_seconds),
     )
     record = runtime().enrollment.issue_direct(req, caller.actor, outside_policy=outside_policy)
-    body = record.to_dict()
+    answer = record.to_dict()
     cert = record.certificate
     assert cert is not None
-    body["certificate_pem"] = cert.public_bytes(serialization.Encoding.PEM).decode()
-    resp = _created(body)
+    answer["certificate_pem"] = cert.public_bytes(serialization.Encoding.PEM).decode()
+    resp = _created(answer)
     resp.headers["Location"] = f"/certificates/{record.serial_hex}"
     return resp
 
@@ -290,8 +291,8 @@ def issue_certificate() -> Response:
 @require(WRITERS)
 def revoke_certificate(serial: str) -> Response:
     """Revoke one certificate with an RFC 5280 reason."""
-    data = json_body() if request.get_data() else {}
-    record = runtime().authority.revoke(serial, _reason(data), principal().actor)
+    body = read_body(Revocation, optional=True)
+    record = runtime().authority.revoke(serial, _reason(body.reason), principal().actor)
     return jsonify(record.to_dict())
 
 
@@ -299,16 +300,15 @@ def revoke_certificate(serial: str) -> Response:
 @require(WRITERS)
 def bulk_revoke() -> Response:
     """Revoke every live certificate bound to a model digest, prompt digest, officer or agent."""
-    data = json_body()
-    model = field(data, "model_digest", str, required=False)
-    prompt = field(data, "prompt_digest", str, required=False)
+    body = read_body(BulkRevocation)
+    model, prompt = body.model_digest, body.prompt_digest
     criteria = RevocationCriteria(
         model_digest=parse_sha256_hex(model).hex() if model else None,
         prompt_digest=parse_sha256_hex(prompt).hex() if prompt else None,
-        officer=field(data, "officer", str, required=False),
-        agent_name=field(data, "agent", str, required=False),
+        officer=body.officer,
+        agent_name=body.agent,
     )
-    records = runtime().authority.revoke_where(criteria, _reason(data), principal().actor)
+    records = runtime().authority.revoke_where(criteria, _reason(body.reason), principal().actor)
     return jsonify({"revoked": [r.serial_hex for r in records], "count": len(records)})
 
 
@@ -327,9 +327,9 @@ def list_api_tokens() -> Response:
 def create_api_token() -> Response:
     """Create an API token; the secret is in this answer only. ``ttl_seconds`` is optional
     (default and maximum lifetimes are settings)."""
-    data = json_body()
+    body = read_body(NewApiToken)
     rt = runtime()
-    role = field(data, "role", str)
+    role = body.role
     if parse_role(role) is Role.ISSUER_VERBATIM:
         raise CAError(
             ErrorCode.FORBIDDEN,
@@ -337,14 +337,14 @@ def create_api_token() -> Response:
             "('agentca apitoken create --role issuer-verbatim'), never through the API",
         )
     secret, info = rt.api_tokens.create(
-        field(data, "name", str),
+        body.name,
         role,
         actor=principal().actor,
-        ttl=seconds(data, "ttl_seconds"),
+        ttl=timedelta_or_none(body.ttl_seconds),
     )
-    body = info.to_json(rt.authority.clock())
-    body["token"] = secret
-    return _created(body)
+    answer = info.to_json(rt.authority.clock())
+    answer["token"] = secret
+    return _created(answer)
 
 
 @operator.post("/v1/api-tokens/<name>/revoke")

@@ -1,4 +1,5 @@
-"""Schema-driven fuzzing of the CA API (schemathesis) on PostgreSQL: no input yields a 500."""
+"""Schema-driven fuzzing of the CA API (schemathesis) on PostgreSQL: no input yields a 500,
+and every answer, problems included, matches the response model the document gives for it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from ca.api.app import create_app
 from ca.runtime import open_runtime
@@ -52,7 +53,9 @@ def test_no_input_causes_a_server_error(api_schema: Any) -> None:
         )
         def run(case: Any) -> None:
             response = case.call(headers=headers)
-            case.validate_response(response, checks=[not_a_server_error])
+            case.validate_response(
+                response, checks=[not_a_server_error, response_schema_conformance]
+            )
             if response.status_code >= 400:
                 ctype = {k.lower(): v for k, v in response.headers.items()}["content-type"]
                 ctype = ctype[0] if isinstance(ctype, list) else ctype

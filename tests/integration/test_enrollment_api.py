@@ -34,6 +34,29 @@ MODEL_A = "a1" * 32
 MODEL_B = "b2" * 32
 PROMPT = "c3" * 32
 HIT: set[tuple[str, str]] = set()
+NONCONFORMING: list[str] = []  # JSON answers that do not match their documented schema
+DOCUMENT = build_document()
+
+
+def _check_answer(method: str, rule: str, resp: Any) -> None:
+    """Validate a JSON answer against the schema the document gives for its status."""
+    from jsonschema import Draft202012Validator
+
+    mimetype = resp.mimetype
+    if mimetype not in ("application/json", "application/problem+json"):
+        return
+    path = rule.replace("<", "{").replace(">", "}")
+    responses = DOCUMENT["paths"][path][method]["responses"]
+    answer = responses.get(str(resp.status_code), responses["default"])
+    if "$ref" in answer:
+        answer = DOCUMENT["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+    schema = answer.get("content", {}).get(mimetype, {}).get("schema")
+    if schema is None:
+        NONCONFORMING.append(f"{method} {path} {resp.status_code}: {mimetype} not documented")
+        return
+    validator = Draft202012Validator({**schema, "components": DOCUMENT["components"]})
+    for error in validator.iter_errors(resp.get_json()):
+        NONCONFORMING.append(f"{method} {path} {resp.status_code}: {error.message}")
 
 
 class Env:
@@ -79,6 +102,7 @@ def env(
     def _record(resp):
         if flask_request.url_rule is not None:
             HIT.add((flask_request.method.lower(), flask_request.url_rule.rule))
+            _check_answer(flask_request.method.lower(), flask_request.url_rule.rule, resp)
         return resp
 
     with serve_in_thread(app) as base:
@@ -908,6 +932,7 @@ def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
     }
     missing = documented - HIT
     assert not missing, sorted(missing)
+    assert not NONCONFORMING, sorted(set(NONCONFORMING))
 
 
 def test_nul_bytes_are_bad_requests_not_server_errors(env: Env) -> None:

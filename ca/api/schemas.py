@@ -1,0 +1,353 @@
+"""The CA API's request and response bodies, declared once as pydantic models.
+
+Request models validate bodies (after the strict JSON parser in :mod:`ca.api.bodies`), and
+both kinds are rendered into the OpenAPI document by :mod:`ca.api.openapi`. Request models
+are strict (no coercion: ``"1"`` is not an integer, ``1`` is not a boolean), ignore unknown
+members as the hand-written checks did, and treat ``null`` as absent.
+
+Imported only by the API app: the CLI must not pay for pydantic (see decision 0020).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+from ca.errors import CAError, ErrorCode
+from ca.names import parse_sha256_hex
+
+MAX_SECONDS = 10 * 365 * 86400
+SHA256_PATTERN = "^([Ss][Hh][Aa]256:)?[0-9A-Fa-f]{64}$"  # what ca.names.parse_sha256_hex takes
+REASON_HELP = "RFC 5280 reason name (keyCompromise, superseded, certificateHold, ...)"
+CONFIG_DIGESTS_HELP = (
+    "Allowed config digests. Empty (the default): a CSR declaring a config digest is "
+    "refused. Non-empty: the CSR must declare one of them."
+)
+
+
+def _seconds(value: int, info: ValidationInfo) -> int:
+    if value <= 0 or value > MAX_SECONDS:
+        raise CAError(
+            ErrorCode.INVALID_VALIDITY, f"'{info.field_name}' must be a positive number of seconds"
+        )
+    return value
+
+
+def _digest(value: str) -> str:
+    parse_sha256_hex(value)  # INVALID_DIGEST with the same message as everywhere else
+    return value
+
+
+Seconds = Annotated[
+    int,
+    AfterValidator(_seconds),
+    Field(json_schema_extra={"minimum": 1, "maximum": MAX_SECONDS}),
+]
+"""A positive number of seconds (at most ten years); out of range is ``invalid-validity``."""
+
+Sha256Hex = Annotated[
+    str, AfterValidator(_digest), Field(json_schema_extra={"pattern": SHA256_PATTERN})
+]
+"""A SHA-256 digest, 64 hex digits, optionally ``sha256:``-prefixed (``invalid-digest``)."""
+
+Reason = Annotated[str, Field(description=REASON_HELP)]
+RoleName = Literal["operator", "auditor", "read-only", "issuer-verbatim"]  # = ca.apitokens.Role
+
+
+class RequestBody(BaseModel):
+    """A JSON request body: strict types, unknown members ignored, ``null`` means absent."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
+
+# -- requests ---------------------------------------------------------------------------------
+class Scope(RequestBody):
+    """A scope of the catalogue (request and answer)."""
+
+    name: str
+    description: str | None = None
+
+
+class NewModel(RequestBody):
+    digest: Sha256Hex
+    model_type: str
+    environment: str
+    description: str | None = None
+
+
+class Retirement(RequestBody):
+    """Optional body of a model retirement (empty: every environment, nothing revoked)."""
+
+    environment: str | None = None
+    revoke: bool = False
+    reason: Reason | None = Field(
+        default=None, description=REASON_HELP + "; default privilegeWithdrawn"
+    )
+
+
+class NewRegistration(RequestBody):
+    name: str
+    officer: str
+    environment: str
+    model_type: str
+    scopes: list[str]
+    model_digests: list[Sha256Hex]
+    prompt_digests: list[Sha256Hex]
+    config_digests: list[Sha256Hex] | None = Field(default=None, description=CONFIG_DIGESTS_HELP)
+    key_types: list[str] | None = None
+    organization: str | None = None
+    max_validity_seconds: Seconds | None = None
+
+
+class RegistrationUpdate(RequestBody):
+    """Only the members given change."""
+
+    officer: str | None = None
+    scopes: list[str] | None = None
+    model_digests: list[Sha256Hex] | None = None
+    prompt_digests: list[Sha256Hex] | None = None
+    config_digests: list[Sha256Hex] | None = Field(default=None, description=CONFIG_DIGESTS_HELP)
+    key_types: list[str] | None = None
+    max_validity_seconds: Seconds | None = None
+    status: Literal["active", "disabled"] | None = None
+
+
+class EnrollmentTokenRequest(RequestBody):
+    """Optional body: without ttl_seconds the token lives the enrollment_ttl setting."""
+
+    ttl_seconds: Seconds | None = None
+
+
+class EnrollJson(RequestBody):
+    csr: str = Field(description="PKCS#10 in PEM")
+    scopes: list[str] | None = None
+    validity_seconds: Seconds | None = None
+
+
+class RenewJson(RequestBody):
+    certificate: str = Field(description="current certificate, PEM")
+    csr: str = Field(description="new CSR with provenance, PEM")
+    created: int = Field(
+        description="Unix time of the proof: at most 30 s ahead of the CA's clock, "
+        "at most 300 s behind"
+    )
+    proof: str = Field(
+        description="base64 signature by the current key over the agentca-renew-v2 statement "
+        "(docs/agents.md): context, created, SHA-256 of the CSR DER, SHA-256 of the current "
+        "certificate DER, scopes (or absent), validity_seconds (or absent). Accepted once."
+    )
+    scopes: list[str] | None = Field(default=None, description="covered by the proof, in order")
+    validity_seconds: Seconds | None = Field(default=None, description="covered by the proof")
+
+
+class IssueJson(RequestBody):
+    """Direct issuance for a registered agent, through the enrollment policy: provenance comes
+    from the CSR's attribute (or from model_type and both digests, which must then equal it);
+    scopes default to the registration's and may only narrow them; officer, environment and
+    organization, when given, must be the registration's. Otherwise 403 policy-refused with
+    every reason in 'reasons', and nothing is written. outside_policy: true signs the contents
+    given verbatim (csr, agent, provenance, scopes, officer and environment then required);
+    only an issuer-verbatim token may ask for it (others get 403 forbidden), and the ledger
+    records outside_policy with the reasons policy gave."""
+
+    csr: str
+    agent: str
+    scopes: list[str] | None = None
+    model_type: str | None = None
+    model_digest: Sha256Hex | None = None
+    prompt_digest: Sha256Hex | None = None
+    config_digest: Sha256Hex | None = None
+    officer: str | None = None
+    environment: str | None = None
+    organization: str | None = None
+    validity_seconds: Seconds | None = None
+    outside_policy: bool = False
+
+
+class Revocation(RequestBody):
+    """Optional body of a revocation (empty: reason unspecified)."""
+
+    reason: Reason | None = None
+
+
+class BulkRevocation(RequestBody):
+    """At least one criterion: model digest, prompt digest, officer or agent."""
+
+    model_digest: Sha256Hex | None = None
+    prompt_digest: Sha256Hex | None = None
+    officer: str | None = None
+    agent: str | None = None
+    reason: Reason | None = None
+
+
+class NewApiToken(RequestBody):
+    name: str
+    role: RoleName = Field(
+        description="issuer-verbatim tokens are created only with the local CLI (403 here)"
+    )
+    ttl_seconds: Seconds | None = Field(
+        default=None,
+        description="between 60 s and api_token_max_ttl_days; default api_token_default_ttl_days",
+    )
+
+
+# -- answers ----------------------------------------------------------------------------------
+class ResponseBody(BaseModel):
+    """A JSON answer, documented; the handlers build it (the tests check answers against it)."""
+
+
+Nullable = str | None
+
+
+class Problem(ResponseBody):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    reasons: list[str] | None = None
+
+
+class Certificate(ResponseBody):
+    serial: str
+    status: Literal["pending", "issued", "revoked", "failed"]
+    issuer: str
+    agent_name: str
+    subject: str
+    model_type: str
+    model_digest: str
+    prompt_digest: str
+    config_digest: Nullable
+    scopes: list[str]
+    officer: str
+    environment: str
+    not_before: str
+    not_after: str
+    issued_at: Nullable
+    revoked_at: Nullable
+    revocation_reason: Nullable
+    requested_by: str
+    fingerprint_sha256: Nullable
+    certificate_pem: Nullable = Field(default=None, description="in single-record answers")
+    chain_pem: list[str] | None = Field(default=None, description="in enrollment answers")
+
+
+class Registration(ResponseBody):
+    name: str
+    organization: Nullable
+    officer: str
+    environment: str
+    model_type: str
+    scopes: list[str]
+    model_digests: list[str]
+    prompt_digests: list[str]
+    config_digests: list[str] = Field(description=CONFIG_DIGESTS_HELP)
+    key_types: list[str]
+    max_validity_seconds: int
+    status: Literal["active", "disabled"]
+
+
+class Model(ResponseBody):
+    digest: str
+    model_type: str
+    environment: str
+    status: Literal["active", "retired"]
+
+
+class Retired(ResponseBody):
+    retired: list[Model]
+    revoked: list[str] = Field(description="serials revoked (empty unless revoke: true)")
+
+
+class ApiToken(ResponseBody):
+    name: str
+    role: RoleName
+    status: Literal["active", "expired", "revoked"]
+    created_at: str
+    created_by: str
+    expires_at: str
+    revoked_at: Nullable
+    revoked_by: Nullable
+    last_used_at: Nullable = Field(description="recorded at most once a minute")
+    token: str | None = Field(default=None, description="the secret: only when created")
+
+
+class EnrollmentToken(ResponseBody):
+    token: str = Field(description="the secret, shown only in this answer")
+    agent: str
+    expires_at: str
+
+
+class BulkRevoked(ResponseBody):
+    revoked: list[str]
+    count: int
+
+
+class Checkpoint(ResponseBody):
+    """A signed tree head of the ledger and the certificate that verifies it."""
+
+    ledger: str
+    tree_size: int
+    root_hash: str
+    timestamp: str
+    signature: str = Field(description="base64")
+    certificate_pem: str
+
+
+class ConsistencyProof(ResponseBody):
+    from_size: int
+    to_size: int
+    proof: list[str] = Field(description="RFC 9162 node hashes, hex")
+
+
+class Health(ResponseBody):
+    status: Literal["ok"]
+    initialised: bool
+    hsm: str
+
+
+class Readiness(ResponseBody):
+    status: Literal["ready", "not-ready"]
+    database: dict[str, Any]
+    hsm: dict[str, Any]
+    clock: dict[str, Any]
+
+
+REQUEST_MODELS: tuple[type[RequestBody], ...] = (
+    Scope,
+    NewModel,
+    Retirement,
+    NewRegistration,
+    RegistrationUpdate,
+    EnrollmentTokenRequest,
+    EnrollJson,
+    RenewJson,
+    IssueJson,
+    Revocation,
+    BulkRevocation,
+    NewApiToken,
+)
+RESPONSE_MODELS: tuple[type[ResponseBody], ...] = (
+    Problem,
+    Certificate,
+    Registration,
+    Model,
+    Retired,
+    ApiToken,
+    EnrollmentToken,
+    BulkRevoked,
+    Checkpoint,
+    ConsistencyProof,
+    Health,
+    Readiness,
+)
