@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ca.errors import CAError
 from ca.extensions import Accountability, Authorization, Digest, Provenance
-from gateway.extensions import (
+from wire.extensions import (
     ExtensionError,
     decode_accountability,
     decode_authorization,
@@ -114,7 +114,7 @@ def test_corruptions_are_refused_exactly_when_the_ca_refuses(index: int) -> None
 def test_specific_refusals() -> None:
     with pytest.raises(ExtensionError, match="sorted"):
         decode_authorization(bytes.fromhex("300830060c01620c0161"))
-    from gateway import _der
+    from wire import der as _der
 
     alg = _der.tlv(0x30, _der.encode_oid("2.16.840.1.101.3.4.2.1") + b"\x05\x00")
     info = _der.tlv(0x30, alg + _der.tlv(0x04, b"\x01" * 32))
