@@ -90,33 +90,14 @@ def _bad(what: str, detail: str) -> CAError:
 
 
 @dataclass(frozen=True)
-class Digest:
-    """A digest value and its algorithm (``sha256``, ``sha384`` or ``sha512``)."""
-
-    value: bytes
-    algorithm: str = "sha256"
+class Digest(wire_ext.Digest):
+    """A :class:`wire.extensions.Digest` whose invalid values raise ``CAError(INVALID_DIGEST)``."""
 
     def __post_init__(self) -> None:
-        if self.algorithm not in DIGEST_ALGORITHMS:
-            raise CAError(
-                ErrorCode.INVALID_DIGEST,
-                f"unsupported digest algorithm {self.algorithm!r} "
-                f"(supported: {', '.join(DIGEST_ALGORITHMS)})",
-            )
-        if not isinstance(self.value, (bytes, bytearray)):
-            raise CAError(ErrorCode.INVALID_DIGEST, "digest value must be bytes")
-        object.__setattr__(self, "value", bytes(self.value))
-        expected = DIGEST_ALGORITHMS[self.algorithm][1]
-        if len(self.value) != expected:
-            raise CAError(
-                ErrorCode.INVALID_DIGEST,
-                f"{self.algorithm} digest must be {expected} bytes, got {len(self.value)}",
-            )
-
-    @property
-    def hex(self) -> str:
-        """The digest as lowercase hex."""
-        return self.value.hex()
+        try:
+            super().__post_init__()
+        except wire_ext.DigestValueError as exc:
+            raise CAError(ErrorCode.INVALID_DIGEST, str(exc)) from None
 
     @classmethod
     def sha256_hex(cls, text: str) -> Digest:
@@ -148,14 +129,6 @@ class Digest:
             alg = _ALG_BY_LEN[len(value)]
         return cls(value, alg.lower())
 
-    def to_wire(self) -> wire_ext.Digest:
-        """The shared wire value."""
-        return wire_ext.Digest(self.value, self.algorithm)
-
-    def to_der(self) -> bytes:
-        """DER of the ``DigestInfo``."""
-        return self.to_wire().to_der()
-
     @classmethod
     def from_der(cls, data: bytes) -> Digest:
         """Strictly decode a ``DigestInfo``."""
@@ -166,19 +139,11 @@ class Digest:
 
         return _strict_decode("DigestInfo", data, decode)
 
-    def to_json(self) -> str:
-        """Lowercase hex (the algorithm follows from the length)."""
-        return self.hex
-
 
 @dataclass(frozen=True)
-class Provenance:
-    """Where the agent comes from: model type and digests of model, system prompt, config."""
-
-    model_type: str
-    model_digest: Digest
-    prompt_digest: Digest
-    config_digest: Digest | None = None
+class Provenance(wire_ext.Provenance):
+    """Where the agent comes from: the :class:`wire.extensions.Provenance` value with the CA's
+    validation (``ca.names``), errors and JSON form."""
 
     NAME: ClassVar[str] = "AgentProvenance"
     OID: ClassVar[x509.ObjectIdentifier] = oids.PROVENANCE
@@ -189,18 +154,8 @@ class Provenance:
             value = getattr(self, field)
             if value is None and field == "config_digest":
                 continue
-            if not isinstance(value, Digest):
+            if not isinstance(value, wire_ext.Digest):
                 raise CAError(ErrorCode.INVALID_DIGEST, f"{field} must be a Digest")
-
-    def to_wire(self) -> wire_ext.Provenance:
-        """The shared wire value (:class:`wire.extensions.Provenance`)."""
-        config = self.config_digest
-        return wire_ext.Provenance(
-            self.model_type,
-            self.model_digest.to_wire(),
-            self.prompt_digest.to_wire(),
-            None if config is None else config.to_wire(),
-        )
 
     @classmethod
     def from_wire(cls, value: wire_ext.Provenance) -> Provenance:
@@ -212,10 +167,6 @@ class Provenance:
             Digest(value.prompt_digest.value, value.prompt_digest.algorithm),
             None if config is None else Digest(config.value, config.algorithm),
         )
-
-    def to_der(self) -> bytes:
-        """DER of the ``AgentProvenance``."""
-        return self.to_wire().to_der()
 
     @classmethod
     def from_der(cls, data: bytes) -> Provenance:

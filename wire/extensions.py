@@ -73,6 +73,15 @@ class Digest:
                 f"{self.algorithm} digest must be {expected} bytes, got {len(self.value)}"
             )
 
+    @property
+    def hex(self) -> str:
+        """The digest as lowercase hex."""
+        return self.value.hex()
+
+    def to_json(self) -> str:
+        """Lowercase hex (the algorithm follows from the length)."""
+        return self.value.hex()
+
     def content(self) -> bytes:
         """The content octets of the ``DigestInfo`` (for the IMPLICIT-tagged form)."""
         return _DIGEST_ALG_DER[self.algorithm] + der.octet_string(self.value)
@@ -84,7 +93,12 @@ class Digest:
 
 @dataclass(frozen=True)
 class Provenance:
-    """Model type and the digests of model manifest, system prompt and (optional) config."""
+    """Model type and the digests of model manifest, system prompt and (optional) config.
+
+    The one provenance value type: the gateway decodes into it, the CA's
+    ``ca.extensions.Provenance`` is this type with the CA's validation errors and JSON form,
+    and the agent SDK's ``agent.Provenance`` converts to and from it (``to_wire``).
+    """
 
     model_type: str
     model_digest: Digest
