@@ -1,4 +1,4 @@
-"""The agent: enroll, renew, staple, and sign every outgoing request (DESIGN.md section 8).
+"""The agent: enroll, renew, staple, and sign every outgoing request (docs/architecture.md).
 
 Headers it adds to a request::
 
@@ -43,6 +43,7 @@ from agent.errors import (
 from agent.keys import AgentKey
 from agent.provenance import Provenance, RuntimeProvenance
 from agent.staple import Staple, fetch_staple
+from wire.refresh import Refresher
 
 LABEL = "agentca"
 TAG = "agentca"
@@ -147,9 +148,14 @@ class Agent:
         self._cert_headers: dict[str, str] = {}
         self._cert_provenance: Provenance | None = None
         self.staple: Staple | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.last_error: AgentError | None = None
+        self._upkeep = Refresher(
+            "agentca-agent",
+            self._upkeep_step,
+            self._upkeep_delay,
+            expected=(AgentError,),
+            on_error=self._note_error,
+        )
         if credential is not None:
             self._install(credential, fresh=False)
 
@@ -302,29 +308,25 @@ class Agent:
 
     def start(self) -> None:
         """Background upkeep: renew when due; fetch a staple just after each whole second."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="agentca-agent", daemon=True)
-        self._thread.start()
+        self._upkeep.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        """Stop the background upkeep (requests then renew and staple as they sign)."""
+        self._upkeep.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.renew_if_due()
-                self.refresh_staple()
-            except AgentError as exc:
-                self.last_error = exc
-            # OCSP times have one-second resolution: fetching right after a second starts
-            # gives a staple whose thisUpdate is as recent as it can be.
-            now = self.clock()
-            self._stop.wait(max(0.05, (int(now) + 1.02) - now))
+    def _upkeep_step(self) -> None:
+        self.renew_if_due()
+        self.refresh_staple()
+
+    def _upkeep_delay(self) -> float:
+        # OCSP times have one-second resolution: fetching right after a second starts
+        # gives a staple whose thisUpdate is as recent as it can be.
+        now = self.clock()
+        return max(0.05, (int(now) + 1.02) - now)
+
+    def _note_error(self, exc: Exception) -> None:
+        if isinstance(exc, AgentError):
+            self.last_error = exc
 
     # -- signing --------------------------------------------------------------------------
     def check_ready(self) -> Provenance:
@@ -364,9 +366,10 @@ class Agent:
 
         ``audience`` overrides the agent's ``wimse-aud`` for this request."""
         aud = audience or self.audience or httpsig.audience_of(url)
-        if auto_renew and self._thread is None and self._credential is not None:
+        background = self._upkeep.running
+        if auto_renew and not background and self._credential is not None:
             self.renew_if_due()
-        if auto_staple and self._thread is None and self._credential is not None:
+        if auto_staple and not background and self._credential is not None:
             self._ensure_staple()
         running = self.check_ready()
         with self._lock:

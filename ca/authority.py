@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -51,18 +51,12 @@ from ca.records import CertificateRecord, IssuerRecord
 from ca.revocation import RevocationReason
 from ca.serials import new_serial, serial_to_hex
 from ca.store.models import Certificate, CertStatus, EnrollmentToken, Issuer, StatusChange
+from hsm import KeyManager
 
 ROOT = "root"
 ISSUING = "issuing"
 RECONCILE_BATCH = 500  # reservations failed per reconciliation pass (the next pass goes on)
 log = logging.getLogger("agentca.authority")
-
-
-class KeySeam(Protocol):
-    """What the CA needs from ``hsm.KeyStore``."""
-
-    def generate(self, label: str, key_type: Any) -> Any: ...
-    def get(self, label: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -148,7 +142,7 @@ class CertificateAuthority:
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        keys: KeySeam,
+        keys: KeyManager,
         clock: Clock = utcnow,
     ) -> None:
         self.settings = settings

@@ -18,6 +18,7 @@ from typing import Any
 from ca.errors import CAError, ErrorCode
 
 ENV_PREFIX = "AGENTCA_"
+KEY_STORES = ("pkcs11", "software")
 
 
 def _default_data_dir() -> Path:
@@ -37,6 +38,11 @@ class Settings:
     hsm_pin_file: str = ""  # empty: data_dir/secrets/user.pin
     softhsm2_conf: str = ""  # empty: data_dir/hsm/softhsm2.conf when SoftHSM2 is managed by us
     manage_softhsm: bool = True  # create the SoftHSM2 token on first run
+    # where the CA keys live: "pkcs11" (the token above) or "software", a throwaway dev mode
+    # whose keys live in this process's memory and vanish with it (needs dev_mode = true);
+    # docs/operators.md "Throwaway dev mode"
+    key_store: str = "pkcs11"
+    dev_mode: bool = False  # accept settings that are unsafe outside development
     # naming and profile
     organization: str = "agentca development"
     trust_domain: str = "agentca.local"
@@ -86,6 +92,15 @@ class Settings:
     # longer than any request can take (the CA API worker's deadlines end a request first)
     pending_reconcile_seconds: int = 120
     reconcile_interval_seconds: int = 30  # how often each CA API worker reconciles
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_store", self.key_store.strip().lower())
+        if self.key_store not in KEY_STORES:
+            raise CAError(
+                ErrorCode.CONFIG,
+                f"setting 'key_store' must be one of {', '.join(KEY_STORES)}, "
+                f"not {self.key_store!r}",
+            )
 
     # -- derived values -------------------------------------------------------------------
     @property

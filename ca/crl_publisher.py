@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -46,17 +46,12 @@ from ca.crl import BuiltCrl, CrlSpec, EntryLike, build_crl, read_crl_info
 from ca.errors import CAError, ErrorCode, as_ca_error, is_storage_full, storage_full
 from ca.revocation import RevocationReason
 from ca.store.models import Certificate, CertStatus, CrlState, Issuer, StatusChange
+from hsm import KeyManager
 
 log = logging.getLogger(__name__)
 
 PublishMode = Literal["auto", "full", "delta"]
 YIELD_PER = 20_000
-
-
-class KeyLookup(Protocol):
-    """What the publisher needs from ``hsm.KeyStore``."""
-
-    def get(self, label: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -108,7 +103,7 @@ class CrlPublisher:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        keys: KeyLookup,
+        keys: KeyManager,
         publish_dir: Path,
         crl_base_url: str,
         interval: timedelta = timedelta(hours=1),

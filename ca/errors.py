@@ -1,8 +1,10 @@
 """One error family for the whole product.
 
-Every failure the core can report is a :class:`CAError` carrying an :class:`ErrorCode`.
-The code fixes the HTTP status, the RFC 9457 ``type`` URI and the CLI exit code, so the
-mapping happens only at the edges (Flask, click, OCSP) and never in the core.
+Every failure the core can report is a :class:`CAError` carrying an :class:`ErrorCode`,
+which is a stable slug and a title and nothing else. What an error becomes at an edge is
+that edge's business: the HTTP status and the RFC 9457 ``type`` URI in ``ca.api.statuses``
+and ``ca.api.problems``, the exit code in ``cli.exit_codes``, the OCSPResponseStatus in
+``ocsp.responder`` (docs/decisions/0021-errors-at-the-edges.md).
 """
 
 from __future__ import annotations
@@ -12,58 +14,51 @@ import errno
 import os
 from typing import Any
 
-PROBLEM_BASE = "https://agentca.dev/problems/"
-
 
 class ErrorCode(enum.Enum):
-    """Stable error codes: ``(slug, http_status, cli_exit_code)``."""
+    """Stable error codes; the value is the slug (it never changes once released)."""
 
-    BAD_REQUEST = ("bad-request", 400, 2)
-    BAD_CSR = ("bad-csr", 400, 3)
-    CSR_SIGNATURE = ("csr-signature-invalid", 400, 3)
-    UNSUPPORTED_KEY = ("unsupported-key-type", 400, 3)
-    INVALID_SCOPE = ("invalid-scope", 400, 2)
-    INVALID_DIGEST = ("invalid-digest", 400, 2)
-    INVALID_NAME = ("invalid-name", 400, 2)
-    INVALID_VALIDITY = ("invalid-validity", 400, 2)
-    INVALID_EXTENSION = ("invalid-extension", 400, 2)
-    POLICY_REFUSED = ("policy-refused", 403, 4)
-    UNAUTHENTICATED = ("unauthenticated", 401, 5)
-    FORBIDDEN = ("forbidden", 403, 5)
-    NOT_FOUND = ("not-found", 404, 6)
-    CONFLICT = ("conflict", 409, 7)
-    ALREADY_REVOKED = ("already-revoked", 409, 7)
-    TOO_LARGE = ("payload-too-large", 413, 2)
-    UNSUPPORTED_MEDIA = ("unsupported-media-type", 415, 2)
-    RATE_LIMITED = ("rate-limited", 429, 8)
-    NOT_INITIALISED = ("not-initialised", 503, 9)
-    CONFIG = ("configuration", 500, 10)
-    HSM_PIN = ("hsm-pin-incorrect", 503, 11)
-    HSM_TOKEN_MISSING = ("hsm-token-missing", 503, 11)
-    HSM_KEY_MISSING = ("hsm-key-missing", 503, 11)
-    HSM_MECHANISM = ("hsm-mechanism-unsupported", 503, 11)
-    HSM_FAILURE = ("hsm-failure", 503, 11)
-    HSM_UNAVAILABLE = ("hsm-unavailable", 503, 11)
-    CLOCK_SKEW = ("clock-skew", 503, 13)
-    DB_UNAVAILABLE = ("database-unavailable", 503, 12)
-    STORAGE_FULL = ("storage-full", 507, 14)
-    INTERNAL = ("internal", 500, 1)
+    BAD_REQUEST = "bad-request"
+    BAD_CSR = "bad-csr"
+    CSR_SIGNATURE = "csr-signature-invalid"
+    UNSUPPORTED_KEY = "unsupported-key-type"
+    INVALID_SCOPE = "invalid-scope"
+    INVALID_DIGEST = "invalid-digest"
+    INVALID_NAME = "invalid-name"
+    INVALID_VALIDITY = "invalid-validity"
+    INVALID_EXTENSION = "invalid-extension"
+    POLICY_REFUSED = "policy-refused"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not-found"
+    CONFLICT = "conflict"
+    ALREADY_REVOKED = "already-revoked"
+    TOO_LARGE = "payload-too-large"
+    UNSUPPORTED_MEDIA = "unsupported-media-type"
+    RATE_LIMITED = "rate-limited"
+    NOT_INITIALISED = "not-initialised"
+    CONFIG = "configuration"
+    HSM_PIN = "hsm-pin-incorrect"
+    HSM_TOKEN_MISSING = "hsm-token-missing"
+    HSM_KEY_MISSING = "hsm-key-missing"
+    HSM_MECHANISM = "hsm-mechanism-unsupported"
+    HSM_FAILURE = "hsm-failure"
+    HSM_UNAVAILABLE = "hsm-unavailable"
+    CLOCK_SKEW = "clock-skew"
+    DB_UNAVAILABLE = "database-unavailable"
+    STORAGE_FULL = "storage-full"
+    INTERNAL = "internal"
 
     @property
     def slug(self) -> str:
-        return self.value[0]
+        """The stable, machine-readable name, e.g. ``storage-full``."""
+        slug: str = self.value
+        return slug
 
     @property
-    def http_status(self) -> int:
-        return self.value[1]
-
-    @property
-    def exit_code(self) -> int:
-        return self.value[2]
-
-    @property
-    def type_uri(self) -> str:
-        return PROBLEM_BASE + self.slug
+    def title(self) -> str:
+        """A short human-readable summary of the kind of error."""
+        return _TITLES[self]
 
 
 _TITLES = {
@@ -99,6 +94,7 @@ _TITLES = {
     ErrorCode.INTERNAL: "Internal error",
 }
 
+_BY_SLUG = {code.slug: code for code in ErrorCode}
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
@@ -141,20 +137,7 @@ class CAError(Exception):
 
     @property
     def title(self) -> str:
-        return _TITLES[self.code]
-
-    def problem(self, instance: str | None = None) -> dict[str, Any]:
-        """The RFC 9457 problem details object for this error."""
-        body: dict[str, Any] = {
-            "type": self.code.type_uri,
-            "title": self.title,
-            "status": self.code.http_status,
-            "detail": self.detail,
-        }
-        if instance:
-            body["instance"] = instance
-        body.update(self.extra)
-        return body
+        return self.code.title
 
     def __str__(self) -> str:
         return f"{self.code.slug}: {self.detail}"
@@ -165,7 +148,7 @@ def as_ca_error(exc: BaseException) -> CAError:
 
     HSM errors (``hsm.errors.HSMError``) carry a ``code`` slug that matches one of ours; a
     full disk (ENOSPC, SQLite's ``SQLITE_FULL``, PostgreSQL's ``disk_full``) becomes
-    ``STORAGE_FULL`` (507); a database connectivity failure becomes ``DB_UNAVAILABLE``;
+    ``STORAGE_FULL``; a database connectivity failure becomes ``DB_UNAVAILABLE``;
     anything else is ``INTERNAL`` with no internals leaked.
     """
     if isinstance(exc, CAError):
@@ -176,9 +159,9 @@ def as_ca_error(exc: BaseException) -> CAError:
     if isinstance(slug, str):
         retry_after = getattr(exc, "retry_after", None)
         extra = {"retry_after": retry_after} if isinstance(retry_after, int) else {}
-        for code in ErrorCode:
-            if code.slug == slug:
-                return CAError(code, str(exc), **extra)
+        code = _BY_SLUG.get(slug)
+        if code is not None:
+            return CAError(code, str(exc), **extra)
     try:
         from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 

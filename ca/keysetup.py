@@ -1,19 +1,31 @@
 """Turning configuration into a key store: which token, which PIN, and the clock guard.
 
 Both tiers use it: the CA process (``ca.runtime``) and the OCSP responder (``ocsp``), which
-must not import the issuing side.
+must not import the issuing side. ``key_store = "software"`` (with ``dev_mode``) swaps the
+token for ``hsm.SoftKeyStore``: the throwaway dev mode of docs/operators.md.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, select
+from sqlalchemy.engine import make_url
 
 from ca.clockcheck import SkewMonitor, monitor_for
 from ca.config import Settings, read_secret_file
 from ca.errors import CAError, ErrorCode
-from hsm import KeyManager, KeyStore, TokenConfig, ensure_softhsm_token
+from ca.store.db import make_engine
+from ca.store.models import Issuer
+from hsm import KeyManager, KeyStore, SoftKeyStore, TokenConfig, ensure_softhsm_token
+
+log = logging.getLogger("agentca.keysetup")
+
+SOFTWARE = "software"
+_SOFTWARE_STORES: dict[str, SoftKeyStore] = {}
+"""One software store per database this process uses: reopening the runtime (``agentca
+serve`` initialises, then its forked workers open again) must find the same keys."""
 
 
 def token_config(settings: Settings, create: bool = False) -> TokenConfig:
@@ -43,7 +55,63 @@ def token_config(settings: Settings, create: bool = False) -> TokenConfig:
 
 def open_key_store(settings: Settings, create: bool = False) -> KeyManager:
     """The CA's key store, as configured (``create`` provisions a managed SoftHSM2 token)."""
+    if settings.key_store == SOFTWARE:
+        return software_key_store(settings)
     return KeyStore(token_config(settings, create=create))
+
+
+def software_key_store(settings: Settings) -> SoftKeyStore:
+    """This process's in-memory key store for the configured database (dev mode only).
+
+    Refused without ``dev_mode``; warns at every start; refused on a database whose CA
+    hierarchy was made with keys this process does not hold (an earlier run, another process).
+    """
+    url = settings.effective_database_url
+    if not settings.dev_mode:
+        raise CAError(
+            ErrorCode.CONFIG,
+            "key_store = 'software' keeps the CA's private keys in this process's memory, "
+            "unprotected, and they are lost when it stops: it is a throwaway development mode. "
+            "Set dev_mode = true (AGENTCA_DEV_MODE=1) as well to accept that, or use "
+            "key_store = 'pkcs11'",
+        )
+    log.warning(
+        "DEV MODE: the CA keys live in this process's memory (key_store = 'software'); "
+        "they vanish when it stops and every certificate it issued becomes unverifiable "
+        "against a new hierarchy. Never use this for anything that must last"
+    )
+    store = _SOFTWARE_STORES.get(url)
+    if store is None:
+        store = _SOFTWARE_STORES[url] = SoftKeyStore(name="dev-mode")
+    _refuse_orphaned_hierarchy(store, url)
+    return store
+
+
+def _refuse_orphaned_hierarchy(store: SoftKeyStore, url: str) -> None:
+    """Refuse a database whose CA keys this process's software store does not hold."""
+    engine = make_engine(url)
+    try:
+        if not inspect(engine).has_table(Issuer.__tablename__):
+            return  # no schema yet: nothing was issued
+        with engine.connect() as conn:
+            rows = conn.execute(select(Issuer.name, Issuer.key_label)).all()
+    finally:
+        engine.dispose()
+    missing = [f"{name} (key {label!r})" for name, label in rows if not store.exists(label)]
+    if missing:
+        raise CAError(
+            ErrorCode.HSM_KEY_MISSING,
+            f"the database {_safe(url)} already holds a CA hierarchy ({', '.join(missing)}) "
+            "whose keys are not in this process's software key store: software keys live "
+            "only in the process that made them (an earlier run, or another process such as "
+            "those 'agentca run' starts). Start on an empty database (delete the SQLite file "
+            "or point database_url elsewhere), or use key_store = 'pkcs11'",
+        )
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def guard_signing(keys: KeyManager, engine: Engine, settings: Settings) -> SkewMonitor:

@@ -16,7 +16,7 @@ from ca.extensions import Digest, Provenance, read_agent_extensions
 from ca.names import parse_sha256_hex
 from ca.revocation import RevocationReason
 from ca.runtime import ensure_initialised
-from cli.context import actor, handle_errors, parse_duration, runtime, settings_from
+from cli.context import actor, parse_duration, runtime, settings_from
 
 KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
 
@@ -35,7 +35,6 @@ KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"
     help="Issuing CA key type (default from settings: ec-p256).",
 )
 @click.pass_context
-@handle_errors
 def init(ctx: click.Context, root_key_type: str | None, issuing_key_type: str | None) -> None:
     """Create the CA: HSM token (SoftHSM2 by default), database schema, root and issuing CA.
 
@@ -109,7 +108,6 @@ def init(ctx: click.Context, root_key_type: str | None, issuing_key_type: str | 
     help="Write the PEM certificate here instead of standard output.",
 )
 @click.pass_context
-@handle_errors
 def issue(
     ctx: click.Context,
     csr_path: str,
@@ -192,7 +190,6 @@ def issue(
 @click.option("--officer", default=None, help="Bulk: every live certificate of this officer.")
 @click.option("--agent", "agent_name", default=None, help="Bulk: every live certificate of NAME.")
 @click.pass_context
-@handle_errors
 def revoke(
     ctx: click.Context,
     serial: str | None,
@@ -244,7 +241,6 @@ def revoke(
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
 @click.pass_context
-@handle_errors
 def list_certificates(
     ctx: click.Context,
     agent_name: str | None,
@@ -281,7 +277,6 @@ def list_certificates(
 @click.option("--pem", "as_pem", is_flag=True, help="Print the certificate in PEM only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record and extensions as JSON.")
 @click.pass_context
-@handle_errors
 def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
     """Show one certificate: record, validity and its decoded agent extensions."""
     with runtime(ctx) as rt:
@@ -335,7 +330,6 @@ def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
 )
 @click.option("--root-only", is_flag=True, help="Only the root certificate (the trust anchor).")
 @click.pass_context
-@handle_errors
 def chain(ctx: click.Context, out: str | None, root_only: bool) -> None:
     """Print the CA chain in PEM: issuing CA, then root."""
     with runtime(ctx) as rt:

@@ -1,23 +1,18 @@
-"""Shared CLI plumbing: settings, runtime, error mapping and small parsers."""
+"""Shared CLI plumbing: settings, runtime and small parsers (errors: ``cli.group``)."""
 
 from __future__ import annotations
 
 import getpass
 import re
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from functools import wraps
-from typing import Any, NoReturn, TypeVar
 
 import click
 
 from ca.config import Settings, load_settings
-from ca.errors import CAError, ErrorCode, as_ca_error
+from ca.errors import CAError, ErrorCode
 from ca.runtime import Runtime, open_runtime
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def settings_from(ctx: click.Context) -> Settings:
@@ -46,29 +41,6 @@ def actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli:unknown"
-
-
-def fail(error: CAError) -> NoReturn:
-    """Print one clear line and exit with the error's code."""
-    click.echo(f"agentca: error: {error.detail} [{error.code.slug}]", err=True)
-    sys.exit(error.code.exit_code)
-
-
-def handle_errors(func: F) -> F:
-    """Turn every failure inside a command into one line on stderr and a non-zero exit."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except CAError as exc:
-            fail(exc)
-        except Exception as exc:
-            fail(as_ca_error(exc))
-
-    return wrapper  # type: ignore[return-value]
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")

@@ -15,10 +15,11 @@ from ca.crl import iter_revoked, read_crl_info
 from ca.crl_publisher import CrlPublisher, PublishMode, delta_name, full_name
 from ca.errors import CAError, ErrorCode
 from ca.revocation import RevocationReason
-from cli.context import handle_errors, runtime, settings_from
+from cli.context import runtime, settings_from
+from cli.group import AgentcaGroup
 
 
-@click.group()
+@click.group(cls=AgentcaGroup)
 def crl() -> None:
     """Publish and inspect certificate revocation lists (complete and delta CRLs)."""
 
@@ -71,7 +72,6 @@ def crl() -> None:
     help="With --loop: how often to look for new status changes.",
 )
 @click.pass_context
-@handle_errors
 def publish(
     ctx: click.Context,
     issuers: tuple[str, ...],
@@ -140,7 +140,6 @@ def publish(
     "--limit", type=click.IntRange(min=0), default=10, show_default=True, help="Entries listed."
 )
 @click.pass_context
-@handle_errors
 def show(
     ctx: click.Context, issuer: str, delta: bool, path: Path | None, text: bool, limit: int
 ) -> None:

@@ -9,10 +9,10 @@ import click
 
 from ca.digests import config_digest, model_digest, model_manifest, prompt_digest_file
 from ca.errors import CAError, ErrorCode
-from cli.context import handle_errors
+from cli.group import AgentcaGroup
 
 
-@click.group()
+@click.group(cls=AgentcaGroup)
 def model() -> None:
     """Model provenance helpers."""
 
@@ -20,7 +20,6 @@ def model() -> None:
 @model.command("digest")
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--manifest", is_flag=True, help="Also print the manifest lines that are hashed.")
-@handle_errors
 def model_digest_command(path: str, manifest: bool) -> None:
     """Print the SHA-256 manifest digest of a weights file or directory (constant memory)."""
     if manifest:
@@ -29,27 +28,25 @@ def model_digest_command(path: str, manifest: bool) -> None:
     click.echo(model_digest(Path(path)).hex())
 
 
-@click.group()
+@click.group(cls=AgentcaGroup)
 def prompt() -> None:
     """System-prompt provenance helpers."""
 
 
 @prompt.command("digest")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@handle_errors
 def prompt_digest_command(file: str) -> None:
     """Print the SHA-256 of the system prompt FILE's exact bytes."""
     click.echo(prompt_digest_file(Path(file)).hex())
 
 
-@click.group()
+@click.group(cls=AgentcaGroup)
 def config() -> None:
     """Runtime-configuration provenance helpers."""
 
 
 @config.command("digest")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@handle_errors
 def config_digest_command(file: str) -> None:
     """Print the config digest of the JSON object in FILE (canonical JSON, as the agent SDK).
 

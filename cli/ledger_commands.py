@@ -13,10 +13,11 @@ from ca.errors import CAError, ErrorCode
 from ca.ledger.entries import Checkpoint
 from ca.ledger.store import ExportFilter
 from ca.ledger.verify import Report, verify_consistency_between, verify_export
-from cli.context import handle_errors, runtime
+from cli.context import runtime
+from cli.group import AgentcaGroup
 
 
-@click.group()
+@click.group(cls=AgentcaGroup)
 def ledger() -> None:
     """The tamper-evident issuance and revocation ledger (for auditors)."""
 
@@ -49,7 +50,6 @@ def ledger() -> None:
     help="Keep running: sign a checkpoint every N seconds when the ledger grew.",
 )
 @click.pass_context
-@handle_errors
 def checkpoint(
     ctx: click.Context,
     out: str | None,
@@ -136,7 +136,6 @@ def _checkpoint_loop(ctx: click.Context, every: int) -> None:
     help="Sign a fresh checkpoint first (a write, like 'ledger checkpoint') and export that.",
 )
 @click.pass_context
-@handle_errors
 def export(
     ctx: click.Context,
     out: str | None,
@@ -196,7 +195,6 @@ def _report(report: Report) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="The audit certificate (PEM) that must have signed the checkpoint.",
 )
-@handle_errors
 def verify(export_file: str, trust: str) -> None:
     """Verify an export offline: checkpoint signature, then the whole tree (full export) or
     every inclusion proof (filtered export). Needs no database and no network."""
@@ -213,7 +211,6 @@ def verify(export_file: str, trust: str) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="The audit certificate (PEM).",
 )
-@handle_errors
 def consistency(old: str, new: str, trust: str) -> None:
     """Check that checkpoint NEW extends checkpoint OLD (NEW carries the consistency proof, see
     'ledger checkpoint --consistency-from'). Offline."""

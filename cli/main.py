@@ -9,6 +9,7 @@ import click
 from cli.ca_commands import chain, init, issue, list_certificates, revoke, show
 from cli.crl_commands import crl
 from cli.digest_commands import config, model, prompt
+from cli.group import AgentcaGroup
 from cli.ledger_commands import ledger
 from cli.ocsp_commands import ocsp
 from cli.reconcile_commands import reconcile
@@ -17,7 +18,10 @@ from cli.run import run
 from cli.serve import serve
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=AgentcaGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--config",
     type=click.Path(dir_okay=False),

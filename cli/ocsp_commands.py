@@ -7,12 +7,13 @@ from typing import Any
 import click
 
 from ca.errors import CAError, ErrorCode
-from cli.context import handle_errors, parse_duration, settings_from
+from cli.context import parse_duration, settings_from
+from cli.group import AgentcaGroup
 from cli.gunicorn_app import serve_with_gunicorn
 from ocsp.options import OcspOptions
 
 
-@click.group()
+@click.group(cls=AgentcaGroup)
 def ocsp() -> None:
     """RFC 6960 OCSP responder: serve it, rotate its delegated signer certificates."""
 
@@ -63,7 +64,6 @@ _SIGNER_VALIDITY = click.option(
 @_RESPONSE_VALIDITY
 @_SIGNER_VALIDITY
 @click.pass_context
-@handle_errors
 def serve(
     ctx: click.Context,
     host: str | None,
@@ -116,7 +116,6 @@ def serve(
 @click.option("--if-needed", is_flag=True, help="Only create signers that are missing or expiring.")
 @_SIGNER_VALIDITY
 @click.pass_context
-@handle_errors
 def rotate_signer(ctx: click.Context, if_needed: bool, signer_validity: str | None) -> None:
     """Issue a new delegated OCSP responder certificate for every CA (key made in the HSM).
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import click
 
-from cli.context import actor, handle_errors, runtime, settings_from
+from cli.context import actor, runtime, settings_from
 
 
 @click.command("reconcile")
@@ -27,7 +27,6 @@ from cli.context import actor, handle_errors, runtime, settings_from
     help="Keep running: reconcile every N seconds (the CA API workers already do this).",
 )
 @click.pass_context
-@handle_errors
 def reconcile(ctx: click.Context, older_than: int | None, as_json: bool, every: int | None) -> None:
     """Mark reservations pending for longer than the bound as failed, in the ledger.
 

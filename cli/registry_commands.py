@@ -10,8 +10,9 @@ from ca.api.bodies import model_json, registration_json
 from ca.authority import RevocationCriteria
 from ca.names import parse_sha256_hex
 from ca.revocation import RevocationReason
-from cli.context import actor, handle_errors, parse_duration, runtime
+from cli.context import actor, parse_duration, runtime
 from cli.digest_commands import model
+from cli.group import AgentcaGroup
 
 KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
 
@@ -25,7 +26,7 @@ def _print_registration(data: dict[str, object], as_json: bool) -> None:
         click.echo(f"{key + ':':22}{shown}")
 
 
-@click.group()
+@click.group(cls=AgentcaGroup)
 def agent() -> None:
     """Agent registrations: what each agent may be certified for."""
 
@@ -79,7 +80,6 @@ def agent() -> None:
 @click.option("--organization", default=None, help="Owner organisation.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-@handle_errors
 def agent_register(
     ctx: click.Context,
     name: str,
@@ -117,7 +117,6 @@ def agent_register(
 @agent.command("list")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
 @click.pass_context
-@handle_errors
 def agent_list(ctx: click.Context, as_json: bool) -> None:
     """List agent registrations."""
     with runtime(ctx) as rt:
@@ -134,7 +133,6 @@ def agent_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-@handle_errors
 def agent_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one registration."""
     with runtime(ctx) as rt:
@@ -145,7 +143,6 @@ def agent_show(ctx: click.Context, name: str, as_json: bool) -> None:
 @agent.command("disable")
 @click.argument("name")
 @click.pass_context
-@handle_errors
 def agent_disable(ctx: click.Context, name: str) -> None:
     """Disable NAME: no enrollment or renewal until enabled again."""
     with runtime(ctx) as rt:
@@ -156,7 +153,6 @@ def agent_disable(ctx: click.Context, name: str) -> None:
 @agent.command("enable")
 @click.argument("name")
 @click.pass_context
-@handle_errors
 def agent_enable(ctx: click.Context, name: str) -> None:
     """Enable a disabled registration again."""
     with runtime(ctx) as rt:
@@ -170,7 +166,6 @@ def agent_enable(ctx: click.Context, name: str) -> None:
 @click.option("--environment", required=True, help="Environment the model is authorised in.")
 @click.option("--description", default=None, help="Free text.")
 @click.pass_context
-@handle_errors
 def model_add(
     ctx: click.Context, digest: str, model_type: str, environment: str, description: str | None
 ) -> None:
@@ -196,7 +191,6 @@ def model_add(
     help="Revocation reason used with --revoke.",
 )
 @click.pass_context
-@handle_errors
 def model_retire(
     ctx: click.Context, digest: str, environment: str | None, also_revoke: bool, reason: str
 ) -> None:
@@ -224,7 +218,6 @@ def model_retire(
 @click.option("--status", type=click.Choice(["active", "retired"]), default=None)
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
 @click.pass_context
-@handle_errors
 def model_list(
     ctx: click.Context, environment: str | None, status: str | None, as_json: bool
 ) -> None:
@@ -241,7 +234,7 @@ def model_list(
             )
 
 
-@click.group()
+@click.group(cls=AgentcaGroup)
 def scope() -> None:
     """The scope catalogue."""
 
@@ -250,7 +243,6 @@ def scope() -> None:
 @click.argument("name")
 @click.option("--description", default=None, help="What the scope allows.")
 @click.pass_context
-@handle_errors
 def scope_add(ctx: click.Context, name: str, description: str | None) -> None:
     """Add scope NAME (e.g. submit_limit_order) to the catalogue."""
     with runtime(ctx) as rt:
@@ -260,7 +252,6 @@ def scope_add(ctx: click.Context, name: str, description: str | None) -> None:
 
 @scope.command("list")
 @click.pass_context
-@handle_errors
 def scope_list(ctx: click.Context) -> None:
     """List the scope catalogue."""
     with runtime(ctx) as rt:
@@ -268,7 +259,7 @@ def scope_list(ctx: click.Context) -> None:
             click.echo(f"{s.name:40} {s.description or ''}".rstrip())
 
 
-@click.group()
+@click.group(cls=AgentcaGroup)
 def token() -> None:
     """One-time enrollment tokens."""
 
@@ -277,7 +268,6 @@ def token() -> None:
 @click.argument("agent_name")
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime, e.g. 15m, 1h.")
 @click.pass_context
-@handle_errors
 def token_create(ctx: click.Context, agent_name: str, ttl: str) -> None:
     """Create a one-time enrollment token for AGENT_NAME; it is printed once, on stdout."""
     with runtime(ctx) as rt:
@@ -288,7 +278,7 @@ def token_create(ctx: click.Context, agent_name: str, ttl: str) -> None:
     click.echo(f"expires {expires.isoformat()}; it cannot be shown again", err=True)
 
 
-@click.group()
+@click.group(cls=AgentcaGroup)
 def apitoken() -> None:
     """API tokens for operators, auditors and read-only clients."""
 
@@ -311,7 +301,6 @@ def apitoken() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the token and its record as JSON.")
 @click.pass_context
-@handle_errors
 def apitoken_create(
     ctx: click.Context, name: str, role: str, ttl: str | None, as_json: bool
 ) -> None:
@@ -335,7 +324,6 @@ def apitoken_create(
 @apitoken.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
-@handle_errors
 def apitoken_list(ctx: click.Context, as_json: bool) -> None:
     """List API tokens: name, role, status, expiry and last use (never the secrets)."""
     with runtime(ctx) as rt:
@@ -357,7 +345,6 @@ def apitoken_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the revoked token's record as JSON.")
 @click.pass_context
-@handle_errors
 def apitoken_revoke(ctx: click.Context, name: str, as_json: bool) -> None:
     """Revoke API token NAME at once (recorded in the ledger)."""
     with runtime(ctx) as rt:

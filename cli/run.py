@@ -16,7 +16,7 @@ from types import FrameType
 import click
 
 from ca.runtime import ensure_initialised
-from cli.context import actor, handle_errors, settings_from
+from cli.context import actor, settings_from
 
 
 def _children(checkpoint_every: int) -> list[tuple[str, list[str]]]:
@@ -41,7 +41,6 @@ def _children(checkpoint_every: int) -> list[tuple[str, list[str]]]:
     help="Seconds between ledger checkpoints (when the ledger grew).",
 )
 @click.pass_context
-@handle_errors
 def run(ctx: click.Context, checkpoint_every: int) -> None:
     """Start the CA API, OCSP responder, CRL publisher and ledger checkpoints together.
 

@@ -8,7 +8,7 @@ import click
 
 from ca.api.app import create_app
 from ca.runtime import ensure_initialised
-from cli.context import handle_errors, settings_from
+from cli.context import settings_from
 from cli.gunicorn_app import serve_with_gunicorn
 
 
@@ -17,7 +17,6 @@ from cli.gunicorn_app import serve_with_gunicorn
 @click.option("--port", default=None, type=int, help="Listen port (default 8400).")
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Worker processes.")
 @click.pass_context
-@handle_errors
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the CA HTTP API with gunicorn; on first run create token, database and CAs."""
 

@@ -17,6 +17,8 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from wire.refresh import Refresher
+
 log = logging.getLogger("agentca.gateway.inventory")
 
 
@@ -75,8 +77,15 @@ class CAInventory:
         self._digests: frozenset[str] = frozenset()
         self._loaded_at: float | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._started = False
+        self._refresher = Refresher(
+            "agentca-gateway-inventory",
+            self.load,
+            lambda: self.refresh_seconds,
+            first_wait=True,
+            expected=(InventoryUnavailable,),
+            on_error=lambda exc: log.warning("%s", exc),
+        )
 
     def load(self) -> None:
         """Fetch the inventory now (raises :class:`InventoryUnavailable`)."""
@@ -106,13 +115,11 @@ class CAInventory:
                 first = self._loaded_at is None
             if first:
                 self.load()
-        if self.background and self._thread is None:
+        if self.background and not self._started:
             with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="agentca-gateway-inventory", daemon=True
-                    )
-                    self._thread.start()
+                start, self._started = not self._started, True
+            if start:
+                self._refresher.start()
         elif not self.background and self._age() >= self.refresh_seconds:
             try:
                 self.load()
@@ -122,17 +129,9 @@ class CAInventory:
     def _age(self) -> float:
         return float("inf") if self._loaded_at is None else self.clock() - self._loaded_at
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.refresh_seconds):
-            try:
-                self.load()
-            except InventoryUnavailable as exc:
-                log.warning("%s", exc)
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        """Stop the background refresh (it is not started again)."""
+        self._refresher.stop()
 
     def authorised(self, model_digest: str, environment: str) -> bool:
         try:

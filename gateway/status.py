@@ -43,6 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from gateway.chain import ChainEntry, StatusKey
 from gateway.problems import Check, Denied
 from wire import sf
+from wire.refresh import Refresher
 
 log = logging.getLogger("agentca.gateway.status")
 
@@ -285,8 +286,9 @@ class StatusChecker:
         self._status: dict[StatusKey, _Slot] = {}
         self._revoked: dict[StatusKey, float] = {}  # -> the certificate's notAfter
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._refresher = Refresher(
+            "agentca-gateway-ocsp", self._refresh_step, lambda: self.max_age / 4, first_wait=True
+        )
         self.fetches = 0
 
     def _fresh(self, info: StatusInfo, now: float) -> bool:
@@ -430,41 +432,32 @@ class StatusChecker:
             slot = _Slot(info, entry, None, True)
             slot.last_used = previous.last_used if previous is not None else sent_at
             self._status[key] = slot
-        if self.refresh:
-            self._ensure_thread()
+        if self.refresh and not self._refresher.running:
+            self._refresher.start()
         return info
-
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="agentca-gateway-ocsp", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
         """Stop the background refresher."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self._refresher.stop()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.max_age / 4):
-            now = self.clock()
-            with self._lock:
-                items = [(k, s) for k, s in self._status.items() if s.fetched]
-            for key, slot in items:
-                info, entry = slot.info, slot.entry
-                if now - slot.last_used > self.idle_seconds or now >= entry.valid_until:
-                    with self._lock:
-                        if self._status.get(key) is slot:
-                            del self._status[key]
-                    continue
-                if now - info.as_of >= self.max_age / 2:
-                    try:
-                        self.fetch_now(entry)
-                    except (StatusError, Denied) as exc:
-                        log.warning("OCSP refresh for %s failed: %s", entry.identity.serial, exc)
+    def _refresh_step(self) -> None:
+        """One pass of the background refresher: drop idle or expired entries, re-fetch the
+        ones past half their freshness window."""
+        now = self.clock()
+        with self._lock:
+            items = [(k, s) for k, s in self._status.items() if s.fetched]
+        for key, slot in items:
+            info, entry = slot.info, slot.entry
+            if now - slot.last_used > self.idle_seconds or now >= entry.valid_until:
+                with self._lock:
+                    if self._status.get(key) is slot:
+                        del self._status[key]
+                continue
+            if now - info.as_of >= self.max_age / 2:
+                try:
+                    self.fetch_now(entry)
+                except (StatusError, Denied) as exc:
+                    log.warning("OCSP refresh for %s failed: %s", entry.identity.serial, exc)
 
     def known_revoked(self) -> Iterable[StatusKey]:
         """The (issuer key hash, serial) pairs the gateway's own fetches found revoked."""

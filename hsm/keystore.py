@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pkcs11
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -622,3 +622,10 @@ class KeyStore:
                 # It may already be closed, or logged out by another store on this token.
                 with contextlib.suppress(p11e.PKCS11Error):
                     session.close()
+
+
+if TYPE_CHECKING:
+    from hsm.keymanager import KeyManager
+
+    def _conforms(store: KeyStore) -> KeyManager:
+        return store  # mypy checks that the PKCS#11 store implements the seam

@@ -1,19 +1,27 @@
 """A software key store behind the same seam as the PKCS#11 ``KeyStore``.
 
 For unit tests and a throwaway development mode only: its keys are ordinary cryptography
-private keys held in this process's memory and vanish with it. It honours the same errors,
-guard and labels as the token, so code tested against it behaves the same on an HSM.
+private keys held in this process's memory and vanish with it. It behaves like the token
+wherever code could notice: the same errors, labels and guard (checked at every signature,
+for keys fetched before the guard was set too), signing-only keys that refuse to export their
+private half, and ``available = False`` to simulate a lost token.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from hsm.errors import HSMUnavailable, KeyExists, KeyNotFound, MechanismUnsupported
+from hsm.errors import (
+    HSMUnavailable,
+    KeyExists,
+    KeyNotExtractable,
+    KeyNotFound,
+    MechanismUnsupported,
+)
 from hsm.keymanager import SigningKey
 from hsm.keytypes import KeyType
 from hsm.status import HsmStatus
@@ -42,19 +50,23 @@ class SoftKeyStore:
         self.name = name
         self.available = True
         self._supported = frozenset(KeyType) if supported is None else supported
-        self._keys: dict[str, SigningKey] = {}
+        self._keys: dict[str, SoftPrivateKey] = {}
         self._guard: Callable[[], None] | None = None
         self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<SoftKeyStore name={self.name!r} keys={len(self._keys)}>"
 
     def _check(self) -> None:
         if not self.available:
             raise HSMUnavailable(f"software key store {self.name!r} is marked unavailable")
 
-    def _guarded(self, key: SigningKey) -> SigningKey:
+    def _before_sign(self) -> None:
+        """What the token does before each signature: the guard, then reachability."""
         guard = self._guard
-        if guard is None:
-            return key
-        return _guard_key(key, guard)
+        if guard is not None:
+            guard()
+        self._check()
 
     def generate(self, label: str, key_type: KeyType) -> SigningKey:
         """Generate a key labelled ``label``; ``KeyExists`` if taken."""
@@ -64,9 +76,9 @@ class SoftKeyStore:
         with self._lock:
             if label in self._keys:
                 raise KeyExists(f"a key labelled {label!r} already exists in store {self.name!r}")
-            key = _generate(key_type)
+            key = _wrap(_generate(key_type), label, key_type, self._before_sign)
             self._keys[label] = key
-        return self._guarded(key)
+        return key
 
     def get(self, label: str) -> SigningKey:
         """The key labelled ``label``; ``KeyNotFound`` if there is none."""
@@ -74,8 +86,8 @@ class SoftKeyStore:
         with self._lock:
             key = self._keys.get(label)
         if key is None:
-            raise KeyNotFound(f"no key labelled {label!r} in store {self.name!r}")
-        return self._guarded(key)
+            raise KeyNotFound(f"no private key labelled {label!r} in store {self.name!r}")
+        return key
 
     def exists(self, label: str) -> bool:
         """True if a key labelled ``label`` exists."""
@@ -101,33 +113,68 @@ class SoftKeyStore:
         return HsmStatus(True, f"software key store {self.name!r} answers")
 
     def set_guard(self, guard: Callable[[], None] | None) -> None:
-        """Call ``guard()`` before every signature (keys fetched afterwards)."""
+        """Call ``guard()`` before every signature; it refuses by raising."""
         self._guard = guard
 
     def close(self) -> None:
         """Nothing to release; the keys stay for this process's lifetime."""
 
 
-def _guard_key(key: SigningKey, guard: Callable[[], None]) -> SigningKey:
-    """A key whose ``sign`` calls ``guard`` first: a subclass instance of the key's own
+# ---- keys ---------------------------------------------------------------------------------------
+
+BeforeSign = Callable[[], None]
+
+
+def _wrap(
+    key: SigningKey, label: str, key_type: KeyType, before_sign: BeforeSign
+) -> SoftPrivateKey:
+    """A key whose ``sign`` calls ``before_sign`` first: a subclass instance of the key's own
     cryptography ABC, so builders accept it."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        return _GuardedEd25519(key, guard)
+        return SoftEd25519PrivateKey(key, label, key_type, before_sign)
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return _GuardedEc(key, guard)
-    return _GuardedRsa(key, guard)
+        return SoftEcPrivateKey(key, label, key_type, before_sign)
+    return SoftRsaPrivateKey(key, label, key_type, before_sign)
 
 
-class _GuardedEc(ec.EllipticCurvePrivateKey):
-    def __init__(self, key: ec.EllipticCurvePrivateKey, guard: Callable[[], None]) -> None:
-        self._key, self._guard = key, guard
+class _SoftKeyMixin:
+    """Label, key type and the refusals an HSM key makes (no export, signing only)."""
+
+    label: str
+    key_type: KeyType
+
+    def _refuse_export(self) -> NoReturn:
+        raise KeyNotExtractable(
+            f"the private key {self.label!r} is held by the key store and cannot be exported"
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} label={self.label!r} key_type={self.key_type.value}>"
+
+    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:
+        self._refuse_export()
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
+
+class SoftEcPrivateKey(_SoftKeyMixin, ec.EllipticCurvePrivateKey):
+    """An ECDSA key of the software store."""
+
+    def __init__(
+        self, key: ec.EllipticCurvePrivateKey, label: str, key_type: KeyType, before: BeforeSign
+    ) -> None:
+        self._key, self.label, self.key_type, self._before = key, label, key_type, before
 
     def sign(self, data: Any, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
-        self._guard()
+        self._before()
         return self._key.sign(data, signature_algorithm)
 
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
-        return self._key.exchange(algorithm, peer_public_key)
+        raise MechanismUnsupported(f"the key {self.label!r} is for signing only, not ECDH")
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._key.public_key()
@@ -141,28 +188,23 @@ class _GuardedEc(ec.EllipticCurvePrivateKey):
         return self._key.key_size
 
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
-        return self._key.private_numbers()
-
-    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:
-        return self._key.private_bytes(encoding, format, encryption_algorithm)
-
-    def __copy__(self) -> _GuardedEc:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _GuardedEc:
-        return self
+        self._refuse_export()
 
 
-class _GuardedRsa(rsa.RSAPrivateKey):
-    def __init__(self, key: rsa.RSAPrivateKey, guard: Callable[[], None]) -> None:
-        self._key, self._guard = key, guard
+class SoftRsaPrivateKey(_SoftKeyMixin, rsa.RSAPrivateKey):
+    """An RSA key of the software store."""
+
+    def __init__(
+        self, key: rsa.RSAPrivateKey, label: str, key_type: KeyType, before: BeforeSign
+    ) -> None:
+        self._key, self.label, self.key_type, self._before = key, label, key_type, before
 
     def sign(self, data: Any, padding: Any, algorithm: Any) -> bytes:
-        self._guard()
+        self._before()
         return self._key.sign(data, padding, algorithm)
 
     def decrypt(self, ciphertext: bytes, padding: Any) -> bytes:
-        return self._key.decrypt(ciphertext, padding)
+        raise MechanismUnsupported(f"the key {self.label!r} is for signing only, not decryption")
 
     def public_key(self) -> rsa.RSAPublicKey:
         return self._key.public_key()
@@ -172,37 +214,33 @@ class _GuardedRsa(rsa.RSAPrivateKey):
         return self._key.key_size
 
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
-        return self._key.private_numbers()
-
-    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:
-        return self._key.private_bytes(encoding, format, encryption_algorithm)
-
-    def __copy__(self) -> _GuardedRsa:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _GuardedRsa:
-        return self
+        self._refuse_export()
 
 
-class _GuardedEd25519(ed25519.Ed25519PrivateKey):
-    def __init__(self, key: ed25519.Ed25519PrivateKey, guard: Callable[[], None]) -> None:
-        self._key, self._guard = key, guard
+class SoftEd25519PrivateKey(_SoftKeyMixin, ed25519.Ed25519PrivateKey):
+    """An Ed25519 key of the software store."""
+
+    def __init__(
+        self, key: ed25519.Ed25519PrivateKey, label: str, key_type: KeyType, before: BeforeSign
+    ) -> None:
+        self._key, self.label, self.key_type, self._before = key, label, key_type, before
 
     def sign(self, data: Any) -> bytes:
-        self._guard()
+        self._before()
         return self._key.sign(data)
 
     def public_key(self) -> ed25519.Ed25519PublicKey:
         return self._key.public_key()
 
-    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:
-        return self._key.private_bytes(encoding, format, encryption_algorithm)
-
     def private_bytes_raw(self) -> bytes:
-        return self._key.private_bytes_raw()
+        self._refuse_export()
 
-    def __copy__(self) -> _GuardedEd25519:
-        return self
 
-    def __deepcopy__(self, memo: dict[int, object]) -> _GuardedEd25519:
-        return self
+SoftPrivateKey = SoftEcPrivateKey | SoftRsaPrivateKey | SoftEd25519PrivateKey
+"""Any private key the software store hands out."""
+
+if TYPE_CHECKING:
+    from hsm.keymanager import KeyManager
+
+    def _conforms(store: SoftKeyStore) -> KeyManager:
+        return store  # mypy checks that the software store implements the seam

@@ -6,13 +6,16 @@ import json
 import logging
 import threading
 import time
+from typing import Any, Final
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from ca.errors import PROBLEM_BASE, CAError, ErrorCode, as_ca_error
+from ca.api.statuses import http_status
+from ca.errors import CAError, ErrorCode, as_ca_error
 
 PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE: Final = "https://agentca.dev/problems/"
 log = logging.getLogger("agentca.api")
 
 
@@ -43,7 +46,7 @@ class ExpectedFailureLog:
         more = f" (and {suppressed} more in the last {self.interval:g} s)" if suppressed else ""
         self.logger.warning(
             "%d %s on %s %s: %s%s",
-            error.code.http_status,
+            http_status(error),
             error.code.slug,
             method,
             path,
@@ -52,10 +55,29 @@ class ExpectedFailureLog:
         )
 
 
+def type_uri(code: ErrorCode) -> str:
+    """The RFC 9457 ``type`` of an error code, e.g. ``https://agentca.dev/problems/conflict``."""
+    return PROBLEM_BASE + code.slug
+
+
+def problem_body(error: CAError, instance: str | None = None) -> dict[str, Any]:
+    """The RFC 9457 problem details object for ``error`` (its ``extra`` members included)."""
+    body: dict[str, Any] = {
+        "type": type_uri(error.code),
+        "title": error.title,
+        "status": http_status(error),
+        "detail": error.detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(error.extra)
+    return body
+
+
 def problem_response(error: CAError) -> Response:
     """Serialise ``error`` as ``application/problem+json`` with its HTTP status."""
-    body = error.problem(instance=request.path if request else None)
-    resp = Response(json.dumps(body), status=error.code.http_status, mimetype=PROBLEM_JSON)
+    body = problem_body(error, instance=request.path if request else None)
+    resp = Response(json.dumps(body), status=http_status(error), mimetype=PROBLEM_JSON)
     resp.headers["Cache-Control"] = "no-store"
     retry_after = error.extra.get("retry_after")
     if isinstance(retry_after, int):
@@ -73,7 +95,7 @@ def install_problem_handlers(app: Flask) -> None:
     def _report(error: CAError, exc: BaseException) -> None:
         if error.code is ErrorCode.INTERNAL:
             log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-        elif error.code.http_status >= 500:
+        elif http_status(error) >= 500:
             expected(error, request.method, request.path)
 
     @app.errorhandler(CAError)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
@@ -20,17 +23,18 @@ from ca.ledger.store import LedgerStore, append
 from ca.profile import BACKDATE, signature_hash, signing_only_key_usage
 from ca.serials import new_serial
 from ca.store.models import AuditSigner
+from hsm import SigningKey
 
 AUDIT_VALIDITY = timedelta(days=825)
 
 
 def build_audit_certificate(
-    public_key: ec.EllipticCurvePublicKey,
+    public_key: CertificatePublicKeyTypes,
     organization: str,
     issuer_cert: x509.Certificate,
-    issuer_key: Any,
-    not_before: Any,
-    not_after: Any,
+    issuer_key: CertificateIssuerPrivateKeyTypes,
+    not_before: datetime,
+    not_after: datetime,
 ) -> x509.Certificate:
     """The audit signer certificate: digitalSignature, EKU ledgerSigning, not a CA."""
     ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -70,7 +74,7 @@ class Auditor:
         self.authority = authority
         self.store = store
 
-    def signer(self) -> tuple[int, x509.Certificate, Any]:
+    def signer(self) -> tuple[int, x509.Certificate, SigningKey]:
         """(id, certificate, HSM key) of the audit signer, created on first need."""
         from hsm import KeyType
 

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import func, select
 
-from ca.clock import utcnow
 from ca.authority import IssuanceRequest
+from ca.clock import utcnow
 from ca.runtime import Runtime
 from ca.store.models import Issuer, OcspSigner
 from ocsp.options import OcspOptions

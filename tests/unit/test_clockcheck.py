@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ca.api.statuses import http_status
 from ca.clockcheck import NO_SERVER_CLOCK, SkewMonitor, offset_from, skew_error
 from ca.errors import CAError, ErrorCode
 
@@ -30,7 +31,7 @@ def test_skew_error_bound() -> None:
     ahead = skew_error(3600.0, 5)
     behind = skew_error(-3600.0, 5)
     assert ahead is not None and behind is not None
-    assert ahead.code is ErrorCode.CLOCK_SKEW and ahead.code.http_status == 503
+    assert ahead.code is ErrorCode.CLOCK_SKEW and http_status(ahead) == 503
     assert "3600.0 s ahead of" in ahead.detail and "behind" in behind.detail
     assert ahead.extra["clock_offset_seconds"] == 3600.0
     assert ahead.extra["retry_after"] == 30

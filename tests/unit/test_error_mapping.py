@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import DataError, OperationalError
 
+from ca.api.problems import problem_body
+from ca.api.statuses import http_status
 from ca.errors import ErrorCode, as_ca_error
 
 
@@ -38,8 +40,8 @@ def test_full_disks_are_storage_full_not_unreachable() -> None:
 
     sqlite_full = sqlite3.OperationalError("database or disk is full")
     err = as_ca_error(OperationalError("INSERT ...", {}, sqlite_full))
-    assert err.code is ErrorCode.STORAGE_FULL and err.code.http_status == 507
-    assert err.problem()["type"].endswith("/storage-full")
+    assert err.code is ErrorCode.STORAGE_FULL and http_status(err) == 507
+    assert problem_body(err)["type"].endswith("/storage-full")
     assert as_ca_error(OperationalError("INSERT", {}, _Orig("53100"))).code is (
         ErrorCode.STORAGE_FULL
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ca.api.problems import problem_body
+from ca.api.statuses import http_status
 from ca.errors import ErrorCode, as_ca_error
 from hsm.backoff import Backoff
 from hsm.errors import HSMUnavailable
@@ -43,6 +45,6 @@ def test_many_failures_never_overflow() -> None:
 def test_hsm_unavailable_is_a_503_problem_with_retry_after() -> None:
     err = as_ca_error(HSMUnavailable("the HSM is unavailable", retry_after=3))
     assert err.code is ErrorCode.HSM_UNAVAILABLE
-    assert err.code.http_status == 503
-    assert err.problem()["type"].endswith("/hsm-unavailable")
+    assert http_status(err) == 503
+    assert problem_body(err)["type"].endswith("/hsm-unavailable")
     assert err.extra["retry_after"] == 3

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ca.api.problems import problem_body
 from ca.authority import IssuanceRequest
 from ca.extensions import Digest, Provenance
 from ca.policy import EnrollmentClaim, InventoryModel, Refusal, Registration, decide
@@ -86,7 +87,7 @@ def test_refusal_names_every_reason_at_once() -> None:
         assert needle in text, needle
     assert len(out.reasons) == 7
     err = out.as_error("exec-agent")
-    assert err.problem()["reasons"] == list(out.reasons)
+    assert problem_body(err)["reasons"] == list(out.reasons)
 
 
 def test_retired_model_is_refused() -> None:
