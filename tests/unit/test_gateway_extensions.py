@@ -1,6 +1,8 @@
-"""The gateway's own strict decoders of the agent extensions agree with the CA's codecs:
-every value the CA encodes decodes to the same content, and corrupted encodings are refused
-by both (strict DER, no BER, no encoded DEFAULT, sorted scopes, string rules)."""
+"""The gateway decodes with wire.extensions, the CA with its ``ca.extensions`` values on top of
+the same functions: every value the CA encodes decodes to the same content at the gateway, and
+a corrupted encoding is refused by the CA exactly when the gateway refuses it (the CA's extra
+name rules add no acceptance and no refusal). The independent asn1crypto oracle is in
+test_wire_extensions.py."""
 
 from __future__ import annotations
 
