@@ -70,6 +70,10 @@ bench-ledger: bootstrap-test
 bench-crl: bootstrap-test
 	bash scripts/with-postgres.sh $(PY) bench/crl_bench.py $(BENCH_ARGS)
 
+.PHONY: bench-lint
+bench-lint: bootstrap-test
+	$(PY) bench/lint_bench.py $(BENCH_ARGS)
+
 .PHONY: bench-ocsp
 bench-ocsp: bootstrap-test
 	bash scripts/with-postgres.sh $(PY) bench/ocsp_bench.py $(BENCH_ARGS)

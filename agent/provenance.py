@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from agent import _der
 from agent.digests import (
     StrPath,
     config_digest,
@@ -24,8 +23,11 @@ from agent.digests import (
     prompt_digest,
 )
 from agent.errors import AgentError, DigestError
+from wire import extensions as wire_extensions
+from wire import oids
 
-PROVENANCE_OID = "2.25.40108673889173621464063845417476256764.1.1"
+#: The dotted OID of the provenance extension (kept importable; see :mod:`wire.oids`).
+PROVENANCE_OID = oids.PROVENANCE_DOTTED
 
 
 @dataclass(frozen=True)
@@ -43,73 +45,62 @@ class Provenance:
             raise DigestError("model type must be 1..128 printable characters")
         if self.model_type != self.model_type.strip():
             raise DigestError("model type has leading or trailing whitespace")
-        size = _der.DIGEST_OIDS[self.algorithm][1]
+        if self.algorithm not in oids.DIGEST_ALGORITHMS:
+            raise DigestError(f"unsupported digest algorithm {self.algorithm!r}")
+        size = oids.DIGEST_ALGORITHMS[self.algorithm][1]
         for name in ("model_digest", "prompt_digest", "config_digest"):
             value = getattr(self, name)
             if value is not None and len(value) != size:
                 raise DigestError(f"{name} must be {size} bytes")
 
+    def to_wire(self) -> wire_extensions.Provenance:
+        """The shared wire value (:class:`wire.extensions.Provenance`)."""
+        config = self.config_digest
+        return wire_extensions.Provenance(
+            self.model_type,
+            wire_extensions.Digest(self.model_digest, self.algorithm),
+            wire_extensions.Digest(self.prompt_digest, self.algorithm),
+            None if config is None else wire_extensions.Digest(config, self.algorithm),
+        )
+
     def to_der(self) -> bytes:
         """DER of ``AgentProvenance`` (the CSR attribute value and the certificate extension)."""
-        parts = [
-            _der.tlv(0x0C, self.model_type.encode("utf-8")),
-            _der.digest_info(self.algorithm, self.model_digest),
-            _der.digest_info(self.algorithm, self.prompt_digest),
-        ]
-        if self.config_digest is not None:
-            inner = _der.digest_info(self.algorithm, self.config_digest)
-            parts.append(b"\xa0" + inner[1:])  # [0] IMPLICIT DigestInfo (constructed)
-        return _der.seq(*parts)
+        return self.to_wire().to_der()
+
+    @classmethod
+    def from_wire(cls, value: wire_extensions.Provenance) -> Provenance:
+        """The SDK form of a decoded wire value (all digests of one algorithm)."""
+        digests = [value.model_digest, value.prompt_digest]
+        if value.config_digest is not None:
+            digests.append(value.config_digest)
+        if len({d.algorithm for d in digests}) != 1:
+            raise AgentError("AgentProvenance is malformed: mixed digest algorithms")
+        return cls(
+            value.model_type,
+            value.model_digest.value,
+            value.prompt_digest.value,
+            None if value.config_digest is None else value.config_digest.value,
+            value.model_digest.algorithm,
+        )
 
     @classmethod
     def from_der(cls, data: bytes) -> Provenance:
         """Decode an ``AgentProvenance`` (only canonical DER is accepted)."""
         try:
-            tag, content, end = _der.read_tlv(data)
-            if tag != 0x30 or end != len(data):
-                raise ValueError("not one SEQUENCE")
-            items = _der.read_all(content)
-            if len(items) not in (3, 4) or items[0][0] != 0x0C:
-                raise ValueError("unexpected fields")
-            model_type = items[0][1].decode("utf-8")
-            digests: list[bytes] = []
-            algs: set[str] = set()
-            for i, (t, body) in enumerate(items[1:]):
-                if t != (0x30 if i < 2 else 0xA0):
-                    raise ValueError("unexpected tag")
-                alg_seq, digest = _der.read_all(body)
-                (alg_oid,) = _der.read_all(alg_seq[1])
-                name, size = _der.DIGEST_BY_OID[_der.decode_oid(alg_oid[1])]
-                if digest[0] != 0x04 or len(digest[1]) != size:
-                    raise ValueError("bad digest")
-                algs.add(name)
-                digests.append(digest[1])
-            if len(algs) != 1:
-                raise ValueError("mixed digest algorithms")
-            value = cls(
-                model_type,
-                digests[0],
-                digests[1],
-                digests[2] if len(digests) == 3 else None,
-                algs.pop(),
-            )
-        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            return cls.from_wire(wire_extensions.decode_provenance(data))
+        except wire_extensions.ExtensionError as exc:
             raise AgentError(f"AgentProvenance is malformed: {exc}") from None
-        if value.to_der() != data:
-            raise AgentError("AgentProvenance is not canonical DER")
-        return value
 
     @classmethod
     def of_certificate(cls, cert: x509.Certificate) -> Provenance:
         """The provenance extension of ``cert``."""
         try:
-            ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(PROVENANCE_OID))
-        except x509.ExtensionNotFound:
-            raise AgentError("the certificate has no provenance extension") from None
-        value = ext.value
-        if not isinstance(value, x509.UnrecognizedExtension):
-            raise AgentError("unexpected provenance extension value")
-        return cls.from_der(value.value)
+            raw = wire_extensions.extension_value(
+                cert, oids.PROVENANCE, wire_extensions.PROVENANCE_NAME
+            )
+        except wire_extensions.ExtensionError as exc:
+            raise AgentError(str(exc)) from None
+        return cls.from_der(raw)
 
     def differences(self, other: Provenance) -> list[str]:
         """Names of the digests that differ from ``other`` (model, prompt, config)."""

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from ca.errors import CAError, ErrorCode
 from ca.profile import signature_hash
 from ca.revocation import RevocationReason
+from wire import der
 
 _BATCH = 8192  # entries encoded per write
 _COPY_CHUNK = 1 << 20
@@ -99,38 +100,16 @@ class CrlInfo:
 # ---------------------------------------------------------------------------------- DER writing
 
 
-def _len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(body),)) + body
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _len(len(content)) + content
+_len = der.length
+_tlv = der.tlv
+_oid = der.encode_oid
+_seq = der.seq
 
 
 def _int(n: int) -> bytes:
     if n < 0:
         raise ValueError("negative integers are not used in CRLs")
-    return _tlv(0x02, n.to_bytes((n.bit_length() + 8) // 8, "big"))
-
-
-def _oid(dotted: str) -> bytes:
-    arcs = [int(a) for a in dotted.split(".")]
-    body = bytearray((40 * arcs[0] + arcs[1],))
-    for arc in arcs[2:]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        body.extend(reversed(chunk))
-    return _tlv(0x06, bytes(body))
-
-
-def _seq(*parts: bytes) -> bytes:
-    return _tlv(0x30, b"".join(parts))
+    return der.integer(n)
 
 
 def _time(when: datetime) -> bytes:

@@ -1,8 +1,8 @@
-"""Provenance digests for the CA: the agent SDK's implementation, with the CA's errors.
+"""Provenance digests for the CA: :mod:`wire.digests`, with the CA's errors.
 
-There is one implementation of the hashing rules (``agent.digests``, which agents run and which
-depends on nothing of the server), so the digests the CA certifies and the digests an agent
-computes at run time cannot drift apart. Rules (see docs/oids.md, "Digests"):
+There is one implementation of the hashing rules (``wire.digests``, which the agent SDK uses
+too and which depends on nothing of the server), so the digests the CA certifies and the
+digests an agent computes at run time cannot drift apart. Rules (see docs/oids.md, "Digests"):
 
 * prompt: SHA-256 of the prompt file's exact bytes (no normalisation of any kind);
 * model: SHA-256 of the weights manifest, one line ``"<sha256-hex>  <size>  <path>\\n"`` per
@@ -14,18 +14,31 @@ computes at run time cannot drift apart. Rules (see docs/oids.md, "Digests"):
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import wraps
-from typing import BinaryIO, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
-from agent import digests as _impl
-from agent.errors import DigestError
 from ca.errors import CAError, ErrorCode
+from wire import digests as _impl
+from wire.digests import DigestError, manifest_digest, sha256_stream
 
 CHUNK_SIZE = _impl.CHUNK_SIZE
 ManifestEntry = _impl.ManifestEntry
 StrPath = _impl.StrPath
+
+__all__ = [
+    "CHUNK_SIZE",
+    "ManifestEntry",
+    "StrPath",
+    "canonical_json",
+    "config_digest",
+    "manifest_digest",
+    "model_digest",
+    "model_manifest",
+    "prompt_digest",
+    "prompt_digest_file",
+    "sha256_stream",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -40,24 +53,6 @@ def _as_ca_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise CAError(ErrorCode.INVALID_DIGEST, str(exc)) from None
 
     return wrapper
-
-
-def sha256_stream(fileobj: BinaryIO, chunk_size: int = CHUNK_SIZE) -> tuple[bytes, int]:
-    """SHA-256 and length of everything left in ``fileobj``, read in fixed-size chunks."""
-    h = hashlib.sha256()
-    size = 0
-    while chunk := fileobj.read(chunk_size):
-        h.update(chunk)
-        size += len(chunk)
-    return h.digest(), size
-
-
-def manifest_digest(entries: Iterable[ManifestEntry]) -> bytes:
-    """SHA-256 over the manifest lines of ``entries`` (already in manifest order)."""
-    h = hashlib.sha256()
-    for entry in entries:
-        h.update(entry.line())
-    return h.digest()
 
 
 prompt_digest = _impl.prompt_digest

@@ -154,7 +154,17 @@ def build_agent_certificate(
     issuer_key: CertificateIssuerPrivateKeyTypes,
     urls: CertificateUrls,
 ) -> x509.Certificate:
-    """The agent certificate profile of DESIGN.md section 5, signed by ``issuer_key``."""
+    """The agent certificate profile (docs/architecture.md), signed by ``issuer_key``."""
+    builder = agent_certificate_builder(spec, issuer_certificate, urls)
+    return builder.sign(issuer_key, signature_hash(issuer_key))
+
+
+def agent_certificate_builder(
+    spec: AgentCertificateSpec,
+    issuer_certificate: x509.Certificate,
+    urls: CertificateUrls,
+) -> x509.CertificateBuilder:
+    """The unsigned agent certificate: sign it with ``ca.lint.sign_linted`` (or directly)."""
     if spec.not_after <= spec.not_before:
         raise CAError(ErrorCode.INVALID_VALIDITY, "notAfter must be later than notBefore")
     not_after = spec.not_after
@@ -211,7 +221,7 @@ def build_agent_certificate(
     )
     for value, critical in agent_x509_extensions(spec.extensions):
         builder = builder.add_extension(value, critical=critical)
-    return builder.sign(issuer_key, signature_hash(issuer_key))
+    return builder
 
 
 def signing_only_key_usage() -> x509.KeyUsage:

@@ -11,9 +11,8 @@ big-endian length followed by that many bytes::
     field(scopes)        b"\\x00" when absent, else b"\\x01" + uint32 count + field(UTF-8 scope)...
     field(validity)      b"\\x00" when absent, else b"\\x01" + ASCII decimal of validity_seconds
 
-Scopes are covered in the order the request lists them. The agent SDK (``agent/csr.py``) has an
-identical copy of :func:`renewal_statement` (it imports nothing of the CA); a unit test holds
-the two byte-for-byte equal.
+Scopes are covered in the order the request lists them. The statement itself is built by
+:func:`wire.renewal.renewal_statement`, the one function the agent SDK and the CA share.
 
 ECDSA keys sign with SHA-256 (DER signature), RSA with PKCS#1 v1.5 / SHA-256, Ed25519 plainly.
 The ``created`` Unix time must be at most ``MAX_FUTURE_SKEW`` ahead of the CA's clock and at
@@ -22,51 +21,14 @@ most ``RENEWAL_SKEW`` behind it; a statement is accepted once (the CA records it
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-RENEW_CONTEXT = b"agentca-renew-v2"
+from wire.renewal import RENEW_CONTEXT, renewal_statement
 
-
-def _field(data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + data
-
-
-def renewal_statement(
-    created: int,
-    csr_der: bytes,
-    certificate_der: bytes,
-    scopes: Sequence[str] | None = None,
-    validity_seconds: int | None = None,
-) -> bytes:
-    """The exact bytes the current key signs to renew ``certificate_der`` with ``csr_der``."""
-    if scopes is None:
-        scope_part = b"\x00"
-    else:
-        scope_part = (
-            b"\x01"
-            + len(scopes).to_bytes(4, "big")
-            + b"".join(_field(s.encode("utf-8")) for s in scopes)
-        )
-    validity_part = (
-        b"\x00" if validity_seconds is None else b"\x01" + str(int(validity_seconds)).encode()
-    )
-    return b"".join(
-        _field(part)
-        for part in (
-            RENEW_CONTEXT,
-            str(int(created)).encode(),
-            hashlib.sha256(csr_der).digest(),
-            hashlib.sha256(certificate_der).digest(),
-            scope_part,
-            validity_part,
-        )
-    )
+__all__ = ["RENEW_CONTEXT", "renewal_statement", "verify_statement"]
 
 
 def verify_statement(public_key: CertificatePublicKeyTypes, signature: bytes, data: bytes) -> bool:

@@ -29,14 +29,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from gateway import _der, sf
-from gateway.extensions import (
-    REQUEST_SIGNING_EKU,
-    AgentExtensions,
-    ExtensionError,
-    read_agent_extensions,
-)
 from gateway.problems import Check, Denied
+from wire import der as _der
+from wire import sf
+from wire.extensions import AgentExtensions, ExtensionError, read_agent_extensions
+from wire.oids import KP_AGENT_REQUEST_SIGNING as REQUEST_SIGNING_EKU
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 StatusKey = tuple[bytes, int]  # (SHA-256 of the issuer's public key, serial number)

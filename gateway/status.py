@@ -40,9 +40,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway import sf
 from gateway.chain import ChainEntry, StatusKey
 from gateway.problems import Check, Denied
+from wire import sf
 from wire.refresh import Refresher
 
 log = logging.getLogger("agentca.gateway.status")

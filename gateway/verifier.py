@@ -19,13 +19,14 @@ from typing import Final
 
 from cryptography import x509
 
-from gateway import httpsig, sf
+from gateway import httpsig
 from gateway.chain import AgentIdentity, ChainEntry, ChainVerifier
 from gateway.httpsig import RequestView
 from gateway.inventory import Inventory
 from gateway.problems import Check, Denied
 from gateway.replay import ReplayCache
 from gateway.status import StatusChecker
+from wire import sf
 
 decision_log = logging.getLogger("agentca.gateway.decisions")
 

@@ -27,15 +27,15 @@ from ca.extensions import (
     Authorization,
     Digest,
     Provenance,
-    _Attribute,
-    _CertificationRequest,
-    _CertificationRequestInfo,
     agent_x509_extensions,
     build_agent_csr,
     provenance_csr_attribute_value,
     read_agent_extensions,
     read_csr_provenance,
 )
+from tests.unit.asn1_oracle import Attribute as _Attribute
+from tests.unit.asn1_oracle import CertificationRequest as _CertificationRequest
+from tests.unit.asn1_oracle import CertificationRequestInfo as _CertificationRequestInfo
 
 SHA256_OID = bytes.fromhex("0609608648016503040201")
 SHA384_OID = bytes.fromhex("0609608648016503040202")
@@ -273,9 +273,9 @@ PROV_BODY = tlv(0x0C, b"gpt-4o") + digest_info() + digest_info(value=b"\x22" * 3
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
-        (b"", "wrong outer tag"),
+        (b"", "truncated"),
         (PROV.to_der() + b"\x00", "trailing"),
-        (b"\x31" + PROV.to_der()[1:], "wrong outer tag"),
+        (b"\x31" + PROV.to_der()[1:], "expected tag 0x30"),
         (PROV.to_der()[:-1], "malformed DER"),
         (tlv(0x30, b"\x02\x01\x00" + PROV_BODY), "DEFAULT and must be omitted"),
         (tlv(0x30, b"\x02\x01\x01" + PROV_BODY), "unsupported version 1"),
@@ -298,7 +298,7 @@ PROV_BODY = tlv(0x0C, b"gpt-4o") + digest_info() + digest_info(value=b"\x22" * 3
         (tlv(0x30, PROV_BODY + tlv(0xA0, digest_info())), "malformed DER"),  # EXPLICIT [0]
         (tlv(0x30, PROV_BODY + b"\xa1" + digest_info()[1:]), "unexpected or mis-tagged"),  # [1]
         (tlv(0x30, PROV_BODY + digest_info()), "unexpected or mis-tagged"),  # untagged config
-        (b"\x30\x81" + PROV.to_der()[1:], "not canonical DER"),  # long-form short length
+        (b"\x30\x81" + PROV.to_der()[1:], "non-minimal length"),  # long-form short length
         (b"\x30\x80" + PROV_BODY + b"\x00\x00", "DER"),  # BER indefinite length
     ],
 )
@@ -475,7 +475,7 @@ def test_csr_with_malformed_provenance_attribute() -> None:
         .add_attribute(oids.CSR_PROVENANCE, b"not a sequence")
         .sign(KEY, hashes.SHA256())
     )
-    reject(read_csr_provenance, csr, "AgentProvenance", "wrong outer tag")
+    reject(read_csr_provenance, csr, "AgentProvenance", "expected tag 0x30")
 
 
 def _csr_with_attributes(attributes: list[_Attribute]) -> x509.CertificateSigningRequest:

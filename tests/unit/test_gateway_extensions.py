@@ -1,6 +1,8 @@
-"""The gateway's own strict decoders of the agent extensions agree with the CA's codecs:
-every value the CA encodes decodes to the same content, and corrupted encodings are refused
-by both (strict DER, no BER, no encoded DEFAULT, sorted scopes, string rules)."""
+"""The gateway decodes with wire.extensions, the CA with its ``ca.extensions`` values on top of
+the same functions: every value the CA encodes decodes to the same content at the gateway, and
+a corrupted encoding is refused by the CA exactly when the gateway refuses it (the CA's extra
+name rules add no acceptance and no refusal). The independent asn1crypto oracle is in
+test_wire_extensions.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 
 from ca.errors import CAError
 from ca.extensions import Accountability, Authorization, Digest, Provenance
-from gateway.extensions import (
+from wire.extensions import (
     ExtensionError,
     decode_accountability,
     decode_authorization,
@@ -114,7 +116,7 @@ def test_corruptions_are_refused_exactly_when_the_ca_refuses(index: int) -> None
 def test_specific_refusals() -> None:
     with pytest.raises(ExtensionError, match="sorted"):
         decode_authorization(bytes.fromhex("300830060c01620c0161"))
-    from gateway import _der
+    from wire import der as _der
 
     alg = _der.tlv(0x30, _der.encode_oid("2.16.840.1.101.3.4.2.1") + b"\x05\x00")
     info = _der.tlv(0x30, alg + _der.tlv(0x04, b"\x01" * 32))

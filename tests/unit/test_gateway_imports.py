@@ -1,5 +1,7 @@
 """The SDKs import nothing of the server: no ``ca``, ``ocsp`` or ``hsm`` import anywhere in
-``agent/`` or ``gateway/`` (the agent may load ``hsm`` dynamically, for PKCS#11 keys only)."""
+``agent/`` or ``gateway/`` (the agent may load ``hsm`` dynamically, for PKCS#11 keys only).
+The ``wire`` package below them imports only the standard library, ``cryptography`` and itself:
+nothing of the server, of the SDKs, and no asn1crypto."""
 
 from __future__ import annotations
 
@@ -50,6 +52,39 @@ def test_sdk_imports_no_server_code(package: str) -> None:
     assert not bad, "\n".join(bad)
 
 
+def test_wire_imports_only_stdlib_and_cryptography() -> None:
+    files = sorted((REPO / "wire").rglob("*.py"))
+    assert files
+    bad = []
+    for path in files:
+        rel = path.relative_to(REPO).as_posix()
+        for name, line in _imports(path):
+            top = name.split(".")[0]
+            if top not in ("wire", "cryptography", "__future__") and top not in (
+                sys.stdlib_module_names
+            ):
+                bad.append(f"{rel}:{line} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_wire_loads_with_only_cryptography() -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('ca', 'ocsp', 'hsm', 'cli', 'agent', 'gateway',\n"
+        "                                  'asn1crypto', 'sqlalchemy', 'flask'):\n"
+        "            raise ImportError('not allowed below wire: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import pkgutil, importlib, wire\n"
+        "for m in pkgutil.iter_modules(wire.__path__):\n"
+        "    importlib.import_module('wire.' + m.name)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_sdks_load_without_the_server_packages() -> None:
     code = (
         "import sys\n"
@@ -59,6 +94,7 @@ def test_sdks_load_without_the_server_packages() -> None:
         "            raise ImportError('server package ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import agent, gateway, gateway.flask_ext, gateway.wsgi\n"
+        "assert 'asn1crypto' not in sys.modules, 'the SDKs load asn1crypto'\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -410,7 +410,8 @@ _values = st.integers(-(10**14), 10**14) | _strings
 def test_fast_signature_parse_equals_the_general_parser(
     covered: list[str], params: dict[str, Any], sig: bytes
 ) -> None:
-    from gateway import httpsig, sf
+    from gateway import httpsig
+    from wire import sf
 
     params = {**params, "tag": "agentca"}
     inner = sf.InnerList(tuple(sf.Item(c) for c in covered), tuple(params.items()))

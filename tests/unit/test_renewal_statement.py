@@ -1,7 +1,7 @@
 """The renewal statement (agentca-renew-v2): one encoding in the CA and in the agent SDK.
 
-The SDK imports nothing of the CA, so ``agent/csr.py`` carries a copy of ``ca/proof.py``'s
-function; these tests hold the two byte-identical and the encoding unambiguous.
+Both use :func:`wire.renewal.renewal_statement` (there is no copy left); these tests hold the
+names the SDK and the CA export to that one function and the encoding unambiguous.
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ from agent.csr import renewal_statement as agent_statement
 from agent.csr import sign_statement
 from ca.proof import renewal_statement as ca_statement
 from ca.proof import verify_statement
+from wire.renewal import renewal_statement as wire_statement
+
+
+def test_one_function() -> None:
+    assert agent_statement is wire_statement
+    assert ca_statement is wire_statement
+
 
 CSR, CERT = b"\x30\x03csr", b"\x30\x04cert"
 

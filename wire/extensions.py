@@ -1,0 +1,331 @@
+"""The agent certificate extensions: one value type per extension and strict DER codecs.
+
+ASN.1 (module ``AgentCA-Extensions-2026``, published in ``docs/oids.md``)::
+
+    DigestInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, digest OCTET STRING }
+    AgentProvenance ::= SEQUENCE { version INTEGER DEFAULT 0, modelType UTF8String (SIZE(1..128)),
+      modelDigest DigestInfo, systemPromptDigest DigestInfo,
+      configDigest [0] IMPLICIT DigestInfo OPTIONAL }
+    AgentAuthorization ::= SEQUENCE { version INTEGER DEFAULT 0,
+      scopes SEQUENCE SIZE (1..64) OF UTF8String }
+    AgentAccountability ::= SEQUENCE { version INTEGER DEFAULT 0, officerOfRecord IA5String,
+      environment UTF8String, organization [0] IMPLICIT UTF8String OPTIONAL }
+
+A value is accepted only if it has exactly this shape (:mod:`wire.der`), passes the string rules
+(scope grammar, officer e-mail, printable labels, digest lengths) and re-encodes to the same
+bytes: BER, trailing bytes, an encoded DEFAULT version, digest parameters, unsorted or
+duplicate scopes are all refused with :class:`ExtensionError`. The CA, the gateway and the
+agent SDK all decode with these functions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography import x509
+
+from wire import der, oids
+
+_SCOPE_RE: Final = re.compile(r"[a-z][a-z0-9_]*(?:[.:][a-z0-9_]+)*")
+_LOCAL_RE: Final = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+)
+_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
+_DIGEST_ALG_DER: Final = {
+    name: der.seq(der.encode_oid(dotted)) for name, (dotted, _) in oids.DIGEST_ALGORITHMS.items()
+}
+
+PROVENANCE_NAME: Final = "AgentProvenance"
+AUTHORIZATION_NAME: Final = "AgentAuthorization"
+ACCOUNTABILITY_NAME: Final = "AgentAccountability"
+
+
+class ExtensionError(ValueError):
+    """A missing or malformed agent extension (the message starts with what was decoded)."""
+
+
+class DigestValueError(ExtensionError):
+    """A digest of an unsupported algorithm or of the wrong length."""
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A digest value and its algorithm (``sha256``, ``sha384`` or ``sha512``)."""
+
+    value: bytes
+    algorithm: str = "sha256"
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in oids.DIGEST_ALGORITHMS:
+            raise DigestValueError(
+                f"unsupported digest algorithm {self.algorithm!r} "
+                f"(supported: {', '.join(oids.DIGEST_ALGORITHMS)})"
+            )
+        if not isinstance(self.value, (bytes, bytearray)):
+            raise DigestValueError("digest value must be bytes")
+        object.__setattr__(self, "value", bytes(self.value))
+        expected = oids.DIGEST_ALGORITHMS[self.algorithm][1]
+        if len(self.value) != expected:
+            raise DigestValueError(
+                f"{self.algorithm} digest must be {expected} bytes, got {len(self.value)}"
+            )
+
+    @property
+    def hex(self) -> str:
+        """The digest as lowercase hex."""
+        return self.value.hex()
+
+    def to_json(self) -> str:
+        """Lowercase hex (the algorithm follows from the length)."""
+        return self.value.hex()
+
+    def content(self) -> bytes:
+        """The content octets of the ``DigestInfo`` (for the IMPLICIT-tagged form)."""
+        return _DIGEST_ALG_DER[self.algorithm] + der.octet_string(self.value)
+
+    def to_der(self) -> bytes:
+        """DER of the ``DigestInfo``."""
+        return der.tlv(0x30, self.content())
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Model type and the digests of model manifest, system prompt and (optional) config.
+
+    The one provenance value type: the gateway decodes into it, the CA's
+    ``ca.extensions.Provenance`` is this type with the CA's validation errors and JSON form,
+    and the agent SDK's ``agent.Provenance`` converts to and from it (``to_wire``).
+    """
+
+    model_type: str
+    model_digest: Digest
+    prompt_digest: Digest
+    config_digest: Digest | None = None
+
+    def to_der(self) -> bytes:
+        """DER of the ``AgentProvenance`` (the certificate extension and the CSR attribute)."""
+        body = der.utf8_string(self.model_type) + self.model_digest.to_der()
+        body += self.prompt_digest.to_der()
+        if self.config_digest is not None:
+            body += der.tlv(0xA0, self.config_digest.content())  # [0] IMPLICIT DigestInfo
+        return der.tlv(0x30, body)
+
+    @classmethod
+    def from_der(cls, data: bytes) -> Provenance:
+        """Strictly decode an ``AgentProvenance``."""
+        return decode_provenance(data)
+
+
+@dataclass(frozen=True)
+class AgentExtensions:
+    """The decoded agent extensions of one certificate."""
+
+    provenance: Provenance
+    scopes: frozenset[str]
+    scope_list: tuple[str, ...]
+    officer: str
+    environment: str
+    organization: str | None
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def printable(raw: bytes, what: str, limit: int) -> str:
+    """UTF-8 ``raw`` as 1..``limit`` printable characters without outer spaces."""
+    text = raw.decode("utf-8")
+    if not 1 <= len(text) <= limit or not text.isprintable() or text != text.strip():
+        raise ExtensionError(f"{what} must be 1..{limit} printable characters, no outer spaces")
+    return text
+
+
+def valid_scope(scope: str) -> bool:
+    """True when ``scope`` follows the scope grammar (1..64 characters)."""
+    return 1 <= len(scope) <= 64 and _SCOPE_RE.fullmatch(scope) is not None
+
+
+def valid_officer(officer: str) -> bool:
+    """True when ``officer`` is an e-mail address the accountability extension accepts."""
+    local, sep, domain = officer.rpartition("@")
+    return (
+        3 <= len(officer) <= 254
+        and bool(sep)
+        and len(local) <= 64
+        and _LOCAL_RE.fullmatch(local) is not None
+        and _DOMAIN_RE.fullmatch(domain) is not None
+    )
+
+
+def _no_version(items: list[tuple[int, bytes]], what: str) -> None:
+    if items and items[0][0] == 0x02:
+        try:
+            version = der.decode_integer(items[0][1])
+        except der.DerError:
+            raise ExtensionError(f"{what}: malformed DER (bad version)") from None
+        if version == 0:
+            raise ExtensionError(f"{what}: version 0 is the DEFAULT and must be omitted in DER")
+        raise ExtensionError(f"{what}: unsupported version {version}")
+
+
+def _digest(content: bytes, what: str) -> Digest:
+    items = der.children(content)
+    if len(items) != 2 or items[0][0] != 0x30 or items[1][0] != 0x04:
+        raise ExtensionError(f"{what}: malformed DER (not a DigestInfo)")
+    alg = der.children(items[0][1])
+    if not alg or alg[0][0] != 0x06:
+        raise ExtensionError(f"{what}: malformed DER (not an AlgorithmIdentifier)")
+    if len(alg) != 1:
+        raise ExtensionError(f"{what}: digest AlgorithmIdentifier parameters must be absent")
+    dotted = der.decode_oid(alg[0][1])
+    if dotted not in oids.DIGEST_BY_OID:
+        raise ExtensionError(f"{what}: unsupported digest algorithm {dotted}")
+    name, size = oids.DIGEST_BY_OID[dotted]
+    if len(items[1][1]) != size:
+        raise ExtensionError(f"{what}: {name} digest must be {size} bytes, got {len(items[1][1])}")
+    return Digest(items[1][1], name)
+
+
+def _canonical(what: str, data: bytes, reencoded: bytes) -> None:
+    if reencoded != data:
+        raise ExtensionError(f"{what}: not canonical DER (re-encoding is not byte-identical)")
+
+
+def _as_bytes(data: object, what: str) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ExtensionError(f"{what}: DER input must be bytes")
+    return bytes(data)
+
+
+# ------------------------------------------------------------------------------------- codecs
+
+
+def decode_digest_info(data: bytes) -> Digest:
+    """Strictly decode a ``DigestInfo``."""
+    what = "DigestInfo"
+    raw = _as_bytes(data, what)
+    try:
+        value = _digest(der.read_one(raw, 0x30), what)
+    except der.DerError as exc:
+        raise ExtensionError(f"{what}: malformed DER ({exc})") from None
+    _canonical(what, raw, value.to_der())
+    return value
+
+
+def decode_provenance(data: bytes) -> Provenance:
+    """Strictly decode ``AgentProvenance``."""
+    what = PROVENANCE_NAME
+    raw = _as_bytes(data, what)
+    try:
+        items = der.children(der.read_one(raw, 0x30))
+        _no_version(items, what)
+        if len(items) < 3 or items[0][0] != 0x0C or items[1][0] != 0x30 or items[2][0] != 0x30:
+            raise ExtensionError(f"{what}: malformed DER (missing or mis-typed fields)")
+        if len(items) > 4 or (len(items) == 4 and items[3][0] != 0xA0):
+            raise ExtensionError(f"{what}: unexpected or mis-tagged field after the last field")
+        model_type = printable(items[0][1], f"{what}.modelType: model type", 128)
+        model = _digest(items[1][1], f"{what}.modelDigest")
+        prompt = _digest(items[2][1], f"{what}.systemPromptDigest")
+        config = _digest(items[3][1], f"{what}.configDigest") if len(items) == 4 else None
+    except (der.DerError, UnicodeDecodeError) as exc:
+        raise ExtensionError(f"{what}: malformed DER ({exc})") from None
+    value = Provenance(model_type, model, prompt, config)
+    _canonical(what, raw, value.to_der())
+    return value
+
+
+def encode_authorization(scopes: tuple[str, ...] | list[str]) -> bytes:
+    """DER of ``AgentAuthorization`` listing ``scopes`` in the given order."""
+    return der.seq(der.seq(*(der.utf8_string(s) for s in scopes)))
+
+
+def decode_authorization(data: bytes) -> tuple[str, ...]:
+    """Strictly decode ``AgentAuthorization``: its scopes (sorted, unique, 1..64)."""
+    what = AUTHORIZATION_NAME
+    raw = _as_bytes(data, what)
+    try:
+        items = der.children(der.read_one(raw, 0x30))
+        _no_version(items, what)
+        if len(items) != 1 or items[0][0] != 0x30:
+            raise ExtensionError(f"{what}: malformed DER (expected one SEQUENCE OF scopes)")
+        scopes = []
+        for tag, body in der.children(items[0][1]):
+            if tag != 0x0C:
+                raise ExtensionError(f"{what}: malformed DER (a scope is not a UTF8String)")
+            scope = body.decode("utf-8")
+            if not valid_scope(scope):
+                raise ExtensionError(f"{what}: scope {scope[:64]!r} does not match the grammar")
+            scopes.append(scope)
+    except (der.DerError, UnicodeDecodeError) as exc:
+        raise ExtensionError(f"{what}: malformed DER ({exc})") from None
+    if not scopes:
+        raise ExtensionError(f"{what}: at least one scope is required")
+    if len(scopes) > 64:
+        raise ExtensionError(f"{what}: at most 64 scopes")
+    if scopes != sorted(set(scopes)):
+        raise ExtensionError(f"{what}: scopes must be sorted and unique")
+    _canonical(what, raw, encode_authorization(scopes))
+    return tuple(scopes)
+
+
+def encode_accountability(officer: str, environment: str, organization: str | None) -> bytes:
+    """DER of ``AgentAccountability``."""
+    body = der.tlv(0x16, officer.encode("ascii")) + der.utf8_string(environment)
+    if organization is not None:
+        body += der.tlv(0x80, organization.encode("utf-8"))
+    return der.tlv(0x30, body)
+
+
+def decode_accountability(data: bytes) -> tuple[str, str, str | None]:
+    """Strictly decode ``AgentAccountability``: officer, environment, organization."""
+    what = ACCOUNTABILITY_NAME
+    raw = _as_bytes(data, what)
+    try:
+        items = der.children(der.read_one(raw, 0x30))
+        _no_version(items, what)
+        if len(items) < 2 or items[0][0] != 0x16 or items[1][0] != 0x0C:
+            raise ExtensionError(f"{what}: malformed DER (missing or mis-typed fields)")
+        if len(items) > 3 or (len(items) == 3 and items[2][0] != 0x80):
+            raise ExtensionError(f"{what}: malformed DER (unexpected field after environment)")
+        officer = items[0][1].decode("ascii")
+        if not valid_officer(officer):
+            raise ExtensionError(f"{what}: officer of record is not an e-mail address")
+        environment = printable(items[1][1], f"{what}.environment", 64)
+        organization = None
+        if len(items) == 3:
+            organization = printable(items[2][1], f"{what}.organization", 128)
+    except (der.DerError, UnicodeDecodeError) as exc:
+        raise ExtensionError(f"{what}: malformed DER ({exc})") from None
+    _canonical(what, raw, encode_accountability(officer, environment, organization))
+    return officer, environment, organization
+
+
+# ------------------------------------------------------------------------------- certificates
+
+
+def extension_value(cert: x509.Certificate, oid: x509.ObjectIdentifier, what: str) -> bytes:
+    """The raw value of the (non-standard) extension ``oid`` of ``cert``."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(oid)
+    except x509.ExtensionNotFound:
+        raise ExtensionError(
+            f"{what}: the certificate has no {what} extension ({oid.dotted_string})"
+        ) from None
+    except ValueError as exc:  # duplicate or unparsable extensions
+        text = " ".join(str(exc).split())[:200]
+        raise ExtensionError(f"certificate extensions are malformed: {text}") from None
+    if not isinstance(ext.value, x509.UnrecognizedExtension):
+        raise ExtensionError(f"{what}: unexpected extension value")
+    return ext.value.value
+
+
+def read_agent_extensions(cert: x509.Certificate) -> AgentExtensions:
+    """The three mandatory agent extensions of ``cert``; :class:`ExtensionError` if bad."""
+    provenance = decode_provenance(extension_value(cert, oids.PROVENANCE, PROVENANCE_NAME))
+    scopes = decode_authorization(extension_value(cert, oids.AUTHORIZATION, AUTHORIZATION_NAME))
+    officer, environment, org = decode_accountability(
+        extension_value(cert, oids.ACCOUNTABILITY, ACCOUNTABILITY_NAME)
+    )
+    return AgentExtensions(provenance, frozenset(scopes), scopes, officer, environment, org)
