@@ -207,3 +207,43 @@ def test_a_repeated_extension_is_an_extension_error_everywhere() -> None:
     assert caught.value.code is ErrorCode.INVALID_EXTENSION
     with pytest.raises(AgentError):
         AgentProvenance.of_certificate(cert)
+
+
+def test_csr_attribute_sets_must_be_in_der_order_as_cryptography_requires() -> None:
+    """read_provenance_attribute read the attributes SET OF and each values SET OF without
+    checking DER order; cryptography refuses both, so wire now does too (a verifier that uses
+    wire alone on a CertificationRequestInfo gets the same answer)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from wire import der
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    alg, sign = csr_attributes.signature_algorithm(key)
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a")]).public_bytes()
+    prov = der.seq(der.encode_oid(oids.CSR_PROVENANCE_DOTTED), der.set_of(PROV.to_der()))
+    other = der.seq(der.encode_oid("1.2.840.113549.1.9.7"), der.set_of(der.utf8_string("pw")))
+    assert prov > other
+
+    def cri(*attributes: bytes) -> bytes:
+        return der.seq(der.integer(0), subject, spki, der.tlv(0xA0, b"".join(attributes)))
+
+    def csr_der(info: bytes) -> bytes:
+        return der.seq(info, alg, der.bit_string(sign(info)))
+
+    good = cri(other, prov)
+    assert csr_attributes.read_provenance_attribute(good) == PROV.to_der()
+    x509.load_der_x509_csr(csr_der(good))
+    two = PROV.to_der()[:-1] + b"\x03"  # sorts after PROV
+    for bad in (
+        cri(prov, other),  # attributes out of order
+        cri(
+            der.seq(der.encode_oid(oids.CSR_PROVENANCE_DOTTED), der.tlv(0x31, two + PROV.to_der()))
+        ),
+    ):
+        with pytest.raises(ExtensionError, match="DER SET OF order"):
+            csr_attributes.read_provenance_attribute(bad)
+        with pytest.raises(ValueError):
+            x509.load_der_x509_csr(csr_der(bad))
