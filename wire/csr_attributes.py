@@ -9,6 +9,7 @@ attribute in a request strictly, with the same codec.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -68,11 +69,18 @@ def build_csr(
     return x509.load_der_x509_csr(der.seq(info, alg, der.bit_string(sign(info))))
 
 
+def _require_sorted(encodings: list[bytes], what: str) -> None:
+    """DER SET OF: the elements' encodings in ascending order (X.690 11.6)."""
+    if any(a > b for a, b in pairwise(encodings)):
+        raise ExtensionError(f"{what} are not in DER SET OF order")
+
+
 def read_provenance_attribute(tbs_certrequest: bytes) -> bytes | None:
     """The DER of the provenance attribute's value in a ``CertificationRequestInfo``.
 
-    ``None`` if absent; :class:`ExtensionError` if the structure is not strict DER, the
-    attribute is repeated or has other than exactly one value.
+    ``None`` if absent; :class:`ExtensionError` if the structure is not strict DER (including
+    the order of both SET OFs: the attributes and each attribute's values), the attribute is
+    repeated or has other than exactly one value.
     """
     what = ATTRIBUTE_NAME
     try:
@@ -82,7 +90,9 @@ def read_provenance_attribute(tbs_certrequest: bytes) -> bytes | None:
         if fields[3][0] != 0xA0:
             raise ExtensionError(f"{what}: malformed DER (attributes are not [0] IMPLICIT)")
         found: list[bytes] = []
-        for tag, body in der.children(fields[3][1]):
+        attributes = der.children(fields[3][1])
+        _require_sorted([der.tlv(t, b) for t, b in attributes], f"{what}: attributes")
+        for tag, body in attributes:
             if tag != 0x30:
                 raise ExtensionError(f"{what}: malformed DER (an attribute is not a SEQUENCE)")
             parts = der.children(body)
@@ -96,6 +106,7 @@ def read_provenance_attribute(tbs_certrequest: bytes) -> bytes | None:
                 start = pos
                 _, _, pos = der.read(parts[1][1], pos)
                 values.append(parts[1][1][start:pos])
+            _require_sorted(values, f"{what}: values")
             if len(values) != 1:
                 raise ExtensionError(f"{what}: must have exactly one value, has {len(values)}")
             found.append(values[0])

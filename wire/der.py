@@ -4,7 +4,8 @@ The reader refuses, with :class:`DerError`: truncated input, the high-tag-number
 (multi-byte tags), the indefinite length, non-minimal lengths (long form below 128, leading
 zero octets, more than four length octets), trailing bytes after a value read with
 :func:`read_one`, non-minimal OBJECT IDENTIFIER sub-identifiers (a leading ``0x80``), an OID
-ending inside a sub-identifier, empty or non-minimal INTEGERs, and elements of the wrong tag.
+ending inside a sub-identifier, an OID of more than :data:`MAX_OID_BYTES` content octets, empty
+or non-minimal INTEGERs, and elements of the wrong tag.
 The writer only ever produces what the reader accepts (tests/unit/test_wire_der.py).
 """
 
@@ -13,6 +14,13 @@ from __future__ import annotations
 
 class DerError(ValueError):
     """Not (canonical) DER of the expected shape."""
+
+
+#: The longest OBJECT IDENTIFIER content accepted or written. cryptography (rust-asn1) refuses
+#: longer ones, so no certificate or CSR we read can carry one; the bound keeps decoding linear
+#: and every failure a :class:`DerError` (an unbounded arc was quadratic to assemble and, past
+#: 4300 decimal digits, raised a bare ``ValueError`` from ``str(int)``).
+MAX_OID_BYTES = 63
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -69,6 +77,8 @@ def decode_oid(content: bytes) -> str:
     """The dotted form of an OBJECT IDENTIFIER's content (minimal sub-identifiers only)."""
     if not content or content[-1] & 0x80:
         raise DerError("bad OBJECT IDENTIFIER")
+    if len(content) > MAX_OID_BYTES:
+        raise DerError(f"OBJECT IDENTIFIER longer than {MAX_OID_BYTES} bytes")
     arcs: list[int] = []
     value = 0
     start = True
@@ -125,17 +135,16 @@ def set_of(*items: bytes) -> bytes:
 
 def encode_oid_content(dotted: str) -> bytes:
     """The content octets of an OBJECT IDENTIFIER."""
-    try:
-        arcs = [int(a) for a in dotted.split(".")]
-    except ValueError:
-        raise DerError(f"not a dotted OID: {dotted[:80]!r}") from None
-    if (
-        len(arcs) < 2
-        or any(a < 0 for a in arcs)
-        or arcs[0] > 2
-        or (arcs[0] < 2 and arcs[1] >= 40)
-        or any(not part.isdigit() or (part != "0" and part[0] == "0") for part in dotted.split("."))
+    parts = dotted.split(".")
+    # ASCII digits only: str.isdigit and int() also take other scripts' digits ("1.\u0662.3")
+    # and no arc longer than 63 bytes of base-128 could hold (< 10**133), before int() sees it
+    if any(
+        not (p.isascii() and p.isdigit()) or (p != "0" and p[0] == "0") or len(p) > 140
+        for p in parts
     ):
+        raise DerError(f"not a dotted OID: {dotted[:80]!r}")
+    arcs = [int(a) for a in parts]
+    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
         raise DerError(f"not a dotted OID: {dotted[:80]!r}")
     body = bytearray()
     for arc in [40 * arcs[0] + arcs[1], *arcs[2:]]:
@@ -145,6 +154,8 @@ def encode_oid_content(dotted: str) -> bytes:
             chunk.append(0x80 | (arc & 0x7F))
             arc >>= 7
         body.extend(reversed(chunk))
+        if len(body) > MAX_OID_BYTES:
+            raise DerError(f"OBJECT IDENTIFIER longer than {MAX_OID_BYTES} bytes")
     return bytes(body)
 
 

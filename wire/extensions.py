@@ -313,7 +313,8 @@ def extension_value(cert: x509.Certificate, oid: x509.ObjectIdentifier, what: st
         raise ExtensionError(
             f"{what}: the certificate has no {what} extension ({oid.dotted_string})"
         ) from None
-    except ValueError as exc:  # duplicate or unparsable extensions
+    except (ValueError, x509.DuplicateExtension) as exc:  # unparsable or repeated extensions
+        # DuplicateExtension is not a ValueError: it escaped the gateway, the CA and the SDK
         text = " ".join(str(exc).split())[:200]
         raise ExtensionError(f"certificate extensions are malformed: {text}") from None
     if not isinstance(ext.value, x509.UnrecognizedExtension):

@@ -11,8 +11,11 @@ that many bytes::
     field(scopes)        b"\\x00" when absent, else b"\\x01" + uint32 count + field(UTF-8 scope)...
     field(validity)      b"\\x00" when absent, else b"\\x01" + ASCII decimal of validity_seconds
 
-Scopes are covered in the order the request lists them. The agent SDK builds it and the CA
-(``ca/proof.py``) verifies it, both with this one function.
+Scopes are covered in the order the request lists them, each as UTF-8 with lone surrogates
+passed through (``surrogatepass``): the encoding stays injective and the function total, so a
+request whose JSON holds ``"\\ud800"`` gets a proof that does not verify, not a crash (the CA
+builds this statement before it checks anything about the scopes). The agent SDK builds it and
+the CA (``ca/proof.py``) verifies it, both with this one function.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def renewal_statement(
         scope_part = (
             b"\x01"
             + len(scopes).to_bytes(4, "big")
-            + b"".join(_field(s.encode("utf-8")) for s in scopes)
+            + b"".join(_field(s.encode("utf-8", "surrogatepass")) for s in scopes)
         )
     validity_part = (
         b"\x00" if validity_seconds is None else b"\x01" + str(int(validity_seconds)).encode()

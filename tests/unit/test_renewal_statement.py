@@ -100,3 +100,17 @@ def test_signed_by_the_sdk_verified_by_the_ca_and_bound_to_the_request(key: obje
     assert verify_statement(public, signature, ca_statement(1795690000, CSR, CERT, ("a",), 60))
     for other in itertools.islice(CASES, 0, None):
         assert not verify_statement(public, signature, ca_statement(*other))
+
+
+def test_a_lone_surrogate_in_a_scope_is_a_statement_not_a_crash() -> None:
+    """POST /v1/renew parses JSON with the standard library, which turns ``"\\ud800"`` into a
+    lone surrogate; the CA builds the statement before it validates scopes, and a strict UTF-8
+    encode raised UnicodeEncodeError there: an unauthenticated 500 for anyone holding a public
+    agent certificate. The encoding stays injective (surrogatepass)."""
+    lone = ca_statement(1795690000, CSR, CERT, ("\ud800",), None)
+    pair = ca_statement(1795690000, CSR, CERT, ("\ud83d\ude00",), None)
+    emoji = ca_statement(1795690000, CSR, CERT, ("\U0001f600",), None)
+    assert len({lone, pair, emoji}) == 3
+    assert ca_statement(1795690000, CSR, CERT, ("ab",), None) == agent_statement(
+        1795690000, CSR, CERT, ("ab",), None
+    )

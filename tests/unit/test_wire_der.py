@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from asn1crypto import core, parser
+from cryptography import x509
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,7 @@ CONTENT = st.binary(max_size=300)
 def oids(draw: st.DrawFn) -> str:
     first = draw(st.integers(0, 2))
     second = draw(st.integers(0, 39 if first < 2 else 2**70))
-    rest = draw(st.lists(st.integers(0, 2**70), max_size=8))
+    rest = draw(st.lists(st.integers(0, 2**70), max_size=5))  # <= 60 content bytes
     return ".".join(str(a) for a in [first, second, *rest])
 
 
@@ -170,6 +171,32 @@ def test_the_three_inputs_the_former_agent_codec_accepted() -> None:
         der.read(bytes.fromhex("1f8101") + b"\x01")  # high-tag-number form
     with pytest.raises(der.DerError):
         der.decode_oid(b"")
+
+
+def test_long_oids_are_der_errors_at_the_limit_cryptography_uses() -> None:
+    """An OID arc of 2100 bytes raised a bare ValueError (``str(int)`` digit limit) instead of
+    DerError, and assembling one was quadratic; the bound is cryptography's own (63 bytes)."""
+    limit = "1.2" + ".1" * (der.MAX_OID_BYTES - 1)  # 63 content bytes
+    assert len(der.encode_oid_content(limit)) == der.MAX_OID_BYTES
+    assert der.decode_oid(der.encode_oid_content(limit)) == limit
+    x509.ObjectIdentifier(limit)  # cryptography takes 63 bytes ...
+    with pytest.raises(ValueError):
+        x509.ObjectIdentifier(limit + ".1")  # ... and refuses 64
+    with pytest.raises(der.DerError, match="longer than"):
+        der.encode_oid(limit + ".1")
+    with pytest.raises(der.DerError, match="longer than"):
+        der.decode_oid(der.encode_oid_content(limit) + b"\x01")
+    for size in (2100, 200_000):  # a quadratic decoder took seconds at 200 kB
+        with pytest.raises(der.DerError, match="longer than"):
+            der.decode_oid(b"\x2a" + b"\xff" * size + b"\x01")
+    with pytest.raises(der.DerError):
+        der.encode_oid("1.2." + "9" * 5000)  # int() alone raises a bare ValueError here
+
+
+def test_the_writer_takes_ascii_digits_only() -> None:
+    for bad in ("1.\u0662.3", "1.2.\u00b3", "\uff11.2", "1.2.3\u0663"):
+        with pytest.raises(der.DerError):
+            der.encode_oid(bad)
 
 
 # --- differential: what wire accepts, a general ASN.1 library reads identically ---------------

@@ -152,3 +152,98 @@ def test_csr_without_the_attribute_and_unsupported_keys() -> None:
         csr_attributes.signature_algorithm(ec.generate_private_key(ec.SECP521R1()))
     with pytest.raises(ExtensionError):
         csr_attributes.read_provenance_attribute(csr.tbs_certrequest_bytes + b"\x00")
+
+
+def _certificate_with_two_authorizations() -> x509.Certificate:
+    """A certificate carrying AgentAuthorization twice (an unsigned-over copy: the extension
+    parser, not the signature, is what is tested)."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    from wire import der
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a")])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    other = x509.ObjectIdentifier(oids.ARC + ".1.9")  # same length as AUTHORIZATION
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(5)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.UnrecognizedExtension(oids.AUTHORIZATION, encode_authorization(["a"])), False
+        )
+        .add_extension(x509.UnrecognizedExtension(other, encode_authorization(["b"])), False)
+        .sign(key, hashes.SHA256())
+    )
+    raw = cert.public_bytes(serialization.Encoding.DER)
+    return x509.load_der_x509_certificate(
+        raw.replace(der.encode_oid(other.dotted_string), der.encode_oid(oids.AUTHORIZATION_DOTTED))
+    )
+
+
+def test_a_repeated_extension_is_an_extension_error_everywhere() -> None:
+    """cryptography's DuplicateExtension is not a ValueError: it escaped extension_value (and so
+    the CA's read_agent_extensions, the SDK's Provenance.of_certificate and the lint) as a bare
+    exception. (The gateway's chain verification refuses such a leaf before decoding.)"""
+    from agent.errors import AgentError
+    from agent.provenance import Provenance as AgentProvenance
+    from ca.errors import CAError, ErrorCode
+    from ca.extensions import read_agent_extensions as ca_read
+    from wire.extensions import extension_value, read_agent_extensions
+
+    cert = _certificate_with_two_authorizations()
+    with pytest.raises(ExtensionError, match="malformed"):
+        extension_value(cert, oids.AUTHORIZATION, "AgentAuthorization")
+    with pytest.raises(ExtensionError):
+        read_agent_extensions(cert)
+    with pytest.raises(CAError) as caught:
+        ca_read(cert)
+    assert caught.value.code is ErrorCode.INVALID_EXTENSION
+    with pytest.raises(AgentError):
+        AgentProvenance.of_certificate(cert)
+
+
+def test_csr_attribute_sets_must_be_in_der_order_as_cryptography_requires() -> None:
+    """read_provenance_attribute read the attributes SET OF and each values SET OF without
+    checking DER order; cryptography refuses both, so wire now does too (a verifier that uses
+    wire alone on a CertificationRequestInfo gets the same answer)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from wire import der
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    alg, sign = csr_attributes.signature_algorithm(key)
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a")]).public_bytes()
+    prov = der.seq(der.encode_oid(oids.CSR_PROVENANCE_DOTTED), der.set_of(PROV.to_der()))
+    other = der.seq(der.encode_oid("1.2.840.113549.1.9.7"), der.set_of(der.utf8_string("pw")))
+    assert prov > other
+
+    def cri(*attributes: bytes) -> bytes:
+        return der.seq(der.integer(0), subject, spki, der.tlv(0xA0, b"".join(attributes)))
+
+    def csr_der(info: bytes) -> bytes:
+        return der.seq(info, alg, der.bit_string(sign(info)))
+
+    good = cri(other, prov)
+    assert csr_attributes.read_provenance_attribute(good) == PROV.to_der()
+    x509.load_der_x509_csr(csr_der(good))
+    two = PROV.to_der()[:-1] + b"\x03"  # sorts after PROV
+    for bad in (
+        cri(prov, other),  # attributes out of order
+        cri(
+            der.seq(der.encode_oid(oids.CSR_PROVENANCE_DOTTED), der.tlv(0x31, two + PROV.to_der()))
+        ),
+    ):
+        with pytest.raises(ExtensionError, match="DER SET OF order"):
+            csr_attributes.read_provenance_attribute(bad)
+        with pytest.raises(ValueError):
+            x509.load_der_x509_csr(csr_der(bad))
