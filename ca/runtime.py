@@ -168,6 +168,9 @@ def ensure_initialised(settings: Settings, actor: str = "system") -> bool:
         if rt.authority.is_initialised():
             return False
         rt.authority.initialise(settings.root_key_type, settings.issuing_key_type, actor)
+        from ca.responder_certs import ensure_responder_certs  # first OCSP signers (0018)
+
+        ensure_responder_certs(settings, rt.sessions, rt.keys)
         return True
     finally:
         rt.close()
