@@ -223,7 +223,12 @@ class ResponderCertRotator:
 
 
 def open_responder_key_store(settings: Settings) -> KeyStore:
-    """The responder's token as the CA side uses it (a managed token is created if missing)."""
+    """The responder's token as the CA side uses it (a managed token is created if missing).
+
+    Call it before this process first uses PKCS#11: a token created by another process
+    while the module is loaded is only seen after re-initialising the module, which other
+    open key stores of the process do not survive cleanly.
+    """
     from ca.responder_token import responder_token_config
 
     return KeyStore(responder_token_config(settings, create=True))
@@ -235,9 +240,12 @@ def ensure_responder_certs(
     ca_keys: KeyManager,
     force: bool = False,
     policy: ResponderCertPolicy | None = None,
+    responder_keys: KeyStore | None = None,
 ) -> list[RotationResult]:
-    """Rotate (or with ``force`` replace) every issuer's responder certificate where due."""
-    responder_keys = open_responder_key_store(settings)
+    """Rotate (or with ``force`` replace) every issuer's responder certificate where due
+    (``responder_keys``: the responder token already opened, see below; closed at the end)."""
+    if responder_keys is None:
+        responder_keys = open_responder_key_store(settings)
     try:
         return ResponderCertRotator(sessions, ca_keys, responder_keys, policy).ensure_all(force)
     finally:
@@ -254,11 +262,12 @@ def rotate_responder_certs(
     engine = make_engine(settings.effective_database_url)
     try:
         require_schema(engine)
+        responder_keys = open_responder_key_store(settings)  # first: see its docstring
         keys = open_key_store(settings)
         guard_signing(keys, engine, settings)  # no certificate while the clock is off
         try:
             return ensure_responder_certs(
-                settings, make_session_factory(engine), keys, force, policy
+                settings, make_session_factory(engine), keys, force, policy, responder_keys
             )
         finally:
             keys.close()
