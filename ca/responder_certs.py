@@ -273,3 +273,27 @@ def rotate_responder_certs(
             keys.close()
     finally:
         engine.dispose()
+
+
+class FirstResponderCerts:
+    """First-run setup's part (``ca.runtime.ensure_initialised``): ``prepare`` opens (and for a
+    managed SoftHSM2 creates) the responder token before the hierarchy's keys are made, see
+    :func:`open_responder_key_store`; ``publish`` then issues the first responder
+    certificates. Nothing in dev mode (``key_store = "software"``): the OCSP responder, its
+    own process, cannot use in-memory CA keys and is not part of it."""
+
+    def __init__(self, settings: Settings, responder_keys: KeyStore | None) -> None:
+        self.settings = settings
+        self.responder_keys = responder_keys
+
+    @classmethod
+    def prepare(cls, settings: Settings) -> FirstResponderCerts:
+        if settings.key_store == "software":
+            return cls(settings, None)
+        return cls(settings, open_responder_key_store(settings))
+
+    def publish(self, sessions: sessionmaker[Session], ca_keys: KeyManager) -> None:
+        if self.responder_keys is not None:
+            ensure_responder_certs(
+                self.settings, sessions, ca_keys, responder_keys=self.responder_keys
+            )

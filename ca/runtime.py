@@ -167,11 +167,11 @@ def ensure_initialised(settings: Settings, actor: str = "system") -> bool:
     try:
         if rt.authority.is_initialised():
             return False
-        from ca.responder_certs import ensure_responder_certs, open_responder_key_store
+        from ca.responder_certs import FirstResponderCerts
 
-        responder_keys = open_responder_key_store(settings)  # before PKCS#11 loads (0018)
+        first_signers = FirstResponderCerts.prepare(settings)  # decision 0018
         rt.authority.initialise(settings.root_key_type, settings.issuing_key_type, actor)
-        ensure_responder_certs(settings, rt.sessions, rt.keys, responder_keys=responder_keys)
+        first_signers.publish(rt.sessions, rt.keys)
         return True
     finally:
         rt.close()
