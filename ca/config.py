@@ -43,6 +43,11 @@ class Settings:
     # docs/operators.md "Throwaway dev mode"
     key_store: str = "pkcs11"
     dev_mode: bool = False  # accept settings that are unsafe outside development
+    # OCSP responder (decision 0018): its keys live in their own token, never with a CA key,
+    # and it may connect as a SELECT-only database role
+    ocsp_token_label: str = "agentca-ocsp"
+    ocsp_pin_file: str = ""  # empty: data_dir/secrets/ocsp-user.pin
+    ocsp_database_url: str = ""  # empty: database_url
     # naming and profile
     organization: str = "agentca development"
     trust_domain: str = "agentca.local"
@@ -110,6 +115,18 @@ class Settings:
     @property
     def effective_pin_file(self) -> Path:
         return Path(self.hsm_pin_file) if self.hsm_pin_file else self.data_dir / "secrets/user.pin"
+
+    @property
+    def effective_ocsp_pin_file(self) -> Path:
+        return (
+            Path(self.ocsp_pin_file)
+            if self.ocsp_pin_file
+            else self.data_dir / "secrets/ocsp-user.pin"
+        )
+
+    @property
+    def effective_ocsp_database_url(self) -> str:
+        return self.ocsp_database_url or self.effective_database_url
 
     @property
     def effective_ocsp_url(self) -> str:

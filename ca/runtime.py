@@ -167,7 +167,11 @@ def ensure_initialised(settings: Settings, actor: str = "system") -> bool:
     try:
         if rt.authority.is_initialised():
             return False
+        from ca.responder_certs import FirstResponderCerts
+
+        first_signers = FirstResponderCerts.prepare(settings)  # decision 0018
         rt.authority.initialise(settings.root_key_type, settings.issuing_key_type, actor)
+        first_signers.publish(rt.sessions, rt.keys)
         return True
     finally:
         rt.close()

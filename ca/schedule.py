@@ -1,6 +1,7 @@
 """The one scheduler: run a task every N seconds until a stop event (ledger checkpoints in
 ``agentca ledger checkpoint --every``, reconciliation in each CA API worker and in
-``agentca reconcile --every``).
+``agentca reconcile --every``, OCSP responder certificates in ``agentca ocsp rotate-signer
+--every``, which ``agentca run`` starts).
 
 A task that raises is logged in one line and run again at the next interval: a database or
 HSM that is away for a while must not end the schedule.

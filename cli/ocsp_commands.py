@@ -1,8 +1,10 @@
-"""``agentca ocsp serve`` and ``agentca ocsp rotate-signer``."""
+"""``agentca ocsp serve`` (the read-only responder) and ``agentca ocsp rotate-signer`` (the CA
+side: it issues the responder certificates the responder only loads; decision 0018)."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,24 +14,59 @@ from cli.group import AgentcaGroup
 from cli.gunicorn_app import serve_with_gunicorn
 from ocsp.options import OcspOptions
 
+if TYPE_CHECKING:
+    from ca.config import Settings
+    from ca.responder_certs import ResponderCertPolicy, RotationResult
+
 
 @click.group(cls=AgentcaGroup)
 def ocsp() -> None:
     """RFC 6960 OCSP responder: serve it, rotate its delegated signer certificates."""
 
 
-def _options(response_validity: str | None, signer_validity: str | None) -> OcspOptions:
+def _options(response_validity: str | None) -> OcspOptions:
     opts = OcspOptions()
     if response_validity:
         opts = opts.replace(response_validity=parse_duration(response_validity))
+    return opts
+
+
+def _policy(signer_validity: str | None) -> ResponderCertPolicy:
+    from ca.responder_certs import ResponderCertPolicy
+
+    policy = ResponderCertPolicy()
     if signer_validity:
-        opts = opts.replace(signer_validity=parse_duration(signer_validity))
-    if opts.signer_validity * opts.signer_renew_fraction <= opts.response_validity:
+        policy = ResponderCertPolicy(validity=parse_duration(signer_validity))
+    if policy.validity * policy.renew_fraction <= OcspOptions().response_validity:
         raise CAError(
             ErrorCode.CONFIG,
             "the signer validity must be more than twice the response validity",
         )
-    return opts
+    return policy
+
+
+def _warn_missing_signers(settings: Settings, opts: OcspOptions) -> None:
+    """Say which CAs have no usable responder certificate yet (read-only; the responder
+    answers tryLater for them until the CA side publishes one)."""
+    from ca.clock import utcnow
+    from ocsp.status import SqlStatusSource
+    from ocsp.wiring import ocsp_engine
+
+    engine = ocsp_engine(settings, opts)
+    try:
+        source = SqlStatusSource(engine)
+        have = {s.issuer_id for s in source.signers(utcnow())}
+        missing = [i.name for i in source.issuers() if i.id not in have]
+    except CAError:
+        return  # the workers report an unreachable database themselves
+    finally:
+        engine.dispose()
+    if missing:
+        click.echo(
+            "no OCSP responder certificate for " + ", ".join(missing) + ": answering tryLater "
+            "for them until 'agentca ocsp rotate-signer' (or 'agentca run') publishes one",
+            err=True,
+        )
 
 
 _RESPONSE_VALIDITY = click.option(
@@ -62,7 +99,6 @@ _SIGNER_VALIDITY = click.option(
     "status is older than 1 s.",
 )
 @_RESPONSE_VALIDITY
-@_SIGNER_VALIDITY
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -72,17 +108,16 @@ def serve(
     max_connections: int,
     serve_stale_for: float,
     response_validity: str | None,
-    signer_validity: str | None,
 ) -> None:
     """Serve OCSP with gunicorn (POST /ocsp, GET /ocsp/<base64>, /health).
 
-    Before forking the workers, makes sure every CA has a current delegated responder
-    certificate (key in the HSM); workers re-check and pick up newer ones by themselves.
+    Read-only: it loads the responder certificates the CA side publishes (keys in the
+    responder token, 'ocsp_token_label') and needs only SELECT on the database
+    ('ocsp_database_url'). Workers switch to a newer certificate by themselves.
     """
 
     from deploy import gunicorn_ocsp
     from ocsp.app import create_app
-    from ocsp.service import ensure_signers
 
     settings = settings_from(ctx)
     settings = settings.replace(
@@ -90,19 +125,14 @@ def serve(
         ocsp_listen_port=port or settings.ocsp_listen_port,
         workers=workers or settings.workers,
     )
-    opts = _options(response_validity, signer_validity).replace(serve_stale_for=serve_stale_for)
+    opts = _options(response_validity).replace(serve_stale_for=serve_stale_for)
     if serve_stale_for:
         click.echo(
             f"serving stale answers for up to {serve_stale_for:g} s of a database outage "
             "(a revocation committed just before it may be answered 'good' for that long)",
             err=True,
         )
-    for result in ensure_signers(settings, opts):
-        click.echo(
-            f"OCSP signer for {result.issuer_name}: {result.key_label} "
-            f"(until {result.not_after:%Y-%m-%dT%H:%M:%SZ}" + (", new)" if result.created else ")"),
-            err=True,
-        )
+    _warn_missing_signers(settings, opts)
     click.echo(
         f"serving OCSP on http://{settings.listen_host}:{settings.ocsp_listen_port}/ocsp", err=True
     )
@@ -112,21 +142,61 @@ def serve(
     serve_with_gunicorn(app, options)
 
 
-@ocsp.command("rotate-signer")
-@click.option("--if-needed", is_flag=True, help="Only create signers that are missing or expiring.")
-@_SIGNER_VALIDITY
-@click.pass_context
-def rotate_signer(ctx: click.Context, if_needed: bool, signer_validity: str | None) -> None:
-    """Issue a new delegated OCSP responder certificate for every CA (key made in the HSM).
-
-    Running responders switch to the newest signer within a fraction of a second.
-    """
-    from ocsp.service import ensure_signers
-
-    opts = _options(None, signer_validity)
-    for result in ensure_signers(settings_from(ctx), opts, force=not if_needed):
+def _print(results: list[RotationResult], as_json: bool) -> None:
+    for result in results:
+        if as_json:
+            click.echo(json.dumps(result.to_dict(), sort_keys=True))
+            continue
         state = "created" if result.created else "current"
         click.echo(
             f"{result.issuer_name:8} {state:8} {result.key_label} "
             f"notAfter={result.not_after:%Y-%m-%dT%H:%M:%SZ}"
         )
+
+
+@ocsp.command("rotate-signer")
+@click.option("--if-needed", is_flag=True, help="Only create signers that are missing or due.")
+@click.option(
+    "--every",
+    type=click.IntRange(1),
+    default=None,
+    help="Keep running: every N seconds, publish a new signer where one is due (ahead of "
+    "expiry, while the old one is still valid). 'agentca run' runs this.",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one object per CA.")
+@_SIGNER_VALIDITY
+@click.pass_context
+def rotate_signer(
+    ctx: click.Context,
+    if_needed: bool,
+    every: int | None,
+    as_json: bool,
+    signer_validity: str | None,
+) -> None:
+    """Issue a new delegated OCSP responder certificate for every CA (CA side).
+
+    The key is generated in the responder's token, never the CA's; the certificate is
+    signed with the issuing CA's key. Running responders switch to the newest valid signer
+    within a fraction of a second. With --if-needed (and --every), only where one is missing,
+    due for renewal (less than half its lifetime left) or not loadable by the responder.
+    """
+    from ca.responder_certs import rotate_responder_certs
+
+    settings, policy = settings_from(ctx), _policy(signer_validity)
+    if every is None:
+        _print(rotate_responder_certs(settings, force=not if_needed, policy=policy), as_json)
+        return
+    import signal
+    import threading
+
+    from ca.schedule import run_every
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def rotate_due() -> None:
+        results = rotate_responder_certs(settings, policy=policy)
+        _print([r for r in results if r.created], as_json)
+
+    run_every(every, rotate_due, stop, "ocsp signer rotation")

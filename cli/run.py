@@ -1,8 +1,10 @@
 """``agentca run``: the whole product on one machine (what ``make run`` starts).
 
-First-run setup (SoftHSM2 token, schema, root and issuing CA), then four processes side by side:
-the CA API, the OCSP responder, the CRL publisher (on revocation and on schedule) and the ledger
-checkpoint scheduler. A stop signal stops them all; if one dies, the others are stopped too.
+First-run setup (SoftHSM2 tokens, schema, root and issuing CA, first OCSP responder
+certificates), then five processes side by side: the CA API, the OCSP responder (read-only),
+the OCSP signer rotation (CA side: a new responder certificate ahead of expiry, while the old one
+is still valid), the CRL publisher (on revocation and on schedule) and the ledger checkpoint
+scheduler. A stop signal stops them all; if one dies, the others are stopped too.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ import click
 from ca.runtime import ensure_initialised
 from cli.context import actor, settings_from
 
+SIGNER_CHECK_EVERY = 600  # seconds; signers live 48 h and are renewed with 24 h left
+
 
 def _children(checkpoint_every: int) -> list[tuple[str, list[str]]]:
     agentca = [sys.executable, "-m", "cli.main"]
     return [
         ("ca-api", [*agentca, "serve"]),
         ("ocsp", [*agentca, "ocsp", "serve"]),
+        (
+            "ocsp-signers",
+            [*agentca, "ocsp", "rotate-signer", "--every", str(SIGNER_CHECK_EVERY)],
+        ),
         ("crl-publisher", [*agentca, "crl", "publish", "--loop"]),
         (
             "ledger-checkpoints",
@@ -42,7 +50,8 @@ def _children(checkpoint_every: int) -> list[tuple[str, list[str]]]:
 )
 @click.pass_context
 def run(ctx: click.Context, checkpoint_every: int) -> None:
-    """Start the CA API, OCSP responder, CRL publisher and ledger checkpoints together.
+    """Start the CA API, OCSP responder and signer rotation, CRL publisher and ledger
+    checkpoints together.
 
     Creates everything on first run (data directory, SoftHSM2 token, database, CAs); a second
     run reuses it. Listens on 127.0.0.1 only by default. Ctrl-C stops everything.
@@ -63,7 +72,7 @@ def run(ctx: click.Context, checkpoint_every: int) -> None:
         procs.append((name, subprocess.Popen(cmd)))
     click.echo(
         f"CA API   http://{settings.listen_host}:{settings.listen_port}\n"
-        f"OCSP     {settings.effective_ocsp_url}\n"
+        f"OCSP     {settings.effective_ocsp_url} (signers checked every {SIGNER_CHECK_EVERY} s)\n"
         f"CRLs     {settings.effective_crl_base_url}/<issuer>.crl\n"
         "ledger   checkpoints every "
         f"{checkpoint_every} s; Ctrl-C stops everything",

@@ -170,7 +170,7 @@ def create_app(
     if responder_factory is None:
 
         def responder_factory() -> Responder:
-            from ocsp.service import open_responder
+            from ocsp.wiring import open_responder
 
             rt = open_responder(settings, opts)
             app.extensions["agentca_ocsp_runtime"] = rt  # for /ready: key store and clock

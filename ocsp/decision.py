@@ -1,4 +1,4 @@
-"""The status decision of DESIGN.md section 7, as pure functions.
+"""The status decision (docs/architecture.md, the OCSP responder), as pure functions.
 
 | CertID                                   | answer                                           |
 |------------------------------------------|--------------------------------------------------|
@@ -33,8 +33,9 @@ class CertState(enum.Enum):
 
 
 @dataclass(frozen=True)
-class CertStatus:
-    """The status of one serial under one issuer, as recorded."""
+class SerialStatus:
+    """What the responder answers for one serial under one issuer (the database's own
+    ``ca.store.models.CertStatus`` is the lifecycle of a ``certificates`` row)."""
 
     state: CertState
     revoked_at: datetime | None = None
@@ -50,21 +51,21 @@ class CertStatus:
         return CERTIFICATE_HOLD if self.state is CertState.UNISSUED else self.reason
 
 
-GOOD = CertStatus(CertState.GOOD)
-UNISSUED = CertStatus(CertState.UNISSUED)
+GOOD = SerialStatus(CertState.GOOD)
+UNISSUED = SerialStatus(CertState.UNISSUED)
 
 
 def status_from_record(
     status: str | None, revoked_at: datetime | None, reason: int | None
-) -> CertStatus:
-    """Map a ``certificates`` row (or its absence: ``None``) to a :class:`CertStatus`.
+) -> SerialStatus:
+    """Map a ``certificates`` row (or its absence: ``None``) to a :class:`SerialStatus`.
 
     Only ``issued`` is good. ``pending`` and ``failed`` records were never (validly) issued.
     """
     if status == "issued":
         return GOOD
     if status == "revoked":
-        return CertStatus(CertState.REVOKED, revoked_at or EPOCH, reason)
+        return SerialStatus(CertState.REVOKED, revoked_at or EPOCH, reason)
     return UNISSUED
 
 

@@ -14,16 +14,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class OcspOptions:
-    """How long answers and signers live, how often workers look for changes, limits."""
+    """How long answers live, how often workers look for changes, limits. (Responder
+    certificates are the CA side's: ``ca.responder_certs.ResponderCertPolicy``.)"""
 
     response_validity: timedelta = timedelta(hours=1)  # nextUpdate - thisUpdate
     refresh_fraction: float = 0.5  # cached answers are re-signed after this share of validity
-    signer_validity: timedelta = timedelta(hours=48)
-    signer_renew_fraction: float = 0.5  # rotate when less than this share remains
-    signer_key_type: str = "ec-p256"
     poll_interval: float = 0.2  # seconds between status_changes polls, per worker
     outage_poll_interval: float = 1.0  # while the database is unreachable
-    signer_check_interval: float = 60.0  # seconds between signer expiry checks
+    signer_check_interval: float = 60.0  # seconds between re-picks of the newest valid signer
     # Freshness bound (decision 0012): an answer, pre-signed or not, is given only while the
     # last successful feed poll is at most this many seconds old; past it, tryLater. So every
     # answer reflects each revocation committed more than this long before it was asked, also

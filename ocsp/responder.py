@@ -39,10 +39,9 @@ from typing import Protocol
 
 from pkcs11.exceptions import PKCS11Error
 
-from ca.api.ratelimit import TokenBucket
 from ca.errors import CAError, ErrorCode
 from hsm.errors import HSMError
-from ocsp.decision import UNISSUED, CertStatus, IssuerKey, Lookup, resolve
+from ocsp.decision import UNISSUED, IssuerKey, Lookup, SerialStatus, resolve
 from ocsp.options import OcspOptions
 from ocsp.request import OcspRequest, parse_request
 from ocsp.response import (
@@ -55,6 +54,7 @@ from ocsp.response import (
     SingleAnswer,
     build_basic_response,
 )
+from ocsp.sign_budget import SignBudget
 from ocsp.status import FeedHead, IssuerInfo, StatusSource
 
 log = logging.getLogger("agentca.ocsp")
@@ -113,7 +113,8 @@ TRY_LATER_ANSWER = ERROR_ANSWERS[ResponseStatus.TRY_LATER]
 
 
 def status_for_error(error: CAError) -> ResponseStatus:
-    """Map the error family onto OCSPResponseStatus (the OCSP edge of DESIGN.md 10)."""
+    """Map the error family onto OCSPResponseStatus (RFC 6960 4.2.1): the OCSP edge of the
+    error family (the HTTP statuses and exit codes belong to the API and the CLI)."""
     if error.code is ErrorCode.BAD_REQUEST or error.code is ErrorCode.TOO_LARGE:
         return ResponseStatus.MALFORMED_REQUEST
     if error.code in (
@@ -174,7 +175,7 @@ class SignerProvider(Protocol):
 
     def signer_for(self, issuer_id: int) -> Signer: ...
     def reload(self) -> None: ...
-    def check(self) -> None: ...
+    def check(self) -> bool: ...  # True when a signer changed
 
 
 def _utc(ts: float) -> datetime:
@@ -211,11 +212,11 @@ class Responder:
         self._next_signer_check = 0.0
         self._responses: dict[bytes, Answer] = {}
         self._by_serial: dict[tuple[int, str | None], list[bytes]] = {}
-        self._statuses: dict[tuple[int, str], tuple[CertStatus, float]] = {}
+        self._statuses: dict[tuple[int, str], tuple[SerialStatus, float]] = {}
         self._status_ttl = self._refresh  # safety net should a feed entry ever be missed
         self.errors = LogLimiter(log, monotonic=monotonic)
         rate = self.options.sign_rate_per_client
-        self._budget = TokenBucket(rate, self.options.sign_burst_per_client) if rate > 0 else None
+        self._budget = SignBudget(rate, self.options.sign_burst_per_client) if rate > 0 else None
 
     # -- public -------------------------------------------------------------------------------
     @property
@@ -313,7 +314,8 @@ class Responder:
         if mono >= self._next_signer_check:
             self._next_signer_check = mono + self.options.signer_check_interval
             try:
-                self.signers.check()
+                if self.signers.check():
+                    self._drop_responses()
             except Exception:
                 log.exception("OCSP signer check failed")
 
@@ -411,8 +413,7 @@ class Responder:
         """Take ``cost`` tokens from ``client``'s signing budget; False when it is spent."""
         if self._budget is None:
             return True
-        now = self.monotonic()
-        return all(self._budget.take(client, now) == 0.0 for _ in range(cost))
+        return self._budget.take(client, self.monotonic(), cost)
 
     def _store(self, key: bytes, answer: Answer) -> None:
         if len(self._responses) >= self.options.max_cached_responses:
@@ -420,8 +421,8 @@ class Responder:
         self._responses[key] = answer
         self._by_serial.setdefault((answer.issuer_id, answer.serial_hex), []).append(key)
 
-    def _statuses_for(self, lookups: Sequence[Lookup]) -> list[CertStatus]:
-        result: list[CertStatus | None] = []
+    def _statuses_for(self, lookups: Sequence[Lookup]) -> list[SerialStatus]:
+        result: list[SerialStatus | None] = []
         mono = self.monotonic()
         missing: dict[int, list[str]] = {}
         for lk in lookups:

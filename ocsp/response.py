@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from ocsp.decision import CertState, CertStatus
+from ocsp.decision import CertState, SerialStatus
 
 
 class ResponseStatus(enum.IntEnum):
@@ -69,7 +69,7 @@ class SingleAnswer:
     """The answer for one CertID (``cert_id_der`` echoes the request's CertID)."""
 
     cert_id_der: bytes
-    status: CertStatus
+    status: SerialStatus
 
 
 def _sign(key: CertificateIssuerPrivateKeyTypes, data: bytes) -> tuple[str, bytes]:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ca.errors import CAError, ErrorCode
 from ca.store.models import Certificate, Issuer, OcspSigner, StatusChange
-from ocsp.decision import CertStatus, status_from_record
+from ocsp.decision import SerialStatus, status_from_record
 
 T = TypeVar("T")
 
@@ -73,8 +73,8 @@ class StatusSource(Protocol):
     def head(self) -> FeedHead: ...
     def changes(self, after: int, also: Iterable[int], limit: int) -> list[Change]: ...
     def issuers(self) -> list[IssuerInfo]: ...
-    def signers(self) -> list[SignerInfo]: ...
-    def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, CertStatus]: ...
+    def signers(self, valid_at: datetime) -> list[SignerInfo]: ...
+    def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]: ...
 
 
 class SqlStatusSource:
@@ -140,17 +140,21 @@ class SqlStatusSource:
 
         return self._run(run)
 
-    def signers(self) -> list[SignerInfo]:
-        """The newest signer of each issuer (highest id wins, so duplicates are harmless)."""
-        newest = select(func.max(OcspSigner.id)).group_by(OcspSigner.issuer_id)
-        query = select(
-            OcspSigner.id,
-            OcspSigner.issuer_id,
-            OcspSigner.key_label,
-            OcspSigner.certificate_der,
-            OcspSigner.not_before,
-            OcspSigner.not_after,
-        ).where(OcspSigner.id.in_(newest))
+    def signers(self, valid_at: datetime) -> list[SignerInfo]:
+        """Signers not expired at ``valid_at``, newest first (the CA side publishes a new one
+        while the previous one is still valid; the responder uses the newest it can load)."""
+        query = (
+            select(
+                OcspSigner.id,
+                OcspSigner.issuer_id,
+                OcspSigner.key_label,
+                OcspSigner.certificate_der,
+                OcspSigner.not_before,
+                OcspSigner.not_after,
+            )
+            .where(OcspSigner.not_after > valid_at)
+            .order_by(OcspSigner.id.desc())
+        )
 
         def run() -> list[SignerInfo]:
             with self.engine.connect() as conn:
@@ -158,7 +162,7 @@ class SqlStatusSource:
 
         return self._run(run)
 
-    def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, CertStatus]:
+    def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]:
         """Status of each serial under ``issuer_id``; CA certificates it issued are good."""
         wanted = list(dict.fromkeys(serials))
         query = select(
@@ -174,8 +178,8 @@ class SqlStatusSource:
             ),
         )
 
-        def run() -> dict[str, CertStatus]:
-            found: dict[str, CertStatus] = {}
+        def run() -> dict[str, SerialStatus]:
+            found: dict[str, SerialStatus] = {}
             with self.engine.connect() as conn:
                 for serial, status, revoked_at, reason in conn.execute(query):
                     found[serial] = status_from_record(status, revoked_at, reason)

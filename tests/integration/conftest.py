@@ -18,7 +18,11 @@ import pytest
 from ca.config import Settings
 from ca.runtime import Runtime, open_runtime
 from hsm import TokenConfig
-from tests.integration.conftest_hsm import hsm_config, hsm_keystore  # noqa: F401
+from tests.integration.conftest_hsm import (  # noqa: F401
+    hsm_config,
+    hsm_keystore,
+    responder_token_pin,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENTCA = str(Path(sys.executable).with_name("agentca"))
@@ -27,7 +31,8 @@ AGENTCA = str(Path(sys.executable).with_name("agentca"))
 def settings_for(
     data_dir: Path, database_url: str, token: TokenConfig, **extra: object
 ) -> Settings:
-    """Settings that use the process-wide SoftHSM2 token instead of a managed one."""
+    """Settings that use the process-wide SoftHSM2 token instead of a managed one (and the
+    OCSP responder token beside it)."""
     assert token.softhsm2_conf
     token_home = Path(token.softhsm2_conf).parent.parent
     return Settings(
@@ -38,6 +43,7 @@ def settings_for(
         softhsm2_conf=token.softhsm2_conf,
         token_label=token.token_label,
         hsm_pin_file=str(token_home / "secrets" / "user.pin"),
+        ocsp_pin_file=str(responder_token_pin(token)),
         **extra,  # type: ignore[arg-type]
     )
 

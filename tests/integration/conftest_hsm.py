@@ -24,15 +24,33 @@ import pytest
 from hsm import KeyStore, TokenConfig, ensure_softhsm_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+RESPONDER_TOKEN = "agentca-ocsp"  # Settings.ocsp_token_label's default
 _PROCESS_TOKEN: dict[str, TokenConfig] = {}
+_RESPONDER_PINS: dict[str, Path] = {}
 
 
 def process_token(tmp_path_factory: pytest.TempPathFactory) -> TokenConfig:
     """The one SoftHSM2 token this test process uses (created on first call)."""
     if "config" not in _PROCESS_TOKEN:
         data_dir = tmp_path_factory.mktemp("agentca-hsm")
-        _PROCESS_TOKEN["config"] = ensure_softhsm_token(data_dir)
+        token = ensure_softhsm_token(data_dir)
+        responder_token_pin(token)  # before this process loads the module: it sees both
+        _PROCESS_TOKEN["config"] = token
     return _PROCESS_TOKEN["config"]
+
+
+def responder_token_pin(token: TokenConfig) -> Path:
+    """The PIN file of the OCSP responder token next to ``token`` (same SoftHSM2
+    configuration, its own PIN), created on first call (decision 0018)."""
+    assert token.softhsm2_conf
+    if token.softhsm2_conf not in _RESPONDER_PINS:
+        from ca.responder_token import provision_softhsm_token
+
+        conf = Path(token.softhsm2_conf)
+        pin = conf.parent.parent / "secrets" / "ocsp-user.pin"
+        provision_softhsm_token(token.module_path, conf, RESPONDER_TOKEN, pin)
+        _RESPONDER_PINS[token.softhsm2_conf] = pin
+    return _RESPONDER_PINS[token.softhsm2_conf]
 
 
 @pytest.fixture(scope="session")

@@ -251,7 +251,8 @@ def test_every_state_changing_cli_command_writes_its_entries(tmp_path: Path) -> 
     csr = tmp_path / "a.csr"
     write_agent_csr(csr, "cli-agent", MODEL, PROMPT)
     issue = issue_args(csr, "cli-agent", MODEL, PROMPT)
-    assert entries("init") == ["ca.initialised"]
+    # init also publishes the first delegated OCSP signer of each CA (decision 0018)
+    assert entries("init") == ["ca.initialised"] + ["ocsp.signer.rotated"] * 2
     assert entries("scope", "add", "read_book") == ["scope.added"]
     assert entries("model", "add", MODEL, "--model-type", "m", "--environment", "prod") == [
         "model.added"
@@ -291,8 +292,7 @@ def test_every_state_changing_cli_command_writes_its_entries(tmp_path: Path) -> 
     assert entries("model", "retire", MODEL, "--revoke") == ["model.retired", "certificate.revoked"]
     assert entries("ledger", "checkpoint") == ["audit.signer.created"]
     assert entries("ledger", "checkpoint") == []
-    # one delegated OCSP signer per issuer (root and issuing), then forced rotation again
-    assert entries("ocsp", "rotate-signer", "--if-needed") == ["ocsp.signer.rotated"] * 2
+    # signers are current since init; a forced rotation replaces both (root and issuing)
     assert entries("ocsp", "rotate-signer", "--if-needed") == []
     assert entries("ocsp", "rotate-signer") == ["ocsp.signer.rotated"] * 2
     # publishing CRLs changes no CA state: nothing to record

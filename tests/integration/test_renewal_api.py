@@ -26,10 +26,11 @@ from sqlalchemy import func, select
 from ca.api.app import create_app
 from ca.extensions import Digest, Provenance, build_agent_csr, read_agent_extensions
 from ca.proof import renewal_statement
+from ca.responder_certs import ensure_responder_certs
 from ca.runtime import Runtime, open_runtime
 from ca.store.models import Certificate, LedgerEntryRow
 from ocsp.options import OcspOptions
-from ocsp.service import open_responder
+from ocsp.wiring import open_responder
 from tests.integration.conftest import settings_for
 from tests.integration.http import Reply, call, serve_in_thread
 
@@ -61,7 +62,7 @@ class Env:
                 .where(LedgerEntryRow.seq >= size)
                 .order_by(LedgerEntryRow.seq)
             ).all()
-            # certificate events only (answering OCSP may create responder signers)
+            # certificate events only
             return [(r.event, json.loads(r.body)) for r in rows if r.event.startswith("cert")]
 
     def row(self, cert: x509.Certificate) -> Certificate:
@@ -103,6 +104,7 @@ def env(
     )
     rt = open_runtime(settings, create=True)
     rt.authority.initialise("ec-p384", "ec-p256")
+    ensure_responder_certs(settings, rt.sessions, rt.keys)  # the CA side publishes signers
     app = create_app(settings, runtime_factory=lambda: rt)
     with serve_in_thread(app) as base:
         e = Env(base, rt, request.param)

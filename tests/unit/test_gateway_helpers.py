@@ -19,11 +19,11 @@ from agent.client import Agent, Credential
 from agent.provenance import RuntimeProvenance
 from ca.extensions import Accountability, AgentExtensions, Authorization, Digest, Provenance
 from ca.profile import AgentCertificateSpec, CertificateUrls, build_agent_certificate
+from ca.responder_certs import build_responder_certificate
 from gateway.httpsig import RequestView
-from ocsp.decision import CertState, CertStatus
+from ocsp.decision import CertState, SerialStatus
 from ocsp.request import parse_request
 from ocsp.response import Signer, SingleAnswer, build_basic_response
-from ocsp.signer import build_responder_certificate
 from tests.unit.helpers import software_hierarchy
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -135,9 +135,9 @@ class Pki:
             responder.not_valid_after_utc,
         )
         status = (
-            CertStatus(CertState.REVOKED, datetime.fromtimestamp(this_update - 5, UTC), 1)
+            SerialStatus(CertState.REVOKED, datetime.fromtimestamp(this_update - 5, UTC), 1)
             if state is CertState.REVOKED
-            else CertStatus(state)
+            else SerialStatus(state)
         )
         tu = datetime.fromtimestamp(int(this_update), UTC)
         return build_basic_response(

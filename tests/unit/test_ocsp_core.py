@@ -18,13 +18,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from ca.errors import CAError, ErrorCode
-from ocsp.decision import EPOCH, GOOD, UNISSUED, CertState, CertStatus, status_from_record
+from ca.responder_certs import build_responder_certificate, needs_rotation
+from ocsp.decision import EPOCH, GOOD, UNISSUED, CertState, SerialStatus, status_from_record
+from ocsp.loaded_signers import StaticSigners
 from ocsp.options import OcspOptions
 from ocsp.request import parse_request
 from ocsp.responder import Responder
 from ocsp.response import ResponseStatus, Signer
-from ocsp.signer import build_responder_certificate, needs_rotation
-from ocsp.signers import StaticSigners
 from ocsp.status import Change, FeedHead, IssuerInfo, SignerInfo
 from tests.unit.helpers import NOW, software_hierarchy
 
@@ -50,7 +50,7 @@ class FakeSource:
     """An in-memory StatusSource; ``down`` simulates an unreachable database."""
 
     issuers_list: list[IssuerInfo]
-    records: dict[tuple[int, str], CertStatus] = field(default_factory=dict)
+    records: dict[tuple[int, str], SerialStatus] = field(default_factory=dict)
     feed: list[Change] = field(default_factory=list)
     hidden: set[int] = field(default_factory=set)  # ids allocated but not committed
     down: bool = False
@@ -75,16 +75,16 @@ class FakeSource:
         self._check()
         return list(self.issuers_list)
 
-    def signers(self) -> list[SignerInfo]:
+    def signers(self, valid_at: datetime) -> list[SignerInfo]:
         self._check()
         return []
 
-    def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, CertStatus]:
+    def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]:
         self._check()
         self.status_queries += 1
         return {s: self.records.get((issuer_id, s), UNISSUED) for s in serials}
 
-    def set(self, issuer_id: int, serial: int, status: CertStatus, change_id: int) -> None:
+    def set(self, issuer_id: int, serial: int, status: SerialStatus, change_id: int) -> None:
         self.records[(issuer_id, format(serial, "x"))] = status
         self.feed.append(Change(change_id, issuer_id, format(serial, "x")))
 
@@ -148,7 +148,7 @@ def make_world() -> World:
     )
     source = FakeSource([issuer_info(1, root), issuer_info(2, issuing)])
     source.records[(2, format(GOOD_SERIAL, "x"))] = GOOD
-    source.records[(2, format(REVOKED_SERIAL, "x"))] = CertStatus(
+    source.records[(2, format(REVOKED_SERIAL, "x"))] = SerialStatus(
         CertState.REVOKED, NOW - timedelta(minutes=5), 1
     )
     source.records[(2, format(PENDING_SERIAL, "x"))] = status_from_record("pending", None, None)
@@ -343,7 +343,7 @@ def test_cached_answer_is_served_and_revocation_replaces_it(world: World) -> Non
     first = responder.respond(der)
     assert responder.respond(der) is first  # same bytes, no new signature
     queries = world.source.status_queries
-    world.source.set(2, GOOD_SERIAL, CertStatus(CertState.REVOKED, NOW, 1), change_id=1)
+    world.source.set(2, GOOD_SERIAL, SerialStatus(CertState.REVOKED, NOW, 1), change_id=1)
     world.clock.t += 0.1  # before the next poll: still the cached answer
     assert responder.respond(der) is first
     world.clock.t += 0.15  # poll due: the change feed drops the entry
@@ -357,8 +357,8 @@ def test_change_committed_out_of_order_is_not_missed(world: World) -> None:
     der = make_request([cert_id(world.issuing, GOOD_SERIAL)])
     responder.respond(der)
     # Change 1 is allocated first but commits after change 2 (concurrent revocations).
-    world.source.set(2, 0x77, CertStatus(CertState.REVOKED, NOW, 1), change_id=2)
-    world.source.set(2, GOOD_SERIAL, CertStatus(CertState.REVOKED, NOW, 1), change_id=1)
+    world.source.set(2, 0x77, SerialStatus(CertState.REVOKED, NOW, 1), change_id=2)
+    world.source.set(2, GOOD_SERIAL, SerialStatus(CertState.REVOKED, NOW, 1), change_id=1)
     world.source.feed.sort(key=lambda c: c.id)
     world.source.hidden = {1}
     world.clock.t += 0.3
@@ -408,7 +408,7 @@ def test_database_outage_with_serve_stale_for(world: World) -> None:
 def test_unexpected_errors_become_internal_error(world: World) -> None:
     responder = world.responder()
 
-    def boom(*_: object) -> dict[str, CertStatus]:
+    def boom(*_: object) -> dict[str, SerialStatus]:
         raise RuntimeError("bug")
 
     world.source.statuses = boom  # type: ignore[method-assign]

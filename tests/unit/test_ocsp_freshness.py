@@ -19,11 +19,11 @@ from pkcs11 import exceptions as p11e
 from hsm.errors import HSMError, TokenNotFound
 from hsm.keys import HsmEcPrivateKey
 from hsm.keytypes import KeyType
-from ocsp.decision import CertState, CertStatus
+from ocsp.decision import CertState, SerialStatus
+from ocsp.loaded_signers import StaticSigners
 from ocsp.options import OcspOptions
 from ocsp.responder import LogLimiter, Responder
 from ocsp.response import ResponseStatus, Signer
-from ocsp.signers import StaticSigners
 from tests.unit.helpers import NOW
 from tests.unit.test_ocsp_core import (
     GOOD_SERIAL,
@@ -60,7 +60,7 @@ def _revoke_then_outage(world: World, responder: Responder) -> tuple[bytes, byte
         assert _status(responder.respond(der)) == "GOOD"
     # Last successful poll: now. The revocation commits 0.1 s later, the database stops.
     world.clock.t += 0.1
-    world.source.set(2, GOOD_SERIAL, CertStatus(CertState.REVOKED, NOW, 1), change_id=1)
+    world.source.set(2, GOOD_SERIAL, SerialStatus(CertState.REVOKED, NOW, 1), change_id=1)
     world.source.down = True
     return cached, nonce, other
 
@@ -104,7 +104,7 @@ def test_healthy_idle_responder_polls_first_and_answers(world: World) -> None:
     first = responder.respond(cached)
     world.clock.t += 100
     assert responder.respond(cached) is first
-    world.source.set(2, GOOD_SERIAL, CertStatus(CertState.REVOKED, NOW, 1), change_id=1)
+    world.source.set(2, GOOD_SERIAL, SerialStatus(CertState.REVOKED, NOW, 1), change_id=1)
     world.clock.t += 100
     assert _status(responder.respond(cached)) == "REVOKED"
 

@@ -1,4 +1,9 @@
-"""Wiring for one responder process: engine, key store, status source, signers, responder."""
+"""Wiring for one responder process: engine, responder token, status source, signers.
+
+Everything here reads: the engine may belong to a SELECT-only role
+(``ocsp_database_url``) and the key store is the responder's own token, which holds responder
+keys only (``ca.responder_token``). Nothing is created or written (decision 0018).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,13 @@ from sqlalchemy.engine import make_url
 from ca.clock import utcnow
 from ca.clockcheck import SkewMonitor
 from ca.config import Settings
-from ca.keysetup import guard_signing, token_config
-from ca.store.db import make_engine, make_session_factory
+from ca.keysetup import guard_signing
+from ca.responder_token import responder_token_config
+from ca.store.db import make_engine
 from hsm import KeyStore
+from ocsp.loaded_signers import CurrentSigners
 from ocsp.options import OcspOptions
 from ocsp.responder import Responder
-from ocsp.rotation import RotationResult, SignerRotator
-from ocsp.signers import HsmSigners
 from ocsp.status import SqlStatusSource
 
 
@@ -35,8 +40,9 @@ class ResponderRuntime:
 
 
 def ocsp_engine(settings: Settings, options: OcspOptions) -> Engine:
-    """An engine that gives up quickly when PostgreSQL is unreachable (-> tryLater)."""
-    url = settings.effective_database_url
+    """An engine on ``ocsp_database_url`` that gives up quickly when PostgreSQL is
+    unreachable (-> tryLater)."""
+    url = settings.effective_ocsp_database_url
     if make_url(url).get_backend_name() == "postgresql":
         return make_engine(
             url, connect_args={"connect_timeout": options.db_connect_timeout}, pool_size=2
@@ -44,36 +50,11 @@ def ocsp_engine(settings: Settings, options: OcspOptions) -> Engine:
     return make_engine(url)
 
 
-def rotator_for(
-    settings: Settings, options: OcspOptions, engine: Engine, keys: KeyStore
-) -> SignerRotator:
-    return SignerRotator(make_session_factory(engine), keys, options, utcnow)
-
-
 def open_responder(settings: Settings, options: OcspOptions) -> ResponderRuntime:
     """Build the responder of this process (call after fork: it will use the HSM)."""
     engine = ocsp_engine(settings, options)
-    keys = KeyStore(token_config(settings))
+    keys = KeyStore(responder_token_config(settings))
     clock_check = guard_signing(keys, engine, settings)
     source = SqlStatusSource(engine)
-    signers = HsmSigners(
-        source,
-        keys,
-        rotator_for(settings, options, engine, keys),
-        utcnow,
-        options.signer_renew_fraction,
-    )
+    signers = CurrentSigners(source, keys, utcnow)
     return ResponderRuntime(engine, keys, Responder(source, signers, options), clock_check)
-
-
-def ensure_signers(
-    settings: Settings, options: OcspOptions, force: bool = False
-) -> list[RotationResult]:
-    """Create (or with ``force`` replace) the delegated signer of every issuer, then close."""
-    engine = ocsp_engine(settings, options)
-    keys = KeyStore(token_config(settings))
-    try:
-        return rotator_for(settings, options, engine, keys).ensure_all(force)
-    finally:
-        keys.close()
-        engine.dispose()

@@ -1,0 +1,18 @@
+-- The OCSP responder's PostgreSQL role: it reads four tables and writes nothing
+-- (docs/decisions/0018-read-only-ocsp-tier.md). Run as the owner of the agentca schema:
+--
+--   psql -d agentca -f deploy/ocsp-readonly-role.sql
+--   psql -d agentca -c "\password agentca_ocsp"
+--
+-- then give the responder  ocsp_database_url = "postgresql://agentca_ocsp:...@host/agentca"
+-- (AGENTCA_OCSP_DATABASE_URL). Idempotent: safe to run again after an upgrade.
+DO $$
+BEGIN
+    CREATE ROLE agentca_ocsp LOGIN;
+EXCEPTION WHEN duplicate_object THEN
+    NULL;
+END
+$$;
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM agentca_ocsp;
+GRANT USAGE ON SCHEMA public TO agentca_ocsp;
+GRANT SELECT ON issuers, certificates, status_changes, ocsp_signers TO agentca_ocsp;

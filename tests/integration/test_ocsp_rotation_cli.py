@@ -1,0 +1,78 @@
+"""``agentca ocsp rotate-signer --every`` (what ``agentca run`` starts): it publishes a new
+responder certificate for each CA whose newest one is due, ahead of its expiry, and leaves
+current ones alone; the old one stays valid (overlap). Also ``--json`` and ``--help``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tests.integration.conftest import AGENTCA, run_cli
+
+
+def _signers(db: Path) -> list[tuple[int, str, datetime]]:
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, key_label, not_after FROM ocsp_signers"))
+            return [(r[0], r[1], datetime.fromisoformat(str(r[2]))) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def test_every_rotates_what_is_due_ahead_of_expiry(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert run_cli("init", data_dir=data).returncode == 0
+    db = data / "agentca.sqlite3"
+    first = _signers(db)
+    assert len(first) == 2  # init published one per CA
+    current = run_cli("ocsp", "rotate-signer", "--if-needed", "--json", data_dir=data)
+    assert current.returncode == 0, current.stderr
+    assert [json.loads(line)["created"] for line in current.stdout.splitlines()] == [False] * 2
+    # Make the issuing CA's signer due: less than half of its (recorded) lifetime left.
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        long_ago = (datetime.now(UTC) - timedelta(hours=200)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        conn.execute(
+            sa.text(
+                "UPDATE ocsp_signers SET not_before = :t WHERE issuer_id ="
+                " (SELECT id FROM issuers WHERE role = 'issuing')"
+            ),
+            {"t": long_ago},
+        )
+    engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCA_")}
+    env.pop("SOFTHSM2_CONF", None)
+    env["AGENTCA_DATA_DIR"] = str(data)
+    proc = subprocess.Popen(
+        [AGENTCA, "ocsp", "rotate-signer", "--every", "1", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while len(_signers(db)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.5)  # two more rounds: nothing else is due
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    created = [json.loads(line) for line in out.splitlines()]
+    assert [c["issuer"] for c in created] == ["issuing"], out
+    after = _signers(db)
+    assert len(after) == 3
+    old_issuing = next(s for s in first if s[0] == 2)
+    assert old_issuing[2] > datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=40)
+
+
+def test_rotate_signer_help() -> None:
+    out = subprocess.run([AGENTCA, "ocsp", "rotate-signer", "--help"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    assert "--every" in out and "--json" in out and "--if-needed" in out
