@@ -112,6 +112,15 @@ _LIBS: dict[str, Any] = {}
 """Loaded modules by path, with the pid that (re)initialised each one and its SOFTHSM2_CONF."""
 _LIB_PID: dict[str, int] = {}
 _LIB_CONF: dict[str, str | None] = {}
+_LIB_GENERATION: dict[str, int] = {}
+"""Bumped whenever a module is (re)initialised: every session and object handle any store of
+this process held on it is then void, and the numbers may be handed out again for other
+objects. A store whose session predates the current generation drops it (and its handles)
+before its next call, so a reused handle number can never sign with another store's key."""
+
+
+def _bump_generation(path: str) -> None:
+    _LIB_GENERATION[path] = _LIB_GENERATION.get(path, 0) + 1
 
 
 def _hold_lock_across_fork() -> None:
@@ -151,6 +160,7 @@ def _load_library(config: TokenConfig) -> Any:
                 f"SOFTHSM2_CONF={_LIB_CONF[path]!r}; use one SoftHSM2 configuration per process"
             )
         if _LIB_PID[path] != pid:
+            _bump_generation(path)
             try:
                 lib.reinitialize()
             except p11e.PKCS11Error as exc:
@@ -170,6 +180,7 @@ def _load_library(config: TokenConfig) -> Any:
         raise TokenNotFound(f"could not load the PKCS#11 module {path!r}: {exc}") from exc
     _LIBS[path] = lib
     _LIB_PID[path] = pid
+    _bump_generation(path)
     _LIB_CONF[path] = os.environ.get("SOFTHSM2_CONF")
     return lib
 
@@ -266,6 +277,7 @@ class KeyStore:
         self._session: Any = None
         self._slot: Any = None
         self._pid: int | None = None
+        self._generation = -1  # the module generation self._session was opened in
         self._handles: dict[str, Any] = {}  # label -> pkcs11 PrivateKey of the current session
         self._keys: dict[str, HsmPrivateKey] = {}  # label -> adapter (survives reopening)
         self._mechanisms: set[Mechanism] | None = None
@@ -288,7 +300,8 @@ class KeyStore:
 
     def _live_session(self) -> Any:
         pid = os.getpid()
-        if self._session is not None and self._pid == pid:
+        current = _LIB_GENERATION.get(self._config.module_path, 0)
+        if self._session is not None and self._pid == pid and self._generation == current:
             return self._session
         # First use, a forked child (the inherited handle is meaningless here) or a lost token.
         self._session = None
@@ -306,6 +319,7 @@ class KeyStore:
         self._ever_opened = True
         self._session = session
         self._pid = pid
+        self._generation = _LIB_GENERATION.get(self._config.module_path, 0)
         return session
 
     def _note_failure(self, exc: HSMError) -> None:
@@ -354,6 +368,7 @@ class KeyStore:
             time.sleep(pause)
             lib = _LIBS.get(self._config.module_path)
             if lib is not None:  # make SoftHSM2 read the token files afresh
+                _bump_generation(self._config.module_path)
                 _reinitialize(lib)
                 _LIB_PID[self._config.module_path] = os.getpid()
 

@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 import json
 import os
+import secrets
 import stat
 import subprocess
 import threading
@@ -535,3 +536,31 @@ def test_read_pin_file_errors(tmp_path: Path) -> None:
 
 def test_find_pkcs11_module_finds_softhsm() -> None:
     assert hsm.softhsm.find_pkcs11_module() == "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def test_a_module_reinitialisation_voids_every_stores_handles(
+    hsm_config: TokenConfig, hsm_keystore: KeyStore
+) -> None:
+    """Two stores in one process (the CA token and the responder token, as in the scheduler).
+    After the module is re-initialised (token recovery and SoftHSM2 retries do it), the numbers
+    of the first store's session and key handles are handed out again to the second store's new
+    session and key. Before the fix, the first store then signed with the second store's key."""
+    from hsm import keystore as ks
+    from tests.integration.conftest_hsm import RESPONDER_TOKEN, responder_token_pin
+
+    algorithm = ec.ECDSA(hashes.SHA256())
+    mine = hsm_keystore.generate(f"reinit-a-{secrets.token_hex(4)}", KeyType.EC_P256)
+    mine.sign(b"a", algorithm)  # the first store now holds a session and a key handle
+    pin = responder_token_pin(hsm_config).read_text().strip()
+    other = KeyStore(
+        TokenConfig(hsm_config.module_path, RESPONDER_TOKEN, pin, hsm_config.softhsm2_conf)
+    )
+    try:
+        with ks._LOCK:  # what KeyStore._open_session does between attempts
+            ks._bump_generation(hsm_config.module_path)
+            ks._reinitialize(ks._LIBS[hsm_config.module_path])
+        theirs = other.generate(f"reinit-b-{secrets.token_hex(4)}", KeyType.EC_P256)
+        theirs.public_key().verify(theirs.sign(b"b", algorithm), b"b", algorithm)
+        mine.public_key().verify(mine.sign(b"a", algorithm), b"a", algorithm)
+    finally:
+        other.close()
