@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,13 @@ def alembic_config(url: str) -> Any:
     """An Alembic ``Config`` pointing at the packaged ``migrations/`` folder."""
     from alembic.config import Config
 
-    import migrations
-
+    # Located, not imported: migrations/ imports the models, so importing it here would make
+    # the store and the migrations depend on each other (docs/architecture.md).
+    spec = importlib.util.find_spec("migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise CAError(ErrorCode.CONFIG, "the packaged migrations folder is missing")
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("script_location", str(Path(list(spec.submodule_search_locations)[0])))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
