@@ -2,8 +2,9 @@
 
 Request models validate bodies (after the strict JSON parser in :mod:`ca.api.bodies`), and
 both kinds are rendered into the OpenAPI document by :mod:`ca.api.openapi`. Request models
-are strict (no coercion: ``"1"`` is not an integer, ``1`` is not a boolean), ignore unknown
-members as the hand-written checks did, and treat ``null`` as absent.
+are strict (no coercion: ``"1"`` is not an integer, ``1`` is not a boolean), refuse unknown
+members (a misspelt ``environment`` or ``status`` must not silently widen or skip what the
+caller asked for), and treat ``null`` as absent.
 
 Imported only by the API app: the CLI must not pay for pydantic (see decision 0020).
 """
@@ -56,9 +57,15 @@ RoleName = Literal["operator", "auditor", "read-only", "issuer-verbatim"]  # = c
 
 
 class RequestBody(BaseModel):
-    """A JSON request body: strict types, unknown members ignored, ``null`` means absent."""
+    """A JSON request body: strict types, unknown members refused, ``null`` means absent.
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    Unknown members are refused, not ignored: ``{"agent": "a", "model_digst": ...}`` on a bulk
+    revocation would otherwise revoke every certificate of ``a``, a retirement with a misspelt
+    ``environment`` would retire the model everywhere, and ``{"satus": "disabled"}`` would
+    answer 200 and disable nothing.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     @model_validator(mode="before")
     @classmethod
