@@ -47,6 +47,14 @@ Seconds = Annotated[
 ]
 """A positive number of seconds (at most ten years); out of range is ``invalid-validity``."""
 
+TokenSeconds = Annotated[
+    int,
+    AfterValidator(_seconds),
+    Field(json_schema_extra={"minimum": 60, "maximum": MAX_SECONDS}),
+]
+"""An API token's lifetime: documented from 60 s (``ca.apitokens.MIN_TTL``; shorter is
+``invalid-validity`` there)."""
+
 Sha256Hex = Annotated[
     str, AfterValidator(_digest), Field(json_schema_extra={"pattern": SHA256_PATTERN})
 ]
@@ -200,7 +208,7 @@ class NewApiToken(RequestBody):
     role: RoleName = Field(
         description="issuer-verbatim tokens are created only with the local CLI (403 here)"
     )
-    ttl_seconds: Seconds | None = Field(
+    ttl_seconds: TokenSeconds | None = Field(
         default=None,
         description="between 60 s and api_token_max_ttl_days; default api_token_default_ttl_days",
     )
