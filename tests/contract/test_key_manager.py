@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import pickle
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -238,6 +239,9 @@ def test_private_half_cannot_be_exported(keys: dict[KeyType, Any], key_type: Key
         else:
             key.private_numbers()
     assert copy.copy(key) is key and copy.deepcopy(key) is key
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        with pytest.raises(KeyNotExtractable, match=key.label):
+            pickle.dumps(key, protocol)
 
 
 def test_keys_sign_only(keys: dict[KeyType, Any]) -> None:
