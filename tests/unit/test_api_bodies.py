@@ -6,6 +6,8 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -265,3 +267,40 @@ def test_query_seconds_in_range() -> None:
     with context, pytest.raises(CAError) as caught:
         query_seconds("validity_seconds")
     assert caught.value.code is ErrorCode.INVALID_VALIDITY
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"certificate": "\\ud800", "csr": "r", "created": 1, "proof": "AA=="}',
+        b'{"certificate": "c", "csr": "r", "created": 1, "proof": "AA==", "scopes": ["\\udfff"]}',
+        b'{"\\ud83d": 1, "certificate": "c", "csr": "r", "created": 1, "proof": "AA=="}',
+    ],
+)
+def test_a_lone_surrogate_is_bad_request_not_internal(
+    raw: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON lets ``\\ud800`` through; it cannot be encoded, so the route's ``.encode()`` (or
+    the database) failed with a 500 and a traceback, unauthenticated on /v1/renew."""
+    from ca.api.app import create_app
+    from ca.config import Settings
+
+    def no_runtime() -> Any:
+        raise AssertionError("the body must be refused before the runtime is needed")
+
+    app = create_app(Settings(data_dir=tmp_path), runtime_factory=no_runtime)
+    answer = app.test_client().post("/v1/renew", data=raw, content_type="application/json")
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert answer.mimetype == "application/problem+json"
+    assert answer.get_json()["type"].endswith("/bad-request")
+    assert "Traceback" not in caplog.text
+
+
+def test_non_ascii_text_is_still_accepted() -> None:
+    from flask import Flask
+
+    from ca.api.bodies import json_body
+
+    raw = '{"name": "s", "description": "café 😀"}'.encode()
+    with Flask(__name__).test_request_context(data=raw, content_type="application/json"):
+        assert json_body()["description"] == "café 😀"
