@@ -1,5 +1,6 @@
-"""``agentca serve`` in dev mode runs one worker: software keys made later in a worker (the
-ledger's audit key) would exist in that worker only."""
+"""Dev mode at the CLI: ``agentca serve`` runs one worker (software keys made later in a
+worker, such as the ledger's audit key, would exist in that worker only), and ``agentca init``
+is refused (the keys it made would vanish with it)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,16 @@ def test_token_mode_keeps_its_workers(monkeypatch: pytest.MonkeyPatch, tmp_path:
     result, _, options = _serve(monkeypatch, tmp_path, {}, "--workers", "3")
     assert result.exit_code == 0, result.output
     assert options[0]["workers"] == 3
+
+
+def test_init_is_refused_in_dev_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``agentca init`` in dev mode exited 0 and left a database whose CA keys had vanished
+    with the process: every later command then refused it (hsm-key-missing)."""
+    for name in ("AGENTCA_CONFIG", "AGENTCA_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"AGENTCA_DATA_DIR": str(tmp_path), "AGENTCA_KEY_STORE": "software"}
+    env["AGENTCA_DEV_MODE"] = "1"
+    result = CliRunner().invoke(agentca, ["init"], env=env)
+    assert result.exit_code == 10, result.output
+    assert "[configuration]" in result.output and "agentca serve" in result.output
+    assert not (tmp_path / "agentca.sqlite3").exists()
