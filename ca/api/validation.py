@@ -44,7 +44,10 @@ def parse(model: type[M], data: dict[str, object]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise CAError(ErrorCode.BAD_REQUEST, describe(exc.errors(include_url=False)[0])) from None
+        errors = exc.errors(include_url=False)
+        # a misspelt member is also a missing one: name the misspelling, the likelier cause
+        unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+        raise CAError(ErrorCode.BAD_REQUEST, describe((unknown or errors)[0])) from None
 
 
 def describe(error: ErrorDetails) -> str:

@@ -206,6 +206,7 @@ def test_models_keep_null_as_absent() -> None:
         (EnrollJson, {"csr": "x", "scope": ["read"]}, "scope"),
         (IssueJson, {"csr": "x", "agent": "a", "outside_polcy": True}, "outside_polcy"),
         (Scope, {"name": "s", "extra": [1]}, "extra"),
+        (Scope, {"nmae": "s"}, "nmae"),  # rather than "'name' is required"
     ],
 )
 def test_unknown_members_are_refused(
