@@ -13,6 +13,7 @@ from ca.authority import CertificateFilter, RevocationCriteria
 from ca.enrollment import DirectIssuance
 from ca.errors import CAError, ErrorCode
 from ca.extensions import Digest, Provenance, read_agent_extensions
+from ca.keysetup import SOFTWARE
 from ca.names import parse_sha256_hex
 from ca.revocation import RevocationReason
 from ca.runtime import ensure_initialised
@@ -41,6 +42,13 @@ def init(ctx: click.Context, root_key_type: str | None, issuing_key_type: str | 
     Keys are generated inside the token and never leave it. Fails if the hierarchy exists.
     """
     settings = settings_from(ctx)
+    if settings.key_store == SOFTWARE:
+        raise CAError(
+            ErrorCode.CONFIG,
+            "key_store = 'software' keeps the CA keys in this process only: 'agentca init' "
+            "would leave a database whose CA keys are gone as soon as it exits (every later "
+            "start refuses it). In dev mode 'agentca serve' creates the hierarchy itself",
+        )
     settings = settings.replace(
         root_key_type=root_key_type or settings.root_key_type,
         issuing_key_type=issuing_key_type or settings.issuing_key_type,

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ca.api.app import create_app
+from ca.keysetup import SOFTWARE
 from ca.runtime import ensure_initialised
 from cli.context import settings_from
 from cli.gunicorn_app import serve_with_gunicorn
@@ -26,6 +27,16 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         listen_port=port or settings.listen_port,
         workers=workers or settings.workers,
     )
+    if settings.key_store == SOFTWARE and settings.workers != 1:
+        # Software keys live in this process and the workers it forks: a key a worker makes
+        # later (the ledger's audit key) would exist in that worker only, and the others,
+        # or a worker gunicorn restarts, would answer hsm-key-missing for it.
+        click.echo(
+            f"agentca: dev mode (key_store = 'software') serves with 1 worker, "
+            f"not {settings.workers}",
+            err=True,
+        )
+        settings = settings.replace(workers=1)
     created = ensure_initialised(settings)
     click.echo(
         ("created" if created else "reusing") + f" CA in {settings.data_dir}; serving on "

@@ -190,6 +190,10 @@ class _HsmKeyMixin:
     ) -> bytes:
         self._refuse_export()
 
+    def __reduce__(self) -> NoReturn:
+        """Pickling is exporting: refused on purpose, not by accident of a member's type."""
+        self._refuse_export()
+
     def __copy__(self) -> Self:
         return self
 

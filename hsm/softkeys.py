@@ -154,6 +154,10 @@ class _SoftKeyMixin:
     def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:
         self._refuse_export()
 
+    def __reduce__(self) -> NoReturn:
+        """Pickling is exporting: refused on purpose, not by accident of a member's type."""
+        self._refuse_export()
+
     def __copy__(self) -> Self:
         return self
 

@@ -25,7 +25,8 @@ def json_body() -> dict[str, Any]:
     """The request's JSON object, or a ``BAD_REQUEST`` / ``UNSUPPORTED_MEDIA`` error.
 
     Strict: UTF-8 only (no UTF-16/32 guessing), nesting bounded before parsing, no duplicate
-    keys, no ``NaN``/``Infinity``; the body size is bounded by ``MAX_CONTENT_LENGTH``.
+    keys, no ``NaN``/``Infinity``, no NUL and no lone surrogate (``"\\ud800"``) in any string;
+    the body size is bounded by ``MAX_CONTENT_LENGTH``.
     """
     if request.mimetype != "application/json":
         raise CAError(ErrorCode.UNSUPPORTED_MEDIA, "send the body as application/json")
@@ -33,7 +34,7 @@ def json_body() -> dict[str, Any]:
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise CAError(ErrorCode.UNSUPPORTED_MEDIA, "JSON bodies must be UTF-8")
     data = parse_json_object(request.get_data(cache=True))
-    _refuse_nul(data)
+    _refuse_unstorable(data)
     return data
 
 
@@ -95,18 +96,30 @@ def _no_constant(name: str) -> Any:
     raise CAError(ErrorCode.BAD_REQUEST, f"'{name}' is not JSON")
 
 
-def _refuse_nul(value: Any) -> None:
-    """NUL characters are never meaningful in our fields, and PostgreSQL cannot store them."""
+def _refuse_unstorable(value: Any) -> None:
+    """NUL characters are never meaningful in our fields, and PostgreSQL cannot store them;
+    a lone surrogate (JSON allows ``"\\ud800"``) is no Unicode text at all: it cannot be
+    encoded as UTF-8, so it would fail later as an internal error (a 500 and a traceback per
+    request, before authentication on ``/v1/renew``)."""
     if isinstance(value, str):
         if "\x00" in value:
             raise CAError(ErrorCode.BAD_REQUEST, "strings in the body must not contain NUL")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CAError(
+                    ErrorCode.BAD_REQUEST,
+                    "strings in the body must be Unicode text"
+                    " (a lone surrogate such as \\ud800 is not)",
+                ) from None
     elif isinstance(value, dict):
         for k, v in value.items():
-            _refuse_nul(k)
-            _refuse_nul(v)
+            _refuse_unstorable(k)
+            _refuse_unstorable(v)
     elif isinstance(value, list):
         for v in value:
-            _refuse_nul(v)
+            _refuse_unstorable(v)
 
 
 def registration_json(r: Registration) -> dict[str, Any]:

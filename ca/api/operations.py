@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ca.api import schemas
-from ca.api.schemas import SHA256_PATTERN
+from ca.api.schemas import MAX_SECONDS, SHA256_PATTERN
 
 REF = "#/components/schemas/{model}"
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -232,7 +232,13 @@ def paths() -> dict[str, Any]:
                     "application/pkcs10": {"schema": {"type": "string", "format": "binary"}},
                     **_json(schemas.EnrollJson),
                 },
-                params=[_query("scopes"), _query("validity_seconds", {"type": "integer"})],
+                params=[
+                    _query("scopes"),
+                    _query(
+                        "validity_seconds",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_SECONDS},
+                    ),
+                ],
             )
         },
         "/v1/renew": {

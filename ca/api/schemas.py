@@ -2,8 +2,9 @@
 
 Request models validate bodies (after the strict JSON parser in :mod:`ca.api.bodies`), and
 both kinds are rendered into the OpenAPI document by :mod:`ca.api.openapi`. Request models
-are strict (no coercion: ``"1"`` is not an integer, ``1`` is not a boolean), ignore unknown
-members as the hand-written checks did, and treat ``null`` as absent.
+are strict (no coercion: ``"1"`` is not an integer, ``1`` is not a boolean), refuse unknown
+members (a misspelt ``environment`` or ``status`` must not silently widen or skip what the
+caller asked for), and treat ``null`` as absent.
 
 Imported only by the API app: the CLI must not pay for pydantic (see decision 0020).
 """
@@ -46,6 +47,14 @@ Seconds = Annotated[
 ]
 """A positive number of seconds (at most ten years); out of range is ``invalid-validity``."""
 
+TokenSeconds = Annotated[
+    int,
+    AfterValidator(_seconds),
+    Field(json_schema_extra={"minimum": 60, "maximum": MAX_SECONDS}),
+]
+"""An API token's lifetime: documented from 60 s (``ca.apitokens.MIN_TTL``; shorter is
+``invalid-validity`` there)."""
+
 Sha256Hex = Annotated[
     str, AfterValidator(_digest), Field(json_schema_extra={"pattern": SHA256_PATTERN})
 ]
@@ -56,9 +65,15 @@ RoleName = Literal["operator", "auditor", "read-only", "issuer-verbatim"]  # = c
 
 
 class RequestBody(BaseModel):
-    """A JSON request body: strict types, unknown members ignored, ``null`` means absent."""
+    """A JSON request body: strict types, unknown members refused, ``null`` means absent.
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    Unknown members are refused, not ignored: ``{"agent": "a", "model_digst": ...}`` on a bulk
+    revocation would otherwise revoke every certificate of ``a``, a retirement with a misspelt
+    ``environment`` would retire the model everywhere, and ``{"satus": "disabled"}`` would
+    answer 200 and disable nothing.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -193,7 +208,7 @@ class NewApiToken(RequestBody):
     role: RoleName = Field(
         description="issuer-verbatim tokens are created only with the local CLI (403 here)"
     )
-    ttl_seconds: Seconds | None = Field(
+    ttl_seconds: TokenSeconds | None = Field(
         default=None,
         description="between 60 s and api_token_max_ttl_days; default api_token_default_ttl_days",
     )

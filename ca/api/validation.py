@@ -9,6 +9,7 @@ raise :class:`~ca.errors.CAError` themselves.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import TypeVar
 
@@ -21,6 +22,7 @@ from ca.api.schemas import MAX_SECONDS, RequestBody
 from ca.errors import CAError, ErrorCode
 
 M = TypeVar("M", bound=RequestBody)
+_DECIMAL = re.compile(r"[0-9]{1,12}")  # int() takes " 10", "+1_0", non-ASCII digits
 
 _TYPE_NAMES = {
     "string_type": "str",
@@ -42,7 +44,10 @@ def parse(model: type[M], data: dict[str, object]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise CAError(ErrorCode.BAD_REQUEST, describe(exc.errors(include_url=False)[0])) from None
+        errors = exc.errors(include_url=False)
+        # a misspelt member is also a missing one: name the misspelling, the likelier cause
+        unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+        raise CAError(ErrorCode.BAD_REQUEST, describe((unknown or errors)[0])) from None
 
 
 def describe(error: ErrorDetails) -> str:
@@ -52,6 +57,8 @@ def describe(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind == "missing":
         return f"'{name}' is required"
+    if kind == "extra_forbidden":
+        return f"unknown member '{name[:64]}'"
     if len(loc) > 1 and isinstance(loc[1], int) and kind == "string_type":
         return f"'{name}' must be a list of strings"
     if kind == "int_type":
@@ -73,10 +80,9 @@ def query_seconds(name: str) -> timedelta | None:
     raw = request.args.get(name)
     if not raw:
         return None
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise CAError(ErrorCode.BAD_REQUEST, f"{name} must be an integer") from exc
+    if not _DECIMAL.fullmatch(raw):
+        raise CAError(ErrorCode.BAD_REQUEST, f"{name} must be an integer")
+    value = int(raw)
     if value <= 0 or value > MAX_SECONDS:
         raise CAError(ErrorCode.INVALID_VALIDITY, f"'{name}' must be a positive number of seconds")
     return timedelta(seconds=value)

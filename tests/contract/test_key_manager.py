@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import pickle
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -224,8 +225,11 @@ def test_close_then_reuse(store: KeyManager, keys: dict[KeyType, Any]) -> None:
 
 
 @pytest.mark.parametrize("key_type", list(KeyType), ids=str)
-def test_private_half_cannot_be_exported(keys: dict[KeyType, Any], key_type: KeyType) -> None:
-    key = keys[key_type]
+@pytest.mark.parametrize("fetched", [False, True], ids=["generated", "got"])
+def test_private_half_cannot_be_exported(
+    store: KeyManager, keys: dict[KeyType, Any], key_type: KeyType, fetched: bool
+) -> None:
+    key = store.get(keys[key_type].label) if fetched else keys[key_type]
     with pytest.raises(KeyNotExtractable, match=key.label):
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -238,6 +242,9 @@ def test_private_half_cannot_be_exported(keys: dict[KeyType, Any], key_type: Key
         else:
             key.private_numbers()
     assert copy.copy(key) is key and copy.deepcopy(key) is key
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        with pytest.raises(KeyNotExtractable, match=key.label):
+            pickle.dumps(key, protocol)
 
 
 def test_keys_sign_only(keys: dict[KeyType, Any]) -> None:

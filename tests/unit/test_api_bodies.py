@@ -6,11 +6,15 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ca.api.bodies import json_depth, parse_json_object
 from ca.api.schemas import (
+    REQUEST_MODELS,
+    BulkRevocation,
     EnrollJson,
     IssueJson,
     NewApiToken,
@@ -167,9 +171,9 @@ def test_models_refuse_with_the_member_named(
     assert "pydantic" not in err.detail and "Input should" not in err.detail
 
 
-def test_models_keep_todays_leniency() -> None:
-    """Unknown members are ignored and ``null`` means absent, as the hand-written checks did."""
-    scope = parse(Scope, parse_json_object(b'{"name": "s", "extra": [1], "description": null}'))
+def test_models_keep_null_as_absent() -> None:
+    """``null`` means absent, as the hand-written checks did."""
+    scope = parse(Scope, parse_json_object(b'{"name": "s", "description": null}'))
     assert scope == Scope(name="s")
     retire = parse(Retirement, {})
     assert retire.revoke is False and retire.reason is None and retire.environment is None
@@ -189,6 +193,43 @@ def test_models_keep_todays_leniency() -> None:
     assert reg.config_digests is None and reg.max_validity_seconds == 3600
 
 
+@pytest.mark.parametrize(
+    ("model", "data", "member"),
+    [
+        # a misspelt criterion must not widen a bulk revocation to every certificate of "a"
+        (BulkRevocation, {"agent": "a", "model_digst": DIGEST}, "model_digst"),
+        # nor a retirement to every environment
+        (Retirement, {"environmnet": "staging", "revoke": True}, "environmnet"),
+        # nor answer 200 to a disable that disabled nothing
+        (RegistrationUpdate, {"satus": "disabled"}, "satus"),
+        # nor hand out the registration's scopes instead of the narrower ones asked for
+        (EnrollJson, {"csr": "x", "scope": ["read"]}, "scope"),
+        (IssueJson, {"csr": "x", "agent": "a", "outside_polcy": True}, "outside_polcy"),
+        (Scope, {"name": "s", "extra": [1]}, "extra"),
+        (Scope, {"nmae": "s"}, "nmae"),  # rather than "'name' is required"
+    ],
+)
+def test_unknown_members_are_refused(
+    model: type[RequestBody], data: dict[str, object], member: str
+) -> None:
+    with pytest.raises(CAError) as caught:
+        parse(model, data)
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+    assert caught.value.detail == f"unknown member '{member}'"
+
+
+def test_every_request_model_refuses_unknown_members() -> None:
+    for model in REQUEST_MODELS:
+        assert model.model_config.get("extra") == "forbid", model.__name__
+        assert model.model_json_schema().get("additionalProperties") is False, model.__name__
+
+
+def test_an_unknown_member_is_named_briefly() -> None:
+    with pytest.raises(CAError) as caught:
+        parse(Scope, {"name": "s", "x" * 10_000: 1})
+    assert len(caught.value.detail) < 100
+
+
 def test_the_strict_parser_still_runs_first() -> None:
     """Depth, duplicate keys and NaN are refused before any model sees the body."""
     for raw, needle in (
@@ -199,3 +240,68 @@ def test_the_strict_parser_still_runs_first() -> None:
         with pytest.raises(CAError) as caught:
             parse(Scope, parse_json_object(raw))
         assert needle in caught.value.detail
+
+
+@pytest.mark.parametrize("raw", ["\u0661\u0660", " 10", "10 ", "+10", "1_0", "1e3", "-5", "10\n"])
+def test_query_seconds_take_ascii_digits_only(raw: str) -> None:
+    """``int()`` would read Arabic-Indic digits, blanks, signs and underscores as a number."""
+    from flask import Flask
+
+    from ca.api.validation import query_seconds
+
+    context = Flask(__name__).test_request_context(query_string={"validity_seconds": raw})
+    with context, pytest.raises(CAError) as caught:
+        query_seconds("validity_seconds")
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+
+
+def test_query_seconds_in_range() -> None:
+    from datetime import timedelta
+
+    from flask import Flask
+
+    from ca.api.validation import query_seconds
+
+    with Flask(__name__).test_request_context(query_string={"validity_seconds": "3600"}):
+        assert query_seconds("validity_seconds") == timedelta(hours=1)
+    context = Flask(__name__).test_request_context(query_string={"validity_seconds": "0"})
+    with context, pytest.raises(CAError) as caught:
+        query_seconds("validity_seconds")
+    assert caught.value.code is ErrorCode.INVALID_VALIDITY
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"certificate": "\\ud800", "csr": "r", "created": 1, "proof": "AA=="}',
+        b'{"certificate": "c", "csr": "r", "created": 1, "proof": "AA==", "scopes": ["\\udfff"]}',
+        b'{"\\ud83d": 1, "certificate": "c", "csr": "r", "created": 1, "proof": "AA=="}',
+    ],
+)
+def test_a_lone_surrogate_is_bad_request_not_internal(
+    raw: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON lets ``\\ud800`` through; it cannot be encoded, so the route's ``.encode()`` (or
+    the database) failed with a 500 and a traceback, unauthenticated on /v1/renew."""
+    from ca.api.app import create_app
+    from ca.config import Settings
+
+    def no_runtime() -> Any:
+        raise AssertionError("the body must be refused before the runtime is needed")
+
+    app = create_app(Settings(data_dir=tmp_path), runtime_factory=no_runtime)
+    answer = app.test_client().post("/v1/renew", data=raw, content_type="application/json")
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert answer.mimetype == "application/problem+json"
+    assert answer.get_json()["type"].endswith("/bad-request")
+    assert "Traceback" not in caplog.text
+
+
+def test_non_ascii_text_is_still_accepted() -> None:
+    from flask import Flask
+
+    from ca.api.bodies import json_body
+
+    raw = '{"name": "s", "description": "café 😀"}'.encode()
+    with Flask(__name__).test_request_context(data=raw, content_type="application/json"):
+        assert json_body()["description"] == "café 😀"

@@ -78,3 +78,16 @@ def test_the_cli_does_not_import_pydantic_or_the_models() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_documented_bounds_are_the_enforced_ones() -> None:
+    """The document's bounds are those the API enforces (query parameters included)."""
+    from ca.api.schemas import MAX_SECONDS
+    from ca.apitokens import MIN_TTL
+
+    doc = build_document()
+    enroll = doc["paths"]["/v1/enroll"]["post"]["parameters"]
+    (validity,) = [p["schema"] for p in enroll if p["name"] == "validity_seconds"]
+    assert (validity["minimum"], validity["maximum"]) == (1, MAX_SECONDS)
+    ttl = doc["components"]["schemas"]["NewApiToken"]["properties"]["ttl_seconds"]["anyOf"][0]
+    assert ttl["minimum"] == MIN_TTL.total_seconds()
