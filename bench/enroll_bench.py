@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.authority import IssuanceRequest
 from ca.config import Settings
 from ca.extensions import (
     Accountability,
@@ -37,6 +36,7 @@ from ca.extensions import (
     Provenance,
     build_agent_csr,
 )
+from ca.requests import IssuanceRequest
 from ca.runtime import ensure_initialised, open_runtime
 
 MODEL, PROMPT = "a1" * 32, "c3" * 32
@@ -95,9 +95,7 @@ def prepare_requests(settings: Settings, n: int, path: Path) -> None:
     rt = open_runtime(settings)
     lines = []
     for _ in range(n):
-        token, _exp = rt.registry.create_enrollment_token(
-            "bench-agent", timedelta(hours=1), "bench"
-        )
+        token, _exp = rt.enrollment_tokens.create("bench-agent", timedelta(hours=1), "bench")
         key = ec.generate_private_key(ec.SECP256R1())
         csr = build_agent_csr(key, "bench-agent", _provenance())
         body = json.dumps({"csr": csr.public_bytes(serialization.Encoding.PEM).decode()})

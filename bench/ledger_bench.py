@@ -30,9 +30,9 @@ def _peak_mib() -> float:
 def phase_issue(data: str, url: str, n: int, ledger: bool) -> dict[str, float]:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from ca.authority import IssuanceRequest
     from ca.config import Settings
     from ca.extensions import Accountability, AgentExtensions, Authorization, Digest, Provenance
+    from ca.requests import IssuanceRequest
     from ca.runtime import open_runtime
 
     rt = open_runtime(Settings(data_dir=Path(data), database_url=url))

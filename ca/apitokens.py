@@ -9,8 +9,6 @@ read on almost every request.
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -25,6 +23,12 @@ from ca.clock import Clock, utcnow
 from ca.errors import CAError, ErrorCode
 from ca.ledger.store import append
 from ca.names import validate_agent_name
+
+# re-exported: their home is ca.roles
+from ca.roles import ApiPrincipal as ApiPrincipal
+from ca.roles import Role as Role
+from ca.roles import parse_role as parse_role
+from ca.roles import token_hash as token_hash
 from ca.store.models import ApiToken
 
 API_PREFIX = "aca_api_"
@@ -33,33 +37,6 @@ MAX_TTL = timedelta(days=365)
 MIN_TTL = timedelta(minutes=1)
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 TOKEN_LENGTH = len(API_PREFIX) + 43  # secrets.token_urlsafe(32) is 43 characters
-
-
-class Role(enum.StrEnum):
-    """API token roles: operators write; auditors and read-only tokens only read.
-
-    ``issuer-verbatim`` may only issue, and is the one role that may issue outside policy
-    (``POST /v1/certificates`` with ``outside_policy: true``, like Vault's separately
-    permissioned sign-verbatim). Such tokens are created only by the local CLI, never
-    through the API, so an operator token cannot mint its own escape hatch.
-    """
-
-    OPERATOR = "operator"
-    AUDITOR = "auditor"
-    READ_ONLY = "read-only"
-    ISSUER_VERBATIM = "issuer-verbatim"
-
-
-@dataclass(frozen=True)
-class ApiPrincipal:
-    """An authenticated API caller."""
-
-    name: str
-    role: Role
-
-    @property
-    def actor(self) -> str:
-        return f"api:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -98,22 +75,6 @@ class ApiTokenInfo:
             "revoked_by": self.revoked_by,
             "last_used_at": iso(self.last_used_at),
         }
-
-
-def token_hash(token: str) -> str:
-    """The stored form of a secret token."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def parse_role(role: str) -> Role:
-    """A role from its name, or ``BAD_REQUEST`` naming the valid ones."""
-    try:
-        return Role(role)
-    except ValueError as exc:
-        raise CAError(
-            ErrorCode.BAD_REQUEST,
-            f"unknown role '{role[:32]}' (one of: {', '.join(r.value for r in Role)})",
-        ) from exc
 
 
 def _info(row: ApiToken) -> ApiTokenInfo:

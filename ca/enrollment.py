@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.orm import Session
 
-from ca.authority import CertificateAuthority, IssuanceRequest, RenewalLink
+from ca.authority import CertificateAuthority
 from ca.config import Settings
 from ca.csr import load_csr
 from ca.errors import CAError, ErrorCode
@@ -34,10 +34,11 @@ from ca.extensions import (
 from ca.names import normalise_scopes
 from ca.policy import EnrollmentClaim, Refusal, Registration, decide
 from ca.proof import renewal_statement, verify_statement
-from ca.records import CertificateRecord
+from ca.records import CertificateRecord, CertStatus
 from ca.registry import Registry
+from ca.requests import IssuanceRequest, RenewalLink
 from ca.revocation import RevocationReason
-from ca.store.models import CertStatus
+from ca.tokens import EnrollmentTokens
 
 RENEWAL_SKEW = timedelta(minutes=5)  # how old a renewal proof's ``created`` may be
 MAX_FUTURE_SKEW = timedelta(seconds=30)  # how far ahead of the CA's clock it may be
@@ -78,10 +79,17 @@ class DirectIssuance:
 class EnrollmentService:
     """Turns enrollment tokens and renewal proofs into certificates, through policy."""
 
-    def __init__(self, settings: Settings, authority: CertificateAuthority, registry: Registry):
+    def __init__(
+        self,
+        settings: Settings,
+        authority: CertificateAuthority,
+        registry: Registry,
+        tokens: EnrollmentTokens,
+    ) -> None:
         self.settings = settings
         self.authority = authority
         self.registry = registry
+        self.tokens = tokens
 
     def _outcome(
         self,
@@ -142,7 +150,7 @@ class EnrollmentService:
         # one connection for the whole request: lookups, reservation and storage
         with engine.connect() as conn, Session(bind=conn, expire_on_commit=False) as s:
             try:
-                registration = self.registry.registration_for_token(token, s)
+                registration = self.tokens.registration_for(token, s)
             except CAError as exc:
                 replayed = (
                     self._replay(token, csr_data, s)
@@ -157,7 +165,7 @@ class EnrollmentService:
 
             def reserve(tx: Session) -> dict[str, Any]:
                 self.registry.confirm_active(tx, registration.id)
-                return {"enrollment_token_id": self.registry.consume_enrollment_token(tx, token)}
+                return {"enrollment_token_id": self.tokens.consume(tx, token)}
 
             return self.authority.issue(
                 request,
@@ -170,7 +178,7 @@ class EnrollmentService:
     def _replay(self, token: str, csr_data: bytes, s: Session) -> CertificateRecord | None:
         """The certificate a used token already yielded, when this CSR is for the same key
         (the first answer was lost); None otherwise."""
-        issued = self.registry.certificate_for_token(token, s)
+        issued = self.tokens.certificate_for(token, s)
         if issued is None:
             return None
         try:

@@ -13,11 +13,11 @@ from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from ca.authority import IssuanceRequest
 from ca.errors import CAError, ErrorCode
 from ca.extensions import Accountability, AgentExtensions, Authorization, Provenance
 from ca.names import normalise_scopes
 from ca.profile import key_type_of
+from ca.requests import IssuanceRequest
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,13 +12,26 @@ from cryptography import x509
 from ca.revocation import RevocationReason
 
 
+class CertStatus(enum.StrEnum):
+    """Lifecycle of a certificate record (docs/architecture.md, the issuance cycle).
+
+    The values are what the ``certificates.status`` column stores (a typed column checked by
+    the database since migration 0009), and what the OCSP and CRL queries compare against.
+    """
+
+    PENDING = "pending"  # serial reserved, not yet signed
+    ISSUED = "issued"
+    REVOKED = "revoked"
+    FAILED = "failed"  # signing failed or was abandoned; never answered "good"
+
+
 @dataclass(frozen=True)
 class CertificateRecord:
     """One agent certificate as recorded in the database."""
 
     issuer_name: str
     serial_hex: str
-    status: str
+    status: CertStatus
     agent_name: str
     subject: str
     model_type: str
@@ -48,7 +62,7 @@ class CertificateRecord:
         return {
             "issuer": self.issuer_name,
             "serial": self.serial_hex,
-            "status": self.status,
+            "status": self.status.value,
             "agent_name": self.agent_name,
             "subject": self.subject,
             "model_type": self.model_type,

@@ -1,12 +1,11 @@
-"""Registrations, model inventory, scope catalogue and credentials (the policy's inputs).
+"""Registrations, model inventory and scope catalogue: the policy's inputs.
 
-Secrets (enrollment and API tokens) are returned once at creation and stored only as SHA-256
-hashes; a database dump reveals no usable credential.
+Enrollment tokens live in ca/tokens.py, API tokens in ca/apitokens.py and their roles in
+ca/roles.py.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca.apitokens import ApiPrincipal, ApiTokens, Role, token_hash
 from ca.clock import Clock, utcnow
 from ca.errors import CAError, ErrorCode
 from ca.ledger.store import append
@@ -36,18 +34,8 @@ from ca.names import (
     validate_scope,
 )
 from ca.policy import InventoryModel, Registration
-from ca.store.models import (
-    AgentRegistration,
-    Certificate,
-    CertStatus,
-    EnrollmentToken,
-    Issuer,
-    ModelInventoryEntry,
-    ScopeDefinition,
-)
+from ca.store.models import AgentRegistration, ModelInventoryEntry, ScopeDefinition
 
-ENROLLMENT_PREFIX = "aca_enroll_"
-__all__ = ["ApiPrincipal", "Registry", "Role", "ScopeRecord", "registration_body", "token_hash"]
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
 
 
@@ -61,7 +49,7 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(text.split()) if text else ()
 
 
-def _registration(row: AgentRegistration) -> Registration:
+def registration_of(row: AgentRegistration) -> Registration:
     return Registration(
         id=row.id,
         name=row.name,
@@ -111,15 +99,9 @@ def _key_types(values: Iterable[str]) -> tuple[str, ...]:
 class Registry:
     """Reads and writes the policy inputs."""
 
-    def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        clock: Clock = utcnow,
-        pending_bound: timedelta = timedelta(seconds=120),
-    ) -> None:
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock = utcnow) -> None:
         self.sessions = sessions
         self.clock = clock
-        self.pending_bound = pending_bound  # Settings.pending_reconcile_seconds
 
     # -- scopes -------------------------------------------------------------------------------
     def add_scope(
@@ -153,7 +135,7 @@ class Registry:
         self, scopes: Sequence[str], session: Session | None = None
     ) -> list[str]:
         """The scopes of ``scopes`` that the catalogue does not hold, in the order given."""
-        with _use(self.sessions, session) as s:
+        with use_session(self.sessions, session) as s:
             return self._missing_scopes(s, scopes)
 
     @staticmethod
@@ -223,29 +205,8 @@ class Registry:
         self, digest: str, environment: str | None = None, actor: str = "system"
     ) -> list[InventoryModel]:
         """Retire a model digest (in one environment, or all): new issuance stops at once."""
-        hex_digest = parse_sha256_hex(digest).hex()
-        now = self.clock()
         with self.sessions.begin() as s:
-            query = select(ModelInventoryEntry).where(
-                ModelInventoryEntry.digest == hex_digest, ModelInventoryEntry.status == "active"
-            )
-            if environment is not None:
-                query = query.where(ModelInventoryEntry.environment == environment)
-            rows = s.scalars(query.with_for_update()).all()
-            if not rows:
-                raise CAError(ErrorCode.NOT_FOUND, f"no active model {hex_digest} to retire")
-            for row in rows:
-                row.status = "retired"
-                row.retired_at = now
-                append(
-                    s,
-                    actor,
-                    "model.retired",
-                    {"digest": hex_digest, "environment": row.environment},
-                    now,
-                )
-            s.flush()
-            return [_model(r) for r in rows]
+            return retire_models(s, digest, environment, actor, self.clock())
 
     def list_models(
         self, environment: str | None = None, status: str | None = None
@@ -272,7 +233,7 @@ class Registry:
             ModelInventoryEntry.digest.in_(wanted),
             ModelInventoryEntry.environment == environment,
         )
-        with _use(self.sessions, session) as s:
+        with use_session(self.sessions, session) as s:
             return {
                 (d, env): InventoryModel(d, mt, env, st == "active")
                 for d, mt, env, st in s.execute(query).all()
@@ -347,7 +308,7 @@ class Registry:
                 )
                 s.add(row)
                 s.flush()
-                reg = _registration(row)
+                reg = registration_of(row)
                 append(s, actor, "agent.registered", _ledger_body(reg), now)
                 return reg
         except IntegrityError as exc:
@@ -396,18 +357,18 @@ class Registry:
                 row.status = "active" if active else "disabled"
             row.updated_at = self.clock()
             s.flush()
-            reg = _registration(row)
+            reg = registration_of(row)
             append(s, actor, "agent.updated", _ledger_body(reg), row.updated_at)
             return reg
 
     def get_agent(self, name: str) -> Registration:
         with self.sessions() as s:
-            return _registration(self._agent_row(s, name))
+            return registration_of(self._agent_row(s, name))
 
     def list_agents(self) -> list[Registration]:
         with self.sessions() as s:
             rows = s.scalars(select(AgentRegistration).order_by(AgentRegistration.name)).all()
-            return [_registration(r) for r in rows]
+            return [registration_of(r) for r in rows]
 
     @staticmethod
     def _agent_row(s: Session, name: str, for_update: bool = False) -> AgentRegistration:
@@ -418,90 +379,6 @@ class Registry:
         if row is None:
             raise CAError(ErrorCode.NOT_FOUND, f"no agent registered as '{name}'")
         return row
-
-    # -- enrollment tokens --------------------------------------------------------------------
-    def create_enrollment_token(
-        self, agent_name: str, ttl: timedelta, actor: str
-    ) -> tuple[str, datetime]:
-        """A one-time token for ``agent_name``; returns ``(token, expires_at)``. Shown once."""
-        if not timedelta(0) < ttl <= timedelta(days=7):
-            raise CAError(ErrorCode.INVALID_VALIDITY, "token lifetime must be within 7 days")
-        token = ENROLLMENT_PREFIX + secrets.token_urlsafe(32)
-        now = self.clock()
-        with self.sessions.begin() as s:
-            row = self._agent_row(s, agent_name)
-            if row.status != "active":
-                raise CAError(ErrorCode.CONFLICT, f"agent '{agent_name}' is disabled")
-            s.add(
-                EnrollmentToken(
-                    token_hash=token_hash(token),
-                    agent_id=row.id,
-                    created_at=now,
-                    expires_at=now + ttl,
-                    created_by=actor,
-                )
-            )
-            s.flush()
-            append(
-                s,
-                actor,
-                "enrollment_token.created",
-                {
-                    "agent": agent_name,
-                    "officer": row.officer,
-                    "token_sha256": token_hash(token),
-                    "expires_at": (now + ttl).isoformat(),
-                },
-                now,
-            )
-        return token, now + ttl
-
-    def registration_for_token(self, token: str, session: Session | None = None) -> Registration:
-        """The registration a usable enrollment token is bound to (does not consume it)."""
-        now = self.clock()
-        with _use(self.sessions, session) as s:
-            found = s.execute(
-                select(EnrollmentToken, AgentRegistration)
-                .join(AgentRegistration, AgentRegistration.id == EnrollmentToken.agent_id)
-                .where(EnrollmentToken.token_hash == token_hash(token))
-            ).first()
-            self._check_token(s, found[0] if found else None, now)
-            assert found is not None
-            return _registration(found[1])
-
-    def certificate_for_token(self, token: str, s: Session) -> TokenCertificate | None:
-        """The certificate issued for a used enrollment token, if it is still issued."""
-        found = s.execute(
-            select(Certificate.serial_hex, Issuer.name, Certificate.public_key_sha256)
-            .join(Issuer, Issuer.id == Certificate.issuer_id)
-            .join(EnrollmentToken, EnrollmentToken.id == Certificate.enrollment_token_id)
-            .where(
-                EnrollmentToken.token_hash == token_hash(token),
-                EnrollmentToken.used_at.is_not(None),
-                Certificate.status == CertStatus.ISSUED.value,
-                Certificate.not_after > self.clock(),
-            )
-        ).first()
-        return TokenCertificate(*found) if found is not None else None
-
-    def _check_token(self, s: Session, row: EnrollmentToken | None, now: datetime) -> None:
-        """Refuse an unusable token; a used one whose reservation is still pending is a 409
-        saying when to retry (the reservation either completes or is reconciled by then)."""
-        if row is not None and row.used_at is not None:
-            created = s.scalar(
-                select(Certificate.created_at).where(
-                    Certificate.enrollment_token_id == row.id,
-                    Certificate.status == CertStatus.PENDING.value,
-                )
-            )
-            if created is not None:
-                wait = max(1, int((created + self.pending_bound - now).total_seconds()) + 1)
-                raise CAError(
-                    ErrorCode.CONFLICT,
-                    f"an enrollment with this token is in progress; retry in {wait} s",
-                    retry_after=wait,
-                )
-        _check_token(row, now)
 
     def confirm_active(self, s: Session, agent_id: int | None) -> None:
         """In the reservation: the registration a decision was made on is still active.
@@ -524,63 +401,39 @@ class Registry:
                 reasons=["registration disabled"],
             )
 
-    def consume_enrollment_token(self, s: Session, token: str) -> int:
-        """Mark the token used inside the caller's transaction; refuses a used/expired one.
-
-        Returns the token's id, which the reservation records: if that reservation fails, the
-        token is released (``CertificateAuthority._fail_reservation``).
-        """
-        now = self.clock()
-        result = s.execute(
-            update(EnrollmentToken)
-            .where(
-                EnrollmentToken.token_hash == token_hash(token),
-                EnrollmentToken.used_at.is_(None),
-                EnrollmentToken.expires_at > now,
-            )
-            .values(used_at=now)
-            .returning(EnrollmentToken.id, EnrollmentToken.agent_id)
-        ).first()
-        if result is None:
-            row = s.scalar(
-                select(EnrollmentToken).where(EnrollmentToken.token_hash == token_hash(token))
-            )
-            self._check_token(s, row, now)
-            raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token cannot be used")
-        token_id, agent_id = result
-        agent = s.scalar(select(AgentRegistration.name).where(AgentRegistration.id == agent_id))
-        append(
-            s,
-            f"agent:{agent}",
-            "enrollment_token.used",
-            {"agent": agent, "token_sha256": token_hash(token)},
-            now,
-        )
-        return int(token_id)
-
-    # -- API tokens (ca.apitokens; kept here for callers that hold only the registry) ------
-    def create_api_token(
-        self, name: str, role: str, actor: str = "system", ttl: timedelta | None = None
-    ) -> str:
-        """A new API token for ``role``; returns the secret, which is shown only once."""
-        return ApiTokens(self.sessions, self.clock).create(name, role, actor, ttl)[0]
-
-    def authenticate(self, token: str) -> ApiPrincipal | None:
-        """The principal for a usable API token, or ``None`` when unknown, expired or revoked."""
-        try:
-            return ApiTokens(self.sessions, self.clock).authenticate(token)
-        except CAError:
-            return None
-
 
 @contextmanager
-def _use(sessions: sessionmaker[Session], session: Session | None) -> Iterator[Session]:
+def use_session(sessions: sessionmaker[Session], session: Session | None) -> Iterator[Session]:
     """The caller's session when given, else a short-lived one."""
     if session is not None:
         yield session
         return
     with sessions() as s:
         yield s
+
+
+def retire_models(
+    s: Session, digest: str, environment: str | None, actor: str, now: datetime
+) -> list[InventoryModel]:
+    """In the caller's transaction: retire the active entries of ``digest`` (in one
+    environment, or all), one ledger entry each; ``not-found`` when there is none."""
+    hex_digest = parse_sha256_hex(digest).hex()
+    query = select(ModelInventoryEntry).where(
+        ModelInventoryEntry.digest == hex_digest, ModelInventoryEntry.status == "active"
+    )
+    if environment is not None:
+        query = query.where(ModelInventoryEntry.environment == environment)
+    rows = s.scalars(query.with_for_update()).all()
+    if not rows:
+        raise CAError(ErrorCode.NOT_FOUND, f"no active model {hex_digest} to retire")
+    for row in rows:
+        row.status = "retired"
+        row.retired_at = now
+        append(
+            s, actor, "model.retired", {"digest": hex_digest, "environment": row.environment}, now
+        )
+    s.flush()
+    return [_model(r) for r in rows]
 
 
 def registration_body(r: Registration) -> dict[str, Any]:
@@ -619,21 +472,3 @@ def _check_environment(s: Session, environment: str) -> None:
                 ErrorCode.CONFLICT,
                 f"environment {environment!a} looks like the existing environment {existing!a}",
             )
-
-
-@dataclass(frozen=True)
-class TokenCertificate:
-    """The live certificate an enrollment token yielded (for an idempotent retry)."""
-
-    serial_hex: str
-    issuer_name: str
-    public_key_sha256: bytes
-
-
-def _check_token(row: EnrollmentToken | None, now: datetime) -> None:
-    if row is None:
-        raise CAError(ErrorCode.UNAUTHENTICATED, "unknown enrollment token")
-    if row.used_at is not None:
-        raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token was already used")
-    if row.expires_at <= now:
-        raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token has expired")

@@ -25,8 +25,10 @@ from ca.errors import CAError, ErrorCode
 from ca.keysetup import guard_signing, open_key_store
 from ca.ledger.signer import Auditor
 from ca.ledger.store import LedgerStore
+from ca.operations import Operations
 from ca.registry import Registry
 from ca.store.db import make_engine, make_session_factory, require_schema, upgrade
+from ca.tokens import EnrollmentTokens
 from hsm import KeyManager
 
 log = logging.getLogger("agentca.runtime")
@@ -43,6 +45,8 @@ class Runtime:
     authority: CertificateAuthority
     registry: Registry
     enrollment: EnrollmentService
+    enrollment_tokens: EnrollmentTokens
+    operations: Operations
     ledger: LedgerStore
     auditor: Auditor
     api_tokens: ApiTokens
@@ -72,8 +76,9 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
     keys = open_key_store(settings, create=create)
     clock_check = guard_signing(keys, engine, settings)
     authority = CertificateAuthority(settings, sessions, keys, clock)
-    registry = Registry(sessions, clock, settings.pending_bound)
-    enrollment = EnrollmentService(settings, authority, registry)
+    registry = Registry(sessions, clock)
+    tokens = EnrollmentTokens(sessions, clock, settings.pending_bound)
+    enrollment = EnrollmentService(settings, authority, registry, tokens)
     ledger = LedgerStore(sessions)
     return Runtime(
         settings,
@@ -83,6 +88,8 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
         authority,
         registry,
         enrollment,
+        tokens,
+        Operations(authority),
         ledger,
         Auditor(authority, ledger),
         ApiTokens(sessions, clock, settings.api_token_default_ttl, settings.api_token_max_ttl),

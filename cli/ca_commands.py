@@ -9,12 +9,12 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ca.authority import CertificateFilter, RevocationCriteria
 from ca.enrollment import DirectIssuance
 from ca.errors import CAError, ErrorCode
 from ca.extensions import Digest, Provenance, read_agent_extensions
 from ca.keysetup import SOFTWARE
 from ca.names import parse_sha256_hex
+from ca.requests import CertificateFilter, RevocationCriteria
 from ca.revocation import RevocationReason
 from ca.runtime import ensure_initialised
 from cli.context import actor, parse_duration, runtime, settings_from

@@ -7,8 +7,6 @@ import json
 import click
 
 from ca.api.bodies import model_json, registration_json
-from ca.authority import RevocationCriteria
-from ca.names import parse_sha256_hex
 from ca.revocation import RevocationReason
 from cli.context import actor, parse_duration, runtime
 from cli.digest_commands import model
@@ -197,20 +195,13 @@ def model_retire(
     """Retire model DIGEST: new issuance for it stops at once."""
     why = RevocationReason.parse(reason)
     with runtime(ctx) as rt:
-        retired = rt.registry.retire_model(digest, environment, actor=actor())
-        revoked = []
-        if also_revoke:
-            revoked = rt.authority.revoke_where(
-                RevocationCriteria(
-                    model_digest=parse_sha256_hex(digest).hex(), environment=environment
-                ),
-                why,
-                actor(),
-            )
-    for m in retired:
+        done = rt.operations.retire_model(
+            digest, environment, revoke=also_revoke, reason=why, actor=actor()
+        )
+    for m in done.retired:
         click.echo(f"model {m.digest} retired in {m.environment}")
     if also_revoke:
-        click.echo(f"revoked {len(revoked)} live certificate(s)")
+        click.echo(f"revoked {len(done.revoked)} live certificate(s)")
 
 
 @model.command("list")
@@ -271,9 +262,7 @@ def token() -> None:
 def token_create(ctx: click.Context, agent_name: str, ttl: str) -> None:
     """Create a one-time enrollment token for AGENT_NAME; it is printed once, on stdout."""
     with runtime(ctx) as rt:
-        secret, expires = rt.registry.create_enrollment_token(
-            agent_name, parse_duration(ttl), actor()
-        )
+        secret, expires = rt.enrollment_tokens.create(agent_name, parse_duration(ttl), actor())
     click.echo(secret)
     click.echo(f"expires {expires.isoformat()}; it cannot be shown again", err=True)
 

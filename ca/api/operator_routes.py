@@ -24,11 +24,11 @@ from ca.api.schemas import (
 from ca.api.state import runtime
 from ca.api.validation import read_body, timedelta_or_none
 from ca.apitokens import Role, parse_role
-from ca.authority import CertificateFilter, RevocationCriteria
 from ca.enrollment import DirectIssuance
 from ca.errors import CAError, ErrorCode
 from ca.extensions import Digest, Provenance
 from ca.names import parse_sha256_hex
+from ca.requests import CertificateFilter, RevocationCriteria
 from ca.revocation import RevocationReason
 
 operator = Blueprint("operator", __name__)
@@ -99,22 +99,16 @@ def add_model() -> Response:
 def retire_model(digest: str) -> Response:
     """Retire a model: new issuance stops; with ``revoke: true`` live certificates are revoked."""
     body = read_body(Retirement, optional=True)
-    environment = body.environment
-    revoke = body.revoke
     reason = _reason(body.reason) if body.reason else RevocationReason.PRIVILEGE_WITHDRAWN
-    rt = runtime()
-    retired = rt.registry.retire_model(digest, environment, actor=principal().actor)
-    revoked: list[str] = []
-    if revoke:
-        records = rt.authority.revoke_where(
-            RevocationCriteria(
-                model_digest=parse_sha256_hex(digest).hex(), environment=environment
-            ),
-            reason,
-            principal().actor,
-        )
-        revoked = [r.serial_hex for r in records]
-    return jsonify({"retired": [model_json(m) for m in retired], "revoked": revoked})
+    done = runtime().operations.retire_model(
+        digest, body.environment, revoke=body.revoke, reason=reason, actor=principal().actor
+    )
+    return jsonify(
+        {
+            "retired": [model_json(m) for m in done.retired],
+            "revoked": [r.serial_hex for r in done.revoked],
+        }
+    )
 
 
 # -- agents -----------------------------------------------------------------------------------
@@ -198,7 +192,7 @@ def create_enrollment_token(name: str) -> Response:
     body = read_body(EnrollmentTokenRequest, optional=True)
     rt = runtime()
     ttl = timedelta_or_none(body.ttl_seconds) or rt.settings.enrollment_ttl
-    token, expires = rt.registry.create_enrollment_token(name, ttl, principal().actor)
+    token, expires = rt.enrollment_tokens.create(name, ttl, principal().actor)
     return _created({"token": token, "agent": name, "expires_at": expires.isoformat()})
 
 

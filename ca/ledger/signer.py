@@ -87,7 +87,7 @@ class Auditor:
                     x509.load_der_x509_certificate(row.certificate_der),
                     ca.keys.get(row.key_label),
                 )
-        issuing = ca._issuing_ca()
+        issuing = ca.hierarchy.signing_issuer()
         label = f"agentca-audit-{secrets.token_hex(4)}"
         key = ca.keys.generate(label, KeyType.EC_P256)
         now = ca.clock()

@@ -6,12 +6,12 @@ they exceed 64-bit integers, and text compares and indexes identically on both b
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from ca.records import CertStatus as CertStatus  # re-exported; its home is ca.records
 from ca.store.types import UTCDateTime
 
 
@@ -30,13 +31,15 @@ class Base(DeclarativeBase):
     """Declarative base holding the metadata Alembic migrates."""
 
 
-class CertStatus(enum.StrEnum):
-    """Lifecycle of a certificate record (DESIGN.md section 6)."""
-
-    PENDING = "pending"  # serial reserved, not yet signed
-    ISSUED = "issued"
-    REVOKED = "revoked"
-    FAILED = "failed"  # signing failed or was abandoned; never answered "good"
+CERT_STATUS = Enum(
+    CertStatus,
+    native_enum=False,  # a VARCHAR(16) with a CHECK, the same on PostgreSQL and SQLite
+    length=16,
+    values_callable=lambda members: [m.value for m in members],
+    validate_strings=True,
+    create_constraint=True,
+    name="ck_certificates_status",
+)
 
 
 class Issuer(Base):
@@ -90,7 +93,7 @@ class Certificate(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     issuer_id: Mapped[int] = mapped_column(ForeignKey("issuers.id"))
     serial_hex: Mapped[str] = mapped_column(String(42))
-    status: Mapped[str] = mapped_column(String(16), default=CertStatus.PENDING.value)
+    status: Mapped[CertStatus] = mapped_column(CERT_STATUS, default=CertStatus.PENDING)
     agent_name: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(Text)
     public_key_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))

@@ -150,7 +150,7 @@ def test_sqlite_directory_full_is_507_storage_full(
     rt = open_runtime(settings, create=True)
     try:
         rt.authority.initialise("ec-p384", "ec-p256")
-        op = rt.registry.create_api_token("ops", "operator")
+        op = rt.api_tokens.create("ops", "operator")[0]
         app = create_app(settings, runtime_factory=lambda: rt)
         caplog.set_level(logging.INFO, logger="agentca.api")
         with serve_in_thread(app) as base:

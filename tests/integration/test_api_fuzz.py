@@ -29,7 +29,7 @@ def api_schema(
     )
     rt = open_runtime(s, create=True)
     rt.authority.initialise("ec-p256", "ec-p256")
-    TOKENS["operator"] = rt.registry.create_api_token("fuzzer", "operator")
+    TOKENS["operator"] = rt.api_tokens.create("fuzzer", "operator")[0]
     rt.registry.add_scope("read_book")
     rt.registry.add_model("ab" * 32, "m", "prod")
     rt.registry.register_agent(

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
-import ca.authority
 import ca.clock
+import ca.issuance
 from ca.errors import CAError, ErrorCode
 from ca.extensions import Digest, Provenance, build_agent_csr
 from ca.runtime import Runtime
@@ -32,7 +32,7 @@ def _register(rt: Runtime, name: str = "crash-agent") -> None:
 
 
 def _token(rt: Runtime, name: str = "crash-agent") -> str:
-    return rt.registry.create_enrollment_token(name, timedelta(hours=1), "test")[0]
+    return rt.enrollment_tokens.create(name, timedelta(hours=1), "test")[0]
 
 
 def _csr(key: Any = None, name: str = "crash-agent") -> tuple[Any, bytes]:
@@ -61,17 +61,17 @@ def test_hsm_failure_while_signing_releases_the_token(
     _register(rt)
     token = _token(rt)
     _, csr = _csr()
-    real = ca.authority.build_agent_certificate
+    real = ca.issuance.build_agent_certificate
 
     def hsm_gone(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("GeneralError: the token went away")  # what python-pkcs11 raised
 
-    monkeypatch.setattr(ca.authority, "build_agent_certificate", hsm_gone)
+    monkeypatch.setattr(ca.issuance, "build_agent_certificate", hsm_gone)
     with pytest.raises(RuntimeError):
         rt.enrollment.enroll(token, csr)
     assert _statuses(rt) == ["failed"]
     assert len(_events(rt, "enrollment_token.released")) == 1
-    monkeypatch.setattr(ca.authority, "build_agent_certificate", real)
+    monkeypatch.setattr(ca.issuance, "build_agent_certificate", real)
 
     record = rt.enrollment.enroll(token, csr)  # the retry with the same token succeeds
     assert record.status == "issued"
@@ -93,17 +93,17 @@ def test_storing_failure_releases_the_token(
     _register(rt)
     token = _token(rt)
     _, csr = _csr()
-    real = ca.authority._issued_body
+    real = ca.issuance.issued_body
 
     def outage(*args: Any, **kwargs: Any) -> Any:
         from sqlalchemy.exc import OperationalError
 
         raise OperationalError("UPDATE certificates", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(ca.authority, "_issued_body", outage)
+    monkeypatch.setattr(ca.issuance, "issued_body", outage)
     with pytest.raises(Exception, match="server closed"):
         rt.enrollment.enroll(token, csr)
-    monkeypatch.setattr(ca.authority, "_issued_body", real)
+    monkeypatch.setattr(ca.issuance, "issued_body", real)
     assert _statuses(rt) == ["failed"]
     assert rt.enrollment.enroll(token, csr).status == "issued"
 
@@ -122,8 +122,8 @@ def test_crash_leaves_pending_then_409_then_reconciled_then_retry(
     def killed(*args: Any, **kwargs: Any) -> Any:
         raise Killed  # the process dies here: nothing marks the reservation failed
 
-    monkeypatch.setattr(ca.authority, "build_agent_certificate", killed)
-    monkeypatch.setattr(rt.authority, "_mark_failed", lambda *a, **k: None)
+    monkeypatch.setattr(ca.issuance, "build_agent_certificate", killed)
+    monkeypatch.setattr(rt.authority.issuance, "_mark_failed", lambda *a, **k: None)
     with pytest.raises(Killed):
         rt.enrollment.enroll(token, csr)
     monkeypatch.undo()
@@ -177,9 +177,9 @@ def test_reconcile_command_fails_old_pending_rows(
     _register(rt)
     token = _token(rt)
     monkeypatch.setattr(
-        ca.authority, "build_agent_certificate", lambda *a, **k: (_ for _ in ()).throw(SystemExit)
+        ca.issuance, "build_agent_certificate", lambda *a, **k: (_ for _ in ()).throw(SystemExit)
     )
-    monkeypatch.setattr(rt.authority, "_mark_failed", lambda *a, **k: None)
+    monkeypatch.setattr(rt.authority.issuance, "_mark_failed", lambda *a, **k: None)
     with pytest.raises(SystemExit):
         rt.enrollment.enroll(token, _csr()[1])
     monkeypatch.undo()

@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select
 
 from ca.api.app import create_app
-from ca.authority import IssuanceRequest
 from ca.config import Settings
 from ca.crl import read_crl_info, revoked_serials
 from ca.crl_publisher import CrlPublisher, installed_number
 from ca.records import CertificateRecord
+from ca.requests import IssuanceRequest
 from ca.revocation import RevocationReason
 from ca.runtime import Runtime, open_runtime
 from ca.store.models import Certificate, CertStatus, CrlState, Issuer

@@ -37,7 +37,7 @@ class Env:
     def __init__(self, base: str, rt: Runtime) -> None:
         self.base, self.rt = base, rt
         self.tokens = {
-            "op": rt.registry.create_api_token("ops", "operator"),
+            "op": rt.api_tokens.create("ops", "operator")[0],
             "verbatim": rt.api_tokens.create("signer", "issuer-verbatim")[0],
         }
 

@@ -64,9 +64,9 @@ class Env:
 
     def __init__(self, base: str, rt: Runtime, work: Path) -> None:
         self.base, self.rt, self.work = base, rt, work
-        self.op = rt.registry.create_api_token("ops", "operator")
-        self.auditor = rt.registry.create_api_token("audit", "auditor")
-        self.reader = rt.registry.create_api_token("reader", "read-only")
+        self.op = rt.api_tokens.create("ops", "operator")[0]
+        self.auditor = rt.api_tokens.create("audit", "auditor")[0]
+        self.reader = rt.api_tokens.create("reader", "read-only")[0]
 
     def call(
         self, method: str, path: str, body: Any = None, token: str | None = "op", **kw: Any

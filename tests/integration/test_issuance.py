@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.verification import PolicyBuilder, Store
 from sqlalchemy import func, select
 
-from ca.authority import CertificateFilter, IssuanceRequest
 from ca.errors import CAError, ErrorCode
 from ca.extensions import read_agent_extensions
+from ca.requests import CertificateFilter, IssuanceRequest
 from ca.revocation import RevocationReason
 from ca.runtime import Runtime
 from ca.store.models import Certificate, CertStatus

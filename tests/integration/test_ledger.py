@@ -343,7 +343,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
-from ca.authority import IssuanceRequest
+from ca.requests import IssuanceRequest
 from ca.config import Settings
 from ca.extensions import Accountability, AgentExtensions, Authorization, Digest, Provenance
 from ca.runtime import open_runtime

@@ -64,7 +64,7 @@ def big_ledger(
     rt.authority.initialise("ec-p256", "ec-p256")
     _fill(rt, ENTRIES)
     cp = rt.auditor.checkpoint()
-    token = rt.registry.create_api_token("auditor", "auditor")
+    token = rt.api_tokens.create("auditor", "auditor")[0]
     app = create_app(settings, runtime_factory=lambda: rt)
     yield rt, token, (app, cp)
     rt.engine.dispose()

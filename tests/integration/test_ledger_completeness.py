@@ -51,7 +51,7 @@ def api(
     s = settings_for(work, f"sqlite:///{work}/ca.sqlite3", hsm_config)
     rt = open_runtime(s, create=True)
     rt.authority.initialise("ec-p256", "ec-p256")
-    token = rt.registry.create_api_token("ops", "operator")
+    token = rt.api_tokens.create("ops", "operator")[0]
     with serve_in_thread(create_app(s, runtime_factory=lambda: rt)) as base:
         yield base, rt, token
     rt.engine.dispose()

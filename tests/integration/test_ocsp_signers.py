@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import func, select
 
-from ca.authority import IssuanceRequest
 from ca.clock import utcnow
+from ca.requests import IssuanceRequest
 from ca.responder_certs import ResponderCertRotator, build_responder_certificate
 from ca.responder_token import responder_token_config
 from ca.runtime import Runtime

@@ -42,7 +42,7 @@ SCOPES = ["query_order_book", "submit_limit_order"]
 class Env:
     def __init__(self, base: str, rt: Runtime, backend: str) -> None:
         self.base, self.rt, self.backend = base, rt, backend
-        self.op = rt.registry.create_api_token("ops", "operator")
+        self.op = rt.api_tokens.create("ops", "operator")[0]
 
     def call(self, method: str, path: str, body: Any = None) -> Reply:
         return call(self.base, method, path, body, token=self.op)
@@ -402,9 +402,9 @@ def test_revoking_the_live_certificate_for_another_reason_leaves_it_alone(env: E
 def while_signing(monkeypatch: pytest.MonkeyPatch) -> Any:
     """``while_signing(fn)``: run ``fn`` (once) while the next certificate is being signed:
     the window between the reservation and the transaction that stores it."""
-    import ca.authority
+    import ca.issuance
 
-    real = ca.authority.build_agent_certificate
+    real = ca.issuance.build_agent_certificate
     pending: list[Any] = []
 
     def build(*args: Any, **kwargs: Any) -> Any:
@@ -412,7 +412,7 @@ def while_signing(monkeypatch: pytest.MonkeyPatch) -> Any:
             pending.pop()()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ca.authority, "build_agent_certificate", build)
+    monkeypatch.setattr(ca.issuance, "build_agent_certificate", build)
     return pending.append
 
 
@@ -501,7 +501,7 @@ def test_a_registration_disabled_after_the_decision_refuses_the_issuance(
     """The registration is decided on in one transaction and the serial reserved in the
     next: a disable committed in between used to be ignored (the renewal was issued)."""
     key, cert = _enroll(env)
-    real = type(env.rt.authority)._reserve
+    real = type(env.rt.authority.issuance)._reserve
     disabled: list[bool] = []
 
     def reserve(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -510,7 +510,7 @@ def test_a_registration_disabled_after_the_decision_refuses_the_issuance(
             disabled.append(True)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(type(env.rt.authority), "_reserve", reserve)
+    monkeypatch.setattr(type(env.rt.authority.issuance), "_reserve", reserve)
     rows = env.rows()
     try:
         r = _renew(env, _body(cert, key, _csr()[1]))

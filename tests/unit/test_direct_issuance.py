@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import CertificateSigningRequestBuilder, Name
 
 from ca.apitokens import Role, parse_role
-from ca.authority import _issued_body, _note
 from ca.enrollment import DirectIssuance, _accountability_mismatches, _verbatim
 from ca.errors import CAError, ErrorCode
+from ca.issuance import decision_note, issued_body
 from ca.store.models import Certificate
 from tests.unit.test_policy import PROV, REG
 
@@ -60,8 +60,8 @@ def test_verbatim_needs_every_content() -> None:
 
 
 def test_issuance_entries_are_outside_policy_unless_noted() -> None:
-    assert _note(None) == {"outside_policy": True}
-    assert _note({"outside_policy": False}) == {"outside_policy": False}
+    assert decision_note(None) == {"outside_policy": True}
+    assert decision_note({"outside_policy": False}) == {"outside_policy": False}
     now = datetime(2026, 1, 1, tzinfo=UTC)
     row = Certificate(
         serial_hex="01", agent_name="a", not_before=now, not_after=now, requested_by="x"
@@ -69,5 +69,5 @@ def test_issuance_entries_are_outside_policy_unless_noted() -> None:
     ext = _verbatim(
         _req(scopes=("a",), officer="o@example.com", environment="prod"), _csr(), PROV, []
     ).extensions
-    body = _issued_body(row, ext, "00" * 32, {"outside_policy": False})
+    body = issued_body(row, ext, "00" * 32, {"outside_policy": False})
     assert body["outside_policy"] is False and "policy_reasons" not in body

@@ -7,9 +7,9 @@ from datetime import timedelta
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ca.api.problems import problem_body
-from ca.authority import IssuanceRequest
 from ca.extensions import Digest, Provenance
 from ca.policy import EnrollmentClaim, InventoryModel, Refusal, Registration, decide
+from ca.requests import IssuanceRequest
 from tests.unit.helpers import MODEL, PROMPT
 
 OTHER = "11" * 32

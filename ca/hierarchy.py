@@ -1,0 +1,237 @@
+"""The CA hierarchy: create the root and issuing CA, list them, and load the issuing CA.
+
+The keys are generated in the key store (``hsm.KeyManager``) and never leave it; the
+certificates are immutable ``issuers`` rows, so the loaded issuing CA and the chain are cached
+for the life of the process (a new hierarchy means a new process).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ca.clock import Clock, utcnow
+from ca.config import Settings
+from ca.errors import CAError, ErrorCode
+from ca.journal import Journal
+from ca.profile import (
+    BACKDATE,
+    CertificateUrls,
+    build_issuing_certificate,
+    build_root_certificate,
+)
+from ca.records import IssuerRecord
+from ca.serials import new_serial, serial_to_hex
+from ca.store.models import Issuer
+from hsm.keymanager import KeyManager
+from hsm.keytypes import KeyType
+
+ROOT = "root"
+ISSUING = "issuing"
+NOT_INITIALISED = "the CA is not initialised; run 'agentca init'"
+
+
+@dataclass(frozen=True)
+class SigningIssuer:
+    """The issuing CA as issuance uses it: its row id, certificate, key and published URLs."""
+
+    id: int
+    name: str
+    certificate: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes
+    urls: CertificateUrls
+
+
+class Hierarchy:
+    """Creates and reads the root and issuing CA."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        keys: KeyManager,
+        journal: Journal,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.keys = keys
+        self.journal = journal
+        self.clock = clock
+        self._issuing: SigningIssuer | None = None
+        self._chain: list[x509.Certificate] | None = None
+        self._lock = threading.Lock()
+
+    def is_initialised(self) -> bool:
+        with self.sessions() as s:
+            return s.scalar(select(Issuer.id).where(Issuer.role == ISSUING).limit(1)) is not None
+
+    def initialise(
+        self, root_key_type: str, issuing_key_type: str, actor: str = "system"
+    ) -> list[IssuerRecord]:
+        """Create the root and issuing CA: keys generated in the key store, certificates
+        recorded, one ledger entry."""
+        if self.is_initialised():
+            raise CAError(ErrorCode.CONFLICT, "the CA hierarchy already exists")
+        try:
+            root_type, issuing_type = KeyType.parse(root_key_type), KeyType.parse(issuing_key_type)
+        except ValueError as exc:
+            raise CAError(ErrorCode.UNSUPPORTED_KEY, str(exc)) from exc
+        s = self.settings
+        now = self.clock()
+        suffix = secrets.token_hex(4)
+        root_label, issuing_label = f"agentca-root-{suffix}", f"agentca-issuing-{suffix}"
+        root_key = self.keys.generate(root_label, root_type)
+        root_cert = build_root_certificate(
+            root_key,
+            s.root_common_name,
+            s.organization,
+            new_serial(),
+            now - BACKDATE,
+            now + timedelta(days=s.root_validity_days),
+        )
+        issuing_key = self.keys.generate(issuing_label, issuing_type)
+        issuing_cert = build_issuing_certificate(
+            issuing_key.public_key(),
+            s.issuing_common_name,
+            s.organization,
+            new_serial(),
+            now - BACKDATE,
+            now + timedelta(days=s.issuing_validity_days),
+            root_cert,
+            root_key,
+            issuer_crl_url=f"{s.effective_crl_base_url}/{ROOT}.crl",
+        )
+        with self.sessions.begin() as session:
+            root = _issuer_row(ROOT, ROOT, None, root_label, root_type.value, root_cert, now)
+            session.add(root)
+            session.flush()
+            issuing = _issuer_row(
+                ISSUING, ISSUING, root.id, issuing_label, issuing_type.value, issuing_cert, now
+            )
+            session.add(issuing)
+            self.journal.write(
+                session,
+                actor,
+                "ca.initialised",
+                {
+                    "root": _issuer_summary(root_cert, root_type.value),
+                    "issuing": _issuer_summary(issuing_cert, issuing_type.value),
+                },
+                now,
+            )
+        return self.issuers()
+
+    def issuers(self) -> list[IssuerRecord]:
+        """Every CA certificate, root first."""
+        with self.sessions() as s:
+            rows = s.scalars(select(Issuer).order_by(Issuer.id)).all()
+            names = {r.id: r.name for r in rows}
+            return [
+                IssuerRecord(
+                    name=r.name,
+                    role=r.role,
+                    key_label=r.key_label,
+                    key_type=r.key_type,
+                    certificate_der=r.certificate_der,
+                    parent_name=names.get(r.parent_id) if r.parent_id else None,
+                )
+                for r in rows
+            ]
+
+    def issuer(self, name: str) -> IssuerRecord:
+        for record in self.issuers():
+            if record.name == name:
+                return record
+        raise CAError(ErrorCode.NOT_FOUND, f"no issuer named '{name}'")
+
+    def chain(self) -> list[x509.Certificate]:
+        """The issuing CA certificate followed by the root (cached)."""
+        if self._chain is not None:
+            return self._chain
+        by_name = {r.name: r for r in self.issuers()}
+        if ISSUING not in by_name:
+            raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
+        return [by_name[ISSUING].certificate, by_name[ROOT].certificate]
+
+    def signing_issuer(self) -> SigningIssuer:
+        """The active issuing CA with its key (loaded once, then cached)."""
+        if self._issuing is None:
+            with self._lock:
+                if self._issuing is None:
+                    self._issuing = self._load_issuing()
+        return self._issuing
+
+    def _load_issuing(self) -> SigningIssuer:
+        with self.sessions() as s:
+            row = s.scalar(select(Issuer).where(Issuer.role == ISSUING, Issuer.active))
+            if row is None:
+                raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
+            base = self.settings.public_base_url.rstrip("/")
+            return SigningIssuer(
+                id=row.id,
+                name=row.name,
+                certificate=x509.load_der_x509_certificate(row.certificate_der),
+                key=self.keys.get(row.key_label),
+                urls=CertificateUrls(
+                    ocsp_url=self.settings.effective_ocsp_url,
+                    ca_issuers_url=f"{base}/ca/{row.name}.der",
+                    crl_url=f"{self.settings.effective_crl_base_url}/{row.name}.crl",
+                ),
+            )
+
+
+def _issuer_row(
+    name: str,
+    role: str,
+    parent_id: int | None,
+    key_label: str,
+    key_type: str,
+    cert: x509.Certificate,
+    now: datetime,
+) -> Issuer:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    parsed = asn1_x509.Certificate.load(der)
+    return Issuer(
+        name=name,
+        role=role,
+        parent_id=parent_id,
+        subject=cert.subject.rfc4514_string(),
+        key_label=key_label,
+        key_type=key_type,
+        serial_hex=serial_to_hex(cert.serial_number),
+        certificate_der=der,
+        name_hash_sha1=parsed.subject.sha1,
+        key_hash_sha1=parsed.public_key.sha1,
+        name_hash_sha256=parsed.subject.sha256,
+        key_hash_sha256=parsed.public_key.sha256,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        active=True,
+        created_at=now,
+    )
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint of a certificate, lowercase hex."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _issuer_summary(cert: x509.Certificate, key_type: str) -> dict[str, Any]:
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "serial": serial_to_hex(cert.serial_number),
+        "key_type": key_type,
+        "certificate_sha256": fingerprint(cert),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+    }

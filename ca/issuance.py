@@ -1,0 +1,409 @@
+"""Issuance: reserve -> sign -> commit (docs/architecture.md, the issuance cycle).
+
+1. **Reserve.** The record is written ``pending`` and committed before anything is signed, so
+   no certificate can exist without a record. The caller's ``in_reservation`` step (consume
+   an enrollment token, confirm the registration is active) and a renewal's claim on its
+   parent run in that same transaction.
+2. **Sign.** :meth:`Issuance.sign` is the one place an agent certificate is signed with the
+   issuing CA's key.
+3. **Commit.** ``pending`` -> ``issued`` by compare-and-set, in one transaction with the
+   ledger entry and, for a renewal, the parent's supersession. A signing or storing failure
+   fails the reservation (releasing its token); a crash leaves it ``pending`` until
+   reconciliation (ca/reconciliation.py) fails it. Status services never answer "good" for
+   a row that is not ``issued``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ca.clock import Clock, utcnow
+from ca.config import Settings
+from ca.errors import CAError, ErrorCode
+from ca.extensions import AgentExtensions
+from ca.hierarchy import Hierarchy, SigningIssuer
+from ca.journal import Journal
+from ca.names import validate_agent_name
+from ca.profile import BACKDATE, AgentCertificateSpec, build_agent_certificate, key_type_of
+from ca.queries import find, to_record
+from ca.reconciliation import fail_reservation
+from ca.records import CertificateRecord, CertStatus
+from ca.requests import IssuanceRequest, RenewalLink
+from ca.revocation import RevocationReason
+from ca.revoking import revoked_body
+from ca.serials import new_serial, serial_to_hex
+from ca.store.models import Certificate, StatusChange
+
+log = logging.getLogger("agentca.issuance")
+
+InReservation = Callable[[Session], Mapping[str, Any] | None]
+
+
+class Issuance:
+    """Issues agent certificates from :class:`IssuanceRequest` values (decided elsewhere)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        hierarchy: Hierarchy,
+        journal: Journal,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.hierarchy = hierarchy
+        self.journal = journal
+        self.clock = clock
+
+    def issue(
+        self,
+        request: IssuanceRequest,
+        actor: str,
+        agent_id: int | None = None,
+        in_reservation: InReservation | None = None,
+        session: Session | None = None,
+        renewal: RenewalLink | None = None,
+    ) -> CertificateRecord:
+        """Reserve, sign and store one agent certificate.
+
+        ``session``, when given, must not be inside a transaction; the caller's request-scoped
+        session is then reused for both transactions (one connection for the whole request).
+
+        ``in_reservation`` runs inside the transaction that reserves the serial (e.g. to consume
+        a one-time enrollment token): if it raises, nothing at all is written. What it returns
+        (column values, e.g. ``enrollment_token_id``) is recorded on the reservation.
+
+        ``renewal`` makes this a renewal: the reservation claims the parent (it must be issued,
+        unexpired, not already renewed, and the proof unused) and records the lineage; the
+        transaction that stores the new certificate revokes the parent as superseded.
+        """
+        validate_agent_name(request.agent_name)
+        validity = self._validity(request)
+        issuing = self.hierarchy.signing_issuer()
+        now = self.clock()
+        not_after = now + validity
+        if not_after > issuing.certificate.not_valid_after_utc:
+            raise CAError(
+                ErrorCode.INVALID_VALIDITY, "validity ends after the issuing CA certificate expires"
+            )
+        with self._unit_of_work(session) as s:
+            row = self._reserve(
+                s, issuing, request, now, not_after, actor, agent_id, in_reservation, renewal
+            )
+            spec = AgentCertificateSpec(
+                serial=int(row.serial_hex, 16),
+                agent_name=request.agent_name,
+                organization=self.settings.organization,
+                trust_domain=self.settings.trust_domain,
+                public_key=request.public_key,
+                extensions=request.extensions,
+                not_before=now - BACKDATE,
+                not_after=not_after,
+            )
+            try:
+                cert = self.sign(spec, issuing)
+            except BaseException as exc:
+                self._mark_failed(row, f"{type(exc).__name__}: {exc}", actor)
+                raise
+            der = cert.public_bytes(serialization.Encoding.DER)
+            self._store(s, row, der, request, actor, now, renewal)
+        row.status = CertStatus.ISSUED
+        row.certificate_der = der
+        row.fingerprint_sha256 = hashlib.sha256(der).hexdigest()
+        row.issued_at = now
+        return to_record(row, issuing.name)
+
+    def sign(self, spec: AgentCertificateSpec, issuing: SigningIssuer) -> x509.Certificate:
+        """Build and sign the certificate: the one place the issuing CA's key signs an agent
+        certificate (checks of the to-be-signed certificate belong here)."""
+        return build_agent_certificate(spec, issuing.certificate, issuing.key, issuing.urls)
+
+    def _validity(self, request: IssuanceRequest) -> timedelta:
+        key_type = key_type_of(request.public_key)
+        if key_type not in self.settings.allowed_agent_key_types:
+            raise CAError(
+                ErrorCode.UNSUPPORTED_KEY, f"agent keys of type {key_type} are not allowed"
+            )
+        validity = request.validity or self.settings.default_validity
+        if validity <= timedelta(0):
+            raise CAError(ErrorCode.INVALID_VALIDITY, "validity must be positive")
+        if validity > self.settings.max_validity:
+            raise CAError(
+                ErrorCode.INVALID_VALIDITY,
+                f"validity {validity} exceeds the maximum of {self.settings.max_validity}",
+            )
+        return validity
+
+    @contextmanager
+    def _unit_of_work(self, session: Session | None) -> Iterator[Session]:
+        """The caller's session, or a session pinned to one connection for this call."""
+        if session is not None:
+            yield session
+            return
+        engine = self.sessions.kw["bind"]
+        with engine.connect() as conn, Session(bind=conn, expire_on_commit=False) as s:
+            yield s
+
+    # -- 1. reserve ---------------------------------------------------------------------------
+    def _reserve(
+        self,
+        s: Session,
+        issuing: SigningIssuer,
+        request: IssuanceRequest,
+        now: datetime,
+        not_after: datetime,
+        actor: str,
+        agent_id: int | None,
+        in_reservation: InReservation | None,
+        renewal: RenewalLink | None,
+    ) -> Certificate:
+        """Commit the pending record (and what ``in_reservation`` writes); return it detached."""
+        ext = request.extensions
+        prov, acc = ext.provenance, ext.accountability
+        spki = request.public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        for _attempt in range(5):
+            row = Certificate(
+                issuer_id=issuing.id,
+                serial_hex=serial_to_hex(new_serial()),
+                status=CertStatus.PENDING,
+                agent_name=request.agent_name,
+                subject=f"O={self.settings.organization},CN={request.agent_name}",
+                public_key_sha256=hashlib.sha256(spki).digest(),
+                model_type=prov.model_type,
+                model_digest=prov.model_digest.hex,
+                prompt_digest=prov.prompt_digest.hex,
+                config_digest=prov.config_digest.hex if prov.config_digest else None,
+                scopes=" ".join(ext.authorization.scopes),
+                officer=acc.officer,
+                environment=acc.environment,
+                not_before=now - BACKDATE,
+                not_after=not_after,
+                requested_by=actor,
+                created_at=now,
+                agent_id=agent_id,
+            )
+            try:
+                with s.begin():
+                    if in_reservation is not None:
+                        for key, value in (in_reservation(s) or {}).items():
+                            setattr(row, key, value)
+                    if renewal is not None:
+                        parent = _claim_parent(s, renewal, now)
+                        row.renewed_from_id = parent.id
+                        row.lineage_id = parent.lineage_id or parent.id
+                        row.renewal_proof_sha256 = renewal.proof_sha256
+                    values = {
+                        c.key: getattr(row, c.key)
+                        for c in Certificate.__table__.columns
+                        if c.key != "id"
+                    }
+                    row.id = (
+                        s.connection()
+                        .execute(insert(Certificate).values(values).returning(Certificate.id))
+                        .scalar_one()
+                    )
+                    reserved: dict[str, Any] = {
+                        "issuer": issuing.name,
+                        "serial": row.serial_hex,
+                        "agent": row.agent_name,
+                        "officer": acc.officer,
+                        **decision_note(request.ledger_note),
+                    }
+                    if renewal is not None:
+                        reserved["renewed_from"] = renewal.parent_serial_hex
+                    self.journal.write(s, actor, "certificate.reserved", reserved, now)
+                return row
+            except IntegrityError:  # a serial collision (astronomically rare) or a proof replayed
+                continue  # concurrently: the retry's _claim_parent refuses the latter
+        raise CAError(ErrorCode.INTERNAL, "could not reserve a unique serial number")
+
+    # -- 3. commit ----------------------------------------------------------------------------
+    def _store(
+        self,
+        s: Session,
+        row: Certificate,
+        der: bytes,
+        request: IssuanceRequest,
+        actor: str,
+        now: datetime,
+        renewal: RenewalLink | None,
+    ) -> None:
+        """``pending`` -> ``issued`` with its ledger entry (and the parent's supersession)."""
+        fingerprint = hashlib.sha256(der).hexdigest()
+        try:
+            with s.begin():
+                # compare-and-set first: on SQLite the write lock is taken here, with the
+                # condition, so a revocation, hold or second renewal committed while this
+                # one was signed makes it fail instead of leaving two live credentials
+                parent = _supersede(s, row, renewal, actor, now) if renewal else None
+                result = s.connection().execute(
+                    update(Certificate)
+                    .where(Certificate.id == row.id, Certificate.status == CertStatus.PENDING)
+                    .values(
+                        status=CertStatus.ISSUED,
+                        certificate_der=der,
+                        fingerprint_sha256=fingerprint,
+                        issued_at=now,
+                    )
+                )
+                if getattr(result, "rowcount", 1) != 1:
+                    raise CAError(
+                        ErrorCode.CONFLICT,
+                        f"the request for {row.serial_hex} was cancelled while it was signed "
+                        "(its lineage was revoked or the reservation was reconciled)",
+                    )
+                body = issued_body(row, request.extensions, fingerprint, request.ledger_note)
+                if renewal is not None:
+                    body["renewed_from"] = renewal.parent_serial_hex
+                    body["lineage_root"] = _lineage_root_serial(s, row)
+                self.journal.write(s, actor, "certificate.issued", body, now)
+                if parent is not None:
+                    superseded = revoked_body(parent, RevocationReason.SUPERSEDED)
+                    superseded["superseded_by"] = row.serial_hex
+                    self.journal.write(s, actor, "certificate.revoked", superseded, now)
+                    s.flush()
+        except CAError as exc:
+            if exc.code == ErrorCode.CONFLICT:
+                self._mark_failed(row, exc.detail, actor)
+            raise
+        except Exception as exc:
+            # storing failed (database outage, deadlock): the certificate was signed but
+            # never handed to anyone, so failing the reservation is safe and frees the
+            # token at once; if the database is still away, reconciliation does it later
+            self._mark_failed(row, f"storing failed: {type(exc).__name__}", actor)
+            raise
+
+    def _mark_failed(self, row: Certificate, why: str, actor: str) -> None:
+        """Fail a reservation after signing or storing failed; never raises (a database that
+        is away leaves the row pending, and reconciliation fails it later)."""
+        try:
+            with self.sessions.begin() as s:
+                fail_reservation(s, self.journal, row.id, why[:500], actor, self.clock())
+        except Exception as exc:  # the original error is what the caller reports
+            log.warning(
+                "reservation %s left pending for reconciliation: %s: %s",
+                row.serial_hex,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+            )
+
+
+# -- renewal lineage ----------------------------------------------------------------------------
+def _claim_parent(s: Session, renewal: RenewalLink, now: datetime) -> Certificate:
+    """In the reservation: lock the certificate being renewed and check it may be renewed.
+
+    Refused with ``conflict`` (409) when the proof was already used or the parent was
+    already renewed (a renewal of it is pending or issued, or it is revoked as
+    superseded); with ``unauthenticated`` (401) when the parent is otherwise not good.
+    """
+    used = s.scalar(
+        select(Certificate.serial_hex).where(
+            Certificate.renewal_proof_sha256 == renewal.proof_sha256
+        )
+    )
+    if used is not None:
+        raise CAError(
+            ErrorCode.CONFLICT,
+            f"this renewal proof was already used (certificate {used}); sign a new one",
+        )
+    parent = find(s, renewal.parent_serial_hex, renewal.parent_issuer, for_update=True)
+    child = s.scalar(
+        select(Certificate.serial_hex).where(
+            Certificate.renewed_from_id == parent.id,
+            Certificate.status.in_([CertStatus.PENDING, CertStatus.ISSUED]),
+        )
+    )
+    if child is not None or (
+        parent.status == CertStatus.REVOKED
+        and parent.revocation_reason == RevocationReason.SUPERSEDED
+    ):
+        raise CAError(
+            ErrorCode.CONFLICT,
+            f"certificate {parent.serial_hex} was already renewed"
+            + (f" (by {child})" if child else ""),
+        )
+    if parent.status != CertStatus.ISSUED:
+        raise CAError(
+            ErrorCode.UNAUTHENTICATED,
+            f"certificate {parent.serial_hex} is {parent.status} and cannot be renewed",
+        )
+    if parent.not_after <= now:
+        raise CAError(ErrorCode.UNAUTHENTICATED, "the current certificate has expired")
+    return parent
+
+
+def _supersede(
+    s: Session, row: Certificate, renewal: RenewalLink, actor: str, now: datetime
+) -> Certificate:
+    """In the transaction storing renewal ``row``: revoke its parent as superseded (4),
+    only if the parent is still issued; otherwise refuse the renewal (409)."""
+    result = s.connection().execute(
+        update(Certificate)
+        .where(Certificate.id == row.renewed_from_id, Certificate.status == CertStatus.ISSUED)
+        .values(
+            status=CertStatus.REVOKED,
+            revoked_at=now,
+            revocation_reason=int(RevocationReason.SUPERSEDED),
+            revoked_by=actor,
+        )
+    )
+    if getattr(result, "rowcount", 1) != 1:
+        raise CAError(
+            ErrorCode.CONFLICT,
+            f"certificate {renewal.parent_serial_hex} was revoked, put on hold or renewed "
+            "while this renewal was signed; nothing was issued",
+        )
+    parent = s.scalars(
+        select(Certificate)
+        .where(Certificate.id == row.renewed_from_id)
+        .execution_options(populate_existing=True)
+    ).one()
+    s.add(StatusChange(issuer_id=parent.issuer_id, serial_hex=parent.serial_hex, changed_at=now))
+    return parent
+
+
+def _lineage_root_serial(s: Session, row: Certificate) -> str:
+    if row.lineage_id is None:
+        return row.serial_hex
+    return str(s.scalar(select(Certificate.serial_hex).where(Certificate.id == row.lineage_id)))
+
+
+# -- ledger bodies ------------------------------------------------------------------------------
+def decision_note(note: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The issuance entries' record of the decision: outside policy unless a note says not."""
+    return {"outside_policy": True, **(note or {})}
+
+
+def issued_body(
+    row: Certificate,
+    ext: AgentExtensions,
+    fingerprint_hex: str,
+    note: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The issuance entry: fingerprint, the decoded provenance, scopes and officer, and how
+    the request was decided (see :attr:`IssuanceRequest.ledger_note`)."""
+    return {
+        "serial": row.serial_hex,
+        "agent": row.agent_name,
+        "officer": ext.accountability.officer,
+        "fingerprint_sha256": fingerprint_hex,
+        "not_before": row.not_before.isoformat(),
+        "not_after": row.not_after.isoformat(),
+        "requested_by": row.requested_by,
+        "extensions": ext.to_dict(),
+        **decision_note(note),
+    }

@@ -1,0 +1,103 @@
+"""Certificate lookups and the mapping of ``certificates`` rows to :class:`CertificateRecord`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload, sessionmaker
+
+from ca.errors import CAError, ErrorCode
+from ca.records import CertificateRecord, CertStatus
+from ca.requests import CertificateFilter
+from ca.revocation import RevocationReason
+from ca.serials import parse_serial, serial_to_hex
+from ca.store.models import Certificate, Issuer
+
+
+class CertificateQueries:
+    """Reads certificate records; never writes."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def get(self, serial_hex: str, issuer_name: str | None = None) -> CertificateRecord:
+        """One certificate record by serial (hex), optionally within one issuer."""
+        with self.sessions() as s:
+            return to_record(find(s, serial_hex, issuer_name))
+
+    def list(self, flt: CertificateFilter) -> Sequence[CertificateRecord]:
+        """Certificate records matching ``flt``, newest first (an unknown status matches none)."""
+        query = select(Certificate).order_by(Certificate.id.desc()).limit(max(1, flt.limit))
+        if flt.status is not None:
+            try:
+                query = query.where(Certificate.status == CertStatus(flt.status))
+            except ValueError:
+                return []
+        for column, value in (
+            (Certificate.agent_name, flt.agent_name),
+            (Certificate.officer, flt.officer),
+            (Certificate.model_digest, flt.model_digest),
+            (Certificate.prompt_digest, flt.prompt_digest),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        with self.sessions() as s:
+            return [to_record(r) for r in s.scalars(query).all()]
+
+
+def find(
+    s: Session, serial_hex: str, issuer_name: str | None, for_update: bool = False
+) -> Certificate:
+    """The row for ``serial_hex`` (any case, leading zeros allowed), with its issuer loaded.
+
+    ``for_update`` locks the certificate row only: locking its issuer would serialise all.
+    """
+    try:
+        canonical = serial_to_hex(parse_serial(serial_hex))
+    except ValueError as exc:
+        raise CAError(ErrorCode.BAD_REQUEST, str(exc)) from exc
+    query = (
+        select(Certificate)
+        .options(joinedload(Certificate.issuer, innerjoin=True))
+        .where(Certificate.serial_hex == canonical)
+    )
+    if issuer_name is not None:
+        query = query.join(Issuer).where(Issuer.name == issuer_name)
+    if for_update:
+        query = query.with_for_update(of=Certificate)
+    rows = s.scalars(query).all()
+    if not rows:
+        raise CAError(ErrorCode.NOT_FOUND, f"no certificate with serial {canonical}")
+    if len(rows) > 1:
+        raise CAError(ErrorCode.CONFLICT, f"serial {canonical} exists under several issuers")
+    return rows[0]
+
+
+def to_record(row: Certificate, issuer_name: str | None = None) -> CertificateRecord:
+    """The value object for a row (``issuer_name`` saves loading the issuer when known)."""
+    return CertificateRecord(
+        issuer_name=issuer_name if issuer_name is not None else row.issuer.name,
+        serial_hex=row.serial_hex,
+        status=CertStatus(row.status),
+        agent_name=row.agent_name,
+        subject=row.subject,
+        model_type=row.model_type,
+        model_digest=row.model_digest,
+        prompt_digest=row.prompt_digest,
+        config_digest=row.config_digest,
+        scopes=tuple(row.scopes.split()),
+        officer=row.officer,
+        environment=row.environment,
+        not_before=row.not_before,
+        not_after=row.not_after,
+        created_at=row.created_at,
+        issued_at=row.issued_at,
+        revoked_at=row.revoked_at,
+        revocation_reason=(
+            RevocationReason(row.revocation_reason) if row.revocation_reason is not None else None
+        ),
+        requested_by=row.requested_by,
+        fingerprint_sha256=row.fingerprint_sha256,
+        certificate_der=row.certificate_der,
+    )

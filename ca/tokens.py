@@ -1,0 +1,173 @@
+"""Enrollment tokens: one-time, short-lived secrets that let one registered agent enroll.
+
+A token is ``aca_enroll_`` + 256 random bits, returned once and stored as its SHA-256 hash.
+It is consumed in the transaction that reserves the certificate's serial and recorded on the
+reservation, so a reservation that fails releases it (ca/reconciliation.py) and a token never
+yields two live certificates (docs/decisions/0014-crash-safe-enrollment.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ca.clock import Clock, utcnow
+from ca.errors import CAError, ErrorCode
+from ca.ledger.store import append
+from ca.policy import Registration
+from ca.records import CertStatus
+from ca.registry import registration_of, use_session
+from ca.roles import token_hash
+from ca.store.models import AgentRegistration, Certificate, EnrollmentToken, Issuer
+
+ENROLLMENT_PREFIX = "aca_enroll_"
+MAX_TTL = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class TokenCertificate:
+    """The live certificate an enrollment token yielded (for an idempotent retry)."""
+
+    serial_hex: str
+    issuer_name: str
+    public_key_sha256: bytes
+
+
+class EnrollmentTokens:
+    """Creates, checks and consumes enrollment tokens."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock = utcnow,
+        pending_bound: timedelta = timedelta(seconds=120),
+    ) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.pending_bound = pending_bound  # Settings.pending_reconcile_seconds
+
+    def create(self, agent_name: str, ttl: timedelta, actor: str) -> tuple[str, datetime]:
+        """A one-time token for ``agent_name``; returns ``(token, expires_at)``. Shown once."""
+        if not timedelta(0) < ttl <= MAX_TTL:
+            raise CAError(ErrorCode.INVALID_VALIDITY, "token lifetime must be within 7 days")
+        token = ENROLLMENT_PREFIX + secrets.token_urlsafe(32)
+        now = self.clock()
+        with self.sessions.begin() as s:
+            row = s.scalar(select(AgentRegistration).where(AgentRegistration.name == agent_name))
+            if row is None:
+                raise CAError(ErrorCode.NOT_FOUND, f"no agent registered as '{agent_name}'")
+            if row.status != "active":
+                raise CAError(ErrorCode.CONFLICT, f"agent '{agent_name}' is disabled")
+            s.add(
+                EnrollmentToken(
+                    token_hash=token_hash(token),
+                    agent_id=row.id,
+                    created_at=now,
+                    expires_at=now + ttl,
+                    created_by=actor,
+                )
+            )
+            s.flush()
+            append(
+                s,
+                actor,
+                "enrollment_token.created",
+                {
+                    "agent": agent_name,
+                    "officer": row.officer,
+                    "token_sha256": token_hash(token),
+                    "expires_at": (now + ttl).isoformat(),
+                },
+                now,
+            )
+        return token, now + ttl
+
+    def registration_for(self, token: str, session: Session | None = None) -> Registration:
+        """The registration a usable enrollment token is bound to (does not consume it)."""
+        now = self.clock()
+        with use_session(self.sessions, session) as s:
+            found = s.execute(
+                select(EnrollmentToken, AgentRegistration)
+                .join(AgentRegistration, AgentRegistration.id == EnrollmentToken.agent_id)
+                .where(EnrollmentToken.token_hash == token_hash(token))
+            ).first()
+            self._check(s, found[0] if found else None, now)
+            assert found is not None
+            return registration_of(found[1])
+
+    def certificate_for(self, token: str, s: Session) -> TokenCertificate | None:
+        """The certificate issued for a used enrollment token, if it is still issued."""
+        found = s.execute(
+            select(Certificate.serial_hex, Issuer.name, Certificate.public_key_sha256)
+            .join(Issuer, Issuer.id == Certificate.issuer_id)
+            .join(EnrollmentToken, EnrollmentToken.id == Certificate.enrollment_token_id)
+            .where(
+                EnrollmentToken.token_hash == token_hash(token),
+                EnrollmentToken.used_at.is_not(None),
+                Certificate.status == CertStatus.ISSUED,
+                Certificate.not_after > self.clock(),
+            )
+        ).first()
+        return TokenCertificate(*found) if found is not None else None
+
+    def consume(self, s: Session, token: str) -> int:
+        """Mark the token used inside the caller's transaction; refuses a used/expired one.
+
+        Returns the token's id, which the reservation records: if that reservation fails, the
+        token is released (``ca.reconciliation.fail_reservation``).
+        """
+        now = self.clock()
+        result = s.execute(
+            update(EnrollmentToken)
+            .where(
+                EnrollmentToken.token_hash == token_hash(token),
+                EnrollmentToken.used_at.is_(None),
+                EnrollmentToken.expires_at > now,
+            )
+            .values(used_at=now)
+            .returning(EnrollmentToken.id, EnrollmentToken.agent_id)
+        ).first()
+        if result is None:
+            row = s.scalar(
+                select(EnrollmentToken).where(EnrollmentToken.token_hash == token_hash(token))
+            )
+            self._check(s, row, now)
+            raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token cannot be used")
+        token_id, agent_id = result
+        agent = s.scalar(select(AgentRegistration.name).where(AgentRegistration.id == agent_id))
+        append(
+            s,
+            f"agent:{agent}",
+            "enrollment_token.used",
+            {"agent": agent, "token_sha256": token_hash(token)},
+            now,
+        )
+        return int(token_id)
+
+    def _check(self, s: Session, row: EnrollmentToken | None, now: datetime) -> None:
+        """Refuse an unusable token; a used one whose reservation is still pending is a 409
+        saying when to retry (the reservation either completes or is reconciled by then)."""
+        if row is not None and row.used_at is not None:
+            created = s.scalar(
+                select(Certificate.created_at).where(
+                    Certificate.enrollment_token_id == row.id,
+                    Certificate.status == CertStatus.PENDING,
+                )
+            )
+            if created is not None:
+                wait = max(1, int((created + self.pending_bound - now).total_seconds()) + 1)
+                raise CAError(
+                    ErrorCode.CONFLICT,
+                    f"an enrollment with this token is in progress; retry in {wait} s",
+                    retry_after=wait,
+                )
+        if row is None:
+            raise CAError(ErrorCode.UNAUTHENTICATED, "unknown enrollment token")
+        if row.used_at is not None:
+            raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token was already used")
+        if row.expires_at <= now:
+            raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token has expired")
