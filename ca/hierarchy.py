@@ -41,7 +41,7 @@ ISSUING = "issuing"
 NOT_INITIALISED = "the CA is not initialised; run 'agentca init'"
 
 
-@dataclass(frozen=True)
+@dataclass
 class SigningIssuer:
     """The issuing CA as issuance uses it: its row id, certificate, key and published URLs."""
 

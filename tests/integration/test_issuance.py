@@ -122,7 +122,7 @@ def test_bad_requests_leave_no_record(ca_runtime: Runtime, change: dict, code: E
 def test_signing_failure_leaves_failed_record_never_issued(ca_runtime: Runtime) -> None:
     """If the HSM fails after the reservation, the row ends 'failed', never 'issued'."""
     ca = ca_runtime.authority
-    issuing = ca._issuing_ca()
+    issuing = ca.hierarchy.signing_issuer()
     real_key = issuing.key
 
     class BrokenKey(type(real_key)):  # type: ignore[misc]
@@ -144,7 +144,7 @@ def test_signing_failure_leaves_failed_record_never_issued(ca_runtime: Runtime) 
 
 def test_pending_reservations_are_reconciled(ca_runtime: Runtime) -> None:
     ca = ca_runtime.authority
-    issuing = ca._issuing_ca()
+    issuing = ca.hierarchy.signing_issuer()
     with ca_runtime.sessions() as session:
         ca._reserve(
             session,
