@@ -146,15 +146,16 @@ def test_pending_reservations_are_reconciled(ca_runtime: Runtime) -> None:
     ca = ca_runtime.authority
     issuing = ca.hierarchy.signing_issuer()
     with ca_runtime.sessions() as session:
-        ca._reserve(
+        ca.issuance._reserve(
             session,
             issuing,
             _request(),
-            sample_extensions(),
-            b"spki",
             ca.clock(),
             ca.clock() + timedelta(hours=1),
             "t",
+            None,
+            None,
+            None,
         )
     assert len(ca.list(CertificateFilter(status="pending"))) == 1
     assert ca.reconcile_pending(timedelta(minutes=5)) == 0  # created "now": not yet abandoned
