@@ -84,9 +84,7 @@ def test_key_compromise_fails_a_renewal_being_signed(core: Core) -> None:
 
 def test_revoke_where_takes_only_live_matching_certificates(core: Core) -> None:
     live = core.issue()
-    expired = core.authority.issue(
-        core.request(validity=timedelta(minutes=1)), actor="test"
-    )
+    expired = core.authority.issue(core.request(validity=timedelta(minutes=1)), actor="test")
     other = core.authority.issue(core.request(agent_name="other-agent"), actor="test")
     core.clock.advance(timedelta(minutes=2))
     done = core.authority.revoke_where(
