@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from ca.authority import IssuanceRequest
 from ca.config import Settings, load_settings
 from ca.errors import CAError, ErrorCode
+from ca.requests import IssuanceRequest
 from ca.runtime import ensure_initialised, open_runtime
 from hsm import SoftKeyStore
 from tests.unit.helpers import sample_extensions
