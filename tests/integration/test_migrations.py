@@ -79,3 +79,44 @@ def test_0007_keys_existing_agents_and_keeps_look_alikes_registered_before_it(db
         assert names == ["AgentA", "agenta", "other"]
     finally:
         engine.dispose()
+
+
+def test_0009_the_database_refuses_a_status_outside_cert_status(db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import inspect
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    try:
+        checks = inspect(engine).get_check_constraints("certificates")
+        assert [c["name"] for c in checks] == ["ck_certificates_status"]
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO issuers (id, name, role, subject, key_label, key_type, "
+                    "serial_hex, certificate_der, name_hash_sha1, key_hash_sha1, "
+                    "name_hash_sha256, key_hash_sha256, not_before, not_after, active, "
+                    "created_at) VALUES (1, 'issuing', 'issuing', 'CN=x', 'k', 'ec-p256', "
+                    "'1', :b, :b, :b, :b, :b, :t, :t, true, :t)"
+                ),
+                {"b": b"x", "t": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO certificates (issuer_id, serial_hex, status, agent_name, "
+                    "subject, public_key_sha256, model_type, model_digest, prompt_digest, "
+                    "scopes, officer, environment, not_before, not_after, requested_by, "
+                    "created_at) VALUES (1, '2', 'pending', 'a', 'CN=a', :b, 'm', 'd', 'p', "
+                    "'s', 'o@example.com', 'prod', :t, :t, 't', :t)"
+                ),
+                {"b": b"x", "t": now},
+            )
+        for status in ("issued", "revoked", "failed"):
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE certificates SET status = :s"), {"s": status})
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE certificates SET status = 'good'"))
+    finally:
+        engine.dispose()
