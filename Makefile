@@ -41,6 +41,7 @@ run: bootstrap-run
 lint: bootstrap-test
 	'$(VENV)/bin/ruff' check .
 	'$(VENV)/bin/mypy'
+	'$(VENV)/bin/lint-imports'
 
 test: bootstrap-test lint
 	bash scripts/with-postgres.sh $(PYTEST) $(PYTEST_ARGS) tests

@@ -34,8 +34,9 @@ from ca.errors import CAError, ErrorCode
 from ca.extensions import AgentExtensions
 from ca.hierarchy import Hierarchy, SigningIssuer
 from ca.journal import Journal
+from ca.lint import sign_agent_certificate
 from ca.names import validate_agent_name
-from ca.profile import BACKDATE, AgentCertificateSpec, build_agent_certificate, key_type_of
+from ca.profile import BACKDATE, AgentCertificateSpec, key_type_of
 from ca.queries import find, to_record
 from ca.reconciliation import fail_reservation
 from ca.records import CertificateRecord, CertStatus
@@ -126,9 +127,10 @@ class Issuance:
         return to_record(row, issuing.name)
 
     def sign(self, spec: AgentCertificateSpec, issuing: SigningIssuer) -> x509.Certificate:
-        """Build and sign the certificate: the one place the issuing CA's key signs an agent
-        certificate (checks of the to-be-signed certificate belong here)."""
-        return build_agent_certificate(spec, issuing.certificate, issuing.key, issuing.urls)
+        """Build, lint and sign the certificate: the one place the issuing CA's key signs an
+        agent certificate. The exact to-be-signed certificate is first checked by the strict
+        decoder the gateway uses (``ca.lint``); a certificate that fails is never signed."""
+        return sign_agent_certificate(spec, issuing.certificate, issuing.key, issuing.urls)
 
     def _validity(self, request: IssuanceRequest) -> timedelta:
         key_type = key_type_of(request.public_key)

@@ -23,6 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 
 from ca.errors import CAError, ErrorCode
 from ca.extensions import AgentExtensions
+from ca.profile import (
+    AgentCertificateSpec,
+    CertificateUrls,
+    agent_certificate_builder,
+    signature_hash,
+)
 from wire import extensions as wire_ext
 from wire import oids
 
@@ -123,3 +129,15 @@ def sign_linted(
     if cert.tbs_certificate_bytes != linted.tbs_certificate_bytes:
         raise LintError("the signed TBS certificate differs from the linted one")
     return cert
+
+
+def sign_agent_certificate(
+    spec: AgentCertificateSpec,
+    issuer_certificate: x509.Certificate,
+    issuer_key: CertificateIssuerPrivateKeyTypes,
+    urls: CertificateUrls,
+) -> x509.Certificate:
+    """The agent certificate of ``spec``, linted and then signed by ``issuer_key``: what
+    issuance signs with (``ca.issuance.Issuance.sign``)."""
+    builder = agent_certificate_builder(spec, issuer_certificate, urls)
+    return sign_linted(builder, issuer_key, signature_hash(issuer_key), spec.extensions)

@@ -57,7 +57,8 @@ def alembic_config(url: str) -> Any:
     if spec is None or not spec.submodule_search_locations:
         raise CAError(ErrorCode.CONFIG, "the packaged migrations folder is missing")
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(list(spec.submodule_search_locations)[0])))
+    folder = next(iter(spec.submodule_search_locations))
+    cfg.set_main_option("script_location", str(Path(folder)))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

@@ -61,17 +61,17 @@ def test_hsm_failure_while_signing_releases_the_token(
     _register(rt)
     token = _token(rt)
     _, csr = _csr()
-    real = ca.issuance.build_agent_certificate
+    real = ca.issuance.sign_agent_certificate
 
     def hsm_gone(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("GeneralError: the token went away")  # what python-pkcs11 raised
 
-    monkeypatch.setattr(ca.issuance, "build_agent_certificate", hsm_gone)
+    monkeypatch.setattr(ca.issuance, "sign_agent_certificate", hsm_gone)
     with pytest.raises(RuntimeError):
         rt.enrollment.enroll(token, csr)
     assert _statuses(rt) == ["failed"]
     assert len(_events(rt, "enrollment_token.released")) == 1
-    monkeypatch.setattr(ca.issuance, "build_agent_certificate", real)
+    monkeypatch.setattr(ca.issuance, "sign_agent_certificate", real)
 
     record = rt.enrollment.enroll(token, csr)  # the retry with the same token succeeds
     assert record.status == "issued"
@@ -122,7 +122,7 @@ def test_crash_leaves_pending_then_409_then_reconciled_then_retry(
     def killed(*args: Any, **kwargs: Any) -> Any:
         raise Killed  # the process dies here: nothing marks the reservation failed
 
-    monkeypatch.setattr(ca.issuance, "build_agent_certificate", killed)
+    monkeypatch.setattr(ca.issuance, "sign_agent_certificate", killed)
     monkeypatch.setattr(rt.authority.issuance, "_mark_failed", lambda *a, **k: None)
     with pytest.raises(Killed):
         rt.enrollment.enroll(token, csr)
@@ -177,7 +177,7 @@ def test_reconcile_command_fails_old_pending_rows(
     _register(rt)
     token = _token(rt)
     monkeypatch.setattr(
-        ca.issuance, "build_agent_certificate", lambda *a, **k: (_ for _ in ()).throw(SystemExit)
+        ca.issuance, "sign_agent_certificate", lambda *a, **k: (_ for _ in ()).throw(SystemExit)
     )
     monkeypatch.setattr(rt.authority.issuance, "_mark_failed", lambda *a, **k: None)
     with pytest.raises(SystemExit):

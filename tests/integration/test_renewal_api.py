@@ -404,7 +404,7 @@ def while_signing(monkeypatch: pytest.MonkeyPatch) -> Any:
     the window between the reservation and the transaction that stores it."""
     import ca.issuance
 
-    real = ca.issuance.build_agent_certificate
+    real = ca.issuance.sign_agent_certificate
     pending: list[Any] = []
 
     def build(*args: Any, **kwargs: Any) -> Any:
@@ -412,7 +412,7 @@ def while_signing(monkeypatch: pytest.MonkeyPatch) -> Any:
             pending.pop()()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ca.issuance, "build_agent_certificate", build)
+    monkeypatch.setattr(ca.issuance, "sign_agent_certificate", build)
     return pending.append
 
 
