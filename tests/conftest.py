@@ -32,6 +32,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+# The SoftHSM2 fixtures (hsm_config, hsm_keystore), for every test directory.
+pytest_plugins = ["tests.integration.conftest_hsm"]
+
 TESTS_DIR = Path(__file__).resolve().parent
 INTEGRATION_DIR = TESTS_DIR / "integration"
 

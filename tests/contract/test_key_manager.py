@@ -31,7 +31,6 @@ from hsm import (
     MechanismUnsupported,
     SoftKeyStore,
 )
-from tests.integration.conftest_hsm import hsm_config, hsm_keystore  # noqa: F401 (fixtures)
 
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 ABC_OF = {

@@ -29,7 +29,6 @@ from ca.api.app import create_app
 from ca.runtime import open_runtime
 from hsm import TokenConfig
 from tests.integration.conftest import AGENTCA, run_cli, settings_for
-from tests.integration.conftest_hsm import hsm_config  # noqa: F401
 from tests.integration.http import call, serve_in_thread
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -143,7 +142,7 @@ def test_crl_directory_full(tmp_path: Path, small_fs: Path) -> None:
 @pytest.mark.parametrize("small_fs", ["8m"], indirect=True)
 def test_sqlite_directory_full_is_507_storage_full(
     small_fs: Path,
-    hsm_config: TokenConfig,  # noqa: F811
+    hsm_config: TokenConfig,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = settings_for(small_fs, f"sqlite:///{small_fs}/ca.sqlite3", hsm_config)

@@ -18,11 +18,7 @@ import pytest
 from ca.config import Settings
 from ca.runtime import Runtime, open_runtime
 from hsm import TokenConfig
-from tests.integration.conftest_hsm import (  # noqa: F401
-    hsm_config,
-    hsm_keystore,
-    responder_token_pin,
-)
+from tests.integration.conftest_hsm import responder_token_pin
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENTCA = str(Path(sys.executable).with_name("agentca"))
@@ -49,7 +45,7 @@ def settings_for(
 
 
 @pytest.fixture
-def ca_settings(tmp_path: Path, db_url: str, hsm_config: TokenConfig) -> Settings:  # noqa: F811
+def ca_settings(tmp_path: Path, db_url: str, hsm_config: TokenConfig) -> Settings:
     return settings_for(tmp_path, db_url, hsm_config)
 
 

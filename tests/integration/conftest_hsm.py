@@ -2,13 +2,11 @@
 
 python-pkcs11 loads the PKCS#11 module once per process, and SoftHSM2 reads ``SOFTHSM2_CONF``
 when it is loaded, so a test process can use exactly one SoftHSM2 configuration. These fixtures
-therefore provision ONE token per process (cached at module level, so importing the fixtures into
-several test modules still yields the same token). Tests that need another configuration (wrong
-PIN, another token directory) must run in a subprocess: see ``run_python``.
+therefore provision ONE token per process (cached at module level). Tests that need another
+configuration (wrong PIN, another token directory) must run in a subprocess: see ``run_python``.
 
-Use (pytest registers a fixture under its own name, so aliasing avoids ruff's F811)::
-
-    from tests.integration.conftest_hsm import hsm_keystore as _hsm_keystore_fixture
+The fixtures are loaded for the whole suite through ``pytest_plugins`` in ``tests/conftest.py``:
+a test just names ``hsm_config`` or ``hsm_keystore``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from ca.revocation import RevocationReason
 from ca.runtime import Runtime, open_runtime
 from ca.store.models import Certificate, CertStatus, CrlState, Issuer
 from tests.integration.conftest import REPO_ROOT
-from tests.integration.conftest_hsm import hsm_config  # noqa: F401
 from tests.unit.helpers import sample_extensions
 
 

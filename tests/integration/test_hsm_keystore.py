@@ -39,12 +39,7 @@ from hsm import (
     read_pin_file,
 )
 from hsm.errors import PinFileError
-from tests.integration.conftest_hsm import hsm_config as _hsm_config_fixture
-from tests.integration.conftest_hsm import hsm_keystore as _hsm_keystore_fixture
 from tests.integration.conftest_hsm import run_python
-
-# Imported fixtures register under their own names (hsm_config, hsm_keystore).
-_FIXTURES = (_hsm_config_fixture, _hsm_keystore_fixture)
 
 pytestmark = pytest.mark.integration
 
