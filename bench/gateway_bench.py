@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway import StaticInventory, StatusChecker, Verifier
 from gateway.chain import ChainVerifier
 from gateway.httpsig import RequestView
-from tests.unit.test_gateway_helpers import (
+from tests.support.gateway_pki import (
     Clock,
     Pki,
     make_agent,

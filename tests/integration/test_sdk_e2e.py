@@ -34,8 +34,8 @@ from ca.extensions import Provenance as CaProvenance
 from ca.profile import AgentCertificateSpec, CertificateUrls, build_agent_certificate
 from examples.scenario import AGENT, ENVIRONMENT, MODEL_TYPE, OFFICER, TRUST_DOMAIN, Scenario
 from gateway import CAInventory, StatusChecker, Verifier
+from tests.support.gateway_pki import view
 from tests.unit.helpers import software_hierarchy
-from tests.unit.test_gateway_helpers import view
 
 ORDER = {"side": "buy", "price": "101.5", "qty": "2"}
 

@@ -34,7 +34,7 @@ from ca.proof import renewal_statement as ca_renewal_statement
 from ca.proof import verify_statement
 from gateway import httpsig as gateway_httpsig
 from gateway.httpsig import ParsedSignature
-from tests.unit.test_gateway_helpers import PROMPT, Clock, Pki, make_agent, view
+from tests.support.gateway_pki import PROMPT, Clock, Pki, make_agent, view
 
 model_types = st.text(
     alphabet=st.characters(codec="utf-8", categories=("L", "N", "P", "S")), min_size=1, max_size=40

@@ -24,7 +24,7 @@ from gateway.chain import issuer_hashes
 from gateway.flask_ext import AgentGateway, requires_scope
 from gateway.httpsig import RequestView, component_value
 from ocsp.decision import CertState
-from tests.unit.test_gateway_helpers import Clock, Pki, make_agent, model_digest, signed_view
+from tests.support.gateway_pki import Clock, Pki, make_agent, model_digest, signed_view
 
 SCOPE = "submit_limit_order"
 AUDIENCE = "http://gw.local"

@@ -26,8 +26,8 @@ from gateway import (
 from gateway.flask_ext import AgentGateway, public, requires_scope
 from gateway.httpsig import RequestView
 from ocsp.decision import CertState
+from tests.support.gateway_pki import Clock, Pki, make_agent, model_digest, signed_view, view
 from tests.unit.helpers import software_hierarchy
-from tests.unit.test_gateway_helpers import Clock, Pki, make_agent, model_digest, signed_view, view
 
 SCOPE = "submit_limit_order"
 AUDIENCES = ("http://gw.local", "http://localhost")

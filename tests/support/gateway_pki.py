@@ -1,8 +1,6 @@
 """Builders shared by the agent/gateway unit tests: a software PKI (root, issuing CA,
 delegated OCSP responder) made with the CA's own profile code, agent certificates, OCSP
 staples made with the responder's own response builder, and signed requests.
-
-(This module holds no tests; it is named ``test_*`` so it stays within the SDK test files.)
 """
 
 from __future__ import annotations
