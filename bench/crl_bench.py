@@ -63,7 +63,7 @@ def entries(count: int) -> Iterator[RevokedEntry]:
 
 
 def _open(settings: Settings) -> tuple[Any, x509.Certificate, Any]:
-    from ca.runtime import open_runtime
+    from ca.wiring import open_runtime
 
     rt = open_runtime(settings)
     record = rt.authority.issuer("issuing")
@@ -229,7 +229,7 @@ def _run_worker(kind: str, data_dir: Path, database_url: str, count: int, out: P
 
 
 def _setup_ca(data_dir: Path, database_url: str) -> Settings:
-    from ca.runtime import open_runtime
+    from ca.wiring import open_runtime
 
     settings = _settings(data_dir, database_url)
     rt = open_runtime(settings, create=True)

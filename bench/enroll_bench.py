@@ -37,7 +37,7 @@ from ca.extensions import (
     build_agent_csr,
 )
 from ca.requests import IssuanceRequest
-from ca.runtime import ensure_initialised, open_runtime
+from ca.wiring import ensure_initialised, open_runtime
 
 MODEL, PROMPT = "a1" * 32, "c3" * 32
 LUA = r"""

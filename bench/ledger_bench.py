@@ -33,7 +33,7 @@ def phase_issue(data: str, url: str, n: int, ledger: bool) -> dict[str, float]:
     from ca.config import Settings
     from ca.extensions import Accountability, AgentExtensions, Authorization, Digest, Provenance
     from ca.requests import IssuanceRequest
-    from ca.runtime import open_runtime
+    from ca.wiring import open_runtime
 
     rt = open_runtime(Settings(data_dir=Path(data), database_url=url))
     rt.authority.ledger_enabled = ledger
@@ -102,11 +102,11 @@ def phase_fill(url: str, n: int) -> dict[str, float]:
 def phase_export(data: str, url: str, out: str, cert_out: str) -> dict[str, float]:
     from ca.config import Settings
     from ca.ledger.store import ExportFilter
-    from ca.runtime import open_runtime
+    from ca.wiring import open_runtime
 
     rt = open_runtime(Settings(data_dir=Path(data), database_url=url))
     start = time.perf_counter()
-    cp = rt.auditor.checkpoint()
+    cp = rt.checkpoints.checkpoint()
     checkpoint_s = time.perf_counter() - start
     with open(out, "w", encoding="utf-8") as fh:
         n = rt.ledger.export(fh, cp, ExportFilter())
@@ -171,7 +171,7 @@ def main() -> None:
         print(json.dumps(fn()))
         return
     from ca.config import Settings
-    from ca.runtime import ensure_initialised
+    from ca.wiring import ensure_initialised
 
     url = os.environ["AGENTCA_TEST_DATABASE_URL"]
     work = Path(tempfile.mkdtemp(prefix="agentca-bench-ledger-"))

@@ -152,8 +152,8 @@ def prepare(work: Path, env: dict[str, str]) -> dict[str, Any]:
     from ca.config import load_settings
     from ca.profile import BACKDATE
     from ca.responder_certs import build_responder_certificate
-    from ca.runtime import open_runtime
     from ca.serials import new_serial
+    from ca.wiring import open_runtime
 
     rs_key = ec.generate_private_key(ec.SECP256R1())
     rt = open_runtime(load_settings(environ=env))

@@ -123,7 +123,7 @@ class CrlPublisher:
 
     @classmethod
     def from_runtime(cls, rt: Any, interval: timedelta | None = None) -> CrlPublisher:
-        """A publisher for a :class:`ca.runtime.Runtime` and its settings."""
+        """A publisher for a :class:`ca.wiring.Runtime` and its settings."""
         s = rt.settings
         return cls(
             rt.sessions,

@@ -1,6 +1,6 @@
 """Turning configuration into a key store: which token, which PIN, and the clock guard.
 
-Both tiers use it: the CA process (``ca.runtime``) and the OCSP responder (``ocsp``), which
+Both tiers use it: the CA process (``ca.wiring``) and the OCSP responder (``ocsp``), which
 must not import the issuing side. ``key_store = "software"`` (with ``dev_mode``) swaps the
 token for ``hsm.SoftKeyStore``: the throwaway dev mode of docs/operators.md.
 """

@@ -276,7 +276,7 @@ def rotate_responder_certs(
 
 
 class FirstResponderCerts:
-    """First-run setup's part (``ca.runtime.ensure_initialised``): ``prepare`` opens (and for a
+    """First-run setup's part (``ca.wiring.ensure_initialised``): ``prepare`` opens (and for a
     managed SoftHSM2 creates) the responder token before the hierarchy's keys are made, see
     :func:`open_responder_key_store`; ``publish`` then issues the first responder
     certificates. Nothing in dev mode (``key_store = "software"``): the OCSP responder, its

@@ -16,7 +16,7 @@ from ca.keysetup import SOFTWARE
 from ca.names import parse_sha256_hex
 from ca.requests import CertificateFilter, RevocationCriteria
 from ca.revocation import RevocationReason
-from ca.runtime import ensure_initialised
+from ca.wiring import ensure_initialised
 from cli.context import actor, parse_duration, runtime, settings_from
 
 KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]

@@ -12,7 +12,7 @@ import click
 
 from ca.config import Settings, load_settings
 from ca.errors import CAError, ErrorCode
-from ca.runtime import Runtime, open_runtime
+from ca.wiring import Runtime, open_runtime
 
 
 def settings_from(ctx: click.Context) -> Settings:

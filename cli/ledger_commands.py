@@ -62,7 +62,7 @@ def checkpoint(
         _checkpoint_loop(ctx, every)
         return
     with runtime(ctx) as rt:
-        cp = rt.auditor.checkpoint()
+        cp = rt.checkpoints.checkpoint()
         data = cp.to_json()
         if from_size is not None:
             if from_size > cp.tree_size:
@@ -101,7 +101,7 @@ def _checkpoint_loop(ctx: click.Context, every: int) -> None:
         def sign_if_grown() -> None:
             nonlocal last
             if rt.ledger.size() != last:
-                cp = rt.auditor.checkpoint()
+                cp = rt.checkpoints.checkpoint()
                 last = cp.tree_size
                 click.echo(
                     f"checkpoint: {cp.tree_size} entries, root {cp.root_hash.hex()}", err=True
@@ -155,7 +155,7 @@ def export(
     """
     flt = ExportFilter(since=since, until=until, agent=agent, officer=officer, event=event)
     with runtime(ctx) as rt:
-        cp = rt.auditor.checkpoint() if sign_checkpoint else rt.ledger.latest_checkpoint()
+        cp = rt.checkpoints.checkpoint() if sign_checkpoint else rt.ledger.latest_checkpoint()
         if cp is None:
             raise CAError(
                 ErrorCode.NOT_FOUND,

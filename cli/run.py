@@ -17,7 +17,7 @@ from types import FrameType
 
 import click
 
-from ca.runtime import ensure_initialised
+from ca.wiring import ensure_initialised
 from cli.context import actor, settings_from
 
 SIGNER_CHECK_EVERY = 600  # seconds; signers live 48 h and are renewed with 24 h left

@@ -8,7 +8,7 @@ import click
 
 from ca.api.app import create_app
 from ca.keysetup import SOFTWARE
-from ca.runtime import ensure_initialised
+from ca.wiring import ensure_initialised
 from cli.context import settings_from
 from cli.gunicorn_app import serve_with_gunicorn
 

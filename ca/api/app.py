@@ -20,7 +20,7 @@ from ca.api.ratelimit import TokenBucket
 from ca.api.state import LazyRuntime, runtime
 from ca.config import Settings
 from ca.errors import CAError, ErrorCode
-from ca.runtime import Runtime, open_runtime
+from ca.wiring import Runtime, open_runtime
 
 PEM_CHAIN = "application/pem-certificate-chain"
 PKIX_CERT = "application/pkix-cert"

@@ -38,7 +38,7 @@ def latest_checkpoint() -> Response:
 @require(WRITERS)
 def create_checkpoint() -> Response:
     """Sign a checkpoint now (on demand); the scheduler does the same periodically."""
-    return _json(runtime().auditor.checkpoint().to_json(), 201)
+    return _json(runtime().checkpoints.checkpoint().to_json(), 201)
 
 
 _SIZE = re.compile(r"^[0-9]{1,18}$")

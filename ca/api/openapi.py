@@ -2,7 +2,7 @@
 
 Component schemas are generated from the typed models of :mod:`ca.api.schemas` (the same
 ones that validate requests); the paths come from the route table in
-:mod:`ca.api.operations`. ``docs/openapi.json`` is generated output (``make openapi``, i.e.
+:mod:`ca.api.endpoints`. ``docs/openapi.json`` is generated output (``make openapi``, i.e.
 ``python -m ca.api.openapi docs/openapi.json``); a test fails when it is stale.
 """
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 
 from ca.api import schemas
-from ca.api.operations import REF, paths, ref
+from ca.api.endpoints import REF, paths, ref
 
 openapi = Blueprint("openapi", __name__)
 

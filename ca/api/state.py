@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from flask import current_app
 
-from ca.runtime import Runtime
+from ca.wiring import Runtime
 
 
 class LazyRuntime:

@@ -67,8 +67,8 @@ def build_audit_certificate(
     return builder.sign(issuer_key, signature_hash(issuer_key))
 
 
-class Auditor:
-    """Creates the audit signer on first use and signs checkpoints of the ledger."""
+class CheckpointSigner:
+    """Signs checkpoints of the ledger with the audit signer (created on first use)."""
 
     def __init__(self, authority: CertificateAuthority, store: LedgerStore) -> None:
         self.authority = authority

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from ca.api.app import create_app
-from ca.runtime import open_runtime
+from ca.wiring import open_runtime
 from hsm import TokenConfig
 from tests.integration.conftest import AGENTCA, run_cli, settings_for
 from tests.integration.http import call, serve_in_thread

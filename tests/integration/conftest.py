@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ca.config import Settings
-from ca.runtime import Runtime, open_runtime
+from ca.wiring import Runtime, open_runtime
 from hsm import TokenConfig
 from tests.integration.conftest_hsm import responder_token_pin
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from ca.api.app import create_app
-from ca.runtime import open_runtime
+from ca.wiring import open_runtime
 from tests.integration.conftest import settings_for
 
 TOKENS: dict[str, str] = {}

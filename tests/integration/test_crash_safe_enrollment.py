@@ -18,8 +18,8 @@ import ca.clock
 import ca.issuance
 from ca.errors import CAError, ErrorCode
 from ca.extensions import Digest, Provenance, build_agent_csr
-from ca.runtime import Runtime
 from ca.store.models import Certificate, LedgerEntryRow
+from ca.wiring import Runtime
 from tests.integration.conftest import run_cli
 
 MODEL, PROMPT = "a1" * 32, "c3" * 32

@@ -26,8 +26,8 @@ from ca.crl_publisher import CrlPublisher, installed_number
 from ca.records import CertificateRecord
 from ca.requests import IssuanceRequest
 from ca.revocation import RevocationReason
-from ca.runtime import Runtime, open_runtime
 from ca.store.models import Certificate, CertStatus, CrlState, Issuer
+from ca.wiring import Runtime, open_runtime
 from tests.integration.conftest import REPO_ROOT
 from tests.unit.helpers import sample_extensions
 
@@ -423,7 +423,7 @@ _CONCURRENT = """
 import json, sys
 from ca.config import load_settings
 from ca.crl_publisher import CrlPublisher
-from ca.runtime import open_runtime
+from ca.wiring import open_runtime
 import time, pathlib
 rt = open_runtime(load_settings())
 pub = CrlPublisher.from_runtime(rt)

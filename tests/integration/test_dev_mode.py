@@ -20,7 +20,7 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from ca.config import Settings, load_settings
 from ca.errors import CAError, ErrorCode
 from ca.requests import IssuanceRequest
-from ca.runtime import ensure_initialised, open_runtime
+from ca.wiring import ensure_initialised, open_runtime
 from hsm import SoftKeyStore
 from tests.unit.helpers import sample_extensions
 
@@ -95,7 +95,7 @@ def test_another_process_refuses_the_hierarchy_whose_keys_it_lacks(
         "import sys\n"
         "from ca.config import load_settings\n"
         "from ca.errors import CAError\n"
-        "from ca.runtime import open_runtime\n"
+        "from ca.wiring import open_runtime\n"
         "try:\n"
         "    open_runtime(load_settings())\n"
         "except CAError as exc:\n"

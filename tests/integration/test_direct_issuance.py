@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 
 from ca.api.app import create_app
 from ca.extensions import Digest, Provenance, build_agent_csr, read_agent_extensions
-from ca.runtime import Runtime, open_runtime
 from ca.store.models import ApiToken, Certificate, LedgerEntryRow
+from ca.wiring import Runtime, open_runtime
 from tests.integration.conftest import settings_for
 from tests.integration.http import Reply, call, serve_in_thread
 

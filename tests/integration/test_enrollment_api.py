@@ -25,8 +25,8 @@ from ca.api.app import create_app
 from ca.api.openapi import build_document
 from ca.extensions import Digest, Provenance, build_agent_csr, read_agent_extensions
 from ca.proof import renewal_statement
-from ca.runtime import Runtime, open_runtime
 from ca.store.models import Certificate, EnrollmentToken
+from ca.wiring import Runtime, open_runtime
 from tests.integration.conftest import settings_for
 from tests.integration.http import Reply, call, serve_in_thread
 

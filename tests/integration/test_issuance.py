@@ -15,8 +15,8 @@ from ca.errors import CAError, ErrorCode
 from ca.extensions import read_agent_extensions
 from ca.requests import CertificateFilter, IssuanceRequest
 from ca.revocation import RevocationReason
-from ca.runtime import Runtime
 from ca.store.models import Certificate, CertStatus
+from ca.wiring import Runtime
 from hsm import KeyNotExtractable
 from tests.unit.helpers import sample_extensions
 

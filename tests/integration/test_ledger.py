@@ -346,7 +346,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ca.requests import IssuanceRequest
 from ca.config import Settings
 from ca.extensions import Accountability, AgentExtensions, Authorization, Digest, Provenance
-from ca.runtime import open_runtime
+from ca.wiring import open_runtime
 data, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rt = open_runtime(Settings(data_dir=Path(data), database_url=url))
 ext = AgentExtensions(Provenance("m", Digest.sha256_hex("a1" * 32), Digest.sha256_hex("c3" * 32)),

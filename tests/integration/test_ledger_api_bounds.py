@@ -16,8 +16,8 @@ from ca.api.app import create_app
 from ca.ledger.entries import LedgerEntry, canonical, format_time
 from ca.ledger.merkle import MerkleTree, leaf_hash, verify_consistency
 from ca.ledger.verify import verify_export
-from ca.runtime import Runtime, open_runtime
 from ca.store.models import LedgerEntryRow, LedgerHead
+from ca.wiring import Runtime, open_runtime
 from tests.integration.conftest import settings_for
 
 ENTRIES = 20_000
@@ -63,7 +63,7 @@ def big_ledger(
     rt = open_runtime(settings, create=True)
     rt.authority.initialise("ec-p256", "ec-p256")
     _fill(rt, ENTRIES)
-    cp = rt.auditor.checkpoint()
+    cp = rt.checkpoints.checkpoint()
     token = rt.api_tokens.create("auditor", "auditor")[0]
     app = create_app(settings, runtime_factory=lambda: rt)
     yield rt, token, (app, cp)

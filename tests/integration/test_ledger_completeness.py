@@ -21,7 +21,7 @@ from ca.api.app import create_app
 from ca.api.openapi import build_document
 from ca.extensions import Digest, Provenance, build_agent_csr
 from ca.proof import renewal_statement
-from ca.runtime import Runtime, open_runtime
+from ca.wiring import Runtime, open_runtime
 from tests.integration.conftest import issue_args, run_cli, settings_for, write_agent_csr
 from tests.integration.http import call, serve_in_thread
 

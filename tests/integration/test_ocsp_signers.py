@@ -21,9 +21,9 @@ from ca.clock import utcnow
 from ca.requests import IssuanceRequest
 from ca.responder_certs import ResponderCertRotator, build_responder_certificate
 from ca.responder_token import responder_token_config
-from ca.runtime import Runtime
 from ca.serials import new_serial
 from ca.store.models import Issuer, LedgerEntryRow, OcspSigner
+from ca.wiring import Runtime
 from hsm import KeyStore, KeyType
 from ocsp.options import OcspOptions
 from ocsp.wiring import open_responder

@@ -27,8 +27,8 @@ from ca.api.app import create_app
 from ca.extensions import Digest, Provenance, build_agent_csr, read_agent_extensions
 from ca.proof import renewal_statement
 from ca.responder_certs import ensure_responder_certs
-from ca.runtime import Runtime, open_runtime
 from ca.store.models import Certificate, LedgerEntryRow
+from ca.wiring import Runtime, open_runtime
 from ocsp.options import OcspOptions
 from ocsp.wiring import open_responder
 from tests.integration.conftest import settings_for

@@ -45,7 +45,7 @@ class FakeClock:
 
 @dataclass
 class Core:
-    """The CA core wired as ``ca.runtime`` wires it, over SQLite and a software key store."""
+    """The CA core wired as ``ca.wiring`` wires it, over SQLite and a software key store."""
 
     settings: Settings
     sessions: sessionmaker[Session]

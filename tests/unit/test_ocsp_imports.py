@@ -22,7 +22,7 @@ FORBIDDEN = (
     "cli",
     "ca.responder_certs",  # the CA side's issuance and rotation of responder certificates
     "ca.reconciliation",
-    "ca.runtime",
+    "ca.wiring",
     "ca.crl_publisher",
 )
 

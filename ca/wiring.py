@@ -23,7 +23,7 @@ from ca.config import Settings
 from ca.enrollment import EnrollmentService
 from ca.errors import CAError, ErrorCode
 from ca.keysetup import guard_signing, open_key_store
-from ca.ledger.signer import Auditor
+from ca.ledger.signer import CheckpointSigner
 from ca.ledger.store import LedgerStore
 from ca.operations import Operations
 from ca.registry import Registry
@@ -31,7 +31,7 @@ from ca.store.db import make_engine, make_session_factory, require_schema, upgra
 from ca.tokens import EnrollmentTokens
 from hsm import KeyManager
 
-log = logging.getLogger("agentca.runtime")
+log = logging.getLogger("agentca.wiring")
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Runtime:
     enrollment_tokens: EnrollmentTokens
     operations: Operations
     ledger: LedgerStore
-    auditor: Auditor
+    checkpoints: CheckpointSigner
     api_tokens: ApiTokens
     clock_check: SkewMonitor | None = None
 
@@ -91,7 +91,7 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
         tokens,
         Operations(authority),
         ledger,
-        Auditor(authority, ledger),
+        CheckpointSigner(authority, ledger),
         ApiTokens(sessions, clock, settings.api_token_default_ttl, settings.api_token_max_ttl),
         clock_check,
     )
