@@ -14,7 +14,7 @@ Measured in one process, one run:
               (PolicyBuilder) and fetch OCSP over HTTP from a loopback responder stub (which
               signs each nonce-carrying answer, like ``agentca ocsp serve`` does), then verify.
 
-Target (DESIGN.md section 9): hot-path p50 <= 2 x raw p50.
+Target (docs/performance.md): hot-path p50 <= 2 x raw p50.
 """
 
 from __future__ import annotations

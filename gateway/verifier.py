@@ -1,4 +1,4 @@
-"""The gateway's decision for one request, in the order of DESIGN.md section 8:
+"""The gateway's decision for one request, in the order of docs/verifiers.md:
 
 chain (cached) -> status (stapled or cached; no network) -> signature and covered components
 (window, audience, Content-Digest, RFC 9421) -> what the request brought is now authentic:

@@ -1,4 +1,4 @@
-"""The agent certificate profile (DESIGN.md section 5), built with software keys."""
+"""The agent certificate profile (docs/oids.md), built with software keys."""
 
 from __future__ import annotations
 
