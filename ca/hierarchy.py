@@ -41,6 +41,10 @@ ISSUING = "issuing"
 NOT_INITIALISED = "the CA is not initialised; run 'agentca init'"
 
 
+CA_KEY_TYPES = tuple(t for t in KeyType if t is not KeyType.ED25519)
+"""Key types a root or issuing CA may have (agent keys may also be Ed25519)."""
+
+
 @dataclass
 class SigningIssuer:
     """The issuing CA as issuance uses it: its row id, certificate, key and published URLs."""
@@ -87,6 +91,15 @@ class Hierarchy:
             root_type, issuing_type = KeyType.parse(root_key_type), KeyType.parse(issuing_key_type)
         except ValueError as exc:
             raise CAError(ErrorCode.UNSUPPORTED_KEY, str(exc)) from exc
+        for role, key_type in (("root", root_type), ("issuing", issuing_type)):
+            if key_type not in CA_KEY_TYPES:
+                # Before any key is generated: WebPKI-profile verifiers (cryptography's, the
+                # gateway's) refuse every chain under an Ed25519 CA key.
+                raise CAError(
+                    ErrorCode.UNSUPPORTED_KEY,
+                    f"a {role} CA key cannot be {key_type}: verifiers refuse chains under it; "
+                    f"choose one of {', '.join(str(t) for t in CA_KEY_TYPES)}",
+                )
         s = self.settings
         now = self.clock()
         suffix = secrets.token_hex(4)

@@ -19,7 +19,8 @@ from ca.revocation import RevocationReason
 from ca.wiring import ensure_initialised
 from cli.context import actor, parse_duration, runtime, settings_from
 
-KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
+# CA keys: no Ed25519 (ca.hierarchy.CA_KEY_TYPES; verifiers refuse chains under it).
+KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
 
 
 @click.command()

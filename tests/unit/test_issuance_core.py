@@ -136,3 +136,29 @@ def test_supersession_is_a_compare_and_set(core: Core) -> None:
     assert err.value.code is ErrorCode.CONFLICT
     assert core.statuses() == ["revoked", "failed"]
     assert core.status(parent) == ("revoked", int(RevocationReason.CERTIFICATE_HOLD))
+
+
+@pytest.mark.parametrize("role", ["root", "issuing"])
+def test_an_ed25519_ca_key_is_refused_before_any_key_is_made(tmp_path: Path, role: str) -> None:
+    """Verifiers with the WebPKI profile (cryptography's, the gateway's) refuse every chain
+    under an Ed25519 CA key, so such a hierarchy could never issue a usable certificate."""
+    from sqlalchemy import text
+
+    from ca.authority import CertificateAuthority
+    from ca.config import Settings
+    from ca.store.db import make_engine, make_session_factory
+    from ca.store.models import Base
+    from hsm import SoftKeyStore
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/ed.db")
+    engine = make_engine(settings.effective_database_url)
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO ledger_head (id, size) VALUES (1, 0)"))
+    keys = SoftKeyStore()
+    authority = CertificateAuthority(settings, make_session_factory(engine), keys)
+    types = {"root": "ec-p384", "issuing": "ec-p256", role: "ed25519"}
+    with pytest.raises(CAError) as caught:
+        authority.initialise(types["root"], types["issuing"])
+    assert caught.value.code is ErrorCode.UNSUPPORTED_KEY and role in str(caught.value)
+    assert keys.labels() == [] and not authority.is_initialised()
