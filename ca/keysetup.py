@@ -75,6 +75,13 @@ def software_key_store(settings: Settings) -> SoftKeyStore:
             "Set dev_mode = true (AGENTCA_DEV_MODE=1) as well to accept that, or use "
             "key_store = 'pkcs11'",
         )
+    if settings.pkcs11_module and not settings.manage_softhsm:
+        raise CAError(
+            ErrorCode.CONFIG,
+            "key_store = 'software' is refused while a real HSM is configured "
+            "(pkcs11_module set and manage_softhsm = false): a production configuration "
+            "must not fall back to in-memory keys because of two environment variables",
+        )
     log.warning(
         "DEV MODE: the CA keys live in this process's memory (key_store = 'software'); "
         "they vanish when it stops and every certificate it issued becomes unverifiable "

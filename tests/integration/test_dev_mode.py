@@ -47,6 +47,21 @@ def test_software_store_is_refused_without_dev_mode(tmp_path: Path) -> None:
     assert "dev_mode = true" in err.value.detail and "memory" in err.value.detail
 
 
+def test_software_store_is_refused_when_a_real_hsm_is_configured(tmp_path: Path) -> None:
+    env = {
+        "AGENTCA_DATA_DIR": str(tmp_path),
+        "AGENTCA_KEY_STORE": "software",
+        "AGENTCA_DEV_MODE": "1",
+        "AGENTCA_PKCS11_MODULE": "/usr/lib/vendor/libhsm.so",
+        "AGENTCA_MANAGE_SOFTHSM": "0",
+    }
+    settings = load_settings(env)
+    assert settings.dev_mode and not settings.manage_softhsm
+    with pytest.raises(CAError) as err:
+        open_runtime(settings, create=True)
+    assert err.value.code is ErrorCode.CONFIG and "real HSM" in err.value.detail
+
+
 def test_an_unknown_key_store_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(CAError) as err:
         load_settings({"AGENTCA_DATA_DIR": str(tmp_path), "AGENTCA_KEY_STORE": "memory"})
