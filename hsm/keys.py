@@ -7,9 +7,9 @@ in-memory key. ``sign()`` asks the key store to run the mechanism inside the tok
 
 from __future__ import annotations
 
-from typing import Any, NoReturn, Protocol, Self
+from typing import Any, Protocol
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
     NoDigestInfo,
@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from pkcs11 import MGF, Mechanism
 
-from hsm.errors import HSMError, KeyNotExtractable, MechanismUnsupported
+from hsm.errors import HSMError, MechanismUnsupported
 from hsm.keytypes import KeyType
+from hsm.sealed import SealedKey
 
 __all__ = [
     "HsmEcPrivateKey",
@@ -165,40 +166,11 @@ def rsa_mechanism(
     raise MechanismUnsupported(f"RSA padding {pad.name} is not supported for signing")
 
 
-class _HsmKeyMixin:
+class _HsmKeyMixin(SealedKey):
     """State and refusals shared by the three HSM key classes."""
 
-    label: str
-    key_type: KeyType
     _store: TokenSigner
-
-    def _refuse_export(self) -> NoReturn:
-        raise KeyNotExtractable(
-            f"the private key {self.label!r} lives in the HSM and cannot be exported"
-        )
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} label={self.label!r} key_type={self.key_type.value}>"
-
-    # Listed before cryptography's ABC in each class's bases, so these satisfy its abstract
-    # methods for all three key types.
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        self._refuse_export()
-
-    def __reduce__(self) -> NoReturn:
-        """Pickling is exporting: refused on purpose, not by accident of a member's type."""
-        self._refuse_export()
-
-    def __copy__(self) -> Self:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> Self:
-        return self
+    _held_where = "lives in the HSM"
 
 
 class HsmEcPrivateKey(_HsmKeyMixin, ec.EllipticCurvePrivateKey):

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, Self
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from hsm.errors import (
     HSMUnavailable,
     KeyExists,
-    KeyNotExtractable,
     KeyNotFound,
     MechanismUnsupported,
 )
 from hsm.keymanager import SigningKey
 from hsm.keytypes import KeyType
+from hsm.sealed import SealedKey
 from hsm.status import HsmStatus
 
 __all__ = ["SoftKeyStore"]
@@ -137,32 +137,10 @@ def _wrap(
     return SoftRsaPrivateKey(key, label, key_type, before_sign)
 
 
-class _SoftKeyMixin:
+class _SoftKeyMixin(SealedKey):
     """Label, key type and the refusals an HSM key makes (no export, signing only)."""
 
-    label: str
-    key_type: KeyType
-
-    def _refuse_export(self) -> NoReturn:
-        raise KeyNotExtractable(
-            f"the private key {self.label!r} is held by the key store and cannot be exported"
-        )
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} label={self.label!r} key_type={self.key_type.value}>"
-
-    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:
-        self._refuse_export()
-
-    def __reduce__(self) -> NoReturn:
-        """Pickling is exporting: refused on purpose, not by accident of a member's type."""
-        self._refuse_export()
-
-    def __copy__(self) -> Self:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> Self:
-        return self
+    _held_where = "is held by the key store"
 
 
 class SoftEcPrivateKey(_SoftKeyMixin, ec.EllipticCurvePrivateKey):
