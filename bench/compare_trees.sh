@@ -26,7 +26,24 @@ run() {  # run NAME TREE ROUND CMD...
     local dir=$before
     [[ $tree == after ]] && dir=$after
     echo "== $name $tree round $round" >&2
-    (cd "$dir" && PYTHONPATH=$dir "$@") >"$out/$name-$tree-$round.log" 2>&1 ||
+    # A fresh database per run: runs must not see each other's hierarchy or schema version.
+    local url
+    url=$("$py" - "$AGENTCA_TEST_DATABASE_URL" "bench_${name}_${tree}_${round}" <<'PY'
+import sys
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+base, name = make_url(sys.argv[1]), sys.argv[2]
+engine = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+with engine.connect() as conn:
+    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+print(base.set(database=name).render_as_string(hide_password=False))
+PY
+)
+    (cd "$dir" && PYTHONPATH=$dir AGENTCA_TEST_DATABASE_URL=$url AGENTCA_BENCH_DATABASE_URL=$url \
+        "$@") >"$out/$name-$tree-$round.log" 2>&1 ||
         echo "   $name $tree round $round failed (see $out/$name-$tree-$round.log)" >&2
 }
 
