@@ -415,18 +415,24 @@ def use_session(sessions: sessionmaker[Session], session: Session | None) -> Ite
 
 
 def retire_models(
-    s: Session, digest: str, environment: str | None, actor: str, now: datetime
+    s: Session,
+    digest: str,
+    environment: str | None,
+    actor: str,
+    now: datetime,
+    already_retired_ok: bool = False,
 ) -> list[InventoryModel]:
     """In the caller's transaction: retire the active entries of ``digest`` (in one
-    environment, or all), one ledger entry each; ``not-found`` when there is none."""
+    environment, or all), one ledger entry each; ``not-found`` when there is none (with
+    ``already_retired_ok``, only when there is no entry at all: retired ones give ``[]``)."""
     hex_digest = parse_sha256_hex(digest).hex()
-    query = select(ModelInventoryEntry).where(
-        ModelInventoryEntry.digest == hex_digest, ModelInventoryEntry.status == "active"
-    )
+    query = select(ModelInventoryEntry).where(ModelInventoryEntry.digest == hex_digest)
     if environment is not None:
         query = query.where(ModelInventoryEntry.environment == environment)
-    rows = s.scalars(query.with_for_update()).all()
+    rows = s.scalars(query.where(ModelInventoryEntry.status == "active").with_for_update()).all()
     if not rows:
+        if already_retired_ok and s.scalar(query.limit(1)) is not None:
+            return []
         raise CAError(ErrorCode.NOT_FOUND, f"no active model {hex_digest} to retire")
     for row in rows:
         row.status = "retired"

@@ -114,3 +114,18 @@ def test_retiring_a_model_and_revoking_is_one_transaction(core: Core) -> None:
     with pytest.raises(CAError) as err:
         core.operations.retire_model(MODEL, actor="op")
     assert err.value.code is ErrorCode.NOT_FOUND
+
+
+def test_retire_with_revoke_after_a_plain_retire_still_revokes(core: Core) -> None:
+    """Review 3: an operator who retired a model without --revoke and comes back for its live
+    certificates got "no active model ... to retire" and nothing was revoked."""
+    core.register()
+    live = core.issue()
+    core.operations.retire_model(MODEL, actor="op")
+    assert core.status(live) == ("issued", None)
+    done = core.operations.retire_model(MODEL, revoke=True, actor="op")
+    assert done.retired == [] and [r.serial_hex for r in done.revoked] == [live.serial_hex]
+    assert core.status(live) == ("revoked", int(RevocationReason.PRIVILEGE_WITHDRAWN))
+    with pytest.raises(CAError) as err:  # a digest never in the inventory is still not found
+        core.operations.retire_model("ab" * 32, revoke=True, actor="op")
+    assert err.value.code is ErrorCode.NOT_FOUND
