@@ -36,6 +36,7 @@ from ca.names import (
     validate_scope,
 )
 from ca.policy import InventoryModel, Registration
+from ca.store.db import lock_for_write
 from ca.store.models import AgentRegistration, ModelInventoryEntry, ScopeDefinition
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
@@ -426,6 +427,7 @@ def retire_models(
     environment, or all), one ledger entry each; ``not-found`` when there is none (with
     ``already_retired_ok``, only when there is no entry at all: retired ones give ``[]``)."""
     hex_digest = parse_sha256_hex(digest).hex()
+    lock_for_write(s)
     query = select(ModelInventoryEntry).where(ModelInventoryEntry.digest == hex_digest)
     if environment is not None:
         query = query.where(ModelInventoryEntry.environment == environment)

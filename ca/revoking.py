@@ -20,6 +20,7 @@ from ca.queries import CertificateQueries, find, to_record
 from ca.records import CertificateRecord, CertStatus
 from ca.requests import RevocationCriteria
 from ca.revocation import RevocationReason
+from ca.store.db import lock_for_write
 from ca.store.models import Certificate, StatusChange
 
 
@@ -138,6 +139,7 @@ def revoke_matching(
     _refuse_remove_from_crl(reason)
     if criteria.is_empty():
         raise CAError(ErrorCode.BAD_REQUEST, "bulk revocation needs at least one criterion")
+    lock_for_write(s)
     query = (
         select(Certificate)
         .where(Certificate.status == CertStatus.ISSUED, Certificate.not_after > now)
