@@ -404,6 +404,29 @@ class Registry:
                 reasons=["registration disabled"],
             )
 
+    def confirm_model_active(self, s: Session, model_digest_hex: str, environment: str) -> None:
+        """In the reservation: the model a decision admitted is still active in ``environment``.
+
+        As :meth:`confirm_active`, a conditional no-op UPDATE: a retirement committed after
+        the decision refuses the issuance, and one still in progress is waited for (its
+        bulk revocation fails reservations made before it, ``ca.revoking.revoke_matching``).
+        """
+        result = s.execute(
+            update(ModelInventoryEntry)
+            .where(
+                ModelInventoryEntry.digest == model_digest_hex,
+                ModelInventoryEntry.environment == environment,
+                ModelInventoryEntry.status == "active",
+            )
+            .values(status="active")
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            raise CAError(
+                ErrorCode.POLICY_REFUSED,
+                f"model digest {model_digest_hex} was retired while the request was decided",
+                reasons=[f"model digest {model_digest_hex} is retired"],
+            )
+
 
 @contextmanager
 def use_session(sessions: sessionmaker[Session], session: Session | None) -> Iterator[Session]:
