@@ -377,6 +377,7 @@ class Registry:
     def _agent_row(s: Session, name: str, for_update: bool = False) -> AgentRegistration:
         query = select(AgentRegistration).where(AgentRegistration.name == name)
         if for_update:
+            lock_for_write(s)
             query = query.with_for_update()
         row = s.scalar(query)
         if row is None:
