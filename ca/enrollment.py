@@ -164,7 +164,7 @@ class EnrollmentService:
             s.commit()  # end the read transaction; issuance runs its own two
 
             def reserve(tx: Session) -> dict[str, Any]:
-                self.registry.confirm_active(tx, registration.id)
+                self._confirm_decision(tx, registration.id, request)
                 return {"enrollment_token_id": self.tokens.consume(tx, token)}
 
             return self.authority.issue(
@@ -174,6 +174,18 @@ class EnrollmentService:
                 in_reservation=reserve,
                 session=s,
             )
+
+    def _confirm_decision(
+        self, tx: Session, agent_id: int | None, request: IssuanceRequest
+    ) -> None:
+        """In the reservation: what the policy decision rested on still holds (the
+        registration is active, the model is not retired): a change committed after the
+        decision refuses the issuance instead of racing it."""
+        self.registry.confirm_active(tx, agent_id)
+        ext = request.extensions
+        self.registry.confirm_model_active(
+            tx, ext.provenance.model_digest.hex, ext.accountability.environment
+        )
 
     def _replay(self, token: str, csr_data: bytes, s: Session) -> CertificateRecord | None:
         """The certificate a used token already yielded, when this CSR is for the same key
@@ -279,7 +291,7 @@ class EnrollmentService:
             request,
             actor=f"agent:{registration.name}:renew",
             agent_id=registration.id,
-            in_reservation=lambda tx: self.registry.confirm_active(tx, registration.id),
+            in_reservation=lambda tx: self._confirm_decision(tx, registration.id, request),
             renewal=link,
         )
 
@@ -343,7 +355,7 @@ class EnrollmentService:
                 agent_id=agent_id,
                 in_reservation=None
                 if outside_policy
-                else lambda tx: self.registry.confirm_active(tx, agent_id),
+                else lambda tx: self._confirm_decision(tx, agent_id, request),
                 session=s,
             )
 

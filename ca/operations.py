@@ -44,11 +44,16 @@ class Operations:
     ) -> ModelRetirement:
         """Retire model ``digest`` (in ``environment``, or all) so new issuance for it stops;
         with ``revoke``, also revoke every live certificate bound to it, in the same
-        transaction: either both happen or neither does."""
+        transaction: either both happen or neither does. With ``revoke``, a model that is
+        already retired there is no error: its live certificates are revoked."""
         hex_digest = parse_sha256_hex(digest).hex()
         now = self.authority.clock()
         with self.authority.sessions.begin() as s:
-            retired = retire_models(s, hex_digest, environment, actor, now)
+            # a model retired earlier without --revoke: its live certificates are still
+            # revoked (the operator who comes back for them must not get "not found")
+            retired = retire_models(
+                s, hex_digest, environment, actor, now, already_retired_ok=revoke
+            )
             revoked = (
                 revoke_matching(
                     s,

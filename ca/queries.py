@@ -12,6 +12,7 @@ from ca.records import CertificateRecord, CertStatus
 from ca.requests import CertificateFilter
 from ca.revocation import RevocationReason
 from ca.serials import parse_serial, serial_to_hex
+from ca.store.db import lock_for_write
 from ca.store.models import Certificate, Issuer
 
 
@@ -51,7 +52,8 @@ def find(
 ) -> Certificate:
     """The row for ``serial_hex`` (any case, leading zeros allowed), with its issuer loaded.
 
-    ``for_update`` locks the certificate row only: locking its issuer would serialise all.
+    ``for_update`` locks the certificate row only: locking its issuer would serialise all (on
+    SQLite, which has no row locks, it takes the database write lock: ``lock_for_write``).
     """
     try:
         canonical = serial_to_hex(parse_serial(serial_hex))
@@ -65,6 +67,7 @@ def find(
     if issuer_name is not None:
         query = query.join(Issuer).where(Issuer.name == issuer_name)
     if for_update:
+        lock_for_write(s)
         query = query.with_for_update(of=Certificate)
     rows = s.scalars(query).all()
     if not rows:

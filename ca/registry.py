@@ -36,6 +36,7 @@ from ca.names import (
     validate_scope,
 )
 from ca.policy import InventoryModel, Registration
+from ca.store.db import lock_for_write
 from ca.store.models import AgentRegistration, ModelInventoryEntry, ScopeDefinition
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
@@ -376,6 +377,7 @@ class Registry:
     def _agent_row(s: Session, name: str, for_update: bool = False) -> AgentRegistration:
         query = select(AgentRegistration).where(AgentRegistration.name == name)
         if for_update:
+            lock_for_write(s)
             query = query.with_for_update()
         row = s.scalar(query)
         if row is None:
@@ -403,6 +405,29 @@ class Registry:
                 reasons=["registration disabled"],
             )
 
+    def confirm_model_active(self, s: Session, model_digest_hex: str, environment: str) -> None:
+        """In the reservation: the model a decision admitted is still active in ``environment``.
+
+        As :meth:`confirm_active`, a conditional no-op UPDATE: a retirement committed after
+        the decision refuses the issuance, and one still in progress is waited for (its
+        bulk revocation fails reservations made before it, ``ca.revoking.revoke_matching``).
+        """
+        result = s.execute(
+            update(ModelInventoryEntry)
+            .where(
+                ModelInventoryEntry.digest == model_digest_hex,
+                ModelInventoryEntry.environment == environment,
+                ModelInventoryEntry.status == "active",
+            )
+            .values(status="active")
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            raise CAError(
+                ErrorCode.POLICY_REFUSED,
+                f"model digest {model_digest_hex} was retired while the request was decided",
+                reasons=[f"model digest {model_digest_hex} is retired"],
+            )
+
 
 @contextmanager
 def use_session(sessions: sessionmaker[Session], session: Session | None) -> Iterator[Session]:
@@ -415,18 +440,25 @@ def use_session(sessions: sessionmaker[Session], session: Session | None) -> Ite
 
 
 def retire_models(
-    s: Session, digest: str, environment: str | None, actor: str, now: datetime
+    s: Session,
+    digest: str,
+    environment: str | None,
+    actor: str,
+    now: datetime,
+    already_retired_ok: bool = False,
 ) -> list[InventoryModel]:
     """In the caller's transaction: retire the active entries of ``digest`` (in one
-    environment, or all), one ledger entry each; ``not-found`` when there is none."""
+    environment, or all), one ledger entry each; ``not-found`` when there is none (with
+    ``already_retired_ok``, only when there is no entry at all: retired ones give ``[]``)."""
     hex_digest = parse_sha256_hex(digest).hex()
-    query = select(ModelInventoryEntry).where(
-        ModelInventoryEntry.digest == hex_digest, ModelInventoryEntry.status == "active"
-    )
+    lock_for_write(s)
+    query = select(ModelInventoryEntry).where(ModelInventoryEntry.digest == hex_digest)
     if environment is not None:
         query = query.where(ModelInventoryEntry.environment == environment)
-    rows = s.scalars(query.with_for_update()).all()
+    rows = s.scalars(query.where(ModelInventoryEntry.status == "active").with_for_update()).all()
     if not rows:
+        if already_retired_ok and s.scalar(query.limit(1)) is not None:
+            return []
         raise CAError(ErrorCode.NOT_FOUND, f"no active model {hex_digest} to retire")
     for row in rows:
         row.status = "retired"

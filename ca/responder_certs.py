@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
@@ -35,7 +36,7 @@ from ca.ledger.store import append as ledger_append
 from ca.profile import BACKDATE, signature_hash, signing_only_key_usage
 from ca.serials import new_serial
 from ca.store.models import Issuer, OcspSigner
-from hsm import KeyManager, KeyStore, KeyType
+from hsm import KeyManager, KeyStore, KeyType, SigningKey
 
 _LOCK_CLASS = 0x0C5B  # first key of pg_advisory_xact_lock(int, int): "OCSP signer"
 
@@ -195,6 +196,7 @@ class ResponderCertRotator:
                 issuer_cert,
                 self.ca_keys.get(issuer.key_label),
             )
+            _refuse_unverifiable(cert, issuer_cert, self.responder_keys.get(label), issuer.name)
             row = OcspSigner(
                 issuer_id=issuer_id,
                 key_label=label,
@@ -220,6 +222,36 @@ class ResponderCertRotator:
                 now,
             )
             return RotationResult(issuer.name, row.id, label, row.not_after, True)
+
+
+def _spki(key: CertificatePublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _refuse_unverifiable(
+    cert: x509.Certificate, issuer_cert: x509.Certificate, key: SigningKey, issuer_name: str
+) -> None:
+    """Before publishing: the certificate verifies under its issuer, and the key the responder
+    token holds under the new label is the certificate's key. A key store that hands out a
+    stale handle (the module re-initialisation of decision 0018) would otherwise publish a
+    certificate no client can verify, or one for another key than the responder signs with;
+    refused, nothing is written (the orphan responder key is harmless)."""
+    try:
+        cert.verify_directly_issued_by(issuer_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CAError(
+            ErrorCode.HSM_FAILURE,
+            f"the responder certificate for {issuer_name} does not verify under its issuer's "
+            "certificate (the CA token signed with another key); nothing was published",
+        ) from None
+    if _spki(key.public_key()) != _spki(cert.public_key()):
+        raise CAError(
+            ErrorCode.HSM_FAILURE,
+            f"the responder token's new key for {issuer_name} is not the one certified; "
+            "nothing was published",
+        )
 
 
 def open_responder_key_store(settings: Settings) -> KeyStore:

@@ -48,6 +48,7 @@ def responder_token_config(settings: Settings, create: bool = False) -> TokenCon
         )
     managed = not (settings.pkcs11_module and not settings.manage_softhsm)
     pin_file = settings.effective_ocsp_pin_file
+    _refuse_ca_pin(settings, pin_file, create)
     if managed:
         conf = _softhsm_conf(settings)
         module = settings.pkcs11_module or find_pkcs11_module()
@@ -72,6 +73,30 @@ def responder_token_config(settings: Settings, create: bool = False) -> TokenCon
         pin,
         settings.softhsm2_conf or None,
     )
+
+
+def _refuse_ca_pin(settings: Settings, pin_file: Path, compare_contents: bool) -> None:
+    """The responder's PIN must not be the CA token's: not the same file (the responder would
+    read the CA PIN; a managed token would even be created with the CA's SO PIN beside it),
+    and, checked on the CA side only (``compare_contents``: the responder never opens the CA
+    PIN file), not the same PIN either."""
+    ca_pin_file = settings.effective_pin_file
+    if pin_file.resolve() == ca_pin_file.resolve():
+        raise CAError(
+            ErrorCode.CONFIG,
+            f"ocsp_pin_file names the CA token's PIN file ({ca_pin_file}): the OCSP "
+            "responder must have a PIN of its own and never read the CA's",
+        )
+    if compare_contents and pin_file.exists() and ca_pin_file.exists():
+        same = read_secret_file(pin_file, "OCSP HSM PIN") == read_secret_file(
+            ca_pin_file, "HSM PIN"
+        )
+        if same:
+            raise CAError(
+                ErrorCode.CONFIG,
+                f"the OCSP responder's PIN ({pin_file}) is the CA token's PIN: whoever holds "
+                "the responder's PIN could log in to the CA token; give it a PIN of its own",
+            )
 
 
 def _new_secret(path: Path) -> bool:

@@ -17,9 +17,11 @@ from ca.clock import Clock, utcnow
 from ca.errors import CAError, ErrorCode
 from ca.journal import Journal
 from ca.queries import CertificateQueries, find, to_record
+from ca.reconciliation import fail_reservation
 from ca.records import CertificateRecord, CertStatus
 from ca.requests import RevocationCriteria
 from ca.revocation import RevocationReason
+from ca.store.db import lock_for_write
 from ca.store.models import Certificate, StatusChange
 
 
@@ -138,21 +140,16 @@ def revoke_matching(
     _refuse_remove_from_crl(reason)
     if criteria.is_empty():
         raise CAError(ErrorCode.BAD_REQUEST, "bulk revocation needs at least one criterion")
+    lock_for_write(s)
     query = (
         select(Certificate)
         .where(Certificate.status == CertStatus.ISSUED, Certificate.not_after > now)
         .order_by(Certificate.id)
     )
-    for column, value in (
-        (Certificate.model_digest, criteria.model_digest),
-        (Certificate.prompt_digest, criteria.prompt_digest),
-        (Certificate.officer, criteria.officer),
-        (Certificate.agent_name, criteria.agent_name),
-        (Certificate.environment, criteria.environment),
-    ):
-        if value is not None:
-            query = query.where(column == value)
+    for column, value in _criteria_columns(criteria):
+        query = query.where(column == value)
     rows = s.scalars(query.with_for_update()).all()
+    _fail_matching_reservations(s, journal, criteria, actor, now)
     for row in rows:
         _mark_revoked(row, reason, actor, now)
         s.add(StatusChange(issuer_id=row.issuer_id, serial_hex=row.serial_hex, changed_at=now))
@@ -164,6 +161,36 @@ def revoke_matching(
             revoke_lineage(s, journal, row, actor, now)
     s.flush()
     return [to_record(r) for r in rows]
+
+
+def _fail_matching_reservations(
+    s: Session, journal: Journal, criteria: RevocationCriteria, actor: str, now: datetime
+) -> None:
+    """Reservations matching ``criteria`` still being signed are failed, as in a lineage
+    revocation: their issuance then fails instead of answering a certificate that the
+    revocation (a model retired with --revoke, say) meant to leave no live one of."""
+    query = select(Certificate.id).where(Certificate.status == CertStatus.PENDING)
+    for column, value in _criteria_columns(criteria):
+        query = query.where(column == value)
+    why = "cancelled by a bulk revocation " + ", ".join(
+        f"{k}={v}" for k, v in sorted(criteria.to_json().items())
+    )
+    for cert_id in s.scalars(query.order_by(Certificate.id).with_for_update()).all():
+        fail_reservation(s, journal, cert_id, why[:500], actor, now)
+
+
+def _criteria_columns(criteria: RevocationCriteria) -> list[tuple[Any, str]]:
+    return [
+        (column, value)
+        for column, value in (
+            (Certificate.model_digest, criteria.model_digest),
+            (Certificate.prompt_digest, criteria.prompt_digest),
+            (Certificate.officer, criteria.officer),
+            (Certificate.agent_name, criteria.agent_name),
+            (Certificate.environment, criteria.environment),
+        )
+        if value is not None
+    ]
 
 
 def revoke_lineage(

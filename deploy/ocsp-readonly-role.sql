@@ -16,3 +16,7 @@ $$;
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM agentca_ocsp;
 GRANT USAGE ON SCHEMA public TO agentca_ocsp;
 GRANT SELECT ON issuers, certificates, status_changes, ocsp_signers TO agentca_ocsp;
+-- Every session of the role is read-only as well: on a server where PUBLIC may still create in
+-- schema public (PostgreSQL 14 and older, or a database made from such a template) the grants
+-- above alone would let the role create and fill tables of its own.
+ALTER ROLE agentca_ocsp SET default_transaction_read_only = on;

@@ -4,6 +4,12 @@
 ``ca.responder_certs``) and loads their keys from the responder's own token. Per issuer it uses
 the newest signer that is valid now and whose key the token holds; an issuer without one gets
 ``tryLater`` (``NOT_INITIALISED``) until the CA side publishes one.
+
+A row is used only if it is fit to sign: its certificate is a delegated responder certificate
+(id-kp-OCSPSigning, id-pkix-ocsp-nocheck, not a CA) issued by that issuer's certificate, and the
+token's key under its label is the certificate's key. Otherwise every answer would fail
+verification at the client (RFC 6960 4.2.2.2), or worse, be signed by a key the certificate
+does not name; such a row is logged once and skipped like a missing key.
 """
 
 from __future__ import annotations
@@ -12,10 +18,16 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
 from ca.errors import CAError, ErrorCode
-from hsm import KeyManager, KeyNotFound
+from hsm import KeyManager, KeyNotFound, SigningKey
 from ocsp.response import Signer
-from ocsp.status import SignerInfo, StatusSource
+from ocsp.status import IssuerInfo, SignerInfo, StatusSource
 
 log = logging.getLogger("agentca.ocsp")
 
@@ -39,6 +51,40 @@ class StaticSigners:
         return False
 
 
+def _spki(key: CertificatePublicKeyTypes) -> bytes:
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def unfit_reason(info: SignerInfo, key: SigningKey, issuer: IssuerInfo | None) -> str | None:
+    """Why the row ``info`` with the token's ``key`` must not sign for its issuer (None: fit)."""
+    if issuer is None:
+        return "its issuer is unknown"
+    try:
+        cert = x509.load_der_x509_certificate(info.certificate_der)
+        issuer_cert = x509.load_der_x509_certificate(issuer.certificate_der)
+        try:
+            cert.verify_directly_issued_by(issuer_cert)
+        except (ValueError, TypeError, InvalidSignature):
+            return f"its certificate is not issued by {issuer.name}"
+        if _spki(key.public_key()) != _spki(cert.public_key()):
+            return "the token's key under its label is not its certificate's key"
+        try:
+            eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            cert.extensions.get_extension_for_class(x509.OCSPNoCheck)
+        except x509.ExtensionNotFound:
+            return "its certificate lacks id-kp-OCSPSigning or id-pkix-ocsp-nocheck"
+        if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+            return "its certificate lacks id-kp-OCSPSigning or id-pkix-ocsp-nocheck"
+        try:
+            if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                return "its certificate is a CA certificate"
+        except x509.ExtensionNotFound:
+            pass
+    except ValueError as exc:
+        return f"its certificate cannot be read ({exc})"
+    return None
+
+
 class CurrentSigners:
     """The newest valid, loadable signer per issuer (see the module docstring)."""
 
@@ -50,10 +96,19 @@ class CurrentSigners:
         self.clock = clock
         self._signers: dict[int, Signer] = {}
         self._missing: set[str] = set()  # labels already reported as not in the token
+        self._unfit: set[int] = set()  # rows already reported as unfit to sign
+        self._issuers: dict[int, IssuerInfo] | None = None  # read once per reload, if needed
+
+    def _issuer(self, issuer_id: int) -> IssuerInfo | None:
+        if self._issuers is None:
+            self._issuers = {i.id: i for i in self.source.issuers()}
+        return self._issuers.get(issuer_id)
 
     def _load(self, info: SignerInfo, held: Signer | None) -> Signer | None:
         if held is not None and held.row_id == info.id:
             return held
+        if info.id in self._unfit:
+            return None
         try:
             key = self.keys.get(info.key_label)
         except KeyNotFound:
@@ -65,11 +120,23 @@ class CurrentSigners:
                     info.key_label,
                 )
             return None
+        why = unfit_reason(info, key, self._issuer(info.issuer_id))
+        if why is not None:
+            self._unfit.add(info.id)
+            log.error(
+                "OCSP signer %s (row %d) not used: %s (run 'agentca ocsp rotate-signer' on "
+                "the CA side)",
+                info.key_label,
+                info.id,
+                why,
+            )
+            return None
         return Signer(info.certificate_der, key, info.not_after, info.id)
 
     def reload(self) -> None:
         """Re-read the published signers and pick, per issuer, the newest usable one."""
         now = self.clock()
+        self._issuers = None
         chosen: dict[int, Signer] = {}
         for info in self.source.signers(now):  # newest first
             if info.issuer_id in chosen or info.not_before > now:

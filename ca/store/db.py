@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,6 +40,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     return create_engine(parsed, **kwargs)
+
+
+def lock_for_write(s: Session) -> None:
+    """Make the reads that follow in ``s``'s transaction safe to act on, as ``SELECT ... FOR
+    UPDATE`` does on PostgreSQL (call before them; a no-op there).
+
+    SQLite ignores ``FOR UPDATE`` and the driver starts the transaction only at its first
+    write, so a read-check-write (revoke a certificate that is issued) could act on a row
+    another writer changed in between: two revocations both succeeded and the later reason
+    overwrote the earlier (a keyCompromise became affiliationChanged). A write that changes
+    nothing takes SQLite's one write lock at once; other writers then wait (busy timeout).
+    """
+    if s.get_bind().dialect.name == "sqlite":
+        s.connection().execute(text("UPDATE certificates SET id = id WHERE 0"))
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -89,11 +89,18 @@ def ca(tmp_path_factory: pytest.TempPathFactory, pg_module_url: str) -> Iterator
                    data_dir=data_dir, env=admin).returncode == 0  # fmt: skip
     _create_role(pg_module_url)
     reader = _reader_url(pg_module_url)
-    # Everything the responder process is told is the SELECT-only role.
+    # Everything the responder process is told is the SELECT-only role, and the CA token's
+    # PIN is not even there while it runs: the responder never opens the CA token.
     responder_env = {"AGENTCA_DATABASE_URL": reader, "AGENTCA_OCSP_DATABASE_URL": reader}
-    with serve(data_dir, responder_env) as (base, _proc):
-        yield {"data_dir": data_dir, "work": work, "base": base, "certs": certs,
-               "admin": pg_module_url, "reader": reader, "admin_env": admin}  # fmt: skip
+    ca_pin = data_dir / "secrets" / "user.pin"
+    away = ca_pin.with_name("user.pin.away")
+    ca_pin.rename(away)
+    try:
+        with serve(data_dir, responder_env) as (base, _proc):
+            yield {"data_dir": data_dir, "work": work, "base": base, "certs": certs,
+                   "admin": pg_module_url, "reader": reader, "admin_env": admin}  # fmt: skip
+    finally:
+        away.rename(ca_pin)
 
 
 def test_the_role_can_only_select(ca: dict[str, Any]) -> None:
@@ -101,6 +108,7 @@ def test_the_role_can_only_select(ca: dict[str, Any]) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM ocsp_signers")).scalar_one() == 2
+            assert conn.execute(sa.text("SHOW default_transaction_read_only")).scalar() == "on"
         for statement in (
             "UPDATE certificates SET status = 'issued'",
             "DELETE FROM status_changes",
@@ -108,10 +116,13 @@ def test_the_role_can_only_select(ca: dict[str, Any]) -> None:
             "UPDATE ocsp_signers SET key_label = 'x'",
             "SELECT count(*) FROM ledger_entries",
             "SELECT count(*) FROM api_tokens",
+            "CREATE TABLE mine (i int)",
+            "CREATE TEMP TABLE mine (i int)",
         ):
-            with engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError) as err:
+            with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as err:
                 conn.execute(sa.text(statement))
-            assert "permission denied" in str(err.value), statement
+            message = str(err.value)
+            assert "permission denied" in message or "read-only transaction" in message, statement
     finally:
         engine.dispose()
 

@@ -7,7 +7,11 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca.errors import CAError, ErrorCode
 from ca.responder_certs import build_responder_certificate
@@ -26,6 +30,7 @@ class Signers:
     def __init__(self) -> None:
         self.rows: list[SignerInfo] = []
         self.asked: list[datetime] = []
+        self.known: list[IssuerInfo] = []
 
     def head(self) -> FeedHead:
         return FeedHead(0, len(self.rows), 1)
@@ -34,7 +39,7 @@ class Signers:
         return []
 
     def issuers(self) -> list[IssuerInfo]:
-        return []
+        return self.known
 
     def signers(self, valid_at: datetime) -> list[SignerInfo]:
         self.asked.append(valid_at)
@@ -46,9 +51,11 @@ class Signers:
 
 class World:
     def __init__(self) -> None:
-        _, _, self.issuing_key, self.issuing = software_hierarchy()
+        self.root_key, self.root, self.issuing_key, self.issuing = software_hierarchy()
         self.keys = SoftKeyStore()
         self.source = Signers()
+        der = self.issuing.public_bytes(Encoding.DER)
+        self.source.known.append(IssuerInfo(2, "issuing", der, b"", b"", b"", b"", 1, "2"))
         self.now = T0
         self.signers = CurrentSigners(self.source, self.keys, lambda: self.now)
 
@@ -60,6 +67,11 @@ class World:
             key.public_key(), 0x100 + row_id, start, start + timedelta(hours=hours),
             self.issuing, self.issuing_key,
         )  # fmt: skip
+        return self.publish_cert(label, cert)
+
+    def publish_cert(self, label: str, cert: x509.Certificate) -> int:
+        row_id = len(self.source.rows) + 1
+        start = cert.not_valid_before_utc
         der = cert.public_bytes(Encoding.DER)
         self.source.rows.append(SignerInfo(row_id, 2, label, der, start, cert.not_valid_after_utc))
         return row_id
@@ -105,3 +117,64 @@ def test_a_signer_whose_key_is_not_in_the_token_is_skipped() -> None:
     assert w.signers.signer_for(2).row_id == older
     w.signers.reload()  # reported once, still skipped
     assert w.signers.signer_for(2).row_id == older
+
+
+# -- a row is used only if it is fit to sign (found in review 3) ------------------------------
+def _responder_cert(
+    w: World, public_key: CertificatePublicKeyTypes, kind: str = ""
+) -> x509.Certificate:
+    """A responder certificate built by hand; ``kind`` names what is wrong with it."""
+    issuer, issuer_key = (
+        (w.root, w.root_key) if kind == "other-issuer" else (w.issuing, w.issuing_key)
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "responder")]))
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .serial_number(0x777)
+        .not_valid_before(T0 - timedelta(minutes=5))
+        .not_valid_after(T0 + timedelta(hours=47))
+    )
+    if kind != "no-eku":
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False
+        )
+    if kind != "no-nocheck":
+        builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def test_a_row_whose_certificate_is_not_for_the_tokens_key_is_skipped() -> None:
+    """The key under the row's label is another key than the certificate names (a token
+    restored or re-created, a label reused): every answer would fail verification."""
+    w = World()
+    good = w.publish(T0 - timedelta(hours=1), 48)
+    w.keys.generate("agentca-ocsp-2", KeyType.EC_P256)
+    other = SoftKeyStore().generate("x", KeyType.EC_P256)
+    cert = build_responder_certificate(
+        other.public_key(), 0x202, T0 - timedelta(minutes=1), T0 + timedelta(hours=47),
+        w.issuing, w.issuing_key,
+    )  # fmt: skip
+    w.publish_cert("agentca-ocsp-2", cert)
+    w.signers.reload()
+    assert w.signers.signer_for(2).row_id == good
+
+
+@pytest.mark.parametrize("kind", ["no-eku", "no-nocheck", "other-issuer"])
+def test_a_row_that_is_no_delegated_responder_of_its_issuer_is_skipped(kind: str) -> None:
+    w = World()
+    key = w.keys.generate("agentca-ocsp-1", KeyType.EC_P256)
+    w.publish_cert("agentca-ocsp-1", _responder_cert(w, key.public_key(), kind))
+    w.signers.reload()
+    with pytest.raises(CAError) as err:
+        w.signers.signer_for(2)
+    assert err.value.code is ErrorCode.NOT_INITIALISED  # tryLater, not a bad signature
+
+
+def test_a_well_formed_hand_built_responder_row_is_used() -> None:
+    w = World()
+    key = w.keys.generate("agentca-ocsp-1", KeyType.EC_P256)
+    row = w.publish_cert("agentca-ocsp-1", _responder_cert(w, key.public_key()))
+    w.signers.reload()
+    assert w.signers.signer_for(2).row_id == row

@@ -114,3 +114,42 @@ def test_retiring_a_model_and_revoking_is_one_transaction(core: Core) -> None:
     with pytest.raises(CAError) as err:
         core.operations.retire_model(MODEL, actor="op")
     assert err.value.code is ErrorCode.NOT_FOUND
+
+
+def test_retire_with_revoke_after_a_plain_retire_still_revokes(core: Core) -> None:
+    """Review 3: an operator who retired a model without --revoke and comes back for its live
+    certificates got "no active model ... to retire" and nothing was revoked."""
+    core.register()
+    live = core.issue()
+    core.operations.retire_model(MODEL, actor="op")
+    assert core.status(live) == ("issued", None)
+    done = core.operations.retire_model(MODEL, revoke=True, actor="op")
+    assert done.retired == [] and [r.serial_hex for r in done.revoked] == [live.serial_hex]
+    assert core.status(live) == ("revoked", int(RevocationReason.PRIVILEGE_WITHDRAWN))
+    with pytest.raises(CAError) as err:  # a digest never in the inventory is still not found
+        core.operations.retire_model("ab" * 32, revoke=True, actor="op")
+    assert err.value.code is ErrorCode.NOT_FOUND
+
+
+def test_retire_with_revoke_cancels_a_reservation_being_signed(core: Core) -> None:
+    """Review 3: a certificate reserved before the model was retired with --revoke, and
+    signed while it was, was stored afterwards: a live certificate for the retired model."""
+    core.register()
+    core.while_signing(lambda: core.operations.retire_model(MODEL, revoke=True, actor="op"))
+    with pytest.raises(CAError) as err:
+        core.issue()
+    assert err.value.code is ErrorCode.CONFLICT
+    assert core.statuses() == ["failed"]
+    assert "certificate.issued" not in core.events()
+
+
+def test_a_reservation_refuses_a_model_retired_after_the_decision(core: Core) -> None:
+    """Review 3: the reservation re-checks the model as it re-checks the registration."""
+    core.register()
+    env = "production-eu-west-1"
+    with core.sessions.begin() as s:
+        core.registry.confirm_model_active(s, MODEL, env)  # active: no error
+    core.operations.retire_model(MODEL, actor="op")
+    with pytest.raises(CAError) as err, core.sessions.begin() as s:
+        core.registry.confirm_model_active(s, MODEL, env)
+    assert err.value.code is ErrorCode.POLICY_REFUSED
