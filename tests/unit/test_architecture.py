@@ -63,7 +63,11 @@ def test_every_module_the_page_names_exists() -> None:
     dotted = set(re.findall(r"`((?:ca|ocsp|hsm|wire)\.[a-z_.]+)`", DOC))
     for name in sorted(dotted):
         path = ROOT / name.replace(".", "/")
-        assert path.with_suffix(".py").exists() or (path / "__init__.py").exists() or (
-            # a class or function named through its module, e.g. hsm.KeyStore
-            name.rsplit(".", 1)[-1][:1].isupper()
+        assert (
+            path.with_suffix(".py").exists()
+            or (path / "__init__.py").exists()
+            or (
+                # a class or function named through its module, e.g. hsm.KeyStore
+                name.rsplit(".", 1)[-1][:1].isupper()
+            )
         ), f"docs/architecture.md names {name}, which does not exist"
