@@ -17,6 +17,7 @@ import threading
 from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -138,6 +139,19 @@ def sign_agent_certificate(
     urls: CertificateUrls,
 ) -> x509.Certificate:
     """The agent certificate of ``spec``, linted and then signed by ``issuer_key``: what
-    issuance signs with (``ca.issuance.Issuance.sign``)."""
+    issuance signs with (``ca.issuance.Issuance.sign``).
+
+    The signed certificate must also verify under ``issuer_certificate``: a key store that
+    hands out the wrong key (a stale PKCS#11 handle, a mislabelled key) yields an error, never a
+    stored certificate no verifier accepts (about 0.1 ms for a P-256 issuer).
+    """
     builder = agent_certificate_builder(spec, issuer_certificate, urls)
-    return sign_linted(builder, issuer_key, signature_hash(issuer_key), spec.extensions)
+    cert = sign_linted(builder, issuer_key, signature_hash(issuer_key), spec.extensions)
+    try:
+        cert.verify_directly_issued_by(issuer_certificate)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise LintError(
+            "the signed certificate does not verify under the issuing CA certificate "
+            "(the key store signed with another key)"
+        ) from exc
+    return cert

@@ -159,3 +159,15 @@ def test_a_real_signature_over_other_bytes_is_refused(monkeypatch: pytest.Monkey
     with pytest.raises(CAError, match="differs from the linted one") as info:
         lint.sign_linted(builder, key, signature_hash(key), spec.extensions)
     assert info.value.code is ErrorCode.INTERNAL
+
+
+def test_issuance_signs_only_what_verifies_under_the_issuing_ca() -> None:
+    """``sign_agent_certificate`` (what issuance calls) refuses a signature by any key other
+    than the issuing CA certificate's: a key store handing out the wrong key issues nothing."""
+    spec = _spec()
+    good = lint.sign_agent_certificate(spec, ISSUING, _ISSUING_KEY, URLS)
+    good.verify_directly_issued_by(ISSUING)
+    other = ec.generate_private_key(ec.SECP256R1())  # the same family: lint and TBS agree
+    with pytest.raises(CAError) as caught:
+        lint.sign_agent_certificate(spec, ISSUING, other, URLS)
+    assert caught.value.code is ErrorCode.INTERNAL and "does not verify" in str(caught.value)
