@@ -6,6 +6,8 @@ For a P-256 and an RSA-2048 issuing key (software keys, so the figure is the lin
 not an HSM round trip), the same agent-certificate builder is signed ``--n`` times:
 
 * plain  - ``builder.sign(issuer_key, hash)``, what issuance did before;
+* issued - ``ca.lint.sign_agent_certificate`` (what issuance calls): builder, lint, real
+  signature and the check that it verifies under the issuing CA certificate;
 * linted - ``ca.lint.sign_linted``: throwaway-key signature, strict decode and comparison of
            the agent extensions and profile checks, the real signature, the TBS comparison.
 
@@ -103,11 +105,14 @@ def measure(issuer: str, n: int) -> dict[str, float | str]:
     lint.lint_key_for(key)  # the one-off throwaway key generation is not per certificate
     plain = _median_us(lambda: builder.sign(key, alg), n)
     linted = _median_us(lambda: lint.sign_linted(builder, key, alg, spec.extensions), n)
+    issued = _median_us(lambda: lint.sign_agent_certificate(spec, issuing, key, URLS), n)
     return {
         "issuer": issuer,
         "plain_us": round(plain, 1),
         "linted_us": round(linted, 1),
         "lint_cost_us": round(linted - plain, 1),
+        "issued_us": round(issued, 1),
+        "total_cost_us": round(issued - plain, 1),
     }
 
 
@@ -121,9 +126,12 @@ def main() -> None:
         print(json.dumps(rows))
         return
     print(f"lint before signing, median of {args.n} per row (microseconds)")
-    print(f"{'issuer':<8} {'plain':>9} {'linted':>9} {'lint cost':>10}")
+    print(f"{'issuer':<8} {'plain':>9} {'linted':>9} {'lint cost':>10} {'+verify':>9} {'total':>9}")
     for r in rows:
-        print(f"{r['issuer']:<8} {r['plain_us']:>9} {r['linted_us']:>9} {r['lint_cost_us']:>10}")
+        print(
+            f"{r['issuer']:<8} {r['plain_us']:>9} {r['linted_us']:>9} {r['lint_cost_us']:>10} "
+            f"{r['issued_us']:>9} {r['total_cost_us']:>9}"
+        )
 
 
 if __name__ == "__main__":
