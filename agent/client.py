@@ -10,6 +10,9 @@ Headers it adds to a request::
     Signature-Input:    agentca=("@method" "@authority" "@path" "@query" ...);created=..;
                         expires=..;nonce="..";wimse-aud="<audience>";tag="agentca";alg=".."
     Signature:          agentca=:<signature>:               (RFC 9421)
+
+Why one module of this size: it is the SDK's one public class; enrollment, renewal, stapling and
+signing share one credential under one lock.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ its CRL lookup is a linear scan, so large CRLs are written here by hand:
 
 Ed25519 cannot sign a pre-hashed message: for Ed25519 issuers the TBS bytes are read back into
 memory once to be signed. Nothing here reads a clock, the environment or a database.
+
+Why one module of this size: the streamed CRL writer and the streamed reader (windowed, for 50
+MB CRLs) share one DER framing of the CRL; keeping them together keeps them byte-compatible.
 """
 
 from __future__ import annotations

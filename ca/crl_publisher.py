@@ -17,6 +17,9 @@ replaces a file with one of a lower CRL number. See docs/decisions/0003-crl-publ
   when the previous complete CRL was issued, streamed from the database with ``yield_per``.
 - Delta CRL: every certificate whose status changed after the base CRL's change watermark
   (``status_changes`` ids): current revocations and holds, and ``removeFromCRL`` for releases.
+
+Why one module of this size: one publish cycle (full and delta, CRL numbers and their give-back,
+atomic install, the schedule) whose steps must happen in this order; it reads as one procedure.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ revoked is refused; then a valid, fresh staple; then a fresh cache entry (kept f
 background thread); then, if the gateway may not fetch, the CRL set. Otherwise the status is
 resolved after the signature (:meth:`StatusChecker.resolve`): a synchronous fetch, then the
 CRL set; otherwise ``status-unknown`` (fail closed).
+
+Why one module of this size: every status source (staple, cache, CRL, background refresh) behind
+one binding rule, status bound to (issuer key hash, serial), which must hold for all of them.
 """
 
 from __future__ import annotations

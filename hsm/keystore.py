@@ -9,6 +9,10 @@ A lost token (device removed, SoftHSM2's token directory gone, CKR_GENERAL_ERROR
 session; the store reopens it by itself, re-initialising the module (SoftHSM2 only re-reads its
 token files then), with bounded exponential backoff (``hsm.backoff``). Until it succeeds every
 call fails fast with ``HSMUnavailable``: no request waits longer than one short reopen attempt.
+
+Why one module of this size: the process-wide lock, the per-fork re-initialisation, the module
+generation and the reopen-with-backoff state machine are one discipline; split across modules, a
+call could bypass part of it.
 """
 
 from __future__ import annotations

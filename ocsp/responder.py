@@ -25,6 +25,10 @@ good poll (retried every ``outage_poll_interval``).
 
 HSM failures (the key seam's ``HSMError``, raw python-pkcs11 errors) are ``tryLater`` too, and
 are logged as one line per kind of error per second, not a traceback per request.
+
+Why one module of this size: the whole path from a parsed request to a signed answer, with its
+cache and budgets, so that the rule "never good for a serial that was not issued" can be checked
+by reading one file.
 """
 
 from __future__ import annotations

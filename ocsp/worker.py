@@ -23,6 +23,9 @@ Limits (the responder faces the internet; see docs/security.md):
 - a worker whose master died (kill -9) takes what waits in the backlog, closes its listeners
   at once so that a new master can bind, and serves its open connections for at most
   ``ORPHAN_SECONDS`` more (issue 10 item 6, decision 0015).
+
+Why one module of this size: one gunicorn worker's event loop and per-connection state machine
+for the responder; its states only make sense together.
 """
 
 from __future__ import annotations

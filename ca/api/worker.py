@@ -26,6 +26,10 @@ everything that waits on a client on its selector loop (decision 0011):
   then closes its listeners at once and only finishes what it holds: gthread kept them open
   through the whole graceful drain, so a new master could not bind (issue 10 item 6,
   decision 0015).
+
+Why one module of this size: one gunicorn worker's event loop and per-connection state machine
+(read whole under deadlines, per-address shares, lingering close); its states only make sense
+together.
 """
 
 from __future__ import annotations
