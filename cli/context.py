@@ -7,12 +7,15 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import click
 
 from ca.config import Settings, load_settings
 from ca.errors import CAError, ErrorCode
-from ca.wiring import Runtime, open_runtime
+
+if TYPE_CHECKING:  # the CA core is imported by the commands that open it, not by every one
+    from ca.wiring import Runtime
 
 
 def settings_from(ctx: click.Context) -> Settings:
@@ -28,6 +31,8 @@ def settings_from(ctx: click.Context) -> Settings:
 @contextmanager
 def runtime(ctx: click.Context, create: bool = False) -> Iterator[Runtime]:
     """Open the runtime for one command and close it afterwards."""
+    from ca.wiring import open_runtime
+
     rt = open_runtime(settings_from(ctx), create=create)
     try:
         yield rt

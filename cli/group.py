@@ -9,8 +9,13 @@ click's handling.
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Any, NoReturn
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from _collections_abc import dict_items, dict_keys, dict_values
 
 import click
 
@@ -40,3 +45,67 @@ class AgentcaGroup(click.Group):
             raise
         except Exception as exc:
             fail(as_ca_error(exc))
+
+
+class LazyCommands(dict[str, click.Command]):
+    """A group's commands, each imported from ``"module:attribute"`` on first use.
+
+    ``get`` and ``[name]`` import one command; listing them (iteration, ``items``, ``values``,
+    ``keys``, ``len``) imports all, as ``--help`` needs their short help anyway.
+    """
+
+    def __init__(self, paths: Mapping[str, str]) -> None:
+        super().__init__()
+        self._paths = dict(paths)
+
+    def _load(self, name: str) -> click.Command | None:
+        if not dict.__contains__(self, name):
+            path = self._paths.get(name)
+            if path is None:
+                return None
+            module, _, attribute = path.partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{path} is not a click command")
+            dict.__setitem__(self, name, command)
+        return dict.__getitem__(self, name)
+
+    def _load_all(self) -> None:
+        for name in self._paths:
+            self._load(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        command = self._load(name)
+        return default if command is None else command
+
+    def __getitem__(self, name: str) -> click.Command:
+        command = self._load(name)
+        if command is None:
+            raise KeyError(name)
+        return command
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self._paths or dict.__contains__(self, name))
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._paths.pop(name, None)
+        dict.__setitem__(self, name, command)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_all()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        return len(set(self._paths) | set(dict.keys(self)))
+
+    def keys(self) -> dict_keys[str, click.Command]:
+        self._load_all()
+        return dict.keys(self)
+
+    def values(self) -> dict_values[str, click.Command]:
+        self._load_all()
+        return dict.values(self)
+
+    def items(self) -> dict_items[str, click.Command]:
+        self._load_all()
+        return dict.items(self)

@@ -57,3 +57,24 @@ def test_the_responder_imports_nothing_of_issuance(modules: list[str]) -> None:
 def test_the_contract_notices_a_forbidden_import() -> None:
     """The check itself works: the CA side's rotation module is seen when imported."""
     assert "ca.responder_certs" in _loaded_after(["ocsp.app", "ca.responder_certs"])
+
+
+def test_the_ocsp_serve_command_loads_nothing_of_issuance() -> None:
+    """``agentca ocsp serve`` resolved through the CLI (commands load lazily, ``cli.main``):
+    the responder's process holds none of the CA's issuing code either."""
+    code = (
+        "import json, sys, click\n"
+        "from cli.main import cli\n"
+        "ocsp = cli.get_command(click.Context(cli), 'ocsp')\n"
+        "serve = ocsp.get_command(click.Context(ocsp), 'serve')\n"
+        "assert serve is not None\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(out.stdout))
+    forbidden = [f for f in FORBIDDEN if f != "cli"]
+    bad = sorted(n for n in loaded for f in forbidden if n == f or n.startswith(f + "."))
+    assert not bad, f"agentca ocsp serve loads {bad}"
+    assert "cli.ocsp_commands" in loaded and "cli.ca_commands" not in loaded
