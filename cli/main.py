@@ -18,7 +18,7 @@ COMMANDS = {
     "list": "cli.ca_commands:list_certificates",
     "show": "cli.ca_commands:show",
     "chain": "cli.ca_commands:chain",
-    "model": "cli.digest_commands:model",
+    "model": "cli.registry_commands:model",  # digest_commands.model, plus add and retire
     "prompt": "cli.digest_commands:prompt",
     "config": "cli.digest_commands:config",
     "serve": "cli.serve:serve",

@@ -192,3 +192,27 @@ def test_groups_made_inside_a_hooked_group_inherit_it() -> None:
     assert isinstance(inner, AgentcaGroup)
     result = CliRunner().invoke(inner, ["leaf"], catch_exceptions=False)
     assert (result.exit_code, result.stderr) == (7, "agentca: error: already [already-revoked]\n")
+
+
+def test_each_lazily_loaded_command_is_whole_in_a_fresh_process() -> None:
+    """A command resolved alone (what ``agentca <command> ...`` does) has the same
+    sub-commands as in the fully loaded tree: no module adds sub-commands to another's group
+    without the table in ``cli.main`` pointing at it."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import json, sys, click\n"
+        "from cli.main import cli\n"
+        "cmd = cli.get_command(click.Context(cli), sys.argv[1])\n"
+        "print(json.dumps(sorted(getattr(cmd, 'commands', {}))))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    for name, command in sorted(cli.commands.items()):
+        out = subprocess.run(
+            [sys.executable, "-c", code, name], cwd=root, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == sorted(getattr(command, "commands", {})), name
