@@ -54,9 +54,22 @@ class LazyCommands(dict[str, click.Command]):
     ``keys``, ``len``) imports all, as ``--help`` needs their short help anyway.
     """
 
-    def __init__(self, paths: Mapping[str, str]) -> None:
+    def __init__(self, table: Mapping[str, tuple[str, str]]) -> None:
         super().__init__()
-        self._paths = dict(paths)
+        self._paths = {name: path for name, (path, _) in table.items()}
+        self._summaries = {name: summary for name, (_, summary) in table.items()}
+
+    def names(self) -> list[str]:
+        """Every command's name, loaded or not."""
+        return sorted(set(self._paths) | set(dict.keys(self)))
+
+    def loaded(self, name: str) -> click.Command | None:
+        """The command if its module is already imported, else ``None``."""
+        return dict.get(self, name)
+
+    def summary(self, name: str) -> str:
+        """The first paragraph of the command's help, from the table (no import)."""
+        return self._summaries.get(name, "")
 
     def _load(self, name: str) -> click.Command | None:
         if not dict.__contains__(self, name):
@@ -96,7 +109,7 @@ class LazyCommands(dict[str, click.Command]):
         return dict.__iter__(self)
 
     def __len__(self) -> int:
-        return len(set(self._paths) | set(dict.keys(self)))
+        return len(self.names())
 
     def keys(self) -> dict_keys[str, click.Command]:
         self._load_all()
@@ -109,3 +122,32 @@ class LazyCommands(dict[str, click.Command]):
     def items(self) -> dict_items[str, click.Command]:
         self._load_all()
         return dict.items(self)
+
+
+class LazyGroup(AgentcaGroup):
+    """The root group: its commands are :class:`LazyCommands`, and its help lists them from
+    the table's summaries, so ``agentca --help`` imports no command module."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        commands = self.commands
+        if not isinstance(commands, LazyCommands):
+            super().format_commands(ctx, formatter)
+            return
+        names = commands.names()
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            command = commands.loaded(name)
+            if command is not None:
+                if command.hidden:
+                    continue
+                text = command.get_short_help_str(limit)
+            else:
+                # click's own shortening, applied to the table's summary
+                stand_in = click.Command(name, help=commands.summary(name))
+                text = stand_in.get_short_help_str(limit)
+            rows.append((name, text))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)

@@ -6,36 +6,75 @@ import os
 
 import click
 
-from cli.group import AgentcaGroup, LazyCommands
+from cli.group import LazyCommands, LazyGroup
 
-# Each command's module is imported only when that command runs (or a listing needs it): the
-# OCSP responder's process (`agentca ocsp serve`) then loads nothing of issuance, and every
-# command starts faster.
+# Each command's module is imported only when that command runs: the OCSP responder's process
+# (`agentca ocsp serve`) then loads nothing of issuance, every command starts faster, and
+# `agentca --help` lists the commands from this table without importing any of them.
 COMMANDS = {
-    "init": "cli.ca_commands:init",
-    "issue": "cli.ca_commands:issue",
-    "revoke": "cli.ca_commands:revoke",
-    "list": "cli.ca_commands:list_certificates",
-    "show": "cli.ca_commands:show",
-    "chain": "cli.ca_commands:chain",
-    "model": "cli.registry_commands:model",  # digest_commands.model, plus add and retire
-    "prompt": "cli.digest_commands:prompt",
-    "config": "cli.digest_commands:config",
-    "serve": "cli.serve:serve",
-    "run": "cli.run:run",
-    "ocsp": "cli.ocsp_commands:ocsp",
-    "agent": "cli.registry_commands:agent",
-    "scope": "cli.registry_commands:scope",
-    "token": "cli.registry_commands:token",
-    "apitoken": "cli.registry_commands:apitoken",
-    "ledger": "cli.ledger_commands:ledger",
-    "reconcile": "cli.reconcile_commands:reconcile",
-    "crl": "cli.crl_commands:crl",
+    # name: ("module:attribute", the first paragraph of its help, for `agentca --help`)
+    "init": (
+        "cli.ca_commands:init",
+        "Create the CA: HSM token (SoftHSM2 by default), database schema, root and issuing CA.",
+    ),
+    "issue": (
+        "cli.ca_commands:issue",
+        "Issue a certificate to a registered agent from a CSR, through the enrollment policy.",
+    ),
+    "revoke": (
+        "cli.ca_commands:revoke",
+        "Revoke the certificate with hexadecimal SERIAL, or in bulk with the filters.",
+    ),
+    "list": ("cli.ca_commands:list_certificates", "List certificate records, newest first."),
+    "show": (
+        "cli.ca_commands:show",
+        "Show one certificate: record, validity and its decoded agent extensions.",
+    ),
+    "chain": ("cli.ca_commands:chain", "Print the CA chain in PEM: issuing CA, then root."),
+    # registry_commands adds `model add` and `model retire` to digest_commands' group
+    "model": ("cli.registry_commands:model", "Model provenance helpers."),
+    "prompt": ("cli.digest_commands:prompt", "System-prompt provenance helpers."),
+    "config": ("cli.digest_commands:config", "Runtime-configuration provenance helpers."),
+    "serve": (
+        "cli.serve:serve",
+        "Serve the CA HTTP API with gunicorn; on first run create token, database and CAs.",
+    ),
+    "run": (
+        "cli.run:run",
+        "Start the CA API, OCSP responder and signer rotation, CRL publisher and ledger "
+        "checkpoints together.",
+    ),
+    "ocsp": (
+        "cli.ocsp_commands:ocsp",
+        "RFC 6960 OCSP responder: serve it, rotate its delegated signer certificates.",
+    ),
+    "agent": (
+        "cli.registry_commands:agent",
+        "Agent registrations: what each agent may be certified for.",
+    ),
+    "scope": ("cli.registry_commands:scope", "The scope catalogue."),
+    "token": ("cli.registry_commands:token", "One-time enrollment tokens."),
+    "apitoken": (
+        "cli.registry_commands:apitoken",
+        "API tokens for operators, auditors and read-only clients.",
+    ),
+    "ledger": (
+        "cli.ledger_commands:ledger",
+        "The tamper-evident issuance and revocation ledger (for auditors).",
+    ),
+    "reconcile": (
+        "cli.reconcile_commands:reconcile",
+        "Mark reservations pending for longer than the bound as failed, in the ledger.",
+    ),
+    "crl": (
+        "cli.crl_commands:crl",
+        "Publish and inspect certificate revocation lists (complete and delta CRLs).",
+    ),
 }
 
 
 @click.group(
-    cls=AgentcaGroup,
+    cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option(

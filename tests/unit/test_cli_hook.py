@@ -216,3 +216,32 @@ def test_each_lazily_loaded_command_is_whole_in_a_fresh_process() -> None:
         )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout) == sorted(getattr(command, "commands", {})), name
+
+
+def test_the_top_level_help_is_the_same_without_importing_the_commands() -> None:
+    """``agentca --help`` lists the commands from cli.main's table (no command module is
+    imported); its text must equal the help of the fully loaded tree, so the table's summaries
+    cannot drift from the commands' own help."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import json, sys\n"
+        "from click.testing import CliRunner\n"
+        "from cli.main import cli\n"
+        "lazy = CliRunner().invoke(cli, ['--help'], prog_name='agentca', terminal_width=100)\n"
+        "loaded_before = sorted(m for m in sys.modules if m.startswith('cli.') and m not in\n"
+        "    ('cli.main', 'cli.group', 'cli.exit_codes'))\n"
+        "list(cli.commands.items())\n"
+        "full = CliRunner().invoke(cli, ['--help'], prog_name='agentca', terminal_width=100)\n"
+        "print(json.dumps([lazy.output, full.output, loaded_before]))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    lazy, full, loaded_before = json.loads(out.stdout)
+    assert lazy == full and "ocsp" in lazy
+    assert loaded_before == [], f"--help imported {loaded_before}"
