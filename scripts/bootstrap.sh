@@ -72,6 +72,8 @@ if [[ $mode == test ]]; then
     need wrk have_cmd wrk
     need procps have_cmd ps
     need faketime have_cmd faketime # clock-skew fault tests (tests/faults/test_clock_skew.py)
+    need golang-go have_cmd go        # Go crypto/x509 interop (tests/interop/go)
+    need gnutls-bin have_cmd certtool # GnuTLS certtool / ocsptool / gnutls-serv interop
 fi
 
 if ((${#missing[@]})); then

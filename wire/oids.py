@@ -1,8 +1,9 @@
 """Object identifiers of agentca, in one place.
 
-The arc is UUID-derived (ITU-T X.667, ``2.25.<uuid-as-integer>``) and needs no registration;
-changing it is a change of :data:`ARC` only. See ``docs/oids.md`` for the table and the ASN.1
-module.
+The default arc sits under the IANA Private Enterprise Number 32473, which RFC 5612 reserves
+for documentation and examples; every component fits in 31 bits, so Go's crypto/x509 and
+GnuTLS parse it. :data:`LEGACY_ARC` is the UUID arc of wave-1 certificates, whose 128-bit
+component those libraries refuse. See ``docs/oids.md`` for the table and the ASN.1 module.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from typing import Final
 
 from cryptography import x509
 
-#: The agentca arc. Every agentca OID below is derived from it.
-ARC: Final = "2.25.40108673889173621464063845417476256764"
+#: The default agentca arc (RFC 5612 example PEN). Every agentca OID below is derived from it.
+ARC: Final = "1.3.6.1.4.1.32473.2026"
+#: The UUID-derived arc (ITU-T X.667) that wave-1 certificates carry.
+LEGACY_ARC: Final = "2.25.40108673889173621464063845417476256764"
 
 #: Module identifier of the ASN.1 module ``AgentCA-Extensions-2026``.
 MODULE_DOTTED: Final = f"{ARC}.0.1"

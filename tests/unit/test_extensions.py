@@ -147,7 +147,7 @@ def test_digest_parse_rejects(text: object) -> None:
 
 
 def test_oids() -> None:
-    arc = "2.25.40108673889173621464063845417476256764"
+    arc = "1.3.6.1.4.1.32473.2026"
     assert arc == oids.ARC
     assert oids.PROVENANCE.dotted_string == arc + ".1.1"
     assert oids.AUTHORIZATION.dotted_string == arc + ".1.2"
