@@ -186,6 +186,28 @@ def test_go_refuses_the_chain_under_another_root(
     assert "certificate signed by unknown authority" in verdict["verify_error"]
 
 
+def test_go_refuses_an_agent_of_another_agentca_ca(
+    issued: Issued, x509check: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two default CAs share names (CN=agentca Root CA, ...) but not keys: no cross-trust."""
+    other_dir = tmp_path_factory.mktemp("go-other-ca") / "data"
+    other_work = tmp_path_factory.mktemp("go-other-work")
+    init_ca(other_dir, {}, other_work)
+    stranger, _ = issue(other_dir, {}, other_work, "go-stranger")
+    for intermediates in (issued.issuing, other_work / "issuing.pem"):
+        verdict = go_verify(
+            x509check, "-roots", str(issued.root), "-intermediates", str(intermediates),
+            "-leaf", str(stranger),
+        )  # fmt: skip
+        assert not verdict["verified"]
+        assert "certificate signed by unknown authority" in verdict["verify_error"]
+    own = go_verify(
+        x509check, "-roots", str(other_work / "root.pem"),
+        "-intermediates", str(other_work / "issuing.pem"), "-leaf", str(stranger),
+    )  # fmt: skip
+    assert own["verified"], own["verify_error"]
+
+
 def test_go_refuses_the_chain_without_the_issuing_ca(issued: Issued, x509check: Path) -> None:
     verdict = go_verify(x509check, "-roots", str(issued.root), "-leaf", str(issued.agent))
     assert not verdict["verified"]
