@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Blueprint, Response, request
 
+from ca.api.state import runtime
 from ca.errors import CAError, ErrorCode
 
 PATH: Final = "/spiffe/bundle.json"
@@ -89,8 +90,6 @@ def bundle_json(roots: Sequence[x509.Certificate]) -> bytes:
 @spiffe_bundle.get(PATH)
 def bundle() -> Response:
     """The trust bundle of this CA's trust domain (public, cacheable)."""
-    from ca.api.state import runtime
-
     roots = [r.certificate for r in runtime().authority.issuers() if r.parent_name is None]
     body = bundle_json(roots)
     etag = hashlib.sha256(body).hexdigest()[:32]

@@ -92,6 +92,7 @@ func readPEM(file string, out *result) []*x509.Certificate {
 		return nil
 	}
 	var certs []*x509.Certificate
+	seen := len(out.Certificates)
 	for {
 		var block *pem.Block
 		block, data = pem.Decode(data)
@@ -109,7 +110,7 @@ func readPEM(file string, out *result) []*x509.Certificate {
 		out.Certificates = append(out.Certificates, describe(file, c))
 		certs = append(certs, c)
 	}
-	if len(certs) == 0 && len(out.Certificates) == 0 {
+	if len(out.Certificates) == seen {
 		out.Certificates = append(out.Certificates, parsed{File: file, Error: "no certificate"})
 	}
 	return certs
