@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -16,6 +18,7 @@ from joserfc.jwk import KeySet
 from ca.api.spiffe_bundle import REFRESH_HINT, bundle_document, bundle_json
 from ca.errors import CAError, ErrorCode
 from ca.profile import build_root_certificate
+from ca.records import IssuerRecord
 from tests.unit.helpers import NOW, software_hierarchy
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -122,3 +125,49 @@ def test_an_unsupported_key_is_refused() -> None:
     with pytest.raises(CAError) as caught:
         bundle_document([cert])
     assert caught.value.code is ErrorCode.UNSUPPORTED_KEY
+
+
+# ---------------------------------------------------------------------------------- the route
+class _Issuers:
+    """The one thing the route asks of the runtime: ``authority.issuers()``."""
+
+    def __init__(self, records: list[IssuerRecord]) -> None:
+        self.authority = self
+        self._records = records
+
+    def issuers(self) -> list[IssuerRecord]:
+        return self._records
+
+
+def _client(tmp_path: Path, records: list[IssuerRecord]) -> Any:
+    from ca.api.app import create_app
+    from ca.config import Settings
+
+    def factory() -> Any:
+        return _Issuers(records)
+
+    app = create_app(Settings(data_dir=tmp_path), runtime_factory=factory)
+    return app.test_client()
+
+
+def _record(name: str, cert: x509.Certificate, parent: str | None) -> IssuerRecord:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return IssuerRecord(name, name, f"{name}-key", "ec-p256", der, parent)
+
+
+def test_the_route_serves_only_the_roots_with_cache_headers(tmp_path: Path) -> None:
+    _rk, root, _ik, issuing = software_hierarchy()
+    client = _client(tmp_path, [_record("root", root, None), _record("issuing", issuing, "root")])
+    answer = client.get("/spiffe/bundle.json")
+    assert answer.status_code == 200 and answer.mimetype == "application/json"
+    assert answer.get_data() == bundle_json([root])
+    assert answer.headers["Cache-Control"] == "public, max-age=300"
+    again = client.get("/spiffe/bundle.json", headers={"If-None-Match": answer.headers["ETag"]})
+    assert again.status_code == 304 and again.get_data() == b""
+    assert again.headers["ETag"] == answer.headers["ETag"]
+
+
+def test_the_route_without_roots_is_a_503_problem(tmp_path: Path) -> None:
+    answer = _client(tmp_path, []).get("/spiffe/bundle.json")
+    assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
+    assert answer.get_json()["type"].endswith("/not-initialised")
