@@ -336,7 +336,17 @@ def gnutls_server(pki: Pki, crl_pem: Path) -> Iterator[tuple[int, Path]]:
     agentca root + issuing CA and the CRL; yields its port and log (complete once closed)."""
     port = _free_port()
     log_path = pki.work / f"gnutls-serv-{port}.log"
-    args = ["gnutls-serv", "--http", "--port", str(port), "--require-client-cert"]
+    # line-buffered, so each connection's outcome is in the log as soon as it is decided
+    args = [
+        "stdbuf",
+        "-oL",
+        "-eL",
+        "gnutls-serv",
+        "--http",
+        "--port",
+        str(port),
+        "--require-client-cert",
+    ]
     args += ["--verify-client-cert", "--x509cafile", str(pki.work / "root+issuing.pem")]
     args += ["--x509crlfile", str(crl_pem), "--x509certfile", str(pki.server_cert)]
     args += ["--x509keyfile", str(pki.server_key)]
@@ -366,8 +376,13 @@ def _gnutls_once(pki: Pki, crl: Path, who: Issued) -> tuple[tuple[str, str], str
     """One connection to a fresh gnutls-serv: what the client saw and the server's log."""
     with gnutls_server(pki, crl) as (port, log_path):
         client = _get(port, pki.context(who))
-    server_log = log_path.read_text()
-    return client, server_log
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:  # the server decides, then logs: wait for it
+            text = log_path.read_text()
+            if TRUSTED in text or REFUSED in text:
+                break
+            time.sleep(0.05)
+    return client, log_path.read_text()
 
 
 def test_gnutls_server_accepts_good_refuses_revoked_and_foreign(pki: Pki) -> None:
@@ -582,3 +597,38 @@ def test_gateway_believes_proxy_headers_only_from_trusted_peers(
         assert reply.status == 401 and doc["check"] == "signature-invalid", doc
         if header_format == "escaped-pem":  # rfc9440: Client-Cert is signed, so it fails earlier
             assert "channel binding" in doc["detail"]
+
+
+# ----------------------------------------------------- agent.tls: how the key reaches OpenSSL
+def test_key_file_fallback_is_private_and_removed(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    from agent import tls
+
+    seen: list[tuple[int, int]] = []
+    real = tls._private_file
+
+    @contextmanager
+    def spy(data: bytes) -> Iterator[str]:
+        with real(data) as path:
+            seen.append(
+                (
+                    stat.S_IMODE(os.stat(path).st_mode),
+                    stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode),
+                )
+            )
+            assert b"ENCRYPTED PRIVATE KEY" in Path(path).read_bytes()
+            yield path
+        assert not os.path.exists(os.path.dirname(path))
+
+    monkeypatch.delattr(os, "memfd_create")
+    monkeypatch.setattr(tls, "_private_file", spy)
+    ctx = pki.context(pki.good)
+    assert seen == [(0o600, 0o700)]
+    _, crl = pki.publish_crl()
+    with OpenSslServer(pki, crl) as server:  # the context loaded this way works
+        assert _get(server.port, ctx) == ("ok", "200 hello GoodAgent")
+        assert server.outcome() == ("accepted", "GoodAgent")
