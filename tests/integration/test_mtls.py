@@ -632,3 +632,27 @@ def test_key_file_fallback_is_private_and_removed(
     with OpenSslServer(pki, crl) as server:  # the context loaded this way works
         assert _get(server.port, ctx) == ("ok", "200 hello GoodAgent")
         assert server.outcome() == ("accepted", "GoodAgent")
+
+
+def test_requests_presents_the_agent_certificate_through_an_adapter(pki: Pki) -> None:
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class TlsAdapter(HTTPAdapter):  # the adapter docs/mtls.md shows
+        def __init__(self, context: ssl.SSLContext) -> None:
+            self.context = context
+            super().__init__()
+
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["ssl_context"] = self.context
+            super().init_poolmanager(*args, **kwargs)
+
+    _, crl = pki.publish_crl()
+    server_ca = pki.work / "server-ca.pem"
+    server_ca.write_text(pki.server_ca_pem)
+    with OpenSslServer(pki, crl) as server, requests.Session() as session:
+        session.mount("https://", TlsAdapter(pki.context(pki.good)))
+        session.verify = str(server_ca)
+        reply = session.get(f"https://127.0.0.1:{server.port}/", timeout=TIMEOUT)
+        assert (reply.status_code, reply.text) == (200, "hello GoodAgent")
+        assert server.outcome() == ("accepted", "GoodAgent")
