@@ -54,10 +54,11 @@ def _key_pem(key: AgentKey, password: bytes) -> bytes:
 
 
 @contextlib.contextmanager
-def _memory_file(data: bytes) -> Iterator[str]:
-    fd = os.memfd_create("agentca-tls", os.MFD_CLOEXEC)
+def _memory_file(fd: int, data: bytes) -> Iterator[str]:
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
@@ -77,8 +78,14 @@ def _private_file(data: bytes) -> Iterator[str]:
 
 
 def _credential_file(data: bytes) -> contextlib.AbstractContextManager[str]:
+    """An in-memory file if the platform has one, else a private temporary file."""
     if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
-        return _memory_file(data)
+        try:
+            fd = os.memfd_create("agentca-tls", os.MFD_CLOEXEC)
+        except OSError:  # e.g. a sandbox without the system call
+            pass
+        else:
+            return _memory_file(fd, data)
     return _private_file(data)
 
 

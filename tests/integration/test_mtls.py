@@ -624,6 +624,11 @@ def test_key_file_fallback_is_private_and_removed(
             yield path
         assert not os.path.exists(os.path.dirname(path))
 
+    def no_disk(data: bytes) -> Iterator[str]:
+        raise AssertionError("the key went to a file although memfd_create exists")
+
+    monkeypatch.setattr(tls, "_private_file", no_disk)
+    pki.context(pki.good)  # Linux: in memory only
     monkeypatch.delattr(os, "memfd_create")
     monkeypatch.setattr(tls, "_private_file", spy)
     ctx = pki.context(pki.good)
