@@ -96,10 +96,10 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _pem_to_der(text: str, what: str) -> bytes:
+    if len(text) > MAX_CERT_BYTES * 3:  # PEM (+ escaping, tabs) of the largest certificate
+        raise Denied(Check.MALFORMED, f"{what} is too large")
     # nginx's (deprecated) $ssl_client_cert indents continuation lines with a tab.
     pem = "\n".join(line.strip() for line in text.strip().splitlines()).encode("ascii", "replace")
-    if len(pem) > MAX_CERT_BYTES * 2:
-        raise Denied(Check.MALFORMED, f"{what} is too large")
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError:

@@ -179,6 +179,10 @@ def test_server_environ_pem_forms(
         {"REMOTE_ADDR": "10.0.0.5", "HTTP_CLIENT_CERT": ":AAAA:", "HTTP_CLIENT_CERT_CHAIN": "1"},
         {"REMOTE_ADDR": "10.0.0.5", "HTTP_CLIENT_CERT": ":" + "A" * 40000 + ":"},
         {"REMOTE_ADDR": "127.0.0.1", "SSL_CLIENT_CERT": "-----BEGIN CERTIFICATE-----\nAAAA"},
+        {
+            "REMOTE_ADDR": "127.0.0.1",
+            "SSL_CLIENT_CERT": "-----BEGIN CERTIFICATE-----" + "A" * 60000,
+        },
     ],
 )
 def test_garbage_from_a_trusted_source_is_malformed(environ: dict[str, str]) -> None:
