@@ -21,6 +21,7 @@ from cryptography import x509
 
 from gateway import httpsig
 from gateway.chain import AgentIdentity, ChainEntry, ChainVerifier
+from gateway.client_cert import TlsClientCert, check_binding
 from gateway.httpsig import RequestView
 from gateway.inventory import Inventory
 from gateway.problems import Check, Denied
@@ -80,6 +81,7 @@ class _LogLine:
             "serial": None if ident is None else ident.serial,
             "officer": None if ident is None else ident.officer,
             "status_source": d.status_source,
+            "tls_client_cert": d.extra.get("tls_client_cert"),
             "nonce": d.nonce,
             "detail": None if d.denial is None else d.denial.detail,
             "elapsed_us": round(d.elapsed_us, 1),
@@ -138,15 +140,32 @@ class Verifier:
         self.clock = clock
         self._declared: dict[str, dict[str, bytes]] = {}
 
-    def verify(self, req: RequestView, scope: str | None) -> AgentIdentity:
+    def verify(
+        self,
+        req: RequestView,
+        scope: str | None,
+        *,
+        tls_client_cert: TlsClientCert | None = None,
+        require_tls_client_cert: bool = False,
+    ) -> AgentIdentity:
         """The verified identity; raises :class:`Denied` naming the failed check.
 
         ``scope`` is the route's required scope; ``None`` means the route declares none,
         which is refused (``scope-denied``) once the request is otherwise verified.
+        ``require_tls_client_cert``: the request must have come over mutual TLS with the
+        certificate that signs it (``tls_client_cert``, see ``gateway.client_cert``).
         """
-        return self._verify(req, scope, Decision(False))
+        d = Decision(False)
+        return self._verify(req, scope, d, tls_client_cert, require_tls_client_cert)
 
-    def _verify(self, req: RequestView, scope: str | None, d: Decision) -> AgentIdentity:
+    def _verify(
+        self,
+        req: RequestView,
+        scope: str | None,
+        d: Decision,
+        tls: TlsClientCert | None = None,
+        require_tls: bool = False,
+    ) -> AgentIdentity:
         headers = req.headers
         cert_header = headers.get("client-cert")
         if not cert_header:
@@ -157,6 +176,10 @@ class Verifier:
         # 1. chain (nothing is cached before step 4)
         entry = self.chains.lookup(cert_header, headers.get("client-cert-chain", ""), now)
         d.identity = entry.identity
+        if tls is not None:
+            d.extra["tls_client_cert"] = tls.source
+        if require_tls:  # channel binding: the TLS certificate is the one that signs
+            check_binding(tls, entry.fingerprint)
         # 2. status from what is at hand, bound to this certificate (issuer key hash, serial)
         status = self.status.check(entry, headers.get("agentca-ocsp"), now)
         d.status_source = status.source
@@ -272,13 +295,21 @@ class Verifier:
                 f"declared {', '.join(differs)} digest differs from certificate {ident.serial}",
             )
 
-    def evaluate(self, req: RequestView, scope: str | None) -> Decision:
+    def evaluate(
+        self,
+        req: RequestView,
+        scope: str | None,
+        *,
+        tls_client_cert: TlsClientCert | None = None,
+        require_tls_client_cert: bool = False,
+    ) -> Decision:
         """Verify without logging; never raises (unexpected errors deny with
-        ``verification-error``). Shells log with :meth:`log` once they know the response."""
+        ``verification-error``). Shells log with :meth:`log` once they know the response.
+        The TLS arguments are those of :meth:`verify`."""
         started = time.perf_counter()
         decision = Decision(False, scope=scope)
         try:
-            self._verify(req, scope, decision)
+            self._verify(req, scope, decision, tls_client_cert, require_tls_client_cert)
             decision.allowed = True
         except Denied as denied:
             decision.denial = denied
