@@ -188,12 +188,12 @@ def check_binding(tls: TlsClientCert | None, leaf_fingerprint: bytes) -> None:
     (SHA-256 of its DER: ``leaf_fingerprint``) whose key signed the request."""
     if tls is None:
         raise Denied(
-            Check.CREDENTIALS_MISSING,
+            Check.TLS_CLIENT_CERT_MISSING,
             "this route requires the agent certificate in TLS (mutual TLS): none was presented",
         )
     if not hmac.compare_digest(tls.fingerprint, leaf_fingerprint):
         raise Denied(
-            Check.SIGNATURE,
+            Check.TLS_CLIENT_CERT_MISMATCH,
             "the request is signed with another certificate than the one presented in TLS "
             "(channel binding)",
         )

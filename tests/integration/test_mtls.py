@@ -522,12 +522,12 @@ def test_gateway_binds_the_signature_to_the_tls_client_certificate(
         headers = _signed(good, base + "/orders", body)
         reply = send("POST", base + "/orders", headers, body, TIMEOUT, pki.context(pki.second))
         doc = _problem(reply)
-        assert reply.status == 401 and doc["check"] == "signature-invalid", doc
+        assert reply.status == 401 and doc["check"] == "tls-client-cert-mismatch", doc
         assert "channel binding" in doc["detail"]
         # 3. ... and over TLS without a client certificate
         reply = send("POST", base + "/orders", headers, body, TIMEOUT, plain_tls)
         doc = _problem(reply)
-        assert reply.status == 401 and doc["check"] == "credentials-missing", doc
+        assert reply.status == 401 and doc["check"] == "tls-client-cert-missing", doc
         assert "mutual TLS" in doc["detail"]
         # 4. a route that does not require mutual TLS takes the signature alone
         headers = _signed(good, base + "/open", body)
@@ -589,7 +589,7 @@ def test_gateway_believes_proxy_headers_only_from_trusted_peers(
         # the same request from 127.0.0.2 (not a trusted proxy): its headers count for nothing
         reply = _post(port, "127.0.0.2", "/orders", as_proxy(pki.good.cert), body)
         doc = json.loads(reply.body)
-        assert reply.status == 401 and doc["check"] == "credentials-missing", doc
+        assert reply.status == 401 and doc["check"] == "tls-client-cert-missing", doc
         assert reply.headers["content-type"] == "application/problem+json"
         # the trusted proxy says the TLS client presented another agent's certificate
         reply = _post(port, "127.0.0.1", "/orders", as_proxy(pki.second.cert), body)

@@ -217,11 +217,11 @@ def test_check_binding(certs: tuple[x509.Certificate, x509.Certificate]) -> None
     check_binding(tls, tls.fingerprint)
     with pytest.raises(Denied) as missing:
         check_binding(None, tls.fingerprint)
-    assert missing.value.check.value == "credentials-missing"
+    assert missing.value.check.value == "tls-client-cert-missing"
     assert missing.value.check.status == 401
     with pytest.raises(Denied) as mismatch:
         check_binding(TlsClientCert(der(other), (), "tls", "127.0.0.1"), tls.fingerprint)
-    assert mismatch.value.check.value == "signature-invalid"
+    assert mismatch.value.check.value == "tls-client-cert-mismatch"
     assert "channel binding" in mismatch.value.detail
 
 
@@ -259,8 +259,8 @@ def test_verifier_requires_the_signing_certificate_in_tls(
         return None if d.allowed else d.denial.check.value  # type: ignore[union-attr]
 
     assert check(env.tls()) is None
-    assert check(env.tls(other)) == "signature-invalid"
-    assert check(None) == "credentials-missing"
+    assert check(env.tls(other)) == "tls-client-cert-mismatch"
+    assert check(None) == "tls-client-cert-missing"
     # not required: the signature alone decides, whatever TLS carried
     assert check(None, require=False) is None
     assert check(env.tls(other), require=False) is None
@@ -319,7 +319,7 @@ def test_wsgi_middleware_trusts_only_configured_proxies(pki: Pki, tmp_path: Path
     req, headers = env.signed()
     status, hdrs, body = _call(app, _wsgi_environ(headers, req.body, REMOTE_ADDR="192.0.2.1"))
     assert status.startswith("401") and hdrs["Content-Type"] == "application/problem+json"
-    assert json.loads(body)["check"] == "credentials-missing"
+    assert json.loads(body)["check"] == "tls-client-cert-missing"
     req, headers = env.signed()
     headers["Client-Cert"] = "garbage"
     status, _, body = _call(app, _wsgi_environ(headers, req.body, REMOTE_ADDR="10.0.0.1"))
@@ -356,7 +356,7 @@ def test_flask_requires_tls_client_cert_per_view(
 
     assert post(pem(env.agent.credential.certificate)).status_code == 201
     mismatch = post(pem(other))
-    assert mismatch.status_code == 401 and mismatch.json["check"] == "signature-invalid"
+    assert mismatch.status_code == 401 and mismatch.json["check"] == "tls-client-cert-mismatch"
     assert mismatch.headers["Content-Type"] == "application/problem+json"
     missing = post(None)
-    assert missing.status_code == 401 and missing.json["check"] == "credentials-missing"
+    assert missing.status_code == 401 and missing.json["check"] == "tls-client-cert-missing"
