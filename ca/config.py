@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ca.errors import CAError, ErrorCode
+from ca.names import validate_trust_domain
 
 ENV_PREFIX = "AGENTCA_"
 KEY_STORES = ("pkcs11", "software")
@@ -107,6 +108,10 @@ class Settings:
     reconcile_interval_seconds: int = 30  # how often each CA API worker reconciles
 
     def __post_init__(self) -> None:
+        try:
+            validate_trust_domain(self.trust_domain)
+        except CAError as exc:
+            raise CAError(ErrorCode.CONFIG, f"setting 'trust_domain': {exc.detail}") from None
         object.__setattr__(self, "key_store", self.key_store.strip().lower())
         if self.key_store not in KEY_STORES:
             raise CAError(

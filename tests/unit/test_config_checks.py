@@ -161,3 +161,10 @@ def test_config_show_prints_sources_and_redacts(tmp_path: Path) -> None:
         "VALUE",
     ]
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("domain", ["Agentca.Local", "agentca.local/x", "spiffe://x", "a b"])
+def test_an_invalid_trust_domain_is_a_configuration_error(domain: str) -> None:
+    with pytest.raises(CAError) as info:
+        load_settings({"AGENTCA_TRUST_DOMAIN": domain})
+    assert info.value.code is ErrorCode.CONFIG and "trust_domain" in info.value.detail
