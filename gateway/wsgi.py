@@ -65,7 +65,12 @@ def request_view(environ: Mapping[str, Any], body: bytes) -> RequestView:
     for key, value in environ.items():
         if key.startswith("HTTP_"):
             headers[key[5:].replace("_", "-").lower()] = value
-    if environ.get("CONTENT_TYPE"):
+    # A request without a body has no content type to protect: wsgiref (and servers built on
+    # it) invent CONTENT_TYPE=text/plain when the client sent none, which would otherwise make
+    # every signed GET fail for an uncovered content-type.
+    if environ.get("CONTENT_TYPE") and (
+        body or environ.get("CONTENT_LENGTH", "0") not in ("", "0")
+    ):
         headers["content-type"] = environ["CONTENT_TYPE"]
     if environ.get("CONTENT_LENGTH"):
         headers["content-length"] = environ["CONTENT_LENGTH"]
