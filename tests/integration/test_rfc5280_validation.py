@@ -44,6 +44,7 @@ pytestmark = pytest.mark.integration
 
 FETCH_TIMEOUT = 5  # seconds per HTTP request the validator makes
 VALIDATE_TIMEOUT = 60  # seconds for one whole validation
+NO_DELTA = "Delta CRL matching Freshest CRL extension not available"  # pyhanko's words
 CRL_ONLY = CertRevTrustPolicy(
     RevocationCheckingPolicy(
         ee_certificate_rule=RevocationCheckingRule.CRL_REQUIRED,
@@ -176,14 +177,14 @@ def test_good_agent_validates_with_revocation_checked(pki: dict[str, Any]) -> No
     path, context = validate(pki, "good")
     assert path.pkix_len == 2 and not context.soft_fail_exceptions
     crls, statuses = fetched(context)
-    issuing_cn, root_cn = _names(pki)
+    _, root_cn = _names(pki)
     # the agent: OCSP (good); the issuing CA: the root's complete CRL and its delta
     assert statuses == ["good"]
     assert (root_cn, False) in crls and (root_cn, True) in crls
 
 
 def test_good_agent_validates_on_crls_alone_with_the_delta(pki: dict[str, Any]) -> None:
-    path, context = validate(pki, "good", CRL_ONLY)
+    _, context = validate(pki, "good", CRL_ONLY)
     crls, statuses = fetched(context)
     issuing_cn, root_cn = _names(pki)
     assert statuses == []
@@ -198,7 +199,7 @@ def test_a_missing_delta_crl_fails_hard(pki: dict[str, Any]) -> None:
     aside = delta.with_name("aside.bin")
     delta.rename(aside)
     try:
-        with pytest.raises(PathValidationError, match="(?i)revocation|crl"):
+        with pytest.raises(PathValidationError, match=NO_DELTA):
             validate(pki, "good")
     finally:
         aside.rename(delta)
@@ -210,9 +211,9 @@ def test_revoked_agent_is_rejected_by_ocsp_and_by_crl(pki: dict[str, Any]) -> No
     validate(pki, "revoked")
     cli(pki, "revoke", serial, "--reason", "keyCompromise")
     publish(pki, "--full")
-    with pytest.raises(RevokedError, match="^OCSP response indicates .* compromised key"):
+    with pytest.raises(RevokedError, match=r"^OCSP response indicates .* compromised key"):
         validate(pki, "revoked")
-    with pytest.raises(RevokedError, match="^CRL indicates .* compromised key"):
+    with pytest.raises(RevokedError, match=r"^CRL indicates .* compromised key"):
         validate(pki, "revoked", CRL_ONLY)
 
 
@@ -223,9 +224,9 @@ def test_held_agent_is_rejected_while_on_hold_and_valid_after_release(
     validate(pki, "held")
     cli(pki, "revoke", serial, "--reason", "certificateHold")
     publish(pki, "--full")
-    with pytest.raises(RevokedError, match="^OCSP response indicates .* certificate hold"):
+    with pytest.raises(RevokedError, match=r"^OCSP response indicates .* certificate hold"):
         validate(pki, "held")
-    with pytest.raises(RevokedError, match="^CRL indicates .* certificate hold"):
+    with pytest.raises(RevokedError, match=r"^CRL indicates .* certificate hold"):
         validate(pki, "held", CRL_ONLY)
     release_hold(pki, serial)
     publish(pki, "--full")
@@ -246,7 +247,7 @@ def test_hold_and_release_known_only_from_the_delta_crl(pki: dict[str, Any]) -> 
     publish(pki, "--delta")
     assert number not in revoked_serials(_crl(pki, "issuing.crl"))
     assert number in revoked_serials(_crl(pki, "issuing-delta.crl"))
-    with pytest.raises(RevokedError, match="^CRL indicates .* certificate hold"):
+    with pytest.raises(RevokedError, match=r"^CRL indicates .* certificate hold"):
         validate(pki, "held-crl", CRL_ONLY)
     publish(pki, "--full")
     release_hold(pki, serial)
