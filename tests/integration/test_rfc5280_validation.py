@@ -119,14 +119,17 @@ def _load(path: Path) -> asn1_x509.Certificate:
 
 
 def validate(
-    pki: dict[str, Any], name: str, policy: CertRevTrustPolicy | None = None
+    pki: dict[str, Any],
+    name: str,
+    policy: CertRevTrustPolicy | None = None,
+    mode: str = "hard-fail",
 ) -> tuple[ValidationPath, ValidationContext]:
     """Validate agent ``name``'s chain with fetching allowed, hard-fail (or ``policy``)."""
     work: Path = pki["work"]
     context = ValidationContext(
         trust_roots=[_load(work / "root.pem")],
         allow_fetching=True,
-        revocation_mode="hard-fail",
+        revocation_mode=mode,
         revinfo_policy=policy,
         fetcher_backend=RequestsFetcherBackend(
             per_request_timeout=FETCH_TIMEOUT, limits=FetchLimits(max_requests=20)
@@ -181,6 +184,8 @@ def test_good_agent_validates_with_revocation_checked(pki: dict[str, Any]) -> No
     # the agent: OCSP (good); the issuing CA: the root's complete CRL and its delta
     assert statuses == ["good"]
     assert (root_cn, False) in crls and (root_cn, True) in crls
+    _, soft = validate(pki, "good", mode="soft-fail")  # refused too, before issue 12
+    assert not soft.soft_fail_exceptions and fetched(soft) == fetched(context)
 
 
 def test_good_agent_validates_on_crls_alone_with_the_delta(pki: dict[str, Any]) -> None:
