@@ -1,5 +1,11 @@
 """RFC 9421 verification: parse ``Signature-Input``/``Signature``, rebuild the signature base
-from the received request, verify with the certificate key. RFC 9530 Content-Digest."""
+from the received request, verify with the certificate key. RFC 9530 Content-Digest.
+
+The one RFC 9421 core of the gateway: both profiles (:mod:`gateway.profiles`) use it, and it
+reproduces the RFC 9421 appendix B.2 signature bases byte for byte
+(``tests/unit/test_rfc9421_vectors.py``). Algorithms: ``ecdsa-p256-sha256``,
+``ecdsa-p384-sha384``, ``ed25519``, ``rsa-v1_5-sha256``, ``rsa-pss-sha512``; no HMAC (a
+gateway has no shared secrets with agents)."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ _SHA384 = hashes.SHA384()
 _ECDSA256 = ec.ECDSA(_SHA256)
 _ECDSA384 = ec.ECDSA(_SHA384)
 _PKCS1 = padding.PKCS1v15()
+_PSS512 = padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class RequestView:
     body: bytes = b""
     authority: str = ""
     scheme: str = "http"
+    status: int | None = None  # a response's status code (``@status``), for test vectors
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,23 @@ def parse_signature(headers: Mapping[str, str], tag: str) -> ParsedSignature:
             Check.MALFORMED if found else Check.CREDENTIALS_MISSING,
             f"expected exactly one signature with tag={tag!r}, found {len(found)}",
         )
-    label, inner = found[0]
+    return _member(found[0][0], found[0][1], sigs)
+
+
+def parse_labelled(headers: Mapping[str, str], label: str) -> ParsedSignature:
+    """The signature under ``label`` (RFC 9421 section 4; whatever its tag)."""
+    try:
+        inputs = sf.parse_dictionary(headers.get("signature-input", ""))
+        sigs = sf.parse_dictionary(headers.get("signature", ""))
+    except sf.SFError as exc:
+        raise Denied(Check.MALFORMED, f"Signature/Signature-Input: {exc}") from None
+    member = inputs.get(label)
+    if not isinstance(member, sf.InnerList):
+        raise Denied(Check.CREDENTIALS_MISSING, f"no signature labelled {label!r}")
+    return _member(label, member, sigs)
+
+
+def _member(label: str, inner: sf.Member, sigs: dict[str, sf.Member]) -> ParsedSignature:
     assert isinstance(inner, sf.InnerList)
     value = sigs.get(label)
     if not isinstance(value, sf.Item) or not isinstance(value.value, bytes):
@@ -150,6 +174,8 @@ def component_value(name: str, req: RequestView) -> str:
         return req.scheme.lower()
     if name == "@request-target":
         return (req.path or "/") + ("?" + req.query if req.query else "")
+    if name == "@status" and req.status is not None:
+        return str(req.status)
     if name == "@target-uri":
         target = (req.path or "/") + ("?" + req.query if req.query else "")
         return f"{req.scheme.lower()}://{normal_authority(req.scheme, req.authority)}{target}"
@@ -212,6 +238,8 @@ def verify(public_key: PublicKey, algorithm: str, signature: bytes, base: bytes)
             cast(ed25519.Ed25519PublicKey, public_key).verify(signature, base)
         elif algorithm == "rsa-v1_5-sha256":
             cast(rsa.RSAPublicKey, public_key).verify(signature, base, _PKCS1, _SHA256)
+        elif algorithm == "rsa-pss-sha512":
+            cast(rsa.RSAPublicKey, public_key).verify(signature, base, _PSS512, hashes.SHA512())
         else:
             return False
     except (InvalidSignature, ValueError, TypeError, AttributeError):  # a key of another type

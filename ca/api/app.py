@@ -181,8 +181,9 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
     from ca.api.ledger_routes import ledger_api
     from ca.api.openapi import openapi
     from ca.api.operator_routes import operator
+    from ca.api.wit import wit
 
-    for blueprint in (public, enroll, operator, openapi, ledger_api):
+    for blueprint in (public, enroll, operator, openapi, ledger_api, wit):
         app.register_blueprint(blueprint)
     from ca.api.crl_routes import crl
 
