@@ -1,0 +1,277 @@
+"""The WIMSE profile (draft-ietf-wimse-http-signature-07) beside the agentca profile, and
+Workload Identity Tokens minted by ``ca.wit`` and verified by ``gateway.wit``, offline."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent import httpsig as agent_sig
+from agent import wimse as agent_wimse
+from agent.client import Agent
+from ca import wit as ca_wit
+from gateway import StaticInventory, StatusChecker, Verifier
+from gateway.httpsig import RequestView, parse_signature
+from gateway.profiles import WIMSE_TAG, profiles_named
+from gateway.wit import WitVerifier
+from tests.support.gateway_pki import Clock, Pki, make_agent, model_digest, signed_view
+
+SCOPE = "submit_limit_order"
+URL = "http://gw.local/orders?venue=x"
+CONFIG: dict[str, Any] = {"audience": ("http://gw.local",), "trust_domain": "agentca.local"}
+ISS = "http://ca.local"
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    return Pki.create()
+
+
+class Env:
+    def __init__(self, pki: Pki, tmp: Path, **verifier_kw: Any) -> None:
+        self.pki, self.clock = pki, Clock()
+        self.agent = make_agent(tmp, pki, self.clock)
+        self.agent.profile = "wimse"
+        self.status = StatusChecker(refresh=False, clock=self.clock, fetch=False)
+        self.jwks = ca_wit.wit_jwks(pki.issuing, [pki.issuing, pki.root])
+        verifier_kw.setdefault("profiles", ("agentca", "wimse"))
+        self.verifier = Verifier(
+            [pki.root],
+            StaticInventory([model_digest().hex()]),
+            self.status,
+            clock=self.clock,
+            **CONFIG,
+            **verifier_kw,
+        )
+
+    def staple(self) -> bytes:
+        return self.pki.ocsp_response(self.agent.credential.certificate, this_update=self.clock())
+
+    def request(self, url: str = URL, **kw: Any) -> tuple[RequestView, dict[str, str]]:
+        return signed_view(self.agent, url=url, staple=self.staple(), **kw)
+
+    def check(self, req: RequestView, profiles: tuple[str, ...] | None = None) -> str | None:
+        d = self.verifier.decide(req, SCOPE, profiles)
+        return None if d.allowed else d.denial.check.value  # type: ignore[union-attr]
+
+    def mint(self, key: ec.EllipticCurvePrivateKey | None = None, **kw: Any) -> str:
+        cert = self.agent.credential.certificate
+        if key is not None:
+            _, cert = self.pki.issue(key)
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        args: dict[str, Any] = {"lifetime": timedelta(minutes=10)} | kw
+        signing = args.pop("signing_key", self.pki.issuing_key)
+        return ca_wit.mint_wit(signing, args.pop("iss", ISS), cert, now, **args).token
+
+    def with_wit(self, token: str) -> None:
+        self.agent.use_wit = True
+        self.agent.wit, self.agent.wit_expires = token, self.clock() + 3600
+
+
+@pytest.fixture
+def env(pki: Pki, tmp_path: Path) -> Env:
+    return Env(pki, tmp_path)
+
+
+def resign(agent: Agent, req: RequestView, url: str, covered: list[str], params: str) -> RequestView:
+    """``req`` signed again by ``agent``'s key over ``covered`` with ``params`` verbatim."""
+    headers = dict(req.headers)
+    params_value = agent_sig.signature_params(covered, []) + params
+    base = agent_sig.signature_base(req.method, url, headers, covered, params_value)
+    sig = agent_sig.sign_base(agent.key, base)
+    headers["signature-input"] = f"wimse={params_value}"
+    headers["signature"] = f"wimse={agent_sig.sf_bytes(sig)}"
+    return RequestView(**{**req.__dict__, "headers": headers})
+
+
+def params_of(req: RequestView) -> dict[str, Any]:
+    return parse_signature(req.headers, WIMSE_TAG).params
+
+
+def test_wimse_signature_follows_the_draft(env: Env) -> None:
+    req, headers = env.request()
+    assert headers["Signature-Input"].startswith('wimse=("@method" "@request-target" ')
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    assert {"keyid", "alg"}.isdisjoint(sig.params)
+    assert set(sig.params) == {"created", "expires", "nonce", "tag", "wimse-aud"}
+    assert sig.params["wimse-aud"] == "http://gw.local/orders"  # target URI without query
+    for name in ("content-type", "content-digest", "client-cert", "agentca-provenance"):
+        assert name in sig.covered
+    assert "@path" not in sig.covered and "@query" not in sig.covered
+    assert env.check(req) is None
+
+
+def test_profiles_are_accepted_per_deployment_and_per_route(pki: Pki, tmp_path: Path) -> None:
+    only_agentca = Env(pki, tmp_path / "a", profiles=("agentca",))
+    wimse_req, _ = only_agentca.request()
+    assert only_agentca.check(wimse_req) == "credentials-missing"
+    # a route that accepts wimse on a verifier whose default is agentca
+    assert only_agentca.check(wimse_req, profiles=("wimse",)) is None
+    only_agentca.agent.profile = "agentca"
+    agentca_req, headers = only_agentca.request()
+    assert 'tag="agentca"' in headers["Signature-Input"]
+    assert only_agentca.check(agentca_req, profiles=("wimse",)) == "credentials-missing"
+    assert only_agentca.check(agentca_req) is None
+    with pytest.raises(ValueError, match="profiles"):
+        profiles_named(("wimse", "jwt"))
+
+
+@pytest.mark.parametrize("extra", [';keyid="k1"', ';alg="ecdsa-p256-sha256"'])
+def test_keyid_and_alg_are_refused(env: Env, extra: str) -> None:
+    req, _ = env.request()
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    p = sig.params
+    params = (
+        f';created={p["created"]};expires={p["expires"]};nonce="{p["nonce"]}"'
+        f';tag="{WIMSE_TAG}";wimse-aud="http://gw.local/orders"'
+    )
+    assert env.check(resign(env.agent, req, URL, list(sig.covered), params)) is None
+    req, _ = env.request()
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    p = sig.params
+    params = (
+        f';created={p["created"]};expires={p["expires"]};nonce="{p["nonce"]}"'
+        f';tag="{WIMSE_TAG}";wimse-aud="http://gw.local/orders"' + extra
+    )
+    assert env.check(resign(env.agent, req, URL, list(sig.covered), params)) == (
+        "malformed-credentials"
+    )
+
+
+@pytest.mark.parametrize(
+    "drop", ["@request-target", "@method", "content-digest", "content-type", "client-cert"]
+)
+def test_required_components(env: Env, drop: str) -> None:
+    req, _ = env.request()
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    covered = [c for c in sig.covered if c != drop]
+    params = sig.params_value[sig.params_value.index(")") + 1 :]
+    assert env.check(resign(env.agent, req, URL, covered, params)) == "covered-components"
+
+
+@pytest.mark.parametrize(
+    ("audience", "check"),
+    [
+        ("http://gw.local", None),
+        ("http://gw.local/orders", None),
+        ("http://GW.local:80/orders", None),
+        ("http://gw.local/other", "audience-mismatch"),
+        ("http://evil.example/orders", "audience-mismatch"),
+        ("http://gw.local/orders?venue=x", "audience-mismatch"),
+    ],
+)
+def test_audience(env: Env, audience: str, check: str | None) -> None:
+    env.agent.audience = audience
+    req, _ = env.request()
+    assert env.check(req) == check
+
+
+def wit_env(pki: Pki, tmp: Path, **kw: Any) -> Env:
+    jwks = ca_wit.wit_jwks(pki.issuing, [pki.issuing, pki.root])
+    return Env(pki, tmp, wit=WitVerifier(jwks, ISS), **kw)
+
+
+def test_wit_is_verified_and_bound_to_the_certificate(pki: Pki, tmp_path: Path) -> None:
+    e = wit_env(pki, tmp_path)
+    token = e.mint()
+    header, claims = (json.loads(base64.urlsafe_b64decode(p + "==")) for p in token.split(".")[:2])
+    assert header["typ"] == "wit+jwt" and header["alg"] == "ES256"
+    assert claims["sub"] == "spiffe://agentca.local/agent/ExecutionAgent-ETH-01"
+    assert claims["cnf"]["jwk"]["alg"] == "ES256" and "d" not in claims["cnf"]["jwk"]
+    assert claims["exp"] - claims["iat"] == 600 and claims["iss"] == ISS and claims["jti"]
+    e.with_wit(token)
+    req, headers = e.request()
+    assert headers["Workload-Identity-Token"] == token
+    assert "workload-identity-token" in parse_signature(req.headers, WIMSE_TAG).covered
+    d = e.verifier.decide(req, SCOPE)
+    assert d.allowed and d.extra["wit_jti"] == claims["jti"]
+
+
+def test_wit_refusals(pki: Pki, tmp_path: Path) -> None:
+    e = wit_env(pki, tmp_path)
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    cases = {
+        "another key's WIT": (e.mint(key=other_key), "signature-invalid"),
+        "signed by another key": (e.mint(signing_key=other_key), "signature-invalid"),
+        "another issuer": (e.mint(iss="http://evil"), "signature-invalid"),
+        "expired": (e.mint(lifetime=timedelta(seconds=-30)), "signature-expired"),
+        "not a JWT": ("abc", "malformed-credentials"),
+    }
+    good = e.mint()
+    head, body, sig = good.split(".")
+    forged = json.loads(base64.urlsafe_b64decode(body + "=="))
+    forged["sub"] = "spiffe://agentca.local/agent/Other"
+    forged_body = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
+    cases["claims changed"] = (f"{head}.{forged_body}.{sig}", "signature-invalid")
+    for what, (token, check) in cases.items():
+        e.with_wit(token)
+        req, _ = e.request()
+        assert e.check(req) == check, what
+
+
+def test_wit_required_and_uncovered(pki: Pki, tmp_path: Path) -> None:
+    e = wit_env(pki, tmp_path, require_wit=True)
+    req, _ = e.request()
+    assert e.check(req) == "credentials-missing"
+    e.with_wit(e.mint())
+    req, _ = e.request()
+    assert e.check(req) is None
+    # the WIT travels but the signature does not cover it
+    req, _ = e.request()
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    covered = [c for c in sig.covered if c != "workload-identity-token"]
+    params = sig.params_value[sig.params_value.index(")") + 1 :]
+    assert e.check(resign(e.agent, req, URL, covered, params)) == "covered-components"
+    # a gateway that verifies no WIT refuses one rather than ignore it
+    plain = Env(pki, tmp_path / "plain")
+    plain.with_wit(e.mint())
+    req, _ = plain.request()
+    assert plain.check(req) == "malformed-credentials"
+    with pytest.raises(ValueError, match="require_wit"):
+        Env(pki, tmp_path / "x", require_wit=True)
+
+
+def test_hsm_style_key_signs_without_exporting(pki: Pki, tmp_path: Path) -> None:
+    """joserfc signs through :class:`ca.wit.HsmJwsAlgorithm` with a key that refuses export."""
+    real = pki.issuing_key
+
+    class NoExport(ec.EllipticCurvePrivateKey):
+        curve = real.curve
+        key_size = real.key_size
+
+        def public_key(self) -> ec.EllipticCurvePublicKey:
+            return real.public_key()
+
+        def sign(self, data: Any, algorithm: Any) -> bytes:
+            return real.sign(data, algorithm)
+
+        def exchange(self, *a: Any) -> bytes:
+            raise AssertionError("no ECDH")
+
+        def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+            raise AssertionError("exported the private key")
+
+        def private_bytes(self, *a: Any) -> bytes:
+            raise AssertionError("exported the private key")
+
+        def __copy__(self) -> NoExport:
+            return self
+
+        def __deepcopy__(self, memo: Any) -> NoExport:
+            return self
+
+    e = wit_env(pki, tmp_path)
+    token = e.mint(signing_key=NoExport())
+    claims = WitVerifier(e.jwks, ISS).verify(token, e.clock())
+    assert claims.sub.endswith("/agent/ExecutionAgent-ETH-01")
+
+
+def test_wit_request_context_is_shared() -> None:
+    assert agent_wimse.WIT_REQUEST_CONTEXT == ca_wit.WIT_REQUEST_CONTEXT
+    assert agent_wimse.audience_of("HTTPS://Svc.Example:443/a/b?q=1#f") == "https://svc.example/a/b"
