@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
+from urllib.parse import parse_qsl, quote
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -141,9 +142,16 @@ def _member(label: str, inner: sf.Member, sigs: dict[str, sf.Member]) -> ParsedS
         raise Denied(Check.MALFORMED, f"no Signature value for label {label!r}")
     covered = []
     for item in inner.items:
-        if not isinstance(item.value, str) or item.params:
-            raise Denied(Check.MALFORMED, "covered components must be plain strings")
-        covered.append(item.value)
+        if not isinstance(item.value, str):
+            raise Denied(Check.MALFORMED, "covered components must be strings")
+        if not item.params:
+            covered.append(item.value)
+        elif item.value == "@query-param" and len(item.params) == 1 and (
+            item.params[0][0] == "name" and isinstance(item.params[0][1], str)
+        ):  # RFC 9421 2.2.8, kept as its serialised identifier
+            covered.append(item.value + sf.serialize_params(item.params))
+        else:
+            raise Denied(Check.MALFORMED, "only @query-param may carry a parameter (name)")
     if len(set(covered)) != len(covered):
         raise Denied(Check.MALFORMED, "a component is covered twice")
     return ParsedSignature(
@@ -174,6 +182,8 @@ def component_value(name: str, req: RequestView) -> str:
         return req.scheme.lower()
     if name == "@request-target":
         return (req.path or "/") + ("?" + req.query if req.query else "")
+    if name.startswith("@query-param;name="):
+        return query_param(sf.parse_item(name[len("@query-param;name=") :]).value, req.query)
     if name == "@status" and req.status is not None:
         return str(req.status)
     if name == "@target-uri":
@@ -207,9 +217,22 @@ def normal_audience(value: str) -> str:
     return value
 
 
+def query_param(name: object, query: str) -> str:
+    """RFC 9421 2.2.8: the one value of query parameter ``name``, re-encoded."""
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == name]
+    if len(values) != 1:
+        raise Denied(Check.SIGNATURE, f"query parameter {name!r} is absent or repeated")
+    return quote(values[0], safe="")
+
+
+def _identifier(component: str) -> str:
+    name, semi, params = component.partition(";")  # only @query-param carries a parameter
+    return f'"{name}"{semi}{params}'
+
+
 def signature_base(sig: ParsedSignature, req: RequestView) -> bytes:
     """The RFC 9421 signature base of ``sig`` over ``req``."""
-    lines = [f'"{c}": {component_value(c, req)}' for c in sig.covered]
+    lines = [f"{_identifier(c)}: {component_value(c, req)}" for c in sig.covered]
     lines.append(f'"@signature-params": {sig.params_value}')
     try:
         return "\n".join(lines).encode("ascii")
