@@ -146,8 +146,10 @@ def _member(label: str, inner: sf.Member, sigs: dict[str, sf.Member]) -> ParsedS
             raise Denied(Check.MALFORMED, "covered components must be strings")
         if not item.params:
             covered.append(item.value)
-        elif item.value == "@query-param" and len(item.params) == 1 and (
-            item.params[0][0] == "name" and isinstance(item.params[0][1], str)
+        elif (
+            item.value == "@query-param"
+            and len(item.params) == 1
+            and (item.params[0][0] == "name" and isinstance(item.params[0][1], str))
         ):  # RFC 9421 2.2.8, kept as its serialised identifier
             covered.append(item.value + sf.serialize_params(item.params))
         else:

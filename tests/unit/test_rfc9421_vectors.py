@@ -110,7 +110,7 @@ def test_agent_core_builds_the_same_base(vector: dict[str, Any]) -> None:
     start, headers, _ = message(vector["message"])
     method, target, _ = start.split(" ")
     url = "https://" + headers["host"] + target
-    label, _, params_value = vector["signature_input"].partition("=")
+    _, _, params_value = vector["signature_input"].partition("=")
     inner = params_value[1 : params_value.index(")")]
     covered = [c.strip('"') for c in inner.split(" ")] if inner else []
     base = agent_sig.signature_base(method, url, headers, covered, params_value)

@@ -79,7 +79,9 @@ def env(pki: Pki, tmp_path: Path) -> Env:
     return Env(pki, tmp_path)
 
 
-def resign(agent: Agent, req: RequestView, url: str, covered: list[str], params: str) -> RequestView:
+def resign(
+    agent: Agent, req: RequestView, url: str, covered: list[str], params: str
+) -> RequestView:
     """``req`` signed again by ``agent``'s key over ``covered`` with ``params`` verbatim."""
     headers = dict(req.headers)
     params_value = agent_sig.signature_params(covered, []) + params
