@@ -7,10 +7,12 @@
     def submit():
         agent = g.agent            # AgentIdentity: name, spiffe_id, scopes, officer, serial...
 
-Every request is verified before its view runs. Views without ``@requires_scope`` are refused
-(fail closed) unless marked ``@public``; refusals are ``application/problem+json``. Paths not
-in RFC 3986 normal form are refused with 400 ``path-not-normal`` (see ``gateway.wsgi``). The
-decision is logged once the response is final (``after_request``), with its real status.
+``@accepts_profiles("wimse")`` sets the signature profiles a view accepts (default: the
+verifier's). Every request is verified before its view runs. Views without
+``@requires_scope`` are refused (fail closed) unless marked ``@public``; refusals are
+``application/problem+json``. Paths not in RFC 3986 normal form are refused with 400
+``path-not-normal`` (see ``gateway.wsgi``). The decision is logged once the response is
+final (``after_request``), with its real status.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from gateway.wsgi import ACCEPT_SIGNATURE, path_problem, request_view
 F = TypeVar("F", bound=Callable[..., Any])
 SCOPE_ATTR = "_agentca_scope"
 PUBLIC_ATTR = "_agentca_public"
+PROFILES_ATTR = "_agentca_profiles"
 
 
 def requires_scope(scope: str) -> Callable[[F], F]:
@@ -37,6 +40,16 @@ def requires_scope(scope: str) -> Callable[[F], F]:
 
     def mark(view: F) -> F:
         setattr(view, SCOPE_ATTR, scope)
+        return view
+
+    return mark
+
+
+def accepts_profiles(*profiles: str) -> Callable[[F], F]:
+    """Accept these signature profiles (``"agentca"``, ``"wimse"``) on this view."""
+
+    def mark(view: F) -> F:
+        setattr(view, PROFILES_ATTR, tuple(profiles))
         return view
 
     return mark
@@ -106,7 +119,8 @@ class AgentGateway:
             return self._refuse(too_large, scope)
         req = request_view(request.environ, body)
         assert self.verifier is not None
-        decision = self.verifier.evaluate(req, scope)
+        profiles = getattr(view, PROFILES_ATTR, None) if view is not None else None
+        decision = self.verifier.evaluate(req, scope, profiles)
         g.agentca_decision = decision
         g.agentca_request = req
         if not decision.allowed:

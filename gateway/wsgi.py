@@ -6,7 +6,9 @@
 ``routes`` maps ``"METHOD /path"`` (exact) or ``"METHOD /prefix/*"`` to the required scope,
 or is a callable ``(method, path) -> scope | None``. A route with no entry is refused
 (``scope-denied``) unless its path is in ``public``. The verified identity is put in
-``environ["agentca.agent"]`` (an :class:`~gateway.chain.AgentIdentity`).
+``environ["agentca.agent"]`` (an :class:`~gateway.chain.AgentIdentity`). ``profiles`` maps
+routes the same way to the signature profiles they accept (``("wimse",)``, ``("agentca",
+"wimse")``); a route without an entry accepts the verifier's ``profiles``.
 
 Paths are matched only in RFC 3986 normal form: a request whose path has a dot segment
 (``.``/``..``, also percent-encoded), an encoded slash or backslash, a percent-encoded unreserved
@@ -21,7 +23,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from gateway.httpsig import RequestView
@@ -42,6 +44,8 @@ _PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-_~!$&'()*+,;=:@/]*")  # no '%', no '.', 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 RouteScopes = Mapping[str, str] | Callable[[str, str], str | None]
+RouteProfiles = Mapping[str, tuple[str, ...]] | Callable[[str, str], tuple[str, ...] | None]
+T = TypeVar("T")
 
 
 def request_view(environ: Mapping[str, Any], body: bytes) -> RequestView:
@@ -157,17 +161,26 @@ def problem_response(denied: Denied, start_response: StartResponse) -> list[byte
 
 
 def scope_for(routes: RouteScopes, method: str, path: str) -> str | None:
+    """The scope ``routes`` requires for ``method path`` (None: no entry)."""
+    return route_value(routes, method, path)
+
+
+def route_value(
+    routes: Mapping[str, T] | Callable[[str, str], T | None], method: str, path: str
+) -> T | None:
+    """The entry of ``routes`` for ``method path``: exact ``"METHOD /path"``, else the
+    longest matching ``"METHOD /prefix/*"``, or what a callable answers."""
     if callable(routes):
         return routes(method, path)
     exact = routes.get(f"{method} {path}")
     if exact is not None:
         return exact
-    best: tuple[int, str] | None = None
-    for key, scope in routes.items():
+    best: tuple[int, T] | None = None
+    for key, value in routes.items():
         m, _, pattern = key.partition(" ")
         matches = m == method and pattern.endswith("*") and path.startswith(pattern[:-1])
         if matches and (best is None or len(pattern) > best[0]):
-            best = (len(pattern), scope)
+            best = (len(pattern), value)
     return None if best is None else best[1]
 
 
@@ -181,10 +194,12 @@ class AgentGatewayMiddleware:
         routes: RouteScopes,
         public: Iterable[str] = (),
         max_body: int = MAX_BODY,
+        profiles: RouteProfiles | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.routes = routes
+        self.profiles = profiles
         self.public = frozenset(public)
         self.max_body = max_body
 
@@ -202,7 +217,8 @@ class AgentGatewayMiddleware:
             return self._refuse(environ, Decision(False, denial=denied),
                                 request_view(environ, b""), start_response)  # fmt: skip
         req = request_view(environ, body)
-        decision = self.verifier.evaluate(req, scope_for(self.routes, req.method, path))
+        accepted = None if self.profiles is None else route_value(self.profiles, req.method, path)
+        decision = self.verifier.evaluate(req, scope_for(self.routes, req.method, path), accepted)
         if not decision.allowed:
             return self._refuse(environ, decision, req, start_response)
         environ[ENVIRON_DECISION] = decision

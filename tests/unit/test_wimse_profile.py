@@ -277,3 +277,60 @@ def test_hsm_style_key_signs_without_exporting(pki: Pki, tmp_path: Path) -> None
 def test_wit_request_context_is_shared() -> None:
     assert agent_wimse.WIT_REQUEST_CONTEXT == ca_wit.WIT_REQUEST_CONTEXT
     assert agent_wimse.audience_of("HTTPS://Svc.Example:443/a/b?q=1#f") == "https://svc.example/a/b"
+
+
+def _shell_headers(e: Env, profile: str, path: str = "/orders") -> tuple[dict[str, str], bytes]:
+    e.agent.profile = profile
+    body = b'{"side":"buy"}'
+    _, headers = signed_view(e.agent, "POST", f"http://gw.local{path}", body, staple=e.staple())
+    return headers, body
+
+
+def test_wsgi_and_flask_shells_override_profiles_per_route(pki: Pki, tmp_path: Path) -> None:
+    from flask import Flask, g, jsonify
+
+    from gateway import AgentGatewayMiddleware
+    from gateway.flask_ext import AgentGateway, accepts_profiles, requires_scope
+
+    e = Env(pki, tmp_path, profiles=("agentca",))
+
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    wsgi = Flask("w")
+    wsgi.wsgi_app = AgentGatewayMiddleware(  # type: ignore[method-assign]
+        inner,
+        e.verifier,
+        {"POST /orders": SCOPE, "POST /legacy": SCOPE},
+        profiles={"POST /orders": ("wimse",)},
+    )
+    client = wsgi.test_client()
+    headers, body = _shell_headers(e, "wimse")
+    assert (
+        client.post("/orders", data=body, headers=headers, base_url="http://gw.local").status_code
+        == 200
+    )
+    headers, body = _shell_headers(e, "agentca")
+    denied = client.post("/orders", data=body, headers=headers, base_url="http://gw.local")
+    assert denied.json["check"] == "credentials-missing"
+    headers, body = _shell_headers(e, "wimse", "/legacy")  # no override: the verifier's agentca
+    denied = client.post("/legacy", data=body, headers=headers, base_url="http://gw.local")
+    assert denied.json["check"] == "credentials-missing"
+
+    app = Flask("f")
+    AgentGateway(app, e.verifier)
+
+    @app.post("/orders")
+    @requires_scope(SCOPE)
+    @accepts_profiles("wimse")
+    def orders() -> Any:
+        return jsonify(agent=g.agent.name)
+
+    client = app.test_client()
+    headers, body = _shell_headers(e, "wimse")
+    ok = client.post("/orders", data=body, headers=headers, base_url="http://gw.local")
+    assert ok.status_code == 200 and ok.json == {"agent": "ExecutionAgent-ETH-01"}
+    headers, body = _shell_headers(e, "agentca")
+    denied = client.post("/orders", data=body, headers=headers, base_url="http://gw.local")
+    assert denied.json["check"] == "credentials-missing"
