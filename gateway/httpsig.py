@@ -234,7 +234,12 @@ def _identifier(component: str) -> str:
 
 def signature_base(sig: ParsedSignature, req: RequestView) -> bytes:
     """The RFC 9421 signature base of ``sig`` over ``req``."""
-    lines = [f"{_identifier(c)}: {component_value(c, req)}" for c in sig.covered]
+    lines = [
+        f'"{c}": {component_value(c, req)}'
+        if ";" not in c
+        else f"{_identifier(c)}: {component_value(c, req)}"
+        for c in sig.covered
+    ]
     lines.append(f'"@signature-params": {sig.params_value}')
     try:
         return "\n".join(lines).encode("ascii")

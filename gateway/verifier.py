@@ -131,7 +131,8 @@ class Verifier:
         the agents (both required: there is no default that would accept anything).
         ``profiles``: the signature profiles accepted by default (``agentca``, ``wimse``;
         a route may narrow or widen them, see :meth:`evaluate`); ``wit`` verifies
-        ``Workload-Identity-Token`` headers (a request carrying one is refused without it),
+        ``Workload-Identity-Token`` headers (a WIMSE request carrying one is refused without
+        it; the agentca profile ignores the header, which it does not cover),
         ``require_wit`` refuses WIMSE-profile requests that carry none."""
         if not 0 < window <= MAX_WINDOW:
             raise ValueError(f"window must be 1..{MAX_WINDOW} seconds")
@@ -172,7 +173,11 @@ class Verifier:
         self, headers: Mapping[str, str], accepted: tuple[Profile, ...]
     ) -> tuple[Profile, httpsig.ParsedSignature]:
         """The one signature of an accepted profile (selected by its ``tag``)."""
+        raw_input = headers.get("signature-input", "")
         for profile in accepted:
+            # a tag of plain characters has one serialisation: skip parsing for absent ones
+            if f'tag="{profile.tag}"' not in raw_input:
+                continue
             try:
                 return profile, httpsig.parse_signature(headers, profile.tag)
             except Denied as denied:
@@ -248,9 +253,11 @@ class Verifier:
         profile: Profile,
         d: Decision,
     ) -> None:
+        if profile is AGENTCA:  # the agentca profile does not cover a WIT: not a credential
+            return
         token = headers.get(WIT_HEADER)
         if token is None:
-            if self.require_wit and profile is not AGENTCA:
+            if self.require_wit:
                 raise Denied(Check.CREDENTIALS_MISSING, "a Workload-Identity-Token is required")
             return
         if self.wit is None:

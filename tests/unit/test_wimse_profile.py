@@ -92,8 +92,8 @@ def resign(
     return RequestView(**{**req.__dict__, "headers": headers})
 
 
-def params_of(req: RequestView) -> dict[str, Any]:
-    return parse_signature(req.headers, WIMSE_TAG).params
+def replace_header(req: RequestView, name: str, value: str) -> RequestView:
+    return RequestView(**{**req.__dict__, "headers": {**req.headers, name: value}})
 
 
 def test_wimse_signature_follows_the_draft(env: Env) -> None:
@@ -235,6 +235,10 @@ def test_wit_required_and_uncovered(pki: Pki, tmp_path: Path) -> None:
     plain.with_wit(e.mint())
     req, _ = plain.request()
     assert plain.check(req) == "malformed-credentials"
+    # the agentca profile neither covers nor reads a WIT header
+    plain.agent.profile = "agentca"
+    req, _ = plain.request()
+    assert plain.check(replace_header(req, "workload-identity-token", "junk")) is None
     with pytest.raises(ValueError, match="require_wit"):
         Env(pki, tmp_path / "x", require_wit=True)
 
