@@ -61,15 +61,16 @@ def public(view: F) -> F:
     return view
 
 
-def problem(denied: Denied) -> Response:
-    """The problem+json response for a refusal."""
+def problem(denied: Denied, status: int | None = None) -> Response:
+    """The problem+json response for a refusal (``status``: default ``denied.check.status``)."""
+    status = denied.check.status if status is None else status
     resp = Response(
-        json.dumps(denied.problem()),
-        status=denied.check.status,
+        json.dumps({**denied.problem(), "status": status}),
+        status=status,
         mimetype="application/problem+json",
     )
     resp.headers["Cache-Control"] = "no-store"
-    if denied.check.status == 401:
+    if status == 401:
         resp.headers["Accept-Signature"] = ACCEPT_SIGNATURE
     return resp
 
@@ -125,7 +126,7 @@ class AgentGateway:
         g.agentca_request = req
         if not decision.allowed:
             assert decision.denial is not None
-            return problem(decision.denial)
+            return problem(decision.denial, decision.http_status)
         g.agent = decision.identity
         return None
 

@@ -70,3 +70,10 @@ def profiles_named(
     if unknown or not wanted:
         raise ValueError(f"profiles: choose from {', '.join(PROFILES)} (got {wanted!r})")
     return tuple(PROFILES[n] for n in dict.fromkeys(wanted))
+
+
+def refusal_status(status: int, profile: str | None) -> int:
+    """The HTTP status of a refusal: a WIMSE request gets 400 where agentca answers 401
+    (draft-ietf-wimse-http-signature 3.5: 401 needs a WWW-Authenticate scheme the WIT
+    cannot use); 403 and the other statuses are the same for both profiles."""
+    return 400 if status == 401 and profile == WIMSE.name else status

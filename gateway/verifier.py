@@ -24,7 +24,7 @@ from gateway.chain import AgentIdentity, ChainEntry, ChainVerifier
 from gateway.httpsig import RequestView
 from gateway.inventory import Inventory
 from gateway.problems import Check, Denied
-from gateway.profiles import AGENTCA, WIT_HEADER, Profile, profiles_named
+from gateway.profiles import AGENTCA, WIT_HEADER, Profile, profiles_named, refusal_status
 from gateway.replay import ReplayCache
 from gateway.status import StatusChecker
 from wire import sf
@@ -53,6 +53,14 @@ class Decision:
     nonce: str | None = None
     elapsed_us: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
+    profile: str | None = None  # the profile the request presents itself in (by its tag)
+
+    @property
+    def http_status(self) -> int | None:
+        """The status a shell answers a refusal with (None while allowed)."""
+        if self.denial is None:
+            return None
+        return refusal_status(self.denial.check.status, self.profile)
 
 
 class _LogLine:
@@ -83,6 +91,7 @@ class _LogLine:
             "spiffe_id": None if ident is None else ident.spiffe_id,
             "serial": None if ident is None else ident.serial,
             "officer": None if ident is None else ident.officer,
+            "profile": d.profile,
             "status_source": d.status_source,
             "nonce": d.nonce,
             "detail": None if d.denial is None else d.denial.detail,
@@ -196,6 +205,8 @@ class Verifier:
         accepted: tuple[Profile, ...] = (AGENTCA,),
     ) -> AgentIdentity:
         headers = req.headers
+        raw_input = headers.get("signature-input", "")
+        d.profile = next((p.name for p in accepted if f'tag="{p.tag}"' in raw_input), None)
         cert_header = headers.get("client-cert")
         if not cert_header:
             raise Denied(Check.CREDENTIALS_MISSING, "no Client-Cert header (RFC 9440)")
@@ -210,7 +221,7 @@ class Verifier:
         d.status_source = status.source
         # 3. signature and covered components (the WIT, if any, before the signature)
         profile, sig = self._signature(headers, accepted)
-        d.extra["profile"] = profile.name
+        d.profile = profile.name
         nonce, created, keep_until = self._check_params(sig, entry, now, profile, req)
         d.nonce = nonce
         self._check_covered(sig, req, profile)
@@ -396,5 +407,5 @@ class Verifier:
         """Verify and log (a refusal with its problem status; an allowed request with
         ``http_status`` null, since the application answers it)."""
         decision = self.evaluate(req, scope, profiles)
-        self.log(decision, req, None if decision.denial is None else decision.denial.check.status)
+        self.log(decision, req, decision.http_status)
         return decision

@@ -145,10 +145,13 @@ def read_body(environ: dict[str, Any], limit: int = MAX_BODY) -> bytes | None:
     return bytes(body)
 
 
-def problem_response(denied: Denied, start_response: StartResponse) -> list[bytes]:
-    """Send the RFC 9457 problem document for ``denied`` (its status: ``denied.check.status``)."""
-    body = json.dumps(denied.problem()).encode()
-    status = denied.check.status
+def problem_response(
+    denied: Denied, start_response: StartResponse, status: int | None = None
+) -> list[bytes]:
+    """Send the RFC 9457 problem document for ``denied`` (status: ``status``, by default
+    ``denied.check.status``)."""
+    status = denied.check.status if status is None else status
+    body = json.dumps({**denied.problem(), "status": status}).encode()
     headers = [
         ("Content-Type", "application/problem+json"),
         ("Content-Length", str(len(body))),
@@ -249,8 +252,8 @@ class AgentGatewayMiddleware:
     ) -> list[bytes]:
         assert decision.denial is not None
         environ[ENVIRON_DECISION] = decision
-        self.verifier.log(decision, req, decision.denial.check.status)
-        return problem_response(decision.denial, start_response)
+        self.verifier.log(decision, req, decision.http_status)
+        return problem_response(decision.denial, start_response, decision.http_status)
 
 
 def _status_code(status: str) -> int | None:

@@ -265,10 +265,12 @@ def test_gateway_verifies_what_the_library_signs(world: World, profile: str) -> 
     assert r.status == 200, r.body
     assert r.json()["spiffe_id"] == f"spiffe://{world.rt.settings.trust_domain}/agent/{AGENT}"
     # the same signature over another body is refused (and so is its replay)
+    refused = 400 if profile == "wimse" else 401  # draft 3.5: not 401 for WIMSE
     r = send("POST", world.gateway_url + "/orders?venue=x", headers, b'{"qty":"2000"}')
-    assert r.status == 401 and r.json()["check"] == "content-digest-mismatch"
+    assert r.status == refused and r.json()["check"] == "content-digest-mismatch"
+    assert r.json()["status"] == refused
     r = send("POST", world.gateway_url + "/orders?venue=x", headers, ORDER)
-    assert r.status == 401 and r.json()["check"] == "nonce-replayed"
+    assert r.status == refused and r.json()["check"] == "nonce-replayed"
 
 
 def test_gateway_verifies_a_library_signed_wit_request(world: World) -> None:
@@ -284,12 +286,12 @@ def test_gateway_verifies_a_library_signed_wit_request(world: World) -> None:
     r = send("POST", world.gateway_url + "/orders",
              library_sign(world, a, "wimse", COVERED["wimse"] + IDENTITY, {}, ORDER, "/orders"),
              ORDER)  # fmt: skip
-    assert r.status == 401 and r.json()["check"] == "credentials-missing"
+    assert r.status == 400 and r.json()["check"] == "credentials-missing"
     r = send("POST", world.gateway_url + "/orders",
              library_sign(world, a, "wimse", COVERED["wimse"] + IDENTITY, wit, ORDER, "/orders"),
              ORDER)  # fmt: skip
-    assert r.status == 401 and r.json()["check"] == "covered-components"
-    # the agentca profile is not accepted on this deployment
+    assert r.status == 400 and r.json()["check"] == "covered-components"
+    # the agentca profile is not accepted on this deployment (an agentca refusal: 401)
     r = send("POST", world.gateway_url + "/orders",
              library_sign(world, a, "agentca", COVERED["agentca"] + IDENTITY, {}, ORDER,
                           "/orders"), ORDER)  # fmt: skip
@@ -302,7 +304,7 @@ def test_sdk_wimse_requests_pass_the_gateway_over_http(world: World) -> None:
     a.staple = None
     r = a.request("POST", world.gateway_url + "/orders", json_body={"qty": "2"})
     # no staple and no OCSP fetch allowed on this gateway: status unknown, after the WIT passed
-    assert r.status == 401 and r.json()["check"] == "status-unknown", r.body
+    assert r.status == 400 and r.json()["check"] == "status-unknown", r.body
     from agent.staple import Staple
 
     now = datetime.now(UTC)

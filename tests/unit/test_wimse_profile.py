@@ -318,9 +318,16 @@ def test_wsgi_and_flask_shells_override_profiles_per_route(pki: Pki, tmp_path: P
     headers, body = _shell_headers(e, "agentca")
     denied = client.post("/orders", data=body, headers=headers, base_url="http://gw.local")
     assert denied.json["check"] == "credentials-missing"
+    assert denied.status_code == 401 and "Accept-Signature" in denied.headers
     headers, body = _shell_headers(e, "wimse", "/legacy")  # no override: the verifier's agentca
     denied = client.post("/legacy", data=body, headers=headers, base_url="http://gw.local")
     assert denied.json["check"] == "credentials-missing"
+    assert denied.status_code == 401  # an agentca route answers as agentca does
+    # a refused WIMSE request on a WIMSE route is a 400 (draft 3.5), problem body alike
+    headers, body = _shell_headers(e, "wimse")
+    denied = client.post("/orders", data=body + b" ", headers=headers, base_url="http://gw.local")
+    assert denied.status_code == 400 and denied.json["check"] == "content-digest-mismatch"
+    assert denied.json["status"] == 400 and "Accept-Signature" not in denied.headers
 
     app = Flask("f")
     AgentGateway(app, e.verifier)
@@ -335,6 +342,8 @@ def test_wsgi_and_flask_shells_override_profiles_per_route(pki: Pki, tmp_path: P
     headers, body = _shell_headers(e, "wimse")
     ok = client.post("/orders", data=body, headers=headers, base_url="http://gw.local")
     assert ok.status_code == 200 and ok.json == {"agent": "ExecutionAgent-ETH-01"}
+    again = client.post("/orders", data=body, headers=headers, base_url="http://gw.local")
+    assert again.status_code == 400 and again.json["check"] == "nonce-replayed"
     headers, body = _shell_headers(e, "agentca")
     denied = client.post("/orders", data=body, headers=headers, base_url="http://gw.local")
-    assert denied.json["check"] == "credentials-missing"
+    assert denied.json["check"] == "credentials-missing" and denied.status_code == 401
