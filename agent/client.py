@@ -118,7 +118,9 @@ class Agent:
     response's thisUpdate) a staple may get before it is fetched again. ``audience`` is the
     ``wimse-aud`` every request carries (default: the origin of each request's URL; set it
     when the gateway knows itself by another name); ``cover_authority=False`` leaves
-    ``@authority`` out of the signature, for proxies that rewrite ``Host``.
+    ``@authority`` out of the signature, for proxies that rewrite ``Host``. ``profile``:
+    ``"agentca"`` or ``"wimse"`` (docs/wimse.md); ``use_wit`` (WIMSE only) sends a Workload
+    Identity Token from the CA with every request.
     """
 
     def __init__(
@@ -197,8 +199,7 @@ class Agent:
             self._cert_headers = headers
             self._cert_provenance = Provenance.of_certificate(credential.certificate)
             self.staple = None
-            if hasattr(self, "wit"):
-                self.wit, self.wit_expires = None, 0.0  # bound to the previous certificate
+            self.wit, self.wit_expires = None, 0.0  # a WIT is bound to the previous certificate
 
     def save(self, path: str | Path) -> None:
         """Write the credential (certificate then chain, PEM)."""

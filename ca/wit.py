@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
@@ -35,7 +36,7 @@ from joserfc.jws import JWSRegistry
 
 from ca.errors import CAError, ErrorCode
 from ca.proof import verify_statement
-from ca.records import CertStatus
+from ca.records import CertificateRecord, CertStatus
 from wire.renewal import renewal_statement
 
 WIT_TYP: Final = "wit+jwt"
@@ -182,12 +183,12 @@ class WitRequest:
 def check_wit_request(
     req: WitRequest,
     issuing: x509.Certificate,
-    status_of: Any,
+    record_of: Callable[[str], CertificateRecord],
     now: datetime,
 ) -> x509.Certificate:
     """The authenticated certificate of ``req``; ``CAError`` otherwise.
 
-    ``status_of(serial_hex)`` answers the certificate's record (``CertificateRecord``)."""
+    ``record_of(serial_hex)`` answers the certificate's record (``CAError`` if unknown)."""
     try:
         cert = x509.load_pem_x509_certificate(req.certificate_pem)
     except ValueError:
@@ -212,7 +213,7 @@ def check_wit_request(
         raise CAError(
             ErrorCode.UNAUTHENTICATED, "the proof does not verify with the certificate key"
         )
-    record = status_of(format(cert.serial_number, "x"))
+    record = record_of(format(cert.serial_number, "x"))
     if record.certificate_der != der:
         raise CAError(
             ErrorCode.UNAUTHENTICATED, f"certificate {record.serial_hex} is not on record"
