@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import ssl
 import threading
 import time
 import urllib.error
@@ -502,14 +503,18 @@ class Agent:
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = 10.0,
+        tls_context: ssl.SSLContext | None = None,
     ) -> HttpReply:
-        """Send one signed request with urllib; never raises on HTTP error statuses."""
+        """Send one signed request with urllib; never raises on HTTP error statuses.
+
+        ``tls_context`` (for ``https``): e.g. :func:`agent.tls.agent_tls_context` to present
+        the agent certificate in TLS as well (mutual TLS, docs/mtls.md)."""
         hdrs = dict(headers or {})
         if json_body is not None:
             body = json.dumps(json_body).encode()
             hdrs.setdefault("Content-Type", "application/json")
         hdrs.update(self.sign(method, url, hdrs, body).headers)
-        return send(method, url, hdrs, body, timeout)
+        return send(method, url, hdrs, body, timeout, tls_context)
 
 
 @dataclass
@@ -525,12 +530,18 @@ class HttpReply:
 
 
 def send(
-    method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float = 10.0
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    timeout: float = 10.0,
+    tls_context: ssl.SSLContext | None = None,
 ) -> HttpReply:
-    """One plain urllib request (already signed headers included)."""
+    """One plain urllib request (already signed headers included; ``tls_context`` for
+    ``https``, e.g. mutual TLS with :func:`agent.tls.agent_tls_context`)."""
     req = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=tls_context) as resp:
             return HttpReply(
                 resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
             )

@@ -190,7 +190,7 @@ class Hierarchy:
             row = s.scalar(select(Issuer).where(Issuer.role == ISSUING, Issuer.active))
             if row is None:
                 raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
-            base = self.settings.public_base_url.rstrip("/")
+            base = self.settings.effective_public_base_url
             return SigningIssuer(
                 id=row.id,
                 name=row.name,

@@ -21,6 +21,7 @@ from cryptography import x509
 
 from gateway import httpsig
 from gateway.chain import AgentIdentity, ChainEntry, ChainVerifier
+from gateway.client_cert import TlsClientCert, check_binding
 from gateway.httpsig import RequestView
 from gateway.inventory import Inventory
 from gateway.problems import Check, Denied
@@ -93,6 +94,7 @@ class _LogLine:
             "officer": None if ident is None else ident.officer,
             "profile": d.profile,
             "status_source": d.status_source,
+            "tls_client_cert": d.extra.get("tls_client_cert"),
             "nonce": d.nonce,
             "detail": None if d.denial is None else d.denial.detail,
             "elapsed_us": round(d.elapsed_us, 1),
@@ -165,15 +167,26 @@ class Verifier:
         self.require_wit = require_wit
 
     def verify(
-        self, req: RequestView, scope: str | None, profiles: Iterable[str] | None = None
+        self,
+        req: RequestView,
+        scope: str | None,
+        profiles: Iterable[str] | None = None,
+        *,
+        tls_client_cert: TlsClientCert | None = None,
+        require_tls_client_cert: bool = False,
     ) -> AgentIdentity:
         """The verified identity; raises :class:`Denied` naming the failed check.
 
         ``scope`` is the route's required scope; ``None`` means the route declares none,
         which is refused (``scope-denied``) once the request is otherwise verified.
         ``profiles`` overrides the accepted profiles for this route.
+        ``require_tls_client_cert``: the request must have come over mutual TLS with the
+        certificate that signs it (``tls_client_cert``, see ``gateway.client_cert``).
         """
-        return self._verify(req, scope, Decision(False), self._accepted(profiles))
+        d = Decision(False)
+        return self._verify(
+            req, scope, d, self._accepted(profiles), tls_client_cert, require_tls_client_cert
+        )
 
     def _accepted(self, profiles: Iterable[str] | None) -> tuple[Profile, ...]:
         return self.profiles if profiles is None else profiles_named(tuple(profiles))
@@ -203,6 +216,8 @@ class Verifier:
         scope: str | None,
         d: Decision,
         accepted: tuple[Profile, ...] = (AGENTCA,),
+        tls: TlsClientCert | None = None,
+        require_tls: bool = False,
     ) -> AgentIdentity:
         headers = req.headers
         raw_input = headers.get("signature-input", "")
@@ -216,6 +231,10 @@ class Verifier:
         # 1. chain (nothing is cached before step 4)
         entry = self.chains.lookup(cert_header, headers.get("client-cert-chain", ""), now)
         d.identity = entry.identity
+        if tls is not None:
+            d.extra["tls_client_cert"] = tls.source
+        if require_tls:  # channel binding: the TLS certificate is the one that signs
+            check_binding(tls, entry.fingerprint)
         # 2. status from what is at hand, bound to this certificate (issuer key hash, serial)
         status = self.status.check(entry, headers.get("agentca-ocsp"), now)
         d.status_source = status.source
@@ -378,15 +397,23 @@ class Verifier:
             )
 
     def evaluate(
-        self, req: RequestView, scope: str | None, profiles: Iterable[str] | None = None
+        self,
+        req: RequestView,
+        scope: str | None,
+        profiles: Iterable[str] | None = None,
+        *,
+        tls_client_cert: TlsClientCert | None = None,
+        require_tls_client_cert: bool = False,
     ) -> Decision:
         """Verify without logging; never raises (unexpected errors deny with
         ``verification-error``). Shells log with :meth:`log` once they know the response.
-        ``profiles`` overrides the accepted profiles for this route (None: the verifier's)."""
+        ``profiles`` overrides the accepted profiles for this route (None: the verifier's);
+        the TLS arguments are those of :meth:`verify`."""
         started = time.perf_counter()
         decision = Decision(False, scope=scope)
         try:
-            self._verify(req, scope, decision, self._accepted(profiles))
+            accepted = self._accepted(profiles)
+            self._verify(req, scope, decision, accepted, tls_client_cert, require_tls_client_cert)
             decision.allowed = True
         except Denied as denied:
             decision.denial = denied

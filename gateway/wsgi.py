@@ -14,6 +14,11 @@ Paths are matched only in RFC 3986 normal form: a request whose path has a dot s
 (``.``/``..``, also percent-encoded), an encoded slash or backslash, a percent-encoded unreserved
 character, an empty segment (``//``) or a control character is refused with 400
 ``path-not-normal`` before anything else (see docs/decisions/0005).
+
+Mutual TLS (docs/mtls.md): ``require_tls_client_cert`` (a bool, or a callable
+``(method, path) -> bool`` per route) makes a route require the agent certificate in TLS as
+well, byte-identical to the one that signs; ``client_certs`` says where the TLS certificate is
+found (a :class:`~gateway.client_cert.ClientCertSource`: trusted proxies, ``SSL_CLIENT_CERT``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from gateway.client_cert import ClientCertSource, TlsClientCert
 from gateway.httpsig import RequestView
 from gateway.problems import Check, Denied
 from gateway.verifier import Decision, Verifier
@@ -45,6 +51,7 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 RouteScopes = Mapping[str, str] | Callable[[str, str], str | None]
 RouteProfiles = Mapping[str, tuple[str, ...]] | Callable[[str, str], tuple[str, ...] | None]
+RouteFlag = bool | Callable[[str, str], bool]
 T = TypeVar("T")
 
 
@@ -198,6 +205,9 @@ class AgentGatewayMiddleware:
         public: Iterable[str] = (),
         max_body: int = MAX_BODY,
         profiles: RouteProfiles | None = None,
+        *,
+        client_certs: ClientCertSource | None = None,
+        require_tls_client_cert: RouteFlag = False,
     ) -> None:
         self.app = app
         self.verifier = verifier
@@ -205,6 +215,8 @@ class AgentGatewayMiddleware:
         self.profiles = profiles
         self.public = frozenset(public)
         self.max_body = max_body
+        self.client_certs = client_certs or ClientCertSource()
+        self.require_tls_client_cert = require_tls_client_cert
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -220,8 +232,20 @@ class AgentGatewayMiddleware:
             return self._refuse(environ, Decision(False, denial=denied),
                                 request_view(environ, b""), start_response)  # fmt: skip
         req = request_view(environ, body)
+        scope = scope_for(self.routes, req.method, path)
+        flag = self.require_tls_client_cert
+        require_tls = flag(req.method, path) if callable(flag) else flag
+        tls: TlsClientCert | None = None
+        if require_tls:
+            try:
+                tls = self.client_certs.from_environ(environ)
+            except Denied as denied:
+                return self._refuse(environ, Decision(False, denial=denied, scope=scope),
+                                    req, start_response)  # fmt: skip
         accepted = None if self.profiles is None else route_value(self.profiles, req.method, path)
-        decision = self.verifier.evaluate(req, scope_for(self.routes, req.method, path), accepted)
+        decision = self.verifier.evaluate(
+            req, scope, accepted, tls_client_cert=tls, require_tls_client_cert=require_tls
+        )
         if not decision.allowed:
             return self._refuse(environ, decision, req, start_response)
         environ[ENVIRON_DECISION] = decision

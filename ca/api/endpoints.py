@@ -2,7 +2,7 @@
 
 Path, method, summary, tag, security, parameters, and which model of :mod:`ca.api.schemas`
 each operation takes and answers; :mod:`ca.api.openapi` assembles the document. Just over
-400 lines: one literal per operation (34 of them), kept together so the table reads as one.
+400 lines: one literal per operation (35 of them), kept together so the table reads as one.
 """
 
 from __future__ import annotations
@@ -142,6 +142,15 @@ def paths() -> dict[str, Any]:
                 _ok("200", "PEM", {"application/x-pem-file": {"schema": _S}}),
                 params=[_path_param("name")],
                 errors=("404",),
+            )
+        },
+        "/spiffe/bundle.json": {
+            "get": _op(
+                "The SPIFFE trust bundle (JWK Set of the root CA certificates, use x509-svid)",
+                "public",
+                None,
+                _ok("200", "bundle; cacheable, 304 on If-None-Match", _json(schemas.SpiffeBundle)),
+                errors=("503",),
             )
         },
         "/certificates/{serial}": {

@@ -367,6 +367,27 @@ class Readiness(ResponseBody):
     clock: dict[str, Any]
 
 
+class SpiffeBundleKey(ResponseBody):
+    """One X.509 authority of a SPIFFE bundle: a JWK (RFC 7517) of a root CA certificate."""
+
+    kty: Literal["EC", "RSA"]
+    use: Literal["x509-svid"]
+    x5c: list[str] = Field(min_length=1, max_length=1, description="base64 DER, the root CA")
+    crv: str | None = Field(default=None, description="EC keys")
+    x: str | None = Field(default=None, description="EC keys, base64url")
+    y: str | None = Field(default=None, description="EC keys, base64url")
+    n: str | None = Field(default=None, description="RSA keys, base64url")
+    e: str | None = Field(default=None, description="RSA keys, base64url")
+
+
+class SpiffeBundle(ResponseBody):
+    """The SPIFFE trust bundle of the CA's trust domain (a JWK Set)."""
+
+    keys: list[SpiffeBundleKey]
+    spiffe_refresh_hint: int = Field(description="seconds between polls")
+    spiffe_sequence: int = Field(description="grows when the bundle changes")
+
+
 REQUEST_MODELS: tuple[type[RequestBody], ...] = (
     Scope,
     NewModel,
@@ -396,4 +417,6 @@ RESPONSE_MODELS: tuple[type[ResponseBody], ...] = (
     Wit,
     Health,
     Readiness,
+    SpiffeBundleKey,
+    SpiffeBundle,
 )
