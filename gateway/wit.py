@@ -30,14 +30,15 @@ from gateway.problems import Check, Denied
 
 WIT_TYP: Final = "wit+jwt"
 WIT_HEADER: Final = "workload-identity-token"
-#: JOSE algorithm of each RFC 9421 algorithm a certificate key can have (RFC 9421 3.3.7).
+#: JOSE algorithms of each RFC 9421 algorithm a certificate key can have (RFC 9421 3.3.7);
+#: Ed25519 also by its RFC 9864 fully-specified name.
 JOSE_ALGORITHMS: Final = {
-    "ecdsa-p256-sha256": "ES256",
-    "ecdsa-p384-sha384": "ES384",
-    "ed25519": "EdDSA",
-    "rsa-v1_5-sha256": "RS256",
+    "ecdsa-p256-sha256": ("ES256",),
+    "ecdsa-p384-sha384": ("ES384",),
+    "ed25519": ("EdDSA", "Ed25519"),
+    "rsa-v1_5-sha256": ("RS256",),
 }
-ACCEPTED: Final = ("ES256", "ES384", "EdDSA", "RS256")
+ACCEPTED: Final = ("ES256", "ES384", "EdDSA", "Ed25519", "RS256")
 MAX_TOKEN: Final = 8 * 1024
 
 
@@ -133,7 +134,7 @@ class WitVerifier:
             raise Denied(
                 Check.SIGNATURE, "Workload-Identity-Token cnf.jwk is not the request-signing key"
             )
-        if JOSE_ALGORITHMS.get(alg) != claims.cnf_alg:
+        if claims.cnf_alg not in JOSE_ALGORITHMS.get(alg, ()):
             raise Denied(
                 Check.SIGNATURE,
                 f"Workload-Identity-Token cnf.jwk.alg {claims.cnf_alg!r} does not match {alg}",

@@ -18,6 +18,7 @@ from agent.client import Agent
 from ca import wit as ca_wit
 from gateway import StaticInventory, StatusChecker, Verifier
 from gateway.httpsig import RequestView, parse_signature
+from gateway.problems import Check, Denied
 from gateway.profiles import WIMSE_TAG, profiles_named
 from gateway.wit import WitVerifier
 from tests.support.gateway_pki import Clock, Pki, make_agent, model_digest, signed_view
@@ -347,3 +348,69 @@ def test_wsgi_and_flask_shells_override_profiles_per_route(pki: Pki, tmp_path: P
     headers, body = _shell_headers(e, "agentca")
     denied = client.post("/orders", data=body, headers=headers, base_url="http://gw.local")
     assert denied.json["check"] == "credentials-missing" and denied.status_code == 401
+
+
+@pytest.mark.parametrize("kind", ["p256", "p384", "ed25519", "rsa"])
+def test_wit_signing_key_types(pki: Pki, tmp_path: Path, kind: str) -> None:
+    """Every issuing-CA key type agentca supports signs WITs that joserfc verifies."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    key: Any = {
+        "p256": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "p384": lambda: ec.generate_private_key(ec.SECP384R1()),
+        "ed25519": ed25519.Ed25519PrivateKey.generate,
+        "rsa": lambda: rsa.generate_private_key(65537, 2048),
+    }[kind]()
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "WIT issuer")])
+    now = datetime.fromtimestamp(Clock()(), UTC)
+    issuer = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+        .sign(key, None if kind == "ed25519" else ca_wit.hashes.SHA256())
+    )  # fmt: skip
+    _, cert = pki.issue()
+    token = ca_wit.mint_wit(key, ISS, cert, now, timedelta(minutes=5)).token
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert (
+        header["alg"]
+        == {"p256": "ES256", "p384": "ES384", "ed25519": "EdDSA", "rsa": "RS256"}[kind]
+    )
+    claims = WitVerifier(ca_wit.wit_jwks(issuer, [issuer]), ISS).verify(token, now.timestamp())
+    assert claims.sub == ca_wit.subject_of(cert)
+    # and the JWKS of another key of the same type does not verify it
+    other = ca_wit.wit_jwks(pki.issuing, [pki.issuing])
+    with pytest.raises(Denied) as refused:
+        WitVerifier(other, ISS).verify(token, now.timestamp())
+    assert refused.value.check is Check.SIGNATURE
+
+
+def test_a_new_certificate_drops_the_wit(env: Env) -> None:
+    env.with_wit(env.mint())
+    assert env.agent.wit is not None
+    from agent.client import Credential
+
+    _, cert = env.pki.issue(env.agent.key)  # type: ignore[arg-type]
+    env.agent._install(Credential(cert, (env.pki.issuing, env.pki.root)))
+    assert env.agent.wit is None and env.agent.wit_expires == 0.0
+
+
+def test_wit_for_an_ed25519_agent(pki: Pki, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    e = wit_env(pki, tmp_path)
+    key = ed25519.Ed25519PrivateKey.generate()
+    _, cert = pki.issue(key)  # type: ignore[arg-type]
+    e.agent = make_agent(tmp_path / "ed", pki, e.clock, cert=cert, key=key)  # type: ignore[arg-type]
+    e.agent.profile = "wimse"
+    e.with_wit(e.mint())
+    claims = json.loads(base64.urlsafe_b64decode(e.agent.wit.split(".")[1] + "=="))  # type: ignore[union-attr]
+    assert claims["cnf"]["jwk"] == {
+        **claims["cnf"]["jwk"],
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "alg": "EdDSA",
+    }
+    req, _ = e.request()
+    assert e.check(req) is None
