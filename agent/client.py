@@ -513,6 +513,9 @@ class Agent:
         if json_body is not None:
             body = json.dumps(json_body).encode()
             hdrs.setdefault("Content-Type", "application/json")
+        if body and not any(k.lower() == "content-type" for k in hdrs):
+            # urllib would add an unsigned x-www-form-urlencoded one after signing
+            hdrs["Content-Type"] = "application/octet-stream"
         hdrs.update(self.sign(method, url, hdrs, body).headers)
         return send(method, url, hdrs, body, timeout, tls_context)
 

@@ -313,6 +313,10 @@ def test_sdk_wimse_requests_pass_the_gateway_over_http(world: World) -> None:
     signed = a.sign("POST", world.gateway_url + "/orders", json_type, ORDER, auto_staple=False)
     r = send("POST", world.gateway_url + "/orders", {**json_type, **signed.headers}, ORDER)
     assert r.status == 200, r.body
+    # a raw body without a Content-Type: the SDK names one before signing (urllib would add
+    # an unsigned one, which the gateway refuses as an uncovered content-type)
+    r = a.request("POST", world.gateway_url + "/orders", body=ORDER)
+    assert r.status == 200, r.body
 
 
 # -- the WIT endpoint ------------------------------------------------------------------------
