@@ -13,6 +13,8 @@ in RFC 3986 normal form are refused with 400 ``path-not-normal`` (see ``gateway.
 decision is logged once the response is final (``after_request``), with its real status.
 ``@requires_tls_client_cert`` (or ``require_tls_client_cert=True`` for every view) also
 requires the signing certificate in mutual TLS (docs/mtls.md, ``gateway.client_cert``).
+``@accepts_profiles("wimse")`` sets the signature profiles a view accepts (default: the
+verifier's; docs/wimse.md).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from gateway.wsgi import ACCEPT_SIGNATURE, path_problem, request_view
 F = TypeVar("F", bound=Callable[..., Any])
 SCOPE_ATTR = "_agentca_scope"
 PUBLIC_ATTR = "_agentca_public"
+PROFILES_ATTR = "_agentca_profiles"
 TLS_ATTR = "_agentca_require_tls_client_cert"
 
 
@@ -41,6 +44,16 @@ def requires_scope(scope: str) -> Callable[[F], F]:
 
     def mark(view: F) -> F:
         setattr(view, SCOPE_ATTR, scope)
+        return view
+
+    return mark
+
+
+def accepts_profiles(*profiles: str) -> Callable[[F], F]:
+    """Accept these signature profiles (``"agentca"``, ``"wimse"``) on this view."""
+
+    def mark(view: F) -> F:
+        setattr(view, PROFILES_ATTR, tuple(profiles))
         return view
 
     return mark
@@ -58,15 +71,16 @@ def public(view: F) -> F:
     return view
 
 
-def problem(denied: Denied) -> Response:
-    """The problem+json response for a refusal."""
+def problem(denied: Denied, status: int | None = None) -> Response:
+    """The problem+json response for a refusal (``status``: default ``denied.check.status``)."""
+    status = denied.check.status if status is None else status
     resp = Response(
-        json.dumps(denied.problem()),
-        status=denied.check.status,
+        json.dumps({**denied.problem(), "status": status}),
+        status=status,
         mimetype="application/problem+json",
     )
     resp.headers["Cache-Control"] = "no-store"
-    if denied.check.status == 401:
+    if status == 401:
         resp.headers["Accept-Signature"] = ACCEPT_SIGNATURE
     return resp
 
@@ -131,14 +145,15 @@ class AgentGateway:
                 tls = self.client_certs.from_environ(request.environ)
             except Denied as denied:
                 return self._refuse(denied, scope)
+        profiles = getattr(view, PROFILES_ATTR, None) if view is not None else None
         decision = self.verifier.evaluate(
-            req, scope, tls_client_cert=tls, require_tls_client_cert=require_tls
+            req, scope, profiles, tls_client_cert=tls, require_tls_client_cert=require_tls
         )
         g.agentca_decision = decision
         g.agentca_request = req
         if not decision.allowed:
             assert decision.denial is not None
-            return problem(decision.denial)
+            return problem(decision.denial, decision.http_status)
         g.agent = decision.identity
         return None
 

@@ -6,7 +6,9 @@
 ``routes`` maps ``"METHOD /path"`` (exact) or ``"METHOD /prefix/*"`` to the required scope,
 or is a callable ``(method, path) -> scope | None``. A route with no entry is refused
 (``scope-denied``) unless its path is in ``public``. The verified identity is put in
-``environ["agentca.agent"]`` (an :class:`~gateway.chain.AgentIdentity`).
+``environ["agentca.agent"]`` (an :class:`~gateway.chain.AgentIdentity`). ``profiles`` maps
+routes the same way to the signature profiles they accept (``("wimse",)``, ``("agentca",
+"wimse")``); a route without an entry accepts the verifier's ``profiles``.
 
 Paths are matched only in RFC 3986 normal form: a request whose path has a dot segment
 (``.``/``..``, also percent-encoded), an encoded slash or backslash, a percent-encoded unreserved
@@ -26,7 +28,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from gateway.client_cert import ClientCertSource, TlsClientCert
@@ -48,7 +50,9 @@ _PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-_~!$&'()*+,;=:@/]*")  # no '%', no '.', 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 RouteScopes = Mapping[str, str] | Callable[[str, str], str | None]
+RouteProfiles = Mapping[str, tuple[str, ...]] | Callable[[str, str], tuple[str, ...] | None]
 RouteFlag = bool | Callable[[str, str], bool]
+T = TypeVar("T")
 
 
 def request_view(environ: Mapping[str, Any], body: bytes) -> RequestView:
@@ -153,10 +157,13 @@ def read_body(environ: dict[str, Any], limit: int = MAX_BODY) -> bytes | None:
     return bytes(body)
 
 
-def problem_response(denied: Denied, start_response: StartResponse) -> list[bytes]:
-    """Send the RFC 9457 problem document for ``denied`` (its status: ``denied.check.status``)."""
-    body = json.dumps(denied.problem()).encode()
-    status = denied.check.status
+def problem_response(
+    denied: Denied, start_response: StartResponse, status: int | None = None
+) -> list[bytes]:
+    """Send the RFC 9457 problem document for ``denied`` (status: ``status``, by default
+    ``denied.check.status``)."""
+    status = denied.check.status if status is None else status
+    body = json.dumps({**denied.problem(), "status": status}).encode()
     headers = [
         ("Content-Type", "application/problem+json"),
         ("Content-Length", str(len(body))),
@@ -169,17 +176,26 @@ def problem_response(denied: Denied, start_response: StartResponse) -> list[byte
 
 
 def scope_for(routes: RouteScopes, method: str, path: str) -> str | None:
+    """The scope ``routes`` requires for ``method path`` (None: no entry)."""
+    return route_value(routes, method, path)
+
+
+def route_value(
+    routes: Mapping[str, T] | Callable[[str, str], T | None], method: str, path: str
+) -> T | None:
+    """The entry of ``routes`` for ``method path``: exact ``"METHOD /path"``, else the
+    longest matching ``"METHOD /prefix/*"``, or what a callable answers."""
     if callable(routes):
         return routes(method, path)
     exact = routes.get(f"{method} {path}")
     if exact is not None:
         return exact
-    best: tuple[int, str] | None = None
-    for key, scope in routes.items():
+    best: tuple[int, T] | None = None
+    for key, value in routes.items():
         m, _, pattern = key.partition(" ")
         matches = m == method and pattern.endswith("*") and path.startswith(pattern[:-1])
         if matches and (best is None or len(pattern) > best[0]):
-            best = (len(pattern), scope)
+            best = (len(pattern), value)
     return None if best is None else best[1]
 
 
@@ -193,6 +209,7 @@ class AgentGatewayMiddleware:
         routes: RouteScopes,
         public: Iterable[str] = (),
         max_body: int = MAX_BODY,
+        profiles: RouteProfiles | None = None,
         *,
         client_certs: ClientCertSource | None = None,
         require_tls_client_cert: RouteFlag = False,
@@ -200,6 +217,7 @@ class AgentGatewayMiddleware:
         self.app = app
         self.verifier = verifier
         self.routes = routes
+        self.profiles = profiles
         self.public = frozenset(public)
         self.max_body = max_body
         self.client_certs = client_certs or ClientCertSource()
@@ -229,8 +247,9 @@ class AgentGatewayMiddleware:
             except Denied as denied:
                 return self._refuse(environ, Decision(False, denial=denied, scope=scope),
                                     req, start_response)  # fmt: skip
+        accepted = None if self.profiles is None else route_value(self.profiles, req.method, path)
         decision = self.verifier.evaluate(
-            req, scope, tls_client_cert=tls, require_tls_client_cert=require_tls
+            req, scope, accepted, tls_client_cert=tls, require_tls_client_cert=require_tls
         )
         if not decision.allowed:
             return self._refuse(environ, decision, req, start_response)
@@ -262,8 +281,8 @@ class AgentGatewayMiddleware:
     ) -> list[bytes]:
         assert decision.denial is not None
         environ[ENVIRON_DECISION] = decision
-        self.verifier.log(decision, req, decision.denial.check.status)
-        return problem_response(decision.denial, start_response)
+        self.verifier.log(decision, req, decision.http_status)
+        return problem_response(decision.denial, start_response, decision.http_status)
 
 
 def _status_code(status: str) -> int | None:
