@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from cryptography import x509
 
@@ -27,6 +27,8 @@ from gateway.problems import Check, Denied
 from gateway.replay import ReplayCache
 from gateway.status import StatusChecker
 from wire import sf
+from wire.ca_metadata import arcs_from_metadata
+from wire.oids import DEFAULT_ACCEPTED_ARCS, OidArc
 
 decision_log = logging.getLogger("agentca.gateway.decisions")
 
@@ -102,6 +104,13 @@ def _parse_declared(header: str | None) -> dict[str, bytes]:
     return out
 
 
+def oid_arcs_from_metadata(document: bytes | str | Mapping[str, Any]) -> tuple[OidArc, ...]:
+    """The ``oid_arcs`` a :class:`Verifier` takes, from the CA's ``/ca/metadata.json`` (its
+    JSON text or the parsed object; fetching it is the caller's job);
+    ``wire.ca_metadata.MetadataError`` if the document is not one."""
+    return arcs_from_metadata(document).accepted_oid_arcs
+
+
 class Verifier:
     """Verifies signed agent requests. Thread-safe; one per process (caches are shared)."""
 
@@ -118,10 +127,13 @@ class Verifier:
         *,
         audience: str | Iterable[str],
         trust_domain: str | Iterable[str],
+        oid_arcs: Iterable[str | OidArc] = DEFAULT_ACCEPTED_ARCS,
     ) -> None:
         """``audience``: the value(s) of ``wimse-aud`` this service answers to, e.g. its own
         origin ``https://orders.example``; ``trust_domain``: the SPIFFE trust domain(s) of
-        the agents (both required: there is no default that would accept anything)."""
+        the agents (both required: there is no default that would accept anything);
+        ``oid_arcs``: the agent OID arcs accepted, the CA's ``accepted_oid_arcs`` (see
+        :func:`wire.ca_metadata.arcs_from_metadata`; default: the example and legacy arcs)."""
         if not 0 < window <= MAX_WINDOW:
             raise ValueError(f"window must be 1..{MAX_WINDOW} seconds")
         audiences = [audience] if isinstance(audience, str) else list(audience)
@@ -129,7 +141,9 @@ class Verifier:
             raise ValueError("audience: the service's own audience value(s) are required")
         self.audiences = frozenset(httpsig.normal_audience(a.strip()) for a in audiences)
         trust_domains = [trust_domain] if isinstance(trust_domain, str) else list(trust_domain)
-        self.chains = ChainVerifier(trust_anchors, intermediates, trust_domains=trust_domains)
+        self.chains = ChainVerifier(
+            trust_anchors, intermediates, trust_domains=trust_domains, oid_arcs=oid_arcs
+        )
         self.status = status or StatusChecker(clock=clock)
         self.inventory = inventory
         self.replay = replay or ReplayCache()

@@ -21,6 +21,7 @@ agent SDK all decode with these functions.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,6 +38,9 @@ _DOMAIN_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
 _DIGEST_ALG_DER: Final = {
     name: der.seq(der.encode_oid(dotted)) for name, (dotted, _) in oids.DIGEST_ALGORITHMS.items()
 }
+
+#: Arcs whose ``.1.N`` extensions are standard ones (PKIX id-pe: AIA, qcStatements...).
+_NOT_ARCS: Final = frozenset({"1.3.6.1.5.5.7"})
 
 PROVENANCE_NAME: Final = "AgentProvenance"
 AUTHORIZATION_NAME: Final = "AgentAuthorization"
@@ -129,6 +133,8 @@ class AgentExtensions:
     officer: str
     environment: str
     organization: str | None
+    #: the arc the certificate carries its agent extensions under
+    arc: oids.OidArc = oids.DEFAULT_ARC
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -322,11 +328,65 @@ def extension_value(cert: x509.Certificate, oid: x509.ObjectIdentifier, what: st
     return ext.value.value
 
 
-def read_agent_extensions(cert: x509.Certificate) -> AgentExtensions:
-    """The three mandatory agent extensions of ``cert``; :class:`ExtensionError` if bad."""
-    provenance = decode_provenance(extension_value(cert, oids.PROVENANCE, PROVENANCE_NAME))
-    scopes = decode_authorization(extension_value(cert, oids.AUTHORIZATION, AUTHORIZATION_NAME))
+def _present_oids(cert: x509.Certificate) -> set[str]:
+    """The dotted OIDs of ``cert``'s extensions that cryptography does not recognise."""
+    try:
+        exts = list(cert.extensions)
+    except (ValueError, x509.DuplicateExtension) as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise ExtensionError(f"certificate extensions are malformed: {text}") from None
+    return {e.oid.dotted_string for e in exts if isinstance(e.value, x509.UnrecognizedExtension)}
+
+
+def found_arcs(cert: x509.Certificate) -> tuple[str, ...]:
+    """Every arc under which ``cert`` carries an agent extension: ``P`` for each unrecognised
+    extension ``P.1.1`` (provenance), ``P.1.2`` or ``P.1.3``, sorted. Used to name the arc of a
+    refused certificate; acceptance is decided by :func:`agent_arc`."""
+    arcs = set()
+    for dotted in _present_oids(cert):
+        prefix, _, tail = dotted.rpartition(".")
+        if prefix.endswith(".1") and tail in ("1", "2", "3") and prefix[:-2] not in _NOT_ARCS:
+            arcs.add(prefix[:-2])
+    return tuple(sorted(arcs))
+
+
+def agent_arc(
+    cert: x509.Certificate, arcs: Iterable[oids.OidArc] = oids.DEFAULT_ACCEPTED_ARCS
+) -> oids.OidArc:
+    """The one accepted arc under which ``cert`` carries its agent extensions.
+
+    :class:`ExtensionError` if it carries them under no accepted arc (naming the arcs found
+    and the arcs accepted) or under two different arcs (accepted or not): a certificate
+    speaks for one CA arc, never two.
+    """
+    accepted = oids.parse_arcs(arcs)
+    present = _present_oids(cert)
+    used = [a for a in accepted if any(o.dotted_string in present for o in a.agent_extension_oids)]
+    found = set(found_arcs(cert)) | {a.dotted for a in used}
+    if len(found) > 1:
+        raise ExtensionError(
+            f"the certificate carries agent extensions under more than one OID arc "
+            f"({', '.join(sorted(found))})"
+        )
+    if not used:
+        seen = ", ".join(sorted(found)) or "none"
+        raise ExtensionError(
+            f"the certificate carries no agent extensions under an accepted OID arc "
+            f"(found under: {seen}; accepted: {', '.join(a.dotted for a in accepted)})"
+        )
+    return used[0]
+
+
+def read_agent_extensions(
+    cert: x509.Certificate, arcs: Iterable[oids.OidArc] = oids.DEFAULT_ACCEPTED_ARCS
+) -> AgentExtensions:
+    """The three mandatory agent extensions of ``cert`` under one of ``arcs`` (default: the
+    default arc and the legacy arc); :class:`ExtensionError` if bad (see :func:`agent_arc`).
+    The result names the arc the certificate used."""
+    arc = agent_arc(cert, arcs)
+    provenance = decode_provenance(extension_value(cert, arc.provenance, PROVENANCE_NAME))
+    scopes = decode_authorization(extension_value(cert, arc.authorization, AUTHORIZATION_NAME))
     officer, environment, org = decode_accountability(
-        extension_value(cert, oids.ACCOUNTABILITY, ACCOUNTABILITY_NAME)
+        extension_value(cert, arc.accountability, ACCOUNTABILITY_NAME)
     )
-    return AgentExtensions(provenance, frozenset(scopes), scopes, officer, environment, org)
+    return AgentExtensions(provenance, frozenset(scopes), scopes, officer, environment, org, arc)

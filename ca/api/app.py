@@ -179,10 +179,11 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
 
     from ca.api.enroll_routes import enroll
     from ca.api.ledger_routes import ledger_api
+    from ca.api.metadata import metadata
     from ca.api.openapi import openapi
     from ca.api.operator_routes import operator
 
-    for blueprint in (public, enroll, operator, openapi, ledger_api):
+    for blueprint in (public, enroll, operator, openapi, ledger_api, metadata):
         app.register_blueprint(blueprint)
     from ca.api.crl_routes import crl
 
