@@ -49,11 +49,12 @@ class ArcState:
 
     def moved_to(self, arc: OidArc, now: datetime, keep: timedelta) -> ArcState:
         """This state after moving to ``arc`` at ``now``: the current arc is accepted for
-        ``keep`` more, arcs no longer accepted are dropped, ``arc`` is no longer previous."""
+        ``keep`` more (listed first of the previous arcs), arcs no longer accepted are
+        dropped, ``arc`` is no longer previous."""
         kept = [p for p in self.previous if p.until > now and p.arc != arc]
         if self.current != arc:
             kept = [p for p in kept if p.arc != self.current]
-            kept.append(PreviousArc(self.current, now + keep))
+            kept.insert(0, PreviousArc(self.current, now + keep))  # newest first
         return ArcState(arc, tuple(kept))
 
 

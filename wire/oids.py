@@ -51,14 +51,18 @@ class OidArc:
         if len(parts) < 2:
             raise OidArcError(f"an OID arc needs at least two components: {text[:80]!r}")
         try:
-            # the longest derived OID (arc + ".0.1" etc., two more components of one byte
-            # each) must still fit wire.der's bound, so a certificate under it decodes
-            der.encode_oid_content(text + ".9.9")
-        except der.DerError as exc:
+            der.encode_oid_content(text)
+        except der.DerError:
             raise OidArcError(
                 f"not a DER-encodable OID arc (dotted decimal, first component 0-2, second "
-                f"below 40 under 0 and 1, no leading zeros, at most {der.MAX_OID_BYTES - 2} "
-                f"content bytes): {text[:80]!r} ({exc})"
+                f"below 40 under 0 and 1, no leading zeros): {text[:80]!r}"
+            ) from None
+        try:  # the derived OIDs (two more one-byte components) must fit wire.der's bound
+            der.encode_oid_content(text + ".9.9")
+        except der.DerError:
+            raise OidArcError(
+                f"OID arc too long: the OIDs under it would exceed {der.MAX_OID_BYTES} bytes "
+                f"({text[:80]!r})"
             ) from None
 
     def __str__(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -143,3 +144,20 @@ def test_move_the_ca_to_a_new_arc_and_verify_across_the_overlap(arc_runtime: Run
     after = _metadata(rt)
     assert after["accepted_oid_arcs"] == [ARC_B.dotted]
     assert after["previous_oid_arcs"] == []
+
+
+def test_issuing_under_an_arc_go_and_gnutls_refuse_logs_a_warning(
+    arc_runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ca import issuance
+    from ca.oids import LEGACY_ARC
+
+    issuance._warned_arcs.discard(LEGACY_ARC)
+    arc_runtime.authority.hierarchy.set_oid_arc(LEGACY_ARC, "test")
+    with caplog.at_level(logging.WARNING, logger="agentca.issuance"):
+        cert = _issue(arc_runtime)
+        _issue(arc_runtime)
+    assert found_arcs(cert) == (LEGACY_ARC.dotted,)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "agentca.issuance"]
+    assert len(warnings) == 1  # once per arc and process
+    assert "Go crypto/x509" in warnings[0] and "GnuTLS" in warnings[0]
