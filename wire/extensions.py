@@ -39,8 +39,11 @@ _DIGEST_ALG_DER: Final = {
     name: der.seq(der.encode_oid(dotted)) for name, (dotted, _) in oids.DIGEST_ALGORITHMS.items()
 }
 
-#: Arcs whose ``.1.N`` extensions are standard ones (PKIX id-pe: AIA, qcStatements...).
-_NOT_ARCS: Final = frozenset({"1.3.6.1.5.5.7"})
+#: Arcs whose ``.1.N`` extensions are standard ones: PKIX id-pe (AIA, qcStatements...) and
+#: Netscape's (cert type, base URL).
+_NOT_ARCS: Final = frozenset({"1.3.6.1.5.5.7", "2.16.840.1.113730"})
+#: The agent extensions' OIDs under an arc: ``.1.1``, ``.1.2``, ``.1.3``.
+_AGENT_TAILS: Final = frozenset({".1.1", ".1.2", ".1.3"})
 
 PROVENANCE_NAME: Final = "AgentProvenance"
 AUTHORIZATION_NAME: Final = "AgentAuthorization"
@@ -329,25 +332,24 @@ def extension_value(cert: x509.Certificate, oid: x509.ObjectIdentifier, what: st
 
 
 def _present_oids(cert: x509.Certificate) -> set[str]:
-    """The dotted OIDs of ``cert``'s extensions that cryptography does not recognise."""
+    """The dotted OIDs of ``cert``'s extensions."""
     try:
         exts = list(cert.extensions)
     except (ValueError, x509.DuplicateExtension) as exc:
         text = " ".join(str(exc).split())[:200]
         raise ExtensionError(f"certificate extensions are malformed: {text}") from None
-    return {e.oid.dotted_string for e in exts if isinstance(e.value, x509.UnrecognizedExtension)}
+    return {e.oid.dotted_string for e in exts}
 
 
 def found_arcs(cert: x509.Certificate) -> tuple[str, ...]:
-    """Every arc under which ``cert`` carries an agent extension: ``P`` for each unrecognised
-    extension ``P.1.1`` (provenance), ``P.1.2`` or ``P.1.3``, sorted. Used to name the arc of a
+    """Every arc under which ``cert`` carries an agent extension: ``P`` for each extension
+    ``P.1.1`` (provenance), ``P.1.2`` or ``P.1.3`` outside the standard arcs, sorted. Used to name the arc of a
     refused certificate; acceptance is decided by :func:`agent_arc`."""
-    arcs = set()
-    for dotted in _present_oids(cert):
-        prefix, _, tail = dotted.rpartition(".")
-        if prefix.endswith(".1") and tail in ("1", "2", "3") and prefix[:-2] not in _NOT_ARCS:
-            arcs.add(prefix[:-2])
-    return tuple(sorted(arcs))
+    return tuple(sorted(_arcs_in(_present_oids(cert))))
+
+
+def _arcs_in(present: set[str]) -> set[str]:
+    return {d[:-4] for d in present if d[-4:] in _AGENT_TAILS and d[:-4] not in _NOT_ARCS}
 
 
 def agent_arc(
@@ -360,9 +362,8 @@ def agent_arc(
     speaks for one CA arc, never two.
     """
     accepted = oids.parse_arcs(arcs)
-    present = _present_oids(cert)
-    used = [a for a in accepted if any(o.dotted_string in present for o in a.agent_extension_oids)]
-    found = set(found_arcs(cert)) | {a.dotted for a in used}
+    found = _arcs_in(_present_oids(cert))
+    used = [a for a in accepted if a.dotted in found]
     if len(found) > 1:
         raise ExtensionError(
             f"the certificate carries agent extensions under more than one OID arc "

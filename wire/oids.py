@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Final
 
 from cryptography import x509
@@ -76,47 +77,47 @@ class OidArc:
         """Dotted identifier of the ASN.1 module ``AgentCA-Extensions-2026``."""
         return f"{self.dotted}.0.1"
 
-    @property
+    @cached_property
     def provenance(self) -> x509.ObjectIdentifier:
         """Extension: model type, model digest, system-prompt digest, optional config digest."""
         return self._oid("1.1")
 
-    @property
+    @cached_property
     def authorization(self) -> x509.ObjectIdentifier:
         """Extension: authorized scopes."""
         return self._oid("1.2")
 
-    @property
+    @cached_property
     def accountability(self) -> x509.ObjectIdentifier:
         """Extension: officer of record, environment, owner organisation."""
         return self._oid("1.3")
 
-    @property
+    @cached_property
     def policy_agent_v1(self) -> x509.ObjectIdentifier:
         """Certificate policy for agent certificates, version 1."""
         return self._oid("2.1")
 
-    @property
+    @cached_property
     def kp_agent_request_signing(self) -> x509.ObjectIdentifier:
         """Extended key usage: signing outgoing agent HTTP requests."""
         return self._oid("3.1")
 
-    @property
+    @cached_property
     def kp_ledger_signing(self) -> x509.ObjectIdentifier:
         """Extended key usage of the audit key that signs ledger checkpoints."""
         return self._oid("3.2")
 
-    @property
+    @cached_property
     def csr_provenance(self) -> x509.ObjectIdentifier:
         """CSR attribute: the agent's claimed provenance (an ``AgentProvenance`` value)."""
         return self._oid("4.1")
 
-    @property
+    @cached_property
     def agent_extension_oids(self) -> tuple[x509.ObjectIdentifier, ...]:
         """The three agent certificate extensions, in the order certificates carry them."""
         return (self.provenance, self.authorization, self.accountability)
 
-    @property
+    @cached_property
     def names(self) -> dict[str, str]:
         """dotted OID -> ASN.1 name, e.g. for logs and ``docs/oids.md``."""
         return {
