@@ -343,8 +343,8 @@ def _present_oids(cert: x509.Certificate) -> set[str]:
 
 def found_arcs(cert: x509.Certificate) -> tuple[str, ...]:
     """Every arc under which ``cert`` carries an agent extension: ``P`` for each extension
-    ``P.1.1`` (provenance), ``P.1.2`` or ``P.1.3`` outside the standard arcs, sorted. Used to name the arc of a
-    refused certificate; acceptance is decided by :func:`agent_arc`."""
+    ``P.1.1`` (provenance), ``P.1.2`` or ``P.1.3`` outside the standard arcs, sorted. Used to
+    name the arc of a refused certificate; acceptance is decided by :func:`agent_arc`."""
     return tuple(sorted(_arcs_in(_present_oids(cert))))
 
 
