@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -161,3 +164,69 @@ def test_issuing_under_an_arc_go_and_gnutls_refuse_logs_a_warning(
     warnings = [r.getMessage() for r in caplog.records if r.name == "agentca.issuance"]
     assert len(warnings) == 1  # once per arc and process
     assert "Go crypto/x509" in warnings[0] and "GnuTLS" in warnings[0]
+
+
+GO_PARSE = """package main
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+)
+
+func main() {
+	data, _ := os.ReadFile(os.Args[1])
+	block, _ := pem.Decode(data)
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	fmt.Println("ok")
+}
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("go") is None or shutil.which("certtool") is None, reason="needs go and certtool"
+)
+def test_go_and_gnutls_parse_a_pen_arc_and_refuse_the_legacy_arc(
+    arc_runtime: Runtime, tmp_path: Path
+) -> None:
+    """What the warning says, with the real verifiers: a certificate under the CA's PEN arc
+    parses in Go's crypto/x509 and GnuTLS; one under the legacy arc is refused by both."""
+    from ca.oids import LEGACY_ARC
+
+    (tmp_path / "parse.go").write_text(GO_PARSE)
+    env = {**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GO111MODULE": "off"}
+    built = subprocess.run(
+        ["go", "build", "-o", str(tmp_path / "parse"), str(tmp_path / "parse.go")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+
+    def parse(cert: x509.Certificate) -> tuple[subprocess.CompletedProcess[str], ...]:
+        path = tmp_path / f"{cert.serial_number:x}.pem"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        go = subprocess.run(
+            [str(tmp_path / "parse"), str(path)], capture_output=True, text=True, timeout=30
+        )
+        gnutls = subprocess.run(
+            ["certtool", "--certificate-info", "--infile", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return go, gnutls
+
+    go, gnutls = parse(_issue(arc_runtime))  # under ARC_A, a PEN arc
+    assert go.returncode == 0 and go.stdout.strip() == "ok", go.stdout + go.stderr
+    assert gnutls.returncode == 0 and ARC_A.provenance.dotted_string in gnutls.stdout
+    arc_runtime.authority.hierarchy.set_oid_arc(LEGACY_ARC, "test")
+    go, gnutls = parse(_issue(arc_runtime))
+    assert go.returncode == 1 and "malformed extension OID" in go.stdout, go.stdout
+    assert gnutls.returncode != 0, gnutls.stdout
