@@ -91,7 +91,7 @@ clean:
 # --- agent/gateway SDKs (issue 6) ---------------------------------------------------------
 .PHONY: demo bench-gateway
 
-demo: bootstrap-test
+demo: bootstrap-run
 	'$(PY)' -m examples.demo
 
 bench-gateway: bootstrap-test

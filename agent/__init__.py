@@ -1,5 +1,6 @@
 """agentca agent SDK: key, provenance digests, CSR, enrollment, renewal, OCSP staple, and
 RFC 9421 signing of outgoing requests. Depends on ``cryptography`` only (HTTP via urllib).
+Mutual TLS with the agent certificate: ``agent.tls`` (docs/mtls.md).
 
     agent = Agent("ExecutionAgent-ETH-01", load_or_create_key("agent.key"),
                   RuntimeProvenance("claude-3.5-sonnet-v2", "weights/", prompt_path="prompt.txt"),
@@ -25,6 +26,7 @@ from agent.errors import (
 from agent.keys import generate_key, load_key, load_or_create_key, pkcs11_key, save_key
 from agent.provenance import Provenance, RuntimeProvenance
 from agent.staple import Staple, fetch_staple
+from agent.tls import agent_tls_context, client_tls_context
 
 __all__ = [
     "Agent",
@@ -43,7 +45,9 @@ __all__ = [
     "SignedHeaders",
     "Staple",
     "StapleError",
+    "agent_tls_context",
     "build_csr",
+    "client_tls_context",
     "config_digest",
     "fetch_staple",
     "generate_key",

@@ -11,6 +11,12 @@ Headers it adds to a request::
                         expires=..;nonce="..";wimse-aud="<audience>";tag="agentca";alg=".."
     Signature:          agentca=:<signature>:               (RFC 9421)
 
+With ``profile="wimse"`` (draft-ietf-wimse-http-signature, docs/wimse.md) the signature is
+labelled ``wimse``, covers ``@method`` ``@request-target`` (+ the headers the draft lists, +
+the identity headers above), carries ``tag="wimse-workload-to-workload"`` and no ``alg``, and
+``wimse-aud`` defaults to the target URI without query; ``use_wit=True`` also sends a
+``Workload-Identity-Token`` from the CA (``POST /v1/wit``), fetched and refreshed as needed.
+
 Why one module of this size: it is the SDK's one public class; enrollment, renewal, stapling and
 signing share one credential under one lock.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import ssl
 import threading
 import time
 import urllib.error
@@ -32,7 +39,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from agent import httpsig
+from agent import httpsig, wimse
 from agent.csr import build_csr, renewal_statement, sign_statement
 from agent.errors import (
     AgentError,
@@ -54,6 +61,7 @@ LABEL = "agentca"
 TAG = "agentca"
 AUDIENCE_PARAM = "wimse-aud"  # draft-ietf-wimse-http-signature: names the intended recipient
 MAX_EXPIRES = 60
+PROFILES = ("agentca", "wimse")
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,9 @@ class Agent:
     response's thisUpdate) a staple may get before it is fetched again. ``audience`` is the
     ``wimse-aud`` every request carries (default: the origin of each request's URL; set it
     when the gateway knows itself by another name); ``cover_authority=False`` leaves
-    ``@authority`` out of the signature, for proxies that rewrite ``Host``.
+    ``@authority`` out of the signature, for proxies that rewrite ``Host``. ``profile``:
+    ``"agentca"`` or ``"wimse"`` (docs/wimse.md); ``use_wit`` (WIMSE only) sends a Workload
+    Identity Token from the CA with every request.
     """
 
     def __init__(
@@ -131,6 +141,8 @@ class Agent:
         clock: Callable[[], float] = time.time,
         audience: str | None = None,
         cover_authority: bool = True,
+        profile: str = "agentca",
+        use_wit: bool = False,
         oid_arc: str | OidArc = DEFAULT_ARC,
         oid_arcs: Iterable[str | OidArc] | None = None,
     ) -> None:
@@ -140,6 +152,14 @@ class Agent:
         from the CA's ``/ca/metadata.json``."""
         if not 0 < expires_in <= MAX_EXPIRES:
             raise AgentError(f"expires_in must be 1..{MAX_EXPIRES} seconds")
+        if profile not in PROFILES:
+            raise AgentError(f"profile must be one of {', '.join(PROFILES)}")
+        if use_wit and profile != "wimse":
+            raise AgentError("use_wit needs profile='wimse'")
+        self.profile = profile
+        self.use_wit = use_wit
+        self.wit: str | None = None
+        self.wit_expires = 0.0
         self.name = name
         self.key = key
         self.provenance = provenance
@@ -202,6 +222,7 @@ class Agent:
             self._cert_headers = headers
             self._cert_provenance = Provenance.of_certificate(credential.certificate, self.oid_arcs)
             self.staple = None
+            self.wit, self.wit_expires = None, 0.0  # a WIT is bound to the previous certificate
 
     def save(self, path: str | Path) -> None:
         """Write the credential (certificate then chain, PEM)."""
@@ -310,6 +331,40 @@ class Agent:
             return True
         return False
 
+    # -- Workload Identity Token ------------------------------------------------------------
+    def fetch_wit(self, lifetime_seconds: int | None = None) -> str:
+        """Get a Workload Identity Token for the current certificate (POST /v1/wit), proving
+        possession of its key with the renewal-statement format (agent/wimse.py)."""
+        current = self.credential
+        created = int(self.clock())
+        der = current.certificate.public_bytes(serialization.Encoding.DER)
+        proof = sign_statement(
+            self.key, wimse.wit_request_statement(created, der, lifetime_seconds)
+        )
+        body: dict[str, Any] = {
+            "certificate": current.certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            "created": created,
+            "proof": base64.b64encode(proof).decode(),
+        }
+        if lifetime_seconds is not None:
+            body["lifetime_seconds"] = lifetime_seconds
+        answer = self._post_json("/v1/wit", body, None)
+        try:
+            token, expires = str(answer["token"]), float(answer["expires_at_unix"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CAResponseError(f"the CA answered an unusable WIT: {exc}") from None
+        with self._lock:
+            if self._credential is current:
+                self.wit, self.wit_expires = token, expires
+        return token
+
+    def _ensure_wit(self) -> str | None:
+        if not self.use_wit:
+            return None
+        if self.wit is None or self.clock() > self.wit_expires - 60:
+            self.fetch_wit()
+        return self.wit
+
     # -- OCSP staple ----------------------------------------------------------------------
     def staple_age(self) -> float | None:
         """Seconds since the staple's thisUpdate (None without a staple)."""
@@ -392,18 +447,23 @@ class Agent:
         """The headers that sign this request; refuses on drift, expiry or revocation.
 
         ``audience`` overrides the agent's ``wimse-aud`` for this request."""
-        aud = audience or self.audience or httpsig.audience_of(url)
+        wimse_profile = self.profile == "wimse"
+        default_aud = wimse.audience_of if wimse_profile else httpsig.audience_of
+        aud = audience or self.audience or default_aud(url)
         background = self._upkeep.running
         if auto_renew and not background and self._credential is not None:
             self.renew_if_due()
         if auto_staple and not background and self._credential is not None:
             self._ensure_staple()
         running = self.check_ready()
+        wit = self._ensure_wit() if wimse_profile else None
         with self._lock:
             out = dict(self._cert_headers)
             staple = self.staple
         if staple is not None:
             out["Agentca-OCSP"] = httpsig.sf_bytes(staple.der)
+        if wit is not None:
+            out[wimse.WIT_HEADER] = wit
         declared = (
             f"model={httpsig.sf_bytes(running.model_digest)}, "
             f"prompt={httpsig.sf_bytes(running.prompt_digest)}"
@@ -411,34 +471,48 @@ class Agent:
         if running.config_digest is not None:
             declared += f", config={httpsig.sf_bytes(running.config_digest)}"
         out["Agentca-Provenance"] = declared
-        all_headers = {k.lower(): v for k, v in (headers or {}).items()}
-        covered = ["@method", "@authority", "@path", "@query"]
-        if not self.cover_authority:
-            covered.remove("@authority")
         if body:
             out["Content-Digest"] = httpsig.content_digest(body)
-            covered.append("content-digest")
-        if "content-type" in all_headers:
-            covered.append("content-type")
-        for name in ("Client-Cert", "Client-Cert-Chain", "Agentca-OCSP", "Agentca-Provenance"):
-            if name in out:
-                covered.append(name.lower())
+        all_headers = {k.lower(): v for k, v in (headers or {}).items()}
         all_headers.update({k.lower(): v for k, v in out.items()})
+        identity = ["client-cert", "client-cert-chain", "agentca-ocsp", "agentca-provenance"]
         created = int(self.clock())
         nonce = secrets.token_urlsafe(18)
-        params: list[tuple[str, httpsig.ParamValue]] = [
-            ("created", created),
-            ("expires", created + self.expires_in),
-            ("nonce", nonce),
-            (AUDIENCE_PARAM, aud),
-            ("tag", TAG),
-            ("alg", self.algorithm),
-        ]
+        if wimse_profile:
+            covered = wimse.covered_components(all_headers, identity)
+            if self.cover_authority:
+                covered.insert(2, "@authority")
+            label = wimse.LABEL
+            params: list[tuple[str, httpsig.ParamValue]] = [
+                ("created", created),
+                ("expires", created + self.expires_in),
+                ("nonce", nonce),
+                ("tag", wimse.TAG),
+                (AUDIENCE_PARAM, aud),
+            ]
+        else:
+            covered = ["@method", "@authority", "@path", "@query"]
+            if not self.cover_authority:
+                covered.remove("@authority")
+            if body:
+                covered.append("content-digest")
+            if "content-type" in all_headers:
+                covered.append("content-type")
+            covered += [h for h in identity if h in all_headers]
+            label = LABEL
+            params = [
+                ("created", created),
+                ("expires", created + self.expires_in),
+                ("nonce", nonce),
+                (AUDIENCE_PARAM, aud),
+                ("tag", TAG),
+                ("alg", self.algorithm),
+            ]
         params_value = httpsig.signature_params(covered, params)
         base = httpsig.signature_base(method, url, all_headers, covered, params_value)
         signature = httpsig.sign_base(self.key, base)
-        out["Signature-Input"] = f"{LABEL}={params_value}"
-        out["Signature"] = f"{LABEL}={httpsig.sf_bytes(signature)}"
+        out["Signature-Input"] = f"{label}={params_value}"
+        out["Signature"] = f"{label}={httpsig.sf_bytes(signature)}"
         return SignedHeaders(out, nonce, created)
 
     def auth(self) -> AgentAuth:
@@ -453,14 +527,21 @@ class Agent:
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = 10.0,
+        tls_context: ssl.SSLContext | None = None,
     ) -> HttpReply:
-        """Send one signed request with urllib; never raises on HTTP error statuses."""
+        """Send one signed request with urllib; never raises on HTTP error statuses.
+
+        ``tls_context`` (for ``https``): e.g. :func:`agent.tls.agent_tls_context` to present
+        the agent certificate in TLS as well (mutual TLS, docs/mtls.md)."""
         hdrs = dict(headers or {})
         if json_body is not None:
             body = json.dumps(json_body).encode()
             hdrs.setdefault("Content-Type", "application/json")
+        if body and not any(k.lower() == "content-type" for k in hdrs):
+            # urllib would add an unsigned x-www-form-urlencoded one after signing
+            hdrs["Content-Type"] = "application/octet-stream"
         hdrs.update(self.sign(method, url, hdrs, body).headers)
-        return send(method, url, hdrs, body, timeout)
+        return send(method, url, hdrs, body, timeout, tls_context)
 
 
 @dataclass
@@ -476,12 +557,18 @@ class HttpReply:
 
 
 def send(
-    method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float = 10.0
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    timeout: float = 10.0,
+    tls_context: ssl.SSLContext | None = None,
 ) -> HttpReply:
-    """One plain urllib request (already signed headers included)."""
+    """One plain urllib request (already signed headers included; ``tls_context`` for
+    ``https``, e.g. mutual TLS with :func:`agent.tls.agent_tls_context`)."""
     req = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=tls_context) as resp:
             return HttpReply(
                 resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
             )

@@ -7,19 +7,28 @@ stay out of argv, environment dumps and logs. The result is a frozen :class:`Set
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ca.errors import CAError, ErrorCode
+from ca.names import validate_trust_domain
 from ca.oids import OidArc, OidArcError
 
 ENV_PREFIX = "AGENTCA_"
 KEY_STORES = ("pkcs11", "software")
+#: ``AGENTCA_*`` variables that are not settings: the file to read, and the test and
+#: benchmark harness's own (prefixes). Any other unknown ``AGENTCA_*`` variable is an error.
+ENV_NOT_SETTINGS = ("AGENTCA_CONFIG",)
+ENV_HARNESS_PREFIXES = ("AGENTCA_TEST_", "AGENTCA_BENCH_", "AGENTCA_FAULTS_")
 
 
 def _default_data_dir() -> Path:
@@ -73,8 +82,8 @@ class Settings:
         "ed25519",
     )
     # URLs published inside certificates
-    public_base_url: str = "http://127.0.0.1:8400"
-    ocsp_url: str = ""  # empty: http://127.0.0.1:8401/ocsp
+    public_base_url: str = ""  # empty: http://<listen_host>:<listen_port>
+    ocsp_url: str = ""  # empty: http://<listen_host>:<ocsp_listen_port>/ocsp
     crl_base_url: str = ""  # empty: public_base_url + /crl
     crl_publish_dir: str = ""  # empty: data_dir/crl (where the CRL publisher writes)
     crl_interval_seconds: int = 3600  # full CRL every interval; nextUpdate = 2 x interval
@@ -104,6 +113,10 @@ class Settings:
     reconcile_interval_seconds: int = 30  # how often each CA API worker reconciles
 
     def __post_init__(self) -> None:
+        try:
+            validate_trust_domain(self.trust_domain)
+        except CAError as exc:
+            raise CAError(ErrorCode.CONFIG, f"setting 'trust_domain': {exc.detail}") from None
         object.__setattr__(self, "key_store", self.key_store.strip().lower())
         if self.key_store not in KEY_STORES:
             raise CAError(
@@ -139,12 +152,21 @@ class Settings:
         return self.ocsp_database_url or self.effective_database_url
 
     @property
+    def effective_public_base_url(self) -> str:
+        """Where this CA's API is reached: ``public_base_url``, else the listen address."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        return f"http://{_url_host(self.listen_host)}:{self.listen_port}"
+
+    @property
     def effective_ocsp_url(self) -> str:
-        return self.ocsp_url or f"http://{self.listen_host}:{self.ocsp_listen_port}/ocsp"
+        return self.ocsp_url or (
+            f"http://{_url_host(self.listen_host)}:{self.ocsp_listen_port}/ocsp"
+        )
 
     @property
     def effective_crl_base_url(self) -> str:
-        return (self.crl_base_url or self.public_base_url.rstrip("/") + "/crl").rstrip("/")
+        return (self.crl_base_url or self.effective_public_base_url + "/crl").rstrip("/")
 
     @property
     def pending_bound(self) -> timedelta:
@@ -179,7 +201,21 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+def _url_host(listen_host: str) -> str:
+    """The host part of a URL for a listen address (wildcards: loopback; IPv6 bracketed)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(listen_host, listen_host)
+    return f"[{host}]" if ":" in host else host
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+#: Settings whose value may carry a secret (a password in a database URL).
+_URL_SETTINGS_WITH_CREDENTIALS = ("database_url", "ocsp_database_url")
+
+
+def _unknown(what: str, name: str, known: list[str]) -> CAError:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return CAError(ErrorCode.CONFIG, f"{what} {name!r} is not a setting{hint}")
 
 
 def _coerce(name: str, raw: Any) -> Any:
@@ -215,10 +251,19 @@ def load_settings(
     """Build settings from defaults, then the TOML file, then ``AGENTCA_*`` variables.
 
     The TOML file is ``config_file`` or ``$AGENTCA_CONFIG``; keys are the field names, at the
-    top level or under an ``[agentca]`` table. Unknown keys are an error, not a silent typo.
+    top level or under an ``[agentca]`` table. Unknown keys and unknown ``AGENTCA_*``
+    variables are errors with a "did you mean", never a silent typo.
     """
+    return load_settings_with_sources(environ, config_file)[0]
+
+
+def load_settings_with_sources(
+    environ: Mapping[str, str] | None = None, config_file: str | Path | None = None
+) -> tuple[Settings, dict[str, str]]:
+    """:func:`load_settings` plus where each value came from (``default``, the file, ``env``)."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    sources = dict.fromkeys(_FIELDS, "default")
     path = config_file or env.get(ENV_PREFIX + "CONFIG")
     if path:
         try:
@@ -229,24 +274,142 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise CAError(ErrorCode.CONFIG, f"configuration file {path}: {exc}") from exc
         table = doc.get("agentca", doc)
+        if not isinstance(table, dict):
+            raise CAError(ErrorCode.CONFIG, f"configuration file {path}: [agentca] is not a table")
         for key, raw in table.items():
             if key not in _FIELDS:
-                raise CAError(ErrorCode.CONFIG, f"configuration file {path}: unknown key '{key}'")
+                raise _unknown(f"configuration file {path}: key", key, list(_FIELDS))
             values[key] = _coerce(key, raw)
+            sources[key] = f"file {path}"
+    known_env = {ENV_PREFIX + name.upper(): name for name in _FIELDS}
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in ENV_NOT_SETTINGS:
+            continue
+        if var == ENV_PREFIX + "HSM_PIN":
+            raise CAError(
+                ErrorCode.CONFIG,
+                "AGENTCA_HSM_PIN is not accepted: put the PIN in a file and set "
+                "AGENTCA_HSM_PIN_FILE",
+            )
+        if var.startswith(ENV_HARNESS_PREFIXES):
+            continue
+        if var not in known_env:
+            raise _unknown("environment variable", var, [*known_env, *ENV_NOT_SETTINGS])
+        raw_env = env[var]
+        if raw_env != "":
+            values[known_env[var]] = _coerce(known_env[var], raw_env)
+            sources[known_env[var]] = f"env {var}"
+    return Settings(**values), sources
+
+
+def redacted(name: str, value: object) -> object:
+    """``value`` of setting ``name`` fit to print: passwords in database URLs replaced."""
+    if name in _URL_SETTINGS_WITH_CREDENTIALS and isinstance(value, str) and value:
+        parts = urlsplit(value)
+        if parts.password is not None:
+            netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+            return urlunsplit(parts._replace(netloc=netloc))
+    return value
+
+
+def effective_items(settings: Settings) -> list[tuple[str, object]]:
+    """Every setting with its value (paths as strings, tuples as lists), secrets redacted."""
+    out: list[tuple[str, object]] = []
     for name in _FIELDS:
-        raw_env = env.get(ENV_PREFIX + name.upper())
-        if raw_env is not None and raw_env != "":
-            values[name] = _coerce(name, raw_env)
-    if "hsm_pin" in {k.lower()[len(ENV_PREFIX) :] for k in env if k.startswith(ENV_PREFIX)}:
-        raise CAError(
-            ErrorCode.CONFIG,
-            "AGENTCA_HSM_PIN is not accepted: put the PIN in a file and set AGENTCA_HSM_PIN_FILE",
-        )
-    return Settings(**values)
+        value: object = getattr(settings, name)
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out.append((name, redacted(name, value)))
+    return out
+
+
+def derived_items(settings: Settings) -> list[tuple[str, str]]:
+    """The values the empty defaults stand for (``effective_*``), secrets redacted."""
+    return [
+        ("database_url", str(redacted("database_url", settings.effective_database_url))),
+        (
+            "ocsp_database_url",
+            str(redacted("ocsp_database_url", settings.effective_ocsp_database_url)),
+        ),
+        ("hsm_pin_file", str(settings.effective_pin_file)),
+        ("ocsp_pin_file", str(settings.effective_ocsp_pin_file)),
+        ("public_base_url", settings.effective_public_base_url),
+        ("ocsp_url", settings.effective_ocsp_url),
+        ("crl_base_url", settings.effective_crl_base_url),
+        ("crl_publish_dir", str(settings.effective_crl_publish_dir)),
+    ]
+
+
+def _listens(settings: Settings) -> list[tuple[str, str, int]]:
+    host = settings.listen_host
+    return [
+        ("the CA API", host, settings.listen_port),
+        ("the OCSP responder", host, settings.ocsp_listen_port),
+    ]
+
+
+def url_warnings(settings: Settings) -> list[str]:
+    """Certificate URLs (CRL, OCSP, CA) that point where nothing of this CA listens.
+
+    Only checked when the URL names an IP literal or ``localhost`` and no proxy is declared
+    (``trusted_proxy_hops == 0``): a DNS name may well route here, and cannot be checked.
+    """
+    if settings.trusted_proxy_hops:
+        return []
+    urls = [
+        ("public_base_url", settings.effective_public_base_url, "the CA API"),
+        ("crl_base_url", settings.effective_crl_base_url, "the CA API"),
+        ("ocsp_url", settings.effective_ocsp_url, "the OCSP responder"),
+    ]
+    listen = {what: (host, port) for what, host, port in _listens(settings)}
+    local = {"localhost", "127.0.0.1", "::1"}
+    out: list[str] = []
+    for name, url, served_by in urls:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if not _is_ip_literal(host) and host != "localhost":
+            continue
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        want_host, want_port = listen[served_by]
+        wildcard = want_host in {"0.0.0.0", "::", ""}
+        same_host = wildcard or host == want_host or (host in local and want_host in local)
+        if port != want_port or not same_host:
+            out.append(
+                f"{name} {url} points at {host}:{port}, but {served_by} of this CA listens on "
+                f"{want_host or '*'}:{want_port}: certificates would send verifiers elsewhere"
+            )
+    return out
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def read_secret_file(path: Path, what: str) -> str:
-    """Read a secret (PIN, token) from a file, stripped of its trailing newline."""
+    """Read a secret (PIN, token) from a file, stripped of its trailing newline.
+
+    Like ssh with private keys, a file that its group or others may read or write is refused.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise CAError(ErrorCode.CONFIG, f"{what} file {path} does not exist") from exc
+    except OSError as exc:
+        raise CAError(
+            ErrorCode.CONFIG, f"{what} file {path} cannot be read: {exc.strerror}"
+        ) from exc
+    if mode & 0o077:
+        raise CAError(
+            ErrorCode.CONFIG,
+            f"{what} file {path} has permissions {stat.S_IMODE(mode):04o}: group and others "
+            f"must have no access (chmod 600 {path})",
+        )
     try:
         text = path.read_text(encoding="utf-8").rstrip("\r\n")
     except FileNotFoundError as exc:

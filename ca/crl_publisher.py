@@ -100,6 +100,17 @@ def delta_name(issuer: str) -> str:
     return f"{issuer}-delta.crl"
 
 
+def full_crl_url(crl_base_url: str, issuer: str) -> str:
+    """URL of an issuer's complete CRL: the CRL distribution point of what it signs."""
+    return f"{crl_base_url.rstrip('/')}/{full_name(issuer)}"
+
+
+def delta_crl_url(crl_base_url: str, issuer: str) -> str:
+    """URL of an issuer's delta CRL: the Freshest CRL of its complete CRLs and of what it
+    signs (one place names it for both; RFC 5280 4.2.1.15, 5.2.6)."""
+    return f"{crl_base_url.rstrip('/')}/{delta_name(issuer)}"
+
+
 class CrlPublisher:
     """Builds, signs and installs complete and delta CRLs for the CA's issuers."""
 
@@ -278,7 +289,7 @@ class CrlPublisher:
             this_update=now,
             next_update=now + 2 * self.interval,
             number=number,
-            freshest_url=f"{self.crl_base_url}/{delta_name(ca.name)}",
+            freshest_url=delta_crl_url(self.crl_base_url, ca.name),
         )
         # RFC 5280 3.3: an entry stays until it has appeared on one regularly scheduled CRL
         # issued after the certificate expired, i.e. on the first complete CRL whose

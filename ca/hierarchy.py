@@ -27,8 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from ca.arcs import ArcState, arc_setting, decode_previous, encode_previous
 from ca.clock import Clock, utcnow
 from ca.config import Settings
+from ca.crl_publisher import delta_crl_url, full_crl_url
 from ca.errors import CAError, ErrorCode
 from ca.journal import Journal
+from ca.lint import lint_freshest_crl
 from ca.oids import OidArc, arc_warnings
 from ca.profile import (
     BACKDATE,
@@ -138,8 +140,10 @@ class Hierarchy:
             now + timedelta(days=s.issuing_validity_days),
             root_cert,
             root_key,
-            issuer_crl_url=f"{s.effective_crl_base_url}/{ROOT}.crl",
+            issuer_crl_url=full_crl_url(s.effective_crl_base_url, ROOT),
+            issuer_delta_crl_url=delta_crl_url(s.effective_crl_base_url, ROOT),
         )
+        lint_freshest_crl(issuing_cert, delta_crl_url(s.effective_crl_base_url, ROOT))
         with self.sessions.begin() as session:
             root = _issuer_row(ROOT, ROOT, None, root_label, root_type.value, root_cert, now, arc)
             session.add(root)
@@ -262,7 +266,7 @@ class Hierarchy:
             row = s.scalar(select(Issuer).where(Issuer.role == ISSUING, Issuer.active))
             if row is None:
                 raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
-            base = self.settings.public_base_url.rstrip("/")
+            base = self.settings.effective_public_base_url
             return SigningIssuer(
                 id=row.id,
                 name=row.name,
@@ -271,7 +275,8 @@ class Hierarchy:
                 urls=CertificateUrls(
                     ocsp_url=self.settings.effective_ocsp_url,
                     ca_issuers_url=f"{base}/ca/{row.name}.der",
-                    crl_url=f"{self.settings.effective_crl_base_url}/{row.name}.crl",
+                    crl_url=full_crl_url(self.settings.effective_crl_base_url, row.name),
+                    delta_crl_url=delta_crl_url(self.settings.effective_crl_base_url, row.name),
                 ),
             )
 

@@ -14,6 +14,7 @@ EKU, agent extensions non-critical). Only then does the real key sign; the real 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Final
 
 from cryptography import x509
@@ -33,7 +34,7 @@ from ca.profile import (
 from wire import extensions as wire_ext
 from wire.oids import DEFAULT_ARC, OidArc
 
-__all__ = ["LintError", "lint_certificate", "lint_key_for", "sign_linted"]
+__all__ = ["LintError", "lint_certificate", "lint_freshest_crl", "lint_key_for", "sign_linted"]
 
 #: RSA lint keys only need the same AlgorithmIdentifier, not the issuer's size: the smallest
 #: size cryptography generates keeps the lint signature cheap.
@@ -126,16 +127,50 @@ def lint_certificate(
             raise LintError(f"agent extension {arc.names[oid.dotted_string]} is critical")
 
 
+def lint_freshest_crl(cert: x509.Certificate, delta_crl_url: str | None) -> None:
+    """Freshest CRL (RFC 5280 4.2.1.15) as the issuer's complete CRL names its delta: present,
+    non-critical, exactly one distribution point whose only name is ``delta_crl_url``; absent
+    when the issuer publishes no delta CRL (``delta_crl_url`` None). :class:`LintError` else."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.FreshestCRL)
+    except x509.ExtensionNotFound:
+        if delta_crl_url is not None:
+            raise LintError("the Freshest CRL extension (the delta CRL URL) is missing") from None
+        return
+    except ValueError as exc:
+        raise LintError(f"malformed extension: {exc}") from None
+    if delta_crl_url is None:
+        raise LintError("Freshest CRL present, but the issuer publishes no delta CRL")
+    if ext.critical:
+        raise LintError("the Freshest CRL extension must be non-critical")
+    points = list(ext.value)
+    names = [
+        n.value
+        for p in points
+        for n in (p.full_name or [])
+        if isinstance(n, x509.UniformResourceIdentifier)
+    ]
+    if len(points) != 1 or names != [delta_crl_url] or len(points[0].full_name or []) != 1:
+        raise LintError(f"Freshest CRL names {names}, the delta CRL is at {delta_crl_url}")
+    point = points[0]
+    if point.reasons is not None or point.crl_issuer is not None:
+        raise LintError("the Freshest CRL distribution point must not carry reasons or cRLIssuer")
+
+
 def sign_linted(
     builder: x509.CertificateBuilder,
     issuer_key: CertificateIssuerPrivateKeyTypes,
     algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None,
     expected: AgentExtensions,
     arc: OidArc = DEFAULT_ARC,
+    also: Callable[[x509.Certificate], None] | None = None,
 ) -> x509.Certificate:
-    """Lint ``builder``'s certificate, then sign it with ``issuer_key`` (see the module doc)."""
+    """Lint ``builder``'s certificate (plus the check ``also``, if given), then sign it with
+    ``issuer_key`` (see the module doc)."""
     linted = builder.sign(lint_key_for(issuer_key), algorithm)
     lint_certificate(linted, expected, arc)
+    if also is not None:
+        also(linted)
     cert = builder.sign(issuer_key, algorithm)
     if cert.tbs_certificate_bytes != linted.tbs_certificate_bytes:
         raise LintError("the signed TBS certificate differs from the linted one")
@@ -157,7 +192,12 @@ def sign_agent_certificate(
     """
     builder = agent_certificate_builder(spec, issuer_certificate, urls)
     cert = sign_linted(
-        builder, issuer_key, signature_hash(issuer_key), spec.extensions, spec.oid_arc
+        builder,
+        issuer_key,
+        signature_hash(issuer_key),
+        spec.extensions,
+        spec.oid_arc,
+        also=lambda linted: lint_freshest_crl(linted, urls.delta_crl_url),
     )
     try:
         cert.verify_directly_issued_by(issuer_certificate)

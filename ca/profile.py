@@ -28,11 +28,13 @@ BACKDATE = timedelta(seconds=60)  # tolerate small clock skew at relying parties
 
 @dataclass(frozen=True)
 class CertificateUrls:
-    """Where relying parties find status and the issuer (AIA and CRL distribution point)."""
+    """Where relying parties find status and the issuer (AIA, CRL distribution point and,
+    when the issuer publishes delta CRLs, Freshest CRL)."""
 
     ocsp_url: str
     ca_issuers_url: str
     crl_url: str
+    delta_crl_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,11 @@ def build_issuing_certificate(
     issuer_certificate: x509.Certificate,
     issuer_key: CertificateIssuerPrivateKeyTypes,
     issuer_crl_url: str | None = None,
+    issuer_delta_crl_url: str | None = None,
 ) -> x509.Certificate:
-    """An issuing (intermediate) CA under the root: path length 0, may only sign leaves."""
+    """An issuing (intermediate) CA under the root: path length 0, may only sign leaves.
+
+    ``issuer_delta_crl_url`` (the root's delta CRL) adds a Freshest CRL extension."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name, organization))
@@ -147,6 +152,8 @@ def build_issuing_certificate(
     )
     if issuer_crl_url:
         builder = builder.add_extension(_crl_dp(issuer_crl_url), critical=False)
+    if issuer_delta_crl_url:
+        builder = builder.add_extension(freshest_crl(issuer_delta_crl_url), critical=False)
     return builder.sign(issuer_key, signature_hash(issuer_key))
 
 
@@ -223,6 +230,8 @@ def agent_certificate_builder(
             critical=False,
         )
     )
+    if urls.delta_crl_url:
+        builder = builder.add_extension(freshest_crl(urls.delta_crl_url), critical=False)
     for value, critical in agent_x509_extensions(spec.extensions, spec.oid_arc):
         builder = builder.add_extension(value, critical=critical)
     return builder
@@ -268,13 +277,18 @@ def _aki(issuer_certificate: x509.Certificate) -> x509.AuthorityKeyIdentifier:
 
 
 def _crl_dp(url: str) -> x509.CRLDistributionPoints:
-    return x509.CRLDistributionPoints(
-        [
-            x509.DistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(url)],
-                relative_name=None,
-                reasons=None,
-                crl_issuer=None,
-            )
-        ]
+    return x509.CRLDistributionPoints([_distribution_point(url)])
+
+
+def freshest_crl(url: str) -> x509.FreshestCRL:
+    """Freshest CRL (RFC 5280 4.2.1.15, non-critical): one distribution point, the delta URL."""
+    return x509.FreshestCRL([_distribution_point(url)])
+
+
+def _distribution_point(url: str) -> x509.DistributionPoint:
+    return x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)],
+        relative_name=None,
+        reasons=None,
+        crl_issuer=None,
     )

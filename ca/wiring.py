@@ -27,7 +27,13 @@ from ca.ledger.signer import CheckpointSigner
 from ca.ledger.store import LedgerStore
 from ca.operations import Operations
 from ca.registry import Registry
-from ca.store.db import make_engine, make_session_factory, require_schema, upgrade
+from ca.store.db import (
+    make_engine,
+    make_session_factory,
+    require_database_file,
+    require_schema,
+    upgrade,
+)
 from ca.tokens import EnrollmentTokens
 from hsm import KeyManager
 
@@ -61,6 +67,8 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
     """Open (and with ``create`` also provision and migrate) everything a process needs."""
     if create:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    else:
+        require_database_file(settings.effective_database_url)
     secure_data_dir(settings)
     if create:
         upgrade(settings.effective_database_url)

@@ -1,4 +1,7 @@
-"""Digest helpers: the model weights manifest, system-prompt and runtime-config digests."""
+"""Digest helpers: the model weights manifest, system-prompt and runtime-config digests.
+
+``config digest`` is attached to the ``config`` group by :mod:`cli.config_commands`.
+"""
 
 from __future__ import annotations
 
@@ -40,12 +43,7 @@ def prompt_digest_command(file: str) -> None:
     click.echo(prompt_digest_file(Path(file)).hex())
 
 
-@click.group(cls=AgentcaGroup)
-def config() -> None:
-    """Runtime-configuration provenance helpers."""
-
-
-@config.command("digest")
+@click.command("digest")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 def config_digest_command(file: str) -> None:
     """Print the config digest of the JSON object in FILE (canonical JSON, as the agent SDK).

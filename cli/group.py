@@ -10,6 +10,7 @@ click's handling.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -29,6 +30,14 @@ def fail(error: CAError) -> NoReturn:
     sys.exit(exit_code(error))
 
 
+def _reader_went_away() -> NoReturn:
+    """stdout's reader closed the pipe (``agentca list | head``): stop quietly, as Unix tools
+    do (exit 141 = 128 + SIGPIPE), instead of reporting an internal error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(141)
+
+
 class AgentcaGroup(click.Group):
     """A click group whose commands end every failure as one line and a mapped exit code.
 
@@ -43,6 +52,8 @@ class AgentcaGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:
+            _reader_went_away()
         except Exception as exc:
             fail(as_ca_error(exc))
 

@@ -38,7 +38,10 @@ COMMANDS = {
     # registry_commands adds `model add` and `model retire` to digest_commands' group
     "model": ("cli.registry_commands:model", "Model provenance helpers."),
     "prompt": ("cli.digest_commands:prompt", "System-prompt provenance helpers."),
-    "config": ("cli.digest_commands:config", "Runtime-configuration provenance helpers."),
+    "config": (
+        "cli.config_commands:config",
+        "The CA's effective configuration, and runtime-configuration digests of agents.",
+    ),
     "serve": (
         "cli.serve:serve",
         "Serve the CA HTTP API with gunicorn; on first run create token, database and CAs.",
@@ -69,6 +72,10 @@ COMMANDS = {
     "reconcile": (
         "cli.reconcile_commands:reconcile",
         "Mark reservations pending for longer than the bound as failed, in the ledger.",
+    ),
+    "db": (
+        "cli.db_commands:db",
+        "The database schema: show its revision, migrate it to this release's.",
     ),
     "crl": (
         "cli.crl_commands:crl",

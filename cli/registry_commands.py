@@ -138,6 +138,82 @@ def agent_show(ctx: click.Context, name: str, as_json: bool) -> None:
     _print_registration(registration_json(reg), as_json)
 
 
+@agent.command("update")
+@click.argument("name")
+@click.option("--officer", default=None, help="New officer of record (e-mail).")
+@click.option("--scope", "scopes", multiple=True, help="The allowed scopes (replaces the list).")
+@click.option(
+    "--model-digest", "model_digests", multiple=True, help="The allowed model digests (replaces)."
+)
+@click.option(
+    "--prompt-digest",
+    "prompt_digests",
+    multiple=True,
+    help="The allowed system-prompt digests (replaces): how a re-reviewed prompt is allowed.",
+)
+@click.option(
+    "--config-digest",
+    "config_digests",
+    multiple=True,
+    help="The allowed config digests (replaces).",
+)
+@click.option("--no-config-digests", is_flag=True, help="Clear the allowed config digests.")
+@click.option(
+    "--key-type",
+    "key_types",
+    multiple=True,
+    type=click.Choice(KEY_TYPES),
+    help="Key types (replaces).",
+)
+@click.option("--max-validity", default=None, help="Longest certificate lifetime, e.g. 12h.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def agent_update(
+    ctx: click.Context,
+    name: str,
+    officer: str | None,
+    scopes: tuple[str, ...],
+    model_digests: tuple[str, ...],
+    prompt_digests: tuple[str, ...],
+    config_digests: tuple[str, ...],
+    no_config_digests: bool,
+    key_types: tuple[str, ...],
+    max_validity: str | None,
+    as_json: bool,
+) -> None:
+    """Change registration NAME: only the options given change; a repeated option gives the
+    whole new list (as PATCH /v1/agents/{name}). Certificates already issued keep what they
+    certify; the next enrollment or renewal is checked against the new registration.
+    """
+    if config_digests and no_config_digests:
+        raise click.UsageError("--config-digest and --no-config-digests contradict each other")
+    given = (
+        officer,
+        scopes,
+        model_digests,
+        prompt_digests,
+        config_digests,
+        no_config_digests,
+        key_types,
+        max_validity,
+    )
+    if not any(given):
+        raise click.UsageError("nothing to change: give at least one option")
+    with runtime(ctx) as rt:
+        reg = rt.registry.update_agent(
+            name,
+            officer=officer,
+            scopes=scopes or None,
+            model_digests=model_digests or None,
+            prompt_digests=prompt_digests or None,
+            config_digests=() if no_config_digests else (config_digests or None),
+            key_types=key_types or None,
+            max_validity=parse_duration(max_validity) if max_validity else None,
+            actor=actor(),
+        )
+    _print_registration(registration_json(reg), as_json)
+
+
 @agent.command("disable")
 @click.argument("name")
 @click.pass_context

@@ -4,6 +4,9 @@
         --trust-anchor root.pem --inventory-token-file gateway.token \\
         --audience http://127.0.0.1:8402 --trust-domain agentca.local
 
+``--server`` picks the WSGI server: werkzeug (default, threaded), wsgiref (the standard
+library's, single-threaded) or gunicorn (one worker process, the gateway built in it).
+
 Routes: ``POST /orders`` (scope ``submit_limit_order``), ``GET /book``
 (``query_anonymized_order_book``), ``POST /admin/halt`` (``halt_trading``), ``GET /health``
 (public). Decision log lines go to stderr as JSON.
@@ -116,22 +119,63 @@ def main(argv: list[str] | None = None) -> None:
         "--audience", required=True, help="this service's audience (wimse-aud), e.g. its origin"
     )
     parser.add_argument("--trust-domain", required=True, help="the agents' SPIFFE trust domain")
+    parser.add_argument("--server", choices=("werkzeug", "wsgiref", "gunicorn"), default="werkzeug")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    verifier = build_verifier(
-        args.trust_anchor,
-        args.ca_url,
-        args.inventory_token_file.read_text().strip(),
-        args.max_status_age,
-        args.inventory_refresh,
-        args.audience,
-        args.trust_domain,
+
+    def app() -> Flask:
+        verifier = build_verifier(
+            args.trust_anchor,
+            args.ca_url,
+            args.inventory_token_file.read_text().strip(),
+            args.max_status_age,
+            args.inventory_refresh,
+            args.audience,
+            args.trust_domain,
+        )
+        return create_app(verifier)
+
+    print(
+        f"order book behind the agentca gateway on http://{args.host}:{args.port} ({args.server})",
+        flush=True,
     )
-    server = make_server(args.host, args.port, create_app(verifier), threaded=True)
-    print(f"order book behind the agentca gateway on http://{args.host}:{args.port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+        if args.server == "gunicorn":
+            _serve_gunicorn(app, f"{args.host}:{args.port}")
+        elif args.server == "wsgiref":
+            _serve_wsgiref(app(), args.host, args.port)
+        else:
+            make_server(args.host, args.port, app(), threaded=True).serve_forever()
+
+
+def _serve_wsgiref(app: Flask, host: str, port: int) -> None:
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    make_server(host, port, app, handler_class=Quiet).serve_forever()
+
+
+def _serve_gunicorn(factory: Any, bind: str) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    class OrderBook(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {
+                "bind": bind,
+                "workers": 1,
+                "threads": 2,
+                "loglevel": "warning",
+            }.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return factory()  # in the worker: its refresh threads live there
+
+    OrderBook().run()
 
 
 if __name__ == "__main__":

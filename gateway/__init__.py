@@ -4,6 +4,7 @@ only (HTTP via urllib); imports nothing of the agentca server.
 """
 
 from gateway.chain import AgentIdentity, ChainVerifier
+from gateway.client_cert import ClientCertSource, TlsClientCert
 from gateway.httpsig import RequestView
 from gateway.inventory import CAInventory, StaticInventory
 from gateway.problems import PROBLEM_BASE, Check, Denied
@@ -20,6 +21,7 @@ __all__ = [
     "CAInventory",
     "ChainVerifier",
     "Check",
+    "ClientCertSource",
     "CrlSet",
     "Decision",
     "Denied",
@@ -27,5 +29,6 @@ __all__ = [
     "RequestView",
     "StaticInventory",
     "StatusChecker",
+    "TlsClientCert",
     "Verifier",
 ]

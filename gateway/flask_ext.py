@@ -11,6 +11,10 @@ Every request is verified before its view runs. Views without ``@requires_scope`
 (fail closed) unless marked ``@public``; refusals are ``application/problem+json``. Paths not
 in RFC 3986 normal form are refused with 400 ``path-not-normal`` (see ``gateway.wsgi``). The
 decision is logged once the response is final (``after_request``), with its real status.
+``@requires_tls_client_cert`` (or ``require_tls_client_cert=True`` for every view) also
+requires the signing certificate in mutual TLS (docs/mtls.md, ``gateway.client_cert``).
+``@accepts_profiles("wimse")`` sets the signature profiles a view accepts (default: the
+verifier's; docs/wimse.md).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, TypeVar
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from gateway.client_cert import ClientCertSource, TlsClientCert
 from gateway.httpsig import RequestView
 from gateway.problems import Check, Denied
 from gateway.verifier import Decision, Verifier
@@ -30,6 +35,8 @@ from gateway.wsgi import ACCEPT_SIGNATURE, path_problem, request_view
 F = TypeVar("F", bound=Callable[..., Any])
 SCOPE_ATTR = "_agentca_scope"
 PUBLIC_ATTR = "_agentca_public"
+PROFILES_ATTR = "_agentca_profiles"
+TLS_ATTR = "_agentca_require_tls_client_cert"
 
 
 def requires_scope(scope: str) -> Callable[[F], F]:
@@ -42,21 +49,38 @@ def requires_scope(scope: str) -> Callable[[F], F]:
     return mark
 
 
+def accepts_profiles(*profiles: str) -> Callable[[F], F]:
+    """Accept these signature profiles (``"agentca"``, ``"wimse"``) on this view."""
+
+    def mark(view: F) -> F:
+        setattr(view, PROFILES_ATTR, tuple(profiles))
+        return view
+
+    return mark
+
+
+def requires_tls_client_cert(view: F) -> F:
+    """Also require the signing certificate in mutual TLS for this view (channel binding)."""
+    setattr(view, TLS_ATTR, True)
+    return view
+
+
 def public(view: F) -> F:
     """Let this view through without any agent verification (health checks and the like)."""
     setattr(view, PUBLIC_ATTR, True)
     return view
 
 
-def problem(denied: Denied) -> Response:
-    """The problem+json response for a refusal."""
+def problem(denied: Denied, status: int | None = None) -> Response:
+    """The problem+json response for a refusal (``status``: default ``denied.check.status``)."""
+    status = denied.check.status if status is None else status
     resp = Response(
-        json.dumps(denied.problem()),
-        status=denied.check.status,
+        json.dumps({**denied.problem(), "status": status}),
+        status=status,
         mimetype="application/problem+json",
     )
     resp.headers["Cache-Control"] = "no-store"
-    if denied.check.status == 401:
+    if status == 401:
         resp.headers["Accept-Signature"] = ACCEPT_SIGNATURE
     return resp
 
@@ -65,10 +89,18 @@ class AgentGateway:
     """Verifies every request of a Flask app; puts the identity in ``flask.g.agent``."""
 
     def __init__(
-        self, app: Flask | None = None, verifier: Verifier | None = None, max_body: int = 1 << 20
+        self,
+        app: Flask | None = None,
+        verifier: Verifier | None = None,
+        max_body: int = 1 << 20,
+        *,
+        client_certs: ClientCertSource | None = None,
+        require_tls_client_cert: bool = False,
     ) -> None:
         self.verifier = verifier
         self.max_body = max_body
+        self.client_certs = client_certs or ClientCertSource()
+        self.require_tls_client_cert = require_tls_client_cert
         if app is not None:
             self.init_app(app, verifier)
 
@@ -106,12 +138,22 @@ class AgentGateway:
             return self._refuse(too_large, scope)
         req = request_view(request.environ, body)
         assert self.verifier is not None
-        decision = self.verifier.evaluate(req, scope)
+        require_tls = self.require_tls_client_cert or getattr(view, TLS_ATTR, False)
+        tls: TlsClientCert | None = None
+        if require_tls:
+            try:
+                tls = self.client_certs.from_environ(request.environ)
+            except Denied as denied:
+                return self._refuse(denied, scope)
+        profiles = getattr(view, PROFILES_ATTR, None) if view is not None else None
+        decision = self.verifier.evaluate(
+            req, scope, profiles, tls_client_cert=tls, require_tls_client_cert=require_tls
+        )
         g.agentca_decision = decision
         g.agentca_request = req
         if not decision.allowed:
             assert decision.denial is not None
-            return problem(decision.denial)
+            return problem(decision.denial, decision.http_status)
         g.agent = decision.identity
         return None
 

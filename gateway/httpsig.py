@@ -1,5 +1,11 @@
 """RFC 9421 verification: parse ``Signature-Input``/``Signature``, rebuild the signature base
-from the received request, verify with the certificate key. RFC 9530 Content-Digest."""
+from the received request, verify with the certificate key. RFC 9530 Content-Digest.
+
+The one RFC 9421 core of the gateway: both profiles (:mod:`gateway.profiles`) use it, and it
+reproduces the RFC 9421 appendix B.2 signature bases byte for byte
+(``tests/unit/test_rfc9421_vectors.py``). Algorithms: ``ecdsa-p256-sha256``,
+``ecdsa-p384-sha384``, ``ed25519``, ``rsa-v1_5-sha256``, ``rsa-pss-sha512``; no HMAC (a
+gateway has no shared secrets with agents)."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
+from urllib.parse import parse_qsl, quote
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -24,6 +31,7 @@ _SHA384 = hashes.SHA384()
 _ECDSA256 = ec.ECDSA(_SHA256)
 _ECDSA384 = ec.ECDSA(_SHA384)
 _PKCS1 = padding.PKCS1v15()
+_PSS512 = padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64)
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class RequestView:
     body: bytes = b""
     authority: str = ""
     scheme: str = "http"
+    status: int | None = None  # a response's status code (``@status``), for test vectors
 
 
 @dataclass(frozen=True)
@@ -110,16 +119,41 @@ def parse_signature(headers: Mapping[str, str], tag: str) -> ParsedSignature:
             Check.MALFORMED if found else Check.CREDENTIALS_MISSING,
             f"expected exactly one signature with tag={tag!r}, found {len(found)}",
         )
-    label, inner = found[0]
+    return _member(found[0][0], found[0][1], sigs)
+
+
+def parse_labelled(headers: Mapping[str, str], label: str) -> ParsedSignature:
+    """The signature under ``label`` (RFC 9421 section 4; whatever its tag)."""
+    try:
+        inputs = sf.parse_dictionary(headers.get("signature-input", ""))
+        sigs = sf.parse_dictionary(headers.get("signature", ""))
+    except sf.SFError as exc:
+        raise Denied(Check.MALFORMED, f"Signature/Signature-Input: {exc}") from None
+    member = inputs.get(label)
+    if not isinstance(member, sf.InnerList):
+        raise Denied(Check.CREDENTIALS_MISSING, f"no signature labelled {label!r}")
+    return _member(label, member, sigs)
+
+
+def _member(label: str, inner: sf.Member, sigs: dict[str, sf.Member]) -> ParsedSignature:
     assert isinstance(inner, sf.InnerList)
     value = sigs.get(label)
     if not isinstance(value, sf.Item) or not isinstance(value.value, bytes):
         raise Denied(Check.MALFORMED, f"no Signature value for label {label!r}")
     covered = []
     for item in inner.items:
-        if not isinstance(item.value, str) or item.params:
-            raise Denied(Check.MALFORMED, "covered components must be plain strings")
-        covered.append(item.value)
+        if not isinstance(item.value, str):
+            raise Denied(Check.MALFORMED, "covered components must be strings")
+        if not item.params:
+            covered.append(item.value)
+        elif (
+            item.value == "@query-param"
+            and len(item.params) == 1
+            and (item.params[0][0] == "name" and isinstance(item.params[0][1], str))
+        ):  # RFC 9421 2.2.8, kept as its serialised identifier
+            covered.append(item.value + sf.serialize_params(item.params))
+        else:
+            raise Denied(Check.MALFORMED, "only @query-param may carry a parameter (name)")
     if len(set(covered)) != len(covered):
         raise Denied(Check.MALFORMED, "a component is covered twice")
     return ParsedSignature(
@@ -150,6 +184,10 @@ def component_value(name: str, req: RequestView) -> str:
         return req.scheme.lower()
     if name == "@request-target":
         return (req.path or "/") + ("?" + req.query if req.query else "")
+    if name.startswith("@query-param;name="):
+        return query_param(sf.parse_item(name[len("@query-param;name=") :]).value, req.query)
+    if name == "@status" and req.status is not None:
+        return str(req.status)
     if name == "@target-uri":
         target = (req.path or "/") + ("?" + req.query if req.query else "")
         return f"{req.scheme.lower()}://{normal_authority(req.scheme, req.authority)}{target}"
@@ -181,9 +219,27 @@ def normal_audience(value: str) -> str:
     return value
 
 
+def query_param(name: object, query: str) -> str:
+    """RFC 9421 2.2.8: the one value of query parameter ``name``, re-encoded."""
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == name]
+    if len(values) != 1:
+        raise Denied(Check.SIGNATURE, f"query parameter {name!r} is absent or repeated")
+    return quote(values[0], safe="")
+
+
+def _identifier(component: str) -> str:
+    name, semi, params = component.partition(";")  # only @query-param carries a parameter
+    return f'"{name}"{semi}{params}'
+
+
 def signature_base(sig: ParsedSignature, req: RequestView) -> bytes:
     """The RFC 9421 signature base of ``sig`` over ``req``."""
-    lines = [f'"{c}": {component_value(c, req)}' for c in sig.covered]
+    lines = [
+        f'"{c}": {component_value(c, req)}'
+        if ";" not in c
+        else f"{_identifier(c)}: {component_value(c, req)}"
+        for c in sig.covered
+    ]
     lines.append(f'"@signature-params": {sig.params_value}')
     try:
         return "\n".join(lines).encode("ascii")
@@ -212,6 +268,8 @@ def verify(public_key: PublicKey, algorithm: str, signature: bytes, base: bytes)
             cast(ed25519.Ed25519PublicKey, public_key).verify(signature, base)
         elif algorithm == "rsa-v1_5-sha256":
             cast(rsa.RSAPublicKey, public_key).verify(signature, base, _PKCS1, _SHA256)
+        elif algorithm == "rsa-pss-sha512":
+            cast(rsa.RSAPublicKey, public_key).verify(signature, base, _PSS512, hashes.SHA512())
         else:
             return False
     except (InvalidSignature, ValueError, TypeError, AttributeError):  # a key of another type

@@ -27,6 +27,8 @@ class Check(enum.Enum):
     PROVENANCE = "provenance-mismatch"
     SCOPE = "scope-denied"
     PATH = "path-not-normal"
+    TLS_CLIENT_CERT_MISSING = "tls-client-cert-missing"
+    TLS_CLIENT_CERT_MISMATCH = "tls-client-cert-mismatch"
     ERROR = "verification-error"
 
     @property
@@ -63,6 +65,8 @@ _TITLES: Final = {
     Check.PROVENANCE: "Running provenance differs from the certificate",
     Check.SCOPE: "Scope not granted",
     Check.PATH: "Request path is not in normal form",
+    Check.TLS_CLIENT_CERT_MISSING: "Route requires the agent certificate in mutual TLS",
+    Check.TLS_CLIENT_CERT_MISMATCH: "Request is signed by another certificate than TLS presented",
     Check.ERROR: "Verification failed",
 }
 

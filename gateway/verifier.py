@@ -15,28 +15,33 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography import x509
 
 from gateway import httpsig
 from gateway.chain import AgentIdentity, ChainEntry, ChainVerifier
+from gateway.client_cert import TlsClientCert, check_binding
 from gateway.httpsig import RequestView
 from gateway.inventory import Inventory
 from gateway.problems import Check, Denied
+from gateway.profiles import AGENTCA, WIT_HEADER, Profile, profiles_named, refusal_status
 from gateway.replay import ReplayCache
 from gateway.status import StatusChecker
 from wire import sf
 from wire.ca_metadata import arcs_from_metadata
 from wire.oids import DEFAULT_ACCEPTED_ARCS, OidArc
 
+if TYPE_CHECKING:  # joserfc is needed only by deployments that verify WITs
+    from gateway.wit import WitVerifier
+
 decision_log = logging.getLogger("agentca.gateway.decisions")
 
 TAG: Final = "agentca"
 MAX_WINDOW: Final = 60
 AUDIENCE_PARAM: Final = "wimse-aud"  # draft-ietf-wimse-http-signature, section 3.1
-BASE_COMPONENTS: Final = ("@method", "@path", "@query", "client-cert", "agentca-provenance")
-IF_PRESENT: Final = ("client-cert-chain", "agentca-ocsp", "content-type", "content-digest")
+BASE_COMPONENTS: Final = AGENTCA.base  # the agentca profile (gateway/profiles.py)
+IF_PRESENT: Final = AGENTCA.if_present
 
 
 @dataclass
@@ -51,6 +56,14 @@ class Decision:
     nonce: str | None = None
     elapsed_us: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
+    profile: str | None = None  # the profile the request presents itself in (by its tag)
+
+    @property
+    def http_status(self) -> int | None:
+        """The status a shell answers a refusal with (None while allowed)."""
+        if self.denial is None:
+            return None
+        return refusal_status(self.denial.check.status, self.profile)
 
 
 class _LogLine:
@@ -81,7 +94,9 @@ class _LogLine:
             "spiffe_id": None if ident is None else ident.spiffe_id,
             "serial": None if ident is None else ident.serial,
             "officer": None if ident is None else ident.officer,
+            "profile": d.profile,
             "status_source": d.status_source,
+            "tls_client_cert": d.extra.get("tls_client_cert"),
             "nonce": d.nonce,
             "detail": None if d.denial is None else d.denial.detail,
             "elapsed_us": round(d.elapsed_us, 1),
@@ -127,12 +142,20 @@ class Verifier:
         *,
         audience: str | Iterable[str],
         trust_domain: str | Iterable[str],
+        profiles: str | Iterable[str] = ("agentca",),
+        wit: WitVerifier | None = None,
+        require_wit: bool = False,
         oid_arcs: Iterable[str | OidArc] = DEFAULT_ACCEPTED_ARCS,
     ) -> None:
         """``audience``: the value(s) of ``wimse-aud`` this service answers to, e.g. its own
         origin ``https://orders.example``; ``trust_domain``: the SPIFFE trust domain(s) of
-        the agents (both required: there is no default that would accept anything);
-        ``oid_arcs``: the agent OID arcs accepted, the CA's ``accepted_oid_arcs`` (see
+        the agents (both required: there is no default that would accept anything).
+        ``profiles``: the signature profiles accepted by default (``agentca``, ``wimse``;
+        a route may narrow or widen them, see :meth:`evaluate`); ``wit`` verifies
+        ``Workload-Identity-Token`` headers (a WIMSE request carrying one is refused without
+        it; the agentca profile ignores the header, which it does not cover),
+        ``require_wit`` refuses WIMSE-profile requests that carry none; ``oid_arcs``: the
+        agent OID arcs accepted, the CA's ``accepted_oid_arcs`` (see
         :func:`wire.ca_metadata.arcs_from_metadata`; default: the example and legacy arcs)."""
         if not 0 < window <= MAX_WINDOW:
             raise ValueError(f"window must be 1..{MAX_WINDOW} seconds")
@@ -151,17 +174,68 @@ class Verifier:
         self.skew = skew
         self.clock = clock
         self._declared: dict[str, dict[str, bytes]] = {}
+        self.profiles = profiles_named(tuple([profiles] if isinstance(profiles, str) else profiles))
+        if require_wit and wit is None:
+            raise ValueError("require_wit needs a WitVerifier (wit=)")
+        self.wit = wit
+        self.require_wit = require_wit
 
-    def verify(self, req: RequestView, scope: str | None) -> AgentIdentity:
+    def verify(
+        self,
+        req: RequestView,
+        scope: str | None,
+        profiles: Iterable[str] | None = None,
+        *,
+        tls_client_cert: TlsClientCert | None = None,
+        require_tls_client_cert: bool = False,
+    ) -> AgentIdentity:
         """The verified identity; raises :class:`Denied` naming the failed check.
 
         ``scope`` is the route's required scope; ``None`` means the route declares none,
         which is refused (``scope-denied``) once the request is otherwise verified.
+        ``profiles`` overrides the accepted profiles for this route.
+        ``require_tls_client_cert``: the request must have come over mutual TLS with the
+        certificate that signs it (``tls_client_cert``, see ``gateway.client_cert``).
         """
-        return self._verify(req, scope, Decision(False))
+        d = Decision(False)
+        return self._verify(
+            req, scope, d, self._accepted(profiles), tls_client_cert, require_tls_client_cert
+        )
 
-    def _verify(self, req: RequestView, scope: str | None, d: Decision) -> AgentIdentity:
+    def _accepted(self, profiles: Iterable[str] | None) -> tuple[Profile, ...]:
+        return self.profiles if profiles is None else profiles_named(tuple(profiles))
+
+    def _signature(
+        self, headers: Mapping[str, str], accepted: tuple[Profile, ...]
+    ) -> tuple[Profile, httpsig.ParsedSignature]:
+        """The one signature of an accepted profile (selected by its ``tag``)."""
+        raw_input = headers.get("signature-input", "")
+        for profile in accepted:
+            # a tag of plain characters has one serialisation: skip parsing for absent ones
+            if f'tag="{profile.tag}"' not in raw_input:
+                continue
+            try:
+                return profile, httpsig.parse_signature(headers, profile.tag)
+            except Denied as denied:
+                if denied.check is not Check.CREDENTIALS_MISSING:
+                    raise
+        raise Denied(
+            Check.CREDENTIALS_MISSING,
+            "no signature with tag " + " or ".join(repr(p.tag) for p in accepted),
+        )
+
+    def _verify(
+        self,
+        req: RequestView,
+        scope: str | None,
+        d: Decision,
+        accepted: tuple[Profile, ...] = (AGENTCA,),
+        tls: TlsClientCert | None = None,
+        require_tls: bool = False,
+    ) -> AgentIdentity:
         headers = req.headers
+        raw_input = headers.get("signature-input", "")
+        d.profile = next((p.name for p in accepted if f'tag="{p.tag}"' in raw_input), None)
         cert_header = headers.get("client-cert")
         if not cert_header:
             raise Denied(Check.CREDENTIALS_MISSING, "no Client-Cert header (RFC 9440)")
@@ -171,14 +245,20 @@ class Verifier:
         # 1. chain (nothing is cached before step 4)
         entry = self.chains.lookup(cert_header, headers.get("client-cert-chain", ""), now)
         d.identity = entry.identity
+        if tls is not None:
+            d.extra["tls_client_cert"] = tls.source
+        if require_tls:  # channel binding: the TLS certificate is the one that signs
+            check_binding(tls, entry.fingerprint)
         # 2. status from what is at hand, bound to this certificate (issuer key hash, serial)
         status = self.status.check(entry, headers.get("agentca-ocsp"), now)
         d.status_source = status.source
-        # 3. signature and covered components
-        sig = httpsig.parse_signature(headers, TAG)
-        nonce, created, keep_until = self._check_params(sig, entry, now)
+        # 3. signature and covered components (the WIT, if any, before the signature)
+        profile, sig = self._signature(headers, accepted)
+        d.profile = profile.name
+        nonce, created, keep_until = self._check_params(sig, entry, now, profile, req)
         d.nonce = nonce
-        self._check_covered(sig, req)
+        self._check_covered(sig, req, profile)
+        self._check_wit(headers, entry, now, profile, d)
         if req.body or "content-digest" in headers:
             digest_header = headers.get("content-digest")
             if digest_header is None:
@@ -209,10 +289,43 @@ class Verifier:
             )
         return entry.identity
 
+    def _check_wit(
+        self,
+        headers: Mapping[str, str],
+        entry: ChainEntry,
+        now: float,
+        profile: Profile,
+        d: Decision,
+    ) -> None:
+        if profile is AGENTCA:  # the agentca profile does not cover a WIT: not a credential
+            return
+        token = headers.get(WIT_HEADER)
+        if token is None:
+            if self.require_wit:
+                raise Denied(Check.CREDENTIALS_MISSING, "a Workload-Identity-Token is required")
+            return
+        if self.wit is None:
+            raise Denied(Check.MALFORMED, "this gateway verifies no Workload-Identity-Token")
+        claims = self.wit.verify(token.strip(), now)
+        self.wit.bind(
+            claims, entry.identity.spiffe_id, entry.fingerprint, entry.public_key, entry.algorithm
+        )
+        d.extra["wit_jti"] = claims.jti
+
     def _check_params(
-        self, sig: httpsig.ParsedSignature, entry: ChainEntry, now: float
+        self,
+        sig: httpsig.ParsedSignature,
+        entry: ChainEntry,
+        now: float,
+        profile: Profile = AGENTCA,
+        req: RequestView | None = None,
     ) -> tuple[str, int, float]:
         p = sig.params
+        for name in profile.forbidden:
+            if name in p:
+                raise Denied(
+                    Check.MALFORMED, f"the {profile.name} profile forbids the {name!r} parameter"
+                )
         created, expires, nonce = p.get("created"), p.get("expires"), p.get("nonce")
         if not isinstance(created, int) or isinstance(created, bool):
             raise Denied(Check.MALFORMED, "signature parameter 'created' (integer) is required")
@@ -228,8 +341,10 @@ class Verifier:
             raise Denied(
                 Check.AUDIENCE, f"signature parameter {AUDIENCE_PARAM!r} (string) is required"
             )
-        if audience not in self.audiences and (
-            httpsig.normal_audience(audience) not in self.audiences
+        if (
+            audience not in self.audiences
+            and httpsig.normal_audience(audience) not in self.audiences
+            and not (profile.audience_may_name_path and self._names_target(audience, req))
         ):
             raise Denied(
                 Check.AUDIENCE, f"the request is signed for {audience!r}, not for this service"
@@ -244,11 +359,20 @@ class Verifier:
             raise Denied(Check.SIGNATURE_EXPIRED, "signature has expired ('created' too old)")
         return nonce, created, float(min(expires, created + self.window) + self.skew)
 
+    def _names_target(self, audience: str, req: RequestView | None) -> bool:
+        """WIMSE default audience: this service's origin followed by the request path."""
+        if req is None or not req.path.startswith("/") or not audience.endswith(req.path):
+            return False
+        origin = audience[: len(audience) - len(req.path)]
+        return bool(origin) and httpsig.normal_audience(origin) in self.audiences
+
     @staticmethod
-    def _check_covered(sig: httpsig.ParsedSignature, req: RequestView) -> None:
+    def _check_covered(
+        sig: httpsig.ParsedSignature, req: RequestView, profile: Profile = AGENTCA
+    ) -> None:
         covered = sig.covered
-        missing = [c for c in BASE_COMPONENTS if c not in covered]
-        missing += [c for c in IF_PRESENT if c in req.headers and c not in covered]
+        missing = [c for c in profile.base if c not in covered]
+        missing += [c for c in profile.if_present if c in req.headers and c not in covered]
         if req.body and "content-digest" not in covered:
             missing.append("content-digest")
         if missing:
@@ -286,13 +410,24 @@ class Verifier:
                 f"declared {', '.join(differs)} digest differs from certificate {ident.serial}",
             )
 
-    def evaluate(self, req: RequestView, scope: str | None) -> Decision:
+    def evaluate(
+        self,
+        req: RequestView,
+        scope: str | None,
+        profiles: Iterable[str] | None = None,
+        *,
+        tls_client_cert: TlsClientCert | None = None,
+        require_tls_client_cert: bool = False,
+    ) -> Decision:
         """Verify without logging; never raises (unexpected errors deny with
-        ``verification-error``). Shells log with :meth:`log` once they know the response."""
+        ``verification-error``). Shells log with :meth:`log` once they know the response.
+        ``profiles`` overrides the accepted profiles for this route (None: the verifier's);
+        the TLS arguments are those of :meth:`verify`."""
         started = time.perf_counter()
         decision = Decision(False, scope=scope)
         try:
-            self._verify(req, scope, decision)
+            accepted = self._accepted(profiles)
+            self._verify(req, scope, decision, accepted, tls_client_cert, require_tls_client_cert)
             decision.allowed = True
         except Denied as denied:
             decision.denial = denied
@@ -307,9 +442,11 @@ class Verifier:
         if decision_log.isEnabledFor(logging.INFO):
             decision_log.info("%s", _LogLine(decision, req, self.clock(), http_status))
 
-    def decide(self, req: RequestView, scope: str | None) -> Decision:
+    def decide(
+        self, req: RequestView, scope: str | None, profiles: Iterable[str] | None = None
+    ) -> Decision:
         """Verify and log (a refusal with its problem status; an allowed request with
         ``http_status`` null, since the application answers it)."""
-        decision = self.evaluate(req, scope)
-        self.log(decision, req, None if decision.denial is None else decision.denial.check.status)
+        decision = self.evaluate(req, scope, profiles)
+        self.log(decision, req, decision.http_status)
         return decision

@@ -6,12 +6,19 @@
 ``routes`` maps ``"METHOD /path"`` (exact) or ``"METHOD /prefix/*"`` to the required scope,
 or is a callable ``(method, path) -> scope | None``. A route with no entry is refused
 (``scope-denied``) unless its path is in ``public``. The verified identity is put in
-``environ["agentca.agent"]`` (an :class:`~gateway.chain.AgentIdentity`).
+``environ["agentca.agent"]`` (an :class:`~gateway.chain.AgentIdentity`). ``profiles`` maps
+routes the same way to the signature profiles they accept (``("wimse",)``, ``("agentca",
+"wimse")``); a route without an entry accepts the verifier's ``profiles``.
 
 Paths are matched only in RFC 3986 normal form: a request whose path has a dot segment
 (``.``/``..``, also percent-encoded), an encoded slash or backslash, a percent-encoded unreserved
 character, an empty segment (``//``) or a control character is refused with 400
 ``path-not-normal`` before anything else (see docs/decisions/0005).
+
+Mutual TLS (docs/mtls.md): ``require_tls_client_cert`` (a bool, or a callable
+``(method, path) -> bool`` per route) makes a route require the agent certificate in TLS as
+well, byte-identical to the one that signs; ``client_certs`` says where the TLS certificate is
+found (a :class:`~gateway.client_cert.ClientCertSource`: trusted proxies, ``SSL_CLIENT_CERT``).
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+from gateway.client_cert import ClientCertSource, TlsClientCert
 from gateway.httpsig import RequestView
 from gateway.problems import Check, Denied
 from gateway.verifier import Decision, Verifier
@@ -42,6 +50,9 @@ _PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-_~!$&'()*+,;=:@/]*")  # no '%', no '.', 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 RouteScopes = Mapping[str, str] | Callable[[str, str], str | None]
+RouteProfiles = Mapping[str, tuple[str, ...]] | Callable[[str, str], tuple[str, ...] | None]
+RouteFlag = bool | Callable[[str, str], bool]
+T = TypeVar("T")
 
 
 def request_view(environ: Mapping[str, Any], body: bytes) -> RequestView:
@@ -58,7 +69,12 @@ def request_view(environ: Mapping[str, Any], body: bytes) -> RequestView:
     for key, value in environ.items():
         if key.startswith("HTTP_"):
             headers[key[5:].replace("_", "-").lower()] = value
-    if environ.get("CONTENT_TYPE"):
+    # A request without a body has no content type to protect: wsgiref (and servers built on
+    # it) invent CONTENT_TYPE=text/plain when the client sent none, which would otherwise make
+    # every signed GET fail for an uncovered content-type.
+    if environ.get("CONTENT_TYPE") and (
+        body or environ.get("CONTENT_LENGTH", "0") not in ("", "0")
+    ):
         headers["content-type"] = environ["CONTENT_TYPE"]
     if environ.get("CONTENT_LENGTH"):
         headers["content-length"] = environ["CONTENT_LENGTH"]
@@ -141,10 +157,13 @@ def read_body(environ: dict[str, Any], limit: int = MAX_BODY) -> bytes | None:
     return bytes(body)
 
 
-def problem_response(denied: Denied, start_response: StartResponse) -> list[bytes]:
-    """Send the RFC 9457 problem document for ``denied`` (its status: ``denied.check.status``)."""
-    body = json.dumps(denied.problem()).encode()
-    status = denied.check.status
+def problem_response(
+    denied: Denied, start_response: StartResponse, status: int | None = None
+) -> list[bytes]:
+    """Send the RFC 9457 problem document for ``denied`` (status: ``status``, by default
+    ``denied.check.status``)."""
+    status = denied.check.status if status is None else status
+    body = json.dumps({**denied.problem(), "status": status}).encode()
     headers = [
         ("Content-Type", "application/problem+json"),
         ("Content-Length", str(len(body))),
@@ -157,17 +176,26 @@ def problem_response(denied: Denied, start_response: StartResponse) -> list[byte
 
 
 def scope_for(routes: RouteScopes, method: str, path: str) -> str | None:
+    """The scope ``routes`` requires for ``method path`` (None: no entry)."""
+    return route_value(routes, method, path)
+
+
+def route_value(
+    routes: Mapping[str, T] | Callable[[str, str], T | None], method: str, path: str
+) -> T | None:
+    """The entry of ``routes`` for ``method path``: exact ``"METHOD /path"``, else the
+    longest matching ``"METHOD /prefix/*"``, or what a callable answers."""
     if callable(routes):
         return routes(method, path)
     exact = routes.get(f"{method} {path}")
     if exact is not None:
         return exact
-    best: tuple[int, str] | None = None
-    for key, scope in routes.items():
+    best: tuple[int, T] | None = None
+    for key, value in routes.items():
         m, _, pattern = key.partition(" ")
         matches = m == method and pattern.endswith("*") and path.startswith(pattern[:-1])
         if matches and (best is None or len(pattern) > best[0]):
-            best = (len(pattern), scope)
+            best = (len(pattern), value)
     return None if best is None else best[1]
 
 
@@ -181,12 +209,19 @@ class AgentGatewayMiddleware:
         routes: RouteScopes,
         public: Iterable[str] = (),
         max_body: int = MAX_BODY,
+        profiles: RouteProfiles | None = None,
+        *,
+        client_certs: ClientCertSource | None = None,
+        require_tls_client_cert: RouteFlag = False,
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.routes = routes
+        self.profiles = profiles
         self.public = frozenset(public)
         self.max_body = max_body
+        self.client_certs = client_certs or ClientCertSource()
+        self.require_tls_client_cert = require_tls_client_cert
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -202,7 +237,20 @@ class AgentGatewayMiddleware:
             return self._refuse(environ, Decision(False, denial=denied),
                                 request_view(environ, b""), start_response)  # fmt: skip
         req = request_view(environ, body)
-        decision = self.verifier.evaluate(req, scope_for(self.routes, req.method, path))
+        scope = scope_for(self.routes, req.method, path)
+        flag = self.require_tls_client_cert
+        require_tls = flag(req.method, path) if callable(flag) else flag
+        tls: TlsClientCert | None = None
+        if require_tls:
+            try:
+                tls = self.client_certs.from_environ(environ)
+            except Denied as denied:
+                return self._refuse(environ, Decision(False, denial=denied, scope=scope),
+                                    req, start_response)  # fmt: skip
+        accepted = None if self.profiles is None else route_value(self.profiles, req.method, path)
+        decision = self.verifier.evaluate(
+            req, scope, accepted, tls_client_cert=tls, require_tls_client_cert=require_tls
+        )
         if not decision.allowed:
             return self._refuse(environ, decision, req, start_response)
         environ[ENVIRON_DECISION] = decision
@@ -233,8 +281,8 @@ class AgentGatewayMiddleware:
     ) -> list[bytes]:
         assert decision.denial is not None
         environ[ENVIRON_DECISION] = decision
-        self.verifier.log(decision, req, decision.denial.check.status)
-        return problem_response(decision.denial, start_response)
+        self.verifier.log(decision, req, decision.http_status)
+        return problem_response(decision.denial, start_response, decision.http_status)
 
 
 def _status_code(status: str) -> int | None:

@@ -182,8 +182,10 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
     from ca.api.metadata import metadata
     from ca.api.openapi import openapi
     from ca.api.operator_routes import operator
+    from ca.api.spiffe_bundle import spiffe_bundle
+    from ca.api.wit import wit
 
-    for blueprint in (public, enroll, operator, openapi, ledger_api, metadata):
+    for blueprint in (public, enroll, operator, openapi, ledger_api, spiffe_bundle, wit, metadata):
         app.register_blueprint(blueprint)
     from ca.api.crl_routes import crl
 

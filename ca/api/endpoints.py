@@ -2,7 +2,7 @@
 
 Path, method, summary, tag, security, parameters, and which model of :mod:`ca.api.schemas`
 each operation takes and answers; :mod:`ca.api.openapi` assembles the document. Just over
-400 lines: one literal per operation (32 of them), kept together so the table reads as one.
+400 lines: one literal per operation (35 of them), kept together so the table reads as one.
 """
 
 from __future__ import annotations
@@ -154,6 +154,15 @@ def paths() -> dict[str, Any]:
                 errors=("404",),
             )
         },
+        "/spiffe/bundle.json": {
+            "get": _op(
+                "The SPIFFE trust bundle (JWK Set of the root CA certificates, use x509-svid)",
+                "public",
+                None,
+                _ok("200", "bundle; cacheable, 304 on If-None-Match", _json(schemas.SpiffeBundle)),
+                errors=("503",),
+            )
+        },
         "/certificates/{serial}": {
             "get": _op(
                 "A certificate by serial",
@@ -260,6 +269,25 @@ def paths() -> dict[str, Any]:
                 None,
                 _ok("201", "issued", _cert_answers()),
                 body=_json(schemas.RenewJson),
+            )
+        },
+        "/v1/wit": {
+            "post": _op(
+                "A Workload Identity Token (draft-ietf-wimse-workload-creds) for a valid, "
+                "unrevoked certificate of this CA, by proving possession of its key",
+                "agent",
+                None,
+                _ok("201", "minted", _json(schemas.Wit)),
+                body=_json(schemas.WitJson),
+            )
+        },
+        "/ca/wit-jwks.json": {
+            "get": _op(
+                "The keys that sign Workload Identity Tokens (JWKS, with x5c)",
+                "public",
+                None,
+                _ok("200", "JWK Set", {"application/jwk-set+json": {"schema": {"type": "object"}}}),
+                errors=(),
             )
         },
         "/v1/scopes": {

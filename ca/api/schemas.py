@@ -163,6 +163,24 @@ class RenewJson(RequestBody):
     validity_seconds: Seconds | None = Field(default=None, description="covered by the proof")
 
 
+class WitJson(RequestBody):
+    """A Workload Identity Token request (docs/wimse.md): the certificate and a proof by its key."""
+
+    certificate: str = Field(description="the agent's current certificate, PEM")
+    created: int = Field(
+        description="Unix time of the proof: at most 30 s ahead of the CA's clock, "
+        "at most 300 s behind"
+    )
+    proof: str = Field(
+        description="base64 signature by the certificate key over the agentca-renew-v2 "
+        "statement format with SHA-256('agentca-wit-request-v1') in the CSR slot, no scopes "
+        "and lifetime_seconds (or absent) in the validity slot"
+    )
+    lifetime_seconds: int | None = Field(
+        default=None, ge=60, le=3600, description="covered by the proof; default 600"
+    )
+
+
 class IssueJson(RequestBody):
     """Direct issuance for a registered agent, through the enrollment policy: provenance comes
     from the CSR's attribute (or from model_type and both digests, which must then equal it);
@@ -325,6 +343,17 @@ class ConsistencyProof(ResponseBody):
     proof: list[str] = Field(description="RFC 9162 node hashes, hex")
 
 
+class Wit(ResponseBody):
+    """A Workload Identity Token (JWT, typ wit+jwt) for the certificate's SPIFFE ID and key."""
+
+    token: str
+    token_type: Literal["wit+jwt"]
+    sub: str
+    jti: str
+    expires_at: str
+    expires_at_unix: int
+
+
 class Health(ResponseBody):
     status: Literal["ok"]
     initialised: bool
@@ -336,6 +365,27 @@ class Readiness(ResponseBody):
     database: dict[str, Any]
     hsm: dict[str, Any]
     clock: dict[str, Any]
+
+
+class SpiffeBundleKey(ResponseBody):
+    """One X.509 authority of a SPIFFE bundle: a JWK (RFC 7517) of a root CA certificate."""
+
+    kty: Literal["EC", "RSA"]
+    use: Literal["x509-svid"]
+    x5c: list[str] = Field(min_length=1, max_length=1, description="base64 DER, the root CA")
+    crv: str | None = Field(default=None, description="EC keys")
+    x: str | None = Field(default=None, description="EC keys, base64url")
+    y: str | None = Field(default=None, description="EC keys, base64url")
+    n: str | None = Field(default=None, description="RSA keys, base64url")
+    e: str | None = Field(default=None, description="RSA keys, base64url")
+
+
+class SpiffeBundle(ResponseBody):
+    """The SPIFFE trust bundle of the CA's trust domain (a JWK Set)."""
+
+    keys: list[SpiffeBundleKey]
+    spiffe_refresh_hint: int = Field(description="seconds between polls")
+    spiffe_sequence: int = Field(description="grows when the bundle changes")
 
 
 class CAIssuer(ResponseBody):
@@ -376,6 +426,7 @@ REQUEST_MODELS: tuple[type[RequestBody], ...] = (
     EnrollmentTokenRequest,
     EnrollJson,
     RenewJson,
+    WitJson,
     IssueJson,
     Revocation,
     BulkRevocation,
@@ -392,8 +443,11 @@ RESPONSE_MODELS: tuple[type[ResponseBody], ...] = (
     BulkRevoked,
     Checkpoint,
     ConsistencyProof,
+    Wit,
     Health,
     Readiness,
+    SpiffeBundleKey,
+    SpiffeBundle,
     CAIssuer,
     PreviousOidArc,
     CAMetadata,

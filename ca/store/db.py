@@ -84,6 +84,16 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def head_revision(url: str) -> str:
+    """The newest schema revision this release ships."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    if head is None:
+        raise CAError(ErrorCode.CONFIG, "the packaged migrations have no head revision")
+    return head
+
+
 def current_revision(engine: Engine) -> str | None:
     """The schema revision the database is at, or ``None`` when never migrated."""
     from alembic.runtime.migration import MigrationContext
@@ -93,10 +103,26 @@ def current_revision(engine: Engine) -> str | None:
         return rev
 
 
+def require_database_file(url: str) -> None:
+    """For a SQLite URL, fail with NOT_INITIALISED when its file does not exist yet: commands
+    that only read must not create an empty database (and its directory) as a side effect."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database
+    if database and database != ":memory:" and not Path(database).exists():
+        raise CAError(
+            ErrorCode.NOT_INITIALISED,
+            f"no agentca database at {database}; run 'agentca init' first, or point "
+            "AGENTCA_DATA_DIR / database_url at an existing CA",
+        )
+
+
 def require_schema(engine: Engine) -> None:
     """Fail with a clear error when the database was never migrated."""
     if current_revision(engine) is None:
         raise CAError(
             ErrorCode.NOT_INITIALISED,
-            "the database has no agentca schema; run 'agentca init' (or 'agentca db upgrade')",
+            "the database has no agentca schema; run 'agentca init' (a new CA) or "
+            "'agentca db upgrade' (an existing database)",
         )

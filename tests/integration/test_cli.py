@@ -284,6 +284,7 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(cli_ca: dict, case: st
 def test_wrong_pin_is_a_clear_error(cli_ca: dict, tmp_path: Path) -> None:
     pin = tmp_path / "wrong.pin"
     pin.write_text("definitely-not-the-pin\n")
+    pin.chmod(0o644)  # first as most editors leave it: refused before the HSM is asked
     data_dir: Path = cli_ca["data_dir"]
     env = dict(
         cli_ca["env"],
@@ -293,6 +294,10 @@ def test_wrong_pin_is_a_clear_error(cli_ca: dict, tmp_path: Path) -> None:
         AGENTCA_HSM_PIN_FILE=str(pin),
     )
     before = _record_count(cli_ca)
+    open_pin = run_cli(*_issue_args(_csr(tmp_path / "p.csr")), data_dir=data_dir, env=env)
+    assert open_pin.returncode != 0 and "chmod 600" in open_pin.stderr, open_pin.stderr
+    assert "definitely-not-the-pin" not in open_pin.stderr + open_pin.stdout
+    pin.chmod(0o600)
     result = run_cli(*_issue_args(_csr(tmp_path / "p.csr")), data_dir=data_dir, env=env)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]

@@ -318,3 +318,36 @@ def test_cli_creates_issuer_verbatim_tokens(data_dir: Path) -> None:
     assert {"name": "verbatim-signer", "role": "issuer-verbatim"}.items() <= next(
         t for t in listed if t["name"] == "verbatim-signer"
     ).items()
+
+
+def test_agent_update_recovers_from_a_re_reviewed_prompt(data_dir: Path) -> None:
+    prompt2 = "d4" * 32
+    register_for_issue(data_dir, "drift", MODEL, PROMPT)
+    csr = data_dir.parent / "drift-new-prompt.csr"
+    write_agent_csr(csr, "drift", MODEL, prompt2)
+    refused = run_cli(*issue_args(csr, "drift", MODEL, prompt2), data_dir=data_dir)
+    assert refused.returncode != 0 and "prompt" in refused.stderr
+    nothing = run_cli("agent", "update", "drift", data_dir=data_dir)
+    assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+    both = run_cli(
+        "agent",
+        "update",
+        "drift",
+        "--config-digest",
+        "e5" * 32,
+        "--no-config-digests",
+        data_dir=data_dir,
+    )
+    assert both.returncode == 2 and "contradict" in both.stderr
+    shown = json.loads(
+        ok("agent", "update", "drift", "--prompt-digest", prompt2, "--json", data_dir=data_dir)
+    )
+    assert shown["prompt_digests"] == [prompt2] and shown["model_digests"] == [MODEL]
+    assert shown["officer"] == "o@example.com"  # what was not given is unchanged
+    ok(*issue_args(csr, "drift", MODEL, prompt2), data_dir=data_dir)
+    old = data_dir.parent / "drift-old-prompt.csr"
+    write_agent_csr(old, "drift", MODEL, PROMPT)
+    stale = run_cli(*issue_args(old, "drift", MODEL, PROMPT), data_dir=data_dir)
+    assert stale.returncode != 0  # the list was replaced, not extended
+    missing = run_cli("agent", "update", "nobody", "--officer", "x@example.com", data_dir=data_dir)
+    assert missing.returncode != 0 and "nobody" in missing.stderr

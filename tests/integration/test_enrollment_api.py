@@ -905,6 +905,32 @@ def test_bearer_header_parsing_is_strict(env: Env) -> None:
     assert r.status == 200  # the scheme is case-insensitive (RFC 9110 section 11.1)
 
 
+def test_workload_identity_token_and_its_jwks(env: Env) -> None:
+    """POST /v1/wit and GET /ca/wit-jwks.json (details: tests/integration/test_httpsig_interop)."""
+    import base64
+    import time
+
+    from agent.csr import sign_statement
+    from agent.wimse import wit_request_statement
+
+    key, csr = _csr()
+    r = _enroll(env, _token(env), csr)
+    assert r.status == 201, r.body
+    pem = r.json["certificate_pem"]
+    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
+    created = int(time.time())
+    proof = sign_statement(key, wit_request_statement(created, der, 120))
+    body = {"certificate": pem, "created": created, "lifetime_seconds": 120,
+            "proof": base64.b64encode(proof).decode()}  # fmt: skip
+    r = call(env.base, "POST", "/v1/wit", body)
+    assert r.status == 201 and r.json["token_type"] == "wit+jwt", r.body
+    assert r.json["expires_at_unix"] - created in range(115, 125)
+    _assert_problem(call(env.base, "POST", "/v1/wit", {**body, "lifetime_seconds": 60}), 401,
+                    "unauthenticated")  # fmt: skip
+    jwks = call(env.base, "GET", "/ca/wit-jwks.json")
+    assert jwks.status == 200 and jwks.content_type == "application/jwk-set+json"
+
+
 def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
     """Runs last in this module: the tests above must have called every documented operation."""
     assert env.call("GET", "/health", token=None).status == 200

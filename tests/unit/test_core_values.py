@@ -70,7 +70,9 @@ def test_settings_layering(tmp_path):
 def test_settings_refuse_unknown_keys_bad_values_and_inline_pins(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text("trust_domian = 'typo'\n")
-    with pytest.raises(CAError, match="unknown key 'trust_domian'"):
+    with pytest.raises(
+        CAError, match=r"'trust_domian' is not a setting \(did you mean trust_domain"
+    ):
         load_settings({}, cfg)
     with pytest.raises(CAError, match="workers"):
         load_settings({"AGENTCA_WORKERS": "many"})

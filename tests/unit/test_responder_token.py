@@ -18,9 +18,11 @@ def _settings(tmp_path: Path, ocsp_pin: str, ocsp_pin_file: Path | None = None) 
     secrets = tmp_path / "secrets"
     secrets.mkdir(exist_ok=True)
     (secrets / "user.pin").write_text("ca-pin-1234\n")
+    (secrets / "user.pin").chmod(0o600)  # read_secret_file refuses files others may read
     pin_file = ocsp_pin_file or secrets / "ocsp-user.pin"
     if not pin_file.exists():
         pin_file.write_text(ocsp_pin + "\n")
+        pin_file.chmod(0o600)
     return Settings(
         data_dir=tmp_path,
         pkcs11_module=MODULE,

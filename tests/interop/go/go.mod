@@ -1,0 +1,3 @@
+module agentca.test/x509check
+
+go 1.19
