@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,8 @@ from agent.errors import (
 from agent.keys import AgentKey
 from agent.provenance import Provenance, RuntimeProvenance
 from agent.staple import Staple, fetch_staple
+from wire.ca_metadata import MetadataError, arcs_from_metadata
+from wire.oids import DEFAULT_ACCEPTED_ARCS, DEFAULT_ARC, OidArc, parse_arc, parse_arcs
 from wire.refresh import Refresher
 
 LABEL = "agentca"
@@ -141,7 +143,13 @@ class Agent:
         cover_authority: bool = True,
         profile: str = "agentca",
         use_wit: bool = False,
+        oid_arc: str | OidArc = DEFAULT_ARC,
+        oid_arcs: Iterable[str | OidArc] | None = None,
     ) -> None:
+        """``oid_arc``: the CA's arc, which the CSR's provenance attribute is put under;
+        ``oid_arcs``: the arcs accepted when reading the agent's own certificate (default
+        ``oid_arc``, the example arc and the legacy arc). :meth:`use_ca_metadata` sets both
+        from the CA's ``/ca/metadata.json``."""
         if not 0 < expires_in <= MAX_EXPIRES:
             raise AgentError(f"expires_in must be 1..{MAX_EXPIRES} seconds")
         if profile not in PROFILES:
@@ -164,6 +172,10 @@ class Agent:
         self.clock = clock
         self.audience = audience
         self.cover_authority = cover_authority
+        self.oid_arc = parse_arc(oid_arc)
+        self.oid_arcs = parse_arcs(
+            [self.oid_arc, *(DEFAULT_ACCEPTED_ARCS if oid_arcs is None else oid_arcs)]
+        )
         self.algorithm = httpsig.algorithm_for(key)
         self._lock = threading.RLock()
         self._credential: Credential | None = None
@@ -182,6 +194,16 @@ class Agent:
         if credential is not None:
             self._install(credential, fresh=False)
 
+    def use_ca_metadata(self, document: bytes | str | Mapping[str, Any]) -> None:
+        """Take ``oid_arc`` and the accepted arcs from the CA's ``/ca/metadata.json`` (JSON
+        text or the parsed object; fetching it is the caller's job)."""
+        try:
+            arcs = arcs_from_metadata(document)
+        except MetadataError as exc:
+            raise AgentError(str(exc)) from None
+        with self._lock:
+            self.oid_arc, self.oid_arcs = arcs.oid_arc, arcs.accepted_oid_arcs
+
     # -- credential -----------------------------------------------------------------------
     @property
     def credential(self) -> Credential:
@@ -198,7 +220,7 @@ class Agent:
             self._credential = credential
             self._installed_at = self.clock() if fresh else 0.0
             self._cert_headers = headers
-            self._cert_provenance = Provenance.of_certificate(credential.certificate)
+            self._cert_provenance = Provenance.of_certificate(credential.certificate, self.oid_arcs)
             self.staple = None
             self.wit, self.wit_expires = None, 0.0  # a WIT is bound to the previous certificate
 
@@ -238,7 +260,9 @@ class Agent:
         return Credential(cert, chain)
 
     def _csr_pem(self) -> tuple[str, bytes]:
-        csr = build_csr(self.key, self.name, self.provenance.refresh(), self.organization)
+        csr = build_csr(
+            self.key, self.name, self.provenance.refresh(), self.organization, self.oid_arc
+        )
         return (
             csr.public_bytes(serialization.Encoding.PEM).decode(),
             csr.public_bytes(serialization.Encoding.DER),

@@ -18,8 +18,9 @@ from agent.provenance import Provenance
 from wire import csr_attributes, oids
 from wire.renewal import RENEW_CONTEXT, renewal_statement
 
-#: The dotted OID of the CSR provenance attribute (kept importable; see :mod:`wire.oids`).
-CSR_PROVENANCE_OID = oids.CSR_PROVENANCE_DOTTED
+#: The dotted OID of the CSR provenance attribute under the default arc (kept importable; the
+#: arc is the CA's: :class:`wire.oids.OidArc`).
+CSR_PROVENANCE_OID = oids.DEFAULT_ARC.csr_provenance.dotted_string
 
 __all__ = [
     "CSR_PROVENANCE_OID",
@@ -44,14 +45,16 @@ def build_csr(
     common_name: str,
     provenance: Provenance,
     organization: str | None = None,
+    arc: oids.OidArc = oids.DEFAULT_ARC,
 ) -> x509.CertificateSigningRequest:
-    """A signed PKCS#10 request for ``common_name`` claiming ``provenance``."""
+    """A signed PKCS#10 request for ``common_name`` claiming ``provenance``, the attribute
+    under ``arc`` (the CA's ``oid_arc``, from its metadata)."""
     rdns = []
     if organization is not None:
         rdns.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
     rdns.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     signature_algorithm(key)  # the SDK's error for an unsupported key
-    return csr_attributes.build_csr(key, x509.Name(rdns), provenance.to_der())
+    return csr_attributes.build_csr(key, x509.Name(rdns), provenance.to_der(), arc)
 
 
 def sign_statement(key: AgentKey, data: bytes) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -26,8 +26,9 @@ from agent.errors import AgentError, DigestError
 from wire import extensions as wire_extensions
 from wire import oids
 
-#: The dotted OID of the provenance extension (kept importable; see :mod:`wire.oids`).
-PROVENANCE_OID = oids.PROVENANCE_DOTTED
+#: The dotted OID of the provenance extension under the default arc (kept importable; the
+#: arc is the CA's: :class:`wire.oids.OidArc`).
+PROVENANCE_OID = oids.DEFAULT_ARC.provenance.dotted_string
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,15 @@ class Provenance:
             raise AgentError(f"AgentProvenance is malformed: {exc}") from None
 
     @classmethod
-    def of_certificate(cls, cert: x509.Certificate) -> Provenance:
-        """The provenance extension of ``cert``."""
+    def of_certificate(
+        cls, cert: x509.Certificate, arcs: Iterable[oids.OidArc] = oids.DEFAULT_ACCEPTED_ARCS
+    ) -> Provenance:
+        """The provenance extension of ``cert``, under one of ``arcs`` (the CA's accepted
+        arcs)."""
         try:
+            arc = wire_extensions.agent_arc(cert, arcs)
             raw = wire_extensions.extension_value(
-                cert, oids.PROVENANCE, wire_extensions.PROVENANCE_NAME
+                cert, arc.provenance, wire_extensions.PROVENANCE_NAME
             )
         except wire_extensions.ExtensionError as exc:
             raise AgentError(str(exc)) from None

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ca.errors import CAError, ErrorCode
 from ca.names import validate_trust_domain
+from ca.oids import OidArc, OidArcError
 
 ENV_PREFIX = "AGENTCA_"
 KEY_STORES = ("pkcs11", "software")
@@ -68,6 +69,10 @@ class Settings:
     issuing_validity_days: int = 1825
     default_validity_hours: int = 12
     max_validity_hours: int = 24 * 7
+    # the OID arc of a new CA's agent OIDs (decision 0022; empty: the RFC 5612 example arc
+    # 1.3.6.1.4.1.32473.2026, for evaluation only); read by 'agentca init', then recorded
+    # with the issuers: an existing CA moves with 'agentca oid-arc set'
+    oid_arc: str = ""
     allowed_agent_key_types: tuple[str, ...] = (
         "ec-p256",
         "ec-p384",
@@ -119,6 +124,11 @@ class Settings:
                 f"setting 'key_store' must be one of {', '.join(KEY_STORES)}, "
                 f"not {self.key_store!r}",
             )
+        if self.oid_arc.strip():
+            try:
+                OidArc(self.oid_arc.strip())
+            except OidArcError as exc:
+                raise CAError(ErrorCode.CONFIG, f"setting 'oid_arc': {exc}") from None
 
     # -- derived values -------------------------------------------------------------------
     @property

@@ -123,7 +123,12 @@ class EnrollmentService:
     ) -> IssuanceRequest:
         csr = load_csr(csr_data)
         outcome = self._outcome(
-            registration, csr, read_csr_provenance(csr), scopes, validity, session
+            registration,
+            csr,
+            read_csr_provenance(csr, self.authority.hierarchy.accepted_arcs()),
+            scopes,
+            validity,
+            session,
         )
         if isinstance(outcome, Refusal):
             raise outcome.as_error(registration.name)
@@ -280,7 +285,8 @@ class EnrollmentService:
         registration = self.registry.get_agent(record.agent_name)
         scopes = req.scopes
         if scopes is None:
-            held = read_agent_extensions(current).authorization.scopes
+            arcs = self.authority.hierarchy.accepted_arcs()
+            held = read_agent_extensions(current, arcs).authorization.scopes
             scopes = tuple(s for s in held if s in registration.allowed_scopes)
             if not scopes:
                 raise Refusal(("none of the current scopes is still allowed",)).as_error(
@@ -308,7 +314,7 @@ class EnrollmentService:
         that the requester may do this.
         """
         csr = load_csr(req.csr)
-        csr_provenance = read_csr_provenance(csr)
+        csr_provenance = read_csr_provenance(csr, self.authority.hierarchy.accepted_arcs())
         provenance = req.provenance or csr_provenance
         reasons: list[str] = []
         if req.provenance is not None and csr_provenance not in (None, req.provenance):

@@ -20,7 +20,7 @@ parameters and the like are all refused with ``CAError(INVALID_EXTENSION, ...)``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -28,7 +28,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from ca import oids
 from ca.errors import CAError, ErrorCode
 from ca.names import (
     normalise_scopes,
@@ -38,6 +37,7 @@ from ca.names import (
     validate_officer,
     validate_organization,
 )
+from ca.oids import DEFAULT_ACCEPTED_ARCS, DEFAULT_ARC, OidArc
 from wire import csr_attributes
 from wire import extensions as wire_ext
 from wire import oids as wire_oids
@@ -146,7 +146,6 @@ class Provenance(wire_ext.Provenance):
     validation (``ca.names``), errors and JSON form."""
 
     NAME: ClassVar[str] = "AgentProvenance"
-    OID: ClassVar[x509.ObjectIdentifier] = oids.PROVENANCE
 
     def __post_init__(self) -> None:
         validate_model_type(self.model_type)
@@ -204,7 +203,6 @@ class Authorization:
     scopes: tuple[str, ...]
 
     NAME: ClassVar[str] = "AgentAuthorization"
-    OID: ClassVar[x509.ObjectIdentifier] = oids.AUTHORIZATION
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scopes", normalise_scopes(self.scopes))
@@ -238,7 +236,6 @@ class Accountability:
     organization: str | None = None
 
     NAME: ClassVar[str] = "AgentAccountability"
-    OID: ClassVar[x509.ObjectIdentifier] = oids.ACCOUNTABILITY
 
     def __post_init__(self) -> None:
         validate_officer(self.officer)
@@ -330,17 +327,18 @@ def _as_list(value: object, what: str) -> list[Any]:
 
 
 def agent_x509_extensions(
-    ext: AgentExtensions,
+    ext: AgentExtensions, arc: OidArc
 ) -> list[tuple[x509.UnrecognizedExtension, bool]]:
-    """``(extension value, critical)`` pairs for ``CertificateBuilder.add_extension``.
+    """``(extension value, critical)`` pairs for ``CertificateBuilder.add_extension``, under
+    ``arc`` (the issuing CA's recorded arc).
 
     The agent extensions are non-critical (a critical unknown extension makes ``openssl
     verify`` fail); relying parties such as the gateway treat them as mandatory.
     """
     return [
-        (x509.UnrecognizedExtension(oids.PROVENANCE, ext.provenance.to_der()), False),
-        (x509.UnrecognizedExtension(oids.AUTHORIZATION, ext.authorization.to_der()), False),
-        (x509.UnrecognizedExtension(oids.ACCOUNTABILITY, ext.accountability.to_der()), False),
+        (x509.UnrecognizedExtension(arc.provenance, ext.provenance.to_der()), False),
+        (x509.UnrecognizedExtension(arc.authorization, ext.authorization.to_der()), False),
+        (x509.UnrecognizedExtension(arc.accountability, ext.accountability.to_der()), False),
     ]
 
 
@@ -351,12 +349,25 @@ def _extension_der(cert: x509.Certificate, oid: x509.ObjectIdentifier, what: str
         raise CAError(ErrorCode.INVALID_EXTENSION, _one_line(exc)) from None
 
 
-def read_agent_extensions(cert: x509.Certificate) -> AgentExtensions:
-    """Decode the three agent extensions of ``cert``; ``INVALID_EXTENSION`` if any is bad."""
+def certificate_arc(cert: x509.Certificate, arcs: Sequence[OidArc]) -> OidArc:
+    """The one of ``arcs`` ``cert`` carries its agent extensions under (``INVALID_EXTENSION``
+    if none, or if it carries them under two arcs)."""
+    try:
+        return wire_ext.agent_arc(cert, arcs)
+    except wire_ext.ExtensionError as exc:
+        raise CAError(ErrorCode.INVALID_EXTENSION, _one_line(exc)) from None
+
+
+def read_agent_extensions(
+    cert: x509.Certificate, arcs: Sequence[OidArc] = DEFAULT_ACCEPTED_ARCS
+) -> AgentExtensions:
+    """Decode the three agent extensions of ``cert`` under one of ``arcs`` (the CA passes
+    the arcs it accepts); ``INVALID_EXTENSION`` if any is bad."""
+    arc = certificate_arc(cert, arcs)
     return AgentExtensions(
-        Provenance.from_der(_extension_der(cert, oids.PROVENANCE, Provenance.NAME)),
-        Authorization.from_der(_extension_der(cert, oids.AUTHORIZATION, Authorization.NAME)),
-        Accountability.from_der(_extension_der(cert, oids.ACCOUNTABILITY, Accountability.NAME)),
+        Provenance.from_der(_extension_der(cert, arc.provenance, Provenance.NAME)),
+        Authorization.from_der(_extension_der(cert, arc.authorization, Authorization.NAME)),
+        Accountability.from_der(_extension_der(cert, arc.accountability, Accountability.NAME)),
     )
 
 
@@ -380,8 +391,9 @@ def build_agent_csr(
     common_name: str,
     provenance: Provenance,
     organization: str | None = None,
+    arc: OidArc = DEFAULT_ARC,
 ) -> x509.CertificateSigningRequest:
-    """Build and sign a PKCS#10 CSR carrying ``provenance`` in the ``.4.1`` attribute.
+    """Build and sign a PKCS#10 CSR carrying ``provenance`` in ``arc``'s ``.4.1`` attribute.
 
     cryptography cannot emit an attribute whose value is a SEQUENCE, so the request is
     assembled by :func:`wire.csr_attributes.build_csr` and signed with ``private_key``
@@ -396,18 +408,23 @@ def build_agent_csr(
         )
     rdns.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     return csr_attributes.build_csr(
-        private_key, x509.Name(rdns), provenance_csr_attribute_value(provenance)
+        private_key, x509.Name(rdns), provenance_csr_attribute_value(provenance), arc
     )
 
 
-def read_csr_provenance(csr: x509.CertificateSigningRequest) -> Provenance | None:
-    """The provenance claimed in ``csr``'s ``.4.1`` attribute, or ``None`` if absent.
+def read_csr_provenance(
+    csr: x509.CertificateSigningRequest, arcs: Sequence[OidArc] = DEFAULT_ACCEPTED_ARCS
+) -> Provenance | None:
+    """The provenance claimed in ``csr``'s ``.4.1`` attribute under one of ``arcs`` (the CA
+    passes the arcs it accepts), or ``None`` if absent.
 
     ``INVALID_EXTENSION`` if the attribute is repeated, has other than exactly one value, or
     the value is not a strict DER ``AgentProvenance``.
     """
     what = csr_attributes.ATTRIBUTE_NAME
     value = _strict_decode(
-        what, csr.tbs_certrequest_bytes, csr_attributes.read_provenance_attribute
+        what,
+        csr.tbs_certrequest_bytes,
+        lambda tbs: csr_attributes.read_provenance_attribute(tbs, arcs),
     )
     return None if value is None else Provenance.from_der(value)

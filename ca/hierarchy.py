@@ -2,13 +2,17 @@
 
 The keys are generated in the key store (``hsm.KeyManager``) and never leave it; the
 certificates are immutable ``issuers`` rows, so the loaded issuing CA and the chain are cached
-for the life of the process (a new hierarchy means a new process).
+for the life of the process (a new hierarchy means a new process). The OID arc recorded with
+the issuers (``ca.arcs``) is not: ``agentca oid-arc set`` may move it while the CA runs, so
+issuance reads it in the reservation's transaction.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,12 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca.arcs import ArcState, arc_setting, decode_previous, encode_previous
 from ca.clock import Clock, utcnow
 from ca.config import Settings
 from ca.crl_publisher import delta_crl_url, full_crl_url
 from ca.errors import CAError, ErrorCode
 from ca.journal import Journal
 from ca.lint import lint_freshest_crl
+from ca.oids import OidArc, arc_warnings
 from ca.profile import (
     BACKDATE,
     CertificateUrls,
@@ -41,6 +47,11 @@ from hsm.keytypes import KeyType
 ROOT = "root"
 ISSUING = "issuing"
 NOT_INITIALISED = "the CA is not initialised; run 'agentca init'"
+#: How long a process reuses the accepted arcs it read (CSR attributes, renewals): a move
+#: (``agentca oid-arc set``) keeps the old arc accepted, so staleness refuses nothing valid.
+ACCEPTED_ARCS_TTL = 5.0
+
+log = logging.getLogger("agentca.hierarchy")
 
 
 CA_KEY_TYPES = tuple(t for t in KeyType if t is not KeyType.ED25519)
@@ -77,6 +88,7 @@ class Hierarchy:
         self._issuing: SigningIssuer | None = None
         self._chain: list[x509.Certificate] | None = None
         self._lock = threading.Lock()
+        self._accepted: tuple[float, tuple[OidArc, ...]] | None = None
 
     def is_initialised(self) -> bool:
         with self.sessions() as s:
@@ -103,6 +115,9 @@ class Hierarchy:
                     f"choose one of {', '.join(str(t) for t in CA_KEY_TYPES)}",
                 )
         s = self.settings
+        arc = arc_setting(s.oid_arc)
+        for warning in arc_warnings(arc):
+            log.warning("%s", warning)
         now = self.clock()
         suffix = secrets.token_hex(4)
         root_label, issuing_label = f"agentca-root-{suffix}", f"agentca-issuing-{suffix}"
@@ -130,11 +145,11 @@ class Hierarchy:
         )
         lint_freshest_crl(issuing_cert, delta_crl_url(s.effective_crl_base_url, ROOT))
         with self.sessions.begin() as session:
-            root = _issuer_row(ROOT, ROOT, None, root_label, root_type.value, root_cert, now)
+            root = _issuer_row(ROOT, ROOT, None, root_label, root_type.value, root_cert, now, arc)
             session.add(root)
             session.flush()
             issuing = _issuer_row(
-                ISSUING, ISSUING, root.id, issuing_label, issuing_type.value, issuing_cert, now
+                ISSUING, ISSUING, root.id, issuing_label, issuing_type.value, issuing_cert, now, arc
             )
             session.add(issuing)
             self.journal.write(
@@ -144,6 +159,7 @@ class Hierarchy:
                 {
                     "root": _issuer_summary(root_cert, root_type.value),
                     "issuing": _issuer_summary(issuing_cert, issuing_type.value),
+                    "oid_arc": arc.dotted,
                 },
                 now,
             )
@@ -171,6 +187,62 @@ class Hierarchy:
             if record.name == name:
                 return record
         raise CAError(ErrorCode.NOT_FOUND, f"no issuer named '{name}'")
+
+    # -- the OID arc (ca.arcs, decision 0022) ---------------------------------------------------
+    def arc_state(self, session: Session | None = None) -> ArcState:
+        """The active issuing CA's current and previous arcs, read now."""
+        if session is None:
+            with self.sessions() as s:
+                return self.arc_state(s)
+        row = session.execute(
+            select(Issuer.oid_arc, Issuer.previous_oid_arcs).where(
+                Issuer.role == ISSUING, Issuer.active
+            )
+        ).first()
+        if row is None:
+            raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
+        return ArcState(OidArc(row.oid_arc), decode_previous(row.previous_oid_arcs))
+
+    def issuer_arcs(self) -> dict[str, OidArc]:
+        """Every issuer's recorded arc, by issuer name."""
+        with self.sessions() as s:
+            return {n: OidArc(a) for n, a in s.execute(select(Issuer.name, Issuer.oid_arc))}
+
+    def accepted_arcs(self) -> tuple[OidArc, ...]:
+        """The arcs this CA accepts now: current, then previous ones still valid (cached for
+        :data:`ACCEPTED_ARCS_TTL` seconds)."""
+        cached = self._accepted
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1]
+        arcs = self.arc_state().accepted(self.clock())
+        self._accepted = (time.monotonic() + ACCEPTED_ARCS_TTL, arcs)
+        return arcs
+
+    def set_oid_arc(self, arc: OidArc, actor: str = "system") -> ArcState:
+        """Move the CA to ``arc``: new certificates are issued under it; the current arc stays
+        accepted for ``max_validity_hours`` (the longest an agent certificate issued under it
+        can still be valid). Recorded on every issuer row, with one ledger entry."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            rows = session.scalars(select(Issuer).with_for_update()).all()
+            before = self.arc_state(session)
+            after = before.moved_to(arc, now, self.settings.max_validity)
+            for row in rows:
+                row.oid_arc = after.current.dotted
+                row.previous_oid_arcs = encode_previous(after.previous)
+            self.journal.write(
+                session,
+                actor,
+                "ca.oid_arc_changed",
+                {
+                    "from": before.current.dotted,
+                    "to": after.current.dotted,
+                    "accepted": [a.dotted for a in after.accepted(now)],
+                },
+                now,
+            )
+        self._accepted = None
+        return after
 
     def chain(self) -> list[x509.Certificate]:
         """The issuing CA certificate followed by the root (cached)."""
@@ -217,6 +289,7 @@ def _issuer_row(
     key_type: str,
     cert: x509.Certificate,
     now: datetime,
+    arc: OidArc,
 ) -> Issuer:
     der = cert.public_bytes(serialization.Encoding.DER)
     parsed = asn1_x509.Certificate.load(der)
@@ -237,6 +310,8 @@ def _issuer_row(
         not_after=cert.not_valid_after_utc,
         active=True,
         created_at=now,
+        oid_arc=arc.dotted,
+        previous_oid_arcs="",
     )
 
 

@@ -36,6 +36,7 @@ from ca.hierarchy import Hierarchy, SigningIssuer
 from ca.journal import Journal
 from ca.lint import sign_agent_certificate
 from ca.names import validate_agent_name
+from ca.oids import OidArc, large_arc_warning
 from ca.profile import BACKDATE, AgentCertificateSpec, key_type_of
 from ca.queries import find, to_record
 from ca.reconciliation import fail_reservation
@@ -44,7 +45,7 @@ from ca.requests import IssuanceRequest, RenewalLink
 from ca.revocation import RevocationReason
 from ca.revoking import revoked_body
 from ca.serials import new_serial, serial_to_hex
-from ca.store.models import Certificate, StatusChange
+from ca.store.models import Certificate, Issuer, StatusChange
 
 log = logging.getLogger("agentca.issuance")
 
@@ -100,7 +101,7 @@ class Issuance:
                 ErrorCode.INVALID_VALIDITY, "validity ends after the issuing CA certificate expires"
             )
         with self._unit_of_work(session) as s:
-            row = self._reserve(
+            row, arc = self._reserve(
                 s, issuing, request, now, not_after, actor, agent_id, in_reservation, renewal
             )
             spec = AgentCertificateSpec(
@@ -112,6 +113,7 @@ class Issuance:
                 extensions=request.extensions,
                 not_before=now - BACKDATE,
                 not_after=not_after,
+                oid_arc=arc,
             )
             try:
                 cert = self.sign(spec, issuing)
@@ -170,8 +172,9 @@ class Issuance:
         agent_id: int | None,
         in_reservation: InReservation | None,
         renewal: RenewalLink | None,
-    ) -> Certificate:
-        """Commit the pending record (and what ``in_reservation`` writes); return it detached."""
+    ) -> tuple[Certificate, OidArc]:
+        """Commit the pending record (and what ``in_reservation`` writes); return it detached,
+        with the issuing CA's OID arc read in the same transaction (``ca.arcs``)."""
         ext = request.extensions
         prov, acc = ext.provenance, ext.accountability
         spki = request.public_key.public_bytes(
@@ -200,6 +203,7 @@ class Issuance:
             )
             try:
                 with s.begin():
+                    arc = issuing_arc(s, issuing.id)
                     if in_reservation is not None:
                         for key, value in (in_reservation(s) or {}).items():
                             setattr(row, key, value)
@@ -228,7 +232,7 @@ class Issuance:
                     if renewal is not None:
                         reserved["renewed_from"] = renewal.parent_serial_hex
                     self.journal.write(s, actor, "certificate.reserved", reserved, now)
-                return row
+                return row, arc
             except IntegrityError:  # a serial collision (astronomically rare) or a proof replayed
                 continue  # concurrently: the retry's _claim_parent refuses the latter
         raise CAError(ErrorCode.INTERNAL, "could not reserve a unique serial number")
@@ -305,6 +309,24 @@ class Issuance:
 
 
 # -- renewal lineage ----------------------------------------------------------------------------
+_warned_arcs: set[OidArc] = set()
+
+
+def issuing_arc(s: Session, issuer_id: int) -> OidArc:
+    """The OID arc recorded with issuer ``issuer_id``; a component >= 2**31 is logged as a
+    warning, once per arc and process (Go and GnuTLS refuse such certificates)."""
+    dotted = s.scalar(select(Issuer.oid_arc).where(Issuer.id == issuer_id))
+    if dotted is None:
+        raise CAError(ErrorCode.NOT_INITIALISED, "the issuing CA is not on record")
+    arc = OidArc(dotted)
+    if arc not in _warned_arcs:
+        _warned_arcs.add(arc)
+        warning = large_arc_warning(arc)
+        if warning:
+            log.warning("issuing under %s", warning)
+    return arc
+
+
 def _claim_parent(s: Session, renewal: RenewalLink, now: datetime) -> Certificate:
     """In the reservation: lock the certificate being renewed and check it may be renewed.
 

@@ -32,7 +32,7 @@ from ca.profile import (
     signature_hash,
 )
 from wire import extensions as wire_ext
-from wire import oids
+from wire.oids import DEFAULT_ARC, OidArc
 
 __all__ = ["LintError", "lint_certificate", "lint_freshest_crl", "lint_key_for", "sign_linted"]
 
@@ -86,10 +86,13 @@ def _provenance_fields(p: wire_ext.Provenance) -> tuple[object, ...]:
     return (p.model_type, d(p.model_digest), d(p.prompt_digest), d(p.config_digest))
 
 
-def lint_certificate(cert: x509.Certificate, expected: AgentExtensions) -> None:
-    """Check ``cert`` as the gateway will read it; :class:`LintError` on the first defect."""
+def lint_certificate(
+    cert: x509.Certificate, expected: AgentExtensions, arc: OidArc = DEFAULT_ARC
+) -> None:
+    """Check ``cert`` as the gateway will read it, under exactly the issuing CA's ``arc``;
+    :class:`LintError` on the first defect."""
     try:
-        got = wire_ext.read_agent_extensions(cert)
+        got = wire_ext.read_agent_extensions(cert, (arc,))
     except wire_ext.ExtensionError as exc:
         raise LintError(str(exc)) from None
     if _provenance_fields(got.provenance) != _provenance_fields(expected.provenance):
@@ -111,11 +114,17 @@ def lint_certificate(cert: x509.Certificate, expected: AgentExtensions) -> None:
         raise LintError(f"profile extension missing or malformed: {exc}") from None
     if basic.ca:
         raise LintError("an agent certificate must not be a CA")
-    if oids.KP_AGENT_REQUEST_SIGNING not in list(eku):
-        raise LintError("the request-signing extended key usage is missing")
-    for oid in oids.AGENT_EXTENSION_OIDS:
+    if arc.kp_agent_request_signing not in list(eku):
+        raise LintError(f"the request-signing extended key usage of arc {arc} is missing")
+    try:
+        policies = exts.get_extension_for_class(x509.CertificatePolicies).value
+    except x509.ExtensionNotFound:
+        raise LintError("the certificate policy is missing") from None
+    if [p.policy_identifier for p in policies] != [arc.policy_agent_v1]:
+        raise LintError(f"the certificate policy is not id-agentca-policy-agent-v1 of arc {arc}")
+    for oid in arc.agent_extension_oids:
         if exts.get_extension_for_oid(oid).critical:
-            raise LintError(f"agent extension {oids.NAMES[oid.dotted_string]} is critical")
+            raise LintError(f"agent extension {arc.names[oid.dotted_string]} is critical")
 
 
 def lint_freshest_crl(cert: x509.Certificate, delta_crl_url: str | None) -> None:
@@ -153,12 +162,13 @@ def sign_linted(
     issuer_key: CertificateIssuerPrivateKeyTypes,
     algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None,
     expected: AgentExtensions,
+    arc: OidArc = DEFAULT_ARC,
     also: Callable[[x509.Certificate], None] | None = None,
 ) -> x509.Certificate:
     """Lint ``builder``'s certificate (plus the check ``also``, if given), then sign it with
     ``issuer_key`` (see the module doc)."""
     linted = builder.sign(lint_key_for(issuer_key), algorithm)
-    lint_certificate(linted, expected)
+    lint_certificate(linted, expected, arc)
     if also is not None:
         also(linted)
     cert = builder.sign(issuer_key, algorithm)
@@ -186,6 +196,7 @@ def sign_agent_certificate(
         issuer_key,
         signature_hash(issuer_key),
         spec.extensions,
+        spec.oid_arc,
         also=lambda linted: lint_freshest_crl(linted, urls.delta_crl_url),
     )
     try:

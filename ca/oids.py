@@ -1,48 +1,39 @@
 """Object identifiers of agentca: the CA's name for :mod:`wire.oids`, where they are defined once.
 
-See ``docs/oids.md`` for the table and the ASN.1 module.
+The arc is a property of each CA (recorded with its issuers, ``ca.arcs``); nothing on the CA
+side derives an OID from a global. See ``docs/oids.md`` for the table and the ASN.1 module.
 """
 
 from __future__ import annotations
 
 from wire.oids import (
-    ACCOUNTABILITY,
-    ACCOUNTABILITY_DOTTED,
-    AGENT_EXTENSION_OIDS,
     ARC,
-    AUTHORIZATION,
-    AUTHORIZATION_DOTTED,
-    CSR_PROVENANCE,
-    CSR_PROVENANCE_DOTTED,
-    KP_AGENT_REQUEST_SIGNING,
-    KP_AGENT_REQUEST_SIGNING_DOTTED,
-    KP_LEDGER_SIGNING,
-    KP_LEDGER_SIGNING_DOTTED,
-    MODULE_DOTTED,
-    NAMES,
-    POLICY_AGENT_V1,
-    POLICY_AGENT_V1_DOTTED,
-    PROVENANCE,
-    PROVENANCE_DOTTED,
+    DEFAULT_ACCEPTED_ARCS,
+    DEFAULT_ARC,
+    LARGE_ARC_REFUSED_BY,
+    LEGACY_ARC,
+    OidArc,
+    OidArcError,
+    arc_warnings,
+    example_arc_warning,
+    large_arc_warning,
+    large_components,
+    parse_arc,
+    parse_arcs,
 )
 
 __all__ = [
-    "ACCOUNTABILITY",
-    "ACCOUNTABILITY_DOTTED",
-    "AGENT_EXTENSION_OIDS",
     "ARC",
-    "AUTHORIZATION",
-    "AUTHORIZATION_DOTTED",
-    "CSR_PROVENANCE",
-    "CSR_PROVENANCE_DOTTED",
-    "KP_AGENT_REQUEST_SIGNING",
-    "KP_AGENT_REQUEST_SIGNING_DOTTED",
-    "KP_LEDGER_SIGNING",
-    "KP_LEDGER_SIGNING_DOTTED",
-    "MODULE_DOTTED",
-    "NAMES",
-    "POLICY_AGENT_V1",
-    "POLICY_AGENT_V1_DOTTED",
-    "PROVENANCE",
-    "PROVENANCE_DOTTED",
+    "DEFAULT_ACCEPTED_ARCS",
+    "DEFAULT_ARC",
+    "LARGE_ARC_REFUSED_BY",
+    "LEGACY_ARC",
+    "OidArc",
+    "OidArcError",
+    "arc_warnings",
+    "example_arc_warning",
+    "large_arc_warning",
+    "large_components",
+    "parse_arc",
+    "parse_arcs",
 ]

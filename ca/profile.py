@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from ca import oids
 from ca.errors import CAError, ErrorCode
 from ca.extensions import AgentExtensions, agent_x509_extensions
+from ca.oids import DEFAULT_ARC, OidArc
 
 BACKDATE = timedelta(seconds=60)  # tolerate small clock skew at relying parties
 
@@ -49,6 +49,8 @@ class AgentCertificateSpec:
     extensions: AgentExtensions
     not_before: datetime
     not_after: datetime
+    #: the arc of the agent OIDs: issuance passes the issuing CA's recorded arc (ca.arcs)
+    oid_arc: OidArc = DEFAULT_ARC
 
 
 def key_type_of(public_key: CertificatePublicKeyTypes) -> str:
@@ -194,7 +196,9 @@ def agent_certificate_builder(
             critical=True,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, oids.KP_AGENT_REQUEST_SIGNING]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH, spec.oid_arc.kp_agent_request_signing]
+            ),
             critical=False,
         )
         .add_extension(
@@ -222,13 +226,13 @@ def agent_certificate_builder(
         )
         .add_extension(_crl_dp(urls.crl_url), critical=False)
         .add_extension(
-            x509.CertificatePolicies([x509.PolicyInformation(oids.POLICY_AGENT_V1, None)]),
+            x509.CertificatePolicies([x509.PolicyInformation(spec.oid_arc.policy_agent_v1, None)]),
             critical=False,
         )
     )
     if urls.delta_crl_url:
         builder = builder.add_extension(freshest_crl(urls.delta_crl_url), critical=False)
-    for value, critical in agent_x509_extensions(spec.extensions):
+    for value, critical in agent_x509_extensions(spec.extensions, spec.oid_arc):
         builder = builder.add_extension(value, critical=critical)
     return builder
 

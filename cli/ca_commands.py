@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ca.arcs import arc_setting
 from ca.enrollment import DirectIssuance
 from ca.errors import CAError, ErrorCode
 from ca.extensions import Digest, Provenance, read_agent_extensions
@@ -36,13 +40,32 @@ KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
     default=None,
     help="Issuing CA key type (default from settings: ec-p256).",
 )
+@click.option(
+    "--oid-arc",
+    "oid_arc",
+    default=None,
+    metavar="DOTTED",
+    help="OID arc of the agent extensions, EKUs and policy, under your organisation's IANA "
+    "PEN: 1.3.6.1.4.1.<PEN>... (default from settings: the RFC 5612 example arc "
+    "1.3.6.1.4.1.32473.2026, for evaluation only).",
+)
 @click.pass_context
-def init(ctx: click.Context, root_key_type: str | None, issuing_key_type: str | None) -> None:
+def init(
+    ctx: click.Context,
+    root_key_type: str | None,
+    issuing_key_type: str | None,
+    oid_arc: str | None,
+) -> None:
     """Create the CA: HSM token (SoftHSM2 by default), database schema, root and issuing CA.
 
     Keys are generated inside the token and never leave it. Fails if the hierarchy exists.
+    The OID arc is recorded with the CA; warnings (the example arc, an arc Go and GnuTLS
+    refuse) go to stderr.
     """
     settings = settings_from(ctx)
+    if oid_arc is not None:
+        settings = settings.replace(oid_arc=arc_setting(oid_arc).dotted)
+    arc_setting(settings.oid_arc)  # a bad arc fails before anything is created
     if settings.key_store == SOFTWARE:
         raise CAError(
             ErrorCode.CONFIG,
@@ -54,8 +77,11 @@ def init(ctx: click.Context, root_key_type: str | None, issuing_key_type: str | 
         root_key_type=root_key_type or settings.root_key_type,
         issuing_key_type=issuing_key_type or settings.issuing_key_type,
     )
-    if not ensure_initialised(settings, actor()):
+    with _warnings_to_stderr():
+        created = ensure_initialised(settings, actor())
+    if not created:
         raise CAError(ErrorCode.CONFLICT, f"the CA hierarchy in {settings.data_dir} already exists")
+    ctx.find_root().obj["settings"] = settings
     with runtime(ctx) as rt:
         for record in rt.authority.issuers():
             cert = record.certificate
@@ -63,6 +89,24 @@ def init(ctx: click.Context, root_key_type: str | None, issuing_key_type: str | 
                 f"{record.role:8} {cert.subject.rfc4514_string()}  key={record.key_type} "
                 f"serial={cert.serial_number:x} notAfter={cert.not_valid_after_utc:%Y-%m-%d}"
             )
+        click.echo(f"oid-arc  {rt.authority.hierarchy.arc_state().current}")
+
+
+class _StderrWarnings(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"agentca: warning: {record.getMessage()}", err=True)
+
+
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """The hierarchy's warnings (``ca.hierarchy`` logs them) as ``agentca: warning:`` lines."""
+    logger = logging.getLogger("agentca.hierarchy")
+    handler = _StderrWarnings(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @click.command()
@@ -290,6 +334,7 @@ def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
     """Show one certificate: record, validity and its decoded agent extensions."""
     with runtime(ctx) as rt:
         record = rt.authority.get(serial)
+        arcs = rt.authority.hierarchy.arc_state().every_arc
     cert = record.certificate
     if as_pem:
         if cert is None:
@@ -298,7 +343,7 @@ def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
         return
     data = record.to_dict()
     if cert is not None:
-        data["extensions"] = read_agent_extensions(cert).to_dict()
+        data["extensions"] = read_agent_extensions(cert, arcs).to_dict()
         data["spiffe_id"] = [
             str(u)
             for u in cert.extensions.get_extension_for_class(

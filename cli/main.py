@@ -31,6 +31,10 @@ COMMANDS = {
         "Show one certificate: record, validity and its decoded agent extensions.",
     ),
     "chain": ("cli.ca_commands:chain", "Print the CA chain in PEM: issuing CA, then root."),
+    "oid-arc": (
+        "cli.oid_arc_commands:oid_arc",
+        "The CA's OID arc: show it, move the CA to a new one.",
+    ),
     # registry_commands adds `model add` and `model retire` to digest_commands' group
     "model": ("cli.registry_commands:model", "Model provenance helpers."),
     "prompt": ("cli.digest_commands:prompt", "System-prompt provenance helpers."),

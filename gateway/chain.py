@@ -1,9 +1,11 @@
 """Chain verification to the configured trust anchors, with a cache of verified chains.
 
 Uses cryptography's RFC 5280 client verifier (``PolicyBuilder``) with an end-entity policy
-that also requires the agentRequestSigning EKU; the three agent extensions are mandatory
-and decoded strictly; the certificate must carry exactly one URI SAN, the SPIFFE ID
-``spiffe://<trust domain>/agent/<CN>`` of a configured trust domain.
+that also requires the agentRequestSigning EKU of an accepted OID arc (``oid_arcs``: the CA's
+arcs, e.g. from its metadata, ``gateway.verifier.oid_arcs_from_metadata``); the three agent
+extensions are mandatory, under that same arc, and decoded strictly; the certificate must
+carry exactly one URI SAN, the SPIFFE ID ``spiffe://<trust domain>/agent/<CN>`` of a
+configured trust domain.
 
 The cache is keyed by the SHA-256 of the leaf certificate (never by header text), and an
 entry enters it only through :meth:`ChainVerifier.remember`, which the verifier calls once
@@ -18,7 +20,7 @@ import binascii
 import hashlib
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,8 +34,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from gateway.problems import Check, Denied
 from wire import der as _der
 from wire import sf
-from wire.extensions import AgentExtensions, ExtensionError, read_agent_extensions
-from wire.oids import KP_AGENT_REQUEST_SIGNING as REQUEST_SIGNING_EKU
+from wire.extensions import AgentExtensions, ExtensionError, agent_arc, read_agent_extensions
+from wire.oids import DEFAULT_ACCEPTED_ARCS, OidArc, parse_arcs
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 StatusKey = tuple[bytes, int]  # (SHA-256 of the issuer's public key, serial number)
@@ -98,11 +100,17 @@ def _algorithm(key: PublicKey) -> str:
     return "rsa-v1_5-sha256"
 
 
-def _require_signing_eku(_policy: Any, _cert: Any, eku: Any) -> None:
-    if eku is None or REQUEST_SIGNING_EKU not in list(eku):
-        raise ValueError("the agentRequestSigning EKU is required")
-    if ExtendedKeyUsageOID.CLIENT_AUTH not in list(eku):
-        raise ValueError("the clientAuth EKU is required")
+def _signing_eku_check(arcs: tuple[OidArc, ...]) -> Callable[[Any, Any, Any], None]:
+    """The EKU check: clientAuth and the agentRequestSigning EKU of one of ``arcs``."""
+    wanted = {a.kp_agent_request_signing for a in arcs}
+
+    def check(_policy: Any, _cert: Any, eku: Any) -> None:
+        if eku is None or not wanted.intersection(eku):
+            raise ValueError("the agentRequestSigning EKU of an accepted OID arc is required")
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in list(eku):
+            raise ValueError("the clientAuth EKU is required")
+
+    return check
 
 
 def _byte_items(value: str, what: str, single: bool) -> list[bytes]:
@@ -180,8 +188,12 @@ class ChainVerifier:
         max_chain_depth: int = 4,
         *,
         trust_domains: Iterable[str],
+        oid_arcs: Iterable[str | OidArc] = DEFAULT_ACCEPTED_ARCS,
     ) -> None:
+        """``oid_arcs``: the agent OID arcs accepted (the CA's ``accepted_oid_arcs``; default
+        the example arc and the legacy arc)."""
         self.anchors = list(anchors)
+        self.oid_arcs = parse_arcs(oid_arcs)
         if not self.anchors:
             raise ValueError("at least one trust anchor is required")
         self.trust_domains = frozenset(
@@ -196,7 +208,9 @@ class ChainVerifier:
         self.max_entries = max_entries
         self.max_chain_depth = max_chain_depth
         self._ee_policy = verification.ExtensionPolicy.webpki_defaults_ee().require_present(
-            x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, _require_signing_eku
+            x509.ExtendedKeyUsage,
+            verification.Criticality.AGNOSTIC,
+            _signing_eku_check(self.oid_arcs),
         )
         self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca()
         self._cache: dict[bytes, ChainEntry] = {}
@@ -255,6 +269,10 @@ class ChainVerifier:
             leaf.not_valid_before_utc.timestamp() <= now < leaf.not_valid_after_utc.timestamp()
         ):
             raise Denied(Check.EXPIRED, f"certificate {serial} is expired or not yet valid")
+        try:  # first: names the arc of a certificate from a CA this gateway is not set up for
+            agent_arc(leaf, self.oid_arcs)
+        except ExtensionError as exc:
+            raise Denied(Check.CHAIN, f"certificate {serial}: {exc}") from None
         when = datetime.fromtimestamp(now, UTC)
         verifier = (
             verification.PolicyBuilder()
@@ -269,9 +287,16 @@ class ChainVerifier:
         except verification.VerificationError as exc:
             raise Denied(Check.CHAIN, f"certificate {serial}: {exc}") from None
         try:
-            ext = read_agent_extensions(leaf)
+            ext = read_agent_extensions(leaf, self.oid_arcs)
         except ExtensionError as exc:
             raise Denied(Check.CHAIN, f"certificate {serial}: {exc}") from None
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if ext.arc.kp_agent_request_signing not in list(eku):
+            raise Denied(
+                Check.CHAIN,
+                f"certificate {serial}: the agentRequestSigning EKU is not under the arc of its "
+                f"agent extensions ({ext.arc})",
+            )
         key = leaf.public_key()
         if not isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)) and not (
             isinstance(key, rsa.RSAPublicKey)

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography import x509
 
@@ -29,6 +29,8 @@ from gateway.profiles import AGENTCA, WIT_HEADER, Profile, profiles_named, refus
 from gateway.replay import ReplayCache
 from gateway.status import StatusChecker
 from wire import sf
+from wire.ca_metadata import arcs_from_metadata
+from wire.oids import DEFAULT_ACCEPTED_ARCS, OidArc
 
 if TYPE_CHECKING:  # joserfc is needed only by deployments that verify WITs
     from gateway.wit import WitVerifier
@@ -117,6 +119,13 @@ def _parse_declared(header: str | None) -> dict[str, bytes]:
     return out
 
 
+def oid_arcs_from_metadata(document: bytes | str | Mapping[str, Any]) -> tuple[OidArc, ...]:
+    """The ``oid_arcs`` a :class:`Verifier` takes, from the CA's ``/ca/metadata.json`` (its
+    JSON text or the parsed object; fetching it is the caller's job);
+    ``wire.ca_metadata.MetadataError`` if the document is not one."""
+    return arcs_from_metadata(document).accepted_oid_arcs
+
+
 class Verifier:
     """Verifies signed agent requests. Thread-safe; one per process (caches are shared)."""
 
@@ -136,6 +145,7 @@ class Verifier:
         profiles: str | Iterable[str] = ("agentca",),
         wit: WitVerifier | None = None,
         require_wit: bool = False,
+        oid_arcs: Iterable[str | OidArc] = DEFAULT_ACCEPTED_ARCS,
     ) -> None:
         """``audience``: the value(s) of ``wimse-aud`` this service answers to, e.g. its own
         origin ``https://orders.example``; ``trust_domain``: the SPIFFE trust domain(s) of
@@ -144,7 +154,9 @@ class Verifier:
         a route may narrow or widen them, see :meth:`evaluate`); ``wit`` verifies
         ``Workload-Identity-Token`` headers (a WIMSE request carrying one is refused without
         it; the agentca profile ignores the header, which it does not cover),
-        ``require_wit`` refuses WIMSE-profile requests that carry none."""
+        ``require_wit`` refuses WIMSE-profile requests that carry none; ``oid_arcs``: the
+        agent OID arcs accepted, the CA's ``accepted_oid_arcs`` (see
+        :func:`wire.ca_metadata.arcs_from_metadata`; default: the example and legacy arcs)."""
         if not 0 < window <= MAX_WINDOW:
             raise ValueError(f"window must be 1..{MAX_WINDOW} seconds")
         audiences = [audience] if isinstance(audience, str) else list(audience)
@@ -152,7 +164,9 @@ class Verifier:
             raise ValueError("audience: the service's own audience value(s) are required")
         self.audiences = frozenset(httpsig.normal_audience(a.strip()) for a in audiences)
         trust_domains = [trust_domain] if isinstance(trust_domain, str) else list(trust_domain)
-        self.chains = ChainVerifier(trust_anchors, intermediates, trust_domains=trust_domains)
+        self.chains = ChainVerifier(
+            trust_anchors, intermediates, trust_domains=trust_domains, oid_arcs=oid_arcs
+        )
         self.status = status or StatusChecker(clock=clock)
         self.inventory = inventory
         self.replay = replay or ReplayCache()

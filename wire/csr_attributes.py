@@ -8,7 +8,7 @@ attribute in a request strictly, with the same codec.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import pairwise
 
 from cryptography import x509
@@ -51,20 +51,24 @@ def signature_algorithm(key: object) -> tuple[bytes, Callable[[bytes], bytes]]:
     )
 
 
-def provenance_attribute(provenance_der: bytes) -> bytes:
-    """The ``Attribute`` whose single value is the ``AgentProvenance`` DER."""
-    return der.seq(der.encode_oid(oids.CSR_PROVENANCE_DOTTED), der.set_of(provenance_der))
+def provenance_attribute(provenance_der: bytes, arc: oids.OidArc = oids.DEFAULT_ARC) -> bytes:
+    """The ``Attribute`` (``arc``'s ``.4.1``) whose single value is the ``AgentProvenance`` DER."""
+    return der.seq(der.encode_oid(arc.csr_provenance.dotted_string), der.set_of(provenance_der))
 
 
 def build_csr(
-    key: SigningKey, subject: x509.Name, provenance_der: bytes
+    key: SigningKey,
+    subject: x509.Name,
+    provenance_der: bytes,
+    arc: oids.OidArc = oids.DEFAULT_ARC,
 ) -> x509.CertificateSigningRequest:
-    """A signed PKCS#10 request for ``subject`` carrying ``provenance_der`` as its attribute."""
+    """A signed PKCS#10 request for ``subject`` carrying ``provenance_der`` as its attribute
+    under ``arc`` (the arc of the CA the request goes to)."""
     alg, sign = signature_algorithm(key)
     spki = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    attributes = der.tlv(0xA0, provenance_attribute(provenance_der))  # [0] IMPLICIT SET OF
+    attributes = der.tlv(0xA0, provenance_attribute(provenance_der, arc))  # [0] IMPLICIT SET OF
     info = der.seq(der.integer(0), subject.public_bytes(), spki, attributes)
     return x509.load_der_x509_csr(der.seq(info, alg, der.bit_string(sign(info))))
 
@@ -75,14 +79,18 @@ def _require_sorted(encodings: list[bytes], what: str) -> None:
         raise ExtensionError(f"{what} are not in DER SET OF order")
 
 
-def read_provenance_attribute(tbs_certrequest: bytes) -> bytes | None:
-    """The DER of the provenance attribute's value in a ``CertificationRequestInfo``.
+def read_provenance_attribute(
+    tbs_certrequest: bytes, arcs: Iterable[oids.OidArc] = oids.DEFAULT_ACCEPTED_ARCS
+) -> bytes | None:
+    """The DER of the provenance attribute's value in a ``CertificationRequestInfo``, the
+    attribute being ``.4.1`` under one of ``arcs``.
 
     ``None`` if absent; :class:`ExtensionError` if the structure is not strict DER (including
     the order of both SET OFs: the attributes and each attribute's values), the attribute is
-    repeated or has other than exactly one value.
+    repeated (under one arc or two) or has other than exactly one value.
     """
     what = ATTRIBUTE_NAME
+    wanted = {a.csr_provenance.dotted_string for a in oids.parse_arcs(arcs)}
     try:
         fields = der.children(der.read_one(tbs_certrequest, 0x30))
         if len(fields) != 4 or [t for t, _ in fields[:3]] != [0x02, 0x30, 0x30]:
@@ -98,7 +106,7 @@ def read_provenance_attribute(tbs_certrequest: bytes) -> bytes | None:
             parts = der.children(body)
             if len(parts) != 2 or parts[0][0] != 0x06 or parts[1][0] != 0x31:
                 raise ExtensionError(f"{what}: malformed DER (not an Attribute)")
-            if der.decode_oid(parts[0][1]) != oids.CSR_PROVENANCE_DOTTED:
+            if der.decode_oid(parts[0][1]) not in wanted:
                 continue
             values = []
             pos = 0

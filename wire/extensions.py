@@ -21,6 +21,7 @@ agent SDK all decode with these functions.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,6 +38,12 @@ _DOMAIN_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
 _DIGEST_ALG_DER: Final = {
     name: der.seq(der.encode_oid(dotted)) for name, (dotted, _) in oids.DIGEST_ALGORITHMS.items()
 }
+
+#: Arcs whose ``.1.N`` extensions are standard ones: PKIX id-pe (AIA, qcStatements...) and
+#: Netscape's (cert type, base URL).
+_NOT_ARCS: Final = frozenset({"1.3.6.1.5.5.7", "2.16.840.1.113730"})
+#: The agent extensions' OIDs under an arc: ``.1.1``, ``.1.2``, ``.1.3``.
+_AGENT_TAILS: Final = frozenset({".1.1", ".1.2", ".1.3"})
 
 PROVENANCE_NAME: Final = "AgentProvenance"
 AUTHORIZATION_NAME: Final = "AgentAuthorization"
@@ -129,6 +136,8 @@ class AgentExtensions:
     officer: str
     environment: str
     organization: str | None
+    #: the arc the certificate carries its agent extensions under
+    arc: oids.OidArc = oids.DEFAULT_ARC
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -322,11 +331,63 @@ def extension_value(cert: x509.Certificate, oid: x509.ObjectIdentifier, what: st
     return ext.value.value
 
 
-def read_agent_extensions(cert: x509.Certificate) -> AgentExtensions:
-    """The three mandatory agent extensions of ``cert``; :class:`ExtensionError` if bad."""
-    provenance = decode_provenance(extension_value(cert, oids.PROVENANCE, PROVENANCE_NAME))
-    scopes = decode_authorization(extension_value(cert, oids.AUTHORIZATION, AUTHORIZATION_NAME))
+def _present_oids(cert: x509.Certificate) -> set[str]:
+    """The dotted OIDs of ``cert``'s extensions."""
+    try:
+        exts = list(cert.extensions)
+    except (ValueError, x509.DuplicateExtension) as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise ExtensionError(f"certificate extensions are malformed: {text}") from None
+    return {e.oid.dotted_string for e in exts}
+
+
+def found_arcs(cert: x509.Certificate) -> tuple[str, ...]:
+    """Every arc under which ``cert`` carries an agent extension: ``P`` for each extension
+    ``P.1.1`` (provenance), ``P.1.2`` or ``P.1.3`` outside the standard arcs, sorted. Used to
+    name the arc of a refused certificate; acceptance is decided by :func:`agent_arc`."""
+    return tuple(sorted(_arcs_in(_present_oids(cert))))
+
+
+def _arcs_in(present: set[str]) -> set[str]:
+    return {d[:-4] for d in present if d[-4:] in _AGENT_TAILS and d[:-4] not in _NOT_ARCS}
+
+
+def agent_arc(
+    cert: x509.Certificate, arcs: Iterable[oids.OidArc] = oids.DEFAULT_ACCEPTED_ARCS
+) -> oids.OidArc:
+    """The one accepted arc under which ``cert`` carries its agent extensions.
+
+    :class:`ExtensionError` if it carries them under no accepted arc (naming the arcs found
+    and the arcs accepted) or under two different arcs (accepted or not): a certificate
+    speaks for one CA arc, never two.
+    """
+    accepted = oids.parse_arcs(arcs)
+    found = _arcs_in(_present_oids(cert))
+    used = [a for a in accepted if a.dotted in found]
+    if len(found) > 1:
+        raise ExtensionError(
+            f"the certificate carries agent extensions under more than one OID arc "
+            f"({', '.join(sorted(found))})"
+        )
+    if not used:
+        seen = ", ".join(sorted(found)) or "none"
+        raise ExtensionError(
+            f"the certificate carries no agent extensions under an accepted OID arc "
+            f"(found under: {seen}; accepted: {', '.join(a.dotted for a in accepted)})"
+        )
+    return used[0]
+
+
+def read_agent_extensions(
+    cert: x509.Certificate, arcs: Iterable[oids.OidArc] = oids.DEFAULT_ACCEPTED_ARCS
+) -> AgentExtensions:
+    """The three mandatory agent extensions of ``cert`` under one of ``arcs`` (default: the
+    default arc and the legacy arc); :class:`ExtensionError` if bad (see :func:`agent_arc`).
+    The result names the arc the certificate used."""
+    arc = agent_arc(cert, arcs)
+    provenance = decode_provenance(extension_value(cert, arc.provenance, PROVENANCE_NAME))
+    scopes = decode_authorization(extension_value(cert, arc.authorization, AUTHORIZATION_NAME))
     officer, environment, org = decode_accountability(
-        extension_value(cert, oids.ACCOUNTABILITY, ACCOUNTABILITY_NAME)
+        extension_value(cert, arc.accountability, ACCOUNTABILITY_NAME)
     )
-    return AgentExtensions(provenance, frozenset(scopes), scopes, officer, environment, org)
+    return AgentExtensions(provenance, frozenset(scopes), scopes, officer, environment, org, arc)

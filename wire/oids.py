@@ -1,60 +1,204 @@
 """Object identifiers of agentca, in one place.
 
-The default arc sits under the IANA Private Enterprise Number 32473, which RFC 5612 reserves
-for documentation and examples; every component fits in 31 bits, so Go's crypto/x509 and
-GnuTLS parse it. :data:`LEGACY_ARC` is the UUID arc of wave-1 certificates, whose 128-bit
-component those libraries refuse. See ``docs/oids.md`` for the table and the ASN.1 module.
+Every agentca OID hangs off one arc, and the arc is a property of each CA (decision 0022): an
+:class:`OidArc` names it and derives the OIDs. :data:`DEFAULT_ARC` sits under the IANA Private
+Enterprise Number 32473, which RFC 5612 reserves for documentation and examples (fine for
+evaluation, not for production: a production CA uses its organisation's PEN arc); every
+component fits in 31 bits, so Go's crypto/x509 and GnuTLS parse it. :data:`LEGACY_ARC` is the
+UUID arc of wave-1 certificates, whose 128-bit component those libraries refuse
+(:data:`LARGE_ARC_REFUSED_BY`). See ``docs/oids.md`` for the table and the ASN.1 module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Final
 
 from cryptography import x509
 
-#: The default agentca arc (RFC 5612 example PEN). Every agentca OID below is derived from it.
-ARC: Final = "1.3.6.1.4.1.32473.2026"
+from wire import der
+
+#: Components of at least this value are refused by the verifiers in LARGE_ARC_REFUSED_BY.
+LARGE_COMPONENT: Final = 2**31
+#: Verifiers that refuse a certificate carrying any OID component >= 2**31 (measured: Go says
+#: ``x509: malformed extension OID field``, GnuTLS ``ASN1 parser: Error in DER parsing``).
+LARGE_ARC_REFUSED_BY: Final = (
+    "Go crypto/x509 (and so SPIRE, HashiCorp Vault, Go API gateways and service meshes)",
+    "GnuTLS (certtool, ocsptool, gnutls-cli)",
+)
+#: The IANA PEN arc under which an organisation's own arc sits: ``1.3.6.1.4.1.<PEN>``.
+PEN_PREFIX: Final = "1.3.6.1.4.1."
+#: RFC 5612's documentation PEN.
+EXAMPLE_PEN: Final = 32473
+
+
+class OidArcError(ValueError):
+    """A dotted string that is not a usable agentca arc."""
+
+
+@dataclass(frozen=True, order=True)
+class OidArc:
+    """One agentca arc (``dotted``) and the OIDs derived from it (docs/oids.md)."""
+
+    dotted: str
+
+    def __post_init__(self) -> None:
+        text = self.dotted
+        if not isinstance(text, str) or not text or text != text.strip():
+            raise OidArcError(f"not a dotted OID arc: {str(text)[:80]!r}")
+        parts = text.split(".")
+        if len(parts) < 2:
+            raise OidArcError(f"an OID arc needs at least two components: {text[:80]!r}")
+        try:
+            der.encode_oid_content(text)
+        except der.DerError:
+            raise OidArcError(
+                f"not a DER-encodable OID arc (dotted decimal, first component 0-2, second "
+                f"below 40 under 0 and 1, no leading zeros): {text[:80]!r}"
+            ) from None
+        try:  # the derived OIDs (two more one-byte components) must fit wire.der's bound
+            der.encode_oid_content(text + ".9.9")
+        except der.DerError:
+            raise OidArcError(
+                f"OID arc too long: the OIDs under it would exceed {der.MAX_OID_BYTES} bytes "
+                f"({text[:80]!r})"
+            ) from None
+
+    def __str__(self) -> str:
+        return self.dotted
+
+    def _oid(self, suffix: str) -> x509.ObjectIdentifier:
+        return x509.ObjectIdentifier(f"{self.dotted}.{suffix}")
+
+    @property
+    def module(self) -> str:
+        """Dotted identifier of the ASN.1 module ``AgentCA-Extensions-2026``."""
+        return f"{self.dotted}.0.1"
+
+    @cached_property
+    def provenance(self) -> x509.ObjectIdentifier:
+        """Extension: model type, model digest, system-prompt digest, optional config digest."""
+        return self._oid("1.1")
+
+    @cached_property
+    def authorization(self) -> x509.ObjectIdentifier:
+        """Extension: authorized scopes."""
+        return self._oid("1.2")
+
+    @cached_property
+    def accountability(self) -> x509.ObjectIdentifier:
+        """Extension: officer of record, environment, owner organisation."""
+        return self._oid("1.3")
+
+    @cached_property
+    def policy_agent_v1(self) -> x509.ObjectIdentifier:
+        """Certificate policy for agent certificates, version 1."""
+        return self._oid("2.1")
+
+    @cached_property
+    def kp_agent_request_signing(self) -> x509.ObjectIdentifier:
+        """Extended key usage: signing outgoing agent HTTP requests."""
+        return self._oid("3.1")
+
+    @cached_property
+    def kp_ledger_signing(self) -> x509.ObjectIdentifier:
+        """Extended key usage of the audit key that signs ledger checkpoints."""
+        return self._oid("3.2")
+
+    @cached_property
+    def csr_provenance(self) -> x509.ObjectIdentifier:
+        """CSR attribute: the agent's claimed provenance (an ``AgentProvenance`` value)."""
+        return self._oid("4.1")
+
+    @cached_property
+    def agent_extension_oids(self) -> tuple[x509.ObjectIdentifier, ...]:
+        """The three agent certificate extensions, in the order certificates carry them."""
+        return (self.provenance, self.authorization, self.accountability)
+
+    @cached_property
+    def names(self) -> dict[str, str]:
+        """dotted OID -> ASN.1 name, e.g. for logs and ``docs/oids.md``."""
+        return {
+            self.provenance.dotted_string: "id-agentca-provenance",
+            self.authorization.dotted_string: "id-agentca-authorization",
+            self.accountability.dotted_string: "id-agentca-accountability",
+            self.policy_agent_v1.dotted_string: "id-agentca-policy-agent-v1",
+            self.kp_agent_request_signing.dotted_string: "id-kp-agentRequestSigning",
+            self.kp_ledger_signing.dotted_string: "id-kp-agentcaLedgerSigning",
+            self.csr_provenance.dotted_string: "id-agentca-csr-provenance",
+        }
+
+    @property
+    def large_components(self) -> tuple[int, ...]:
+        """This arc's components of 2**31 or more (see :data:`LARGE_ARC_REFUSED_BY`)."""
+        return large_components(self.dotted)
+
+    @property
+    def is_example(self) -> bool:
+        """True when the arc sits under RFC 5612's documentation PEN (not for production)."""
+        return (self.dotted + ".").startswith(f"{PEN_PREFIX}{EXAMPLE_PEN}.")
+
+
+def large_components(dotted: str) -> tuple[int, ...]:
+    """The components of ``dotted`` that are 2**31 or more (Go and GnuTLS refuse them)."""
+    return tuple(int(p) for p in dotted.split(".") if p.isdigit() and int(p) >= LARGE_COMPONENT)
+
+
+def parse_arc(value: str | OidArc) -> OidArc:
+    """``value`` as an :class:`OidArc` (:class:`OidArcError` if it is not one)."""
+    return value if isinstance(value, OidArc) else OidArc(value)
+
+
+def parse_arcs(values: Iterable[str | OidArc]) -> tuple[OidArc, ...]:
+    """Distinct arcs in their first order; :class:`OidArcError` if none or one is bad."""
+    out: list[OidArc] = []
+    for value in [values] if isinstance(values, (str, OidArc)) else values:
+        arc = parse_arc(value)
+        if arc not in out:
+            out.append(arc)
+    if not out:
+        raise OidArcError("at least one accepted OID arc is required")
+    return tuple(out)
+
+
+def large_arc_warning(arc: OidArc) -> str | None:
+    """The warning for an arc with components >= 2**31, or ``None``."""
+    big = arc.large_components
+    if not big:
+        return None
+    return (
+        f"OID arc {arc.dotted} has a component >= 2**31 ({big[0]}): certificates under it are "
+        f"refused by {'; '.join(LARGE_ARC_REFUSED_BY)}"
+    )
+
+
+def example_arc_warning(arc: OidArc) -> str | None:
+    """The warning for an arc under RFC 5612's documentation PEN, or ``None``."""
+    if not arc.is_example:
+        return None
+    return (
+        f"OID arc {arc.dotted} is under PEN {EXAMPLE_PEN}, which RFC 5612 reserves for "
+        f"documentation and examples: fine for evaluation; a production CA sets --oid-arc "
+        f"under its organisation's IANA PEN ({PEN_PREFIX}<PEN>...)"
+    )
+
+
+def arc_warnings(arc: OidArc) -> list[str]:
+    """Every warning an operator should see before using ``arc`` (possibly none)."""
+    return [w for w in (large_arc_warning(arc), example_arc_warning(arc)) if w]
+
+
+#: The default agentca arc (RFC 5612 example PEN): what a CA uses when none is configured.
+DEFAULT_ARC: Final = OidArc("1.3.6.1.4.1.32473.2026")
 #: The UUID-derived arc (ITU-T X.667) that wave-1 certificates carry.
-LEGACY_ARC: Final = "2.25.40108673889173621464063845417476256764"
+LEGACY_ARC: Final = OidArc("2.25.40108673889173621464063845417476256764")
+#: What a verifier accepts when it is not told: the default arc and the legacy arc.
+DEFAULT_ACCEPTED_ARCS: Final = (DEFAULT_ARC, LEGACY_ARC)
 
-#: Module identifier of the ASN.1 module ``AgentCA-Extensions-2026``.
-MODULE_DOTTED: Final = f"{ARC}.0.1"
-
-PROVENANCE_DOTTED: Final = f"{ARC}.1.1"
-AUTHORIZATION_DOTTED: Final = f"{ARC}.1.2"
-ACCOUNTABILITY_DOTTED: Final = f"{ARC}.1.3"
-POLICY_AGENT_V1_DOTTED: Final = f"{ARC}.2.1"
-KP_AGENT_REQUEST_SIGNING_DOTTED: Final = f"{ARC}.3.1"
-KP_LEDGER_SIGNING_DOTTED: Final = f"{ARC}.3.2"
-CSR_PROVENANCE_DOTTED: Final = f"{ARC}.4.1"
-
-#: Extension: model type, model digest, system-prompt digest, optional config digest.
-PROVENANCE: Final = x509.ObjectIdentifier(PROVENANCE_DOTTED)
-#: Extension: authorized scopes.
-AUTHORIZATION: Final = x509.ObjectIdentifier(AUTHORIZATION_DOTTED)
-#: Extension: officer of record, environment, owner organisation.
-ACCOUNTABILITY: Final = x509.ObjectIdentifier(ACCOUNTABILITY_DOTTED)
-#: Certificate policy for agent certificates, version 1.
-POLICY_AGENT_V1: Final = x509.ObjectIdentifier(POLICY_AGENT_V1_DOTTED)
-#: Extended key usage: signing outgoing agent HTTP requests.
-KP_AGENT_REQUEST_SIGNING: Final = x509.ObjectIdentifier(KP_AGENT_REQUEST_SIGNING_DOTTED)
-#: Extended key usage of the audit key that signs ledger checkpoints.
-KP_LEDGER_SIGNING: Final = x509.ObjectIdentifier(KP_LEDGER_SIGNING_DOTTED)
-#: CSR attribute: the agent's claimed provenance (an ``AgentProvenance`` value).
-CSR_PROVENANCE: Final = x509.ObjectIdentifier(CSR_PROVENANCE_DOTTED)
-
-#: The three agent certificate extensions, in the order they are added to certificates.
-AGENT_EXTENSION_OIDS: Final = (PROVENANCE, AUTHORIZATION, ACCOUNTABILITY)
-
-#: Human-readable names, e.g. for logs and ``docs/oids.md``.
-NAMES: Final[dict[str, str]] = {
-    PROVENANCE_DOTTED: "id-agentca-provenance",
-    AUTHORIZATION_DOTTED: "id-agentca-authorization",
-    ACCOUNTABILITY_DOTTED: "id-agentca-accountability",
-    POLICY_AGENT_V1_DOTTED: "id-agentca-policy-agent-v1",
-    KP_AGENT_REQUEST_SIGNING_DOTTED: "id-kp-agentRequestSigning",
-    CSR_PROVENANCE_DOTTED: "id-agentca-csr-provenance",
-}
+#: The default arc, dotted (kept for callers that name it as a string).
+ARC: Final = DEFAULT_ARC.dotted
 
 #: Supported digest algorithms: name -> (dotted OID, digest length in bytes).
 DIGEST_ALGORITHMS: Final[dict[str, tuple[str, int]]] = {

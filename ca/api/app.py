@@ -179,12 +179,13 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
 
     from ca.api.enroll_routes import enroll
     from ca.api.ledger_routes import ledger_api
+    from ca.api.metadata import metadata
     from ca.api.openapi import openapi
     from ca.api.operator_routes import operator
     from ca.api.spiffe_bundle import spiffe_bundle
     from ca.api.wit import wit
 
-    for blueprint in (public, enroll, operator, openapi, ledger_api, spiffe_bundle, wit):
+    for blueprint in (public, enroll, operator, openapi, ledger_api, spiffe_bundle, wit, metadata):
         app.register_blueprint(blueprint)
     from ca.api.crl_routes import crl
 

@@ -124,6 +124,16 @@ def paths() -> dict[str, Any]:
                 errors=(),
             )
         },
+        "/ca/metadata.json": {
+            "get": _op(
+                "CA metadata: trust domain, issuers, OID arcs (current and accepted), CRL and "
+                "OCSP URLs",
+                "public",
+                None,
+                _ok("200", "the metadata", _json(schemas.CAMetadata)),
+                errors=(),
+            )
+        },
         "/ca/{name}.der": {
             "get": _op(
                 "A CA certificate, DER (caIssuers)",

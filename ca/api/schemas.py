@@ -388,6 +388,35 @@ class SpiffeBundle(ResponseBody):
     spiffe_sequence: int = Field(description="grows when the bundle changes")
 
 
+class CAIssuer(ResponseBody):
+    name: str
+    role: Literal["root", "issuing"]
+    subject: str = Field(description="RFC 4514")
+    oid_arc: str = Field(description="the arc recorded with this issuer (dotted)")
+    not_after: str = Field(description="RFC 3339, UTC")
+    certificate_url: str
+    crl_url: str
+
+
+class PreviousOidArc(ResponseBody):
+    oid_arc: str
+    accepted_until: str = Field(description="RFC 3339, UTC: max_validity_hours after the move")
+
+
+class CAMetadata(ResponseBody):
+    """What verifiers and agents configure from: trust domain, issuers, OID arcs, status URLs."""
+
+    trust_domain: str
+    issuers: list[CAIssuer]
+    oid_arc: str = Field(description="the arc new certificates are issued under")
+    accepted_oid_arcs: list[str] = Field(
+        description="oid_arc first, then previous arcs certificates may still be valid under"
+    )
+    previous_oid_arcs: list[PreviousOidArc]
+    ocsp_url: str
+    chain_url: str
+
+
 REQUEST_MODELS: tuple[type[RequestBody], ...] = (
     Scope,
     NewModel,
@@ -419,4 +448,7 @@ RESPONSE_MODELS: tuple[type[ResponseBody], ...] = (
     Readiness,
     SpiffeBundleKey,
     SpiffeBundle,
+    CAIssuer,
+    PreviousOidArc,
+    CAMetadata,
 )

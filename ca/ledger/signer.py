@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
-from ca import oids
 from ca.authority import CertificateAuthority
 from ca.errors import CAError, ErrorCode
 from ca.ledger.entries import Checkpoint, sign_checkpoint
 from ca.ledger.store import LedgerStore, append
+from ca.oids import OidArc
 from ca.profile import BACKDATE, signature_hash, signing_only_key_usage
 from ca.serials import new_serial
 from ca.store.models import AuditSigner
@@ -35,8 +35,10 @@ def build_audit_certificate(
     issuer_key: CertificateIssuerPrivateKeyTypes,
     not_before: datetime,
     not_after: datetime,
+    arc: OidArc,
 ) -> x509.Certificate:
-    """The audit signer certificate: digitalSignature, EKU ledgerSigning, not a CA."""
+    """The audit signer certificate: digitalSignature, EKU ledgerSigning of ``arc`` (the
+    issuing CA's recorded arc), not a CA."""
     ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateBuilder()
@@ -58,7 +60,7 @@ def build_audit_certificate(
             signing_only_key_usage(),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([oids.KP_LEDGER_SIGNING]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([arc.kp_ledger_signing]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
@@ -98,6 +100,7 @@ class CheckpointSigner:
             issuing.key,
             now - BACKDATE,
             now + AUDIT_VALIDITY,
+            ca.hierarchy.arc_state().current,
         )
         with ca.sessions.begin() as s:
             row = AuditSigner(

@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from ca.oids import DEFAULT_ARC
 from ca.records import CertStatus as CertStatus  # re-exported; its home is ca.records
 from ca.store.types import UTCDateTime
 
@@ -64,6 +65,10 @@ class Issuer(Base):
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # the CA's OID arc (ca.arcs, decision 0022): what it issues under now, and the arcs it
+    # issued under before with how long they stay accepted (JSON, "" for none)
+    oid_arc: Mapped[str] = mapped_column(String(200), default=DEFAULT_ARC.dotted)
+    previous_oid_arcs: Mapped[str] = mapped_column(Text, default="")
 
     parent: Mapped[Issuer | None] = relationship(remote_side=[id])
 

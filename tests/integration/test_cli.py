@@ -141,7 +141,11 @@ def test_issued_certificate_verifies_with_openssl_and_decodes_exactly(cli_ca: di
         text=True,
         check=True,
     ).stdout
-    for oid in (oids.PROVENANCE, oids.AUTHORIZATION, oids.ACCOUNTABILITY):
+    for oid in (
+        oids.DEFAULT_ARC.provenance,
+        oids.DEFAULT_ARC.authorization,
+        oids.DEFAULT_ARC.accountability,
+    ):
         assert f"{oid.dotted_string}: \n" in text or f"{oid.dotted_string}:\n" in text
     assert "URI:spiffe://agentca.local/agent/ExecutionAgent-ETH-01" in text
     cert = x509.load_pem_x509_certificate(out.read_bytes())

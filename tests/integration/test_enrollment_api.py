@@ -936,7 +936,13 @@ def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
     assert env.call("GET", "/health", token=None).status == 200
     ready = env.call("GET", "/ready", token=None)
     assert ready.status == 200, ready.body  # database, HSM and clock all fine here
-    for path in ("/ca/chain.pem", "/ca/issuing.der", "/ca/root.pem", "/spiffe/bundle.json"):
+    for path in (
+        "/ca/chain.pem",
+        "/ca/issuing.der",
+        "/ca/root.pem",
+        "/spiffe/bundle.json",
+        "/ca/metadata.json",
+    ):
         assert env.call("GET", path, token=None).status == 200
     crl = env.call("GET", "/crl/issuing.crl", token=None)  # not published in this data dir
     _assert_problem(crl, 404, "not-found")

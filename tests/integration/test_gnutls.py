@@ -83,9 +83,12 @@ def test_certtool_parses_root_issuing_and_agent(gnutls_ca: GnutlsCa) -> None:
         assert "X.509 Certificate Information:" in out.stdout
     agent = tool("certtool", "-i", "--infile", str(gnutls_ca.good)).stdout
     assert "URI: spiffe://agentca.local/agent/gnutls-good" in agent
-    assert "TLS WWW Client." in agent and oids.KP_AGENT_REQUEST_SIGNING_DOTTED in agent
+    assert (
+        "TLS WWW Client." in agent
+        and oids.DEFAULT_ARC.kp_agent_request_signing.dotted_string in agent
+    )
     assert "Certificate Authority (CA): FALSE" in agent
-    for oid in oids.AGENT_EXTENSION_OIDS:
+    for oid in oids.DEFAULT_ARC.agent_extension_oids:
         assert f"Unknown extension {oid.dotted_string} (not critical):" in agent
 
 

@@ -143,11 +143,11 @@ def test_go_parses_root_issuing_and_agent(issued: Issued, x509check: Path) -> No
 def test_go_sees_the_agentca_oids_under_the_default_arc(issued: Issued, x509check: Path) -> None:
     agent = _chain(issued, x509check)["certificates"][2]
     assert oids.ARC == "1.3.6.1.4.1.32473.2026"
-    for oid in oids.AGENT_EXTENSION_OIDS:
+    for oid in oids.DEFAULT_ARC.agent_extension_oids:
         assert oid.dotted_string in agent["extension_oids"], agent["extension_oids"]
-    assert agent["policy_oids"] == [oids.POLICY_AGENT_V1_DOTTED]
+    assert agent["policy_oids"] == [oids.DEFAULT_ARC.policy_agent_v1.dotted_string]
     assert agent["ekus"] == [CLIENT_AUTH]
-    assert agent["unknown_ekus"] == [oids.KP_AGENT_REQUEST_SIGNING_DOTTED]
+    assert agent["unknown_ekus"] == [oids.DEFAULT_ARC.kp_agent_request_signing.dotted_string]
     assert agent["key_usage"] & 1  # x509.KeyUsageDigitalSignature
     assert not agent["key_usage"] & (32 | 64)  # KeyUsageCertSign, KeyUsageCRLSign
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -118,5 +121,83 @@ def test_0009_the_database_refuses_a_status_outside_cert_status(db_url: str) -> 
                 conn.execute(text("UPDATE certificates SET status = :s"), {"s": status})
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(text("UPDATE certificates SET status = 'good'"))
+    finally:
+        engine.dispose()
+
+
+def _issuer_rows(engine: Any, now: datetime, der: bytes | None) -> None:
+    insert = text(
+        "INSERT INTO issuers (id, name, role, parent_id, subject, key_label, key_type, "
+        "serial_hex, certificate_der, name_hash_sha1, key_hash_sha1, name_hash_sha256, "
+        "key_hash_sha256, not_before, not_after, active, created_at) VALUES (:id, :n, :n, :p, "
+        "'CN=x', :n, 'ec-p256', '1', :b, :b, :b, :b, :b, :t, :t, true, :t)"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, {"id": 1, "n": "root", "p": None, "b": b"x", "t": now})
+        conn.execute(insert, {"id": 2, "n": "issuing", "p": 1, "b": b"x", "t": now})
+        if der is not None:
+            conn.execute(
+                text(
+                    "INSERT INTO certificates (issuer_id, serial_hex, status, agent_name, "
+                    "subject, public_key_sha256, model_type, model_digest, prompt_digest, "
+                    "scopes, officer, environment, not_before, not_after, requested_by, "
+                    "created_at, certificate_der) VALUES (2, '2', 'issued', 'a', 'CN=a', :b, "
+                    "'m', 'd', 'p', 's', 'o@example.com', 'prod', :t, :t, 't', :t, :der)"
+                ),
+                {"b": b"x", "t": now, "der": der},
+            )
+
+
+def _arcs(engine: Any) -> list[tuple[str, str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT name, oid_arc, previous_oid_arcs FROM issuers ORDER BY id")
+        ).all()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def test_0010_existing_issuers_get_the_legacy_arc_their_certificates_carry(db_url: str) -> None:
+    from ca.oids import LEGACY_ARC
+    from wire import der
+
+    upgrade(db_url, "0009")
+    engine = make_engine(db_url)
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    legacy_cert = b"\x30..." + der.encode_oid(LEGACY_ARC.provenance.dotted_string)
+    try:
+        _issuer_rows(engine, now, legacy_cert)
+        upgrade(db_url, "0010")
+        assert _arcs(engine) == [
+            ("root", LEGACY_ARC.dotted, ""),
+            ("issuing", LEGACY_ARC.dotted, ""),
+        ]
+        command.downgrade(alembic_config(db_url), "0009")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM issuers")).scalar_one() == 2
+    finally:
+        engine.dispose()
+
+
+def test_0010_a_ca_already_issuing_under_the_example_arc_keeps_it(db_url: str) -> None:
+    """A CA initialised between the move of the default arc and 0010 issued under the example
+    arc: it keeps that arc, and the legacy arc stays accepted until its last certificate."""
+    from ca.arcs import decode_previous
+    from ca.oids import DEFAULT_ARC, LEGACY_ARC
+    from wire import der
+
+    upgrade(db_url, "0009")
+    engine = make_engine(db_url)
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    try:
+        _issuer_rows(engine, now, b"\x30..." + der.encode_oid(DEFAULT_ARC.provenance.dotted_string))
+        upgrade(db_url, "0010")
+        rows = _arcs(engine)
+        assert [(n, a) for n, a, _ in rows] == [
+            ("root", DEFAULT_ARC.dotted),
+            ("issuing", DEFAULT_ARC.dotted),
+        ]
+        for _, _, previous in rows:
+            (kept,) = decode_previous(previous)
+            assert kept.arc == LEGACY_ARC and kept.until == now
     finally:
         engine.dispose()

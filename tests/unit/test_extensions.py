@@ -149,13 +149,12 @@ def test_digest_parse_rejects(text: object) -> None:
 def test_oids() -> None:
     arc = "1.3.6.1.4.1.32473.2026"
     assert arc == oids.ARC
-    assert oids.PROVENANCE.dotted_string == arc + ".1.1"
-    assert oids.AUTHORIZATION.dotted_string == arc + ".1.2"
-    assert oids.ACCOUNTABILITY.dotted_string == arc + ".1.3"
-    assert oids.POLICY_AGENT_V1.dotted_string == arc + ".2.1"
-    assert oids.KP_AGENT_REQUEST_SIGNING.dotted_string == arc + ".3.1"
-    assert oids.CSR_PROVENANCE.dotted_string == arc + ".4.1"
-    assert Provenance.OID == oids.PROVENANCE
+    assert oids.DEFAULT_ARC.provenance.dotted_string == arc + ".1.1"
+    assert oids.DEFAULT_ARC.authorization.dotted_string == arc + ".1.2"
+    assert oids.DEFAULT_ARC.accountability.dotted_string == arc + ".1.3"
+    assert oids.DEFAULT_ARC.policy_agent_v1.dotted_string == arc + ".2.1"
+    assert oids.DEFAULT_ARC.kp_agent_request_signing.dotted_string == arc + ".3.1"
+    assert oids.DEFAULT_ARC.csr_provenance.dotted_string == arc + ".4.1"
 
 
 # --- round trips -----------------------------------------------------------------------------
@@ -407,24 +406,33 @@ def make_cert(extensions: Sequence[tuple[x509.ExtensionType, bool]]) -> x509.Cer
 
 
 def test_certificate_round_trip() -> None:
-    pairs = agent_x509_extensions(EXTS)
-    assert [v.oid for v, _ in pairs] == [oids.PROVENANCE, oids.AUTHORIZATION, oids.ACCOUNTABILITY]
+    pairs = agent_x509_extensions(EXTS, oids.DEFAULT_ARC)
+    assert [v.oid for v, _ in pairs] == [
+        oids.DEFAULT_ARC.provenance,
+        oids.DEFAULT_ARC.authorization,
+        oids.DEFAULT_ARC.accountability,
+    ]
     assert all(critical is False for _, critical in pairs)
     cert = make_cert(list(pairs))
     assert read_agent_extensions(cert) == EXTS
-    for oid in oids.AGENT_EXTENSION_OIDS:
+    for oid in oids.DEFAULT_ARC.agent_extension_oids:
         assert cert.extensions.get_extension_for_oid(oid).critical is False
 
 
 def test_certificate_missing_extension() -> None:
-    cert = make_cert(list(agent_x509_extensions(EXTS))[:2])
+    cert = make_cert(list(agent_x509_extensions(EXTS, oids.DEFAULT_ARC))[:2])
     err = reject(read_agent_extensions, cert, "no AgentAccountability extension")
-    assert oids.ACCOUNTABILITY_DOTTED in err.detail
+    assert oids.DEFAULT_ARC.accountability.dotted_string in err.detail
 
 
 def test_certificate_malformed_extension() -> None:
-    pairs: list[tuple[x509.ExtensionType, bool]] = list(agent_x509_extensions(EXTS))
-    pairs[1] = (x509.UnrecognizedExtension(oids.AUTHORIZATION, b"\x30\x02\x30\x00"), False)
+    pairs: list[tuple[x509.ExtensionType, bool]] = list(
+        agent_x509_extensions(EXTS, oids.DEFAULT_ARC)
+    )
+    pairs[1] = (
+        x509.UnrecognizedExtension(oids.DEFAULT_ARC.authorization, b"\x30\x02\x30\x00"),
+        False,
+    )
     reject(read_agent_extensions, make_cert(pairs), "AgentAuthorization")
 
 
@@ -472,7 +480,7 @@ def test_csr_with_malformed_provenance_attribute() -> None:
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a")]))
-        .add_attribute(oids.CSR_PROVENANCE, b"not a sequence")
+        .add_attribute(oids.DEFAULT_ARC.csr_provenance, b"not a sequence")
         .sign(KEY, hashes.SHA256())
     )
     reject(read_csr_provenance, csr, "AgentProvenance", "expected tag 0x30")
@@ -504,8 +512,10 @@ def test_csr_attribute_repeated_or_multivalued() -> None:
     from asn1crypto import core
 
     value = core.Any.load(PROV.to_der())
-    one = _Attribute({"type": oids.CSR_PROVENANCE_DOTTED, "values": [value]})
-    two_values = _Attribute({"type": oids.CSR_PROVENANCE_DOTTED, "values": [value, value]})
+    one = _Attribute({"type": oids.DEFAULT_ARC.csr_provenance.dotted_string, "values": [value]})
+    two_values = _Attribute(
+        {"type": oids.DEFAULT_ARC.csr_provenance.dotted_string, "values": [value, value]}
+    )
     assert read_csr_provenance(_csr_with_attributes([one])) == PROV
     reject(read_csr_provenance, _csr_with_attributes([one, one]), "more than once")
     reject(read_csr_provenance, _csr_with_attributes([two_values]), "exactly one value")

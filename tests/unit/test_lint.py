@@ -103,9 +103,9 @@ def _broken_builder(value: bytes) -> tuple[x509.CertificateBuilder, AgentCertifi
         not_valid_after=spec.not_after,
     )
     for ext in good._extensions:  # type: ignore[attr-defined]
-        if ext.oid == oids.AUTHORIZATION:
+        if ext.oid == oids.DEFAULT_ARC.authorization:
             builder = builder.add_extension(
-                x509.UnrecognizedExtension(oids.AUTHORIZATION, value), False
+                x509.UnrecognizedExtension(oids.DEFAULT_ARC.authorization, value), False
             )
         else:
             builder = builder.add_extension(ext.value, ext.critical)

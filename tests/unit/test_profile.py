@@ -58,7 +58,7 @@ def test_profile_has_every_required_extension():
     ku = ext.get_extension_for_class(x509.KeyUsage)
     assert ku.critical and ku.value.digital_signature and not ku.value.key_cert_sign
     eku = ext.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH, oids.KP_AGENT_REQUEST_SIGNING]
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH, oids.DEFAULT_ARC.kp_agent_request_signing]
     san = ext.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
         "spiffe://agents.enterprise.io/agent/ExecutionAgent-ETH-01"
@@ -75,8 +75,12 @@ def test_profile_has_every_required_extension():
     cdp = ext.get_extension_for_class(x509.CRLDistributionPoints).value
     assert cdp[0].full_name[0].value == URLS.crl_url
     policies = ext.get_extension_for_class(x509.CertificatePolicies).value
-    assert [p.policy_identifier for p in policies] == [oids.POLICY_AGENT_V1]
-    for oid in (oids.PROVENANCE, oids.AUTHORIZATION, oids.ACCOUNTABILITY):
+    assert [p.policy_identifier for p in policies] == [oids.DEFAULT_ARC.policy_agent_v1]
+    for oid in (
+        oids.DEFAULT_ARC.provenance,
+        oids.DEFAULT_ARC.authorization,
+        oids.DEFAULT_ARC.accountability,
+    ):
         assert ext.get_extension_for_oid(oid).critical is False
     assert cert.serial_number == 0x1234567890ABCDEF1234
 

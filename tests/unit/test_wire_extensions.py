@@ -134,7 +134,7 @@ def test_csr_is_valid_and_its_attribute_agrees_with_the_oracle(kind: str) -> Non
     assert csr_attributes.read_provenance_attribute(csr.tbs_certrequest_bytes) == PROV.to_der()
     info = oracle.CertificationRequestInfo.load(csr.tbs_certrequest_bytes, strict=True)
     (attr,) = info["attributes"]
-    assert attr["type"].dotted == oids.CSR_PROVENANCE_DOTTED
+    assert attr["type"].dotted == oids.DEFAULT_ARC.csr_provenance.dotted_string
     assert bytes(attr["values"][0].dump()) == PROV.to_der()
 
 
@@ -176,14 +176,18 @@ def _certificate_with_two_authorizations() -> x509.Certificate:
         .not_valid_before(now)
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.UnrecognizedExtension(oids.AUTHORIZATION, encode_authorization(["a"])), False
+            x509.UnrecognizedExtension(oids.DEFAULT_ARC.authorization, encode_authorization(["a"])),
+            False,
         )
         .add_extension(x509.UnrecognizedExtension(other, encode_authorization(["b"])), False)
         .sign(key, hashes.SHA256())
     )
     raw = cert.public_bytes(serialization.Encoding.DER)
     return x509.load_der_x509_certificate(
-        raw.replace(der.encode_oid(other.dotted_string), der.encode_oid(oids.AUTHORIZATION_DOTTED))
+        raw.replace(
+            der.encode_oid(other.dotted_string),
+            der.encode_oid(oids.DEFAULT_ARC.authorization.dotted_string),
+        )
     )
 
 
@@ -199,7 +203,7 @@ def test_a_repeated_extension_is_an_extension_error_everywhere() -> None:
 
     cert = _certificate_with_two_authorizations()
     with pytest.raises(ExtensionError, match="malformed"):
-        extension_value(cert, oids.AUTHORIZATION, "AgentAuthorization")
+        extension_value(cert, oids.DEFAULT_ARC.authorization, "AgentAuthorization")
     with pytest.raises(ExtensionError):
         read_agent_extensions(cert)
     with pytest.raises(CAError) as caught:
@@ -223,7 +227,9 @@ def test_csr_attribute_sets_must_be_in_der_order_as_cryptography_requires() -> N
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a")]).public_bytes()
-    prov = der.seq(der.encode_oid(oids.CSR_PROVENANCE_DOTTED), der.set_of(PROV.to_der()))
+    prov = der.seq(
+        der.encode_oid(oids.DEFAULT_ARC.csr_provenance.dotted_string), der.set_of(PROV.to_der())
+    )
     other = der.seq(der.encode_oid("1.2.840.113549.1.9.7"), der.set_of(der.utf8_string("pw")))
     assert prov > other
 
@@ -240,7 +246,10 @@ def test_csr_attribute_sets_must_be_in_der_order_as_cryptography_requires() -> N
     for bad in (
         cri(prov, other),  # attributes out of order
         cri(
-            der.seq(der.encode_oid(oids.CSR_PROVENANCE_DOTTED), der.tlv(0x31, two + PROV.to_der()))
+            der.seq(
+                der.encode_oid(oids.DEFAULT_ARC.csr_provenance.dotted_string),
+                der.tlv(0x31, two + PROV.to_der()),
+            )
         ),
     ):
         with pytest.raises(ExtensionError, match="DER SET OF order"):
