@@ -26,6 +26,64 @@ from ca.store.models import AgentRegistration, Certificate, EnrollmentToken, Iss
 
 ENROLLMENT_PREFIX = "aca_enroll_"
 MAX_TTL = timedelta(days=7)
+#: A token's public handle is a prefix of its SHA-256 (the ``token_sha256`` of the ledger):
+#: the secret itself is never stored and never shown again.
+HANDLE_HEX = 16
+MIN_HANDLE_HEX = 8
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What an operator may see of an enrollment token (never the secret)."""
+
+    handle: str
+    token_sha256: str
+    agent: str
+    created_at: datetime
+    expires_at: datetime
+    created_by: str
+    used_at: datetime | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+
+    def status(self, now: datetime) -> str:
+        """``revoked``, ``used``, ``expired`` or ``usable``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.used_at is not None:
+            return "used"
+        return "expired" if self.expires_at <= now else "usable"
+
+    def to_json(self, now: datetime) -> dict[str, object]:
+        def iso(t: datetime | None) -> str | None:
+            return t.isoformat() if t is not None else None
+
+        return {
+            "id": self.handle,
+            "token_sha256": self.token_sha256,
+            "agent": self.agent,
+            "status": self.status(now),
+            "created_at": iso(self.created_at),
+            "created_by": self.created_by,
+            "expires_at": iso(self.expires_at),
+            "used_at": iso(self.used_at),
+            "revoked_at": iso(self.revoked_at),
+            "revoked_by": self.revoked_by,
+        }
+
+
+def _token_info(row: EnrollmentToken, agent: str) -> TokenInfo:
+    return TokenInfo(
+        row.token_hash[:HANDLE_HEX],
+        row.token_hash,
+        agent,
+        row.created_at,
+        row.expires_at,
+        row.created_by,
+        row.used_at,
+        row.revoked_at,
+        row.revoked_by,
+    )
 
 
 @dataclass(frozen=True)
@@ -86,6 +144,81 @@ class EnrollmentTokens:
             )
         return token, now + ttl
 
+    def list_tokens(self, agent_name: str | None = None, every: bool = False) -> list[TokenInfo]:
+        """Tokens, newest first: the usable ones, or ``every`` one; of one agent or all."""
+        now = self.clock()
+        query = (
+            select(EnrollmentToken, AgentRegistration.name)
+            .join(AgentRegistration, AgentRegistration.id == EnrollmentToken.agent_id)
+            .order_by(EnrollmentToken.created_at.desc(), EnrollmentToken.id.desc())
+        )
+        if agent_name is not None:
+            query = query.where(AgentRegistration.name == agent_name)
+        if not every:
+            query = query.where(
+                EnrollmentToken.used_at.is_(None),
+                EnrollmentToken.revoked_at.is_(None),
+                EnrollmentToken.expires_at > now,
+            )
+        with self.sessions() as s:
+            if (
+                agent_name is not None
+                and s.scalar(
+                    select(AgentRegistration.id).where(AgentRegistration.name == agent_name)
+                )
+                is None
+            ):
+                raise CAError(ErrorCode.NOT_FOUND, f"no agent registered as '{agent_name}'")
+            return [_token_info(row, name) for row, name in s.execute(query)]
+
+    def revoke(self, handle: str, actor: str) -> TokenInfo:
+        """Revoke an unused token by its handle (a unique prefix of its SHA-256, at least
+        8 hex digits, or the full hash); recorded in the ledger. Revoking twice, or a used
+        token, is a CONFLICT (as for API tokens)."""
+        wanted = handle.strip().lower()
+        if not MIN_HANDLE_HEX <= len(wanted) <= 64 or any(
+            c not in "0123456789abcdef" for c in wanted
+        ):
+            raise CAError(
+                ErrorCode.NOT_FOUND,
+                f"'{handle[:70]}' is not a token id (at least {MIN_HANDLE_HEX} hexadecimal "
+                "digits, as 'agentca token list' prints them)",
+            )
+        now = self.clock()
+        with self.sessions.begin() as s:
+            rows = s.execute(
+                select(EnrollmentToken, AgentRegistration.name)
+                .join(AgentRegistration, AgentRegistration.id == EnrollmentToken.agent_id)
+                .where(EnrollmentToken.token_hash.startswith(wanted, autoescape=True))
+                .limit(2)
+                .with_for_update(of=EnrollmentToken)
+            ).all()
+            if not rows:
+                raise CAError(ErrorCode.NOT_FOUND, f"no enrollment token {wanted}")
+            if len(rows) > 1:
+                raise CAError(
+                    ErrorCode.CONFLICT, f"token id {wanted} is ambiguous: give more digits"
+                )
+            row, agent = rows[0]
+            if row.revoked_at is not None:
+                raise CAError(ErrorCode.CONFLICT, f"enrollment token {wanted} is already revoked")
+            if row.used_at is not None:
+                raise CAError(
+                    ErrorCode.CONFLICT,
+                    f"enrollment token {wanted} was already used: revoke the certificate it "
+                    "yielded instead",
+                )
+            row.revoked_at = now
+            row.revoked_by = actor
+            append(
+                s,
+                actor,
+                "enrollment_token.revoked",
+                {"agent": agent, "token_sha256": row.token_hash},
+                now,
+            )
+            return _token_info(row, agent)
+
     def registration_for(self, token: str, session: Session | None = None) -> Registration:
         """The registration a usable enrollment token is bound to (does not consume it)."""
         now = self.clock()
@@ -126,6 +259,7 @@ class EnrollmentTokens:
             .where(
                 EnrollmentToken.token_hash == token_hash(token),
                 EnrollmentToken.used_at.is_(None),
+                EnrollmentToken.revoked_at.is_(None),
                 EnrollmentToken.expires_at > now,
             )
             .values(used_at=now)
@@ -167,6 +301,8 @@ class EnrollmentTokens:
                 )
         if row is None:
             raise CAError(ErrorCode.UNAUTHENTICATED, "unknown enrollment token")
+        if row.revoked_at is not None:
+            raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token was revoked")
         if row.used_at is not None:
             raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token was already used")
         if row.expires_at <= now:

@@ -334,13 +334,65 @@ def token() -> None:
 @token.command("create")
 @click.argument("agent_name")
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime, e.g. 15m, 1h.")
+@click.option("--json", "as_json", is_flag=True, help="The token and its record as JSON.")
 @click.pass_context
-def token_create(ctx: click.Context, agent_name: str, ttl: str) -> None:
+def token_create(ctx: click.Context, agent_name: str, ttl: str, as_json: bool) -> None:
     """Create a one-time enrollment token for AGENT_NAME; it is printed once, on stdout."""
+    from ca.roles import token_hash
+    from ca.tokens import HANDLE_HEX
+
     with runtime(ctx) as rt:
         secret, expires = rt.enrollment_tokens.create(agent_name, parse_duration(ttl), actor())
-    click.echo(secret)
+    if as_json:
+        digest = token_hash(secret)
+        doc = {
+            "token": secret,
+            "id": digest[:HANDLE_HEX],
+            "token_sha256": digest,
+            "agent": agent_name,
+            "expires_at": expires.isoformat(),
+        }
+        click.echo(json.dumps(doc, sort_keys=True))
+    else:
+        click.echo(secret)
     click.echo(f"expires {expires.isoformat()}; it cannot be shown again", err=True)
+
+
+@token.command("list")
+@click.option("--agent", "agent_name", default=None, help="Only the tokens of this agent.")
+@click.option("--all", "every", is_flag=True, help="Also used, expired and revoked tokens.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
+@click.pass_context
+def token_list(ctx: click.Context, agent_name: str | None, every: bool, as_json: bool) -> None:
+    """List enrollment tokens, newest first: usable ones unless --all. Secrets are never
+    shown; ID is the start of the token's SHA-256 (the ledger's token_sha256)."""
+    with runtime(ctx) as rt:
+        tokens = rt.enrollment_tokens.list_tokens(agent_name, every)
+        now = rt.authority.clock()
+    if as_json:
+        for t in tokens:
+            click.echo(json.dumps(t.to_json(now), sort_keys=True))
+        return
+    click.echo(f"{'ID':16}  {'AGENT':32} {'STATUS':8} {'EXPIRES':25} CREATED BY")
+    for t in tokens:
+        expires = t.expires_at.isoformat(timespec="seconds")
+        click.echo(f"{t.handle:16}  {t.agent:32} {t.status(now):8} {expires:25} {t.created_by}")
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@click.option("--json", "as_json", is_flag=True, help="The revoked token's record as JSON.")
+@click.pass_context
+def token_revoke(ctx: click.Context, token_id: str, as_json: bool) -> None:
+    """Revoke the unused enrollment token TOKEN_ID (from 'agentca token list'; at least 8
+    hex digits) so it can never enroll; recorded in the ledger."""
+    with runtime(ctx) as rt:
+        info = rt.enrollment_tokens.revoke(token_id, actor())
+        now = rt.authority.clock()
+    if as_json:
+        click.echo(json.dumps(info.to_json(now), sort_keys=True))
+    else:
+        click.echo(f"enrollment token {info.handle} of agent {info.agent} revoked")
 
 
 @click.group(cls=AgentcaGroup)

@@ -216,6 +216,8 @@ class EnrollmentToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(128))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # migration 0011
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class ApiToken(Base):
