@@ -121,6 +121,9 @@ class CertificateAuthority:
     ) -> list[CertificateRecord]:
         return self.revocations.revoke_where(criteria, reason, actor)
 
+    def matching_live(self, criteria: RevocationCriteria) -> list[CertificateRecord]:
+        return self.revocations.matching_live(criteria)
+
     def release_hold(
         self, serial_hex: str, actor: str, issuer_name: str | None = None
     ) -> CertificateRecord:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca.arcs import ArcState, arc_setting, decode_previous, encode_previous
+from ca.arcs import ArcState, arc_setting, encode_previous
 from ca.clock import Clock, utcnow
 from ca.config import Settings
 from ca.crl_publisher import delta_crl_url, full_crl_url
@@ -38,15 +38,15 @@ from ca.profile import (
     build_issuing_certificate,
     build_root_certificate,
 )
-from ca.records import IssuerRecord
+from ca.queries import NOT_INITIALISED, read_arc_state
+from ca.records import ISSUING_ROLE, ROOT_ROLE, IssuerRecord
 from ca.serials import new_serial, serial_to_hex
 from ca.store.models import Issuer
 from hsm.keymanager import KeyManager
 from hsm.keytypes import KeyType
 
-ROOT = "root"
-ISSUING = "issuing"
-NOT_INITIALISED = "the CA is not initialised; run 'agentca init'"
+ROOT = ROOT_ROLE
+ISSUING = ISSUING_ROLE
 #: How long a process reuses the accepted arcs it read (CSR attributes, renewals): a move
 #: (``agentca oid-arc set``) keeps the old arc accepted, so staleness refuses nothing valid.
 ACCEPTED_ARCS_TTL = 5.0
@@ -193,15 +193,8 @@ class Hierarchy:
         """The active issuing CA's current and previous arcs, read now."""
         if session is None:
             with self.sessions() as s:
-                return self.arc_state(s)
-        row = session.execute(
-            select(Issuer.oid_arc, Issuer.previous_oid_arcs).where(
-                Issuer.role == ISSUING, Issuer.active
-            )
-        ).first()
-        if row is None:
-            raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
-        return ArcState(OidArc(row.oid_arc), decode_previous(row.previous_oid_arcs))
+                return read_arc_state(s)
+        return read_arc_state(session)
 
     def issuer_arcs(self) -> dict[str, OidArc]:
         """Every issuer's recorded arc, by issuer name."""

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
+from ca.arcs import ArcState, decode_previous
 from ca.errors import CAError, ErrorCode
-from ca.records import CertificateRecord, CertStatus
+from ca.oids import OidArc
+from ca.records import ISSUING_ROLE, ROOT_ROLE, CertificateRecord, CertStatus
 from ca.requests import CertificateFilter
 from ca.revocation import RevocationReason
 from ca.serials import parse_serial, serial_to_hex
@@ -103,4 +105,36 @@ def to_record(row: Certificate, issuer_name: str | None = None) -> CertificateRe
         requested_by=row.requested_by,
         fingerprint_sha256=row.fingerprint_sha256,
         certificate_der=row.certificate_der,
+    )
+
+
+NOT_INITIALISED = "the CA is not initialised; run 'agentca init'"
+
+
+def read_arc_state(session: Session) -> ArcState:
+    """The active issuing CA's current and previous OID arcs (``issuers`` only: no HSM)."""
+    row = session.execute(
+        select(Issuer.oid_arc, Issuer.previous_oid_arcs).where(
+            Issuer.role == ISSUING_ROLE, Issuer.active
+        )
+    ).first()
+    if row is None:
+        raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
+    return ArcState(OidArc(row.oid_arc), decode_previous(row.previous_oid_arcs))
+
+
+def issuer_chain_pem(sessions: sessionmaker[Session], root_only: bool = False) -> str:
+    """The active issuing CA certificate then the root, in PEM (or the root only)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    with sessions() as s:
+        rows = dict(
+            s.execute(select(Issuer.role, Issuer.certificate_der).where(Issuer.active)).tuples()
+        )
+    if ISSUING_ROLE not in rows or ROOT_ROLE not in rows:
+        raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
+    roles = (ROOT_ROLE,) if root_only else (ISSUING_ROLE, ROOT_ROLE)
+    return "".join(
+        x509.load_der_x509_certificate(rows[r]).public_bytes(Encoding.PEM).decode() for r in roles
     )

@@ -11,6 +11,10 @@ from cryptography import x509
 
 from ca.revocation import RevocationReason
 
+#: ``issuers.role`` of the root and of the issuing CA.
+ROOT_ROLE = "root"
+ISSUING_ROLE = "issuing"
+
 
 class CertStatus(enum.StrEnum):
     """Lifecycle of a certificate record (docs/architecture.md, the issuance cycle).

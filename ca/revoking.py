@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.clock import Clock, utcnow
@@ -103,6 +103,13 @@ class Revocations:
         with self.sessions.begin() as s:
             return revoke_matching(s, self.journal, criteria, reason, actor, self.clock())
 
+    def matching_live(self, criteria: RevocationCriteria) -> list[CertificateRecord]:
+        """What :meth:`revoke_where` would revoke now (a preview: nothing changes)."""
+        if criteria.is_empty():
+            raise CAError(ErrorCode.BAD_REQUEST, "bulk revocation needs at least one criterion")
+        with self.sessions() as s:
+            return [to_record(r) for r in s.scalars(_live_matching(criteria, self.clock()))]
+
     def release_hold(
         self, serial_hex: str, actor: str, issuer_name: str | None = None
     ) -> CertificateRecord:
@@ -141,14 +148,7 @@ def revoke_matching(
     if criteria.is_empty():
         raise CAError(ErrorCode.BAD_REQUEST, "bulk revocation needs at least one criterion")
     lock_for_write(s)
-    query = (
-        select(Certificate)
-        .where(Certificate.status == CertStatus.ISSUED, Certificate.not_after > now)
-        .order_by(Certificate.id)
-    )
-    for column, value in _criteria_columns(criteria):
-        query = query.where(column == value)
-    rows = s.scalars(query.with_for_update()).all()
+    rows = s.scalars(_live_matching(criteria, now).with_for_update()).all()
     _fail_matching_reservations(s, journal, criteria, actor, now)
     for row in rows:
         _mark_revoked(row, reason, actor, now)
@@ -161,6 +161,18 @@ def revoke_matching(
             revoke_lineage(s, journal, row, actor, now)
     s.flush()
     return [to_record(r) for r in rows]
+
+
+def _live_matching(criteria: RevocationCriteria, now: datetime) -> Select[Certificate]:
+    """The live (issued, unexpired) certificates matching every criterion, oldest first."""
+    query = (
+        select(Certificate)
+        .where(Certificate.status == CertStatus.ISSUED, Certificate.not_after > now)
+        .order_by(Certificate.id)
+    )
+    for column, value in _criteria_columns(criteria):
+        query = query.where(column == value)
+    return query
 
 
 def _fail_matching_reservations(

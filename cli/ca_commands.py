@@ -1,25 +1,22 @@
-"""CA hierarchy and certificate commands: init, issue, revoke, list, show, chain."""
+"""CA hierarchy and issuance commands: init, issue (the certificate commands that only read
+or revoke are in ``cli.cert_commands``)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca.arcs import arc_setting
 from ca.enrollment import DirectIssuance
 from ca.errors import CAError, ErrorCode
-from ca.extensions import Digest, Provenance, read_agent_extensions
+from ca.extensions import Digest, Provenance
 from ca.keysetup import SOFTWARE
 from ca.names import parse_sha256_hex
-from ca.requests import CertificateFilter, RevocationCriteria
-from ca.revocation import RevocationReason
 from ca.wiring import ensure_initialised
 from cli.context import actor, parse_duration, runtime, settings_from
 
@@ -227,171 +224,3 @@ def issue(
     else:
         click.echo(pem, nl=False)
         click.echo(f"issued serial {record.serial_hex} to {agent_name}{how}", err=True)
-
-
-@click.command()
-@click.argument("serial", required=False)
-@click.option(
-    "--reason",
-    default="unspecified",
-    show_default=True,
-    help="RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, "
-    "cessationOfOperation, certificateHold, privilegeWithdrawn...",
-)
-@click.option("--model-digest", default=None, help="Bulk: every live certificate of this model.")
-@click.option("--prompt-digest", default=None, help="Bulk: every live certificate of this prompt.")
-@click.option("--officer", default=None, help="Bulk: every live certificate of this officer.")
-@click.option("--agent", "agent_name", default=None, help="Bulk: every live certificate of NAME.")
-@click.pass_context
-def revoke(
-    ctx: click.Context,
-    serial: str | None,
-    reason: str,
-    model_digest: str | None,
-    prompt_digest: str | None,
-    officer: str | None,
-    agent_name: str | None,
-) -> None:
-    """Revoke the certificate with hexadecimal SERIAL, or in bulk with the filters.
-
-    Bulk revocation takes every live (issued, unexpired) certificate matching all given
-    filters, in one transaction.
-    """
-    why = RevocationReason.parse(reason)
-    bulk = RevocationCriteria(
-        model_digest=parse_sha256_hex(model_digest).hex() if model_digest else None,
-        prompt_digest=parse_sha256_hex(prompt_digest).hex() if prompt_digest else None,
-        officer=officer,
-        agent_name=agent_name,
-    )
-    if (serial is None) == bulk.is_empty():
-        raise CAError(ErrorCode.BAD_REQUEST, "give either a SERIAL or at least one bulk filter")
-    with runtime(ctx) as rt:
-        if serial is not None:
-            record = rt.authority.revoke(serial, why, actor())
-            click.echo(
-                f"revoked {record.serial_hex} ({why.text}) at "
-                f"{record.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
-            )
-            return
-        records = rt.authority.revoke_where(bulk, why, actor())
-    for r in records:
-        click.echo(f"revoked {r.serial_hex} {r.agent_name} ({why.text})")
-    click.echo(f"revoked {len(records)} certificate(s)", err=True)
-
-
-@click.command("list")
-@click.option("--agent", "agent_name", default=None, help="Only this agent.")
-@click.option(
-    "--status",
-    type=click.Choice(["pending", "issued", "revoked", "failed"]),
-    default=None,
-    help="Only this status.",
-)
-@click.option("--officer", default=None, help="Only this officer of record.")
-@click.option("--model-digest", default=None, help="Only this model digest (hex).")
-@click.option("--prompt-digest", default=None, help="Only this prompt digest (hex).")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
-@click.pass_context
-def list_certificates(
-    ctx: click.Context,
-    agent_name: str | None,
-    status: str | None,
-    officer: str | None,
-    model_digest: str | None,
-    prompt_digest: str | None,
-    limit: int,
-    as_json: bool,
-) -> None:
-    """List certificate records, newest first."""
-    flt = CertificateFilter(
-        agent_name=agent_name,
-        status=status,
-        officer=officer,
-        model_digest=parse_sha256_hex(model_digest).hex() if model_digest else None,
-        prompt_digest=parse_sha256_hex(prompt_digest).hex() if prompt_digest else None,
-        limit=limit,
-    )
-    with runtime(ctx) as rt:
-        records = rt.authority.list(flt)
-    for r in records:
-        if as_json:
-            click.echo(json.dumps(r.to_dict(), sort_keys=True))
-        else:
-            click.echo(
-                f"{r.serial_hex:40}  {r.status:8}  {r.agent_name:24}  "
-                f"{r.not_after:%Y-%m-%dT%H:%MZ}  {r.officer}"
-            )
-
-
-@click.command()
-@click.argument("serial")
-@click.option("--pem", "as_pem", is_flag=True, help="Print the certificate in PEM only.")
-@click.option("--json", "as_json", is_flag=True, help="Print the record and extensions as JSON.")
-@click.pass_context
-def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
-    """Show one certificate: record, validity and its decoded agent extensions."""
-    with runtime(ctx) as rt:
-        record = rt.authority.get(serial)
-        arcs = rt.authority.hierarchy.arc_state().every_arc
-    cert = record.certificate
-    if as_pem:
-        if cert is None:
-            raise CAError(ErrorCode.NOT_FOUND, f"certificate {serial} was never signed")
-        click.echo(cert.public_bytes(serialization.Encoding.PEM).decode(), nl=False)
-        return
-    data = record.to_dict()
-    if cert is not None:
-        data["extensions"] = read_agent_extensions(cert, arcs).to_dict()
-        data["spiffe_id"] = [
-            str(u)
-            for u in cert.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            ).value.get_values_for_type(x509.UniformResourceIdentifier)
-        ]
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-        return
-    for key in (
-        "serial",
-        "status",
-        "issuer",
-        "subject",
-        "agent_name",
-        "spiffe_id",
-        "not_before",
-        "not_after",
-        "issued_at",
-        "revoked_at",
-        "revocation_reason",
-        "requested_by",
-        "fingerprint_sha256",
-    ):
-        if data.get(key) is not None:
-            click.echo(f"{key + ':':20}{data[key]}")
-    if "extensions" in data:
-        click.echo("extensions (decoded from the certificate):")
-        click.echo(json.dumps(data["extensions"], indent=2, sort_keys=True))
-
-
-@click.command()
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the PEM chain here instead of standard output.",
-)
-@click.option("--root-only", is_flag=True, help="Only the root certificate (the trust anchor).")
-@click.pass_context
-def chain(ctx: click.Context, out: str | None, root_only: bool) -> None:
-    """Print the CA chain in PEM: issuing CA, then root."""
-    with runtime(ctx) as rt:
-        certs = rt.authority.chain()
-    if root_only:
-        certs = certs[-1:]
-    pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
-    if out:
-        Path(out).write_text(pem)
-    else:
-        click.echo(pem, nl=False)

@@ -15,6 +15,8 @@ from ca.config import Settings, load_settings
 from ca.errors import CAError, ErrorCode
 
 if TYPE_CHECKING:  # the CA core is imported by the commands that open it, not by every one
+    from sqlalchemy.orm import Session, sessionmaker
+
     from ca.wiring import Runtime
 
 
@@ -26,6 +28,27 @@ def settings_from(ctx: click.Context) -> Settings:
         ctx.find_root().obj = obj
     settings: Settings = obj["settings"]
     return settings
+
+
+@contextmanager
+def read_store(ctx: click.Context) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the CA database for commands that only read it: no HSM login, no key
+    store, nothing created (a missing SQLite file or schema is NOT_INITIALISED)."""
+    from ca.store.db import (
+        make_engine,
+        make_session_factory,
+        require_database_file,
+        require_schema,
+    )
+
+    url = settings_from(ctx).effective_database_url
+    require_database_file(url)
+    engine = make_engine(url)
+    try:
+        require_schema(engine)
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
 
 
 @contextmanager

@@ -22,15 +22,27 @@ COMMANDS = {
         "Issue a certificate to a registered agent from a CSR, through the enrollment policy.",
     ),
     "revoke": (
-        "cli.ca_commands:revoke",
+        "cli.cert_commands:revoke",
         "Revoke the certificate with hexadecimal SERIAL, or in bulk with the filters.",
     ),
-    "list": ("cli.ca_commands:list_certificates", "List certificate records, newest first."),
-    "show": (
-        "cli.ca_commands:show",
-        "Show one certificate: record, validity and its decoded agent extensions.",
+    "release": (
+        "cli.cert_commands:release",
+        "Lift the certificateHold on SERIAL: it is good again (OCSP at once; the next delta "
+        "CRL lists it as removeFromCRL). A certificate that is not on hold is refused.",
     ),
-    "chain": ("cli.ca_commands:chain", "Print the CA chain in PEM: issuing CA, then root."),
+    "list": (
+        "cli.cert_commands:list_certificates",
+        "List certificate records, newest first. Reads the database only (no HSM).",
+    ),
+    "show": (
+        "cli.cert_commands:show",
+        "Show one certificate: record, validity and its decoded agent extensions. Reads the "
+        "database only (no HSM).",
+    ),
+    "chain": (
+        "cli.cert_commands:chain",
+        "Print the CA chain in PEM: issuing CA, then root. Reads the database only (no HSM).",
+    ),
     "oid-arc": (
         "cli.oid_arc_commands:oid_arc",
         "The CA's OID arc: show it, move the CA to a new one.",
