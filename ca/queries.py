@@ -129,9 +129,8 @@ def issuer_chain_pem(sessions: sessionmaker[Session], root_only: bool = False) -
     from cryptography.hazmat.primitives.serialization import Encoding
 
     with sessions() as s:
-        rows = dict(
-            s.execute(select(Issuer.role, Issuer.certificate_der).where(Issuer.active)).tuples()
-        )
+        found = s.execute(select(Issuer.role, Issuer.certificate_der).where(Issuer.active))
+        rows = {role: der for role, der in found}
     if ISSUING_ROLE not in rows or ROOT_ROLE not in rows:
         raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
     roles = (ROOT_ROLE,) if root_only else (ISSUING_ROLE, ROOT_ROLE)
