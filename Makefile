@@ -75,6 +75,10 @@ bench-crl: bootstrap-test
 bench-lint: bootstrap-test
 	$(PY) bench/lint_bench.py $(BENCH_ARGS)
 
+.PHONY: bench-cli
+bench-cli: bootstrap-test
+	$(PY) bench/cli_startup.py $(BENCH_ARGS)
+
 .PHONY: bench-ocsp
 bench-ocsp: bootstrap-test
 	bash scripts/with-postgres.sh $(PY) bench/ocsp_bench.py $(BENCH_ARGS)
