@@ -71,10 +71,22 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
     out: list[Network] = []
     for entry in entries:
         try:
-            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+            out.append(_unmapped(ipaddress.ip_network(entry.strip(), strict=False)))
         except ValueError:
             raise ValueError(f"trusted proxy {entry!r} is not an IP address or network") from None
     return tuple(out)
+
+
+_MAPPED: Final = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(net: Network) -> Network:
+    """An IPv4-mapped IPv6 network as the IPv4 network it maps (peers are compared as IPv4)."""
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED):
+        mapped = net.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+    return net
 
 
 def peer_address(environ: Mapping[str, Any]) -> str:

@@ -93,7 +93,7 @@ def bundle() -> Response:
     roots = [r.certificate for r in runtime().authority.issuers() if r.parent_name is None]
     body = bundle_json(roots)
     etag = hashlib.sha256(body).hexdigest()[:32]
-    if request.if_none_match.contains(etag):
+    if request.if_none_match.contains_weak(etag):  # RFC 9110 13.1.2: weak comparison
         resp = Response(status=304)
     else:
         resp = Response(body, mimetype="application/json")

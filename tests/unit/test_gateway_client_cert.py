@@ -60,6 +60,10 @@ def pem(cert: x509.Certificate) -> str:
         (["192.168.1.7"], "192.168.1.7", True),
         (["192.168.1.7"], "192.168.1.8", False),
         (["10.0.0.0/8"], "::ffff:10.9.9.9", True),  # IPv4-mapped, as dual-stack sockets say
+        (["::ffff:10.0.0.10"], "::ffff:10.0.0.10", True),  # a mapped entry, as the log says
+        (["::ffff:10.0.0.10"], "10.0.0.10", True),
+        (["::ffff:10.0.0.0/104"], "10.0.0.7", True),
+        (["::ffff:10.0.0.0/104"], "11.0.0.7", False),
         (["::1"], "::1", True),
         (["::1"], "[::1]", True),
         (["fd00::/8"], "fd12:3456::1", True),

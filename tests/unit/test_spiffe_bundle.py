@@ -171,3 +171,13 @@ def test_the_route_without_roots_is_a_503_problem(tmp_path: Path) -> None:
     answer = _client(tmp_path, []).get("/spiffe/bundle.json")
     assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
     assert answer.get_json()["type"].endswith("/not-initialised")
+
+
+def test_a_weakened_etag_still_revalidates(tmp_path: Path) -> None:
+    # A compressing proxy (nginx gzip) turns the strong ETag into W/"..."; If-None-Match
+    # uses the weak comparison (RFC 9110 section 13.1.2), so the client still gets a 304.
+    _rk, root, _ik, _issuing = software_hierarchy()
+    client = _client(tmp_path, [_record("root", root, None)])
+    etag = client.get("/spiffe/bundle.json").headers["ETag"]
+    again = client.get("/spiffe/bundle.json", headers={"If-None-Match": f"W/{etag}"})
+    assert again.status_code == 304
