@@ -53,6 +53,7 @@ class WitClaims:
     jti: str | None
     cnf_thumbprint: str  # RFC 7638 SHA-256 thumbprint of cnf.jwk
     cnf_alg: str
+    nbf: int | None = None
 
 
 def key_thumbprint(public_key: Any) -> str:
@@ -110,6 +111,8 @@ class WitVerifier:
                 self._cache[token] = claims
         if now > claims.exp + self.skew:
             raise Denied(Check.SIGNATURE_EXPIRED, "the Workload-Identity-Token has expired")
+        if claims.nbf is not None and claims.nbf > now + self.skew:
+            raise Denied(Check.SIGNATURE_EXPIRED, "the Workload-Identity-Token is not yet valid")
         if claims.iat is not None and claims.iat > now + self.skew:
             raise Denied(Check.SIGNATURE_EXPIRED, "the Workload-Identity-Token is from the future")
         return claims
@@ -167,9 +170,12 @@ class WitVerifier:
             raise Denied(Check.MALFORMED, "Workload-Identity-Token needs an integer exp claim")
         if iat is not None and (not isinstance(iat, int) or isinstance(iat, bool)):
             raise Denied(Check.MALFORMED, "Workload-Identity-Token iat must be an integer")
+        nbf = c.get("nbf")
+        if nbf is not None and (not isinstance(nbf, int) or isinstance(nbf, bool)):
+            raise Denied(Check.MALFORMED, "Workload-Identity-Token nbf must be an integer")
         cnf = c.get("cnf")
         jwk = cnf.get("jwk") if isinstance(cnf, dict) else None
-        if not isinstance(jwk, dict) or "d" in jwk:
+        if not isinstance(jwk, dict) or "d" in jwk or jwk.get("kty") not in ("EC", "OKP", "RSA"):
             raise Denied(Check.MALFORMED, "Workload-Identity-Token needs a public cnf.jwk")
         cnf_alg = jwk.get("alg")
         if not isinstance(cnf_alg, str) or cnf_alg not in ACCEPTED:
@@ -188,4 +194,5 @@ class WitVerifier:
             jti=jti if isinstance(jti, str) else None,
             cnf_thumbprint=thumbprint,
             cnf_alg=cnf_alg,
+            nbf=nbf,
         )

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc import jwt
+from joserfc.jwk import import_key
+
 from gateway.httpsig import parse_signature
+from gateway.problems import Check, Denied
+from gateway.wit import WitVerifier
 
 
 def test_fast_path_keeps_a_component_holding_a_parenthesis() -> None:
@@ -14,3 +24,46 @@ def test_fast_path_keeps_a_component_holding_a_parenthesis() -> None:
         "signature": "sig=:AAAA:",
     }
     assert parse_signature(headers, "t").covered == ("@method", "ab)", "@path")
+
+
+class _Issuer:
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.jwk = import_key(self.key, "EC")
+        public = self.jwk.as_dict(private=False)
+        self.verifier = WitVerifier({"keys": [public | {"kid": self.jwk.thumbprint()}]}, "iss")
+        agent = ec.generate_private_key(ec.SECP256R1()).public_key()
+        self.cnf = import_key(agent, "EC").as_dict(private=False) | {"alg": "ES256"}
+
+    def token(self, **claims: Any) -> str:
+        now = int(time.time())
+        body = {"iss": "iss", "sub": "spiffe://t/a", "iat": now, "exp": now + 600}
+        body |= {"cnf": {"jwk": self.cnf}} | claims
+        header = {"alg": "ES256", "typ": "wit+jwt", "kid": self.jwk.thumbprint()}
+        return jwt.encode(header, body, self.jwk)
+
+
+def test_a_wit_not_yet_valid_is_refused() -> None:
+    """RFC 7519 4.1.5: a JWT must not be accepted before its ``nbf``."""
+    issuer = _Issuer()
+    token = issuer.token(nbf=int(time.time()) + 3600)
+    with pytest.raises(Denied) as refused:
+        issuer.verifier.verify(token, time.time())
+    assert refused.value.check is Check.SIGNATURE_EXPIRED
+
+
+@pytest.mark.parametrize("nbf", ["soon", 1.5, True])
+def test_a_wit_nbf_must_be_an_integer(nbf: object) -> None:
+    issuer = _Issuer()
+    with pytest.raises(Denied) as refused:
+        issuer.verifier.verify(issuer.token(nbf=nbf), time.time())
+    assert refused.value.check is Check.MALFORMED
+
+
+def test_a_wit_cnf_jwk_must_be_an_asymmetric_key() -> None:
+    """A symmetric ``cnf.jwk`` (``kty: oct``) is no workload public key."""
+    issuer = _Issuer()
+    token = issuer.token(cnf={"jwk": {"kty": "oct", "k": "c2VjcmV0c2VjcmV0", "alg": "ES256"}})
+    with pytest.raises(Denied) as refused:
+        issuer.verifier.verify(token, time.time())
+    assert refused.value.check is Check.MALFORMED
