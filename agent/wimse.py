@@ -1,7 +1,8 @@
 """The WIMSE profile of request signing (draft-ietf-wimse-http-signature-07, section 3) and the
 Workload Identity Token request (docs/wimse.md).
 
-A WIMSE-profile signature covers ``@method``, ``@request-target`` and, when present,
+A WIMSE-profile signature covers ``@method``, ``@path``, ``@query`` (-07 replaced
+``@request-target`` with them, WGLC #297) and, when present,
 ``content-type``, ``content-digest``, ``authorization``, ``txn-token`` and
 ``workload-identity-token``; agentca adds its identity headers (``client-cert``,
 ``client-cert-chain``, ``agentca-ocsp``, ``agentca-provenance``). Parameters: ``created``,
@@ -50,7 +51,7 @@ def audience_of(url: str) -> str:
 
 def covered_components(headers: Mapping[str, str], identity_headers: list[str]) -> list[str]:
     """The covered components for a request whose (lower-case) headers are ``headers``."""
-    covered = ["@method", "@request-target"]
+    covered = ["@method", "@path", "@query"]
     covered += [h for h in IF_PRESENT if h in headers]
     covered += [h for h in identity_headers if h in headers and h not in covered]
     return covered

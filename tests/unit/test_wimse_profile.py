@@ -99,15 +99,36 @@ def replace_header(req: RequestView, name: str, value: str) -> RequestView:
 
 def test_wimse_signature_follows_the_draft(env: Env) -> None:
     req, headers = env.request()
-    assert headers["Signature-Input"].startswith('wimse=("@method" "@request-target" ')
+    # -07 (WGLC, #297): @path and @query, not @request-target
+    assert headers["Signature-Input"].startswith('wimse=("@method" "@authority" "@path" "@query" ')
     sig = parse_signature(req.headers, WIMSE_TAG)
     assert {"keyid", "alg"}.isdisjoint(sig.params)
     assert set(sig.params) == {"created", "expires", "nonce", "tag", "wimse-aud"}
     assert sig.params["wimse-aud"] == "http://gw.local/orders"  # target URI without query
     for name in ("content-type", "content-digest", "client-cert", "agentca-provenance"):
         assert name in sig.covered
-    assert "@path" not in sig.covered and "@query" not in sig.covered
+    assert "@request-target" not in sig.covered
     assert env.check(req) is None
+
+
+def test_a_draft_07_signature_without_authority_is_accepted(env: Env) -> None:
+    """What a -07 peer sends: @method @path @query, no @authority, no @request-target."""
+    req, _ = env.request()
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    rest = [c for c in sig.covered if c not in ("@method", "@authority", "@request-target")]
+    covered = ["@method", "@path", "@query", *[c for c in rest if c not in ("@path", "@query")]]
+    params = sig.params_value[sig.params_value.index(")") + 1 :]
+    assert env.check(resign(env.agent, req, URL, covered, params)) is None
+
+
+def test_request_target_instead_of_path_and_query_is_refused(env: Env) -> None:
+    """A -06 style signature over @request-target does not meet -07's @path and @query."""
+    req, _ = env.request()
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    covered = [c for c in sig.covered if c not in ("@path", "@query")]
+    covered.insert(1, "@request-target")
+    params = sig.params_value[sig.params_value.index(")") + 1 :]
+    assert env.check(resign(env.agent, req, URL, covered, params)) == "covered-components"
 
 
 def test_profiles_are_accepted_per_deployment_and_per_route(pki: Pki, tmp_path: Path) -> None:
@@ -148,7 +169,7 @@ def test_keyid_and_alg_are_refused(env: Env, extra: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "drop", ["@request-target", "@method", "content-digest", "content-type", "client-cert"]
+    "drop", ["@path", "@query", "@method", "content-digest", "content-type", "client-cert"]
 )
 def test_required_components(env: Env, drop: str) -> None:
     req, _ = env.request()
