@@ -37,7 +37,7 @@ def mint() -> tuple[Response, int]:
     now = rt.authority.clock()
     cert = check_wit_request(req, issuer.certificate, rt.authority.get, now)
     granted = wit_lifetime(lifetime, cert, now)
-    minted = mint_wit(issuer.key, rt.settings.public_base_url.rstrip("/"), cert, now, granted)
+    minted = mint_wit(issuer.key, rt.settings.effective_public_base_url, cert, now, granted)
     expires = int(minted.expires.timestamp())
     log.info(
         "minted WIT jti=%s sub=%s serial=%x exp=%d",

@@ -908,6 +908,7 @@ def test_bearer_header_parsing_is_strict(env: Env) -> None:
 def test_workload_identity_token_and_its_jwks(env: Env) -> None:
     """POST /v1/wit and GET /ca/wit-jwks.json (details: tests/integration/test_httpsig_interop)."""
     import base64
+    import json
     import time
 
     from agent.csr import sign_statement
@@ -925,6 +926,9 @@ def test_workload_identity_token_and_its_jwks(env: Env) -> None:
     r = call(env.base, "POST", "/v1/wit", body)
     assert r.status == 201 and r.json["token_type"] == "wit+jwt", r.body
     assert r.json["expires_at_unix"] - created in range(115, 125)
+    # iss is where the CA is reached, also when public_base_url is left empty (its default)
+    claims = json.loads(base64.urlsafe_b64decode(r.json["token"].split(".")[1] + "=="))
+    assert claims["iss"] == env.rt.settings.effective_public_base_url != ""
     _assert_problem(call(env.base, "POST", "/v1/wit", {**body, "lifetime_seconds": 60}), 401,
                     "unauthenticated")  # fmt: skip
     jwks = call(env.base, "GET", "/ca/wit-jwks.json")
