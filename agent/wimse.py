@@ -17,7 +17,18 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from agent.errors import AgentError
-from wire.renewal import renewal_statement
+from wire.renewal import WIT_REQUEST_CONTEXT, wit_request_statement
+
+__all__ = [
+    "IF_PRESENT",
+    "LABEL",
+    "TAG",
+    "WIT_HEADER",
+    "WIT_REQUEST_CONTEXT",
+    "audience_of",
+    "covered_components",
+    "wit_request_statement",
+]
 
 TAG: Final = "wimse-workload-to-workload"
 LABEL: Final = "wimse"
@@ -30,9 +41,6 @@ IF_PRESENT: Final = (
     "txn-token",
     "workload-identity-token",
 )
-#: What goes in the CSR slot of the renewal statement for a WIT request: it is no CSR's
-#: SHA-256 input (a DER CSR starts with 0x30), so a WIT proof can never renew, nor the reverse.
-WIT_REQUEST_CONTEXT: Final = b"agentca-wit-request-v1"
 
 
 def audience_of(url: str) -> str:
@@ -55,9 +63,3 @@ def covered_components(headers: Mapping[str, str], identity_headers: list[str]) 
     covered += [h for h in IF_PRESENT if h in headers]
     covered += [h for h in identity_headers if h in headers and h not in covered]
     return covered
-
-
-def wit_request_statement(created: int, certificate_der: bytes, lifetime: int | None) -> bytes:
-    """What the certificate key signs to ask the CA for a WIT (the renewal statement format,
-    with :data:`WIT_REQUEST_CONTEXT` in the CSR slot and the lifetime in the validity slot)."""
-    return renewal_statement(created, WIT_REQUEST_CONTEXT, certificate_der, None, lifetime)

@@ -22,6 +22,7 @@ from gateway.problems import Check, Denied
 from gateway.profiles import WIMSE_TAG, profiles_named
 from gateway.wit import WitVerifier
 from tests.support.gateway_pki import Clock, Pki, make_agent, model_digest, signed_view
+from wire import renewal
 
 SCOPE = "submit_limit_order"
 URL = "http://gw.local/orders?venue=x"
@@ -300,8 +301,13 @@ def test_hsm_style_key_signs_without_exporting(pki: Pki, tmp_path: Path) -> None
     assert claims.sub.endswith("/agent/ExecutionAgent-ETH-01")
 
 
-def test_wit_request_context_is_shared() -> None:
-    assert agent_wimse.WIT_REQUEST_CONTEXT == ca_wit.WIT_REQUEST_CONTEXT
+def test_wit_request_statement_is_one_function() -> None:
+    """The agent signs and the CA verifies the WIT request statement of wire.renewal."""
+    assert agent_wimse.wit_request_statement is ca_wit.wit_request_statement
+    assert agent_wimse.wit_request_statement is renewal.wit_request_statement
+    assert renewal.wit_request_statement(1, b"c", None) == renewal.renewal_statement(
+        1, renewal.WIT_REQUEST_CONTEXT, b"c", None, None
+    )
     assert agent_wimse.audience_of("HTTPS://Svc.Example:443/a/b?q=1#f") == "https://svc.example/a/b"
 
 
