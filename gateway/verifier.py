@@ -259,8 +259,9 @@ class Verifier:
         self.status.commit(entry, status)
         if status.source is None:  # network I/O only for authentic requests
             d.status_source = self.status.resolve(entry, self.clock())
-        # 5. nonce, per certificate
-        if not self.replay.add((entry.status_key, nonce), created, keep_until, now):
+        # 5. nonce: per certificate (agentca); WIMSE, whoever sends it (-07, WGLC #297)
+        replay_key = (entry.status_key if profile is AGENTCA else profile.name, nonce)
+        if not self.replay.add(replay_key, created, keep_until, now):
             raise Denied(Check.REPLAY, "this nonce was already used")
         # 6. provenance
         self._check_provenance(entry, headers.get("agentca-provenance"))

@@ -441,3 +441,24 @@ def test_wit_for_an_ed25519_agent(pki: Pki, tmp_path: Path) -> None:
     }
     req, _ = e.request()
     assert e.check(req) is None
+
+
+def test_a_wimse_nonce_is_refused_again_whoever_sends_it(env: Env, tmp_path: Path) -> None:
+    """-07 (WGLC #297): recipients reject duplicate nonces without regard to sender."""
+    first, _ = env.request()
+    assert env.check(first) is None
+    nonce = parse_signature(first.headers, WIMSE_TAG).params["nonce"]
+    other = make_agent(
+        tmp_path / "other", env.pki, env.clock, key=ec.generate_private_key(ec.SECP256R1())
+    )
+    other.profile = "wimse"
+    staple = env.pki.ocsp_response(other.credential.certificate, this_update=env.clock())
+    req, _ = signed_view(other, url=URL, staple=staple)
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    params = sig.params_value[sig.params_value.index(")") + 1 :]
+    params = params.replace(f'nonce="{sig.params["nonce"]}"', f'nonce="{nonce}"')
+    assert env.check(resign(other, req, URL, list(sig.covered), params)) == "nonce-replayed"
+    # the agentca profile keeps its nonces per certificate
+    env.agent.profile = other.profile = "agentca"
+    mine, _ = env.request()
+    assert env.check(mine) is None
