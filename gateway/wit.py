@@ -29,7 +29,6 @@ from joserfc.jwk import KeySet, import_key
 from gateway.problems import Check, Denied
 
 WIT_TYP: Final = "wit+jwt"
-WIT_HEADER: Final = "workload-identity-token"
 #: JOSE algorithms of each RFC 9421 algorithm a certificate key can have (RFC 9421 3.3.7);
 #: Ed25519 also by its RFC 9864 fully-specified name.
 JOSE_ALGORITHMS: Final = {
