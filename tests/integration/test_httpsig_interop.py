@@ -371,7 +371,7 @@ def test_wit_endpoint_refusals(world: World) -> None:
     for body, status, slug in cases:
         r = call(world.ca_url, "POST", "/v1/wit", body)
         assert r.status == status and r.json["type"].endswith(slug), r.body
-    # a renewal proof is no WIT proof (the CSR slot differs), and a foreign CA's cert fails
+    # a foreign CA's certificate fails (a renewal proof: tests/unit/test_wimse_review.py)
     other = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, AGENT)])
     foreign = (

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt
 from joserfc.jwk import import_key
 
+from agent.csr import sign_statement
+from ca.errors import CAError, ErrorCode
+from ca.wit import WitRequest, check_wit_request
 from gateway.httpsig import parse_signature
 from gateway.problems import Check, Denied
 from gateway.wit import WitVerifier
+from tests.support.gateway_pki import Pki
+from wire.renewal import renewal_statement, wit_request_statement
 
 
 def test_fast_path_keeps_a_component_holding_a_parenthesis() -> None:
@@ -67,3 +75,36 @@ def test_a_wit_cnf_jwk_must_be_an_asymmetric_key() -> None:
     with pytest.raises(Denied) as refused:
         issuer.verifier.verify(token, time.time())
     assert refused.value.check is Check.MALFORMED
+
+
+def test_a_renewal_proof_mints_no_wit() -> None:
+    """The proof of a renewal (a real CSR's SHA-256 in the CSR slot) does not verify as a WIT
+    request proof for the same certificate and time; the WIT proof does (checked offline,
+    before the CA would look the certificate up)."""
+    pki = Pki.create()
+    key = ec.generate_private_key(ec.SECP256R1())
+    _, cert = pki.issue(key)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "a")]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    now = max(datetime.now(UTC), cert.not_valid_before_utc)
+    created = int(now.timestamp())
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    looked_up: list[str] = []
+
+    def record_of(serial: str) -> Any:
+        looked_up.append(serial)
+        raise CAError(ErrorCode.NOT_FOUND, "stop here")
+
+    renewal = sign_statement(key, renewal_statement(created, csr, der))
+    with pytest.raises(CAError, match="proof does not verify"):
+        check_wit_request(WitRequest(pem, created, renewal), pki.issuing, record_of, now)
+    assert not looked_up
+    wit_proof = sign_statement(key, wit_request_statement(created, der, None))
+    with pytest.raises(CAError, match="stop here"):
+        check_wit_request(WitRequest(pem, created, wit_proof), pki.issuing, record_of, now)
+    assert looked_up == [format(cert.serial_number, "x")]
