@@ -313,6 +313,10 @@ class Verifier:
                 raise Denied(
                     Check.MALFORMED, f"the {profile.name} profile forbids the {name!r} parameter"
                 )
+        if profile is not AGENTCA and p.get("wimse-sign-response") is True:
+            # -07 3.4: required to sign the response, and this gateway signs none: an error,
+            # never a successful unsigned response
+            raise Denied(Check.MALFORMED, "this gateway does not sign responses")
         created, expires, nonce = p.get("created"), p.get("expires"), p.get("nonce")
         if not isinstance(created, int) or isinstance(created, bool):
             raise Denied(Check.MALFORMED, "signature parameter 'created' (integer) is required")

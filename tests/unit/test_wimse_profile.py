@@ -462,3 +462,13 @@ def test_a_wimse_nonce_is_refused_again_whoever_sends_it(env: Env, tmp_path: Pat
     env.agent.profile = other.profile = "agentca"
     mine, _ = env.request()
     assert env.check(mine) is None
+
+
+@pytest.mark.parametrize(("flag", "check"), [("?1", "malformed-credentials"), ("?0", None)])
+def test_a_required_signed_response_is_refused(env: Env, flag: str, check: str | None) -> None:
+    """-07 3.4: a server that must sign the response (wimse-sign-response true) and cannot
+    MUST NOT answer with a successful unsigned response; this gateway signs no responses."""
+    req, _ = env.request()
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    params = sig.params_value[sig.params_value.index(")") + 1 :] + f";wimse-sign-response={flag}"
+    assert env.check(resign(env.agent, req, URL, list(sig.covered), params)) == check
