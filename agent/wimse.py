@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from agent.errors import AgentError
+from agent import httpsig
 from wire.renewal import WIT_REQUEST_CONTEXT, wit_request_statement
 
 __all__ = [
@@ -45,16 +45,9 @@ IF_PRESENT: Final = (
 
 def audience_of(url: str) -> str:
     """The draft's default ``wimse-aud``: the target URI without query or fragment
-    (scheme and host lower case, default port left out)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.netloc:
-        raise AgentError(f"cannot derive an audience from {url!r}: pass audience=")
-    host = parts.netloc.rsplit("@", 1)[-1].lower()
-    default = {"http": ":80", "https": ":443"}[scheme]
-    if host.endswith(default):
-        host = host[: -len(default)]
-    return urlunsplit((scheme, host, parts.path or "/", "", ""))
+    (scheme and host lower case, default port left out): the origin the agentca profile
+    uses (:func:`agent.httpsig.audience_of`) followed by the path."""
+    return httpsig.audience_of(url) + (urlsplit(url).path or "/")
 
 
 def covered_components(headers: Mapping[str, str], identity_headers: list[str]) -> list[str]:
