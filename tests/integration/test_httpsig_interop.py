@@ -154,7 +154,7 @@ def gateway(w: World, **verifier_kw: Any) -> Verifier:
 
 def wit_verifier(w: World) -> WitVerifier:
     jwks = fetch_jwks(w.ca_url + "/ca/wit-jwks.json")
-    return WitVerifier(jwks, w.rt.settings.public_base_url.rstrip("/"))
+    return WitVerifier(jwks, w.rt.settings.effective_public_base_url)
 
 
 # -- the independent library verifies the agent SDK -------------------------------------------
