@@ -91,8 +91,8 @@ class WitVerifier:
         ``iss`` values (required: a WIT without ``iss`` or from another issuer is refused)."""
         self.keys = KeySet.import_key_set(dict(jwks))  # type: ignore[arg-type]
         self.issuers = frozenset([issuers] if isinstance(issuers, str) else issuers)
-        if not self.issuers:
-            raise ValueError("issuers: the accepted WIT issuer(s) are required")
+        if not self.issuers or not all(isinstance(i, str) and i.strip() for i in self.issuers):
+            raise ValueError("issuers: the accepted WIT issuer(s) are required (non-empty)")
         self.skew = skew
         self.max_entries = max_entries
         self._cache: dict[str, WitClaims] = {}

@@ -108,3 +108,11 @@ def test_a_renewal_proof_mints_no_wit() -> None:
     with pytest.raises(CAError, match="stop here"):
         check_wit_request(WitRequest(pem, created, wit_proof), pki.issuing, record_of, now)
     assert looked_up == [format(cert.serial_number, "x")]
+
+
+@pytest.mark.parametrize("issuers", ["", " ", ["https://ca.example", ""]])
+def test_an_empty_issuer_is_no_configuration(issuers: Any) -> None:
+    """``issuers=""`` (e.g. an unset public_base_url) would trust WITs that say ``iss: ""``."""
+    jwks = _Issuer().verifier.keys.as_dict(private=False)
+    with pytest.raises(ValueError, match="issuers"):
+        WitVerifier(jwks, issuers)
