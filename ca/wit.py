@@ -211,10 +211,15 @@ def check_wit_request(
         raise CAError(
             ErrorCode.UNAUTHENTICATED, "the proof does not verify with the certificate key"
         )
-    record = record_of(format(cert.serial_number, "x"))
-    if record.certificate_der != der:
+    try:
+        record = record_of(format(cert.serial_number, "x"))
+    except CAError as exc:
+        if exc.code is not ErrorCode.NOT_FOUND:
+            raise
+        record = None
+    if record is None or record.certificate_der != der:
         raise CAError(
-            ErrorCode.UNAUTHENTICATED, f"certificate {record.serial_hex} is not on record"
+            ErrorCode.UNAUTHENTICATED, f"certificate {cert.serial_number:x} is not on record"
         )
     if record.status != CertStatus.ISSUED:
         raise CAError(

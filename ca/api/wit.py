@@ -35,7 +35,9 @@ def mint() -> tuple[Response, int]:
     rt = runtime()
     issuer = rt.authority.hierarchy.signing_issuer()
     now = rt.authority.clock()
-    cert = check_wit_request(req, issuer.certificate, rt.authority.get, now)
+    cert = check_wit_request(
+        req, issuer.certificate, lambda serial: rt.authority.get(serial, issuer.name), now
+    )
     granted = wit_lifetime(lifetime, cert, now)
     minted = mint_wit(issuer.key, rt.settings.effective_public_base_url, cert, now, granted)
     expires = int(minted.expires.timestamp())

@@ -14,7 +14,7 @@ from joserfc import jwt
 from joserfc.jwk import import_key
 
 from agent.csr import sign_statement
-from ca.errors import CAError, ErrorCode
+from ca.errors import CAError
 from ca.wit import WitRequest, check_wit_request
 from gateway.httpsig import parse_signature
 from gateway.problems import Check, Denied
@@ -98,14 +98,14 @@ def test_a_renewal_proof_mints_no_wit() -> None:
 
     def record_of(serial: str) -> Any:
         looked_up.append(serial)
-        raise CAError(ErrorCode.NOT_FOUND, "stop here")
+        raise LookupError("stop here")
 
     renewal = sign_statement(key, renewal_statement(created, csr, der))
     with pytest.raises(CAError, match="proof does not verify"):
         check_wit_request(WitRequest(pem, created, renewal), pki.issuing, record_of, now)
     assert not looked_up
     wit_proof = sign_statement(key, wit_request_statement(created, der, None))
-    with pytest.raises(CAError, match="stop here"):
+    with pytest.raises(LookupError, match="stop here"):
         check_wit_request(WitRequest(pem, created, wit_proof), pki.issuing, record_of, now)
     assert looked_up == [format(cert.serial_number, "x")]
 
