@@ -12,7 +12,7 @@ Headers it adds to a request::
     Signature:          agentca=:<signature>:               (RFC 9421)
 
 With ``profile="wimse"`` (draft-ietf-wimse-http-signature, docs/wimse.md) the signature is
-labelled ``wimse``, covers ``@method`` ``@request-target`` (+ the headers the draft lists, +
+labelled ``wimse``, covers ``@method`` ``@path`` ``@query`` (+ the headers the draft lists, +
 the identity headers above), carries ``tag="wimse-workload-to-workload"`` and no ``alg``, and
 ``wimse-aud`` defaults to the target URI without query; ``use_wit=True`` also sends a
 ``Workload-Identity-Token`` from the CA (``POST /v1/wit``), fetched and refreshed as needed.
@@ -481,7 +481,7 @@ class Agent:
         if wimse_profile:
             covered = wimse.covered_components(all_headers, identity)
             if self.cover_authority:
-                covered.insert(2, "@authority")
+                covered.insert(1, "@authority")
             label = wimse.LABEL
             params: list[tuple[str, httpsig.ParamValue]] = [
                 ("created", created),

@@ -1,7 +1,8 @@
 """The WIMSE profile of request signing (draft-ietf-wimse-http-signature-07, section 3) and the
 Workload Identity Token request (docs/wimse.md).
 
-A WIMSE-profile signature covers ``@method``, ``@request-target`` and, when present,
+A WIMSE-profile signature covers ``@method``, ``@path``, ``@query`` (-07 replaced
+``@request-target`` with them, WGLC #297) and, when present,
 ``content-type``, ``content-digest``, ``authorization``, ``txn-token`` and
 ``workload-identity-token``; agentca adds its identity headers (``client-cert``,
 ``client-cert-chain``, ``agentca-ocsp``, ``agentca-provenance``). Parameters: ``created``,
@@ -13,10 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from agent.errors import AgentError
-from wire.renewal import renewal_statement
+from agent import httpsig
+from wire.renewal import WIT_REQUEST_CONTEXT, wit_request_statement
+
+__all__ = [
+    "IF_PRESENT",
+    "LABEL",
+    "TAG",
+    "WIT_HEADER",
+    "WIT_REQUEST_CONTEXT",
+    "audience_of",
+    "covered_components",
+    "wit_request_statement",
+]
 
 TAG: Final = "wimse-workload-to-workload"
 LABEL: Final = "wimse"
@@ -29,34 +41,18 @@ IF_PRESENT: Final = (
     "txn-token",
     "workload-identity-token",
 )
-#: What goes in the CSR slot of the renewal statement for a WIT request: it is no CSR's
-#: SHA-256 input (a DER CSR starts with 0x30), so a WIT proof can never renew, nor the reverse.
-WIT_REQUEST_CONTEXT: Final = b"agentca-wit-request-v1"
 
 
 def audience_of(url: str) -> str:
     """The draft's default ``wimse-aud``: the target URI without query or fragment
-    (scheme and host lower case, default port left out)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.netloc:
-        raise AgentError(f"cannot derive an audience from {url!r}: pass audience=")
-    host = parts.netloc.rsplit("@", 1)[-1].lower()
-    default = {"http": ":80", "https": ":443"}[scheme]
-    if host.endswith(default):
-        host = host[: -len(default)]
-    return urlunsplit((scheme, host, parts.path or "/", "", ""))
+    (scheme and host lower case, default port left out): the origin the agentca profile
+    uses (:func:`agent.httpsig.audience_of`) followed by the path."""
+    return httpsig.audience_of(url) + (urlsplit(url).path or "/")
 
 
 def covered_components(headers: Mapping[str, str], identity_headers: list[str]) -> list[str]:
     """The covered components for a request whose (lower-case) headers are ``headers``."""
-    covered = ["@method", "@request-target"]
+    covered = ["@method", "@path", "@query"]
     covered += [h for h in IF_PRESENT if h in headers]
     covered += [h for h in identity_headers if h in headers and h not in covered]
     return covered
-
-
-def wit_request_statement(created: int, certificate_der: bytes, lifetime: int | None) -> bytes:
-    """What the certificate key signs to ask the CA for a WIT (the renewal statement format,
-    with :data:`WIT_REQUEST_CONTEXT` in the CSR slot and the lifetime in the validity slot)."""
-    return renewal_statement(created, WIT_REQUEST_CONTEXT, certificate_der, None, lifetime)

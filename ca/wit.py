@@ -11,7 +11,7 @@ The verification keys are the JWKS at ``/ca/wit-jwks.json`` (``kid`` = RFC 7638 
 the X.509 trust anchor it already has).
 
 The request is authenticated by possession of the certificate key: the agent signs the
-renewal-statement format with a WIT context (``agent/wimse.py``); the certificate must be
+renewal-statement format with a WIT context (``wire/renewal.py``); the certificate must be
 issued by this CA, on record, ``issued`` (not revoked, not on hold) and unexpired.
 """
 
@@ -37,11 +37,9 @@ from joserfc.jws import JWSRegistry
 from ca.errors import CAError, ErrorCode
 from ca.proof import verify_statement
 from ca.records import CertificateRecord, CertStatus
-from wire.renewal import renewal_statement
+from wire.renewal import wit_request_statement
 
 WIT_TYP: Final = "wit+jwt"
-#: The CSR slot of the renewal statement for a WIT request (agent/wimse.py says why).
-WIT_REQUEST_CONTEXT: Final = b"agentca-wit-request-v1"
 DEFAULT_LIFETIME: Final = timedelta(minutes=10)
 MAX_LIFETIME: Final = timedelta(hours=1)
 PROOF_MAX_AGE: Final = timedelta(minutes=5)
@@ -208,15 +206,20 @@ def check_wit_request(
         raise CAError(ErrorCode.UNAUTHENTICATED, "the WIT request proof is from the future")
     lifetime = None if req.lifetime is None else int(req.lifetime.total_seconds())
     der = cert.public_bytes(serialization.Encoding.DER)
-    statement = renewal_statement(req.created, WIT_REQUEST_CONTEXT, der, None, lifetime)
+    statement = wit_request_statement(req.created, der, lifetime)
     if not verify_statement(cert.public_key(), req.proof, statement):
         raise CAError(
             ErrorCode.UNAUTHENTICATED, "the proof does not verify with the certificate key"
         )
-    record = record_of(format(cert.serial_number, "x"))
-    if record.certificate_der != der:
+    try:
+        record = record_of(format(cert.serial_number, "x"))
+    except CAError as exc:
+        if exc.code is not ErrorCode.NOT_FOUND:
+            raise
+        record = None
+    if record is None or record.certificate_der != der:
         raise CAError(
-            ErrorCode.UNAUTHENTICATED, f"certificate {record.serial_hex} is not on record"
+            ErrorCode.UNAUTHENTICATED, f"certificate {cert.serial_number:x} is not on record"
         )
     if record.status != CertStatus.ISSUED:
         raise CAError(

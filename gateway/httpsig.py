@@ -65,7 +65,9 @@ class ParsedSignature:
 _KEY = r"[a-z*][a-z0-9_\-.*]*"
 _STR = r'"[ !#-\[\]-~]*"'
 _INT = r"(?:0|-?[1-9][0-9]{0,14})"
-_FAST_INPUT = re.compile(rf"({_KEY})=(\((?:{_STR}(?: {_STR})*)?\)((?:;{_KEY}=(?:{_INT}|{_STR}))*))")
+_FAST_INPUT = re.compile(
+    rf"({_KEY})=(\(((?:{_STR}(?: {_STR})*)?)\)((?:;{_KEY}=(?:{_INT}|{_STR}))*))"
+)
 _FAST_PARAM = re.compile(rf";({_KEY})=({_INT}|{_STR})")
 _FAST_SIG = re.compile(rf"({_KEY})=:([A-Za-z0-9+/]*={{0,2}}):")
 
@@ -76,15 +78,14 @@ def _fast(raw_input: str, raw_sig: str, tag: str) -> ParsedSignature | None:
     if m is None or sm is None or sm.group(1) != m.group(1):
         return None
     params: dict[str, sf.Bare] = {}
-    for key, value in _FAST_PARAM.findall(m.group(3)):
+    for key, value in _FAST_PARAM.findall(m.group(4)):
         if key in params:
             return None
         params[key] = value[1:-1] if value[0] == '"' else int(value)
     if params.get("tag") != tag:
         return None
-    inner = m.group(2)
-    items = inner[1 : inner.index(")")]
-    # the items matched _STR, which holds no '"': splitting on '" "' is exact
+    inner, items = m.group(2), m.group(3)
+    # the items matched _STR, which holds no '"' (but may hold ")"): splitting on '" "' is exact
     covered = tuple(items[1:-1].split('" "')) if items else ()
     if len(set(covered)) != len(covered):
         return None

@@ -5,12 +5,13 @@ status, replay, provenance, scope); a profile only says which ``tag`` selects th
 which components it must cover, which parameters it may not carry and how ``wimse-aud`` is
 matched.
 
-``wimse`` follows draft-ietf-wimse-http-signature-07, section 3: ``@method`` and
-``@request-target`` always; ``Content-Type``, ``Content-Digest``, ``Authorization``,
-``Txn-Token`` and ``Workload-Identity-Token`` when present; ``created``, ``expires``,
-``nonce``, ``tag="wimse-workload-to-workload"`` and ``wimse-aud`` required; no ``keyid``, no
-``alg``. agentca adds its own identity headers to what must be covered, since the gateway
-reads provenance, chain and status from them (an uncovered header could be swapped).
+``wimse`` follows draft-ietf-wimse-http-signature-07, section 3: ``@method``, ``@path`` and
+``@query`` always (-07 replaced ``@request-target`` with them, WGLC #297); ``Content-Type``,
+``Content-Digest``, ``Authorization``, ``Txn-Token`` and ``Workload-Identity-Token`` when
+present; ``created``, ``expires``, ``nonce``, ``tag="wimse-workload-to-workload"`` and
+``wimse-aud`` required; no ``keyid``, no ``alg``. agentca adds its own identity headers to
+what must be covered, since the gateway reads provenance, chain and status from them (an
+uncovered header could be swapped).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ WIT_HEADER: Final = "workload-identity-token"
 WIMSE: Final = Profile(
     name="wimse",
     tag=WIMSE_TAG,
-    base=("@method", "@request-target", "client-cert", "agentca-provenance"),
+    base=("@method", "@path", "@query", "client-cert", "agentca-provenance"),
     if_present=(
         "content-type",
         "content-digest",

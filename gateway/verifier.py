@@ -273,8 +273,9 @@ class Verifier:
         self.status.commit(entry, status)
         if status.source is None:  # network I/O only for authentic requests
             d.status_source = self.status.resolve(entry, self.clock())
-        # 5. nonce, per certificate
-        if not self.replay.add((entry.status_key, nonce), created, keep_until, now):
+        # 5. nonce: per certificate (agentca); WIMSE, whoever sends it (-07, WGLC #297)
+        replay_key = (entry.status_key if profile is AGENTCA else profile.name, nonce)
+        if not self.replay.add(replay_key, created, keep_until, now):
             raise Denied(Check.REPLAY, "this nonce was already used")
         # 6. provenance
         self._check_provenance(entry, headers.get("agentca-provenance"))
@@ -326,6 +327,10 @@ class Verifier:
                 raise Denied(
                     Check.MALFORMED, f"the {profile.name} profile forbids the {name!r} parameter"
                 )
+        if profile is not AGENTCA and p.get("wimse-sign-response") is True:
+            # -07 3.4: required to sign the response, and this gateway signs none: an error,
+            # never a successful unsigned response
+            raise Denied(Check.MALFORMED, "this gateway does not sign responses")
         created, expires, nonce = p.get("created"), p.get("expires"), p.get("nonce")
         if not isinstance(created, int) or isinstance(created, bool):
             raise Denied(Check.MALFORMED, "signature parameter 'created' (integer) is required")

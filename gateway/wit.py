@@ -29,7 +29,6 @@ from joserfc.jwk import KeySet, import_key
 from gateway.problems import Check, Denied
 
 WIT_TYP: Final = "wit+jwt"
-WIT_HEADER: Final = "workload-identity-token"
 #: JOSE algorithms of each RFC 9421 algorithm a certificate key can have (RFC 9421 3.3.7);
 #: Ed25519 also by its RFC 9864 fully-specified name.
 JOSE_ALGORITHMS: Final = {
@@ -53,6 +52,7 @@ class WitClaims:
     jti: str | None
     cnf_thumbprint: str  # RFC 7638 SHA-256 thumbprint of cnf.jwk
     cnf_alg: str
+    nbf: int | None = None
 
 
 def key_thumbprint(public_key: Any) -> str:
@@ -91,8 +91,8 @@ class WitVerifier:
         ``iss`` values (required: a WIT without ``iss`` or from another issuer is refused)."""
         self.keys = KeySet.import_key_set(dict(jwks))  # type: ignore[arg-type]
         self.issuers = frozenset([issuers] if isinstance(issuers, str) else issuers)
-        if not self.issuers:
-            raise ValueError("issuers: the accepted WIT issuer(s) are required")
+        if not self.issuers or not all(isinstance(i, str) and i.strip() for i in self.issuers):
+            raise ValueError("issuers: the accepted WIT issuer(s) are required (non-empty)")
         self.skew = skew
         self.max_entries = max_entries
         self._cache: dict[str, WitClaims] = {}
@@ -110,6 +110,8 @@ class WitVerifier:
                 self._cache[token] = claims
         if now > claims.exp + self.skew:
             raise Denied(Check.SIGNATURE_EXPIRED, "the Workload-Identity-Token has expired")
+        if claims.nbf is not None and claims.nbf > now + self.skew:
+            raise Denied(Check.SIGNATURE_EXPIRED, "the Workload-Identity-Token is not yet valid")
         if claims.iat is not None and claims.iat > now + self.skew:
             raise Denied(Check.SIGNATURE_EXPIRED, "the Workload-Identity-Token is from the future")
         return claims
@@ -167,9 +169,12 @@ class WitVerifier:
             raise Denied(Check.MALFORMED, "Workload-Identity-Token needs an integer exp claim")
         if iat is not None and (not isinstance(iat, int) or isinstance(iat, bool)):
             raise Denied(Check.MALFORMED, "Workload-Identity-Token iat must be an integer")
+        nbf = c.get("nbf")
+        if nbf is not None and (not isinstance(nbf, int) or isinstance(nbf, bool)):
+            raise Denied(Check.MALFORMED, "Workload-Identity-Token nbf must be an integer")
         cnf = c.get("cnf")
         jwk = cnf.get("jwk") if isinstance(cnf, dict) else None
-        if not isinstance(jwk, dict) or "d" in jwk:
+        if not isinstance(jwk, dict) or "d" in jwk or jwk.get("kty") not in ("EC", "OKP", "RSA"):
             raise Denied(Check.MALFORMED, "Workload-Identity-Token needs a public cnf.jwk")
         cnf_alg = jwk.get("alg")
         if not isinstance(cnf_alg, str) or cnf_alg not in ACCEPTED:
@@ -188,4 +193,5 @@ class WitVerifier:
             jti=jti if isinstance(jti, str) else None,
             cnf_thumbprint=thumbprint,
             cnf_alg=cnf_alg,
+            nbf=nbf,
         )

@@ -25,6 +25,10 @@ from collections.abc import Sequence
 from typing import Final
 
 RENEW_CONTEXT: Final = b"agentca-renew-v2"
+#: What goes in the CSR slot of the statement for a Workload Identity Token request
+#: (``POST /v1/wit``, docs/wimse.md): it is no CSR's SHA-256 input (a DER CSR starts with
+#: 0x30), so a WIT proof can never renew, nor a renewal proof mint a WIT.
+WIT_REQUEST_CONTEXT: Final = b"agentca-wit-request-v1"
 
 
 def _field(data: bytes) -> bytes:
@@ -61,3 +65,10 @@ def renewal_statement(
             validity_part,
         )
     )
+
+
+def wit_request_statement(created: int, certificate_der: bytes, lifetime: int | None) -> bytes:
+    """What the certificate key signs to ask the CA for a WIT: the renewal statement with
+    :data:`WIT_REQUEST_CONTEXT` in the CSR slot, no scopes and the lifetime in the validity
+    slot. The agent SDK signs it and the CA (``ca/wit.py``) verifies it."""
+    return renewal_statement(created, WIT_REQUEST_CONTEXT, certificate_der, None, lifetime)

@@ -24,7 +24,8 @@ PEM_CHAIN = "application/pem-certificate-chain"
 PKIX_CERT = "application/pkix-cert"
 
 
-def _rate_limit() -> None:
+def rate_limit() -> None:
+    """The per-client enrollment rate limit (also taken by ``POST /v1/wit``): 429 when spent."""
     bucket: TokenBucket = current_app.extensions["agentca.enroll_bucket"]
     wait = bucket.take(request.remote_addr or "unknown")
     if wait > 0:
@@ -65,7 +66,7 @@ def enroll_agent() -> Response:
     Body: ``application/pkcs10`` (DER or PEM; ``?scopes=a,b&validity_seconds=N``) or
     ``application/json`` ``{"csr": PEM, "scopes": [...], "validity_seconds": N}``.
     """
-    _rate_limit()
+    rate_limit()
     token = bearer_token()
     scopes: list[str] | None
     if request.mimetype == "application/json":
@@ -89,7 +90,7 @@ def enroll_agent() -> Response:
 @enroll.post("/v1/renew")
 def renew_agent() -> Response:
     """Renew: the current certificate, a new CSR, and a proof signed with the current key."""
-    _rate_limit()
+    rate_limit()
     body = read_body(RenewJson)
     try:
         proof = base64.b64decode(body.proof, validate=True)

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, jsonify
 
-from ca.api.enroll_routes import _rate_limit
+from ca.api.enroll_routes import rate_limit
 from ca.api.schemas import WitJson
 from ca.api.state import runtime
 from ca.api.validation import read_body
@@ -24,7 +24,7 @@ log = logging.getLogger("agentca.api.wit")
 @wit.post("/v1/wit")
 def mint() -> tuple[Response, int]:
     """Mint a WIT for the certificate whose key signed the request's proof."""
-    _rate_limit()
+    rate_limit()
     body = read_body(WitJson)
     try:
         proof = base64.b64decode(body.proof, validate=True)
@@ -35,9 +35,11 @@ def mint() -> tuple[Response, int]:
     rt = runtime()
     issuer = rt.authority.hierarchy.signing_issuer()
     now = rt.authority.clock()
-    cert = check_wit_request(req, issuer.certificate, rt.authority.get, now)
+    cert = check_wit_request(
+        req, issuer.certificate, lambda serial: rt.authority.get(serial, issuer.name), now
+    )
     granted = wit_lifetime(lifetime, cert, now)
-    minted = mint_wit(issuer.key, rt.settings.public_base_url.rstrip("/"), cert, now, granted)
+    minted = mint_wit(issuer.key, rt.settings.effective_public_base_url, cert, now, granted)
     expires = int(minted.expires.timestamp())
     log.info(
         "minted WIT jti=%s sub=%s serial=%x exp=%d",

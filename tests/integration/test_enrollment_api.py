@@ -908,6 +908,7 @@ def test_bearer_header_parsing_is_strict(env: Env) -> None:
 def test_workload_identity_token_and_its_jwks(env: Env) -> None:
     """POST /v1/wit and GET /ca/wit-jwks.json (details: tests/integration/test_httpsig_interop)."""
     import base64
+    import json
     import time
 
     from agent.csr import sign_statement
@@ -925,10 +926,45 @@ def test_workload_identity_token_and_its_jwks(env: Env) -> None:
     r = call(env.base, "POST", "/v1/wit", body)
     assert r.status == 201 and r.json["token_type"] == "wit+jwt", r.body
     assert r.json["expires_at_unix"] - created in range(115, 125)
+    # iss is where the CA is reached, also when public_base_url is left empty (its default)
+    claims = json.loads(base64.urlsafe_b64decode(r.json["token"].split(".")[1] + "=="))
+    assert claims["iss"] == env.rt.settings.effective_public_base_url != ""
     _assert_problem(call(env.base, "POST", "/v1/wit", {**body, "lifetime_seconds": 60}), 401,
                     "unauthenticated")  # fmt: skip
     jwks = call(env.base, "GET", "/ca/wit-jwks.json")
     assert jwks.status == 200 and jwks.content_type == "application/jwk-set+json"
+
+
+def test_a_wit_for_a_certificate_not_on_record_is_unauthenticated(env: Env) -> None:
+    """Signed by the issuing CA key yet not on record: 401, as docs/wimse.md says (not the
+    404 of a certificate lookup), and the lookup is within the signing issuer."""
+    from datetime import UTC, datetime, timedelta
+
+    from agent.csr import sign_statement
+    from agent.wimse import wit_request_statement
+
+    issuer = env.rt.authority.hierarchy.signing_issuer()
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ghost")])
+    ghost = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(issuer.certificate.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier("spiffe://agentca.local/agent/ghost")]), False)
+        .sign(issuer.key, hashes.SHA256())  # type: ignore[arg-type]
+    )  # fmt: skip
+    der = ghost.public_bytes(serialization.Encoding.DER)
+    created = int(time.time())
+    proof = sign_statement(key, wit_request_statement(created, der, None))
+    body = {
+        "certificate": ghost.public_bytes(serialization.Encoding.PEM).decode(),
+        "created": created,
+        "proof": base64.b64encode(proof).decode(),
+    }
+    problem = _assert_problem(call(env.base, "POST", "/v1/wit", body), 401, "unauthenticated")
+    assert "not on record" in problem["detail"]
 
 
 def test_zz_every_documented_operation_was_exercised(env: Env) -> None:

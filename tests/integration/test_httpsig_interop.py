@@ -154,7 +154,7 @@ def gateway(w: World, **verifier_kw: Any) -> Verifier:
 
 def wit_verifier(w: World) -> WitVerifier:
     jwks = fetch_jwks(w.ca_url + "/ca/wit-jwks.json")
-    return WitVerifier(jwks, w.rt.settings.public_base_url.rstrip("/"))
+    return WitVerifier(jwks, w.rt.settings.effective_public_base_url)
 
 
 # -- the independent library verifies the agent SDK -------------------------------------------
@@ -186,7 +186,7 @@ def test_library_verifies_what_the_sdk_signs(world: World, profile: str) -> None
     if profile == "wimse":
         assert label == "wimse" and "alg" not in params and "keyid" not in params
         assert params["wimse-aud"] == world.gateway_url + "/orders"
-        assert elements['"@request-target"'] == "/orders?venue=x"
+        assert elements['"@path"'] == "/orders" and elements['"@query"'] == "?venue=x"
         assert elements['"workload-identity-token"'] == a.wit
     else:
         assert label == "agentca" and params["alg"] == "ecdsa-p256-sha256"
@@ -252,7 +252,7 @@ def library_sign(
 IDENTITY = ["client-cert", "client-cert-chain", "agentca-ocsp", "agentca-provenance"]
 COVERED = {
     "agentca": ["@method", "@authority", "@path", "@query", "content-type", "content-digest"],
-    "wimse": ["@method", "@request-target", "content-type", "content-digest"],
+    "wimse": ["@method", "@path", "@query", "content-type", "content-digest"],  # -07
 }
 
 
@@ -371,7 +371,7 @@ def test_wit_endpoint_refusals(world: World) -> None:
     for body, status, slug in cases:
         r = call(world.ca_url, "POST", "/v1/wit", body)
         assert r.status == status and r.json["type"].endswith(slug), r.body
-    # a renewal proof is no WIT proof (the CSR slot differs), and a foreign CA's cert fails
+    # a foreign CA's certificate fails (a renewal proof: tests/unit/test_wimse_review.py)
     other = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, AGENT)])
     foreign = (

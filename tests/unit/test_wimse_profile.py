@@ -22,6 +22,7 @@ from gateway.problems import Check, Denied
 from gateway.profiles import WIMSE_TAG, profiles_named
 from gateway.wit import WitVerifier
 from tests.support.gateway_pki import Clock, Pki, make_agent, model_digest, signed_view
+from wire import renewal
 
 SCOPE = "submit_limit_order"
 URL = "http://gw.local/orders?venue=x"
@@ -99,15 +100,36 @@ def replace_header(req: RequestView, name: str, value: str) -> RequestView:
 
 def test_wimse_signature_follows_the_draft(env: Env) -> None:
     req, headers = env.request()
-    assert headers["Signature-Input"].startswith('wimse=("@method" "@request-target" ')
+    # -07 (WGLC, #297): @path and @query, not @request-target
+    assert headers["Signature-Input"].startswith('wimse=("@method" "@authority" "@path" "@query" ')
     sig = parse_signature(req.headers, WIMSE_TAG)
     assert {"keyid", "alg"}.isdisjoint(sig.params)
     assert set(sig.params) == {"created", "expires", "nonce", "tag", "wimse-aud"}
     assert sig.params["wimse-aud"] == "http://gw.local/orders"  # target URI without query
     for name in ("content-type", "content-digest", "client-cert", "agentca-provenance"):
         assert name in sig.covered
-    assert "@path" not in sig.covered and "@query" not in sig.covered
+    assert "@request-target" not in sig.covered
     assert env.check(req) is None
+
+
+def test_a_draft_07_signature_without_authority_is_accepted(env: Env) -> None:
+    """What a -07 peer sends: @method @path @query, no @authority, no @request-target."""
+    req, _ = env.request()
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    rest = [c for c in sig.covered if c not in ("@method", "@authority", "@request-target")]
+    covered = ["@method", "@path", "@query", *[c for c in rest if c not in ("@path", "@query")]]
+    params = sig.params_value[sig.params_value.index(")") + 1 :]
+    assert env.check(resign(env.agent, req, URL, covered, params)) is None
+
+
+def test_request_target_instead_of_path_and_query_is_refused(env: Env) -> None:
+    """A -06 style signature over @request-target does not meet -07's @path and @query."""
+    req, _ = env.request()
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    covered = [c for c in sig.covered if c not in ("@path", "@query")]
+    covered.insert(1, "@request-target")
+    params = sig.params_value[sig.params_value.index(")") + 1 :]
+    assert env.check(resign(env.agent, req, URL, covered, params)) == "covered-components"
 
 
 def test_profiles_are_accepted_per_deployment_and_per_route(pki: Pki, tmp_path: Path) -> None:
@@ -148,7 +170,7 @@ def test_keyid_and_alg_are_refused(env: Env, extra: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "drop", ["@request-target", "@method", "content-digest", "content-type", "client-cert"]
+    "drop", ["@path", "@query", "@method", "content-digest", "content-type", "client-cert"]
 )
 def test_required_components(env: Env, drop: str) -> None:
     req, _ = env.request()
@@ -279,8 +301,13 @@ def test_hsm_style_key_signs_without_exporting(pki: Pki, tmp_path: Path) -> None
     assert claims.sub.endswith("/agent/ExecutionAgent-ETH-01")
 
 
-def test_wit_request_context_is_shared() -> None:
-    assert agent_wimse.WIT_REQUEST_CONTEXT == ca_wit.WIT_REQUEST_CONTEXT
+def test_wit_request_statement_is_one_function() -> None:
+    """The agent signs and the CA verifies the WIT request statement of wire.renewal."""
+    assert agent_wimse.wit_request_statement is ca_wit.wit_request_statement
+    assert agent_wimse.wit_request_statement is renewal.wit_request_statement
+    assert renewal.wit_request_statement(1, b"c", None) == renewal.renewal_statement(
+        1, renewal.WIT_REQUEST_CONTEXT, b"c", None, None
+    )
     assert agent_wimse.audience_of("HTTPS://Svc.Example:443/a/b?q=1#f") == "https://svc.example/a/b"
 
 
@@ -414,3 +441,34 @@ def test_wit_for_an_ed25519_agent(pki: Pki, tmp_path: Path) -> None:
     }
     req, _ = e.request()
     assert e.check(req) is None
+
+
+def test_a_wimse_nonce_is_refused_again_whoever_sends_it(env: Env, tmp_path: Path) -> None:
+    """-07 (WGLC #297): recipients reject duplicate nonces without regard to sender."""
+    first, _ = env.request()
+    assert env.check(first) is None
+    nonce = parse_signature(first.headers, WIMSE_TAG).params["nonce"]
+    other = make_agent(
+        tmp_path / "other", env.pki, env.clock, key=ec.generate_private_key(ec.SECP256R1())
+    )
+    other.profile = "wimse"
+    staple = env.pki.ocsp_response(other.credential.certificate, this_update=env.clock())
+    req, _ = signed_view(other, url=URL, staple=staple)
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    params = sig.params_value[sig.params_value.index(")") + 1 :]
+    params = params.replace(f'nonce="{sig.params["nonce"]}"', f'nonce="{nonce}"')
+    assert env.check(resign(other, req, URL, list(sig.covered), params)) == "nonce-replayed"
+    # the agentca profile keeps its nonces per certificate
+    env.agent.profile = other.profile = "agentca"
+    mine, _ = env.request()
+    assert env.check(mine) is None
+
+
+@pytest.mark.parametrize(("flag", "check"), [("?1", "malformed-credentials"), ("?0", None)])
+def test_a_required_signed_response_is_refused(env: Env, flag: str, check: str | None) -> None:
+    """-07 3.4: a server that must sign the response (wimse-sign-response true) and cannot
+    MUST NOT answer with a successful unsigned response; this gateway signs no responses."""
+    req, _ = env.request()
+    sig = parse_signature(req.headers, WIMSE_TAG)
+    params = sig.params_value[sig.params_value.index(")") + 1 :] + f";wimse-sign-response={flag}"
+    assert env.check(resign(env.agent, req, URL, list(sig.covered), params)) == check
