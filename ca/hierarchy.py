@@ -30,13 +30,14 @@ from ca.config import Settings
 from ca.crl_publisher import delta_crl_url, full_crl_url
 from ca.errors import CAError, ErrorCode
 from ca.journal import Journal
-from ca.lint import lint_freshest_crl
+from ca.lint import lint_freshest_crl, sign_ca_linted
 from ca.oids import OidArc, arc_warnings
 from ca.profile import (
     BACKDATE,
     CertificateUrls,
-    build_issuing_certificate,
     build_root_certificate,
+    issuing_certificate_builder,
+    signature_hash,
 )
 from ca.queries import NOT_INITIALISED, read_arc_state
 from ca.records import ISSUING_ROLE, ROOT_ROLE, IssuerRecord
@@ -131,19 +132,23 @@ class Hierarchy:
             now + timedelta(days=s.root_validity_days),
         )
         issuing_key = self.keys.generate(issuing_label, issuing_type)
-        issuing_cert = build_issuing_certificate(
-            issuing_key.public_key(),
-            s.issuing_common_name,
-            s.organization,
-            new_serial(),
-            now - BACKDATE,
-            now + timedelta(days=s.issuing_validity_days),
-            root_cert,
+        root_delta = delta_crl_url(s.effective_crl_base_url, ROOT)
+        issuing_cert = sign_ca_linted(  # linted before the root key signs (decision 0023)
+            issuing_certificate_builder(
+                issuing_key.public_key(),
+                s.issuing_common_name,
+                s.organization,
+                new_serial(),
+                now - BACKDATE,
+                now + timedelta(days=s.issuing_validity_days),
+                root_cert,
+                issuer_crl_url=full_crl_url(s.effective_crl_base_url, ROOT),
+                issuer_delta_crl_url=root_delta,
+            ),
             root_key,
-            issuer_crl_url=full_crl_url(s.effective_crl_base_url, ROOT),
-            issuer_delta_crl_url=delta_crl_url(s.effective_crl_base_url, ROOT),
+            signature_hash(root_key),
+            lambda linted: lint_freshest_crl(linted, root_delta),
         )
-        lint_freshest_crl(issuing_cert, delta_crl_url(s.effective_crl_base_url, ROOT))
         with self.sessions.begin() as session:
             root = _issuer_row(ROOT, ROOT, None, root_label, root_type.value, root_cert, now, arc)
             session.add(root)

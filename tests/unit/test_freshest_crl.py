@@ -189,3 +189,28 @@ def test_published_crl_pair_is_what_the_certificates_name(core: Core, tmp_path: 
             delta.extensions.get_extension_for_class(x509.FreshestCRL)
         assert published[name, "full"].path.name == full_crl_url(BASE, name).rsplit("/", 1)[1]
         assert _cdp(subject) == [full_crl_url(core.settings.effective_crl_base_url, name)]
+
+
+def test_init_lints_the_issuing_ca_certificate_before_the_root_key_signs_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Like agent certificates: a Freshest CRL that is not the root's delta is refused on the
+    throwaway-key certificate; the root key never signs an issuing CA certificate that fails."""
+    from ca import profile
+
+    ca_signed: list[str] = []
+    real_sign = x509.CertificateBuilder.sign
+
+    def counting_sign(
+        self: x509.CertificateBuilder, key: object, *a: object, **k: object
+    ) -> object:
+        cert = real_sign(self, key, *a, **k)  # type: ignore[arg-type]
+        if cert.subject != cert.issuer and key not in lint._keys.values():
+            ca_signed.append(cert.subject.rfc4514_string())
+        return cert
+
+    monkeypatch.setattr(x509.CertificateBuilder, "sign", counting_sign)
+    monkeypatch.setattr(profile, "freshest_crl", lambda _url: freshest_crl(f"{BASE}/x.crl"))
+    with pytest.raises(lint.LintError, match="Freshest CRL names"):
+        make_core(tmp_path)
+    assert ca_signed == []
