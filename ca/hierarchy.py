@@ -21,7 +21,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.arcs import ArcState, arc_setting, encode_previous
@@ -40,9 +40,9 @@ from ca.profile import (
     signature_hash,
 )
 from ca.queries import NOT_INITIALISED, read_arc_state
-from ca.records import ISSUING_ROLE, ROOT_ROLE, IssuerRecord
+from ca.records import ISSUING_ROLE, ROOT_ROLE, CertStatus, IssuerRecord
 from ca.serials import new_serial, serial_to_hex
-from ca.store.models import Issuer
+from ca.store.models import Certificate, Issuer
 from hsm.keymanager import KeyManager
 from hsm.keytypes import KeyType
 
@@ -219,12 +219,20 @@ class Hierarchy:
     def set_oid_arc(self, arc: OidArc, actor: str = "system") -> ArcState:
         """Move the CA to ``arc``: new certificates are issued under it; the current arc stays
         accepted for ``max_validity_hours`` (the longest an agent certificate issued under it
-        can still be valid). Recorded on every issuer row, with one ledger entry."""
+        can still be valid), or until the last unexpired certificate expires if that is later
+        (issued while ``max_validity_hours`` was higher). Recorded on every issuer row, with
+        one ledger entry."""
         now = self.clock()
         with self.sessions.begin() as session:
             rows = session.scalars(select(Issuer).with_for_update()).all()
             before = self.arc_state(session)
-            after = before.moved_to(arc, now, self.settings.max_validity)
+            last = session.scalar(
+                select(func.max(Certificate.not_after)).where(
+                    Certificate.status != CertStatus.FAILED, Certificate.not_after > now
+                )
+            )
+            keep = max(self.settings.max_validity, (last - now) if last else timedelta(0))
+            after = before.moved_to(arc, now, keep)
             for row in rows:
                 row.oid_arc = after.current.dotted
                 row.previous_oid_arcs = encode_previous(after.previous)

@@ -1,0 +1,35 @@
+"""The overlap after an OID arc move covers every certificate that may still be valid, not only
+those a fresh ``max_validity_hours`` allows (decision 0022)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from ca.oids import OidArc
+from tests.unit.core_support import make_core
+
+NEW_ARC = OidArc("1.3.6.1.4.1.99999.7")
+
+
+def test_a_lowered_max_validity_does_not_cut_the_overlap_short(tmp_path: Path) -> None:
+    core = make_core(tmp_path)
+    hierarchy = core.authority.hierarchy
+    long_lived = core.authority.issue(core.request(timedelta(hours=100)), actor="test")  # max_validity_hours is 168
+    old_arc = hierarchy.arc_state().current
+    # the operator lowers max_validity_hours, restarts, then moves the arc
+    hierarchy.settings = hierarchy.settings.replace(max_validity_hours=1)
+    state = hierarchy.set_oid_arc(NEW_ARC)
+    assert state.previous[0].arc == old_arc
+    assert state.previous[0].until >= long_lived.not_after
+    core.clock.advance(timedelta(hours=99))  # the certificate is still valid
+    assert old_arc in hierarchy.arc_state().accepted(core.clock())
+
+
+def test_without_longer_certificates_the_overlap_is_max_validity(tmp_path: Path) -> None:
+    core = make_core(tmp_path)
+    hierarchy = core.authority.hierarchy
+    core.issue()
+    now = core.clock()
+    state = hierarchy.set_oid_arc(NEW_ARC)
+    assert state.previous[0].until == now + hierarchy.settings.max_validity
