@@ -49,7 +49,8 @@ from hsm.keytypes import KeyType
 ROOT = ROOT_ROLE
 ISSUING = ISSUING_ROLE
 #: How long a process reuses the accepted arcs it read (CSR attributes, renewals): a move
-#: (``agentca oid-arc set``) keeps the old arc accepted, so staleness refuses nothing valid.
+#: (``agentca oid-arc set``) keeps the old arc accepted; a CSR under no cached arc is read
+#: again under fresh arcs (the new arc of a move made in another process).
 ACCEPTED_ARCS_TTL = 5.0
 
 log = logging.getLogger("agentca.hierarchy")
@@ -206,11 +207,11 @@ class Hierarchy:
         with self.sessions() as s:
             return {n: OidArc(a) for n, a in s.execute(select(Issuer.name, Issuer.oid_arc))}
 
-    def accepted_arcs(self) -> tuple[OidArc, ...]:
+    def accepted_arcs(self, fresh: bool = False) -> tuple[OidArc, ...]:
         """The arcs this CA accepts now: current, then previous ones still valid (cached for
-        :data:`ACCEPTED_ARCS_TTL` seconds)."""
+        :data:`ACCEPTED_ARCS_TTL` seconds; ``fresh``: read now)."""
         cached = self._accepted
-        if cached is not None and time.monotonic() < cached[0]:
+        if not fresh and cached is not None and time.monotonic() < cached[0]:
             return cached[1]
         arcs = self.arc_state().accepted(self.clock())
         self._accepted = (time.monotonic() + ACCEPTED_ARCS_TTL, arcs)

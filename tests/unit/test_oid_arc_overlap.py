@@ -33,3 +33,28 @@ def test_without_longer_certificates_the_overlap_is_max_validity(tmp_path: Path)
     now = core.clock()
     state = hierarchy.set_oid_arc(NEW_ARC)
     assert state.previous[0].until == now + hierarchy.settings.max_validity
+
+
+def test_a_csr_under_the_new_arc_is_read_by_a_process_that_cached_the_old_arcs(
+    tmp_path: Path,
+) -> None:
+    """Another process (the API) cached the accepted arcs; `agentca oid-arc set` moved the CA;
+    an agent that read the new arc from the metadata (served fresh) sends its CSR under it."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ca.enrollment import EnrollmentService
+    from ca.extensions import build_agent_csr
+    from ca.hierarchy import Hierarchy
+    from tests.unit.helpers import sample_extensions
+
+    core = make_core(tmp_path)
+    api = core.authority.hierarchy
+    assert NEW_ARC not in api.accepted_arcs()  # cached for ACCEPTED_ARCS_TTL
+    cli = Hierarchy(core.settings, core.sessions, core.keys, api.journal, core.clock)
+    cli.set_oid_arc(NEW_ARC)
+    provenance = sample_extensions().provenance
+    csr = build_agent_csr(
+        ec.generate_private_key(ec.SECP256R1()), "exec-agent", provenance, arc=NEW_ARC
+    )
+    service = EnrollmentService(core.settings, core.authority, core.registry, core.tokens)
+    assert service._csr_provenance(csr) == provenance
