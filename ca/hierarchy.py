@@ -273,6 +273,14 @@ class Hierarchy:
             row = s.scalar(select(Issuer).where(Issuer.role == ISSUING, Issuer.active))
             if row is None:
                 raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
+            parent = s.scalar(select(Issuer.name).where(Issuer.id == row.parent_id))
+            if parent is not None:
+                for warning in baked_crl_url_warnings(
+                    x509.load_der_x509_certificate(row.certificate_der),
+                    parent,
+                    self.settings.effective_crl_base_url,
+                ):
+                    log.warning("%s", warning)
             base = self.settings.effective_public_base_url
             return SigningIssuer(
                 id=row.id,
@@ -286,6 +294,35 @@ class Hierarchy:
                     delta_crl_url=delta_crl_url(self.settings.effective_crl_base_url, row.name),
                 ),
             )
+
+
+def baked_crl_url_warnings(cert: x509.Certificate, parent: str, crl_base_url: str) -> list[str]:
+    """Where an issuing CA certificate's CRL URLs (fixed at ``agentca init``) are not those of
+    ``crl_base_url`` now: the publisher's complete CRL of ``parent`` names its delta under the
+    new base, while validators fetch what the certificate names (decision 0023)."""
+    out = []
+    wanted = (
+        (x509.CRLDistributionPoints, full_crl_url(crl_base_url, parent), "CRL distribution point"),
+        (x509.FreshestCRL, delta_crl_url(crl_base_url, parent), "Freshest CRL"),
+    )
+    for kind, url, what in wanted:
+        try:
+            points = cert.extensions.get_extension_for_class(kind).value
+        except x509.ExtensionNotFound:
+            continue  # a hierarchy created before Freshest CRL (decision 0023)
+        names = [
+            n.value
+            for p in points
+            for n in (p.full_name or [])
+            if isinstance(n, x509.UniformResourceIdentifier)
+        ]
+        if url not in names:
+            out.append(
+                f"crl_base_url changed since agentca init: the issuing CA certificate's {what} "
+                f"is {', '.join(names) or 'empty'}, crl_base_url now gives {url}; keep serving "
+                f"the {parent} CRLs at the old URL too, or strict validators refuse the chain"
+            )
+    return out
 
 
 def _issuer_row(

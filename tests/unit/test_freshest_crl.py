@@ -214,3 +214,24 @@ def test_init_lints_the_issuing_ca_certificate_before_the_root_key_signs_it(
     with pytest.raises(lint.LintError, match="Freshest CRL names"):
         make_core(tmp_path)
     assert ca_signed == []
+
+
+def test_a_changed_crl_base_url_is_warned_about_when_the_issuing_ca_loads(
+    core: Core, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issuing CA certificate names the root's CRLs under the base of `agentca init`; the
+    root's complete CRL now names its delta under the new base: say so."""
+    from ca.hierarchy import baked_crl_url_warnings
+
+    hierarchy = core.authority.hierarchy
+    issuing = hierarchy.signing_issuer().certificate
+    old = core.settings.effective_crl_base_url
+    assert baked_crl_url_warnings(issuing, "root", old) == []
+    hierarchy.settings = hierarchy.settings.replace(crl_base_url="https://crl.example/agentca")
+    hierarchy._issuing = None
+    with caplog.at_level("WARNING", logger="agentca.hierarchy"):
+        hierarchy.signing_issuer()
+    text = caplog.text
+    assert "crl_base_url changed since agentca init" in text
+    assert f"{old}/root-delta.crl" in text and "https://crl.example/agentca/root-delta.crl" in text
+    assert "CRL distribution point" in text
