@@ -227,6 +227,8 @@ class Hierarchy:
         with self.sessions.begin() as session:
             rows = session.scalars(select(Issuer).with_for_update()).all()
             before = self.arc_state(session)
+            if before.current == arc:  # decided under the lock: two concurrent moves to one arc
+                raise CAError(ErrorCode.CONFLICT, f"the CA already issues under the OID arc {arc}")
             last = session.scalar(
                 select(func.max(Certificate.not_after)).where(
                     Certificate.status != CertStatus.FAILED, Certificate.not_after > now

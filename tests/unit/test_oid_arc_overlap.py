@@ -58,3 +58,19 @@ def test_a_csr_under_the_new_arc_is_read_by_a_process_that_cached_the_old_arcs(
     )
     service = EnrollmentService(core.settings, core.authority, core.registry, core.tokens)
     assert service._csr_provenance(csr) == provenance
+
+
+def test_moving_to_the_current_arc_is_a_conflict_decided_under_the_lock(tmp_path: Path) -> None:
+    """Two `oid-arc set B` at once: the CLI's own check runs before the transaction, so the
+    hierarchy refuses the second one itself, writing no `B -> B` ledger entry."""
+    import pytest
+
+    from ca.errors import CAError, ErrorCode
+
+    core = make_core(tmp_path)
+    core.authority.hierarchy.set_oid_arc(NEW_ARC)
+    before = core.events()
+    with pytest.raises(CAError) as caught:
+        core.authority.hierarchy.set_oid_arc(NEW_ARC)
+    assert caught.value.code is ErrorCode.CONFLICT
+    assert core.events() == before
