@@ -258,9 +258,6 @@ LEGACY_ARC: Final = OidArc("2.25.40108673889173621464063845417476256764")
 #: What a verifier accepts when it is not told: the default arc and the legacy arc.
 DEFAULT_ACCEPTED_ARCS: Final = (DEFAULT_ARC, LEGACY_ARC)
 
-#: The default arc, dotted (kept for callers that name it as a string).
-ARC: Final = DEFAULT_ARC.dotted
-
 #: Supported digest algorithms: name -> (dotted OID, digest length in bytes).
 DIGEST_ALGORITHMS: Final[dict[str, tuple[str, int]]] = {
     "sha256": ("2.16.840.1.101.3.4.2.1", 32),
