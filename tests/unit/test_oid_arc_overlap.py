@@ -15,7 +15,9 @@ NEW_ARC = OidArc("1.3.6.1.4.1.99999.7")
 def test_a_lowered_max_validity_does_not_cut_the_overlap_short(tmp_path: Path) -> None:
     core = make_core(tmp_path)
     hierarchy = core.authority.hierarchy
-    long_lived = core.authority.issue(core.request(timedelta(hours=100)), actor="test")  # max_validity_hours is 168
+    long_lived = core.authority.issue(
+        core.request(timedelta(hours=100)), actor="test"
+    )  # max_validity_hours is 168
     old_arc = hierarchy.arc_state().current
     # the operator lowers max_validity_hours, restarts, then moves the arc
     hierarchy.settings = hierarchy.settings.replace(max_validity_hours=1)
