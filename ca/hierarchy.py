@@ -13,6 +13,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -303,15 +304,20 @@ def baked_crl_url_warnings(cert: x509.Certificate, parent: str, crl_base_url: st
     ``crl_base_url`` now: the publisher's complete CRL of ``parent`` names its delta under the
     new base, while validators fetch what the certificate names (decision 0023)."""
     out = []
-    wanted = (
+    wanted: tuple[tuple[type[x509.CRLDistributionPoints | x509.FreshestCRL], str, str], ...] = (
         (x509.CRLDistributionPoints, full_crl_url(crl_base_url, parent), "CRL distribution point"),
         (x509.FreshestCRL, delta_crl_url(crl_base_url, parent), "Freshest CRL"),
     )
     for kind, url, what in wanted:
         try:
-            points = cert.extensions.get_extension_for_class(kind).value
+            points: Iterable[x509.DistributionPoint] = cert.extensions.get_extension_for_class(
+                kind
+            ).value
         except x509.ExtensionNotFound:
             continue  # a hierarchy created before Freshest CRL (decision 0023)
+        except ValueError as exc:  # malformed extensions: say so, do not stop the CA loading
+            out.append(f"the issuing CA certificate's extensions are malformed: {exc}")
+            break
         names = [
             n.value
             for p in points

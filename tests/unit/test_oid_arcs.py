@@ -99,7 +99,7 @@ def test_a_bad_arc_is_refused(text: str) -> None:
     ],
 )
 def test_an_arc_colliding_with_standard_oids_is_refused(text: str) -> None:
-    with pytest.raises(OidArcError, match="standard arc|registration arc"):
+    with pytest.raises(OidArcError, match=r"standard arc|registration arc"):
         OidArc(text)
 
 
