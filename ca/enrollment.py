@@ -113,6 +113,18 @@ class EnrollmentService:
             self.settings.max_validity,
         )
 
+    def _csr_provenance(self, csr: x509.CertificateSigningRequest) -> Provenance | None:
+        """The CSR's provenance attribute under the CA's accepted arcs. The cached arcs first;
+        if none of them carries it, the arcs read now: a move made in another process within
+        the cache's lifetime must not make the new arc's requests look provenance-less."""
+        hierarchy = self.authority.hierarchy
+        found = read_csr_provenance(csr, hierarchy.accepted_arcs())
+        return (
+            found
+            if found is not None
+            else read_csr_provenance(csr, hierarchy.accepted_arcs(fresh=True))
+        )
+
     def _decide(
         self,
         registration: Registration,
@@ -125,7 +137,7 @@ class EnrollmentService:
         outcome = self._outcome(
             registration,
             csr,
-            read_csr_provenance(csr, self.authority.hierarchy.accepted_arcs()),
+            self._csr_provenance(csr),
             scopes,
             validity,
             session,
@@ -314,7 +326,7 @@ class EnrollmentService:
         that the requester may do this.
         """
         csr = load_csr(req.csr)
-        csr_provenance = read_csr_provenance(csr, self.authority.hierarchy.accepted_arcs())
+        csr_provenance = self._csr_provenance(csr)
         provenance = req.provenance or csr_provenance
         reasons: list[str] = []
         if req.provenance is not None and csr_provenance not in (None, req.provenance):

@@ -13,6 +13,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.arcs import ArcState, arc_setting, encode_previous
@@ -30,25 +31,27 @@ from ca.config import Settings
 from ca.crl_publisher import delta_crl_url, full_crl_url
 from ca.errors import CAError, ErrorCode
 from ca.journal import Journal
-from ca.lint import lint_freshest_crl
+from ca.lint import lint_freshest_crl, sign_ca_linted
 from ca.oids import OidArc, arc_warnings
 from ca.profile import (
     BACKDATE,
     CertificateUrls,
-    build_issuing_certificate,
     build_root_certificate,
+    issuing_certificate_builder,
+    signature_hash,
 )
 from ca.queries import NOT_INITIALISED, read_arc_state
-from ca.records import ISSUING_ROLE, ROOT_ROLE, IssuerRecord
+from ca.records import ISSUING_ROLE, ROOT_ROLE, CertStatus, IssuerRecord
 from ca.serials import new_serial, serial_to_hex
-from ca.store.models import Issuer
+from ca.store.models import Certificate, Issuer
 from hsm.keymanager import KeyManager
 from hsm.keytypes import KeyType
 
 ROOT = ROOT_ROLE
 ISSUING = ISSUING_ROLE
 #: How long a process reuses the accepted arcs it read (CSR attributes, renewals): a move
-#: (``agentca oid-arc set``) keeps the old arc accepted, so staleness refuses nothing valid.
+#: (``agentca oid-arc set``) keeps the old arc accepted; a CSR under no cached arc is read
+#: again under fresh arcs (the new arc of a move made in another process).
 ACCEPTED_ARCS_TTL = 5.0
 
 log = logging.getLogger("agentca.hierarchy")
@@ -131,19 +134,23 @@ class Hierarchy:
             now + timedelta(days=s.root_validity_days),
         )
         issuing_key = self.keys.generate(issuing_label, issuing_type)
-        issuing_cert = build_issuing_certificate(
-            issuing_key.public_key(),
-            s.issuing_common_name,
-            s.organization,
-            new_serial(),
-            now - BACKDATE,
-            now + timedelta(days=s.issuing_validity_days),
-            root_cert,
+        root_delta = delta_crl_url(s.effective_crl_base_url, ROOT)
+        issuing_cert = sign_ca_linted(  # linted before the root key signs (decision 0023)
+            issuing_certificate_builder(
+                issuing_key.public_key(),
+                s.issuing_common_name,
+                s.organization,
+                new_serial(),
+                now - BACKDATE,
+                now + timedelta(days=s.issuing_validity_days),
+                root_cert,
+                issuer_crl_url=full_crl_url(s.effective_crl_base_url, ROOT),
+                issuer_delta_crl_url=root_delta,
+            ),
             root_key,
-            issuer_crl_url=full_crl_url(s.effective_crl_base_url, ROOT),
-            issuer_delta_crl_url=delta_crl_url(s.effective_crl_base_url, ROOT),
+            signature_hash(root_key),
+            lambda linted: lint_freshest_crl(linted, root_delta),
         )
-        lint_freshest_crl(issuing_cert, delta_crl_url(s.effective_crl_base_url, ROOT))
         with self.sessions.begin() as session:
             root = _issuer_row(ROOT, ROOT, None, root_label, root_type.value, root_cert, now, arc)
             session.add(root)
@@ -201,11 +208,11 @@ class Hierarchy:
         with self.sessions() as s:
             return {n: OidArc(a) for n, a in s.execute(select(Issuer.name, Issuer.oid_arc))}
 
-    def accepted_arcs(self) -> tuple[OidArc, ...]:
+    def accepted_arcs(self, fresh: bool = False) -> tuple[OidArc, ...]:
         """The arcs this CA accepts now: current, then previous ones still valid (cached for
-        :data:`ACCEPTED_ARCS_TTL` seconds)."""
+        :data:`ACCEPTED_ARCS_TTL` seconds; ``fresh``: read now)."""
         cached = self._accepted
-        if cached is not None and time.monotonic() < cached[0]:
+        if not fresh and cached is not None and time.monotonic() < cached[0]:
             return cached[1]
         arcs = self.arc_state().accepted(self.clock())
         self._accepted = (time.monotonic() + ACCEPTED_ARCS_TTL, arcs)
@@ -214,12 +221,22 @@ class Hierarchy:
     def set_oid_arc(self, arc: OidArc, actor: str = "system") -> ArcState:
         """Move the CA to ``arc``: new certificates are issued under it; the current arc stays
         accepted for ``max_validity_hours`` (the longest an agent certificate issued under it
-        can still be valid). Recorded on every issuer row, with one ledger entry."""
+        can still be valid), or until the last unexpired certificate expires if that is later
+        (issued while ``max_validity_hours`` was higher). Recorded on every issuer row, with
+        one ledger entry."""
         now = self.clock()
         with self.sessions.begin() as session:
             rows = session.scalars(select(Issuer).with_for_update()).all()
             before = self.arc_state(session)
-            after = before.moved_to(arc, now, self.settings.max_validity)
+            if before.current == arc:  # decided under the lock: two concurrent moves to one arc
+                raise CAError(ErrorCode.CONFLICT, f"the CA already issues under the OID arc {arc}")
+            last = session.scalar(
+                select(func.max(Certificate.not_after)).where(
+                    Certificate.status != CertStatus.FAILED, Certificate.not_after > now
+                )
+            )
+            keep = max(self.settings.max_validity, (last - now) if last else timedelta(0))
+            after = before.moved_to(arc, now, keep)
             for row in rows:
                 row.oid_arc = after.current.dotted
                 row.previous_oid_arcs = encode_previous(after.previous)
@@ -259,6 +276,14 @@ class Hierarchy:
             row = s.scalar(select(Issuer).where(Issuer.role == ISSUING, Issuer.active))
             if row is None:
                 raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
+            parent = s.scalar(select(Issuer.name).where(Issuer.id == row.parent_id))
+            if parent is not None:
+                for warning in baked_crl_url_warnings(
+                    x509.load_der_x509_certificate(row.certificate_der),
+                    parent,
+                    self.settings.effective_crl_base_url,
+                ):
+                    log.warning("%s", warning)
             base = self.settings.effective_public_base_url
             return SigningIssuer(
                 id=row.id,
@@ -272,6 +297,40 @@ class Hierarchy:
                     delta_crl_url=delta_crl_url(self.settings.effective_crl_base_url, row.name),
                 ),
             )
+
+
+def baked_crl_url_warnings(cert: x509.Certificate, parent: str, crl_base_url: str) -> list[str]:
+    """Where an issuing CA certificate's CRL URLs (fixed at ``agentca init``) are not those of
+    ``crl_base_url`` now: the publisher's complete CRL of ``parent`` names its delta under the
+    new base, while validators fetch what the certificate names (decision 0023)."""
+    out = []
+    wanted: tuple[tuple[type[x509.CRLDistributionPoints | x509.FreshestCRL], str, str], ...] = (
+        (x509.CRLDistributionPoints, full_crl_url(crl_base_url, parent), "CRL distribution point"),
+        (x509.FreshestCRL, delta_crl_url(crl_base_url, parent), "Freshest CRL"),
+    )
+    for kind, url, what in wanted:
+        try:
+            points: Iterable[x509.DistributionPoint] = cert.extensions.get_extension_for_class(
+                kind
+            ).value
+        except x509.ExtensionNotFound:
+            continue  # a hierarchy created before Freshest CRL (decision 0023)
+        except ValueError as exc:  # malformed extensions: say so, do not stop the CA loading
+            out.append(f"the issuing CA certificate's extensions are malformed: {exc}")
+            break
+        names = [
+            n.value
+            for p in points
+            for n in (p.full_name or [])
+            if isinstance(n, x509.UniformResourceIdentifier)
+        ]
+        if url not in names:
+            out.append(
+                f"crl_base_url changed since agentca init: the issuing CA certificate's {what} "
+                f"is {', '.join(names) or 'empty'}, crl_base_url now gives {url}; keep serving "
+                f"the {parent} CRLs at the old URL too, or strict validators refuse the chain"
+            )
+    return out
 
 
 def _issuer_row(

@@ -34,7 +34,14 @@ from ca.profile import (
 from wire import extensions as wire_ext
 from wire.oids import DEFAULT_ARC, OidArc
 
-__all__ = ["LintError", "lint_certificate", "lint_freshest_crl", "lint_key_for", "sign_linted"]
+__all__ = [
+    "LintError",
+    "lint_certificate",
+    "lint_freshest_crl",
+    "lint_key_for",
+    "sign_ca_linted",
+    "sign_linted",
+]
 
 #: RSA lint keys only need the same AlgorithmIdentifier, not the issuer's size: the smallest
 #: size cryptography generates keeps the lint signature cheap.
@@ -155,6 +162,22 @@ def lint_freshest_crl(cert: x509.Certificate, delta_crl_url: str | None) -> None
     point = points[0]
     if point.reasons is not None or point.crl_issuer is not None:
         raise LintError("the Freshest CRL distribution point must not carry reasons or cRLIssuer")
+
+
+def sign_ca_linted(
+    builder: x509.CertificateBuilder,
+    issuer_key: CertificateIssuerPrivateKeyTypes,
+    algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None,
+    check: Callable[[x509.Certificate], None],
+) -> x509.Certificate:
+    """A CA certificate: ``check`` on ``builder``'s certificate signed with the throwaway key,
+    then (if it passed) signed with ``issuer_key``; the two must have the same TBS."""
+    linted = builder.sign(lint_key_for(issuer_key), algorithm)
+    check(linted)
+    cert = builder.sign(issuer_key, algorithm)
+    if cert.tbs_certificate_bytes != linted.tbs_certificate_bytes:
+        raise LintError("the signed CA certificate differs from the linted one")
+    return cert
 
 
 def sign_linted(

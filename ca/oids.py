@@ -7,7 +7,6 @@ side derives an OID from a global. See ``docs/oids.md`` for the table and the AS
 from __future__ import annotations
 
 from wire.oids import (
-    ARC,
     DEFAULT_ACCEPTED_ARCS,
     DEFAULT_ARC,
     LARGE_ARC_REFUSED_BY,
@@ -23,7 +22,6 @@ from wire.oids import (
 )
 
 __all__ = [
-    "ARC",
     "DEFAULT_ACCEPTED_ARCS",
     "DEFAULT_ARC",
     "LARGE_ARC_REFUSED_BY",

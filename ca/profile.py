@@ -137,6 +137,33 @@ def build_issuing_certificate(
     """An issuing (intermediate) CA under the root: path length 0, may only sign leaves.
 
     ``issuer_delta_crl_url`` (the root's delta CRL) adds a Freshest CRL extension."""
+    builder = issuing_certificate_builder(
+        public_key,
+        common_name,
+        organization,
+        serial,
+        not_before,
+        not_after,
+        issuer_certificate,
+        issuer_crl_url,
+        issuer_delta_crl_url,
+    )
+    return builder.sign(issuer_key, signature_hash(issuer_key))
+
+
+def issuing_certificate_builder(
+    public_key: CertificatePublicKeyTypes,
+    common_name: str,
+    organization: str,
+    serial: int,
+    not_before: datetime,
+    not_after: datetime,
+    issuer_certificate: x509.Certificate,
+    issuer_crl_url: str | None = None,
+    issuer_delta_crl_url: str | None = None,
+) -> x509.CertificateBuilder:
+    """The unsigned issuing CA certificate of :func:`build_issuing_certificate` (to lint it
+    with a throwaway key before the root key signs it)."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name, organization))
@@ -154,7 +181,7 @@ def build_issuing_certificate(
         builder = builder.add_extension(_crl_dp(issuer_crl_url), critical=False)
     if issuer_delta_crl_url:
         builder = builder.add_extension(freshest_crl(issuer_delta_crl_url), critical=False)
-    return builder.sign(issuer_key, signature_hash(issuer_key))
+    return builder
 
 
 def build_agent_certificate(

@@ -32,6 +32,33 @@ LARGE_ARC_REFUSED_BY: Final = (
 PEN_PREFIX: Final = "1.3.6.1.4.1."
 #: RFC 5612's documentation PEN.
 EXAMPLE_PEN: Final = 32473
+#: Arcs of standards whose OIDs verifiers give a meaning (X.500 attribute types and id-ce,
+#: IANA security incl. PKIX id-pe/id-kp/id-qt, PKCS, X9.62, X9.57, NIST algorithms, OIW,
+#: Ed25519/X25519, SEC curves, Netscape, CA/Browser Forum, Certificate Transparency). An agentca
+#: arc under one would mint OIDs that are (or shadow) standard ones: under 1.3.6.1.5.5.7 the
+#: agentRequestSigning EKU is id-kp-serverAuth, the ledger EKU id-kp-clientAuth and the
+#: provenance extension the Authority Information Access OID. An arc equal to one of these or
+#: a prefix of one is refused as well (its ``.N.M`` OIDs would be those standards' own arcs).
+RESERVED_ARCS: Final = (
+    "2.5",
+    "1.3.6.1.1",
+    "1.3.6.1.2",
+    "1.3.6.1.5",
+    "1.2.840.113549",
+    "1.2.840.10045",
+    "1.2.840.10040",
+    "1.2.840.10046",
+    "2.16.840.1.101.3",
+    "1.3.14",
+    "1.3.101",
+    "1.3.132",
+    "2.16.840.1.113730",
+    "2.23.140",
+    "1.3.6.1.4.1.11129.2",
+)
+#: Registration arcs: what sits under them belongs to whoever registered it (a PEN, a UUID),
+#: so the arc itself, or a prefix of it, is no agentca arc (``.1.1`` would be PEN 1's arc).
+REGISTRATION_ARCS: Final = ("1.3.6.1.4.1", "2.25")
 
 
 class OidArcError(ValueError):
@@ -65,6 +92,15 @@ class OidArc:
                 f"OID arc too long: the OIDs under it would exceed {der.MAX_OID_BYTES} bytes "
                 f"({text[:80]!r})"
             ) from None
+        try:  # cryptography (rust-asn1) refuses components wire.der takes (>= 2**128)
+            x509.ObjectIdentifier(text + ".9.9")
+        except ValueError:
+            raise OidArcError(
+                f"OID arc has a component too large for X.509 libraries: {text[:80]!r}"
+            ) from None
+        reason = reserved_arc_reason(text)
+        if reason:
+            raise OidArcError(reason)
 
     def __str__(self) -> str:
         return self.dotted
@@ -141,6 +177,31 @@ class OidArc:
         return (self.dotted + ".").startswith(f"{PEN_PREFIX}{EXAMPLE_PEN}.")
 
 
+def _is_prefix(short: list[str], long: list[str]) -> bool:
+    return len(short) <= len(long) and long[: len(short)] == short
+
+
+def reserved_arc_reason(dotted: str) -> str | None:
+    """Why ``dotted`` may not be an agentca arc (:data:`RESERVED_ARCS`,
+    :data:`REGISTRATION_ARCS`), or ``None``; compared component by component."""
+    parts = dotted.split(".")
+    for registration in REGISTRATION_ARCS:
+        if _is_prefix(parts, registration.split(".")):
+            return (
+                f"OID arc {dotted[:80]} is (a prefix of) the registration arc {registration}: "
+                f"the OIDs under it belong to others; use {registration}.<your number>..."
+            )
+    for reserved in RESERVED_ARCS:
+        other = reserved.split(".")
+        if _is_prefix(other, parts) or _is_prefix(parts, other):
+            return (
+                f"OID arc {dotted[:80]} collides with the standard arc {reserved}: the agentca "
+                f"OIDs under it would be (or shadow) standard OIDs; use an arc under your "
+                f"organisation's IANA PEN ({PEN_PREFIX}<PEN>...)"
+            )
+    return None
+
+
 def large_components(dotted: str) -> tuple[int, ...]:
     """The components of ``dotted`` that are 2**31 or more (Go and GnuTLS refuse them)."""
     return tuple(int(p) for p in dotted.split(".") if p.isdigit() and int(p) >= LARGE_COMPONENT)
@@ -196,9 +257,6 @@ DEFAULT_ARC: Final = OidArc("1.3.6.1.4.1.32473.2026")
 LEGACY_ARC: Final = OidArc("2.25.40108673889173621464063845417476256764")
 #: What a verifier accepts when it is not told: the default arc and the legacy arc.
 DEFAULT_ACCEPTED_ARCS: Final = (DEFAULT_ARC, LEGACY_ARC)
-
-#: The default arc, dotted (kept for callers that name it as a string).
-ARC: Final = DEFAULT_ARC.dotted
 
 #: Supported digest algorithms: name -> (dotted OID, digest length in bytes).
 DIGEST_ALGORITHMS: Final[dict[str, tuple[str, int]]] = {

@@ -97,7 +97,7 @@ def test_certtool_refuses_the_legacy_uuid_arc(tmp_path: Path) -> None:
     out = tool("certtool", "-i", "--infile", str(legacy))
     assert out.returncode != 0
     assert "ASN1 parser: Error in DER parsing" in out.stderr
-    control = self_signed(tmp_path / "control.pem", f"{oids.ARC}.1.1")
+    control = self_signed(tmp_path / "control.pem", f"{oids.DEFAULT_ARC.dotted}.1.1")
     assert tool("certtool", "-i", "--infile", str(control)).returncode == 0
 
 

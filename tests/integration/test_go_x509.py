@@ -142,7 +142,7 @@ def test_go_parses_root_issuing_and_agent(issued: Issued, x509check: Path) -> No
 
 def test_go_sees_the_agentca_oids_under_the_default_arc(issued: Issued, x509check: Path) -> None:
     agent = _chain(issued, x509check)["certificates"][2]
-    assert oids.ARC == "1.3.6.1.4.1.32473.2026"
+    assert oids.DEFAULT_ARC.dotted == "1.3.6.1.4.1.32473.2026"
     for oid in oids.DEFAULT_ARC.agent_extension_oids:
         assert oid.dotted_string in agent["extension_oids"], agent["extension_oids"]
     assert agent["policy_oids"] == [oids.DEFAULT_ARC.policy_agent_v1.dotted_string]
@@ -223,7 +223,7 @@ def test_go_refuses_a_certificate_under_the_legacy_uuid_arc(
     errors = [c.get("error") for c in verdict["certificates"]]
     assert errors == ["x509: malformed extension OID field"] * 2, verdict
     assert not verdict["verified"]
-    control = self_signed(tmp_path / "control.pem", f"{oids.ARC}.1.1")
+    control = self_signed(tmp_path / "control.pem", f"{oids.DEFAULT_ARC.dotted}.1.1")
     verdict = go_verify(x509check, "-roots", str(control), "-leaf", str(control), "-eku", "any")
     assert [c.get("error") for c in verdict["certificates"]] == [None, None]
     assert verdict["verified"], verdict["verify_error"]

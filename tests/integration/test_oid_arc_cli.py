@@ -55,11 +55,25 @@ def test_init_warns_about_the_example_arc_and_set_moves_the_ca(tmp_path: Path) -
     assert bad.returncode != 0
     assert bad.stderr.startswith("agentca: error: oid_arc:") and bad.stderr.count("\n") == 1
 
+    for standard in ("1.3.6.1.5.5.7", "2.5.29", f"1.3.6.1.4.1.{2**128}"):
+        refused = run_cli("oid-arc", "set", standard, data_dir=tmp_path)
+        assert refused.returncode != 0
+        assert refused.stderr.startswith("agentca: error: oid_arc:"), refused.stderr
+    shown = run_cli("oid-arc", "show", "--json", data_dir=tmp_path)
+    assert json.loads(shown.stdout)["oid_arc"] == LEGACY_ARC.dotted  # nothing was recorded
+
 
 def test_init_refuses_a_bad_arc_before_creating_anything(tmp_path: Path) -> None:
     done = run_cli("init", "--oid-arc", "1.40.5", data_dir=tmp_path)
     assert done.returncode != 0
     assert "oid_arc" in done.stderr and "[configuration]" in done.stderr
+    assert not (tmp_path / "agentca.sqlite3").exists()
+
+
+def test_init_refuses_an_arc_under_pkix_before_creating_anything(tmp_path: Path) -> None:
+    done = run_cli("init", "--oid-arc", "1.3.6.1.5.5.7", data_dir=tmp_path)
+    assert done.returncode != 0
+    assert "standard arc" in done.stderr and "[configuration]" in done.stderr
     assert not (tmp_path / "agentca.sqlite3").exists()
 
 

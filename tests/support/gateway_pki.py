@@ -23,6 +23,7 @@ from ocsp.decision import CertState, SerialStatus
 from ocsp.request import parse_request
 from ocsp.response import Signer, SingleAnswer, build_basic_response
 from tests.unit.helpers import software_hierarchy
+from wire.oids import OidArc
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 NOW = T0.timestamp() + 600
@@ -161,6 +162,7 @@ def make_agent(
     cert: x509.Certificate | None = None,
     key: ec.EllipticCurvePrivateKey | None = None,
     prompt: bytes = PROMPT,
+    oid_arcs: tuple[OidArc, ...] | None = None,
 ) -> Agent:
     """An enrolled (offline) agent whose model file and prompt match its certificate."""
     from pathlib import Path
@@ -180,6 +182,7 @@ def make_agent(
         "http://127.0.0.1:9",
         credential=Credential(cert, (pki.issuing, pki.root)),
         clock=clock,
+        oid_arcs=oid_arcs,
     )
 
 

@@ -148,7 +148,7 @@ def test_digest_parse_rejects(text: object) -> None:
 
 def test_oids() -> None:
     arc = "1.3.6.1.4.1.32473.2026"
-    assert arc == oids.ARC
+    assert arc == oids.DEFAULT_ARC.dotted
     assert oids.DEFAULT_ARC.provenance.dotted_string == arc + ".1.1"
     assert oids.DEFAULT_ARC.authorization.dotted_string == arc + ".1.2"
     assert oids.DEFAULT_ARC.accountability.dotted_string == arc + ".1.3"

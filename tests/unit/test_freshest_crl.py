@@ -189,3 +189,49 @@ def test_published_crl_pair_is_what_the_certificates_name(core: Core, tmp_path: 
             delta.extensions.get_extension_for_class(x509.FreshestCRL)
         assert published[name, "full"].path.name == full_crl_url(BASE, name).rsplit("/", 1)[1]
         assert _cdp(subject) == [full_crl_url(core.settings.effective_crl_base_url, name)]
+
+
+def test_init_lints_the_issuing_ca_certificate_before_the_root_key_signs_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Like agent certificates: a Freshest CRL that is not the root's delta is refused on the
+    throwaway-key certificate; the root key never signs an issuing CA certificate that fails."""
+    from ca import profile
+
+    ca_signed: list[str] = []
+    real_sign = x509.CertificateBuilder.sign
+
+    def counting_sign(
+        self: x509.CertificateBuilder, key: object, *a: object, **k: object
+    ) -> object:
+        cert = real_sign(self, key, *a, **k)  # type: ignore[arg-type]
+        if cert.subject != cert.issuer and key not in lint._keys.values():
+            ca_signed.append(cert.subject.rfc4514_string())
+        return cert
+
+    monkeypatch.setattr(x509.CertificateBuilder, "sign", counting_sign)
+    monkeypatch.setattr(profile, "freshest_crl", lambda _url: freshest_crl(f"{BASE}/x.crl"))
+    with pytest.raises(lint.LintError, match="Freshest CRL names"):
+        make_core(tmp_path)
+    assert ca_signed == []
+
+
+def test_a_changed_crl_base_url_is_warned_about_when_the_issuing_ca_loads(
+    core: Core, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issuing CA certificate names the root's CRLs under the base of `agentca init`; the
+    root's complete CRL now names its delta under the new base: say so."""
+    from ca.hierarchy import baked_crl_url_warnings
+
+    hierarchy = core.authority.hierarchy
+    issuing = hierarchy.signing_issuer().certificate
+    old = core.settings.effective_crl_base_url
+    assert baked_crl_url_warnings(issuing, "root", old) == []
+    hierarchy.settings = hierarchy.settings.replace(crl_base_url="https://crl.example/agentca")
+    hierarchy._issuing = None
+    with caplog.at_level("WARNING", logger="agentca.hierarchy"):
+        hierarchy.signing_issuer()
+    text = caplog.text
+    assert "crl_base_url changed since agentca init" in text
+    assert f"{old}/root-delta.crl" in text and "https://crl.example/agentca/root-delta.crl" in text
+    assert "CRL distribution point" in text

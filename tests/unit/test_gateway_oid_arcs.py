@@ -86,3 +86,58 @@ def _tbs(csr_der: bytes) -> bytes:
     from cryptography import x509
 
     return x509.load_der_x509_csr(csr_der).tbs_certrequest_bytes
+
+
+def _mixed_arc_certificate(pki: Pki, eku_arc: OidArc) -> tuple[Any, Any]:
+    """An agent certificate of the trusted issuing CA with its extensions under ARC_B but the
+    agentRequestSigning EKU of ``eku_arc`` (what a CA bug or a forged profile would sign)."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from ca.profile import signature_hash
+
+    key, cert = pki.issue()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number + 1000)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+    )
+    for ext in cert.extensions:
+        value = ext.value
+        if isinstance(value, x509.ExtendedKeyUsage):
+            value = x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH, eku_arc.kp_agent_request_signing]
+            )
+        elif ext.oid in DEFAULT_ARC.agent_extension_oids:
+            index = DEFAULT_ARC.agent_extension_oids.index(ext.oid)
+            value = x509.UnrecognizedExtension(ARC_B.agent_extension_oids[index], value.value)
+        elif isinstance(value, x509.CertificatePolicies):
+            value = x509.CertificatePolicies([x509.PolicyInformation(ARC_B.policy_agent_v1, None)])
+        builder = builder.add_extension(value, ext.critical)
+    return key, builder.sign(pki.issuing_key, signature_hash(pki.issuing_key))
+
+
+def test_the_gateway_refuses_an_eku_under_one_accepted_arc_and_extensions_under_another(
+    tmp_path: Path,
+) -> None:
+    pki, clock = Pki.create(), Clock()
+    gateway = _verifier(pki, clock, oid_arcs=[ARC_B, DEFAULT_ARC])
+    # control: the same construction with the EKU under ARC_B is accepted
+    key, matched = _mixed_arc_certificate(pki, ARC_B)
+    agent = make_agent(tmp_path / "ok", pki, clock, cert=matched, key=key, oid_arcs=(ARC_B,))
+    staple = pki.ocsp_response(matched, this_update=clock())
+    assert gateway.decide(signed_view(agent, staple=staple)[0], SCOPE).allowed
+
+    key, mixed = _mixed_arc_certificate(pki, DEFAULT_ARC)
+    agent = make_agent(tmp_path / "mixed", pki, clock, cert=mixed, key=key, oid_arcs=(ARC_B,))
+    staple = pki.ocsp_response(mixed, this_update=clock())
+    decision = gateway.decide(signed_view(agent, staple=staple)[0], SCOPE)
+    assert not decision.allowed and decision.denial is not None
+    assert decision.denial.check is Check.CHAIN
+    assert "agentRequestSigning EKU is not under the arc of its agent extensions" in (
+        decision.denial.detail
+    )

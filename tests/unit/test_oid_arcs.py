@@ -82,8 +82,49 @@ def test_a_bad_arc_is_refused(text: str) -> None:
         OidArc(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1.3.6.1.5.5.7",  # PKIX: agentRequestSigning would be serverAuth, provenance AIA
+        "1.3.6.1.5.5.7.3",
+        "2.5.29",  # id-ce
+        "2.5",
+        "1.2.840.113549.1.9",  # PKCS#9: CSR attributes
+        "2.16.840.1.113730",
+        "1.3.6.1",  # a prefix: .4.1 would be the PEN arc itself, .2.1 mib-2
+        "1.3",
+        "1.2",
+        "1.3.6.1.4.1",  # the PEN arc without a PEN: .1.1 is PEN 1's arc
+        "2.25",  # the UUID arc without a UUID
+    ],
+)
+def test_an_arc_colliding_with_standard_oids_is_refused(text: str) -> None:
+    with pytest.raises(OidArcError, match=r"standard arc|registration arc"):
+        OidArc(text)
+
+
+def test_under_pkix_the_derived_oids_would_be_standard_ones() -> None:
+    """Why the arcs above are refused: the OIDs agentca would mint are PKIX's own."""
+    derived = {"1.1": "authorityInfoAccess", "3.1": "serverAuth", "3.2": "clientAuth"}
+    for tail, name in derived.items():
+        assert x509.ObjectIdentifier(f"1.3.6.1.5.5.7.{tail}")._name == name
+
+
+@pytest.mark.parametrize("text", ["2.999.5", "2.50", "1.3.6.1.4.1.55", "2.25.12345", "1.3.6.1.50"])
+def test_arcs_beside_the_standard_ones_are_accepted(text: str) -> None:
+    assert OidArc(text).dotted == text
+
+
+@pytest.mark.parametrize("text", [f"1.3.6.1.4.1.{2**128}", f"2.{2**130}", f"2.25.{2**200}"])
+def test_a_component_too_large_for_cryptography_is_an_arc_error(text: str) -> None:
+    """wire.der encodes any size, rust-asn1 (cryptography) stops at 2**128: refused up front,
+    not a ValueError at the first certificate issued under the arc."""
+    with pytest.raises(OidArcError, match="too large"):
+        OidArc(text)
+
+
 def test_the_longest_arc_still_leaves_room_for_the_derived_oids() -> None:
-    arc = OidArc("1.2." + ".".join(["1"] * (der.MAX_OID_BYTES - 3)))
+    arc = OidArc("1.9." + ".".join(["1"] * (der.MAX_OID_BYTES - 3)))
     assert len(der.encode_oid_content(arc.module)) == der.MAX_OID_BYTES
     with pytest.raises(OidArcError, match="too long"):
         OidArc(arc.dotted + ".1")
@@ -291,11 +332,13 @@ def test_arcs_from_metadata() -> None:
     [
         ("[]", "not a JSON object"),
         ("{", "not JSON"),
-        ({"accepted_oid_arcs": ["1.2"]}, "'oid_arc'"),
-        ({"oid_arc": "1.2", "accepted_oid_arcs": "1.2"}, "'accepted_oid_arcs'"),
-        ({"oid_arc": "1.2", "accepted_oid_arcs": []}, "at least one"),
-        ({"oid_arc": "1.2", "accepted_oid_arcs": ["1.3"]}, "not in 'accepted_oid_arcs'"),
+        ({"accepted_oid_arcs": ["1.9"]}, "'oid_arc'"),
+        ({"oid_arc": "1.9", "accepted_oid_arcs": "1.9"}, "'accepted_oid_arcs'"),
+        ({"oid_arc": "1.9", "accepted_oid_arcs": []}, "at least one"),
+        ({"oid_arc": "1.9", "accepted_oid_arcs": ["1.8"]}, "not in 'accepted_oid_arcs'"),
         ({"oid_arc": "1.02", "accepted_oid_arcs": ["1.02"]}, "DER-encodable"),
+        ({"oid_arc": "1.9", "accepted_oid_arcs": ["1.9", "1.3.6.1.5.5.7"]}, "standard arc"),
+        ({"oid_arc": f"1.9.{2**128}", "accepted_oid_arcs": [f"1.9.{2**128}"]}, "too large"),
     ],
 )
 def test_a_bad_metadata_document_is_refused(doc: object, message: str) -> None:

@@ -166,7 +166,7 @@ def _certificate_with_two_authorizations() -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a")])
     now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-    other = x509.ObjectIdentifier(oids.ARC + ".1.9")  # same length as AUTHORIZATION
+    other = x509.ObjectIdentifier(oids.DEFAULT_ARC.dotted + ".1.9")  # same length as AUTHORIZATION
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
