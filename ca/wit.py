@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -37,6 +37,7 @@ from joserfc.jws import JWSRegistry
 from ca.errors import CAError, ErrorCode
 from ca.proof import verify_statement
 from ca.records import CertificateRecord, CertStatus
+from wire.jwk import jwk_key_type
 from wire.renewal import wit_request_statement
 
 WIT_TYP: Final = "wit+jwt"
@@ -61,21 +62,13 @@ def jose_algorithm(key: Any) -> str:
 
 def public_jwk(public_key: Any, **params: str) -> dict[str, Any]:
     """The public JWK of ``public_key`` with its ``alg`` (and ``params``)."""
-    jwk = import_key(public_key, _jwk_type(public_key)).as_dict(private=False)
+    jwk = import_key(public_key, jwk_key_type(public_key)).as_dict(private=False)
     return {**jwk, "alg": jose_algorithm(public_key), **params}
 
 
 def thumbprint(public_key: Any) -> str:
     """RFC 7638 SHA-256 thumbprint (base64url) of a public key."""
-    return str(import_key(public_key, _jwk_type(public_key)).thumbprint())
-
-
-def _jwk_type(public_key: Any) -> Literal["EC", "RSA", "OKP"]:
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return "RSA"
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return "EC"
-    return "OKP"
+    return str(import_key(public_key, jwk_key_type(public_key)).thumbprint())
 
 
 class HsmJwsAlgorithm(JWSAlgModel):
@@ -145,7 +138,7 @@ def mint_wit(
     algorithm = HsmJwsAlgorithm(signing_key)
     registry = JWSRegistry(algorithms=[algorithm.name])
     registry.algorithms = {algorithm.name: algorithm}  # this registry only, not joserfc's
-    token = jwt.encode(header, claims, import_key(public, _jwk_type(public)), registry=registry)
+    token = jwt.encode(header, claims, import_key(public, jwk_key_type(public)), registry=registry)
     return MintedWit(token, sub, str(claims["jti"]), datetime.fromtimestamp(exp, now.tzinfo))
 
 

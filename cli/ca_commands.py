@@ -12,6 +12,7 @@ import click
 from cryptography.hazmat.primitives import serialization
 
 from ca.arcs import arc_setting
+from ca.config import url_warnings
 from ca.enrollment import DirectIssuance
 from ca.errors import CAError, ErrorCode
 from ca.extensions import Digest, Provenance
@@ -74,6 +75,8 @@ def init(
         root_key_type=root_key_type or settings.root_key_type,
         issuing_key_type=issuing_key_type or settings.issuing_key_type,
     )
+    for warning in url_warnings(settings):
+        click.echo(f"agentca: warning: {warning}", err=True)
     with _warnings_to_stderr():
         created = ensure_initialised(settings, actor())
     if not created:

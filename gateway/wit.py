@@ -19,14 +19,14 @@ import threading
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, import_key
 
 from gateway.problems import Check, Denied
+from wire.jwk import jwk_key_type
 
 WIT_TYP: Final = "wit+jwt"
 #: JOSE algorithms of each RFC 9421 algorithm a certificate key can have (RFC 9421 3.3.7);
@@ -57,15 +57,7 @@ class WitClaims:
 
 def key_thumbprint(public_key: Any) -> str:
     """The RFC 7638 SHA-256 thumbprint of a cryptography public key."""
-    return str(import_key(public_key, _jwk_type(public_key)).thumbprint())
-
-
-def _jwk_type(public_key: Any) -> Literal["EC", "RSA", "OKP"]:
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return "RSA"
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return "EC"
-    return "OKP"
+    return str(import_key(public_key, jwk_key_type(public_key)).thumbprint())
 
 
 def fetch_jwks(url: str, timeout: float = 5.0) -> dict[str, Any]:

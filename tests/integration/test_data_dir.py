@@ -81,3 +81,14 @@ def test_a_data_dir_owned_by_another_user_is_refused(loose_data_dir: Path) -> No
     assert r.returncode == 10, r.stderr
     assert "belongs to uid 65534" in r.stderr and r.stderr.count("\n") == 1
     assert stat.S_IMODE(loose_data_dir.stat().st_mode) == 0o755  # untouched
+
+
+def test_init_warns_when_certificate_urls_point_where_nothing_of_this_ca_listens(
+    tmp_path: Path,
+) -> None:
+    env = {"AGENTCA_LISTEN_PORT": "9400", "AGENTCA_PUBLIC_BASE_URL": "http://127.0.0.1:8400"}
+    result = run_cli("init", data_dir=tmp_path / "data", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "public_base_url http://127.0.0.1:8400 points at 127.0.0.1:8400" in result.stderr
+    quiet = run_cli("init", data_dir=tmp_path / "other", env={"AGENTCA_LISTEN_PORT": "9400"})
+    assert quiet.returncode == 0 and "points at" not in quiet.stderr
