@@ -15,7 +15,14 @@ from ca.api.schemas import WitJson
 from ca.api.state import runtime
 from ca.api.validation import read_body
 from ca.errors import CAError, ErrorCode
-from ca.wit import WitRequest, check_wit_request, mint_wit, wit_jwks, wit_lifetime
+from ca.wit import (
+    WitRequest,
+    check_wit_request,
+    mint_wit,
+    thumbprint,
+    wit_jwks,
+    wit_lifetime,
+)
 
 wit = Blueprint("wit", __name__)
 log = logging.getLogger("agentca.api.wit")
@@ -41,6 +48,22 @@ def mint() -> tuple[Response, int]:
     granted = wit_lifetime(lifetime, cert, now)
     minted = mint_wit(issuer.key, rt.settings.effective_public_base_url, cert, now, granted)
     expires = int(minted.expires.timestamp())
+    agent = minted.sub.rsplit("/", 1)[-1]
+    with rt.sessions.begin() as s:  # recorded before the token is handed out
+        rt.authority.journal.write(
+            s,
+            f"agent:{agent}",
+            "wit.issued",
+            {
+                "agent": agent,
+                "sub": minted.sub,
+                "serial": format(cert.serial_number, "x"),
+                "jti": minted.jti,
+                "expires_at": minted.expires.isoformat(),
+                "cnf_jkt": thumbprint(cert.public_key()),
+            },
+            now,
+        )
     log.info(
         "minted WIT jti=%s sub=%s serial=%x exp=%d",
         minted.jti,

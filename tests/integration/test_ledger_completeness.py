@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agent.csr import sign_statement
 from ca.api.app import create_app
 from ca.api.openapi import build_document
 from ca.extensions import Digest, Provenance, build_agent_csr
@@ -24,6 +25,7 @@ from ca.proof import renewal_statement
 from ca.wiring import Runtime, open_runtime
 from tests.integration.conftest import issue_args, run_cli, settings_for, write_agent_csr
 from tests.integration.http import call, serve_in_thread
+from wire.renewal import wit_request_statement
 
 MODEL, PROMPT = "a1" * 32, "c3" * 32
 
@@ -101,6 +103,20 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
             bearer=None,
         )
 
+    def workload_identity_token() -> None:
+        created = int(time.time())
+        der = x509.load_pem_x509_certificate(state["cert"].encode()).public_bytes(
+            serialization.Encoding.DER
+        )
+        proof = sign_statement(state["key"], wit_request_statement(created, der, 120))
+        body = {
+            "certificate": state["cert"],
+            "created": created,
+            "lifetime_seconds": 120,
+            "proof": base64.b64encode(proof).decode(),
+        }
+        op("POST", "/v1/wit", body, bearer=None)
+
     def token_for_agent() -> None:
         state["enroll_token"] = op("POST", "/v1/agents/ledger-agent/enrollment-tokens")["token"]
 
@@ -163,6 +179,7 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
             enroll,
             ["enrollment_token.used", "certificate.reserved", "certificate.issued"],
         ),
+        ("post", "/v1/wit", workload_identity_token, ["wit.issued"]),
         (
             "post",
             "/v1/renew",
