@@ -111,6 +111,9 @@ class Settings:
     # longer than any request can take (the CA API worker's deadlines end a request first)
     pending_reconcile_seconds: int = 120
     reconcile_interval_seconds: int = 30  # how often each CA API worker reconciles
+    # the CA API's access log leaves out 304 Not Modified answers (conditional polls of the
+    # model inventory, CRLs and the SPIFFE bundle that found nothing new) unless this is true
+    access_log_not_modified: bool = False
 
     def __post_init__(self) -> None:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ca.api.access_log import QuietPollLogger, VerbosePollLogger
 from ca.api.worker import worker_class
 from ca.reconciliation import start_reconciler
 from deploy import SHARED_REUSE_PORT
@@ -29,6 +30,10 @@ def options(settings: Any) -> dict[str, Any]:
         "graceful_timeout": 10,
         "keepalive": 5,
         "accesslog": "-",
+        # 304 answers to conditional polls (inventory, CRLs, bundle) stay out of the log
+        "logger_class": (
+            VerbosePollLogger if settings.access_log_not_modified else QuietPollLogger
+        ),
         "errorlog": "-",
         "loglevel": "info",
         "limit_request_line": 8190,

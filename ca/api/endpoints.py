@@ -310,7 +310,7 @@ def paths() -> dict[str, Any]:
                 "The model inventory",
                 "operator",
                 "api",
-                _ok("200", "models", _list(schemas.Model)),
+                _ok("200", "models; strong ETag, 304 on If-None-Match", _list(schemas.Model)),
                 params=[_query("environment"), _query("status", {"enum": ["active", "retired"]})],
             ),
             "post": _op(

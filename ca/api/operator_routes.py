@@ -76,7 +76,13 @@ def list_models() -> Response:
     if status not in (None, "active", "retired"):
         raise CAError(ErrorCode.BAD_REQUEST, "status must be active or retired")
     models = runtime().registry.list_models(request.args.get("environment"), status)
-    return jsonify([model_json(m) for m in models])
+    resp = jsonify([model_json(m) for m in models])
+    # gateways poll this every few seconds: a strong ETag lets them ask "changed?" and get a
+    # bodiless 304 (which the access log leaves out, ca.api.access_log)
+    resp.add_etag()
+    resp.headers["Cache-Control"] = "private, no-cache"
+    resp.make_conditional(request)  # a 304 answer when If-None-Match matches
+    return resp
 
 
 @operator.post("/v1/models")

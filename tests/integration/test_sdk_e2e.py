@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -479,3 +481,31 @@ def test_dot_segments_do_not_reach_another_route(
 ) -> None:
     reply = post_order(scenario, agent, {}, path)
     assert reply.status == 400 and check_of(reply) == "path-not-normal"
+
+
+# ------------------------------------------------------------------ the inventory poll is quiet
+def test_inventory_poll_is_conditional_and_stays_out_of_the_access_log(
+    scenario: Scenario, agent: Agent
+) -> None:
+    """The gateway refreshes its inventory every 0.3 s: after the first answer the CA answers
+    304 to its If-None-Match, and those 304s are not access-logged (the 200 is)."""
+    assert post_order(scenario, agent).status == 201  # the gateway has loaded the inventory
+    time.sleep(1.5)  # several more polls
+    token = (scenario.work / "gateway.token").read_text().strip()
+    url = scenario.ca_url + "/v1/models?status=active"
+    auth = {"Authorization": f"Bearer {token}"}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=auth), timeout=5) as resp:
+        etag = resp.headers["ETag"]
+        assert resp.status == 200 and etag and not etag.startswith("W/")
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(
+            urllib.request.Request(url, headers={**auth, "If-None-Match": etag}), timeout=5
+        )
+    assert answer.value.code == 304
+    with pytest.raises(urllib.error.HTTPError) as unauthenticated:  # 304 needs the token too
+        urllib.request.urlopen(urllib.request.Request(url, headers={"If-None-Match": etag}))
+    assert unauthenticated.value.code == 401
+    log = (scenario.work / "ca.log").read_text()
+    polls = [line for line in log.splitlines() if "GET /v1/models" in line]
+    assert any('" 200 ' in line for line in polls), polls
+    assert not any('" 304 ' in line for line in polls), polls
