@@ -5,11 +5,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Any
 
 from ca.revocation import RevocationReason
+
+if TYPE_CHECKING:  # loaded where a certificate is decoded: `agentca list` needs none
+    from cryptography import x509
 
 #: ``issuers.role`` of the root and of the issuing CA.
 ROOT_ROLE = "root"
@@ -57,9 +58,7 @@ class CertificateRecord:
 
     @property
     def certificate(self) -> x509.Certificate | None:
-        return (
-            x509.load_der_x509_certificate(self.certificate_der) if self.certificate_der else None
-        )
+        return _load_der(self.certificate_der) if self.certificate_der else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (no certificate bytes)."""
@@ -99,4 +98,10 @@ class IssuerRecord:
 
     @property
     def certificate(self) -> x509.Certificate:
-        return x509.load_der_x509_certificate(self.certificate_der)
+        return _load_der(self.certificate_der)
+
+
+def _load_der(der: bytes) -> x509.Certificate:
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der)

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-
-from ca.extensions import AgentExtensions
 from ca.records import CertStatus
+
+if TYPE_CHECKING:  # annotations only: `agentca list` loads neither
+    from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
+    from ca.extensions import AgentExtensions
 
 
 @dataclass(frozen=True)

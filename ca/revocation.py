@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from ca.errors import CAError, ErrorCode
+
+if TYPE_CHECKING:  # loaded by x509_flag: reading records (`agentca list`) needs none
+    from cryptography import x509
 
 
 class RevocationReason(enum.IntEnum):
@@ -31,7 +33,10 @@ class RevocationReason(enum.IntEnum):
 
     @property
     def x509_flag(self) -> x509.ReasonFlags:
-        return _FLAGS[self]
+        """cryptography's flag for this reason."""
+        from cryptography import x509
+
+        return getattr(x509.ReasonFlags, _FLAG_NAMES[self])  # type: ignore[no-any-return]
 
     @classmethod
     def parse(cls, text: str) -> RevocationReason:
@@ -48,15 +53,15 @@ class RevocationReason(enum.IntEnum):
         )
 
 
-_FLAGS = {
-    RevocationReason.UNSPECIFIED: x509.ReasonFlags.unspecified,
-    RevocationReason.KEY_COMPROMISE: x509.ReasonFlags.key_compromise,
-    RevocationReason.CA_COMPROMISE: x509.ReasonFlags.ca_compromise,
-    RevocationReason.AFFILIATION_CHANGED: x509.ReasonFlags.affiliation_changed,
-    RevocationReason.SUPERSEDED: x509.ReasonFlags.superseded,
-    RevocationReason.CESSATION_OF_OPERATION: x509.ReasonFlags.cessation_of_operation,
-    RevocationReason.CERTIFICATE_HOLD: x509.ReasonFlags.certificate_hold,
-    RevocationReason.REMOVE_FROM_CRL: x509.ReasonFlags.remove_from_crl,
-    RevocationReason.PRIVILEGE_WITHDRAWN: x509.ReasonFlags.privilege_withdrawn,
-    RevocationReason.AA_COMPROMISE: x509.ReasonFlags.aa_compromise,
+_FLAG_NAMES = {  # cryptography's ReasonFlags member names
+    RevocationReason.UNSPECIFIED: "unspecified",
+    RevocationReason.KEY_COMPROMISE: "key_compromise",
+    RevocationReason.CA_COMPROMISE: "ca_compromise",
+    RevocationReason.AFFILIATION_CHANGED: "affiliation_changed",
+    RevocationReason.SUPERSEDED: "superseded",
+    RevocationReason.CESSATION_OF_OPERATION: "cessation_of_operation",
+    RevocationReason.CERTIFICATE_HOLD: "certificate_hold",
+    RevocationReason.REMOVE_FROM_CRL: "remove_from_crl",
+    RevocationReason.PRIVILEGE_WITHDRAWN: "privilege_withdrawn",
+    RevocationReason.AA_COMPROMISE: "aa_compromise",
 }

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Final
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Final
 
 from wire import der
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 #: Components of at least this value are refused by the verifiers in LARGE_ARC_REFUSED_BY.
 LARGE_COMPONENT: Final = 2**31
@@ -61,6 +62,20 @@ RESERVED_ARCS: Final = (
 REGISTRATION_ARCS: Final = ("1.3.6.1.4.1", "2.25")
 
 
+X509_COMPONENT_BOUND: Final = 2**128
+
+
+def fits_x509_libraries(parts: list[str]) -> bool:
+    """Whether X.509 libraries can hold these (DER-valid) components: rust-asn1, under
+    cryptography, keeps each subidentifier in a u128, the first one being 40 * first + second
+    (it panics, not raises, on the combined overflow). Pure, so importing this module does not
+    load cryptography."""
+    first, second, *rest = (int(p) for p in parts)
+    return 40 * first + second < X509_COMPONENT_BOUND and all(
+        c < X509_COMPONENT_BOUND for c in rest
+    )
+
+
 class OidArcError(ValueError):
     """A dotted string that is not a usable agentca arc."""
 
@@ -92,12 +107,10 @@ class OidArc:
                 f"OID arc too long: the OIDs under it would exceed {der.MAX_OID_BYTES} bytes "
                 f"({text[:80]!r})"
             ) from None
-        try:  # cryptography (rust-asn1) refuses components wire.der takes (>= 2**128)
-            x509.ObjectIdentifier(text + ".9.9")
-        except ValueError:
+        if not fits_x509_libraries(parts):
             raise OidArcError(
                 f"OID arc has a component too large for X.509 libraries: {text[:80]!r}"
-            ) from None
+            )
         reason = reserved_arc_reason(text)
         if reason:
             raise OidArcError(reason)
@@ -106,6 +119,8 @@ class OidArc:
         return self.dotted
 
     def _oid(self, suffix: str) -> x509.ObjectIdentifier:
+        from cryptography import x509  # here, so `agentca list` does not load cryptography
+
         return x509.ObjectIdentifier(f"{self.dotted}.{suffix}")
 
     @property

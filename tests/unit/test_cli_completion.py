@@ -35,3 +35,14 @@ def test_the_completion_script_is_generated(shell: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "_AGENTCA_COMPLETE" in result.stdout
+
+
+def test_the_read_path_of_list_loads_no_cryptography() -> None:
+    """`agentca list` reads records only: the modules it imports must not pull cryptography
+    (about 40 ms of its start-up, issue 13's 0.5 s budget)."""
+    code = (
+        "import sys, cli.main, cli.context, cli.cert_commands, ca.queries;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

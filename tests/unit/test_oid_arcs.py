@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -121,6 +123,38 @@ def test_a_component_too_large_for_cryptography_is_an_arc_error(text: str) -> No
     not a ValueError at the first certificate issued under the arc."""
     with pytest.raises(OidArcError, match="too large"):
         OidArc(text)
+
+
+def _cryptography_takes(text: str) -> bool:
+    try:
+        x509.ObjectIdentifier(text)
+    except BaseException:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f"2.25.{2**128 - 1}", f"2.25.{2**128}", f"2.{2**128 - 81}", f"2.{2**128 - 80}",
+     f"2.{2**128 - 1}", f"1.3.6.1.4.1.{2**128 - 1}", f"1.39.{2**128 - 1}.{2**128 - 1}"],
+)  # fmt: skip
+def test_the_size_bound_is_exactly_cryptographys(text: str) -> None:
+    """The bound is checked without cryptography (so importing wire.oids stays light) and
+    matches it exactly, the combined first subidentifier (40 * first + second, where
+    rust-asn1 panics instead of raising) included."""
+    takes = _cryptography_takes(text + ".9.9")
+    try:
+        OidArc(text)
+    except OidArcError as exc:
+        assert not takes and "too large" in str(exc)
+    else:
+        assert takes
+
+
+def test_importing_the_arcs_does_not_load_cryptography() -> None:
+    code = "import sys, wire.oids; print('cryptography' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_the_longest_arc_still_leaves_room_for_the_derived_oids() -> None:
