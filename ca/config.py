@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -28,6 +29,9 @@ KEY_STORES = ("pkcs11", "software")
 #: ``AGENTCA_*`` variables that are not settings: the file to read, and the test and
 #: benchmark harness's own (prefixes). Any other unknown ``AGENTCA_*`` variable is an error.
 ENV_NOT_SETTINGS = ("AGENTCA_CONFIG",)
+#: The settings naming the PostgreSQL roles of decision 0028, owner first.
+DB_ROLE_SETTINGS = ("db_owner_role", "db_writer_role", "db_ocsp_role", "db_auditor_role")
+_SQL_ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 ENV_HARNESS_PREFIXES = ("AGENTCA_TEST_", "AGENTCA_BENCH_", "AGENTCA_FAULTS_")
 
 
@@ -42,6 +46,14 @@ class Settings:
 
     data_dir: Path = field(default_factory=_default_data_dir)
     database_url: str = ""  # empty: SQLite file in data_dir
+    # PostgreSQL least-privilege roles (decision 0028): `agentca db upgrade` (and the first run)
+    # migrate through migration_database_url, connected as the schema owner; `agentca db roles`
+    # creates the roles below and grants each only what its processes use
+    migration_database_url: str = ""  # empty: database_url
+    db_owner_role: str = "agentca_owner"  # owns the schema's tables; runs the migrations
+    db_writer_role: str = "agentca_ca"  # the CA API and CLI (database_url)
+    db_ocsp_role: str = "agentca_ocsp"  # the OCSP responder (ocsp_database_url): SELECT only
+    db_auditor_role: str = "agentca_auditor"  # reads the ledger tables only
     # HSM (PKCS#11)
     pkcs11_module: str = ""  # empty: find SoftHSM2
     token_label: str = "agentca"
@@ -127,6 +139,25 @@ class Settings:
                 f"setting 'key_store' must be one of {', '.join(KEY_STORES)}, "
                 f"not {self.key_store!r}",
             )
+        roles = [(n, getattr(self, n)) for n in DB_ROLE_SETTINGS]
+        for name, role in roles:
+            if (
+                not _SQL_ROLE.fullmatch(role)
+                or role in {"public", "postgres", "none"}
+                or role.startswith("pg_")
+            ):
+                raise CAError(
+                    ErrorCode.CONFIG,
+                    f"setting {name!r} must be a PostgreSQL role name of lowercase letters, "
+                    "digits and '_', at most 63, starting with a letter or '_' (not public, "
+                    f"postgres or pg_*), not {role!r}",
+                )
+        if len({role for _, role in roles}) != len(roles):
+            raise CAError(
+                ErrorCode.CONFIG,
+                f"settings {', '.join(DB_ROLE_SETTINGS)} must name four different roles: "
+                "each role is granted only what its own processes use",
+            )
         if self.oid_arc.strip():
             try:
                 OidArc(self.oid_arc.strip())
@@ -137,6 +168,11 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'agentca.sqlite3'}"
+
+    @property
+    def effective_migration_database_url(self) -> str:
+        """Where migrations run: ``migration_database_url``, else the CA's database."""
+        return self.migration_database_url or self.effective_database_url
 
     @property
     def effective_pin_file(self) -> Path:
@@ -212,7 +248,7 @@ def _url_host(listen_host: str) -> str:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 #: Settings whose value may carry a secret (a password in a database URL).
-_URL_SETTINGS_WITH_CREDENTIALS = ("database_url", "ocsp_database_url")
+_URL_SETTINGS_WITH_CREDENTIALS = ("database_url", "ocsp_database_url", "migration_database_url")
 
 
 def _unknown(what: str, name: str, known: list[str]) -> CAError:
@@ -335,6 +371,10 @@ def derived_items(settings: Settings) -> list[tuple[str, str]]:
         (
             "ocsp_database_url",
             str(redacted("ocsp_database_url", settings.effective_ocsp_database_url)),
+        ),
+        (
+            "migration_database_url",
+            str(redacted("migration_database_url", settings.effective_migration_database_url)),
         ),
         ("hsm_pin_file", str(settings.effective_pin_file)),
         ("ocsp_pin_file", str(settings.effective_ocsp_pin_file)),

@@ -30,9 +30,9 @@ from ca.registry import Registry
 from ca.store.db import (
     make_engine,
     make_session_factory,
+    migrate_if_behind,
     require_database_file,
     require_schema,
-    upgrade,
 )
 from ca.tokens import EnrollmentTokens
 from hsm import KeyManager
@@ -71,7 +71,9 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
         require_database_file(settings.effective_database_url)
     secure_data_dir(settings)
     if create:
-        upgrade(settings.effective_database_url)
+        migrate_if_behind(
+            settings.effective_database_url, settings.effective_migration_database_url
+        )
         secure_data_dir(settings)  # the database file and token the upgrade may have created
     engine = make_engine(settings.effective_database_url)
     if not create:

@@ -15,6 +15,7 @@ from ca.store.db import (
     upgrade,
 )
 from cli.context import settings_from
+from cli.db_roles_commands import roles
 from cli.group import AgentcaGroup
 
 
@@ -67,12 +68,17 @@ def upgrade_command(ctx: click.Context, as_json: bool) -> None:
     """Migrate the database to this release's schema (a no-op when it is already there).
 
     Back up the database first; migrations run in a transaction where the database allows.
+    Connects through migration_database_url (database_url when unset): on PostgreSQL, the
+    owner role of 'agentca db roles'.
     """
     settings = settings_from(ctx)
-    url = settings.effective_database_url
+    url = settings.effective_migration_database_url  # the owner role (decision 0028)
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     before = _state(url)["current"]
     upgrade(url)
     doc = _state(url) | {"previous": before}
     _echo(doc, as_json)
+
+
+db.add_command(roles)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.errors import CAError, ErrorCode
@@ -82,6 +83,36 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)
+
+
+def migrate_if_behind(url: str, migration_url: str) -> bool:
+    """Migrate the schema at ``url`` to the head through ``migration_url`` unless it is there.
+
+    A process connected as the least-privileged writer role (decision 0028) never runs DDL on
+    a schema that is up to date; behind, a role that may not migrate gets one clear error
+    naming ``agentca db upgrade`` instead of a driver traceback. Returns whether it migrated.
+    """
+    engine = make_engine(url)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    head = head_revision(url)
+    if current == head:
+        return False
+    try:
+        upgrade(migration_url)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise CAError(
+            ErrorCode.CONFIG,
+            f"the database schema is at {current or 'nothing'}, this release needs {head}, and "
+            "the role of migration_database_url (database_url when unset) may not migrate it: "
+            "run 'agentca db upgrade' with migration_database_url naming the owner role "
+            "(docs/deployment.md, 'Database roles')",
+        ) from None
+    return True
 
 
 def head_revision(url: str) -> str:
