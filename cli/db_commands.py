@@ -17,6 +17,7 @@ from ca.store.db import (
 from cli.context import settings_from
 from cli.db_roles_commands import roles
 from cli.group import AgentcaGroup
+from cli.heartbeat_commands import heartbeat
 
 
 @click.group(cls=AgentcaGroup)
@@ -82,3 +83,4 @@ def upgrade_command(ctx: click.Context, as_json: bool) -> None:
 
 
 db.add_command(roles)
+db.add_command(heartbeat)

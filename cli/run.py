@@ -23,9 +23,12 @@ from cli.context import actor, settings_from
 SIGNER_CHECK_EVERY = 600  # seconds; signers live 48 h and are renewed with 24 h left
 
 
-def _children(checkpoint_every: int) -> list[tuple[str, list[str]]]:
+def _children(checkpoint_every: int, postgresql: bool) -> list[tuple[str, list[str]]]:
     agentca = [sys.executable, "-m", "cli.main"]
+    # responders on a streaming replica vouch for it only as of its last replayed commit
+    heartbeat = [("db-heartbeat", [*agentca, "db", "heartbeat"])] if postgresql else []
     return [
+        *heartbeat,
         ("ca-api", [*agentca, "serve"]),
         ("ocsp", [*agentca, "ocsp", "serve"]),
         (
@@ -68,7 +71,8 @@ def run(ctx: click.Context, checkpoint_every: int) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for name, cmd in _children(checkpoint_every):
+    postgresql = settings.effective_database_url.startswith(("postgresql", "postgres:"))
+    for name, cmd in _children(checkpoint_every, postgresql):
         procs.append((name, subprocess.Popen(cmd)))
     click.echo(
         f"CA API   http://{settings.listen_host}:{settings.listen_port}\n"

@@ -211,6 +211,7 @@ class Responder:
         self._db_ok = False
         self._fresh_as_of = 0.0  # wall time of the last successful poll
         self._confirmed = float("-inf")  # monotonic time of the last successful poll's start
+        self.replica_lag: float | None = 0.0  # of the last poll (ocsp.status.FeedHead.lag)
         self._vouch_for = self.options.vouch_for  # answers stop this long after _confirmed
         self._next_poll = 0.0
         self._next_signer_check = 0.0
@@ -312,8 +313,20 @@ class Responder:
         if not self._db_ok and started:
             log.info("OCSP status feed reachable again")
         self._db_ok = True
-        self._confirmed = mono
-        self._fresh_as_of = wall
+        self.replica_lag = head.lag
+        if head.lag is None:
+            # a replica that has replayed nothing since it started: its data is of unknown age
+            self.errors.log(
+                logging.WARNING,
+                "poll/replica-no-replay",
+                "OCSP database is a replica that has replayed no transaction yet (is "
+                "'agentca db heartbeat' running against the primary?); not vouching for it",
+            )
+        else:
+            # what was read is as fresh as the primary was `lag` seconds before the poll began
+            # (one server per ocsp_database_url: a pool over replicas could go back in time)
+            self._confirmed = mono - head.lag
+            self._fresh_as_of = wall - head.lag
         self._next_poll = mono + self.options.poll_interval
         if mono >= self._next_signer_check:
             self._next_signer_check = mono + self.options.signer_check_interval

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Connection, Engine, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ca.errors import CAError, ErrorCode
@@ -51,11 +51,18 @@ class SignerInfo:
 
 @dataclass(frozen=True)
 class FeedHead:
-    """Highest ids of the tables whose changes invalidate worker state (0 when empty)."""
+    """Highest ids of the tables whose changes invalidate worker state (0 when empty).
+
+    ``lag`` bounds how far what was read may trail the primary, in seconds: 0 on a primary
+    (or SQLite); on a streaming replica, the age of the last transaction it replayed (the CA
+    side commits a heartbeat several times a second, ``agentca db heartbeat``); ``None`` on a
+    replica that has replayed nothing since it started, whose data is of unknown age.
+    """
 
     status_change: int
     signer: int
     issuer: int
+    lag: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,22 @@ class StatusSource(Protocol):
     def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]: ...
 
 
+_REPLICA_LAG = text(
+    "SELECT pg_is_in_recovery(), "
+    "EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())"
+)
+
+
+def replica_lag(conn: Connection) -> float | None:
+    """Seconds the data on ``conn``'s server may trail the primary: 0 on a primary, the age
+    of the last replayed transaction on a streaming replica (never negative: a replica clock
+    behind the primary's reads as 0), None when the replica replayed nothing yet."""
+    in_recovery, age = conn.execute(_REPLICA_LAG).one()
+    if not in_recovery:
+        return 0.0
+    return None if age is None else max(0.0, float(age))
+
+
 class SqlStatusSource:
     """``StatusSource`` over SQLAlchemy Core SELECTs (use a read-only role in production)."""
 
@@ -96,10 +119,15 @@ class SqlStatusSource:
             select(func.max(Issuer.id)).scalar_subquery(),
         )
 
+        postgresql = self.engine.dialect.name == "postgresql"
+
         def run() -> FeedHead:
             with self.engine.connect() as conn:
+                # the lag first, in its own statement: the head's snapshot, taken after it,
+                # is at least as fresh as the lag says (read committed: a snapshot per statement)
+                lag = replica_lag(conn) if postgresql else 0.0
                 row = conn.execute(query).one()
-            return FeedHead(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0))
+            return FeedHead(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), lag)
 
         return self._run(run)
 

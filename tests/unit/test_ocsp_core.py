@@ -55,6 +55,7 @@ class FakeSource:
     hidden: set[int] = field(default_factory=set)  # ids allocated but not committed
     down: bool = False
     status_queries: int = 0
+    lag: float | None = 0.0  # a streaming replica's (FeedHead.lag)
 
     def _check(self) -> None:
         if self.down:
@@ -62,7 +63,8 @@ class FakeSource:
 
     def head(self) -> FeedHead:
         self._check()
-        return FeedHead(max((c.id for c in self.feed), default=0), 1, len(self.issuers_list))
+        top = max((c.id for c in self.feed), default=0)
+        return FeedHead(top, 1, len(self.issuers_list), self.lag)
 
     def changes(self, after: int, also: Iterable[int], limit: int) -> list[Change]:
         self._check()

@@ -213,3 +213,35 @@ def test_log_limiter_is_per_kind() -> None:
     assert not limiter.log(logging.WARNING, "a", "again")
     t[0] = 1.0
     assert limiter.log(logging.WARNING, "a", "a after a second")
+
+
+def test_a_lagging_replica_is_vouched_for_only_as_of_what_it_replayed(world: World) -> None:
+    """On a streaming replica a poll confirms the primary as it was ``lag`` seconds before:
+    a replica that stopped replaying (polls still succeed) is tryLater once the bound is past,
+    never "good" for a revocation it has not replayed (issue 14 item 2)."""
+    responder = world.responder()
+    cached = make_request([cert_id(world.issuing, GOOD_SERIAL)])
+    world.source.lag = 0.3
+    assert _status(responder.respond(cached)) == "GOOD"
+    # the replica stops replaying: every poll succeeds but reads an ever older primary
+    states = []
+    for step in range(1, 15):
+        world.clock.t += 0.1
+        world.source.lag = 0.3 + 0.1 * step
+        states.append((round(world.source.lag, 1), _status(responder.respond(cached))))
+    assert all(state == "GOOD" for lag, state in states if lag <= 0.9), states
+    assert all(state == "TRY_LATER" for lag, state in states if lag >= 1.1), states
+    # replay resumes and catches up: answers again
+    world.clock.t += 0.3
+    world.source.lag = 0.05
+    assert _status(responder.respond(cached)) == "GOOD"
+
+
+def test_a_replica_that_replayed_nothing_is_not_vouched_for(world: World) -> None:
+    world.source.lag = None
+    responder = world.responder()
+    cached = make_request([cert_id(world.issuing, GOOD_SERIAL)])
+    assert responder.respond(cached).status is ResponseStatus.TRY_LATER
+    world.source.lag = 0.1
+    world.clock.t += 1
+    assert _status(responder.respond(cached)) == "GOOD"

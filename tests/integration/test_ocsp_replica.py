@@ -1,0 +1,217 @@
+"""The OCSP responder on a real PostgreSQL streaming replica (issue 14 item 2, decision 0029).
+
+The CA writes to the primary (the throwaway server of scripts/with-postgres.sh); a hot standby
+is made from it with ``pg_basebackup`` and started beside it; ``agentca db heartbeat`` commits
+on the primary; ``agentca ocsp serve`` (2 workers) reads only the replica. A revocation on the
+primary is answered "revoked" by every worker within the 1 s bound; a replica that stops
+replaying (``pg_wal_replay_pause``) or stops altogether is answered tryLater past the bound,
+never "good" for the revoked certificate; both recover.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from cryptography.x509 import ocsp
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from ca.authority import CertificateAuthority
+from ca.config import Settings
+from ca.revocation import RevocationReason
+from ca.store.db import make_engine, make_session_factory
+from tests.conftest import PgServer
+from tests.integration.conftest import AGENTCA, REPO_ROOT
+from tests.integration.test_ocsp_interop import der_request, init_ca, issue, post, serve
+
+BOUND = 1.0  # OcspOptions.status_freshness
+
+
+def _state(response: ocsp.OCSPResponse) -> str:
+    if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return response.response_status.name
+    return response.certificate_status.name
+
+
+def _run_as(server: PgServer, *cmd: str) -> None:
+    full = ["runuser", "-u", server.runas, "--", *cmd] if server.runas else list(cmd)
+    done = subprocess.run(full, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def replica(pg_module_url: str, _pg_server_session: PgServer | None) -> Iterator[PgServer]:
+    """A hot standby of the test server, streaming through a physical replication slot."""
+    primary = _pg_server_session
+    if primary is None:
+        pytest.skip("no controllable PostgreSQL server: run under scripts/with-postgres.sh")
+    datadir = primary.datadir.parent / f"replica-{secrets.token_hex(3)}"
+    slot = f"agentca_test_{secrets.token_hex(3)}"
+    port = make_url(primary.url).port
+    _run_as(primary, "mkdir", "-m", "0700", str(datadir))
+    _run_as(
+        primary, str(primary.bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(port),
+        "-U", "postgres", "-D", str(datadir), "-R", "-X", "stream", "-C", "-S", slot, "-c", "fast",
+    )  # fmt: skip
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        replica_port = s.getsockname()[1]
+    auto = datadir / "postgresql.auto.conf"
+    extra = f"port = {replica_port}\nunix_socket_directories = ''\nhot_standby = on\n"
+    _run_as(primary, "sh", "-c", f"printf '%s' \"{extra}\" >> {auto}")
+    url = make_url(primary.url).set(port=replica_port).render_as_string(False)
+    server = PgServer(url, primary.bindir, datadir, primary.runas, datadir.parent / "replica.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        engine = sa.create_engine(primary.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_drop_replication_slot(:s)"), {"s": slot})
+        finally:
+            engine.dispose()
+        _run_as(primary, "rm", "-rf", str(datadir))
+
+
+def _on(url: str, database_url: str) -> str:
+    """``database_url`` (a database on the primary) on the server at ``url``."""
+    return make_url(database_url).set(port=make_url(url).port).render_as_string(False)
+
+
+@pytest.fixture(scope="module")
+def ca(
+    tmp_path_factory: pytest.TempPathFactory, pg_module_url: str, replica: PgServer
+) -> Iterator[dict[str, Any]]:
+    data_dir = tmp_path_factory.mktemp("replica-ca")
+    work = tmp_path_factory.mktemp("replica-work")
+    primary_env = {"AGENTCA_DATABASE_URL": pg_module_url}
+    init_ca(data_dir, primary_env, work)
+    certs = {n: issue(data_dir, primary_env, work, n) for n in ("follows", "paused", "stopped")}
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AGENTCA_")}
+    env.update(AGENTCA_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO_ROOT), **primary_env)
+    env.pop("SOFTHSM2_CONF", None)
+    beat = subprocess.Popen([AGENTCA, "db", "heartbeat"], env=env)
+    reader = _on(replica.url, pg_module_url)
+    try:
+        responder_env = {"AGENTCA_DATABASE_URL": reader, "AGENTCA_OCSP_DATABASE_URL": reader}
+        with serve(data_dir, responder_env) as (base, _proc):
+            yield {
+                "work": work, "base": base, "certs": certs, "primary": pg_module_url,
+                "replica": replica, "reader": reader, "data_dir": data_dir,
+            }  # fmt: skip
+    finally:
+        beat.terminate()
+        beat.wait(10)
+
+
+def _revoke(ca: dict[str, Any], serial: str) -> float:
+    """Revoke on the primary (the CA's own path); the monotonic time of the commit."""
+    engine = make_engine(ca["primary"])
+    try:
+        authority = CertificateAuthority(
+            Settings(data_dir=ca["data_dir"]),
+            make_session_factory(engine),
+            keys=None,  # type: ignore[arg-type]
+        )
+        authority.revoke(serial, RevocationReason.KEY_COMPROMISE, "test")
+        return time.monotonic()
+    finally:
+        engine.dispose()
+
+
+def _sample(
+    ca: dict[str, Any],
+    der: bytes,
+    committed: float,
+    until: Callable[[list[tuple[float, str]]], bool],
+) -> list[tuple[float, str]]:
+    """(seconds after the commit the request was sent, answer) until ``until`` holds."""
+    samples: list[tuple[float, str]] = []
+
+    def one(_: int) -> tuple[float, str]:
+        sent = time.monotonic() - committed
+        response, _headers = post(ca["base"], der)
+        return sent, _state(response)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        while not until(samples):
+            samples += pool.map(one, range(8))
+            assert time.monotonic() - committed < 40, samples[-8:]
+    return samples
+
+
+def _warm(ca: dict[str, Any], name: str) -> tuple[bytes, str]:
+    pem, serial = ca["certs"][name]
+    der = der_request(ca["work"] / "issuing.pem", pem)
+    deadline = time.monotonic() + 30
+    while _state(post(ca["base"], der)[0]) != "GOOD":  # the replica caught up, the heartbeat runs
+        assert time.monotonic() < deadline, "the replica responder never answered good"
+        time.sleep(0.2)
+    return der, serial
+
+
+def _replica_sql(ca: dict[str, Any], statement: str) -> Any:
+    engine = sa.create_engine(ca["replica"].url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(statement)).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_revocation_reaches_the_replica_responder_within_the_bound(ca: dict[str, Any]) -> None:
+    der, serial = _warm(ca, "follows")
+    lags = [
+        float(
+            _replica_sql(
+                ca, "SELECT EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())"
+            )
+        )
+        for _ in range(10)
+    ]
+    assert max(lags) < BOUND, lags  # the heartbeat keeps the replica's known age small
+    committed = _revoke(ca, serial)
+    samples = _sample(ca, der, committed, lambda s: bool(s) and s[-1][0] > BOUND + 0.6)
+    late = [state for sent, state in samples if sent > BOUND]
+    assert late and set(late) == {"REVOKED"}, samples
+
+
+def test_a_replica_that_stops_replaying_is_try_later_never_good(ca: dict[str, Any]) -> None:
+    der, serial = _warm(ca, "paused")
+    _replica_sql(ca, "SELECT pg_wal_replay_pause()")
+    try:
+        committed = _revoke(ca, serial)  # committed on the primary, not replayed
+        samples = _sample(ca, der, committed, lambda s: bool(s) and s[-1][0] > BOUND + 1.5)
+    finally:
+        _replica_sql(ca, "SELECT pg_wal_replay_resume()")
+    late = [state for sent, state in samples if sent > BOUND]
+    assert late and "GOOD" not in late, samples  # polls succeed, yet nothing stale is vouched for
+    assert "TRY_LATER" in late, samples
+    recovered = _sample(ca, der, committed, lambda s: bool(s) and s[-1][1] == "REVOKED")
+    assert "GOOD" not in [state for sent, state in recovered if sent > BOUND], recovered
+
+
+def test_a_stopped_replica_is_try_later_then_recovers(ca: dict[str, Any]) -> None:
+    der, serial = _warm(ca, "stopped")
+    replica: PgServer = ca["replica"]
+    replica.stop("immediate")
+    try:
+        committed = _revoke(ca, serial)
+        samples = _sample(ca, der, committed, lambda s: bool(s) and s[-1][0] > BOUND + 1.5)
+    finally:
+        replica.start()
+    late = [state for sent, state in samples if sent > BOUND]
+    assert late and set(late) == {"TRY_LATER"}, samples
+    recovered = _sample(ca, der, committed, lambda s: bool(s) and s[-1][1] == "REVOKED")
+    assert "GOOD" not in [state for sent, state in recovered if sent > BOUND], recovered
