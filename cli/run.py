@@ -1,7 +1,8 @@
 """``agentca run``: the whole product on one machine (what ``make run`` starts).
 
 First-run setup (SoftHSM2 tokens, schema, root and issuing CA, first OCSP responder
-certificates), then five processes side by side: the CA API, the OCSP responder (read-only),
+certificates), then five processes side by side (six on PostgreSQL, with the replication
+heartbeat of decision 0029): the CA API, the OCSP responder (read-only),
 the OCSP signer rotation (CA side: a new responder certificate ahead of expiry, while the old one
 is still valid), the CRL publisher (on revocation and on schedule) and the ledger checkpoint
 scheduler. A stop signal stops them all; if one dies, the others are stopped too.
