@@ -100,3 +100,7 @@ demo: bootstrap-run
 
 bench-gateway: bootstrap-test
 	'$(PY)' -m bench.gateway_bench $(BENCH_ARGS)
+
+.PHONY: bench-replica
+bench-replica: bootstrap-test
+	bash scripts/with-postgres.sh $(PY) bench/replica_lag.py $(BENCH_ARGS)

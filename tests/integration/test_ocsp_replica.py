@@ -11,7 +11,7 @@ never "good" for the revoked certificate; both recover.
 from __future__ import annotations
 
 import concurrent.futures
-import secrets
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from cryptography.x509 import ocsp
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from ca.authority import CertificateAuthority
@@ -30,6 +29,7 @@ from ca.store.db import make_engine, make_session_factory
 from tests.conftest import PgServer
 from tests.integration.conftest import AGENTCA, REPO_ROOT
 from tests.integration.test_ocsp_interop import der_request, init_ca, issue, post, serve
+from tests.support.pg_replica import on_server, streaming_replica
 
 BOUND = 1.0  # OcspOptions.status_freshness
 
@@ -40,53 +40,13 @@ def _state(response: ocsp.OCSPResponse) -> str:
     return response.certificate_status.name
 
 
-def _run_as(server: PgServer, *cmd: str) -> None:
-    full = ["runuser", "-u", server.runas, "--", *cmd] if server.runas else list(cmd)
-    done = subprocess.run(full, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture(scope="module")
 def replica(pg_module_url: str, _pg_server_session: PgServer | None) -> Iterator[PgServer]:
     """A hot standby of the test server, streaming through a physical replication slot."""
-    primary = _pg_server_session
-    if primary is None:
+    if _pg_server_session is None:
         pytest.skip("no controllable PostgreSQL server: run under scripts/with-postgres.sh")
-    datadir = primary.datadir.parent / f"replica-{secrets.token_hex(3)}"
-    slot = f"agentca_test_{secrets.token_hex(3)}"
-    port = make_url(primary.url).port
-    _run_as(primary, "mkdir", "-m", "0700", str(datadir))
-    _run_as(
-        primary, str(primary.bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(port),
-        "-U", "postgres", "-D", str(datadir), "-R", "-X", "stream", "-C", "-S", slot, "-c", "fast",
-    )  # fmt: skip
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        replica_port = s.getsockname()[1]
-    auto = datadir / "postgresql.auto.conf"
-    extra = f"port = {replica_port}\nunix_socket_directories = ''\nhot_standby = on\n"
-    _run_as(primary, "sh", "-c", f"printf '%s' \"{extra}\" >> {auto}")
-    url = make_url(primary.url).set(port=replica_port).render_as_string(False)
-    server = PgServer(url, primary.bindir, datadir, primary.runas, datadir.parent / "replica.log")
-    server.start()
-    try:
+    with streaming_replica(_pg_server_session) as server:
         yield server
-    finally:
-        server.stop("immediate")
-        engine = sa.create_engine(primary.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                conn.execute(sa.text("SELECT pg_drop_replication_slot(:s)"), {"s": slot})
-        finally:
-            engine.dispose()
-        _run_as(primary, "rm", "-rf", str(datadir))
-
-
-def _on(url: str, database_url: str) -> str:
-    """``database_url`` (a database on the primary) on the server at ``url``."""
-    return make_url(database_url).set(port=make_url(url).port).render_as_string(False)
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +58,11 @@ def ca(
     primary_env = {"AGENTCA_DATABASE_URL": pg_module_url}
     init_ca(data_dir, primary_env, work)
     certs = {n: issue(data_dir, primary_env, work, n) for n in ("follows", "paused", "stopped")}
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AGENTCA_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCA_")}
     env.update(AGENTCA_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO_ROOT), **primary_env)
     env.pop("SOFTHSM2_CONF", None)
     beat = subprocess.Popen([AGENTCA, "db", "heartbeat"], env=env)
-    reader = _on(replica.url, pg_module_url)
+    reader = on_server(replica.url, pg_module_url)
     try:
         responder_env = {"AGENTCA_DATABASE_URL": reader, "AGENTCA_OCSP_DATABASE_URL": reader}
         with serve(data_dir, responder_env) as (base, _proc):
