@@ -70,6 +70,11 @@ class Settings:
     ocsp_token_label: str = "agentca-ocsp"
     ocsp_pin_file: str = ""  # empty: data_dir/secrets/ocsp-user.pin
     ocsp_database_url: str = ""  # empty: database_url
+    # a streaming replica for the CA API's read-only endpoints (inventory, agents, certificate
+    # lookups); used only while it trails the primary by at most read_max_lag_ms, else reads
+    # go to database_url (decision 0029)
+    read_database_url: str = ""  # empty: database_url
+    read_max_lag_ms: int = 1000
     # naming and profile
     organization: str = "agentca development"
     trust_domain: str = "agentca.local"
@@ -157,6 +162,12 @@ class Settings:
                 ErrorCode.CONFIG,
                 f"settings {', '.join(DB_ROLE_SETTINGS)} must name four different roles: "
                 "each role is granted only what its own processes use",
+            )
+        if self.read_max_lag_ms < 200:
+            raise CAError(
+                ErrorCode.CONFIG,
+                "setting 'read_max_lag_ms' must be at least 200 (the replica's lag is checked "
+                f"every 100 ms), not {self.read_max_lag_ms}",
             )
         if self.oid_arc.strip():
             try:
@@ -248,7 +259,12 @@ def _url_host(listen_host: str) -> str:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 #: Settings whose value may carry a secret (a password in a database URL).
-_URL_SETTINGS_WITH_CREDENTIALS = ("database_url", "ocsp_database_url", "migration_database_url")
+_URL_SETTINGS_WITH_CREDENTIALS = (
+    "database_url",
+    "ocsp_database_url",
+    "migration_database_url",
+    "read_database_url",
+)
 
 
 def _unknown(what: str, name: str, known: list[str]) -> CAError:

@@ -26,6 +26,7 @@ from ca.keysetup import guard_signing, open_key_store
 from ca.ledger.signer import CheckpointSigner
 from ca.ledger.store import LedgerStore
 from ca.operations import Operations
+from ca.queries import CertificateQueries
 from ca.registry import Registry
 from ca.store.db import (
     make_engine,
@@ -34,6 +35,7 @@ from ca.store.db import (
     require_database_file,
     require_schema,
 )
+from ca.store.read_replica import ReplicaSessions
 from ca.tokens import EnrollmentTokens
 from hsm import KeyManager
 
@@ -57,9 +59,27 @@ class Runtime:
     checkpoints: CheckpointSigner
     api_tokens: ApiTokens
     clock_check: SkewMonitor | None = None
+    # sessions for read-only endpoints: a fresh streaming replica, else the primary
+    read_sessions: sessionmaker[Session] | None = None
+
+    @property
+    def read_registry(self) -> Registry:
+        """The registry for reads a replica may serve (``read_database_url``)."""
+        if self.read_sessions is None:
+            return self.registry
+        return Registry(self.read_sessions, self.registry.clock)
+
+    @property
+    def read_queries(self) -> CertificateQueries:
+        """Certificate lookups a replica may serve (``read_database_url``)."""
+        if self.read_sessions is None:
+            return self.authority.queries
+        return CertificateQueries(self.read_sessions)
 
     def close(self) -> None:
         self.keys.close()
+        if isinstance(self.read_sessions, ReplicaSessions):
+            self.read_sessions.replica_engine.dispose()
         self.engine.dispose()
 
 
@@ -104,7 +124,18 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
         CheckpointSigner(authority, ledger),
         ApiTokens(sessions, clock, settings.api_token_default_ttl, settings.api_token_max_ttl),
         clock_check,
+        _read_sessions(settings, sessions),
     )
+
+
+def _read_sessions(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> sessionmaker[Session] | None:
+    """The replica's read sessions when ``read_database_url`` names one (decision 0029)."""
+    if not settings.read_database_url:
+        return None
+    replica = make_engine(settings.read_database_url)
+    return ReplicaSessions(sessions, replica, settings.read_max_lag_ms / 1000)
 
 
 def secure_data_dir(settings: Settings) -> int:

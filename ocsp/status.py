@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, func, or_, select, text
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ca.errors import CAError, ErrorCode
 from ca.store.models import Certificate, Issuer, OcspSigner, StatusChange
+from ca.store.read_replica import replica_lag
 from ocsp.decision import SerialStatus, status_from_record
 
 T = TypeVar("T")
@@ -82,22 +83,6 @@ class StatusSource(Protocol):
     def issuers(self) -> list[IssuerInfo]: ...
     def signers(self, valid_at: datetime) -> list[SignerInfo]: ...
     def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]: ...
-
-
-_REPLICA_LAG = text(
-    "SELECT pg_is_in_recovery(), "
-    "EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())"
-)
-
-
-def replica_lag(conn: Connection) -> float | None:
-    """Seconds the data on ``conn``'s server may trail the primary: 0 on a primary, the age
-    of the last replayed transaction on a streaming replica (never negative: a replica clock
-    behind the primary's reads as 0), None when the replica replayed nothing yet."""
-    in_recovery, age = conn.execute(_REPLICA_LAG).one()
-    if not in_recovery:
-        return 0.0
-    return None if age is None else max(0.0, float(age))
 
 
 class SqlStatusSource:

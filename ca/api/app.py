@@ -111,7 +111,7 @@ def certificate(serial: str) -> Response:
     ``Accept: application/pkix-cert`` gives DER; ``application/x-pem-file`` or ``?format=pem``
     gives PEM; otherwise JSON with the PEM inside.
     """
-    record = runtime().authority.get(serial)
+    record = runtime().read_queries.get(serial)
     cert = record.certificate
     wanted = request.accept_mimetypes.best_match(
         ["application/json", PKIX_CERT, "application/x-pem-file"], default="application/json"

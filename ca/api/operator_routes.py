@@ -50,7 +50,10 @@ def _reason(raw: str | None) -> RevocationReason:
 def list_scopes() -> Response:
     """The scope catalogue."""
     return jsonify(
-        [{"name": s.name, "description": s.description} for s in runtime().registry.list_scopes()]
+        [
+            {"name": s.name, "description": s.description}
+            for s in runtime().read_registry.list_scopes()
+        ]
     )
 
 
@@ -75,7 +78,7 @@ def list_models() -> Response:
     status = request.args.get("status")
     if status not in (None, "active", "retired"):
         raise CAError(ErrorCode.BAD_REQUEST, "status must be active or retired")
-    models = runtime().registry.list_models(request.args.get("environment"), status)
+    models = runtime().read_registry.list_models(request.args.get("environment"), status)
     resp = jsonify([model_json(m) for m in models])
     # gateways poll this every few seconds: a strong ETag lets them ask "changed?" and get a
     # bodiless 304 (which the access log leaves out, ca.api.access_log)
@@ -122,7 +125,7 @@ def retire_model(digest: str) -> Response:
 @require(READERS)
 def list_agents() -> Response:
     """All registrations."""
-    return jsonify([registration_json(r) for r in runtime().registry.list_agents()])
+    return jsonify([registration_json(r) for r in runtime().read_registry.list_agents()])
 
 
 @operator.post("/v1/agents")
@@ -157,7 +160,7 @@ def register_agent() -> Response:
 @require(READERS)
 def get_agent(name: str) -> Response:
     """One registration."""
-    return jsonify(registration_json(runtime().registry.get_agent(name)))
+    return jsonify(registration_json(runtime().read_registry.get_agent(name)))
 
 
 @operator.patch("/v1/agents/<name>")
@@ -226,7 +229,7 @@ def list_certificates() -> Response:
         else None,
         limit=limit,
     )
-    return jsonify([r.to_dict() for r in runtime().authority.list(flt)])
+    return jsonify([r.to_dict() for r in runtime().read_queries.list(flt)])
 
 
 def _provenance(body: IssueJson) -> Provenance | None:

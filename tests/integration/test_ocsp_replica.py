@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,9 @@ from ca.config import Settings
 from ca.revocation import RevocationReason
 from ca.store.db import make_engine, make_session_factory
 from tests.conftest import PgServer
-from tests.integration.conftest import AGENTCA, REPO_ROOT
+from tests.integration.conftest import AGENTCA, REPO_ROOT, run_cli
+from tests.integration.http import call
+from tests.integration.servers import agentca_server
 from tests.integration.test_ocsp_interop import der_request, init_ca, issue, post, serve
 from tests.support.pg_replica import on_server, streaming_replica
 
@@ -175,3 +178,61 @@ def test_a_stopped_replica_is_try_later_then_recovers(ca: dict[str, Any]) -> Non
     assert late and set(late) == {"TRY_LATER"}, samples
     recovered = _sample(ca, der, committed, lambda s: bool(s) and s[-1][1] == "REVOKED")
     assert "GOOD" not in [state for sent, state in recovered if sent > BOUND], recovered
+
+
+def _digests(base: str, token: str) -> set[str]:
+    reply = call(base, "GET", "/v1/models", token=token)
+    assert reply.status == 200, reply.body
+    return {m["digest"] for m in reply.json}
+
+
+def _add_model(base: str, token: str) -> str:
+    digest = secrets.token_hex(32)
+    body = {"digest": digest, "model_type": "m", "environment": "replica-test"}
+    reply = call(base, "POST", "/v1/models", body, token=token)
+    assert reply.status == 201, reply.body
+    return digest
+
+
+def test_api_reads_come_from_a_fresh_replica_else_the_primary(ca: dict[str, Any]) -> None:
+    """GET /v1/models reads the replica while it trails by at most read_max_lag_ms, the
+    primary when its replay is paused or it is down; writes always go to the primary."""
+    made = run_cli(
+        "apitoken", "create", "replica-ops", "--role", "operator",
+        data_dir=ca["data_dir"], env={"AGENTCA_DATABASE_URL": ca["primary"]},
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    env = {"AGENTCA_DATABASE_URL": ca["primary"], "AGENTCA_READ_DATABASE_URL": ca["reader"]}
+    replica: PgServer = ca["replica"]
+    with agentca_server(["serve", "--workers", "1"], ca["data_dir"], "/health", env) as (base, _p):
+        first = _add_model(base, token)
+        deadline = time.monotonic() + 10
+        while first not in _digests(base, token):  # replayed within the bound
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # the replica serves reads: a model added while its replay is paused is not there
+        # yet (within the first few hundred ms of the pause, while it still counts as fresh)
+        for _attempt in range(3):
+            _replica_sql(ca, "SELECT pg_wal_replay_pause()")
+            paused = time.monotonic()
+            try:
+                second = _add_model(base, token)
+                seen_early = _digests(base, token)
+                early = time.monotonic() - paused
+                time.sleep(1.3)  # past the bound: the replica is stale now
+                seen_late = _digests(base, token)
+            finally:
+                _replica_sql(ca, "SELECT pg_wal_replay_resume()")
+            if early < 0.4:
+                break
+        assert early < 0.4, "the box was too slow to observe a replica read"
+        assert second not in seen_early, "the read did not come from the (paused) replica"
+        assert second in seen_late, "a stale replica kept serving reads past the bound"
+        # a stopped replica: reads fall back to the primary and lose nothing
+        replica.stop("immediate")
+        try:
+            third = _add_model(base, token)
+            assert {first, second, third} <= _digests(base, token)
+        finally:
+            replica.start()
