@@ -50,9 +50,9 @@ def test_a_failing_command_names_the_line_and_its_stderr(tmp_path: Path) -> None
 
 
 def test_pipefail_and_unset_variables_fail(tmp_path: Path) -> None:
-    with pytest.raises(DocsFailure, match=r"t\.md:2"):
+    with pytest.raises(DocsFailure, match=r"block at t\.md:1 failed"):
         _run(tmp_path, "```sh runnable\nfalse | cat\n```\n")
-    with pytest.raises(DocsFailure, match=r"t\.md:2"):
+    with pytest.raises(DocsFailure, match=r"block at t\.md:1 failed"):
         _run(tmp_path, "```sh runnable\necho $NOT_SET\n```\n")
 
 
