@@ -79,6 +79,7 @@ class OcspWsgi:
         self.inner = inner
         self.responders = responders
         self.max_body = options.max_request_bytes
+        self.shared_cache_seconds = options.shared_cache_seconds
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "")
@@ -133,7 +134,11 @@ class OcspWsgi:
         max_age = max(0, int(answer.next_update_ts - self.responders.get().clock()))
         headers = [
             ("Content-Type", OCSP_RESPONSE),
-            ("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
+            (
+                "Cache-Control",
+                f"max-age={max_age}, s-maxage={min(max_age, self.shared_cache_seconds)}, "
+                "public, no-transform, must-revalidate",
+            ),
             ("Last-Modified", answer.last_modified),
             ("Expires", answer.expires),
             ("ETag", answer.etag),

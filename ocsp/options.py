@@ -33,6 +33,10 @@ class OcspOptions:
     # cost: a revocation committed in the last poll interval before the outage is answered
     # "good" for up to this long. Answers still stop at their refresh time (half the validity).
     serve_stale_for: float = 0.0
+    # How long a shared cache in front of the responder (deploy/nginx, a CDN) may keep a GET
+    # answer: ``s-maxage`` (RFC 9111 5.2.2.10), which shared caches use instead of max-age. A
+    # revocation reaches clients behind the cache within this plus ``status_freshness``.
+    shared_cache_seconds: int = 1
     max_request_bytes: int = 16 * 1024
     max_cert_ids: int = 64
     max_cached_responses: int = 100_000
