@@ -75,6 +75,7 @@ if [[ $mode == test ]]; then
     need golang-go have_cmd go        # Go crypto/x509 interop (tests/interop/go)
     need gnutls-bin have_cmd certtool # GnuTLS certtool / ocsptool / gnutls-serv interop
     need nginx have_glob '/usr/sbin/nginx' # deploy/nginx in front of the CA API and OCSP
+    need systemd have_cmd systemd-analyze # deploy/systemd units are verified and rated
     need curl have_cmd curl           # the docs test runs the README's and guides' curl commands
 fi
 
