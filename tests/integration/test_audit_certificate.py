@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ca.ledger.entries import sign_checkpoint
+from ca.ledger.store import ExportFilter
 from ca.ledger.trust import is_ca
+from ca.wiring import Runtime
 from tests.integration.conftest import run_cli
 from tests.unit.test_ledger_trust import Hierarchy
 
@@ -323,3 +325,30 @@ def test_tampered_entry_is_refused(offline: Path) -> None:
     r = verify(offline, "tampered.jsonl")
     assert r.returncode == 13
     assert f"FAILED (entry {entry['seq']}): entry {entry['seq']} was altered" in r.stderr
+
+
+def test_a_checkpoint_near_expiry_rotates_first_and_both_verify(ca_runtime: Runtime) -> None:
+    from datetime import timedelta
+
+    from ca.ledger.audit import audit_certificates
+    from ca.ledger.signer import AUDIT_VALIDITY, ROTATE_BEFORE
+    from ca.ledger.trust import LedgerTrust, checkpoint_problem
+
+    rt = ca_runtime
+    first = rt.checkpoints.checkpoint()
+    again = rt.checkpoints.checkpoint()
+    assert again.certificate_der == first.certificate_der  # not due: no rotation
+    start = rt.authority.clock()
+    rt.authority.clock = lambda: start + AUDIT_VALIDITY - ROTATE_BEFORE + timedelta(days=1)
+    late = rt.checkpoints.checkpoint()
+    assert late.certificate_der != first.certificate_der
+    with rt.sessions() as s:
+        assert len(audit_certificates(s)) == 2
+    tail = list(
+        rt.ledger.entries(rt.ledger.size(), ExportFilter(event="audit.certificate_rotated"))
+    )
+    assert [(e.actor, e.event) for e, _ in tail] == [("system", "audit.certificate_rotated")]
+    issuing, root = rt.authority.chain()
+    trust = LedgerTrust((root,), (issuing,))
+    assert checkpoint_problem(first, trust) is None
+    assert checkpoint_problem(late, trust) is None
