@@ -17,6 +17,7 @@ from ca.ledger.trust import LedgerTrust, parse_arcs
 from ca.ledger.verify import (
     Report,
     carried_material,
+    verify_checkpoint_document,
     verify_consistency_between,
     verify_export,
 )
@@ -316,10 +317,27 @@ def verify(
     """Verify an export offline: the checkpoint's audit certificate (pinned, or chained to the
     trusted CA with the ledger-signing EKU, valid when it signed), its signature, then the
     whole tree (full export) or every inclusion proof (filtered export). Needs no database,
-    no HSM and no network."""
+    no HSM and no network.
+
+    EXPORT_FILE may also be a checkpoint file ('ledger checkpoint --out'): then only its
+    audit certificate and signature are checked.
+    """
     anchor = _trust(trust, chain, arcs)
+    document = _checkpoint_document(export_file)
+    if document is not None:
+        _report(verify_checkpoint_document(document, anchor), anchor, 1, as_json)
+        return
     with open(export_file, encoding="utf-8", newline="") as fh:
         _report(verify_export(fh, anchor), anchor, 1, as_json)
+
+
+def _checkpoint_document(path: str) -> dict[str, Any] | None:
+    """The file as a checkpoint (one JSON object with ``"ledger": "agentca"``), else None."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("ledger") == "agentca" else None
 
 
 @ledger.command("consistency")

@@ -273,3 +273,28 @@ def verify_consistency_between(
         0,
         new.tree_size,
     )
+
+
+def verify_checkpoint_document(
+    doc: Mapping[str, Any], trusted: LedgerTrust | x509.Certificate
+) -> Report:
+    """A checkpoint file alone (``ledger checkpoint --out``): its audit certificate and
+    signature, judged at its own time; it proves the tree head, not any entry."""
+    try:
+        cp = Checkpoint.from_json(doc)
+        carried, arcs = carried_material(doc)
+        chain = doc.get("chain_pem")
+        if isinstance(chain, str):
+            carried += tuple(x509.load_pem_x509_certificates(chain.encode()))
+    except (ValueError, TypeError) as exc:
+        return _fail(f"the checkpoint is malformed: {exc}", 0, 0, None, False)
+    problem = checkpoint_problem(cp, as_trust(trusted), carried, arcs)
+    if problem:
+        return _fail(problem, 0, cp.tree_size, None, False)
+    return Report(
+        True,
+        f"the checkpoint of {cp.tree_size} entries signed at {cp.timestamp} verifies "
+        f"(a tree head only: verify an export to check entries)",
+        0,
+        cp.tree_size,
+    )

@@ -234,6 +234,19 @@ def test_old_and_new_checkpoints_verify_against_the_root_offline(offline: Path) 
     assert not (offline / "no-such-data-dir").exists()
 
 
+def test_kept_checkpoint_files_verify_alone(offline: Path) -> None:
+    for name in ("cp-old.json", "cp-new.json"):
+        r = verify(offline, name)
+        assert r.returncode == 0, r.stderr
+        assert "verifies (a tree head only" in r.stdout
+    doc = json.loads((offline / "cp-old.json").read_text())
+    doc["tree_size"] += 1
+    (offline / "cp-forged.json").write_text(json.dumps(doc))
+    r = verify(offline, "cp-forged.json")
+    assert r.returncode == 13
+    assert "FAILED: the checkpoint signature does not verify" in r.stderr
+
+
 def test_pinning_the_old_audit_certificate_still_verifies_its_export(offline: Path) -> None:
     assert verify(offline, "old.jsonl", trust="audit-old.pem").returncode == 0
     r = verify(offline, "new.jsonl", trust="audit-old.pem")
