@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from cryptography import x509
@@ -12,9 +13,22 @@ from cryptography import x509
 from ca.errors import CAError, ErrorCode
 from ca.ledger.entries import Checkpoint
 from ca.ledger.store import ExportFilter
-from ca.ledger.verify import Report, verify_consistency_between, verify_export
+from ca.ledger.trust import LedgerTrust, parse_arcs
+from ca.ledger.verify import (
+    Report,
+    carried_material,
+    verify_checkpoint_document,
+    verify_consistency_between,
+    verify_export,
+)
+from ca.oids import OidArc
+from cli.audit_commands import write_new
 from cli.context import runtime
 from cli.group import AgentcaGroup
+from cli.output import emit_json, note
+
+#: ``ledger verify`` / ``ledger consistency`` exit status when verification fails.
+VERIFY_FAILED = 13
 
 
 @click.group(cls=AgentcaGroup)
@@ -41,13 +55,21 @@ def ledger() -> None:
     "cert_out",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Also write the audit certificate (PEM), the trust anchor for verify.",
+    help="Also write the audit certificate (PEM); an existing file is refused unless --force. "
+    "Prefer 'agentca audit certificate --out' (no HSM needed).",
 )
+@click.option("--force", is_flag=True, help="Replace existing --out / --certificate files.")
 @click.option(
     "--every",
     type=click.IntRange(1),
     default=None,
     help="Keep running: sign a checkpoint every N seconds when the ledger grew.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One line of JSON (with --every: one line per checkpoint signed).",
 )
 @click.pass_context
 def checkpoint(
@@ -55,12 +77,19 @@ def checkpoint(
     out: str | None,
     from_size: int | None,
     cert_out: str | None,
+    force: bool,
     every: int | None,
+    as_json: bool,
 ) -> None:
     """Sign a checkpoint (tree size + root) of the ledger now, with the audit key in the HSM."""
     if every is not None:
-        _checkpoint_loop(ctx, every)
+        if out or cert_out or from_size is not None:
+            raise click.UsageError("--every runs the scheduler: no --out, --certificate or proof")
+        _checkpoint_loop(ctx, every, as_json)
         return
+    for path in (out, cert_out):  # refused before signing anything
+        if path and Path(path).exists() and not force:
+            raise CAError(ErrorCode.CONFLICT, f"{path} exists: not overwriting it (--force)")
     with runtime(ctx) as rt:
         cp = rt.checkpoints.checkpoint()
         data = cp.to_json()
@@ -75,17 +104,24 @@ def checkpoint(
                 "from_size": from_size,
                 "proof": [h.hex() for h in tree.consistency_proof(from_size, cp.tree_size)],
             }
+        from ca.queries import issuer_chain_pem
+
+        # the CA chain, so 'ledger consistency --trust root.pem' needs nothing else
+        data["chain_pem"] = issuer_chain_pem(rt.sessions)
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     if cert_out:
-        Path(cert_out).write_text(data["certificate_pem"])
+        write_new(cert_out, data["certificate_pem"], force, "audit certificate")
+        note(f"audit certificate written to {cert_out}")
     if out:
-        Path(out).write_text(text)
-        click.echo(f"checkpoint of {cp.tree_size} entries written to {out}", err=True)
-    else:
+        write_new(out, text, force, "checkpoint")
+        note(f"checkpoint of {cp.tree_size} entries written to {out}")
+    if as_json:
+        emit_json({**data, "changed": True, "out": out, "certificate_out": cert_out})
+    elif not out:
         click.echo(text, nl=False)
 
 
-def _checkpoint_loop(ctx: click.Context, every: int) -> None:
+def _checkpoint_loop(ctx: click.Context, every: int, as_json: bool) -> None:
     """The scheduler: one checkpoint per interval while the ledger grows; stops on SIGTERM."""
     import signal
     import threading
@@ -103,9 +139,13 @@ def _checkpoint_loop(ctx: click.Context, every: int) -> None:
             if rt.ledger.size() != last:
                 cp = rt.checkpoints.checkpoint()
                 last = cp.tree_size
-                click.echo(
-                    f"checkpoint: {cp.tree_size} entries, root {cp.root_hash.hex()}", err=True
-                )
+                if as_json:
+                    emit_json({**cp.to_json(), "changed": True})
+                else:
+                    click.echo(
+                        f"checkpoint: {cp.tree_size} entries, root {cp.root_hash.hex()}",
+                        err=True,
+                    )
 
         run_every(every, sign_if_grown, stop, "ledger checkpoint")
 
@@ -135,6 +175,13 @@ def _checkpoint_loop(ctx: click.Context, every: int) -> None:
     is_flag=True,
     help="Sign a fresh checkpoint first (a write, like 'ledger checkpoint') and export that.",
 )
+@click.option("--force", is_flag=True, help="With --out: replace an existing file.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="With --out: print what was exported as one line of JSON.",
+)
 @click.pass_context
 def export(
     ctx: click.Context,
@@ -146,13 +193,20 @@ def export(
     officer: str | None,
     event: str | None,
     sign_checkpoint: bool,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Export the ledger up to its newest signed checkpoint, streaming.
 
     An export only reads: it covers the newest stored checkpoint (sign one with 'ledger
     checkpoint', or pass --sign-checkpoint). A filtered export carries an RFC 9162 inclusion
-    proof for every entry it holds.
+    proof for every entry it holds. The header carries the audit certificates, the CA chain
+    and the CA's OID arcs, so 'ledger verify --trust root.pem' needs nothing else.
     """
+    if as_json and not out:
+        raise click.UsageError("--json needs --out: without it the export itself is the output")
+    if out and Path(out).exists() and not force:
+        raise CAError(ErrorCode.CONFLICT, f"{out} exists: not overwriting it (--force)")
     flt = ExportFilter(since=since, until=until, agent=agent, officer=officer, event=event)
     with runtime(ctx) as rt:
         cp = rt.checkpoints.checkpoint() if sign_checkpoint else rt.ledger.latest_checkpoint()
@@ -165,55 +219,138 @@ def export(
         if out:
             with open(out, "w", encoding="utf-8", newline="") as fh:
                 count = rt.ledger.export(fh, cp, flt, fmt)
-            click.echo(f"exported {count} of {cp.tree_size} entries to {out}", err=True)
+            if as_json:
+                emit_json(
+                    {
+                        "out": out,
+                        "format": fmt,
+                        "entries": count,
+                        "tree_size": cp.tree_size,
+                        "filter": flt.to_json() or None,
+                        "checkpoint_signed": sign_checkpoint,
+                        "changed": sign_checkpoint,
+                    }
+                )
+            else:
+                note(f"exported {count} of {cp.tree_size} entries to {out}")
         else:
             rt.ledger.export(sys.stdout, cp, flt, fmt)
 
 
-def _trust(path: str) -> x509.Certificate:
+def _certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
     try:
-        return x509.load_pem_x509_certificate(Path(path).read_bytes())
+        certs = tuple(x509.load_pem_x509_certificates(Path(path).read_bytes()))
     except (OSError, ValueError) as exc:
-        raise CAError(ErrorCode.BAD_REQUEST, f"cannot read the trusted certificate {path}") from exc
+        raise CAError(ErrorCode.BAD_REQUEST, f"cannot read the {what} {path}: no PEM") from exc
+    return certs
 
 
-def _report(report: Report) -> None:
-    if report.ok:
-        click.echo(f"OK: {report.message}")
-        return
+def _trust(trust: str, chain: str | None, arcs: tuple[str, ...]) -> LedgerTrust:
+    pinned_arcs = parse_arcs(arcs)
+    if len(pinned_arcs) != len(arcs):
+        raise CAError(ErrorCode.BAD_REQUEST, "--arc: not an agentca OID arc")
+    return LedgerTrust(
+        _certificates(trust, "trusted certificate"),
+        _certificates(chain, "chain bundle") if chain else (),
+        pinned_arcs,
+    )
+
+
+def _report(report: Report, trust: LedgerTrust, checkpoints: int, as_json: bool) -> None:
     where = f" (entry {report.failed_seq})" if report.failed_seq is not None else ""
-    click.echo(f"FAILED{where}: {report.message}", err=True)
-    sys.exit(13)
+    if as_json:
+        emit_json(
+            {
+                "ok": report.ok,
+                "message": report.message,
+                "entries": report.entries,
+                "checkpoints": checkpoints if report.ok else 0,
+                "tree_size": report.tree_size,
+                "filtered": report.filtered,
+                "failed_seq": report.failed_seq,
+                "anchor": {
+                    "mode": "pinned" if trust.pinned_only else "ca",
+                    "subjects": [c.subject.rfc4514_string() for c in trust.anchors],
+                },
+                "errors": [] if report.ok else [report.message],
+            }
+        )
+    elif report.ok:
+        click.echo(f"OK: {report.message}")
+    if not report.ok:
+        click.echo(f"FAILED{where}: {report.message}", err=True)
+        sys.exit(VERIFY_FAILED)
+
+
+def _trust_options(f: Any) -> Any:
+    f = click.option("--json", "as_json", is_flag=True, help="The verdict as one line of JSON.")(f)
+    f = click.option(
+        "--arc",
+        "arcs",
+        multiple=True,
+        help="Accept the ledger-signing EKU only under this OID arc (repeatable; default: "
+        "the arcs the export names, and agentca's default arcs).",
+    )(f)
+    f = click.option(
+        "--chain",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="PEM bundle of certificates to build the path with (e.g. 'agentca audit "
+        "certificate --chain'); not trusted by itself.",
+    )(f)
+    return click.option(
+        "--trust",
+        "trust",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Trust anchor (PEM): the CA root, the issuing CA, or the audit certificate "
+        "itself (pinned).",
+    )(f)
 
 
 @ledger.command("verify")
 @click.argument("export_file", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--trust",
-    "trust",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The audit certificate (PEM) that must have signed the checkpoint.",
-)
-def verify(export_file: str, trust: str) -> None:
-    """Verify an export offline: checkpoint signature, then the whole tree (full export) or
-    every inclusion proof (filtered export). Needs no database and no network."""
+@_trust_options
+def verify(
+    export_file: str, trust: str, chain: str | None, arcs: tuple[str, ...], as_json: bool
+) -> None:
+    """Verify an export offline: the checkpoint's audit certificate (pinned, or chained to the
+    trusted CA with the ledger-signing EKU, valid when it signed), its signature, then the
+    whole tree (full export) or every inclusion proof (filtered export). Needs no database,
+    no HSM and no network.
+
+    EXPORT_FILE may also be a checkpoint file ('ledger checkpoint --out'): then only its
+    audit certificate and signature are checked.
+    """
+    anchor = _trust(trust, chain, arcs)
+    document = _checkpoint_document(export_file)
+    if document is not None:
+        _report(verify_checkpoint_document(document, anchor), anchor, 1, as_json)
+        return
     with open(export_file, encoding="utf-8", newline="") as fh:
-        _report(verify_export(fh, _trust(trust)))
+        _report(verify_export(fh, anchor), anchor, 1, as_json)
+
+
+def _checkpoint_document(path: str) -> dict[str, Any] | None:
+    """The file as a checkpoint (one JSON object with ``"ledger": "agentca"``), else None."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("ledger") == "agentca" else None
 
 
 @ledger.command("consistency")
 @click.argument("old", type=click.Path(exists=True, dir_okay=False))
 @click.argument("new", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--trust",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The audit certificate (PEM).",
-)
-def consistency(old: str, new: str, trust: str) -> None:
+@_trust_options
+def consistency(
+    old: str, new: str, trust: str, chain: str | None, arcs: tuple[str, ...], as_json: bool
+) -> None:
     """Check that checkpoint NEW extends checkpoint OLD (NEW carries the consistency proof, see
-    'ledger checkpoint --consistency-from'). Offline."""
+    'ledger checkpoint --consistency-from'). Each is judged at its own signing time, so they
+    may be signed by different audit certificates (rotation). Offline."""
+    anchor = _trust(trust, chain, arcs)
     try:
         old_doc = json.loads(Path(old).read_text())
         new_doc = json.loads(Path(new).read_text())
@@ -226,6 +363,15 @@ def consistency(old: str, new: str, trust: str) -> None:
                 f"OLD has size {old_cp.tree_size}",
             )
         proof = [bytes.fromhex(h) for h in proof_doc["proof"]]
+        carried: list[x509.Certificate] = []
+        carried_arcs: list[OidArc] = []
+        for doc in (old_doc, new_doc):
+            certs, doc_arcs = carried_material(doc)
+            carried += certs
+            carried_arcs += doc_arcs
+            if isinstance(doc.get("chain_pem"), str):
+                carried += x509.load_pem_x509_certificates(doc["chain_pem"].encode())
     except (ValueError, KeyError, TypeError) as exc:
         raise CAError(ErrorCode.BAD_REQUEST, f"unreadable checkpoint: {exc}") from exc
-    _report(verify_consistency_between(old_cp, new_cp, proof, _trust(trust)))
+    report = verify_consistency_between(old_cp, new_cp, proof, anchor, carried, carried_arcs)
+    _report(report, anchor, 2, as_json)

@@ -81,6 +81,10 @@ COMMANDS = {
         "cli.ledger_commands:ledger",
         "The tamper-evident issuance and revocation ledger (for auditors).",
     ),
+    "audit": (
+        "cli.audit_commands:audit",
+        "The audit certificate that signs ledger checkpoints: print it, rotate it.",
+    ),
     "reconcile": (
         "cli.reconcile_commands:reconcile",
         "Mark reservations pending for longer than the bound as failed, in the ledger.",

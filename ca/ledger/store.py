@@ -20,6 +20,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.errors import CAError, ErrorCode
+from ca.ledger.audit import audit_block
 from ca.ledger.entries import Checkpoint, LedgerEntry, canonical, format_time
 from ca.ledger.merkle import (
     BLOCK,
@@ -242,6 +243,7 @@ class LedgerStore:
             "filter": flt.to_json() if filtered else None,
             "count": self.count(size, flt) if filtered else size,
             "checkpoint": checkpoint.to_json(),
+            "audit": audit_block(self.sessions),
         }
         buf = io.StringIO()
         writer = None

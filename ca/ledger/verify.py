@@ -2,8 +2,12 @@
 
 Export format (JSON Lines; CSV carries the same fields, with the header on a ``#`` line):
 line 1 ``{"format": "agentca-ledger-export", "version": 1, "filter": null|{...},
-"count": n, "checkpoint": {...}}``, then one entry per line with its ``leaf_hash`` and, in a
-filtered export, its RFC 9162 inclusion ``proof`` against the checkpoint's tree.
+"count": n, "checkpoint": {...}, "audit": {...}}``, then one entry per line with its
+``leaf_hash`` and, in a filtered export, its RFC 9162 inclusion ``proof`` against the
+checkpoint's tree. ``audit`` (added in the same version: older exports lack it and still
+verify) carries what an offline auditor needs to anchor trust at the CA root: every audit
+certificate (``certificates``, PEM, newest first), the CA ``chain`` (issuing CA, root) and the
+OID ``arcs`` the CA issues or issued under (decision 0027).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from cryptography import x509
 
 from ca.ledger.entries import Checkpoint, LedgerEntry
 from ca.ledger.merkle import StreamingRoot, verify_consistency, verify_inclusion
+from ca.ledger.trust import LedgerTrust, checkpoint_problem, parse_arcs
+from ca.oids import OidArc
 
 EXPORT_FORMAT = "agentca-ledger-export"
 CSV_FIELDS = ["seq", "time", "actor", "event", "body", "leaf_hash", "proof"]
@@ -66,8 +72,36 @@ def parse_lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
-def verify_export(lines: Iterable[str], trusted: x509.Certificate) -> Report:
-    """Verify a full export (recompute the tree) or a filtered one (every inclusion proof)."""
+def as_trust(trusted: LedgerTrust | x509.Certificate) -> LedgerTrust:
+    """A single certificate is an anchor of its own (pinned audit certificate or CA)."""
+    return trusted if isinstance(trusted, LedgerTrust) else LedgerTrust((trusted,))
+
+
+def carried_material(doc: Any) -> tuple[tuple[x509.Certificate, ...], tuple[OidArc, ...]]:
+    """The certificates and arcs an export header's (or checkpoint's) ``audit`` block carries;
+    ``ValueError`` if it is there but malformed."""
+    if not isinstance(doc, Mapping):
+        return (), ()
+    audit = doc.get("audit")
+    if audit is None:
+        return (), ()
+    if not isinstance(audit, Mapping):
+        raise ValueError("the audit block is not an object")
+    pems = [*audit.get("certificates", []), *audit.get("chain", [])]
+    if not all(isinstance(p, str) for p in pems):
+        raise ValueError("the audit block's certificates are not PEM text")
+    certs = tuple(x509.load_pem_x509_certificate(p.encode()) for p in pems)
+    arcs = audit.get("arcs", [])
+    if not isinstance(arcs, list):
+        raise ValueError("the audit block's arcs are not a list")
+    return certs, parse_arcs(str(a) for a in arcs)
+
+
+def verify_export(lines: Iterable[str], trusted: LedgerTrust | x509.Certificate) -> Report:
+    """Verify a full export (recompute the tree) or a filtered one (every inclusion proof).
+
+    ``trusted`` is the pinned audit certificate, or a :class:`LedgerTrust` anchored at the CA
+    (``ca.ledger.trust``): the checkpoint's audit certificate is checked first."""
     try:
         records = parse_lines(lines)
         header = next(records, None)
@@ -79,7 +113,11 @@ def verify_export(lines: Iterable[str], trusted: x509.Certificate) -> Report:
         checkpoint = Checkpoint.from_json(header["checkpoint"])
     except (ValueError, KeyError) as exc:
         return _fail(f"the checkpoint is malformed: {exc}", 0, 0, None, False)
-    problem = checkpoint.verify(trusted)
+    try:
+        carried, arcs = carried_material(header)
+    except (ValueError, TypeError) as exc:
+        return _fail(f"the export's audit block is malformed: {exc}", 0, 0, None, False)
+    problem = checkpoint_problem(checkpoint, as_trust(trusted), carried, arcs)
     if problem:
         return _fail(problem, 0, checkpoint.tree_size, None, False)
     filtered = header.get("filter") is not None
@@ -202,11 +240,19 @@ def _proof(value: Any) -> list[bytes] | None:
 
 
 def verify_consistency_between(
-    old: Checkpoint, new: Checkpoint, proof: Sequence[bytes], trusted: x509.Certificate
+    old: Checkpoint,
+    new: Checkpoint,
+    proof: Sequence[bytes],
+    trusted: LedgerTrust | x509.Certificate,
+    carried: Sequence[x509.Certificate] = (),
+    arcs: Sequence[OidArc] = (),
 ) -> Report:
-    """Both checkpoints signed by ``trusted`` and ``new`` an append-only extension of ``old``."""
+    """Both checkpoints accepted by ``trusted`` (each judged at its own signing time, so they
+    may be signed by different audit certificates) and ``new`` an append-only extension of
+    ``old``."""
+    trust = as_trust(trusted)
     for name, cp in (("old", old), ("new", new)):
-        problem = cp.verify(trusted)
+        problem = checkpoint_problem(cp, trust, carried, arcs)
         if problem:
             return _fail(f"{name} checkpoint: {problem}", 0, cp.tree_size, None, False)
     if old.tree_size == 0:
@@ -226,4 +272,29 @@ def verify_consistency_between(
         f"{old.tree_size} entries without changing it",
         0,
         new.tree_size,
+    )
+
+
+def verify_checkpoint_document(
+    doc: Mapping[str, Any], trusted: LedgerTrust | x509.Certificate
+) -> Report:
+    """A checkpoint file alone (``ledger checkpoint --out``): its audit certificate and
+    signature, judged at its own time; it proves the tree head, not any entry."""
+    try:
+        cp = Checkpoint.from_json(doc)
+        carried, arcs = carried_material(doc)
+        chain = doc.get("chain_pem")
+        if isinstance(chain, str):
+            carried += tuple(x509.load_pem_x509_certificates(chain.encode()))
+    except (ValueError, TypeError) as exc:
+        return _fail(f"the checkpoint is malformed: {exc}", 0, 0, None, False)
+    problem = checkpoint_problem(cp, as_trust(trusted), carried, arcs)
+    if problem:
+        return _fail(problem, 0, cp.tree_size, None, False)
+    return Report(
+        True,
+        f"the checkpoint of {cp.tree_size} entries signed at {cp.timestamp} verifies "
+        f"(a tree head only: verify an export to check entries)",
+        0,
+        cp.tree_size,
     )

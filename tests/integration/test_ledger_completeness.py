@@ -309,6 +309,8 @@ def test_every_state_changing_cli_command_writes_its_entries(tmp_path: Path) -> 
     assert entries("model", "retire", MODEL, "--revoke") == ["model.retired", "certificate.revoked"]
     assert entries("ledger", "checkpoint") == ["audit.signer.created"]
     assert entries("ledger", "checkpoint") == []
+    assert entries("audit", "rotate-certificate", "--dry-run") == []
+    assert entries("audit", "rotate-certificate", "--yes") == ["audit.certificate_rotated"]
     # signers are current since init; a forced rotation replaces both (root and issuing)
     assert entries("ocsp", "rotate-signer", "--if-needed") == []
     assert entries("ocsp", "rotate-signer") == ["ocsp.signer.rotated"] * 2
@@ -323,5 +325,6 @@ def test_every_state_changing_cli_command_writes_its_entries(tmp_path: Path) -> 
         ["scope", "list"],
         ["apitoken", "list"],
         ["chain"],
+        ["audit", "certificate"],
     ):
         assert entries(*args) == [], args
