@@ -93,6 +93,11 @@ COMMANDS = {
         "cli.db_commands:db",
         "The database schema: show its revision, migrate it to this release's.",
     ),
+    "doctor": (
+        "cli.doctor_commands:doctor",
+        "Check configuration, database and roles, HSM login, clock, CRL and OCSP signer "
+        "freshness and ledger checkpoints; print what is wrong and how to fix it.",
+    ),
     "crl": (
         "cli.crl_commands:crl",
         "Publish and inspect certificate revocation lists (complete and delta CRLs).",
