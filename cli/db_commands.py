@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ca.config import redacted
@@ -16,6 +14,7 @@ from ca.store.db import (
 )
 from cli.context import settings_from
 from cli.group import AgentcaGroup
+from cli.output import emit_json, unchanged
 
 
 @click.group(cls=AgentcaGroup)
@@ -40,7 +39,7 @@ def _state(url: str) -> dict[str, object]:
 
 def _echo(doc: dict[str, object], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(doc, sort_keys=True))
+        emit_json(doc)
         return
     click.echo(f"database  {doc['database']}")
     click.echo(f"current   {doc['current'] or '(no agentca schema)'}")
@@ -75,4 +74,7 @@ def upgrade_command(ctx: click.Context, as_json: bool) -> None:
     before = _state(url)["current"]
     upgrade(url)
     doc = _state(url) | {"previous": before}
+    doc["changed"] = doc["current"] != before
+    if not doc["changed"]:
+        unchanged(f"the schema is already at {before}")
     _echo(doc, as_json)
