@@ -15,6 +15,7 @@ from cli.context import actor, parse_duration, runtime
 from cli.digest_commands import model
 from cli.group import AgentcaGroup
 from cli.output import (
+    FlagConflict,
     agent_json,
     certificate_json,
     cli_json,
@@ -243,8 +244,7 @@ def agent_update(
     whole new list (as PATCH /v1/agents/{name}). Certificates already issued keep what they
     certify; the next enrollment or renewal is checked against the new registration.
     """
-    if config_digests and no_config_digests:
-        raise click.UsageError("--config-digest and --no-config-digests contradict each other")
+    refuse_together(config_digest=config_digests, no_config_digests=no_config_digests)
     given = (
         officer,
         scopes,
@@ -256,7 +256,7 @@ def agent_update(
         max_validity,
     )
     if not any(given):
-        raise click.UsageError("nothing to change: give at least one option")
+        raise FlagConflict("nothing to change: give at least one option")
     with runtime(ctx) as rt:
         before = registration_json(rt.registry.get_agent(name))
         reg = rt.registry.update_agent(
