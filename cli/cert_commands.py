@@ -135,7 +135,9 @@ def revoke(
                 _print_records(matching, as_json, "would revoke", "", changed=False)
                 note(f"would revoke {len(matching)} certificate(s)")
                 return
-            click.confirm(f"revoke {len(matching)} live certificate(s) ({why.text})?", abort=True)
+            click.confirm(
+                f"revoke {len(matching)} live certificate(s) ({why.text})?", abort=True, err=True
+            )
         records = rt.authority.revoke_where(bulk, why, actor())
     _print_records(records, as_json, "revoked", f" ({why.text})", changed=True)
     note(f"revoked {len(records)} certificate(s)")
@@ -174,7 +176,9 @@ def release(ctx: click.Context, serial: str, dry_run: bool, yes: bool, as_json: 
                 emit_json(with_changed(record_json(record), False) | {"dry_run": True})
             return
         if held and not yes and sys.stdin.isatty():
-            click.confirm(f"release {shown} of {record.agent_name} from hold?", abort=True)
+            click.confirm(
+                f"release {shown} of {record.agent_name} from hold?", abort=True, err=True
+            )
         changed = True
         try:
             record = rt.authority.release_hold(wanted, actor())

@@ -412,6 +412,7 @@ def model_retire(
                 f"retire {len(active)} model entr(ies) and revoke {len(live)} live "
                 f"certificate(s) ({why.text})?",
                 abort=True,
+                err=True,
             )
         if not active and not also_revoke:
             done_retired: list[Any] = []

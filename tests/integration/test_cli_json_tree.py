@@ -310,3 +310,39 @@ def test_crl_show_refuses_a_file_with_issuer_options(ca: dict[str, object]) -> N
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     shown = _cli(ca, "crl", "show", "--file", str(crl), "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["kind"] == "full"
+
+
+def _on_a_terminal(
+    ca: dict[str, object], answer: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``agentca`` with stdin on a pseudo-terminal, answering ``answer``."""
+    import os
+
+    from tests.integration.conftest import AGENTCA
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCA_")}
+    env.pop("SOFTHSM2_CONF", None)
+    env["AGENTCA_DATA_DIR"] = str(ca["data_dir"])
+    master, slave = os.openpty()
+    try:
+        os.write(master, answer.encode() + b"\n")
+        return subprocess.run(
+            [AGENTCA, *args], stdin=slave, capture_output=True, text=True, env=env, timeout=120
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def test_state_changes_ask_on_a_terminal_unless_yes(ca: dict[str, object]) -> None:
+    model = "d4" * 32
+    add = ("model", "add", model, "--model-type", "m", "--environment", "prod")
+    assert _cli(ca, *add).returncode == 0
+    no = _on_a_terminal(ca, "n", "model", "retire", model, "--revoke", "--json")
+    assert no.returncode == 1 and no.stdout == "" and "retire 1 model" in no.stderr
+    active = _cli(ca, "model", "list", "--json", "--status", "active").stdout.splitlines()
+    assert model in {json.loads(line)["digest"] for line in active}  # nothing was retired
+    yes = _on_a_terminal(ca, "", "model", "retire", model, "--revoke", "--yes", "--json")
+    assert yes.returncode == 0 and json.loads(yes.stdout)["changed"] is True, yes.stderr
+    bulk = _on_a_terminal(ca, "n", "revoke", "--agent", AGENT, "--json")
+    assert bulk.returncode == 1 and bulk.stdout == "" and "live certificate(s)" in bulk.stderr
