@@ -150,9 +150,9 @@ def agent_register(
                 "environment": environment,
                 "model_type": model_type,
                 "scopes": scopes,
-                "model_digests": [d.lower() for d in model_digests],
-                "prompt_digests": [d.lower() for d in prompt_digests],
-                "config_digests": [d.lower() for d in config_digests],
+                "model_digests": [_hex(d) for d in model_digests],
+                "prompt_digests": [_hex(d) for d in prompt_digests],
+                "config_digests": [_hex(d) for d in config_digests],
                 "key_types": key_types,
                 "max_validity_seconds": int(validity.total_seconds()),
                 "status": "active",
@@ -162,6 +162,13 @@ def agent_register(
             changed = False
             unchanged(f"agent {name} is already registered with these contents")
     _print_registration(reg, as_json, changed)
+
+
+def _hex(digest: str) -> str:
+    """A digest as the registry stores it (64 lowercase hex, no ``sha256:``)."""
+    from ca.names import parse_sha256_hex
+
+    return parse_sha256_hex(digest).hex()
 
 
 def _comparable(body: dict[str, Any]) -> dict[str, Any]:
@@ -341,7 +348,7 @@ def model_add(
             same = [
                 x
                 for x in rt.registry.list_models(environment, "active")
-                if x.digest == digest.lower() and x.model_type == model_type
+                if x.digest == _hex(digest) and x.model_type == model_type
             ]
             if not same:
                 raise
