@@ -31,3 +31,25 @@ def parse_serial(text: str) -> int:
     if value <= 0:
         raise ValueError("serial numbers are positive")
     return value
+
+
+_SEPARATORS = str.maketrans("", "", ": \t")
+
+
+def parse_any_serial(text: str) -> int:
+    """Parse a serial in any form an operator may paste.
+
+    ``openssl x509 -serial`` output (``serial=0A1B...``, with or without the ``serial=``),
+    upper or lower case, with or without leading zeros, octets separated by colons or spaces,
+    ``0x``-prefixed. Raises ``ValueError`` for anything else.
+    """
+    cleaned = text.strip().lower().removeprefix("serial=").translate(_SEPARATORS)
+    digits = cleaned.removeprefix("0x").lstrip("0") or cleaned.removeprefix("0x")
+    if not digits or any(c not in "0123456789abcdef" for c in digits):
+        raise ValueError(f"'{text}' is not a hexadecimal serial number")
+    if len(digits) > 40:
+        raise ValueError(f"'{text}' is longer than a serial number (at most 20 octets)")
+    value = int(digits, 16)
+    if value <= 0:
+        raise ValueError("serial numbers are positive")
+    return value

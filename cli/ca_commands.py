@@ -20,6 +20,7 @@ from ca.keysetup import SOFTWARE
 from ca.names import parse_sha256_hex
 from ca.wiring import ensure_initialised
 from cli.context import actor, parse_duration, runtime, settings_from
+from cli.output import certificate_json, cli_serial, emit_json, note, rfc3339, warn, with_changed
 
 # CA keys: no Ed25519 (ca.hierarchy.CA_KEY_TYPES; verifiers refuse chains under it).
 KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
@@ -47,12 +48,14 @@ KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
     "PEN: 1.3.6.1.4.1.<PEN>... (default from settings: the RFC 5612 example arc "
     "1.3.6.1.4.1.32473.2026, for evaluation only).",
 )
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: the CAs and the arc.")
 @click.pass_context
 def init(
     ctx: click.Context,
     root_key_type: str | None,
     issuing_key_type: str | None,
     oid_arc: str | None,
+    as_json: bool,
 ) -> None:
     """Create the CA: HSM token (SoftHSM2 by default), database schema, root and issuing CA.
 
@@ -76,25 +79,41 @@ def init(
         issuing_key_type=issuing_key_type or settings.issuing_key_type,
     )
     for warning in url_warnings(settings):
-        click.echo(f"agentca: warning: {warning}", err=True)
+        warn(warning)
     with _warnings_to_stderr():
         created = ensure_initialised(settings, actor())
     if not created:
         raise CAError(ErrorCode.CONFLICT, f"the CA hierarchy in {settings.data_dir} already exists")
     ctx.find_root().obj["settings"] = settings
     with runtime(ctx) as rt:
+        issuers = []
         for record in rt.authority.issuers():
             cert = record.certificate
-            click.echo(
-                f"{record.role:8} {cert.subject.rfc4514_string()}  key={record.key_type} "
-                f"serial={cert.serial_number:x} notAfter={cert.not_valid_after_utc:%Y-%m-%d}"
+            issuers.append(
+                {
+                    "issuer": record.name,
+                    "role": record.role,
+                    "subject": cert.subject.rfc4514_string(),
+                    "key_type": record.key_type,
+                    "serial": cli_serial(cert.serial_number),
+                    "not_after": rfc3339(cert.not_valid_after_utc),
+                }
             )
-        click.echo(f"oid-arc  {rt.authority.hierarchy.arc_state().current}")
+        arc = rt.authority.hierarchy.arc_state().current.dotted
+    if as_json:
+        emit_json(with_changed({"issuers": issuers, "oid_arc": arc}, True))
+        return
+    for i in issuers:
+        click.echo(
+            f"{i['role']:8} {i['subject']}  key={i['key_type']} "
+            f"serial={i['serial']} notAfter={i['not_after']}"
+        )
+    click.echo(f"oid-arc  {arc}")
 
 
 class _StderrWarnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"agentca: warning: {record.getMessage()}", err=True)
+        warn(record.getMessage())
 
 
 @contextmanager
@@ -160,6 +179,12 @@ def _warnings_to_stderr() -> Iterator[None]:
     default=None,
     help="Write the PEM certificate here instead of standard output.",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object: the record, with the PEM as 'certificate_pem' (unless --out).",
+)
 @click.pass_context
 def issue(
     ctx: click.Context,
@@ -176,6 +201,7 @@ def issue(
     validity: str | None,
     outside_policy: bool,
     out: str | None,
+    as_json: bool,
 ) -> None:
     """Issue a certificate to a registered agent from a CSR, through the enrollment policy.
 
@@ -219,11 +245,15 @@ def issue(
     assert cert is not None
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
     how = " outside policy" if outside_policy else ""
+    serial = cli_serial(record.serial_hex)
     if out:
         Path(out).write_text(pem)
-        click.echo(
-            f"issued serial {record.serial_hex} to {agent_name}{how}, written to {out}", err=True
-        )
+        note(f"issued serial {serial} to {agent_name}{how}, written to {out}")
     else:
+        note(f"issued serial {serial} to {agent_name}{how}")
+    if as_json:
+        doc = certificate_json(record) | {"outside_policy": outside_policy}
+        doc |= {"out": out} if out else {"certificate_pem": pem}
+        emit_json(with_changed(doc, True))
+    elif not out:
         click.echo(pem, nl=False)
-        click.echo(f"issued serial {record.serial_hex} to {agent_name}{how}", err=True)

@@ -6,7 +6,6 @@ commands start without loading issuance (docs/performance.md, "CLI start-up").
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -14,25 +13,28 @@ import click
 
 from ca.errors import CAError, ErrorCode
 from cli.context import actor, read_store, runtime
+from cli.output import (
+    FlagConflict,
+    certificate_json,
+    cli_serial,
+    emit_json,
+    note,
+    refuse_together,
+    rfc3339,
+    serial_arg,
+    state_of,
+    table,
+    unchanged,
+    with_changed,
+)
 
 if TYPE_CHECKING:
     from ca.records import CertificateRecord
 
-HOLD = "certificateHold"
-
-
-def state_of(record: CertificateRecord) -> str:
-    """``held`` for a certificate on hold (revoked with certificateHold, reversible), else
-    its status: how ``list`` and ``show`` tell a hold from a revocation."""
-    reason = record.revocation_reason
-    if record.status.value == "revoked" and reason is not None and reason.text == HOLD:
-        return "held"
-    return record.status.value
-
 
 def record_json(record: CertificateRecord) -> dict[str, Any]:
-    """The record as the CLI prints it in JSON: ``to_dict`` plus ``state``."""
-    return {**record.to_dict(), "state": state_of(record)}
+    """The record as the CLI prints it in JSON (``cli.output.certificate_json``)."""
+    return certificate_json(record)
 
 
 @click.command()
@@ -69,14 +71,31 @@ def revoke(
 ) -> None:
     """Revoke the certificate with hexadecimal SERIAL, or in bulk with the filters.
 
-    Bulk revocation takes every live (issued, unexpired) certificate matching all given
-    filters, in one transaction; on a terminal it shows how many and asks first (--yes
-    skips the question, --dry-run only lists them).
+    SERIAL may be given in any form (openssl's, lowercase, colon-separated, 0x...).
+    Revoking a certificate already revoked with the same reason changes nothing and
+    succeeds; with another reason it is refused (exit 7), except the escalation to
+    keyCompromise and the permanent revocation of a held certificate. Bulk revocation
+    takes every live (issued, unexpired) certificate matching all given filters, in one
+    transaction; on a terminal it shows how many and asks first (--yes skips the question,
+    --dry-run only lists them).
     """
     from ca.names import parse_sha256_hex
     from ca.requests import RevocationCriteria
     from ca.revocation import RevocationReason
 
+    filters = {
+        "model_digest": model_digest,
+        "prompt_digest": prompt_digest,
+        "officer": officer,
+        "agent": agent_name,
+    }
+    if serial is not None and any(filters.values()):
+        given = " and ".join("--" + k.replace("_", "-") for k, v in filters.items() if v)
+        raise FlagConflict(f"SERIAL and {given} contradict each other: give one")
+    if serial is not None and (dry_run or yes):
+        flag = "--dry-run" if dry_run else "--yes"
+        raise FlagConflict(f"{flag} is for a bulk revocation; SERIAL and {flag} contradict")
+    refuse_together(dry_run=dry_run, yes=yes)
     why = RevocationReason.parse(reason)
     bulk = RevocationCriteria(
         model_digest=parse_sha256_hex(model_digest).hex() if model_digest else None,
@@ -84,54 +103,98 @@ def revoke(
         officer=officer,
         agent_name=agent_name,
     )
-    if (serial is None) == bulk.is_empty():
+    if serial is None and bulk.is_empty():
         raise CAError(ErrorCode.BAD_REQUEST, "give either a SERIAL or at least one bulk filter")
-    if serial is not None and dry_run:
-        raise click.UsageError("--dry-run previews a bulk revocation; a SERIAL needs none")
     with runtime(ctx) as rt:
         if serial is not None:
-            record = rt.authority.revoke(serial, why, actor())
-            if as_json:
-                click.echo(json.dumps(record_json(record), sort_keys=True))
-            else:
-                click.echo(
-                    f"revoked {record.serial_hex} ({why.text}) at "
-                    f"{record.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
+            wanted = serial_arg(serial)
+            changed = True
+            try:
+                record = rt.authority.revoke(wanted, why, actor())
+            except CAError as exc:
+                if exc.code is not ErrorCode.ALREADY_REVOKED:
+                    raise
+                record = rt.authority.get(wanted)
+                if record.revocation_reason is not why:
+                    raise  # a different end state: a conflict (exit 7)
+                changed = False
+            when = rfc3339(record.revoked_at)
+            if not changed:
+                unchanged(
+                    f"certificate {cli_serial(record.serial_hex)} is already revoked "
+                    f"({why.text}) since {when}"
                 )
+            if as_json:
+                emit_json(with_changed(record_json(record), changed))
+            elif changed:
+                click.echo(f"revoked {cli_serial(record.serial_hex)} ({why.text}) at {when}")
             return
         if dry_run or (not yes and sys.stdin.isatty()):
             matching = rt.authority.matching_live(bulk)
             if dry_run:
-                _print_records(matching, as_json, "would revoke", "")
-                click.echo(f"would revoke {len(matching)} certificate(s)", err=True)
+                _print_records(matching, as_json, "would revoke", "", changed=False)
+                note(f"would revoke {len(matching)} certificate(s)")
                 return
-            click.confirm(f"revoke {len(matching)} live certificate(s) ({why.text})?", abort=True)
+            click.confirm(
+                f"revoke {len(matching)} live certificate(s) ({why.text})?", abort=True, err=True
+            )
         records = rt.authority.revoke_where(bulk, why, actor())
-    _print_records(records, as_json, "revoked", f" ({why.text})")
-    click.echo(f"revoked {len(records)} certificate(s)", err=True)
+    _print_records(records, as_json, "revoked", f" ({why.text})", changed=True)
+    note(f"revoked {len(records)} certificate(s)")
 
 
-def _print_records(records: Any, as_json: bool, verb: str, suffix: str) -> None:
+def _print_records(records: Any, as_json: bool, verb: str, suffix: str, changed: bool) -> None:
     for r in records:
         if as_json:
-            click.echo(json.dumps(record_json(r), sort_keys=True))
+            emit_json(with_changed(record_json(r), changed))
         else:
-            click.echo(f"{verb} {r.serial_hex} {r.agent_name}{suffix}")
+            click.echo(f"{verb} {cli_serial(r.serial_hex)} {r.agent_name}{suffix}")
 
 
 @click.command()
 @click.argument("serial")
+@click.option("--dry-run", is_flag=True, help="Show the certificate that would be released.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @click.option("--json", "as_json", is_flag=True, help="The released certificate's record as JSON.")
 @click.pass_context
-def release(ctx: click.Context, serial: str, as_json: bool) -> None:
+def release(ctx: click.Context, serial: str, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Lift the certificateHold on SERIAL: it is good again (OCSP at once; the next delta CRL
-    lists it as removeFromCRL). A certificate that is not on hold is refused."""
+    lists it as removeFromCRL). Releasing a good certificate changes nothing and succeeds; one
+    revoked for good is refused."""
+    refuse_together(dry_run=dry_run, yes=yes)
+    wanted = serial_arg(serial)
     with runtime(ctx) as rt:
-        record = rt.authority.release_hold(serial, actor())
+        record = rt.authority.get(wanted)
+        shown = cli_serial(record.serial_hex)
+        held = state_of(record) == "held"
+        if not held and record.status.value != "issued":
+            raise CAError(ErrorCode.CONFLICT, f"certificate {shown} is not on hold")
+        if dry_run:
+            what = "would release" if held else "not on hold, nothing to release:"
+            note(f"{what} {shown} of {record.agent_name}")
+            if as_json:
+                emit_json(with_changed(record_json(record), False) | {"dry_run": True})
+            return
+        if held and not yes and sys.stdin.isatty():
+            click.confirm(
+                f"release {shown} of {record.agent_name} from hold?", abort=True, err=True
+            )
+        changed = True
+        try:
+            record = rt.authority.release_hold(wanted, actor())
+        except CAError as exc:
+            if exc.code is not ErrorCode.CONFLICT:
+                raise
+            record = rt.authority.get(wanted)
+            if record.status.value != "issued":
+                raise  # revoked for good (or never issued): not the state asked for
+            changed = False
+    if not changed:
+        unchanged(f"certificate {cli_serial(record.serial_hex)} is not on hold")
     if as_json:
-        click.echo(json.dumps(record_json(record), sort_keys=True))
-    else:
-        click.echo(f"released {record.serial_hex}: no longer on hold")
+        emit_json(with_changed(record_json(record), changed))
+    elif changed:
+        click.echo(f"released {cli_serial(record.serial_hex)}: no longer on hold")
 
 
 @click.command("list")
@@ -177,14 +240,15 @@ def list_certificates(
         records = [r for r in records if state_of(r) == "held"]
     if as_json:
         for r in records:
-            click.echo(json.dumps(record_json(r), sort_keys=True))
+            emit_json(record_json(r))
         return
-    click.echo(f"{'SERIAL':40}  {'STATE':8}  {'AGENT':24}  {'NOT AFTER':17}  OFFICER")
-    for r in records:
-        click.echo(
-            f"{r.serial_hex:40}  {state_of(r):8}  {r.agent_name:24}  "
-            f"{r.not_after:%Y-%m-%dT%H:%MZ}  {r.officer}"
-        )
+    table(
+        ["SERIAL", "STATE", "AGENT", "NOT AFTER", "OFFICER"],
+        (
+            [cli_serial(r.serial_hex), state_of(r), r.agent_name, rfc3339(r.not_after), r.officer]
+            for r in records
+        ),
+    )
 
 
 @click.command()
@@ -194,9 +258,10 @@ def list_certificates(
 @click.pass_context
 def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
     """Show one certificate: record, validity and its decoded agent extensions. Reads the
-    database only (no HSM)."""
-    if as_pem and as_json:
-        raise click.UsageError("--pem and --json contradict each other: choose one")
+    database only (no HSM). SERIAL may be given in any form (openssl's, lowercase,
+    colon-separated, 0x...)."""
+    refuse_together(pem=as_pem, json=as_json)
+    wanted = serial_arg(serial)
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -204,13 +269,13 @@ def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
     from ca.queries import CertificateQueries, read_arc_state
 
     with read_store(ctx) as sessions:
-        record = CertificateQueries(sessions).get(serial)
+        record = CertificateQueries(sessions).get(wanted)
         with sessions() as s:
             arcs = read_arc_state(s).every_arc
     cert = record.certificate
     if as_pem:
         if cert is None:
-            raise CAError(ErrorCode.NOT_FOUND, f"certificate {serial} was never signed")
+            raise CAError(ErrorCode.NOT_FOUND, f"certificate {wanted} was never signed")
         click.echo(cert.public_bytes(serialization.Encoding.PEM).decode(), nl=False)
         return
     data = record_json(record)
@@ -223,14 +288,16 @@ def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
             ).value.get_values_for_type(x509.UniformResourceIdentifier)
         ]
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        emit_json(data)
         return
+    import json
+
     for key in (
         "serial",
         "state",
         "issuer",
         "subject",
-        "agent_name",
+        "agent",
         "spiffe_id",
         "not_before",
         "not_after",
@@ -241,9 +308,11 @@ def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
         "fingerprint_sha256",
     ):
         if data.get(key) is not None:
-            click.echo(f"{key + ':':20}{data[key]}")
+            value = data[key]
+            shown = ", ".join(value) if isinstance(value, list) else value
+            click.echo(f"{key + ':':20}{shown}")
     if data["state"] == "held":
-        click.echo(f"{'':20}(on hold: 'agentca release {record.serial_hex}' lifts it)")
+        click.echo(f"{'':20}(on hold: 'agentca release {data['serial']}' lifts it)")
     if "extensions" in data:
         click.echo("extensions (decoded from the certificate):")
         click.echo(json.dumps(data["extensions"], indent=2, sort_keys=True))
@@ -257,8 +326,14 @@ def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
     help="Write the PEM chain here instead of standard output.",
 )
 @click.option("--root-only", is_flag=True, help="Only the root certificate (the trust anchor).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object: the PEM certificates as a list (with --out: what was written).",
+)
 @click.pass_context
-def chain(ctx: click.Context, out: str | None, root_only: bool) -> None:
+def chain(ctx: click.Context, out: str | None, root_only: bool, as_json: bool) -> None:
     """Print the CA chain in PEM: issuing CA, then root. Reads the database only (no HSM)."""
     from pathlib import Path
 
@@ -266,7 +341,14 @@ def chain(ctx: click.Context, out: str | None, root_only: bool) -> None:
 
     with read_store(ctx) as sessions:
         pem = issuer_chain_pem(sessions, root_only)
+    end = "-----END CERTIFICATE-----\n"
+    certificates = [block + end for block in pem.split(end) if block.strip()]
     if out:
         Path(out).write_text(pem)
-    else:
+        note(f"wrote {len(certificates)} certificate(s) to {out}")
+    if as_json:
+        doc: dict[str, Any] = {"root_only": root_only, "count": len(certificates)}
+        doc |= {"out": out} if out else {"certificates": certificates}
+        emit_json(doc)
+    elif not out:
         click.echo(pem, nl=False)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ca.config import derived_items, effective_items, load_settings_with_sources, url_warnings
 from cli.digest_commands import config_digest_command
 from cli.group import AgentcaGroup
+from cli.output import emit_json, warn
 
 
 @click.group(cls=AgentcaGroup)
@@ -42,7 +41,9 @@ def show(ctx: click.Context, as_json: bool) -> None:
             },
             "warnings": warnings,
         }
-        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        emit_json(doc)
+        for line in warnings:
+            warn(line)
         return
     width = max(len(name) for name, _ in items)
     click.echo(f"{'SETTING':<{width}}  {'SOURCE':<10}  VALUE")
@@ -53,4 +54,4 @@ def show(ctx: click.Context, as_json: bool) -> None:
         source = sources[name]
         click.echo(f"{name:<{width}}  {source.split(' ', 1)[0]:<10}  {shown}")
     for line in warnings:
-        click.echo(f"warning: {line}", err=True)
+        warn(line)

@@ -8,15 +8,53 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ca.crl import iter_revoked, read_crl_info
-from ca.crl_publisher import CrlPublisher, PublishMode, delta_name, full_name
+from ca.crl_publisher import CrlPublisher, PublishedCrl, PublishMode, delta_name, full_name
 from ca.errors import CAError, ErrorCode
 from ca.revocation import RevocationReason
 from cli.context import runtime, settings_from
 from cli.group import AgentcaGroup
+from cli.output import (
+    FlagConflict,
+    cli_json,
+    cli_serial,
+    emit_json,
+    note,
+    refuse_together,
+    rfc3339,
+    with_changed,
+)
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was typed (not its default)."""
+    return ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+
+
+def published_json(p: PublishedCrl) -> dict[str, Any]:
+    """One published CRL as JSON (``changed``: it was installed)."""
+    return with_changed(
+        cli_json(
+            {
+                "issuer": p.issuer,
+                "kind": p.kind,
+                "number": p.number,
+                "base_number": p.base_number,
+                "this_update": p.this_update,
+                "next_update": p.next_update,
+                "entries": p.entries,
+                "size": p.size,
+                "path": str(p.path),
+                "installed": p.replaced,
+            }
+        ),
+        p.replaced,
+    )
 
 
 @click.group(cls=AgentcaGroup)
@@ -33,12 +71,8 @@ def crl() -> None:
     help="Issuer to publish for (repeatable; e.g. issuing, root). Default: all issuers.",
 )
 @click.option("--all", "all_issuers", is_flag=True, help="Publish for every issuer (the default).")
-@click.option(
-    "--full", "mode", flag_value="full", help="Always publish a complete CRL (and a fresh delta)."
-)
-@click.option(
-    "--delta", "mode", flag_value="delta", help="Publish only a delta CRL on the last complete CRL."
-)
+@click.option("--full", is_flag=True, help="Always publish a complete CRL (and a fresh delta).")
+@click.option("--delta", is_flag=True, help="Publish only a delta CRL on the last complete CRL.")
 @click.option("--loop", is_flag=True, help="Keep running: publish on revocation and on schedule.")
 @click.option(
     "--interval",
@@ -71,35 +105,54 @@ def crl() -> None:
     metavar="SECONDS",
     help="With --loop: how often to look for new status changes.",
 )
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per CRL published.")
 @click.pass_context
 def publish(
     ctx: click.Context,
     issuers: tuple[str, ...],
     all_issuers: bool,
-    mode: str | None,
+    full: bool,
+    delta: bool,
     loop: bool,
     interval: int | None,
     settle: float,
     on_change: str,
     poll: float,
+    as_json: bool,
 ) -> None:
     """Sign and publish CRLs into the publish directory (default: DATA_DIR/crl).
 
     Writes <issuer>.crl (complete CRL) and <issuer>-delta.crl (delta CRL), atomically. Without
     --full/--delta a complete CRL is published when one is due (no CRL yet, or the interval
-    has passed), a delta CRL otherwise.
+    has passed), a delta CRL otherwise. With --loop it keeps running (a server: --json
+    makes each publication a JSON line; the start-up line stays on stderr).
     """
-    if all_issuers and issuers:
-        raise CAError(ErrorCode.BAD_REQUEST, "give either --issuer or --all, not both")
+    refuse_together(issuer=issuers, all=all_issuers)
+    refuse_together(full=full, delta=delta)
+    if loop and (full or delta):
+        raise FlagConflict(
+            f"--loop and --{'full' if full else 'delta'} contradict each other: with --loop, "
+            "--on-change chooses what a revocation publishes"
+        )
+    for name in ("settle", "on_change", "poll"):
+        if not loop and given(ctx, name):
+            raise FlagConflict(f"--{name.replace('_', '-')} needs --loop")
+
+    def report(p: PublishedCrl) -> None:
+        if as_json:
+            emit_json(published_json(p))
+        else:
+            click.echo(p.describe())
+
     with runtime(ctx) as rt:
         publisher = CrlPublisher.from_runtime(rt, timedelta(seconds=interval) if interval else None)
         names = list(issuers) or publisher.issuer_names()
         for name in names:
             rt.authority.issuer(name)  # NOT_FOUND early, with the issuer's name
         if not loop:
-            chosen: PublishMode = "full" if mode == "full" else "delta" if mode else "auto"
+            chosen: PublishMode = "full" if full else "delta" if delta else "auto"
             for published in publisher.publish_all(names, chosen):
-                click.echo(published.describe())
+                report(published)
             return
         stop = threading.Event()
 
@@ -108,17 +161,16 @@ def publish(
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        click.echo(
+        note(
             f"publishing CRLs for {', '.join(names)} into {publisher.publish_dir} "
-            f"(complete every {int(publisher.interval.total_seconds())} s; on change: {on_change})",
-            err=True,
+            f"(complete every {int(publisher.interval.total_seconds())} s; on change: {on_change})"
         )
         publisher.run(
             stop,
             names,
             poll=poll,
             settle=settle,
-            on_publish=lambda p: click.echo(p.describe()),
+            on_publish=report,
             on_error=lambda e, delay: click.echo(
                 f"agentca: error: {e.detail} [{e.code.slug}]; retrying in {delay:.1f} s", err=True
             ),
@@ -139,11 +191,23 @@ def publish(
 @click.option(
     "--limit", type=click.IntRange(min=0), default=10, show_default=True, help="Entries listed."
 )
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object: the header and the entries listed."
+)
 @click.pass_context
 def show(
-    ctx: click.Context, issuer: str, delta: bool, path: Path | None, text: bool, limit: int
+    ctx: click.Context,
+    issuer: str,
+    delta: bool,
+    path: Path | None,
+    text: bool,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """Print a published CRL: number, this/next update, entry count and the first entries."""
+    if path is not None:
+        refuse_together(file=True, issuer=given(ctx, "issuer"), delta=delta)
+    refuse_together(text=text, limit=given(ctx, "limit"))
     if path is None:
         directory = settings_from(ctx).effective_crl_publish_dir
         path = directory / (delta_name(issuer) if delta else full_name(issuer))
@@ -153,32 +217,55 @@ def show(
                 f"no {'delta ' if delta else ''}CRL for '{issuer}' in {directory}; "
                 "run 'agentca crl publish'",
             )
+    size = path.stat().st_size
+    if size == 0:
+        raise CAError(ErrorCode.BAD_REQUEST, f"{path} is empty")
     with path.open("rb") as fh:
         info = read_crl_info(fh)
-        size = path.stat().st_size
-        click.echo(f"file:        {path} ({size} bytes)")
-        if info.base_number is not None:
-            click.echo(f"type:        delta CRL on base CRL #{info.base_number}")
-        else:
-            click.echo("type:        complete CRL")
-        click.echo(f"number:      {info.number}")
-        click.echo(f"this update: {info.this_update.isoformat()}")
-        next_update = info.next_update.isoformat() if info.next_update else "-"
-        click.echo(f"next update: {next_update}")
-        if info.freshest_url:
-            click.echo(f"freshest:    {info.freshest_url}")
-        if size == 0:
-            raise CAError(ErrorCode.BAD_REQUEST, f"{path} is empty")
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
             count = 0
-            lines: list[str] = []
+            entries: list[dict[str, Any]] = []
             for entry in iter_revoked(view):
                 if text or count < limit:
-                    reason = RevocationReason(entry.reason).text if entry.reason else "-"
-                    lines.append(f"  {entry.serial:x}  {entry.revoked_at.isoformat()}  {reason}")
+                    reason = RevocationReason(entry.reason).text if entry.reason else None
+                    entries.append(
+                        {
+                            "serial": cli_serial(entry.serial),
+                            "revoked_at": rfc3339(entry.revoked_at),
+                            "reason": reason,
+                        }
+                    )
                 count += 1
+    doc: dict[str, Any] = {
+        "file": str(path),
+        "size": size,
+        "kind": "delta" if info.base_number is not None else "full",
+        "number": info.number,
+        "base_number": info.base_number,
+        "this_update": rfc3339(info.this_update),
+        "next_update": rfc3339(info.next_update),
+        "freshest_url": info.freshest_url,
+        "count": count,
+        "entries": entries,
+    }
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"file:        {path} ({size} bytes)")
+    if info.base_number is not None:
+        click.echo(f"type:        delta CRL on base CRL #{info.base_number}")
+    else:
+        click.echo("type:        complete CRL")
+    click.echo(f"number:      {info.number}")
+    click.echo(f"this update: {doc['this_update']}")
+    click.echo(f"next update: {doc['next_update'] or '-'}")
+    if info.freshest_url:
+        click.echo(f"freshest:    {info.freshest_url}")
     click.echo(f"entries:     {count}")
-    for line in lines:
-        click.echo(line)
-    if count > len(lines):
-        click.echo(f"  ... {count - len(lines)} more (use --text to list all)")
+    if entries:
+        width = max(len("SERIAL"), *(len(e["serial"]) for e in entries))
+        click.echo(f"  {'SERIAL':{width}}  {'REVOKED AT':20}  REASON")
+        for e in entries:
+            click.echo(f"  {e['serial']:{width}}  {e['revoked_at']:20}  {e['reason'] or '-'}")
+    if count > len(entries):
+        click.echo(f"  ... {count - len(entries)} more (use --text to list all)")

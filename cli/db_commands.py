@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ca.config import redacted
@@ -18,6 +16,7 @@ from cli.context import settings_from
 from cli.db_roles_commands import roles
 from cli.group import AgentcaGroup
 from cli.heartbeat_commands import heartbeat
+from cli.output import emit_json, unchanged
 
 
 @click.group(cls=AgentcaGroup)
@@ -42,7 +41,7 @@ def _state(url: str) -> dict[str, object]:
 
 def _echo(doc: dict[str, object], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(doc, sort_keys=True))
+        emit_json(doc)
         return
     click.echo(f"database  {doc['database']}")
     click.echo(f"current   {doc['current'] or '(no agentca schema)'}")
@@ -79,6 +78,9 @@ def upgrade_command(ctx: click.Context, as_json: bool) -> None:
     before = _state(url)["current"]
     upgrade(url)
     doc = _state(url) | {"previous": before}
+    doc["changed"] = doc["current"] != before
+    if not doc["changed"]:
+        unchanged(f"the schema is already at {before}")
     _echo(doc, as_json)
 
 

@@ -13,6 +13,11 @@ import click
 from ca.digests import config_digest, model_digest, model_manifest, prompt_digest_file
 from ca.errors import CAError, ErrorCode
 from cli.group import AgentcaGroup
+from cli.output import emit_json
+
+_JSON = click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object: the digest and what it is of."
+)
 
 
 @click.group(cls=AgentcaGroup)
@@ -22,13 +27,27 @@ def model() -> None:
 
 @model.command("digest")
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--manifest", is_flag=True, help="Also print the manifest lines that are hashed.")
-def model_digest_command(path: str, manifest: bool) -> None:
+@click.option(
+    "--manifest",
+    is_flag=True,
+    help="Also print the manifest lines that are hashed (on stderr; with --json, as a list).",
+)
+@_JSON
+def model_digest_command(path: str, manifest: bool, as_json: bool) -> None:
     """Print the SHA-256 manifest digest of a weights file or directory (constant memory)."""
+    lines: list[str] = []
     if manifest:
         for entry in model_manifest(Path(path)):
-            click.echo(entry.line().decode(), nl=False, err=True)
-    click.echo(model_digest(Path(path)).hex())
+            line = entry.line().decode()
+            if as_json:
+                lines.append(line.rstrip("\n"))
+            else:
+                click.echo(line, nl=False, err=True)
+    digest = model_digest(Path(path)).hex()
+    if as_json:
+        emit_json({"path": path, "digest": digest} | ({"manifest": lines} if manifest else {}))
+    else:
+        click.echo(digest)
 
 
 @click.group(cls=AgentcaGroup)
@@ -38,14 +57,23 @@ def prompt() -> None:
 
 @prompt.command("digest")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-def prompt_digest_command(file: str) -> None:
+@_JSON
+def prompt_digest_command(file: str, as_json: bool) -> None:
     """Print the SHA-256 of the system prompt FILE's exact bytes."""
-    click.echo(prompt_digest_file(Path(file)).hex())
+    _print_digest(file, prompt_digest_file(Path(file)).hex(), as_json)
+
+
+def _print_digest(path: str, digest: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"path": path, "digest": digest})
+    else:
+        click.echo(digest)
 
 
 @click.command("digest")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-def config_digest_command(file: str) -> None:
+@_JSON
+def config_digest_command(file: str, as_json: bool) -> None:
     """Print the config digest of the JSON object in FILE (canonical JSON, as the agent SDK).
 
     Register it with 'agentca agent register ... --config-digest HEX'.
@@ -56,4 +84,4 @@ def config_digest_command(file: str) -> None:
         raise CAError(ErrorCode.INVALID_DIGEST, f"{file} is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CAError(ErrorCode.INVALID_DIGEST, f"{file} must hold a JSON object")
-    click.echo(config_digest(data).hex())
+    _print_digest(file, config_digest(data).hex(), as_json)

@@ -28,7 +28,8 @@ COMMANDS = {
     "release": (
         "cli.cert_commands:release",
         "Lift the certificateHold on SERIAL: it is good again (OCSP at once; the next delta "
-        "CRL lists it as removeFromCRL). A certificate that is not on hold is refused.",
+        "CRL lists it as removeFromCRL). Releasing a good certificate changes nothing and "
+        "succeeds; one revoked for good is refused.",
     ),
     "list": (
         "cli.cert_commands:list_certificates",

@@ -3,7 +3,7 @@ side: it issues the responder certificates the responder only loads; decision 00
 
 from __future__ import annotations
 
-import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,6 +12,7 @@ from ca.errors import CAError, ErrorCode
 from cli.context import parse_duration, settings_from
 from cli.group import AgentcaGroup
 from cli.gunicorn_app import serve_with_gunicorn
+from cli.output import cli_json, emit_json, note, rfc3339, table, with_changed
 from ocsp.options import OcspOptions
 
 if TYPE_CHECKING:
@@ -45,9 +46,9 @@ def _policy(signer_validity: str | None) -> ResponderCertPolicy:
     return policy
 
 
-def _warn_missing_signers(settings: Settings, opts: OcspOptions) -> None:
+def _warn_missing_signers(settings: Settings, opts: OcspOptions) -> list[str]:
     """Say which CAs have no usable responder certificate yet (read-only; the responder
-    answers tryLater for them until the CA side publishes one)."""
+    answers tryLater for them until the CA side publishes one); returns their names."""
     from ca.clock import utcnow
     from ocsp.status import SqlStatusSource
     from ocsp.wiring import ocsp_engine
@@ -58,15 +59,15 @@ def _warn_missing_signers(settings: Settings, opts: OcspOptions) -> None:
         have = {s.issuer_id for s in source.signers(utcnow())}
         missing = [i.name for i in source.issuers() if i.id not in have]
     except CAError:
-        return  # the workers report an unreachable database themselves
+        return []  # the workers report an unreachable database themselves
     finally:
         engine.dispose()
     if missing:
-        click.echo(
+        note(
             "no OCSP responder certificate for " + ", ".join(missing) + ": answering tryLater "
-            "for them until 'agentca ocsp rotate-signer' (or 'agentca run') publishes one",
-            err=True,
+            "for them until 'agentca ocsp rotate-signer' (or 'agentca run') publishes one"
         )
+    return missing
 
 
 _RESPONSE_VALIDITY = click.option(
@@ -99,6 +100,12 @@ _SIGNER_VALIDITY = click.option(
     "status is older than 1 s.",
 )
 @_RESPONSE_VALIDITY
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Before serving, print one JSON object on stdout: what will be served.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -108,6 +115,7 @@ def serve(
     max_connections: int,
     serve_stale_for: float,
     response_validity: str | None,
+    as_json: bool,
 ) -> None:
     """Serve OCSP with gunicorn (POST /ocsp, GET /ocsp/<base64>, /health).
 
@@ -127,31 +135,48 @@ def serve(
     )
     opts = _options(response_validity).replace(serve_stale_for=serve_stale_for)
     if serve_stale_for:
-        click.echo(
+        note(
             f"serving stale answers for up to {serve_stale_for:g} s of a database outage "
-            "(a revocation committed just before it may be answered 'good' for that long)",
-            err=True,
+            "(a revocation committed just before it may be answered 'good' for that long)"
         )
-    _warn_missing_signers(settings, opts)
-    click.echo(
-        f"serving OCSP on http://{settings.listen_host}:{settings.ocsp_listen_port}/ocsp", err=True
-    )
+    missing = _warn_missing_signers(settings, opts)
+    url = f"http://{settings.listen_host}:{settings.ocsp_listen_port}/ocsp"
+    note(f"serving OCSP on {url}")
+    if as_json:
+        emit_json(
+            {
+                "service": "ocsp",
+                "url": url,
+                "workers": settings.workers,
+                "max_connections": max_connections,
+                "serve_stale_for": serve_stale_for,
+                "response_validity_seconds": int(opts.response_validity.total_seconds()),
+                "missing_signers": missing,
+            }
+        )
+        sys.stdout.flush()
     app = create_app(settings, opts)
     options: dict[str, Any] = gunicorn_ocsp.options(settings)
     options["worker_connections"] = max_connections
     serve_with_gunicorn(app, options)
 
 
-def _print(results: list[RotationResult], as_json: bool) -> None:
-    for result in results:
-        if as_json:
-            click.echo(json.dumps(result.to_dict(), sort_keys=True))
-            continue
-        state = "created" if result.created else "current"
-        click.echo(
-            f"{result.issuer_name:8} {state:8} {result.key_label} "
-            f"notAfter={result.not_after:%Y-%m-%dT%H:%M:%SZ}"
-        )
+def _print(results: list[RotationResult], as_json: bool, header: bool = True) -> None:
+    if as_json:
+        for result in results:
+            emit_json(with_changed(cli_json(result.to_dict()), result.created))
+        return
+    rows = [
+        [
+            r.issuer_name,
+            "created" if r.created else "current",
+            r.key_label,
+            rfc3339(r.not_after),
+        ]
+        for r in results
+    ]
+    if rows or header:
+        table(["ISSUER", "SIGNER", "KEY LABEL", "NOT AFTER"], rows)
 
 
 @ocsp.command("rotate-signer")
@@ -197,6 +222,6 @@ def rotate_signer(
 
     def rotate_due() -> None:
         results = rotate_responder_certs(settings, policy=policy)
-        _print([r for r in results if r.created], as_json)
+        _print([r for r in results if r.created], as_json, header=False)
 
     run_every(every, rotate_due, stop, "ocsp signer rotation")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -13,13 +12,15 @@ from ca.errors import CAError, ErrorCode
 from ca.oids import OidArc, arc_warnings
 from cli.context import actor, runtime
 from cli.group import AgentcaGroup
+from cli.output import emit_json, rfc3339, unchanged, with_changed
+from cli.output import warn as warn_line
 
 
 def warn(arc: OidArc) -> list[str]:
     """Print ``arc``'s warnings to stderr (never stdout: ``--json`` stays parseable)."""
     warnings = arc_warnings(arc)
     for line in warnings:
-        click.echo(f"agentca: warning: {line}", err=True)
+        warn_line(line)
     return warnings
 
 
@@ -28,7 +29,7 @@ def _state(state: ArcState, now: datetime) -> dict[str, Any]:
         "oid_arc": state.current.dotted,
         "accepted_oid_arcs": [a.dotted for a in state.accepted(now)],
         "previous_oid_arcs": [
-            {"oid_arc": p.arc.dotted, "accepted_until": p.until.isoformat()}
+            {"oid_arc": p.arc.dotted, "accepted_until": rfc3339(p.until)}
             for p in state.previous
             if p.until > now
         ],
@@ -37,7 +38,7 @@ def _state(state: ArcState, now: datetime) -> dict[str, Any]:
 
 def _print(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        emit_json(data)
         return
     click.echo(f"oid arc   {data['oid_arc']}")
     for p in data["previous_oid_arcs"]:
@@ -70,16 +71,20 @@ def set_arc(ctx: click.Context, dotted: str, as_json: bool) -> None:
 
     The current arc stays accepted (``/ca/metadata.json``) for max_validity_hours, the
     longest any certificate issued under it can still be valid. Recorded in the ledger.
+    Setting the arc the CA already issues under changes nothing and succeeds.
     """
     if not dotted.strip():
         raise CAError(ErrorCode.CONFIG, "oid_arc: give the dotted arc to move to")
     arc = arc_setting(dotted)
     with runtime(ctx) as rt:
         hierarchy = rt.authority.hierarchy
-        if hierarchy.arc_state().current == arc:
-            raise CAError(ErrorCode.CONFLICT, f"the CA already issues under the OID arc {arc}")
-        state = hierarchy.set_oid_arc(arc, actor())
+        state = hierarchy.arc_state()
+        changed = state.current != arc
+        if changed:
+            state = hierarchy.set_oid_arc(arc, actor())
         now = rt.authority.clock()
+    if not changed:
+        unchanged(f"the CA already issues under the OID arc {arc}")
     data = _state(state, now)
     data["warnings"] = warn(arc)
-    _print(data, as_json)
+    _print(with_changed(data, changed), as_json)

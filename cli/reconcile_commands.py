@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from datetime import timedelta
@@ -10,6 +9,7 @@ from datetime import timedelta
 import click
 
 from cli.context import actor, runtime, settings_from
+from cli.output import cli_serial, emit_json
 
 
 @click.command("reconcile")
@@ -41,22 +41,21 @@ def reconcile(ctx: click.Context, older_than: int | None, as_json: bool, every: 
     with runtime(ctx) as rt:
 
         def once() -> None:
-            failed = rt.authority.reconcile(bound, actor=who)
+            failed = [cli_serial(serial) for serial in rt.authority.reconcile(bound, actor=who)]
             if as_json:
-                line = json.dumps(
+                emit_json(
                     {
                         "reconciled": len(failed),
                         "older_than_seconds": int(bound.total_seconds()),
                         "serials": failed,
-                    },
-                    sort_keys=True,
+                        "changed": bool(failed),
+                    }
                 )
-            else:
-                line = (
-                    f"reconciled {len(failed)} reservation(s) pending for more than "
-                    f"{int(bound.total_seconds())} s" + (": " + " ".join(failed) if failed else "")
-                )
-            click.echo(line)
+                return
+            click.echo(
+                f"reconciled {len(failed)} reservation(s) pending for more than "
+                f"{int(bound.total_seconds())} s" + (": " + " ".join(failed) if failed else "")
+            )
 
         if every is None:
             once()

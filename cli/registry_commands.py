@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
-import json
+import sys
+from typing import Any
 
 import click
 
 from ca.api.bodies import model_json, registration_json
+from ca.errors import CAError, ErrorCode
+from ca.policy import Registration
 from ca.revocation import RevocationReason
 from cli.context import actor, parse_duration, runtime
 from cli.digest_commands import model
 from cli.group import AgentcaGroup
+from cli.output import (
+    FlagConflict,
+    agent_json,
+    certificate_json,
+    cli_json,
+    emit_json,
+    note,
+    refuse_together,
+    rfc3339,
+    table,
+    unchanged,
+    with_changed,
+)
 
 KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
 
 
-def _print_registration(data: dict[str, object], as_json: bool) -> None:
+def _print_registration(reg: Registration, as_json: bool, changed: bool | None = None) -> None:
+    """One registration: ``key: value`` lines, or one JSON object (``agent`` for its name;
+    ``changed`` for the commands that change it)."""
+    data = agent_json(registration_json(reg))
     if as_json:
-        click.echo(json.dumps(data, sort_keys=True))
+        emit_json(data if changed is None else with_changed(data, changed))
         return
     for key, value in data.items():
         shown = ", ".join(map(str, value)) if isinstance(value, list) else value
@@ -93,23 +112,68 @@ def agent_register(
     organization: str | None,
     as_json: bool,
 ) -> None:
-    """Register agent NAME with its allowed scopes, models, prompts and key types."""
+    """Register agent NAME with its allowed scopes, models, prompts and key types.
+
+    Registering an agent again with exactly the same contents changes nothing and succeeds;
+    with other contents it is refused (exit 7: use 'agentca agent update').
+    """
+    key_types = key_types or ("ec-p256", "ec-p384", "ed25519")
+    validity = parse_duration(max_validity)
+    changed = True
     with runtime(ctx) as rt:
-        reg = rt.registry.register_agent(
-            name=name,
-            officer=officer,
-            environment=environment,
-            model_type=model_type,
-            scopes=scopes,
-            model_digests=model_digests,
-            prompt_digests=prompt_digests,
-            config_digests=config_digests,
-            key_types=key_types or ("ec-p256", "ec-p384", "ed25519"),
-            max_validity=parse_duration(max_validity),
-            organization=organization,
-            actor=actor(),
-        )
-    _print_registration(registration_json(reg), as_json)
+        try:
+            reg = rt.registry.register_agent(
+                name=name,
+                officer=officer,
+                environment=environment,
+                model_type=model_type,
+                scopes=scopes,
+                model_digests=model_digests,
+                prompt_digests=prompt_digests,
+                config_digests=config_digests,
+                key_types=key_types,
+                max_validity=validity,
+                organization=organization,
+                actor=actor(),
+            )
+        except CAError as exc:
+            if exc.code is not ErrorCode.CONFLICT:
+                raise
+            try:
+                reg = rt.registry.get_agent(name)
+            except CAError:
+                raise exc from None
+            asked = {
+                "name": name,
+                "officer": officer,
+                "organization": organization,
+                "environment": environment,
+                "model_type": model_type,
+                "scopes": scopes,
+                "model_digests": [_hex(d) for d in model_digests],
+                "prompt_digests": [_hex(d) for d in prompt_digests],
+                "config_digests": [_hex(d) for d in config_digests],
+                "key_types": key_types,
+                "max_validity_seconds": int(validity.total_seconds()),
+                "status": "active",
+            }
+            if _comparable(registration_json(reg)) != _comparable(asked):
+                raise  # another registration under this name: a conflict (exit 7)
+            changed = False
+            unchanged(f"agent {name} is already registered with these contents")
+    _print_registration(reg, as_json, changed)
+
+
+def _hex(digest: str) -> str:
+    """A digest as the registry stores it (64 lowercase hex, no ``sha256:``)."""
+    from ca.names import parse_sha256_hex
+
+    return parse_sha256_hex(digest).hex()
+
+
+def _comparable(body: dict[str, Any]) -> dict[str, Any]:
+    """A registration body with its lists as sets (their order carries no meaning)."""
+    return {k: frozenset(v) if isinstance(v, list | tuple) else v for k, v in body.items()}
 
 
 @agent.command("list")
@@ -119,12 +183,14 @@ def agent_list(ctx: click.Context, as_json: bool) -> None:
     """List agent registrations."""
     with runtime(ctx) as rt:
         regs = rt.registry.list_agents()
-    for r in regs:
-        if as_json:
-            click.echo(json.dumps(registration_json(r), sort_keys=True))
-        else:
-            status = "active" if r.active else "disabled"
-            click.echo(f"{r.name:32} {status:9} {r.environment:24} {r.officer}")
+    if as_json:
+        for r in regs:
+            emit_json(agent_json(registration_json(r)))
+        return
+    table(
+        ["AGENT", "STATUS", "ENVIRONMENT", "OFFICER"],
+        ([r.name, "active" if r.active else "disabled", r.environment, r.officer] for r in regs),
+    )
 
 
 @agent.command("show")
@@ -135,7 +201,7 @@ def agent_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one registration."""
     with runtime(ctx) as rt:
         reg = rt.registry.get_agent(name)
-    _print_registration(registration_json(reg), as_json)
+    _print_registration(reg, as_json)
 
 
 @agent.command("update")
@@ -185,8 +251,7 @@ def agent_update(
     whole new list (as PATCH /v1/agents/{name}). Certificates already issued keep what they
     certify; the next enrollment or renewal is checked against the new registration.
     """
-    if config_digests and no_config_digests:
-        raise click.UsageError("--config-digest and --no-config-digests contradict each other")
+    refuse_together(config_digest=config_digests, no_config_digests=no_config_digests)
     given = (
         officer,
         scopes,
@@ -198,8 +263,9 @@ def agent_update(
         max_validity,
     )
     if not any(given):
-        raise click.UsageError("nothing to change: give at least one option")
+        raise FlagConflict("nothing to change: give at least one option")
     with runtime(ctx) as rt:
+        before = registration_json(rt.registry.get_agent(name))
         reg = rt.registry.update_agent(
             name,
             officer=officer,
@@ -211,27 +277,45 @@ def agent_update(
             max_validity=parse_duration(max_validity) if max_validity else None,
             actor=actor(),
         )
-    _print_registration(registration_json(reg), as_json)
+    changed = _comparable(registration_json(reg)) != _comparable(before)
+    if not changed:
+        unchanged(f"agent {name} already has these contents")
+    _print_registration(reg, as_json, changed)
+
+
+def _set_active(ctx: click.Context, name: str, active: bool, as_json: bool) -> None:
+    """Enable or disable NAME; already in that state: a note, exit 0, ``changed: false``."""
+    word = "enabled" if active else "disabled"
+    with runtime(ctx) as rt:
+        reg = rt.registry.get_agent(name)
+        changed = reg.active is not active
+        if changed:
+            reg = rt.registry.update_agent(name, active=active, actor=actor())
+    if not changed:
+        unchanged(f"agent {name} is already {word}")
+    if as_json:
+        _print_registration(reg, True, changed)
+    elif changed:
+        click.echo(f"agent {name} {word}")
 
 
 @agent.command("disable")
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="The registration as JSON.")
 @click.pass_context
-def agent_disable(ctx: click.Context, name: str) -> None:
-    """Disable NAME: no enrollment or renewal until enabled again."""
-    with runtime(ctx) as rt:
-        rt.registry.update_agent(name, active=False, actor=actor())
-    click.echo(f"agent {name} disabled")
+def agent_disable(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Disable NAME: no enrollment or renewal until enabled again (disabling a disabled
+    agent changes nothing and succeeds)."""
+    _set_active(ctx, name, False, as_json)
 
 
 @agent.command("enable")
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="The registration as JSON.")
 @click.pass_context
-def agent_enable(ctx: click.Context, name: str) -> None:
-    """Enable a disabled registration again."""
-    with runtime(ctx) as rt:
-        rt.registry.update_agent(name, active=True, actor=actor())
-    click.echo(f"agent {name} enabled")
+def agent_enable(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Enable a disabled registration again (enabling an active one changes nothing)."""
+    _set_active(ctx, name, True, as_json)
 
 
 @model.command("add")
@@ -239,14 +323,42 @@ def agent_enable(ctx: click.Context, name: str) -> None:
 @click.option("--model-type", required=True, help="Model type of these weights.")
 @click.option("--environment", required=True, help="Environment the model is authorised in.")
 @click.option("--description", default=None, help="Free text.")
+@click.option("--json", "as_json", is_flag=True, help="The inventory entry as JSON.")
 @click.pass_context
 def model_add(
-    ctx: click.Context, digest: str, model_type: str, environment: str, description: str | None
+    ctx: click.Context,
+    digest: str,
+    model_type: str,
+    environment: str,
+    description: str | None,
+    as_json: bool,
 ) -> None:
-    """Authorise model DIGEST (see 'agentca model digest') in an environment."""
+    """Authorise model DIGEST (see 'agentca model digest') in an environment.
+
+    Adding a model already active there with the same model type changes nothing and
+    succeeds; with another model type it is refused (exit 7).
+    """
+    changed = True
     with runtime(ctx) as rt:
-        m = rt.registry.add_model(digest, model_type, environment, description, actor=actor())
-    click.echo(f"model {m.digest} active in {m.environment}")
+        try:
+            m = rt.registry.add_model(digest, model_type, environment, description, actor=actor())
+        except CAError as exc:
+            if exc.code is not ErrorCode.CONFLICT:
+                raise
+            same = [
+                x
+                for x in rt.registry.list_models(environment, "active")
+                if x.digest == _hex(digest) and x.model_type == model_type
+            ]
+            if not same:
+                raise
+            m, changed = same[0], False
+    if not changed:
+        unchanged(f"model {m.digest} is already active in {m.environment}")
+    if as_json:
+        emit_json(with_changed(model_json(m), changed))
+    elif changed:
+        click.echo(f"model {m.digest} active in {m.environment}")
 
 
 @model.command("retire")
@@ -264,20 +376,84 @@ def model_add(
     show_default=True,
     help="Revocation reason used with --revoke.",
 )
+@click.option("--dry-run", is_flag=True, help="List what would be retired and revoked only.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object: the models retired, the revoked."
+)
 @click.pass_context
 def model_retire(
-    ctx: click.Context, digest: str, environment: str | None, also_revoke: bool, reason: str
+    ctx: click.Context,
+    digest: str,
+    environment: str | None,
+    also_revoke: bool,
+    reason: str,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
 ) -> None:
-    """Retire model DIGEST: new issuance for it stops at once."""
+    """Retire model DIGEST: new issuance for it stops at once.
+
+    With --revoke, every live certificate bound to it is revoked in the same transaction;
+    on a terminal it shows how many and asks first (--yes skips the question, --dry-run only
+    lists them). Retiring a model already retired changes nothing and succeeds.
+    """
+    from ca.names import parse_sha256_hex
+    from ca.requests import RevocationCriteria
+
+    refuse_together(dry_run=dry_run, yes=yes)
     why = RevocationReason.parse(reason)
+    hex_digest = parse_sha256_hex(digest).hex()
     with runtime(ctx) as rt:
-        done = rt.operations.retire_model(
-            digest, environment, revoke=also_revoke, reason=why, actor=actor()
+        known = [m for m in rt.registry.list_models(environment) if m.digest == hex_digest]
+        if not known:
+            raise CAError(ErrorCode.NOT_FOUND, f"no model {hex_digest} to retire")
+        active = [m for m in known if m.active]
+        criteria = RevocationCriteria(model_digest=hex_digest, environment=environment)
+        if dry_run or (also_revoke and not yes and sys.stdin.isatty()):
+            live = rt.authority.matching_live(criteria) if also_revoke else []
+            if dry_run:
+                _print_retirement(active, live, as_json, dry_run=True)
+                return
+            click.confirm(
+                f"retire {len(active)} model entr(ies) and revoke {len(live)} live "
+                f"certificate(s) ({why.text})?",
+                abort=True,
+                err=True,
+            )
+        if not active and not also_revoke:
+            done_retired: list[Any] = []
+            done_revoked: list[Any] = []
+        else:
+            done = rt.operations.retire_model(
+                hex_digest, environment, revoke=also_revoke, reason=why, actor=actor()
+            )
+            done_retired, done_revoked = list(done.retired), list(done.revoked)
+    if not done_retired and not done_revoked:
+        unchanged(f"model {hex_digest} is already retired")
+    _print_retirement(done_retired, done_revoked, as_json, dry_run=False)
+
+
+def _print_retirement(retired: list[Any], revoked: list[Any], as_json: bool, dry_run: bool) -> None:
+    if as_json:
+        doc: dict[str, Any] = {
+            "retired": [model_json(m) for m in retired],
+            "revoked": [certificate_json(r) for r in revoked],
+        }
+        if dry_run:
+            doc["dry_run"] = True
+        emit_json(with_changed(doc, bool(retired or revoked) and not dry_run))
+        return
+    verb = "would retire" if dry_run else "retired"
+    for m in retired:
+        click.echo(f"model {m.digest} {verb} in {m.environment}")
+    for r in revoked:
+        click.echo(
+            f"{'would revoke' if dry_run else 'revoked'} {certificate_json(r)['serial']} "
+            f"{r.agent_name}"
         )
-    for m in done.retired:
-        click.echo(f"model {m.digest} retired in {m.environment}")
-    if also_revoke:
-        click.echo(f"revoked {len(done.revoked)} live certificate(s)")
+    if revoked or dry_run:
+        note(f"{'would revoke' if dry_run else 'revoked'} {len(revoked)} live certificate(s)")
 
 
 @model.command("list")
@@ -291,14 +467,17 @@ def model_list(
     """List the model inventory."""
     with runtime(ctx) as rt:
         models = rt.registry.list_models(environment, status)
-    for m in models:
-        if as_json:
-            click.echo(json.dumps(model_json(m), sort_keys=True))
-        else:
-            click.echo(
-                f"{m.digest}  {'active' if m.active else 'retired':8} "
-                f"{m.environment:24} {m.model_type}"
-            )
+    if as_json:
+        for m in models:
+            emit_json(model_json(m))
+        return
+    table(
+        ["DIGEST", "STATUS", "ENVIRONMENT", "MODEL TYPE"],
+        (
+            [m.digest, "active" if m.active else "retired", m.environment, m.model_type]
+            for m in models
+        ),
+    )
 
 
 @click.group(cls=AgentcaGroup)
@@ -306,24 +485,52 @@ def scope() -> None:
     """The scope catalogue."""
 
 
+def _scope_json(name: str, description: str | None) -> dict[str, Any]:
+    return {"scope": name, "description": description}
+
+
 @scope.command("add")
 @click.argument("name")
 @click.option("--description", default=None, help="What the scope allows.")
+@click.option("--json", "as_json", is_flag=True, help="The scope as JSON.")
 @click.pass_context
-def scope_add(ctx: click.Context, name: str, description: str | None) -> None:
-    """Add scope NAME (e.g. submit_limit_order) to the catalogue."""
+def scope_add(ctx: click.Context, name: str, description: str | None, as_json: bool) -> None:
+    """Add scope NAME (e.g. submit_limit_order) to the catalogue.
+
+    Adding a scope that exists with the same description (or without --description)
+    changes nothing and succeeds; with another description it is refused (exit 7).
+    """
+    changed = True
     with runtime(ctx) as rt:
-        rt.registry.add_scope(name, description, actor=actor())
-    click.echo(f"scope {name} added")
+        try:
+            rt.registry.add_scope(name, description, actor=actor())
+        except CAError as exc:
+            if exc.code is not ErrorCode.CONFLICT:
+                raise
+            same = [s for s in rt.registry.list_scopes() if s.name == name]
+            if not same or description not in (None, same[0].description):
+                raise
+            description, changed = same[0].description, False
+    if not changed:
+        unchanged(f"scope {name} already exists")
+    if as_json:
+        emit_json(with_changed(_scope_json(name, description), changed))
+    elif changed:
+        click.echo(f"scope {name} added")
 
 
 @scope.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
 @click.pass_context
-def scope_list(ctx: click.Context) -> None:
+def scope_list(ctx: click.Context, as_json: bool) -> None:
     """List the scope catalogue."""
     with runtime(ctx) as rt:
-        for s in rt.registry.list_scopes():
-            click.echo(f"{s.name:40} {s.description or ''}".rstrip())
+        scopes = rt.registry.list_scopes()
+    if as_json:
+        for sc in scopes:
+            emit_json(_scope_json(sc.name, sc.description))
+        return
+    table(["SCOPE", "DESCRIPTION"], ([sc.name, sc.description or ""] for sc in scopes))
 
 
 @click.group(cls=AgentcaGroup)
@@ -350,12 +557,12 @@ def token_create(ctx: click.Context, agent_name: str, ttl: str, as_json: bool) -
             "id": digest[:HANDLE_HEX],
             "token_sha256": digest,
             "agent": agent_name,
-            "expires_at": expires.isoformat(),
+            "expires_at": expires,
         }
-        click.echo(json.dumps(doc, sort_keys=True))
+        emit_json(with_changed(cli_json(doc), True))
     else:
         click.echo(secret)
-    click.echo(f"expires {expires.isoformat()}; it cannot be shown again", err=True)
+    note(f"token expires {rfc3339(expires)}; it cannot be shown again")
 
 
 @token.command("list")
@@ -369,14 +576,15 @@ def token_list(ctx: click.Context, agent_name: str | None, every: bool, as_json:
     with runtime(ctx) as rt:
         tokens = rt.enrollment_tokens.list_tokens(agent_name, every)
         now = rt.authority.clock()
+    rows = [cli_json(t.to_json(now)) for t in tokens]
     if as_json:
-        for t in tokens:
-            click.echo(json.dumps(t.to_json(now), sort_keys=True))
+        for row in rows:
+            emit_json(row)
         return
-    click.echo(f"{'ID':16}  {'AGENT':32} {'STATUS':8} {'EXPIRES':25} CREATED BY")
-    for t in tokens:
-        expires = t.expires_at.isoformat(timespec="seconds")
-        click.echo(f"{t.handle:16}  {t.agent:32} {t.status(now):8} {expires:25} {t.created_by}")
+    table(
+        ["ID", "AGENT", "STATUS", "EXPIRES", "CREATED BY"],
+        ([r["id"], r["agent"], r["status"], r["expires_at"], r["created_by"]] for r in rows),
+    )
 
 
 @token.command("revoke")
@@ -385,13 +593,30 @@ def token_list(ctx: click.Context, agent_name: str | None, every: bool, as_json:
 @click.pass_context
 def token_revoke(ctx: click.Context, token_id: str, as_json: bool) -> None:
     """Revoke the unused enrollment token TOKEN_ID (from 'agentca token list'; at least 8
-    hex digits) so it can never enroll; recorded in the ledger."""
+    hex digits) so it can never enroll; recorded in the ledger. Revoking a revoked token
+    changes nothing and succeeds."""
+    changed = True
     with runtime(ctx) as rt:
-        info = rt.enrollment_tokens.revoke(token_id, actor())
+        try:
+            info = rt.enrollment_tokens.revoke(token_id, actor())
+        except CAError as exc:
+            if exc.code is not ErrorCode.CONFLICT or "already revoked" not in exc.detail:
+                raise
+            wanted = token_id.strip().lower()
+            same = [
+                t
+                for t in rt.enrollment_tokens.list_tokens(None, True)
+                if t.token_sha256.startswith(wanted) and t.revoked_at is not None
+            ]
+            if len(same) != 1:
+                raise
+            info, changed = same[0], False
         now = rt.authority.clock()
+    if not changed:
+        unchanged(f"enrollment token {info.handle} is already revoked")
     if as_json:
-        click.echo(json.dumps(info.to_json(now), sort_keys=True))
-    else:
+        emit_json(with_changed(cli_json(info.to_json(now)), changed))
+    elif changed:
         click.echo(f"enrollment token {info.handle} of agent {info.agent} revoked")
 
 
@@ -427,14 +652,14 @@ def apitoken_create(
             name, role, actor=actor(), ttl=parse_duration(ttl) if ttl else None
         )
         now = rt.authority.clock()
+    data = cli_json(info.to_json(now))
     if as_json:
-        click.echo(json.dumps({**info.to_json(now), "token": secret}, sort_keys=True))
+        emit_json(with_changed({**data, "token": secret}, True))
     else:
         click.echo(secret)
-    click.echo(
-        f"API token '{name}' ({role}) created, expires {info.expires_at.isoformat()}; "
-        "it cannot be shown again",
-        err=True,
+    note(
+        f"API token '{name}' ({role}) created, expires {data['expires_at']}; "
+        "it cannot be shown again"
     )
 
 
@@ -446,16 +671,18 @@ def apitoken_list(ctx: click.Context, as_json: bool) -> None:
     with runtime(ctx) as rt:
         tokens = rt.api_tokens.list()
         now = rt.authority.clock()
-    for t in tokens:
-        data = t.to_json(now)
-        if as_json:
-            click.echo(json.dumps(data, sort_keys=True))
-        else:
-            used = data["last_used_at"] or "never used"
-            click.echo(
-                f"{t.name:32} {t.role.value:9} {data['status']:8} "
-                f"expires {data['expires_at']}  last used {used}"
-            )
+    rows = [cli_json(t.to_json(now)) for t in tokens]
+    if as_json:
+        for row in rows:
+            emit_json(row)
+        return
+    table(
+        ["NAME", "ROLE", "STATUS", "EXPIRES", "LAST USED"],
+        (
+            [r["name"], r["role"], r["status"], r["expires_at"], r["last_used_at"] or "never"]
+            for r in rows
+        ),
+    )
 
 
 @apitoken.command("revoke")
@@ -463,11 +690,23 @@ def apitoken_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the revoked token's record as JSON.")
 @click.pass_context
 def apitoken_revoke(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Revoke API token NAME at once (recorded in the ledger)."""
+    """Revoke API token NAME at once (recorded in the ledger). Revoking a revoked token
+    changes nothing and succeeds."""
+    changed = True
     with runtime(ctx) as rt:
-        info = rt.api_tokens.revoke(name, actor())
+        try:
+            info = rt.api_tokens.revoke(name, actor())
+        except CAError as exc:
+            if exc.code is not ErrorCode.CONFLICT:
+                raise
+            same = [t for t in rt.api_tokens.list() if t.name == name and t.revoked_at]
+            if not same:
+                raise
+            info, changed = same[0], False
         now = rt.authority.clock()
+    if not changed:
+        unchanged(f"API token '{name}' is already revoked")
     if as_json:
-        click.echo(json.dumps(info.to_json(now), sort_keys=True))
-    else:
+        emit_json(with_changed(cli_json(info.to_json(now)), changed))
+    elif changed:
         click.echo(f"API token '{name}' revoked")

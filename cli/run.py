@@ -20,6 +20,7 @@ import click
 
 from ca.wiring import ensure_initialised
 from cli.context import actor, settings_from
+from cli.output import emit_json
 
 SIGNER_CHECK_EVERY = 600  # seconds; signers live 48 h and are renewed with 24 h left
 
@@ -52,17 +53,41 @@ def _children(checkpoint_every: int, postgresql: bool) -> list[tuple[str, list[s
     type=click.IntRange(1),
     help="Seconds between ledger checkpoints (when the ledger grew).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Before starting, print one JSON object on stdout: what will be served.",
+)
 @click.pass_context
-def run(ctx: click.Context, checkpoint_every: int) -> None:
+def run(ctx: click.Context, checkpoint_every: int, as_json: bool) -> None:
     """Start the CA API, OCSP responder and signer rotation, CRL publisher and ledger
     checkpoints together.
 
     Creates everything on first run (data directory, SoftHSM2 token, database, CAs); a second
-    run reuses it. Listens on 127.0.0.1 only by default. Ctrl-C stops everything.
+    run reuses it. Listens on 127.0.0.1 only by default. Ctrl-C stops everything. With
+    --json, one JSON object describing what runs is printed first (start-up lines and the
+    children's output are not JSON).
     """
     settings = settings_from(ctx)
     created = ensure_initialised(settings, actor())
     click.echo(("created" if created else "reusing") + f" CA in {settings.data_dir}", err=True)
+    postgresql = settings.effective_database_url.startswith(("postgresql", "postgres:"))
+    if as_json:
+        emit_json(
+            {
+                "service": "run",
+                "data_dir": str(settings.data_dir),
+                "ca_api": f"http://{settings.listen_host}:{settings.listen_port}",
+                "ocsp": settings.effective_ocsp_url,
+                "crl": f"{settings.effective_crl_base_url}/<issuer>.crl",
+                "checkpoint_every_seconds": checkpoint_every,
+                "signer_check_every_seconds": SIGNER_CHECK_EVERY,
+                "processes": [name for name, _ in _children(checkpoint_every, postgresql)],
+                "changed": created,
+            }
+        )
+        sys.stdout.flush()
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
@@ -72,7 +97,6 @@ def run(ctx: click.Context, checkpoint_every: int) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    postgresql = settings.effective_database_url.startswith(("postgresql", "postgres:"))
     for name, cmd in _children(checkpoint_every, postgresql):
         procs.append((name, subprocess.Popen(cmd)))
     click.echo(

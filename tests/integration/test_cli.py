@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from ca import oids
 from ca.extensions import read_agent_extensions
+from cli.output import cli_serial
 from tests.integration.conftest import register_for_issue, run_cli
 
 MODEL = "8f39b1a2cf93e8201a756b1f2304918e7e1f4094a9a01f92e8c21a4f028bde44"
@@ -208,7 +209,7 @@ def test_revoke_then_show_and_list(cli_ca: dict) -> None:
         data_dir=cli_ca["data_dir"],
         env=cli_ca["env"],
     )
-    serial = format(x509.load_pem_x509_certificate(issued.stdout.encode()).serial_number, "x")
+    serial = cli_serial(x509.load_pem_x509_certificate(issued.stdout.encode()).serial_number)
     rev = run_cli(
         "revoke",
         serial,

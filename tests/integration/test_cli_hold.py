@@ -40,7 +40,7 @@ def test_hold_is_shown_as_held_and_released(tmp_path: Path) -> None:
     table = _ok("list", data_dir=data_dir).splitlines()
     assert table[0].split()[:3] == ["SERIAL", "STATE", "AGENT"]
     states = {line.split()[0]: line.split()[1] for line in table[1:]}
-    assert states == {held: "held", other: "issued"}
+    assert states == {held: "held", other: "good"}
     only_held = [
         json.loads(x)
         for x in _ok("list", "--status", "held", "--json", data_dir=data_dir).splitlines()
@@ -52,9 +52,11 @@ def test_hold_is_shown_as_held_and_released(tmp_path: Path) -> None:
     both = run_cli("show", held, "--pem", "--json", data_dir=data_dir)
     assert both.returncode == 2 and "contradict" in both.stderr
     released = json.loads(_ok("release", held, "--json", data_dir=data_dir))
-    assert released["state"] == "issued" and released["revoked_at"] is None
+    assert released["state"] == "good" and released["revoked_at"] is None
+    assert released["changed"] is True
+    # releasing a good certificate reaches the same end state: success, with a note
     again = run_cli("release", held, data_dir=data_dir)
-    assert again.returncode != 0 and "not on hold" in again.stderr
+    assert again.returncode == 0 and "not on hold" in again.stderr and again.stdout == ""
     assert len(again.stderr.strip().splitlines()) == 1
     # a bulk preview changes nothing; without a terminal, --yes is not needed
     preview = run_cli("revoke", "--agent", "holder", "--dry-run", "--json", data_dir=data_dir)
@@ -62,7 +64,7 @@ def test_hold_is_shown_as_held_and_released(tmp_path: Path) -> None:
     assert {json.loads(x)["serial"] for x in preview.stdout.splitlines()} == {held, other}
     assert "would revoke 2 certificate(s)" in preview.stderr
     after = [json.loads(x) for x in _ok("list", "--json", data_dir=data_dir).splitlines()]
-    assert {r["state"] for r in after} == {"issued"}
+    assert {r["state"] for r in after} == {"good"}
     done = run_cli("revoke", "--agent", "holder", "--reason", "superseded", data_dir=data_dir)
     assert done.returncode == 0 and "revoked 2 certificate(s)" in done.stderr
     dry_serial = run_cli("revoke", held, "--dry-run", data_dir=data_dir)

@@ -217,6 +217,11 @@ def test_the_ca_runs_as_the_writer_alone(pg_url: str, roles: RoleNames, tmp_path
     assert crl.returncode == 0, crl.stderr
     checkpoint = run_cli("ledger", "checkpoint", data_dir=data_dir, env=writer_env)
     assert checkpoint.returncode == 0, checkpoint.stderr
+    beat = run_cli("db", "heartbeat", "--once", "--json", data_dir=data_dir, env=writer_env)
+    assert beat.returncode == 0 and json.loads(beat.stdout) == {"beats": 1, "changed": True}
+    health = run_cli("doctor", "--json", data_dir=data_dir, env=writer_env)
+    checks = {c["check"]: c for c in json.loads(health.stdout)["checks"]}
+    assert checks["roles"]["status"] == "ok", checks  # connected as the writer role
     # what the writer wrote, the auditor role reads back
     engine = sa.create_engine(_as(pg_url, roles.auditor), poolclass=NullPool)
     try:
