@@ -135,11 +135,12 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
 @contextmanager
 def running_nginx(
     prefix: Path, ca_netloc: str, ocsp_netloc: str, tls: tuple[Path, Path],
-    workers: int | str = 1, timeout: float = 20.0,
+    workers: int | str = 1, ports: tuple[int, int] | None = None, timeout: float = 20.0,
 ) -> Iterator[Nginx]:  # fmt: skip
-    """Run nginx with the shipped site under ``prefix``; stopped and its cache removed after."""
+    """Run nginx with the shipped site under ``prefix`` (OCSP on ``ports[0]``, the CA API
+    on ``ports[1]``; default: free ports); stopped and its cache removed after."""
     (prefix / "cache").mkdir(parents=True)
-    http_port, https_port = _free_port(), _free_port()
+    http_port, https_port = ports or (_free_port(), _free_port())
     site = site_config(ca_netloc, ocsp_netloc, http_port, https_port, prefix / "cache", tls)
     (prefix / "agentca.conf").write_text(site)
     user = "user root;\n" if os.geteuid() == 0 else ""
