@@ -2,6 +2,10 @@
 
 Usage: python bench/ocsp_bench.py [--duration 10] [--connections 32] [--threads 2]
 
+A third row set loads OCSP GET through Debian's nginx running deploy/nginx/agentca.conf (its
+RFC 5019 cache, tests/support/nginx.py) in front of our responder, with the cache hit ratio
+counted from nginx's access log ($upstream_cache_status).
+
 Both responders answer for the same issuing CA and the same certificates; both are loaded by
 wrk with the same request bytes (one SHA-1 CertID, no nonce: the RFC 5019 profile), the same
 threads, connections and duration, for POST and GET, with ``Connection: close`` (one request
@@ -247,6 +251,25 @@ def check_good(url: str, der: bytes) -> None:
 SCENARIOS = [("POST", True), ("GET", True), ("POST", False), ("GET", False)]
 
 
+def through_nginx(work: Path, origin: int, get_path: str, args: argparse.Namespace) -> list[Any]:
+    """OCSP GET through deploy/nginx/agentca.conf (Debian's nginx, its cache) in front of our
+    responder on port ``origin``; each run with its cache hit ratio from the access log."""
+    from tests.support.nginx import running_nginx, tls_pair
+
+    runs = []
+    for close in (True, False):
+        prefix = work / f"nginx-{'close' if close else 'keepalive'}"
+        tls = tls_pair(work)
+        with running_nginx(prefix, "127.0.0.1:9", f"127.0.0.1:{origin}", tls, "auto") as nginx:
+            run = run_wrk(f"http://{nginx.http}{get_path}", work / "get.lua", close, args)
+            counts = nginx.cache_statuses("GET")
+        total = sum(counts.values())
+        run["cache"] = dict(counts)
+        run["hit_ratio"] = counts["HIT"] / total if total else 0.0
+        runs.append({"server": "nginx", "method": "GET", "close": close, **run})
+    return runs
+
+
 def inner(args: argparse.Namespace) -> dict[str, Any]:
     """Everything inside the namespace: setup, our server, openssl, wrk."""
     sh("ip", "link", "set", "lo", "up")
@@ -275,6 +298,7 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
                 run = run_wrk(url, script, close, args)
                 results["runs"].append({"server": "agentca", "method": method,
                                         "close": close, **run})  # fmt: skip
+            results["runs"] += through_nginx(work, port, paths["get_path"], args)
         finally:
             ours.send_signal(signal.SIGTERM)
             ours.wait(20)
@@ -350,6 +374,21 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> bool:
             if r["errors"] or r["non2xx"]:
                 print(f"    {r['server']}: socket errors {r['errors']!r}, non-2xx {r['non2xx']}")
         ok = ok and ratio >= 1.0 and (ours["p99_ms"] or 1e9) < 10.0
+    for close in (True, False):
+        cached, theirs = runs.get(("nginx", "GET", close)), runs[("openssl", "GET", close)]
+        if cached is None:
+            continue
+        ours = runs[("agentca", "GET", close)]
+        name = f"GET via nginx cache, {'close' if close else 'keep-alive'}"
+        print(
+            f"{name:28} {cached['rps']:14.0f} {theirs['rps']:14.0f} "
+            f"{cached['rps'] / theirs['rps'] if theirs['rps'] else 0:7.2f} "
+            f"{cached['p50_ms'] or 0:7.2f}ms {cached['p99_ms'] or 0:7.2f}ms "
+            f"{theirs['p99_ms'] or 0:7.2f}ms  (x{cached['rps'] / max(ours['rps'], 1):.2f} our "
+            f"origin; hit ratio {cached['hit_ratio']:.4%} of {sum(cached['cache'].values())})"
+        )
+        if cached["errors"] or cached["non2xx"]:
+            print(f"    nginx: socket errors {cached['errors']!r}, non-2xx {cached['non2xx']}")
     print("\ntarget (throughput >= openssl, our p99 < 10 ms):", "met" if ok else "NOT met")
     return ok
 

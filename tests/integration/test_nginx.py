@@ -10,14 +10,10 @@ large) are RFC 9457 problem documents.
 from __future__ import annotations
 
 import base64
-import datetime
 import http.client
-import ipaddress
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -25,54 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import NameOID
 
-from tests.integration.conftest import REPO_ROOT, run_cli
-from tests.integration.servers import agentca_server, free_port, wait_http
+from tests.integration.conftest import run_cli
+from tests.integration.servers import agentca_server, wait_http
 from tests.integration.test_ocsp_interop import der_request, init_ca, issue, serve
+from tests.support.nginx import NGINX, running_nginx, tls_pair
 
-NGINX = "/usr/sbin/nginx"
-SITE = REPO_ROOT / "deploy" / "nginx" / "agentca.conf"
 # shared_cache_seconds (1) + nginx's whole-second cache clock (up to 1 more) + status_freshness (1)
 BOUND = 3.0
 
 pytestmark = pytest.mark.skipif(
     not Path(NGINX).exists() and not os.environ.get("CI"), reason="nginx is not installed"
 )
-
-
-def _tls_pair(work: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agentca test proxy")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    pem, key_pem = work / "server.pem", work / "server.key"
-    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return pem, key_pem
 
 
 @pytest.fixture(scope="module")
@@ -85,57 +46,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         serve(data_dir, {}) as (ocsp_base, _o),
         agentca_server(["serve", "--workers", "1"], data_dir, "/health") as (ca_base, _c),
     ):
-        prefix = work / "nginx"
-        (prefix / "cache").mkdir(parents=True)
-        pem, key = _tls_pair(work)
-        http_port, https_port = free_port(), free_port()
-        site = SITE.read_text()
-        for old, new in (
-            ("127.0.0.1:8400", urllib.parse.urlsplit(ca_base).netloc),
-            ("127.0.0.1:8401", urllib.parse.urlsplit(ocsp_base).netloc),
-            ("listen 80;", f"listen 127.0.0.1:{http_port};"),
-            ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
-            ("/var/cache/nginx/agentca-ocsp", str(prefix / "cache")),
-            ("/etc/agentca/tls/server.pem", str(pem)),
-            ("/etc/agentca/tls/server.key", str(key)),
-        ):
-            assert old in site, old
-            site = site.replace(old, new)
-        (prefix / "agentca.conf").write_text(site)
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        (prefix / "nginx.conf").write_text(
-            f"{user}daemon off;\nworker_processes 1;\npid {prefix}/nginx.pid;\n"
-            f"error_log {prefix}/error.log warn;\nevents {{ worker_connections 256; }}\n"
-            f"http {{\n access_log {prefix}/access.log;\n"
-            f" client_body_temp_path {prefix}/body;\n proxy_temp_path {prefix}/proxy;\n"
-            f" fastcgi_temp_path {prefix}/fcgi;\n uwsgi_temp_path {prefix}/uwsgi;\n"
-            f" scgi_temp_path {prefix}/scgi;\n include {prefix}/agentca.conf;\n}}\n"
-        )
-        args = [
-            "-p",
-            str(prefix),
-            "-c",
-            str(prefix / "nginx.conf"),
-            "-e",
-            str(prefix / "error.log"),
-        ]
-        check = subprocess.run(
-            [NGINX, "-t", *args], capture_output=True, text=True, timeout=30, check=False
-        )
-        assert check.returncode == 0, check.stderr
-        proc = subprocess.Popen(
-            [NGINX, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{http_port}/health", timeout=20)
+        pem, key = tls_pair(work)
+        with running_nginx(
+            work / "nginx",
+            urllib.parse.urlsplit(ca_base).netloc,
+            urllib.parse.urlsplit(ocsp_base).netloc,
+            (pem, key),
+        ) as nginx:
+            wait_http(f"http://{nginx.http}/health", timeout=20)
             yield {
                 "data_dir": data_dir, "work": work, "certs": certs, "pem": pem,
-                "http": f"127.0.0.1:{http_port}", "https_port": https_port,
+                "http": nginx.http, "https_port": nginx.https_port,
             }  # fmt: skip
-        finally:
-            proc.terminate()
-            proc.wait(10)
-            shutil.rmtree(prefix / "cache", ignore_errors=True)
 
 
 def _get(stack: dict[str, Any], der: bytes) -> tuple[str, str]:
