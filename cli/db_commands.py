@@ -13,6 +13,7 @@ from ca.store.db import (
     upgrade,
 )
 from cli.context import settings_from
+from cli.db_migrate_commands import migrate_to
 from cli.db_roles_commands import roles
 from cli.group import AgentcaGroup
 from cli.heartbeat_commands import heartbeat
@@ -21,7 +22,8 @@ from cli.output import emit_json, unchanged
 
 @click.group(cls=AgentcaGroup)
 def db() -> None:
-    """The database schema: show its revision, migrate it to this release's."""
+    """The database schema: show its revision, migrate it to this release's, move to
+    PostgreSQL."""
 
 
 def _state(url: str) -> dict[str, object]:
@@ -86,3 +88,4 @@ def upgrade_command(ctx: click.Context, as_json: bool) -> None:
 
 db.add_command(roles)
 db.add_command(heartbeat)
+db.add_command(migrate_to)

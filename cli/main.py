@@ -92,7 +92,11 @@ COMMANDS = {
     ),
     "db": (
         "cli.db_commands:db",
-        "The database schema: show its revision, migrate it to this release's.",
+        "The database schema: show its revision, migrate it to this release's, move to PostgreSQL.",
+    ),
+    "backup": (
+        "cli.backup_commands:backup",
+        "Back up the CA (database dump + SoftHSM2 token files + manifest), verify, restore.",
     ),
     "doctor": (
         "cli.doctor_commands:doctor",

@@ -30,6 +30,7 @@ __all__ = [
     "find_pkcs11_module",
     "init_token_command",
     "read_pin_file",
+    "softhsm_config_text",
 ]
 
 KNOWN_MODULE_PATHS: tuple[str, ...] = (
@@ -88,7 +89,8 @@ def _write_new_private_file(path: Path, text: str) -> bool:
     return True
 
 
-def _config_text(token_dir: Path) -> str:
+def softhsm_config_text(token_dir: Path) -> str:
+    """The ``softhsm2.conf`` of a managed token whose objects live in ``token_dir``."""
     return (
         "# SoftHSM2 configuration of the agentca development token (generated).\n"
         f"directories.tokendir = {token_dir}\n"
@@ -119,7 +121,7 @@ def ensure_softhsm_token(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not conf.exists():
             tmp = hsm_dir / "softhsm2.conf.tmp"
-            tmp.write_text(_config_text(token_dir), encoding="utf-8")
+            tmp.write_text(softhsm_config_text(token_dir), encoding="utf-8")
             os.replace(tmp, conf)
         new_pins = _write_new_private_file(so_pin_file, secrets.token_urlsafe(24) + "\n")
         new_pins |= _write_new_private_file(user_pin_file, secrets.token_urlsafe(24) + "\n")

@@ -69,6 +69,7 @@ need softhsm2 have_glob '/usr/lib/softhsm/libsofthsm2.so'
 need openssl have_cmd openssl
 if [[ $mode == test ]]; then
     need postgresql have_glob '/usr/lib/postgresql/*/bin/initdb'
+    need postgresql-client have_cmd pg_dump # agentca backup create/restore on PostgreSQL
     need wrk have_cmd wrk
     need procps have_cmd ps
     need faketime have_cmd faketime # clock-skew fault tests (tests/faults/test_clock_skew.py)
