@@ -239,13 +239,14 @@ class EnrollmentService:
             raise CAError(
                 ErrorCode.BAD_REQUEST, "the current certificate is not valid PEM"
             ) from exc
-        issuing = self.authority.chain()[0]
-        try:
-            current.verify_directly_issued_by(issuing)
-        except (ValueError, TypeError, InvalidSignature) as exc:
+        if not any(
+            _issued_by(current, issuing)
+            # after a rollover, a certificate of the retired issuing CA renews too
+            for issuing in self.authority.hierarchy.issuing_certificates()
+        ):
             raise CAError(
                 ErrorCode.UNAUTHENTICATED, "the current certificate was not issued by this CA"
-            ) from exc
+            )
         if not 0 <= req.created < 2**40:  # seconds since 1970; floats overflow beyond
             raise CAError(ErrorCode.BAD_REQUEST, "created must be a Unix time in seconds")
         now = self.authority.clock()
@@ -425,3 +426,11 @@ def _verbatim(
         validity=req.validity,
         ledger_note={"outside_policy": True, "policy_reasons": list(reasons)},
     )
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

@@ -1,8 +1,9 @@
 """The CA hierarchy: create the root and issuing CA, list them, and load the issuing CA.
 
 The keys are generated in the key store (``hsm.KeyManager``) and never leave it; the
-certificates are immutable ``issuers`` rows, so the loaded issuing CA and the chain are cached
-for the life of the process (a new hierarchy means a new process). The OID arc recorded with
+certificates are immutable ``issuers`` rows, so the loaded issuing CA and the chain are cached;
+only a rollover (``ca.rollover``, decision 0033) makes another issuing CA the active one, and
+each process notices it within :data:`ACTIVE_ISSUER_TTL`. The OID arc recorded with
 the issuers (``ca.arcs``) is not: ``agentca oid-arc set`` may move it while the CA runs, so
 issuance reads it in the reservation's transaction.
 """
@@ -21,7 +22,10 @@ from typing import Any
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,6 +57,10 @@ ISSUING = ISSUING_ROLE
 #: (``agentca oid-arc set``) keeps the old arc accepted; a CSR under no cached arc is read
 #: again under fresh arcs (the new arc of a move made in another process).
 ACCEPTED_ARCS_TTL = 5.0
+#: How long a process issues under the issuing CA it loaded before checking that it is still
+#: the active one: after ``agentca ca rollover`` every process issues under the new one
+#: within this many seconds.
+ACTIVE_ISSUER_TTL = 5.0
 
 log = logging.getLogger("agentca.hierarchy")
 
@@ -90,6 +98,8 @@ class Hierarchy:
         self.clock = clock
         self._issuing: SigningIssuer | None = None
         self._chain: list[x509.Certificate] | None = None
+        self._active_id: int | None = None
+        self._active_checked_until = 0.0
         self._lock = threading.Lock()
         self._accepted: tuple[float, tuple[OidArc, ...]] | None = None
 
@@ -134,28 +144,14 @@ class Hierarchy:
             now + timedelta(days=s.root_validity_days),
         )
         issuing_key = self.keys.generate(issuing_label, issuing_type)
-        root_delta = delta_crl_url(s.effective_crl_base_url, ROOT)
-        issuing_cert = sign_ca_linted(  # linted before the root key signs (decision 0023)
-            issuing_certificate_builder(
-                issuing_key.public_key(),
-                s.issuing_common_name,
-                s.organization,
-                new_serial(),
-                now - BACKDATE,
-                now + timedelta(days=s.issuing_validity_days),
-                root_cert,
-                issuer_crl_url=full_crl_url(s.effective_crl_base_url, ROOT),
-                issuer_delta_crl_url=root_delta,
-            ),
-            root_key,
-            signature_hash(root_key),
-            lambda linted: lint_freshest_crl(linted, root_delta),
+        issuing_cert = sign_issuing_certificate(
+            s, issuing_key.public_key(), s.issuing_common_name, root_cert, root_key, now
         )
         with self.sessions.begin() as session:
-            root = _issuer_row(ROOT, ROOT, None, root_label, root_type.value, root_cert, now, arc)
+            root = issuer_row(ROOT, ROOT, None, root_label, root_type.value, root_cert, now, arc)
             session.add(root)
             session.flush()
-            issuing = _issuer_row(
+            issuing = issuer_row(
                 ISSUING, ISSUING, root.id, issuing_label, issuing_type.value, issuing_cert, now, arc
             )
             session.add(issuing)
@@ -164,8 +160,8 @@ class Hierarchy:
                 actor,
                 "ca.initialised",
                 {
-                    "root": _issuer_summary(root_cert, root_type.value),
-                    "issuing": _issuer_summary(issuing_cert, issuing_type.value),
+                    "root": issuer_summary(root_cert, root_type.value),
+                    "issuing": issuer_summary(issuing_cert, issuing_type.value),
                     "oid_arc": arc.dotted,
                 },
                 now,
@@ -185,6 +181,8 @@ class Hierarchy:
                     key_type=r.key_type,
                     certificate_der=r.certificate_der,
                     parent_name=names.get(r.parent_id) if r.parent_id else None,
+                    id=r.id,
+                    active=bool(r.active),
                 )
                 for r in rows
             ]
@@ -255,25 +253,69 @@ class Hierarchy:
         return after
 
     def chain(self) -> list[x509.Certificate]:
-        """The issuing CA certificate followed by the root (cached)."""
-        if self._chain is not None:
-            return self._chain
-        by_name = {r.name: r for r in self.issuers()}
-        if ISSUING not in by_name:
+        """The active issuing CA certificate followed by the root (cached, see
+        :meth:`signing_issuer`)."""
+        self._follow_rollover()
+        cached = self._chain
+        if cached is not None:
+            return cached
+        records = self.issuers()
+        by_name = {r.name: r for r in records}
+        active = [r for r in records if r.role == ISSUING and r.active]
+        if not active:
             raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
-        return [by_name[ISSUING].certificate, by_name[ROOT].certificate]
+        issuing = active[-1]
+        parent = by_name[issuing.parent_name or ROOT]
+        self._chain = [issuing.certificate, parent.certificate]
+        return self._chain
+
+    def issuing_certificates(self) -> list[x509.Certificate]:
+        """Every issuing CA certificate, the active one first, then retired ones newest first
+        (after a rollover, certificates of a retired one still verify under it)."""
+        records = [r for r in self.issuers() if r.role == ISSUING]
+        records.sort(key=lambda r: (not r.active, -r.id))
+        return [r.certificate for r in records]
 
     def signing_issuer(self) -> SigningIssuer:
-        """The active issuing CA with its key (loaded once, then cached)."""
-        if self._issuing is None:
+        """The active issuing CA with its key (loaded once, then cached; every
+        :data:`ACTIVE_ISSUER_TTL` seconds the process checks whether a rollover made another
+        issuing CA active, and then loads that one)."""
+        self._follow_rollover()
+        issuing = self._issuing
+        if issuing is None:
             with self._lock:
-                if self._issuing is None:
-                    self._issuing = self._load_issuing()
-        return self._issuing
+                issuing = self._issuing
+                if issuing is None:
+                    issuing = self._issuing = self._load_issuing()
+        return issuing
+
+    def forget_issuing(self) -> None:
+        """Drop the cached issuing CA and chain (this process just rolled the issuing CA)."""
+        self._issuing = None
+        self._chain = None
+        self._active_checked_until = 0.0
+
+    def _follow_rollover(self) -> None:
+        if time.monotonic() < self._active_checked_until:
+            return
+        with self.sessions() as s:
+            active = s.scalar(
+                select(func.max(Issuer.id)).where(Issuer.role == ISSUING, Issuer.active)
+            )
+        if active != self._active_id:
+            self._issuing = None
+            self._chain = None
+            self._active_id = active
+        self._active_checked_until = time.monotonic() + ACTIVE_ISSUER_TTL
 
     def _load_issuing(self) -> SigningIssuer:
         with self.sessions() as s:
-            row = s.scalar(select(Issuer).where(Issuer.role == ISSUING, Issuer.active))
+            row = s.scalar(
+                select(Issuer)
+                .where(Issuer.role == ISSUING, Issuer.active)
+                .order_by(Issuer.id.desc())
+                .limit(1)
+            )
             if row is None:
                 raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
             parent = s.scalar(select(Issuer.name).where(Issuer.id == row.parent_id))
@@ -297,6 +339,35 @@ class Hierarchy:
                     delta_crl_url=delta_crl_url(self.settings.effective_crl_base_url, row.name),
                 ),
             )
+
+
+def sign_issuing_certificate(
+    settings: Settings,
+    public_key: CertificatePublicKeyTypes,
+    common_name: str,
+    root_cert: x509.Certificate,
+    root_key: CertificateIssuerPrivateKeyTypes,
+    now: datetime,
+) -> x509.Certificate:
+    """An issuing CA certificate for ``public_key`` in the one issuing profile, signed by the
+    root key once linted (decision 0023); ``agentca init`` and the rollover both use it."""
+    root_delta = delta_crl_url(settings.effective_crl_base_url, ROOT)
+    return sign_ca_linted(
+        issuing_certificate_builder(
+            public_key,
+            common_name,
+            settings.organization,
+            new_serial(),
+            now - BACKDATE,
+            now + timedelta(days=settings.issuing_validity_days),
+            root_cert,
+            issuer_crl_url=full_crl_url(settings.effective_crl_base_url, ROOT),
+            issuer_delta_crl_url=root_delta,
+        ),
+        root_key,
+        signature_hash(root_key),
+        lambda linted: lint_freshest_crl(linted, root_delta),
+    )
 
 
 def baked_crl_url_warnings(cert: x509.Certificate, parent: str, crl_base_url: str) -> list[str]:
@@ -333,7 +404,7 @@ def baked_crl_url_warnings(cert: x509.Certificate, parent: str, crl_base_url: st
     return out
 
 
-def _issuer_row(
+def issuer_row(
     name: str,
     role: str,
     parent_id: int | None,
@@ -372,7 +443,7 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def _issuer_summary(cert: x509.Certificate, key_type: str) -> dict[str, Any]:
+def issuer_summary(cert: x509.Certificate, key_type: str) -> dict[str, Any]:
     return {
         "subject": cert.subject.rfc4514_string(),
         "serial": serial_to_hex(cert.serial_number),

@@ -123,17 +123,37 @@ def read_arc_state(session: Session) -> ArcState:
     return ArcState(OidArc(row.oid_arc), decode_previous(row.previous_oid_arcs))
 
 
-def issuer_chain_pem(sessions: sessionmaker[Session], root_only: bool = False) -> str:
-    """The active issuing CA certificate then the root, in PEM (or the root only)."""
+def issuer_chain_pem(
+    sessions: sessionmaker[Session], root_only: bool = False, all_issuing: bool = False
+) -> str:
+    """The active issuing CA certificate then the root, in PEM (or the root only; or with
+    ``all_issuing`` every unexpired issuing CA, the active one first, then the root)."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
+    from ca.clock import utcnow
+
     with sessions() as s:
-        found = s.execute(select(Issuer.role, Issuer.certificate_der).where(Issuer.active))
-        rows = {role: der for role, der in found}
-    if ISSUING_ROLE not in rows or ROOT_ROLE not in rows:
+        found = s.execute(
+            select(Issuer.role, Issuer.active, Issuer.not_after, Issuer.certificate_der).order_by(
+                Issuer.id.desc()
+            )
+        ).all()
+    now = utcnow()
+    active = [r.certificate_der for r in found if r.role == ISSUING_ROLE and r.active]
+    roots = [r.certificate_der for r in found if r.role == ROOT_ROLE]
+    if not active or not roots:
         raise CAError(ErrorCode.NOT_INITIALISED, NOT_INITIALISED)
-    roles = (ROOT_ROLE,) if root_only else (ISSUING_ROLE, ROOT_ROLE)
-    return "".join(
-        x509.load_der_x509_certificate(rows[r]).public_bytes(Encoding.PEM).decode() for r in roles
-    )
+    if root_only:
+        ders = roots[:1]
+    elif all_issuing:
+        retired = [
+            r.certificate_der
+            for r in found
+            if r.role == ISSUING_ROLE and not r.active and r.not_after > now
+        ]
+        ders = [active[0], *retired, roots[0]]
+    else:
+        ders = [active[0], roots[0]]
+    pems = (x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM) for d in ders)
+    return "".join(p.decode() for p in pems)

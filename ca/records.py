@@ -95,6 +95,8 @@ class IssuerRecord:
     key_type: str
     certificate_der: bytes
     parent_name: str | None
+    id: int = 0
+    active: bool = True  # False: an issuing CA retired by a rollover (decision 0033)
 
     @property
     def certificate(self) -> x509.Certificate:

@@ -327,27 +327,42 @@ def show(ctx: click.Context, serial: str, as_pem: bool, as_json: bool) -> None:
 )
 @click.option("--root-only", is_flag=True, help="Only the root certificate (the trust anchor).")
 @click.option(
+    "--all-issuing",
+    is_flag=True,
+    help="Every unexpired issuing CA (the active one first, then those retired by "
+    "'agentca ca rollover'), then the root: what verifiers of older certificates need.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
     help="One JSON object: the PEM certificates as a list (with --out: what was written).",
 )
 @click.pass_context
-def chain(ctx: click.Context, out: str | None, root_only: bool, as_json: bool) -> None:
-    """Print the CA chain in PEM: issuing CA, then root. Reads the database only (no HSM)."""
+def chain(
+    ctx: click.Context, out: str | None, root_only: bool, all_issuing: bool, as_json: bool
+) -> None:
+    """Print the CA chain in PEM: the active issuing CA, then root. Reads the database only
+    (no HSM).
+    """
     from pathlib import Path
 
     from ca.queries import issuer_chain_pem
 
+    refuse_together(root_only=root_only, all_issuing=all_issuing)
     with read_store(ctx) as sessions:
-        pem = issuer_chain_pem(sessions, root_only)
+        pem = issuer_chain_pem(sessions, root_only, all_issuing)
     end = "-----END CERTIFICATE-----\n"
     certificates = [block + end for block in pem.split(end) if block.strip()]
     if out:
         Path(out).write_text(pem)
         note(f"wrote {len(certificates)} certificate(s) to {out}")
     if as_json:
-        doc: dict[str, Any] = {"root_only": root_only, "count": len(certificates)}
+        doc: dict[str, Any] = {
+            "root_only": root_only,
+            "all_issuing": all_issuing,
+            "count": len(certificates),
+        }
         doc |= {"out": out} if out else {"certificates": certificates}
         emit_json(doc)
     elif not out:

@@ -42,7 +42,12 @@ COMMANDS = {
     ),
     "chain": (
         "cli.cert_commands:chain",
-        "Print the CA chain in PEM: issuing CA, then root. Reads the database only (no HSM).",
+        "Print the CA chain in PEM: the active issuing CA, then root. Reads the database only "
+        "(no HSM).",
+    ),
+    "ca": (
+        "cli.rollover_commands:ca",
+        "The CA hierarchy's keys: roll the issuing CA over to a new key.",
     ),
     "oid-arc": (
         "cli.oid_arc_commands:oid_arc",

@@ -76,3 +76,26 @@ def test_rotate_signer_help() -> None:
     out = subprocess.run([AGENTCA, "ocsp", "rotate-signer", "--help"], capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
     assert "--every" in out and "--json" in out and "--if-needed" in out
+
+
+def test_rotation_covers_every_issuer_after_a_rollover(tmp_path: Path) -> None:
+    """After ``agentca ca rollover`` the new issuing CA has its responder certificate, and a
+    rotation renews the root's, the retired issuing CA's and the new one's; the previous
+    signers stay on record and valid (overlap: their answers keep verifying)."""
+    data = tmp_path / "data"
+    assert run_cli("init", data_dir=data).returncode == 0
+    rolled = run_cli("ca", "rollover", "--yes", "--json", data_dir=data)
+    assert rolled.returncode == 0, rolled.stderr
+    assert json.loads(rolled.stdout)["responder_certificates"] == ["issuing-2"]
+    db = data / "agentca.sqlite3"
+    before = _signers(db)
+    assert len(before) == 3
+    forced = run_cli("ocsp", "rotate-signer", "--json", data_dir=data)
+    assert forced.returncode == 0, forced.stderr
+    rows = [json.loads(line) for line in forced.stdout.splitlines()]
+    assert [r["issuer"] for r in rows] == ["root", "issuing", "issuing-2"]
+    assert all(r["created"] for r in rows)
+    after = _signers(db)
+    assert len(after) == 6
+    now = datetime.now(UTC).replace(tzinfo=None)
+    assert all(not_after > now + timedelta(hours=40) for _id, _label, not_after in before)
