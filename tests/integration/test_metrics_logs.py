@@ -95,3 +95,50 @@ def test_metrics_refused_outside_metrics_networks(tmp_path: Path) -> None:
         _proc,
     ):
         assert _get(base + "/metrics")[0] == 404
+
+
+def test_ocsp_metrics_count_answers_exactly_across_two_workers(tmp_path: Path, pg_url: str) -> None:
+    import concurrent.futures
+    import time
+
+    from tests.integration.conftest import run_cli
+    from tests.integration.test_ocsp_interop import der_request, init_ca, issue, post, serve
+
+    data_dir, work = tmp_path / "ca", tmp_path / "work"
+    work.mkdir()
+    env = {"AGENTCA_DATABASE_URL": pg_url, "AGENTCA_LOG_FORMAT": "json"}
+    init_ca(data_dir, env, work)
+    good, _ = issue(data_dir, env, work, "m-good")
+    revoked, serial = issue(data_dir, env, work, "m-revoked")
+    assert run_cli("revoke", serial, data_dir=data_dir, env=env).returncode == 0
+    issuer = work / "issuing.pem"
+    with serve(data_dir, env) as (base, _proc):
+
+        def counts() -> dict[tuple[tuple[str, str], ...], float]:
+            return _samples(_get(base + "/metrics")[1].decode(), "agentca_ocsp_responses_total")
+
+        def total(c: dict[tuple[tuple[str, str], ...], float], status: str) -> float:
+            return sum(v for k, v in c.items() if dict(k)["status"] == status)
+
+        time.sleep(1.5)  # warm-up answers (none expected) are flushed
+        before = counts()
+        pids: set[str] = set()
+
+        def one(der: bytes) -> None:
+            _resp, headers = post(base, der)
+            pids.add(headers["X-Agentca-Worker"])
+
+        jobs = [der_request(issuer, good)] * 10 + [der_request(issuer, revoked)] * 3
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(one, jobs))
+        deadline = time.monotonic() + 10
+        after = counts()
+        while total(after, "good") - total(before, "good") < 10 and time.monotonic() < deadline:
+            time.sleep(0.3)
+            after = counts()
+        assert total(after, "good") - total(before, "good") == 10
+        assert total(after, "revoked") - total(before, "revoked") == 3
+        text = _get(base + "/metrics")[1].decode()
+        assert _samples(text, "agentca_ocsp_database_up") == {(): 1.0}
+        assert _samples(text, "agentca_ocsp_status_age_seconds")[()] < 1.0
+    assert len(pids) == 2, pids  # both workers answered: the scrape merged their counts
