@@ -26,6 +26,7 @@ from ca.oids import OidArc, OidArcError
 
 ENV_PREFIX = "AGENTCA_"
 KEY_STORES = ("pkcs11", "software")
+LOG_FORMATS = ("text", "json")
 #: ``AGENTCA_*`` variables that are not settings: the file to read, and the test and
 #: benchmark harness's own (prefixes). Any other unknown ``AGENTCA_*`` variable is an error.
 ENV_NOT_SETTINGS = ("AGENTCA_CONFIG",)
@@ -131,6 +132,10 @@ class Settings:
     # the CA API's access log leaves out 304 Not Modified answers (conditional polls of the
     # model inventory, CRLs and the SPIFFE bundle that found nothing new) unless this is true
     access_log_not_modified: bool = False
+    # observability (decision 0031): log lines as text or one JSON object per line; and the
+    # client networks that may read /metrics of the CA API and the responder (empty: nobody)
+    log_format: str = "text"
+    metrics_networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
     def __post_init__(self) -> None:
         try:
@@ -169,6 +174,22 @@ class Settings:
                 "setting 'read_max_lag_ms' must be at least 200 (the replica's lag is checked "
                 f"every 100 ms), not {self.read_max_lag_ms}",
             )
+        object.__setattr__(self, "log_format", self.log_format.strip().lower())
+        if self.log_format not in LOG_FORMATS:
+            raise CAError(
+                ErrorCode.CONFIG,
+                f"setting 'log_format' must be one of {', '.join(LOG_FORMATS)}, "
+                f"not {self.log_format!r}",
+            )
+        for network in self.metrics_networks:
+            try:
+                ipaddress.ip_network(network.strip(), strict=False)
+            except ValueError:
+                raise CAError(
+                    ErrorCode.CONFIG,
+                    "setting 'metrics_networks' must list IP networks such as 127.0.0.1/32 "
+                    f"or 10.0.0.0/8, not {network!r}",
+                ) from None
         if self.oid_arc.strip():
             try:
                 OidArc(self.oid_arc.strip())

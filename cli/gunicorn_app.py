@@ -36,9 +36,14 @@ def listen_reusable(bind: str, backlog: int) -> int:
     return sock.detach()
 
 
-def serve_with_gunicorn(app: Any, options: dict[str, Any]) -> None:
-    """Start gunicorn's master with ``options`` serving ``app``; returns when it stops."""
+def serve_with_gunicorn(app: Any, options: dict[str, Any], metrics_service: str = "") -> None:
+    """Start gunicorn's master with ``options`` serving ``app``; returns when it stops.
+
+    With ``metrics_service`` the workers share a fresh Prometheus multiprocess directory of
+    that name, made before they fork and removed when the master stops (decision 0031)."""
     from gunicorn.app.base import BaseApplication
+
+    from ca.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 
     settings = dict(options)
     if settings.pop(SHARED_REUSE_PORT, False) and isinstance(settings.get("bind"), str):
@@ -53,4 +58,9 @@ def serve_with_gunicorn(app: Any, options: dict[str, Any]) -> None:
         def load(self) -> Any:
             return app
 
-    _App().run()
+    metrics_dir = prepare_multiprocess_dir(metrics_service) if metrics_service else None
+    try:
+        _App().run()
+    finally:
+        if metrics_dir is not None:
+            remove_multiprocess_dir(metrics_dir)

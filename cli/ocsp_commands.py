@@ -158,7 +158,7 @@ def serve(
     app = create_app(settings, opts)
     options: dict[str, Any] = gunicorn_ocsp.options(settings)
     options["worker_connections"] = max_connections
-    serve_with_gunicorn(app, options)
+    serve_with_gunicorn(app, options, metrics_service="ocsp")
 
 
 def _print(results: list[RotationResult], as_json: bool, header: bool = True) -> None:

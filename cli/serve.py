@@ -68,4 +68,4 @@ def serve(
     from deploy import gunicorn_ca
 
     options: dict[str, Any] = gunicorn_ca.options(settings)
-    serve_with_gunicorn(app, options)
+    serve_with_gunicorn(app, options, metrics_service="ca")

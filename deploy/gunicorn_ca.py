@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ca.api.access_log import QuietPollLogger, VerbosePollLogger
+from ca.api.access_log import logger_class
 from ca.api.worker import worker_class
+from ca.metrics import worker_exited
 from ca.reconciliation import start_reconciler
 from deploy import SHARED_REUSE_PORT
 
@@ -30,9 +31,10 @@ def options(settings: Any) -> dict[str, Any]:
         "graceful_timeout": 10,
         "keepalive": 5,
         "accesslog": "-",
-        # 304 answers to conditional polls (inventory, CRLs, bundle) stay out of the log
-        "logger_class": (
-            VerbosePollLogger if settings.access_log_not_modified else QuietPollLogger
+        # 304 answers to conditional polls (inventory, CRLs, bundle) stay out of the log;
+        # text or JSON lines (log_format)
+        "logger_class": logger_class(
+            settings.access_log_not_modified, settings.log_format == "json"
         ),
         "errorlog": "-",
         "loglevel": "info",
@@ -41,6 +43,8 @@ def options(settings: Any) -> dict[str, Any]:
         "preload_app": False,
         "proc_name": "agentca-ca",
         "post_worker_init": lambda worker: start_reconciler(worker.wsgi, settings),
+        # a dead worker's live gauges leave the Prometheus multiprocess directory (0031)
+        "child_exit": worker_exited,
         # ``agentca serve`` binds the socket itself with SO_REUSEPORT, so a new master binds
         # while orphaned workers of a killed one finish (decision 0015). Not gunicorn's
         # ``reuse_port``: that gives each worker its own socket and backlog, lost on kill -9.

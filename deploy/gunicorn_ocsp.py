@@ -10,6 +10,8 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+from ca.api.access_log import logger_class
+from ca.metrics import worker_exited
 from deploy import SHARED_REUSE_PORT
 
 
@@ -41,6 +43,9 @@ def options(settings: Any) -> dict[str, Any]:
         "worker_connections": 1000,  # per worker; one client address may hold a quarter
         "accesslog": None,
         "errorlog": "-",
+        # gunicorn's and the responder's lines as text or JSON (log_format); OCSP answers
+        # themselves are not access-logged (decision 0031)
+        "logger_class": logger_class(False, settings.log_format == "json"),
         "loglevel": "info",
         "limit_request_line": 8190,
         "limit_request_fields": 64,
@@ -55,4 +60,6 @@ def options(settings: Any) -> dict[str, Any]:
         # agentca does not use gunicornc; signals control the master.
         "control_socket_disable": True,
         "post_worker_init": warm_up,
+        # a dead worker's live gauges leave the Prometheus multiprocess directory (0031)
+        "child_exit": worker_exited,
     }

@@ -45,6 +45,7 @@ from hsm.errors import (
 )
 from hsm.keys import HsmEcPrivateKey, HsmEd25519PrivateKey, HsmPrivateKey, HsmRsaPrivateKey
 from hsm.keytypes import KeyType
+from hsm.observe import observe_sign
 from hsm.status import HsmStatus
 
 __all__ = ["HsmStatus", "KeyStore", "TokenConfig"]
@@ -511,7 +512,14 @@ class KeyStore:
             signature: bytes = key.sign(data, mechanism=mechanism, mechanism_param=param)
             return signature
 
-        return self._run(f"sign with key {label!r}", sign)
+        started = time.perf_counter()
+        ok = False
+        try:
+            signature = self._run(f"sign with key {label!r}", sign)
+            ok = True
+            return signature
+        finally:
+            observe_sign(time.perf_counter() - started, ok)
 
     def _adapter(self, label: str, key_type: KeyType, pub: Any) -> HsmPrivateKey:
         public = _public_key_from_token(pub, key_type)

@@ -21,20 +21,24 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, abort, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ca.config import Settings
+from ca.logs import REQUEST_ID_HEADER, current_request_id, request_id
+from ca.metrics import CONTENT_TYPE as METRICS_TYPE
+from ca.metrics import may_scrape, parse_networks
 from ocsp.options import OcspOptions
 from ocsp.responder import ERROR_ANSWERS, MALFORMED_ANSWER, Answer, Responder
 from ocsp.response import ResponseStatus
+from ocsp.tally import ANSWERS, NONE
 
 log = logging.getLogger("agentca.ocsp")
 
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
 POST_PATHS = frozenset({"/ocsp", "/ocsp/", "/"})
-FLASK_PATHS = frozenset({"/health", "/ready"})
+FLASK_PATHS = frozenset({"/health", "/ready", "/metrics"})
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -91,7 +95,7 @@ class OcspWsgi:
                 return self._get(environ, path, start_response)
         except Exception:
             log.exception("internal error in the OCSP HTTP layer")
-            return self._send(start_response, ERROR_ANSWERS[ResponseStatus.INTERNAL_ERROR])
+            return self._refuse(start_response, ERROR_ANSWERS[ResponseStatus.INTERNAL_ERROR])
         return self.inner(environ, start_response)
 
     def _respond(self, der: bytes, environ: dict[str, Any]) -> Answer:
@@ -99,27 +103,29 @@ class OcspWsgi:
             responder = self.responders.get()
         except Exception:
             log.exception("the OCSP responder cannot start")
-            return ERROR_ANSWERS[ResponseStatus.TRY_LATER]
+            answer = ERROR_ANSWERS[ResponseStatus.TRY_LATER]
+            ANSWERS.add(answer.label, NONE)
+            return answer
         return responder.respond(der, environ.get("REMOTE_ADDR") or "")
 
     def _post(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         ctype = environ.get("CONTENT_TYPE", "")
         if ctype != OCSP_REQUEST and ctype.split(";", 1)[0].strip().lower() != OCSP_REQUEST:
-            return self._send(start_response, MALFORMED_ANSWER)
+            return self._refuse(start_response, MALFORMED_ANSWER)
         length_text = environ.get("CONTENT_LENGTH") or ""
         stream = environ["wsgi.input"]
         if length_text:
             try:
                 length = int(length_text)
             except ValueError:
-                return self._send(start_response, MALFORMED_ANSWER)
+                return self._refuse(start_response, MALFORMED_ANSWER)
             if length <= 0 or length > self.max_body:
-                return self._send(start_response, MALFORMED_ANSWER)
+                return self._refuse(start_response, MALFORMED_ANSWER)
             body = stream.read(length)
         else:
             body = stream.read(self.max_body + 1)
             if len(body) > self.max_body:
-                return self._send(start_response, MALFORMED_ANSWER)
+                return self._refuse(start_response, MALFORMED_ANSWER)
         return self._send(start_response, self._respond(body, environ))
 
     def _get(
@@ -127,7 +133,7 @@ class OcspWsgi:
     ) -> Iterable[bytes]:
         der = _decode_get(path)
         if der is None:
-            return self._send(start_response, MALFORMED_ANSWER)
+            return self._refuse(start_response, MALFORMED_ANSWER)
         answer = self._respond(der, environ)
         if answer.status is not ResponseStatus.SUCCESSFUL:
             return self._send(start_response, answer)
@@ -152,6 +158,12 @@ class OcspWsgi:
         start_response("200 OK", headers)
         return [answer.der]
 
+    @classmethod
+    def _refuse(cls, start_response: StartResponse, answer: Answer) -> Iterable[bytes]:
+        """Send an error answer the responder never saw, counted in the answer tally."""
+        ANSWERS.add(answer.label, NONE)
+        return cls._send(start_response, answer)
+
     @staticmethod
     def _send(start_response: StartResponse, answer: Answer) -> Iterable[bytes]:
         headers = [
@@ -165,6 +177,12 @@ class OcspWsgi:
         return [answer.der]
 
 
+def _flush_answers() -> None:
+    from ocsp.metrics import flush
+
+    flush()
+
+
 def create_app(
     settings: Settings,
     options: OcspOptions | None = None,
@@ -175,15 +193,19 @@ def create_app(
     if responder_factory is None:
 
         def responder_factory() -> Responder:
+            from ocsp.metrics import instrument
             from ocsp.wiring import open_responder
 
             rt = open_responder(settings, opts)
             app.extensions["agentca_ocsp_runtime"] = rt  # for /ready: key store and clock
+            instrument(rt)
             return rt.responder
 
     app = Flask("agentca.ocsp")
     responders = LazyResponder(responder_factory)
     app.extensions["agentca_ocsp"] = responders
+    app.extensions["agentca_ocsp_flush"] = _flush_answers  # the worker calls it every second
+    networks = parse_networks(settings.metrics_networks)
     app.wsgi_app = OcspWsgi(app.wsgi_app, responders, opts)  # type: ignore[method-assign]
 
     @app.get("/health")
@@ -213,6 +235,40 @@ def create_app(
         resp = jsonify(worker=os.getpid(), **body)
         resp.headers["Cache-Control"] = "no-store"
         return resp, 200 if ok else 503
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus metrics, for clients in ``metrics_networks`` only (404 for others)."""
+        if not may_scrape(request.remote_addr, networks):
+            abort(404)
+        from ocsp.metrics import exposition
+
+        try:
+            responder: Responder | None = responders.get()
+        except Exception:
+            log.exception("the OCSP responder cannot start")
+            responder = None
+        resp = Response(exposition(responder), mimetype=None)
+        resp.headers["Content-Type"] = METRICS_TYPE
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
+        g.rid_token = current_request_id.set(g.request_id)
+
+    @app.after_request
+    def _echo_request_id(resp: Response) -> Response:
+        if "request_id" in g:
+            resp.headers[REQUEST_ID_HEADER] = g.request_id
+        return resp
+
+    @app.teardown_request
+    def _forget_request_id(_exc: BaseException | None) -> None:
+        token = g.pop("rid_token", None)
+        if token is not None:
+            current_request_id.reset(token)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -45,7 +45,7 @@ from pkcs11.exceptions import PKCS11Error
 
 from ca.errors import CAError, ErrorCode
 from hsm.errors import HSMError
-from ocsp.decision import UNISSUED, IssuerKey, Lookup, SerialStatus, resolve
+from ocsp.decision import UNISSUED, CertState, IssuerKey, Lookup, SerialStatus, resolve
 from ocsp.options import OcspOptions
 from ocsp.request import OcspRequest, parse_request
 from ocsp.response import (
@@ -60,6 +60,7 @@ from ocsp.response import (
 )
 from ocsp.sign_budget import SignBudget
 from ocsp.status import FeedHead, IssuerInfo, StatusSource
+from ocsp.tally import ANSWERS, ERROR_LABELS, HIT, MISS, NONE, AnswerTally
 
 log = logging.getLogger("agentca.ocsp")
 
@@ -77,6 +78,7 @@ class Answer:
         "etag",
         "expires",
         "issuer_id",
+        "label",
         "last_modified",
         "next_update_ts",
         "refresh_at",
@@ -98,6 +100,8 @@ class Answer:
         self.next_update_ts = next_update
         self.issuer_id = 0
         self.serial_hex: str | None = None
+        # the metric label (ocsp.tally): the certificate status, or the OCSP error status
+        self.label = "good" if status is ResponseStatus.SUCCESSFUL else ERROR_LABELS[status]
         if status is ResponseStatus.SUCCESSFUL:
             self.last_modified = formatdate(this_update, usegmt=True)
             self.expires = formatdate(next_update, usegmt=True)
@@ -182,6 +186,15 @@ class SignerProvider(Protocol):
     def check(self) -> bool: ...  # True when a signer changed
 
 
+def status_label(statuses: Sequence[SerialStatus]) -> str:
+    """The metric label of an answer: ``revoked`` if any certificate is, else ``unissued``
+    (answered revoked/certificateHold, RFC 6960 2.2) if any is, else ``good``."""
+    states = {st.state for st in statuses}
+    if CertState.REVOKED in states:
+        return "revoked"
+    return "unissued" if CertState.UNISSUED in states else "good"
+
+
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(int(ts), UTC)
 
@@ -196,8 +209,10 @@ class Responder:
         options: OcspOptions | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        tally: AnswerTally = ANSWERS,
     ) -> None:
         self.source = source
+        self.tally = tally
         self.signers = signers
         self.options = options or OcspOptions()
         self.clock = clock
@@ -233,22 +248,32 @@ class Responder:
     def database_ok(self) -> bool:
         return self._db_ok
 
+    @property
+    def fresh_as_of(self) -> float | None:
+        """Wall time as of which the status feed was last read (None: never read)."""
+        return self._fresh_as_of or None
+
     def respond(self, der: bytes, client: str = "") -> Answer:
         """The answer to one DER ``OCSPRequest`` from ``client`` (its address; never raises).
 
         Pre-signed answers are served to anyone; work that needs a new signature is bounded
-        per client address (``sign_rate_per_client``).
+        per client address (``sign_rate_per_client``). Each answer is counted in ``tally``.
         """
+        answer, cache = self._respond(der, client)
+        self.tally.add(answer.label, cache)
+        return answer
+
+    def _respond(self, der: bytes, client: str) -> tuple[Answer, str]:
         try:
             mono = self.monotonic()
             if mono >= self._next_poll:
                 self.poll()
             if mono - self._confirmed > self._vouch_for:
                 # Not confirmed within the freshness bound: a revocation may be unread.
-                return TRY_LATER_ANSWER
+                return TRY_LATER_ANSWER, NONE
             hit = self._responses.get(der)
             if hit is not None and hit.refresh_at > self.clock():
-                return hit
+                return hit, HIT
             return self._answer(der, client)
         except CAError as exc:
             status = status_for_error(exc)
@@ -258,7 +283,7 @@ class Responder:
                     exc.code.slug,
                     f"OCSP signing unavailable, answering tryLater: {exc.detail}",
                 )
-            return ERROR_ANSWERS[status]
+            return ERROR_ANSWERS[status], NONE
         except (HSMError, PKCS11Error) as exc:
             kind = hsm_error_kind(exc)
             self.errors.log(
@@ -266,7 +291,7 @@ class Responder:
                 kind,
                 f"OCSP signing unavailable (HSM {_describe(kind, exc)}), answering tryLater",
             )
-            return TRY_LATER_ANSWER
+            return TRY_LATER_ANSWER, NONE
         except Exception as exc:
             self.errors.log(
                 logging.ERROR,
@@ -274,7 +299,7 @@ class Responder:
                 "internal error while answering an OCSP request",
                 exc_info=True,
             )
-            return ERROR_ANSWERS[ResponseStatus.INTERNAL_ERROR]
+            return ERROR_ANSWERS[ResponseStatus.INTERNAL_ERROR], NONE
 
     def poll(self) -> None:
         """Read the change feed and drop what it invalidates; never raises."""
@@ -397,9 +422,9 @@ class Responder:
         self.clear()
 
     # -- answering ----------------------------------------------------------------------------
-    def _answer(self, der: bytes, client: str) -> Answer:
+    def _answer(self, der: bytes, client: str) -> tuple[Answer, str]:
         if len(der) > self.options.max_request_bytes:
-            return MALFORMED_ANSWER
+            return MALFORMED_ANSWER, NONE
         request = parse_request(der, self.options.max_cert_ids)
         if not self._issuers:
             raise CAError(ErrorCode.DB_UNAVAILABLE, "issuers not loaded yet")
@@ -407,7 +432,7 @@ class Responder:
         if lookups is None or len({lk.issuer_id for lk in lookups}) != 1:
             # Not ours (or an unmatched hash algorithm), or several issuers: one delegated
             # signer can only speak for its own CA.
-            return ERROR_ANSWERS[ResponseStatus.UNAUTHORIZED]
+            return ERROR_ANSWERS[ResponseStatus.UNAUTHORIZED], NONE
         cacheable = request.nonce is None and len(lookups) == 1
         presigned = None
         if len(lookups) == 1:
@@ -416,15 +441,17 @@ class Responder:
                 presigned = hit
                 if cacheable:
                     self._store(der, hit)
-                    return hit
+                    return hit, HIT
         if not self._may_sign(client, 1 + (len(lookups) - 1) // 8):
             # Over budget: the pre-signed answer without the nonce if there is one, else later.
-            return presigned or ERROR_ANSWERS[ResponseStatus.TRY_LATER]
+            if presigned is not None:
+                return presigned, HIT
+            return ERROR_ANSWERS[ResponseStatus.TRY_LATER], NONE
         answer = self._sign(request, lookups)
         if cacheable and self._db_ok:
             self._store(_CERTID + lookups[0].cert_id.der, answer)
             self._store(der, answer)
-        return answer
+        return answer, MISS
 
     def _may_sign(self, client: str, cost: int) -> bool:
         """Take ``cost`` tokens from ``client``'s signing budget; False when it is spent."""
@@ -494,4 +521,5 @@ class Responder:
         answer = Answer(der, ResponseStatus.SUCCESSFUL, this_ts, next_ts, refresh_at)
         answer.issuer_id = issuer_id
         answer.serial_hex = lookups[0].serial_hex
+        answer.label = status_label(statuses)
         return answer

@@ -142,6 +142,8 @@ class OcspWorker(Worker):  # type: ignore[misc]
         orphaned_at: float | None = None
         orphan_grace = min(float(self.cfg.graceful_timeout or 0), ORPHAN_SECONDS)
         self._released = False
+        # the app's per-second hook: answer counts to the Prometheus counters (ocsp.metrics)
+        flush = getattr(self.wsgi, "extensions", {}).get("agentca_ocsp_flush")
         while self.alive:
             self.notify()
             for key, mask in sel.select(timeout=1.0):
@@ -158,6 +160,11 @@ class OcspWorker(Worker):  # type: ignore[misc]
             now = time.monotonic()
             if now >= next_sweep:
                 next_sweep = now + 1.0
+                if flush is not None:
+                    try:
+                        flush()
+                    except Exception:  # metrics must never stop the responder
+                        self.log.exception("flushing the OCSP answer counts failed")
                 for conn in list(conns.values()):
                     if conn.started is not None and not conn.draining:
                         if now - conn.started > REQUEST_SECONDS:
@@ -175,6 +182,9 @@ class OcspWorker(Worker):  # type: ignore[misc]
         for conn in list(conns.values()):
             self._close(conn)
         sel.close()
+        if flush is not None:
+            with contextlib.suppress(Exception):
+                flush()
 
     def _accept(self, listener: Any) -> None:
         for _ in range(64):

@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from sqlalchemy import text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ca.api import observability
 from ca.api.auth import FAILURES_KEY
 from ca.api.problems import install_problem_handlers
 from ca.api.ratelimit import TokenBucket
@@ -143,7 +144,9 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
     app = Flask("agentca.ca", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = True  # type: ignore[attr-defined]
-    app.extensions["agentca"] = LazyRuntime(runtime_factory or (lambda: open_runtime(settings)))
+    app.extensions["agentca"] = LazyRuntime(
+        lambda: observability.instrument((runtime_factory or (lambda: open_runtime(settings)))())
+    )
     app.extensions["agentca.enroll_bucket"] = TokenBucket(
         settings.enroll_rate_per_second, settings.enroll_burst
     )
@@ -156,6 +159,7 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
         hops = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     install_problem_handlers(app)
+    observability.install(app, settings)
 
     @app.after_request
     def _security_headers(resp: Response) -> Response:

@@ -2,7 +2,7 @@
 
 Path, method, summary, tag, security, parameters, and which model of :mod:`ca.api.schemas`
 each operation takes and answers; :mod:`ca.api.openapi` assembles the document. Just over
-400 lines: one literal per operation (35 of them), kept together so the table reads as one.
+400 lines: one literal per operation (36 of them), kept together so the table reads as one.
 """
 
 from __future__ import annotations
@@ -104,6 +104,16 @@ def paths() -> dict[str, Any]:
                 _ok("200", "Ready", _json(schemas.Readiness))
                 | _ok("503", "Not ready (the body says why)", _json(schemas.Readiness)),
                 errors=(),
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics, text exposition (only clients in metrics_networks; "
+                "404 for anyone else)",
+                "public",
+                None,
+                _ok("200", "Metrics", {"text/plain": {"schema": _S}}),
+                errors=("404",),
             )
         },
         "/openapi.json": {

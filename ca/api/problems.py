@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any, Final
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ca.api.statuses import http_status
@@ -77,6 +77,9 @@ def problem_body(error: CAError, instance: str | None = None) -> dict[str, Any]:
 def problem_response(error: CAError) -> Response:
     """Serialise ``error`` as ``application/problem+json`` with its HTTP status."""
     body = problem_body(error, instance=request.path if request else None)
+    rid = g.get("request_id") if request else None
+    if rid:
+        body["request_id"] = rid
     resp = Response(json.dumps(body), status=http_status(error), mimetype=PROBLEM_JSON)
     resp.headers["Cache-Control"] = "no-store"
     retry_after = error.extra.get("retry_after")
@@ -93,6 +96,7 @@ def install_problem_handlers(app: Flask) -> None:
     expected = ExpectedFailureLog(log)
 
     def _report(error: CAError, exc: BaseException) -> None:
+        g.agentca_error_code = error.code.slug  # the issuance metric's outcome label
         if error.code is ErrorCode.INTERNAL:
             log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
         elif http_status(error) >= 500:
@@ -114,6 +118,9 @@ def install_problem_handlers(app: Flask) -> None:
             "detail": exc.description,
             "instance": request.path,
         }
+        rid = g.get("request_id")
+        if rid:
+            body["request_id"] = rid
         resp = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
         if status == 405 and exc.get_response().headers.get("Allow"):
             resp.headers["Allow"] = exc.get_response().headers["Allow"]

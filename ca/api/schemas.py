@@ -249,6 +249,7 @@ class Problem(ResponseBody):
     detail: str | None = None
     instance: str | None = None
     reasons: list[str] | None = None
+    request_id: str | None = None  # the answer's X-Request-ID, to quote when reporting it
 
 
 class Certificate(ResponseBody):

@@ -972,6 +972,8 @@ def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
     assert env.call("GET", "/health", token=None).status == 200
     ready = env.call("GET", "/ready", token=None)
     assert ready.status == 200, ready.body  # database, HSM and clock all fine here
+    metrics = env.call("GET", "/metrics", token=None)  # the test client is 127.0.0.1
+    assert metrics.status == 200 and b"agentca_issuance_total" in metrics.body
     for path in (
         "/ca/chain.pem",
         "/ca/issuing.der",

@@ -27,7 +27,9 @@ def _serve(
 
     monkeypatch.setattr(cli.serve, "ensure_initialised", initialised)
     monkeypatch.setattr(cli.serve, "create_app", lambda settings: object())
-    monkeypatch.setattr(cli.serve, "serve_with_gunicorn", lambda app, opts: options.append(opts))
+    monkeypatch.setattr(
+        cli.serve, "serve_with_gunicorn", lambda app, opts, **_: options.append(opts)
+    )
     for name in ("AGENTCA_CONFIG", "AGENTCA_WORKERS", "AGENTCA_KEY_STORE", "AGENTCA_DEV_MODE"):
         monkeypatch.delenv(name, raising=False)
     env = {"AGENTCA_DATA_DIR": str(tmp_path), **env}
