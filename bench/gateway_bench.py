@@ -9,12 +9,13 @@ Measured in one process, one run:
 * hot path  - ``Verifier.verify`` on pre-signed requests (distinct nonces) with the chain and
               the stapled OCSP status already cached: header parsing, Content-Digest, window,
               RFC 9421 base, the signature, nonce cache, provenance, scope. Twice: decision log
-              off, and on (JSON line formatted and written to /dev/null);
+              off, and on (a record queued; the writer thread formats the JSON line and
+              writes it to /dev/null, its backlog drained and timed at the end);
 * naive     - what a gateway without caches does per request: parse and verify the chain
               (PolicyBuilder) and fetch OCSP over HTTP from a loopback responder stub (which
               signs each nonce-carrying answer, like ``agentca ocsp serve`` does), then verify.
 
-Target (docs/performance.md): hot-path p50 <= 2 x raw p50.
+Target (docs/performance.md, issue 15): hot-path p50 with the decision log on <= 2 x raw p50.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from cryptography.x509 import ocsp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway import StaticInventory, StatusChecker, Verifier
+from gateway import StaticInventory, StatusChecker, Verifier, decision_log
 from gateway.chain import ChainVerifier
 from gateway.httpsig import RequestView
 from tests.support.gateway_pki import (
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     decisions = logging.getLogger("agentca.gateway.decisions")
     decisions.propagate = False
 
+    drains: list[float] = []
+
     def hot(log_on: bool) -> tuple[list[float], list[float]]:
         v = verifier()
         warm = requests(1)[0]
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for req in reqs:  # interleaved, so both see the same machine state
             hot_s.append(timed(lambda r=req: v.decide(r, SCOPE)))  # type: ignore[misc]
             raw_s.append(timed(lambda: pub.verify(sig, msg, algo)))
+        drain = timed(lambda: decision_log.flush(60))  # the writer's backlog at the end
+        drains.append(drain * 1e6)
         decisions.handlers[:] = []
         return hot_s, raw_s
 
@@ -183,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "hot_path_log_off": percentiles(hot_off),
         "hot_path_log_on": percentiles(hot_on),
         "naive_chain_and_ocsp_fetch": percentiles(naive_s),
+        "log_on_backlog_drain_us": round(drains[-1], 1),
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     }
@@ -212,8 +218,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "naive_chain_and_ocsp_fetch"):  # fmt: skip
             r = result[name]
             print(f"{name:32} {r['p50_us']:9.1f} {r['p99_us']:9.1f} {r['p50_us'] / raw50:10.2f}")
-        ok = result["ratio_hot_off_p50"] <= 2.0
-        print(f"target hot-path p50 <= 2 x raw: {'met' if ok else 'NOT met'}")
+        drain = result["log_on_backlog_drain_us"]
+        print(f"decision-log backlog written {drain:.0f} us after the last request")
+        ok = result["ratio_hot_on_p50"] <= 2.0  # the gateway as deployed: decision log on
+        print(f"target hot-path p50 (decision log on) <= 2 x raw: {'met' if ok else 'NOT met'}")
     return result
 
 

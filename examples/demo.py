@@ -138,8 +138,15 @@ def run(work: Path) -> None:
         outcome(reply, 401)
 
         say("the gateway's decision log (last lines)")
-        log = (s.work / "gateway.log").read_text().splitlines()
-        for line in [ln for ln in log if "agentca.gateway.decisions" in ln][-4:]:
+        # the gateway writes its decision lines off the request path: wait for the refusal's
+        deadline = time.monotonic() + 2
+        while True:
+            log = (s.work / "gateway.log").read_text().splitlines()
+            lines = [ln for ln in log if "agentca.gateway.decisions" in ln]
+            if (lines and '"deny"' in lines[-1]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        for line in lines[-4:]:
             entry = json.loads(line.split(" ", 1)[1])
             print(
                 f"   {entry['decision']:5} {entry['check'] or '-':22} {entry['method']} "

@@ -5,16 +5,18 @@ chain (cached) -> status (stapled or cached; no network) -> signature and covere
 cache its chain and staple; status still unknown? fetch it or use the CRL -> nonce not
 replayed -> provenance (inventory, and equal to what the agent declares) -> scope of the
 route. Every decision is logged as one JSON line on the ``agentca.gateway.decisions`` logger,
-with the HTTP status actually sent (the WSGI and Flask shells log once the response is known).
+with the HTTP status actually sent (the WSGI and Flask shells log once the response is known);
+the line is formatted and written off the request path (``gateway.decision_log``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final
 
 from cryptography import x509
@@ -22,6 +24,7 @@ from cryptography import x509
 from gateway import httpsig
 from gateway.chain import AgentIdentity, ChainEntry, ChainVerifier
 from gateway.client_cert import TlsClientCert, check_binding
+from gateway.decision_log import decision_log, decisions
 from gateway.httpsig import RequestView
 from gateway.inventory import Inventory
 from gateway.problems import Check, Denied
@@ -35,7 +38,6 @@ from wire.oids import DEFAULT_ACCEPTED_ARCS, OidArc
 if TYPE_CHECKING:  # joserfc is needed only by deployments that verify WITs
     from gateway.wit import WitVerifier
 
-decision_log = logging.getLogger("agentca.gateway.decisions")
 
 TAG: Final = "agentca"
 MAX_WINDOW: Final = 60
@@ -66,42 +68,78 @@ class Decision:
         return refusal_status(self.denial.check.status, self.profile)
 
 
-class _LogLine:
-    """Formats the decision as JSON only if a handler actually emits it."""
+_quote: Final[Callable[[str], str]] = encode_basestring_ascii  # json.dumps's own (C) quoting
 
-    __slots__ = ("decision", "http_status", "req", "ts")
+
+def _json(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return _quote(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+@lru_cache(maxsize=4096)
+def _identity_json(ident: AgentIdentity | None) -> str:
+    """The members naming the agent: the same for every request of one certificate."""
+    if ident is None:
+        return ',"agent":null,"spiffe_id":null,"serial":null,"officer":null'
+    return (
+        f',"agent":{_quote(ident.name)},"spiffe_id":{_quote(ident.spiffe_id)}'
+        f',"serial":{_quote(ident.serial)},"officer":{_quote(ident.officer)}'
+    )
+
+
+class _LogLine:
+    """A decision as the log records it; formatted as JSON by the decision-log writer only
+    (the same text ``json.dumps(..., separators=(",", ":"))`` gives, built from its parts)."""
+
+    __slots__ = ("decision", "http_status", "method", "path", "ts")
 
     def __init__(
         self, decision: Decision, req: RequestView, ts: float, http_status: int | None
     ) -> None:
         self.decision = decision
-        self.req = req
+        self.method = req.method
+        self.path = req.path
         self.ts = ts
         self.http_status = http_status
 
     def __str__(self) -> str:
         d = self.decision
-        ident = d.identity
-        entry: dict[str, object] = {
-            "ts": round(self.ts, 6),
-            "decision": "allow" if d.allowed else "deny",
-            "check": None if d.denial is None else d.denial.check.value,
-            "http_status": self.http_status,
-            "method": self.req.method,
-            "path": self.req.path,
-            "scope": d.scope,
-            "agent": None if ident is None else ident.name,
-            "spiffe_id": None if ident is None else ident.spiffe_id,
-            "serial": None if ident is None else ident.serial,
-            "officer": None if ident is None else ident.officer,
-            "profile": d.profile,
-            "status_source": d.status_source,
-            "tls_client_cert": d.extra.get("tls_client_cert"),
-            "nonce": d.nonce,
-            "detail": None if d.denial is None else d.denial.detail,
-            "elapsed_us": round(d.elapsed_us, 1),
-        }
-        return json.dumps(entry, separators=(",", ":"), sort_keys=False)
+        denial = d.denial
+        status = self.http_status
+        return "".join(
+            (
+                '{"ts":',
+                repr(round(self.ts, 6)),
+                ',"decision":"allow"' if d.allowed else ',"decision":"deny"',
+                ',"check":',
+                "null" if denial is None else _quote(denial.check.value),
+                ',"http_status":',
+                "null" if status is None else str(int(status)),
+                ',"method":',
+                _quote(self.method),
+                ',"path":',
+                _quote(self.path),
+                ',"scope":',
+                _json(d.scope),
+                _identity_json(d.identity),
+                ',"profile":',
+                _json(d.profile),
+                ',"status_source":',
+                _json(d.status_source),
+                ',"tls_client_cert":',
+                _json(d.extra.get("tls_client_cert")),
+                ',"nonce":',
+                _json(d.nonce),
+                ',"detail":',
+                "null" if denial is None else _json(denial.detail),
+                ',"elapsed_us":',
+                repr(round(d.elapsed_us, 1)),
+                "}",
+            )
+        )
 
 
 def _parse_declared(header: str | None) -> dict[str, bytes]:
@@ -443,9 +481,10 @@ class Verifier:
         return decision
 
     def log(self, decision: Decision, req: RequestView, http_status: int | None) -> None:
-        """Write the decision line with the HTTP status actually sent (None: not known)."""
-        if decision_log.isEnabledFor(logging.INFO):
-            decision_log.info("%s", _LogLine(decision, req, self.clock(), http_status))
+        """Queue the decision line with the HTTP status actually sent (None: not known); it
+        is formatted and written off the request path (``gateway.decision_log.flush`` waits)."""
+        if decisions.enabled():
+            decisions.append(_LogLine(decision, req, self.clock(), http_status))
 
     def decide(
         self, req: RequestView, scope: str | None, profiles: Iterable[str] | None = None

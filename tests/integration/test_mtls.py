@@ -53,6 +53,7 @@ from gateway import (
     StaticInventory,
     StatusChecker,
     Verifier,
+    decision_log,
 )
 from hsm import TokenConfig
 from tests.integration.conftest import settings_for
@@ -483,6 +484,7 @@ def _problem(reply: Any) -> dict[str, Any]:
 
 
 def _decisions(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    assert decision_log.flush()
     return [
         json.loads(r.getMessage()) for r in caplog.records if r.name == "agentca.gateway.decisions"
     ]

@@ -19,7 +19,7 @@ from cryptography.x509 import ocsp
 from flask import Flask, g, jsonify
 
 from agent.client import Agent
-from gateway import AgentGatewayMiddleware, StaticInventory, StatusChecker, Verifier
+from gateway import AgentGatewayMiddleware, StaticInventory, StatusChecker, Verifier, decision_log
 from gateway.chain import issuer_hashes
 from gateway.flask_ext import AgentGateway, requires_scope
 from gateway.httpsig import RequestView, component_value
@@ -93,11 +93,23 @@ def pki() -> Pki:
 class _Lines(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.lines: list[dict[str, Any]] = []
+        self.lines: list[dict[str, Any]] = _Flushed()
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name == DECISIONS and record.levelno == logging.INFO:
             self.lines.append(json.loads(record.getMessage()))
+
+
+class _Flushed(list[dict[str, Any]]):
+    """The lines so far: reading waits for the decision-log writer to catch up first."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        assert decision_log.flush()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        assert decision_log.flush()
+        return super().__len__()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from gateway import (
     StaticInventory,
     StatusChecker,
     Verifier,
+    decision_log,
 )
 from gateway.flask_ext import AgentGateway, public, requires_scope
 from gateway.httpsig import RequestView
@@ -319,6 +320,7 @@ def test_every_decision_is_logged(env: Env, caplog: pytest.LogCaptureFixture) ->
         req = env.request()
         env.check(req)
         env.check(req)
+        assert decision_log.flush()
     lines = [json.loads(r.getMessage()) for r in caplog.records]
     assert [line["decision"] for line in lines] == ["allow", "deny"]
     assert lines[1]["check"] == "nonce-replayed" and lines[1]["agent"] == "ExecutionAgent-ETH-01"
