@@ -21,8 +21,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from ca.store.roles import TABLE_GRANTS, DbRole, RoleNames, grant_snapshot
+from ca.store.roles import TABLE_GRANTS, RoleNames, grant_snapshot
 from tests.integration.conftest import issue_args, register_for_issue, run_cli, write_agent_csr
+from tests.support.pg_roles import drop_roles
 
 INSUFFICIENT_PRIVILEGE = "42501"
 READ_ONLY_TRANSACTION = "25006"
@@ -36,19 +37,7 @@ def roles(pg_url: str) -> Iterator[RoleNames]:
         owner=f"t{tag}_owner", writer=f"t{tag}_ca", ocsp=f"t{tag}_ocsp", auditor=f"t{tag}_aud"
     )
     yield names
-    engine = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            for role in DbRole:
-                name = names.of(role)
-                if conn.execute(
-                    sa.text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}
-                ).first():
-                    conn.exec_driver_sql(f'REASSIGN OWNED BY "{name}" TO CURRENT_USER')
-                    conn.exec_driver_sql(f'DROP OWNED BY "{name}"')
-                    conn.exec_driver_sql(f'DROP ROLE "{name}"')
-    finally:
-        engine.dispose()
+    drop_roles(pg_url, names)
 
 
 def _as(url: str, role: str) -> str:

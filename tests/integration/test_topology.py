@@ -41,13 +41,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from agent import Agent, RuntimeProvenance, generate_key, model_digest, prompt_digest_file
-from ca.store.roles import DbRole, RoleNames
+from ca.store.roles import RoleNames
 from tests.conftest import PgServer, skip_or_fail
 from tests.integration.http import call
 from tests.integration.servers import free_port, wait_http
 from tests.support.deploy import Host, env_file, settings_file, unit_process
 from tests.support.nginx import NGINX, Nginx, running_nginx, tls_pair
 from tests.support.pg_replica import on_server, streaming_replica
+from tests.support.pg_roles import drop_roles
 
 RESPONDER_BOUND = 1.0  # status_freshness, end to end on a replica (decision 0029)
 CACHE_BOUND = 3.0  # + s-maxage on nginx's whole-second clock (docs/deployment.md, "nginx")
@@ -97,22 +98,6 @@ def _as(url: str, role: str) -> str:
     return make_url(url).set(username=role, password=None).render_as_string(False)
 
 
-def _drop_roles(url: str, names: RoleNames) -> None:
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            for role in DbRole:
-                name = names.of(role)
-                if conn.execute(
-                    sa.text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}
-                ).first():
-                    conn.exec_driver_sql(f'REASSIGN OWNED BY "{name}" TO CURRENT_USER')
-                    conn.exec_driver_sql(f'DROP OWNED BY "{name}"')
-                    conn.exec_driver_sql(f'DROP ROLE "{name}"')
-    finally:
-        engine.dispose()
-
-
 def _host(
     work: Path, name: str, settings: dict[str, str | int | bool], env: dict[str, str]
 ) -> Host:
@@ -137,7 +122,7 @@ def topology(
     api = f"https://127.0.0.1:{https_port}"
     with ExitStack() as stack:
         replica = stack.enter_context(streaming_replica(_pg_server_session))
-        stack.callback(_drop_roles, pg_module_url, roles)  # after every process has stopped
+        stack.callback(drop_roles, pg_module_url, roles)  # after every process has stopped
         on_replica = on_server(replica.url, pg_module_url)
         common: dict[str, str | int | bool] = {
             "data_dir": str(work / "var-lib-agentca"),
