@@ -467,6 +467,31 @@ def _compare(restored: dict[str, Any], doc: dict[str, Any]) -> None:
             )
 
 
+def _restore_and_check(
+    directory: Path, doc: dict[str, Any], settings: Settings, busy: list[str], kept: list[str]
+) -> dict[str, Any]:
+    url = settings.effective_migration_database_url
+    if _backend(url) == "sqlite":
+        _restore_sqlite(directory, doc, url, kept)
+    else:
+        _restore_postgres(directory, doc, url, replace=bool(busy))
+    if doc["token"].get("kind") == "softhsm2":
+        _kind, conf, tokens = token_location(settings)
+        assert tokens is not None
+        _restore_token(directory, settings, conf, tokens, kept)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            restored = dbfacts.facts(conn)
+            problem = dbfacts.ledger_problem(conn)
+    finally:
+        engine.dispose()
+    _compare(restored, doc)
+    if problem:
+        raise CAError(ErrorCode.INTERNAL, f"the restored ledger does not verify: {problem}")
+    return restored
+
+
 def restore_backup(
     directory: Path,
     settings: Settings,
@@ -487,8 +512,9 @@ def restore_backup(
             f"{backend}: restore into {doc['database']['backend']} (then 'agentca db "
             "migrate-to' moves a SQLite CA to PostgreSQL)",
         )
-    kind, conf, tokens = token_location(settings)
-    backed_token = doc.get("token", {}).get("kind")
+    kind, _conf, tokens = token_location(settings)
+    doc.setdefault("token", {})
+    backed_token = doc["token"].get("kind")
     if backed_token == "softhsm2" and kind != "softhsm2":
         raise CAError(
             ErrorCode.CONFIG,
@@ -506,23 +532,17 @@ def restore_backup(
             "database and data directory, or pass --force to replace them",
         )
     kept: list[str] = []
-    if backend == "sqlite":
-        _restore_sqlite(directory, doc, url, kept)
-    else:
-        _restore_postgres(directory, doc, url, replace=bool(busy))
-    if backed_token == "softhsm2":
-        assert tokens is not None
-        _restore_token(directory, settings, conf, tokens, kept)
-    engine = make_engine(url)
     try:
-        with engine.connect() as conn:
-            restored = dbfacts.facts(conn)
-            problem = dbfacts.ledger_problem(conn)
-    finally:
-        engine.dispose()
-    _compare(restored, doc)
-    if problem:
-        raise CAError(ErrorCode.INTERNAL, f"the restored ledger does not verify: {problem}")
+        restored = _restore_and_check(directory, doc, settings, busy, kept)
+    except Exception as exc:
+        if not kept:
+            raise
+        code, detail = (
+            (exc.code, exc.detail)
+            if isinstance(exc, CAError)
+            else (ErrorCode.INTERNAL, f"the restore failed ({type(exc).__name__})")
+        )
+        raise CAError(code, f"{detail}; the previous state is kept as {', '.join(kept)}") from exc
     missing = [
         str(p)
         for p in (settings.effective_pin_file, settings.effective_ocsp_pin_file)

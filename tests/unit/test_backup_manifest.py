@@ -13,8 +13,16 @@ from typing import Any
 
 import pytest
 
-from ca.backup import MANIFEST, SQLITE_COPY, _owner_only, sha256_file, verify_backup
-from ca.errors import CAError
+from ca.backup import (
+    MANIFEST,
+    SQLITE_COPY,
+    _owner_only,
+    restore_backup,
+    sha256_file,
+    verify_backup,
+)
+from ca.config import Settings
+from ca.errors import CAError, ErrorCode
 
 
 def _entry(path: Path) -> dict[str, Any]:
@@ -147,3 +155,41 @@ def test_a_backup_tree_is_made_owner_only(tmp_path: Path) -> None:
     assert modes["token"] == 0o700
     assert modes[SQLITE_COPY] == 0o600
     assert modes["b"] == 0o700
+
+
+def _live_sqlite(root: Path) -> Settings:
+    live = root / "live"
+    live.mkdir()
+    conn = sqlite3.connect(live / "agentca.sqlite3")
+    conn.execute("CREATE TABLE kept (x INTEGER)")
+    conn.commit()
+    conn.close()
+    return Settings(
+        data_dir=live, database_url=f"sqlite:///{live}/agentca.sqlite3", key_store="software"
+    )
+
+
+def test_restore_over_a_database_needs_force(tmp_path: Path) -> None:
+    out = _backup(tmp_path)
+    _edit(out, lambda d: d.__setitem__("token", {"kind": "none"}))
+    settings = _live_sqlite(tmp_path)
+    with pytest.raises(CAError, match=r"not empty .*--force") as err:
+        restore_backup(out, settings)
+    assert err.value.code is ErrorCode.CONFLICT
+    assert not [p for p in settings.data_dir.iterdir() if ".replaced-" in p.name]
+    conn = sqlite3.connect(settings.data_dir / "agentca.sqlite3")
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("kept",)]
+    conn.close()
+
+
+def test_a_failed_forced_restore_says_where_the_previous_database_is(tmp_path: Path) -> None:
+    out = _backup(tmp_path)  # its database has no agentca schema: the post-restore check fails
+    _edit(out, lambda d: d.__setitem__("token", {"kind": "none"}))
+    settings = _live_sqlite(tmp_path)
+    with pytest.raises(CAError, match=r"the previous state is kept as .*replaced-") as err:
+        restore_backup(out, settings, force=True)
+    aside = [p for p in settings.data_dir.iterdir() if ".replaced-" in p.name]
+    assert len(aside) == 1 and str(aside[0]) in err.value.detail
+    conn = sqlite3.connect(aside[0])
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("kept",)]
+    conn.close()
