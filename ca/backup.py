@@ -484,12 +484,37 @@ def _restore_and_check(
         with engine.connect() as conn:
             restored = dbfacts.facts(conn)
             problem = dbfacts.ledger_problem(conn)
+            unguarded = missing_ledger_triggers(conn)
     finally:
         engine.dispose()
     _compare(restored, doc)
     if problem:
         raise CAError(ErrorCode.INTERNAL, f"the restored ledger does not verify: {problem}")
+    if unguarded:
+        raise CAError(
+            ErrorCode.INTERNAL,
+            f"the restored database lacks the ledger's append-only triggers "
+            f"({', '.join(unguarded)}): the backup's schema was altered",
+        )
     return restored
+
+
+#: The triggers migration 0003 creates to keep the ledger append-only, per backend.
+LEDGER_TRIGGERS = {
+    "sqlite": ("ledger_entries_no_delete", "ledger_entries_no_update"),
+    "postgresql": ("ledger_entries_no_truncate", "ledger_entries_no_update"),
+}
+
+
+def missing_ledger_triggers(conn: Connection) -> list[str]:
+    """The ledger's append-only triggers that ``conn``'s database lacks (a restored dump
+    could have dropped them while its rows and hash chain still match)."""
+    if conn.dialect.name == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    else:
+        query = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'ledger_entries'::regclass"
+    present = {str(name) for (name,) in conn.exec_driver_sql(query)}
+    return [name for name in LEDGER_TRIGGERS[conn.dialect.name] if name not in present]
 
 
 def restore_backup(

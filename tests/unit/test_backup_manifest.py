@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 
 from ca.backup import (
     MANIFEST,
     SQLITE_COPY,
     _owner_only,
+    missing_ledger_triggers,
     restore_backup,
     sha256_file,
     verify_backup,
@@ -193,3 +195,19 @@ def test_a_failed_forced_restore_says_where_the_previous_database_is(tmp_path: P
     conn = sqlite3.connect(aside[0])
     assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("kept",)]
     conn.close()
+
+
+def test_a_database_without_the_ledger_triggers_is_named() -> None:
+    engine = create_engine("sqlite://")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE ledger_entries (x INTEGER)")
+        assert missing_ledger_triggers(conn) == [
+            "ledger_entries_no_delete",
+            "ledger_entries_no_update",
+        ]
+        conn.exec_driver_sql(
+            "CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries "
+            "BEGIN SELECT RAISE(ABORT, 'no'); END"
+        )
+        assert missing_ledger_triggers(conn) == ["ledger_entries_no_update"]
+    engine.dispose()
