@@ -193,6 +193,14 @@ def _prepare_out(out: Path) -> None:
     os.chmod(out, 0o700)
 
 
+def _owner_only(root: Path) -> None:
+    """Make a backup tree 0700/0600 whatever the umask or the copied files' own modes."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
+            os.chmod(Path(dirpath) / name, 0o600)
+
+
 def create_backup(settings: Settings, out: Path, version: str) -> dict[str, Any]:
     """Write a backup of the CA configured by ``settings`` into the new directory ``out``.
 
@@ -211,6 +219,7 @@ def create_backup(settings: Settings, out: Path, version: str) -> dict[str, Any]
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
+    _owner_only(out)
     files = {
         rel: {"sha256": digest, "bytes": (out / rel).stat().st_size}
         for rel, digest in _tree_digests(out).items()
@@ -234,7 +243,9 @@ def create_backup(settings: Settings, out: Path, version: str) -> dict[str, Any]
         "files": files,
     }
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    (out / MANIFEST).write_text(text, encoding="utf-8")
+    fd = os.open(out / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
     return manifest
 
 
@@ -264,9 +275,49 @@ def _load_manifest(directory: Path) -> dict[str, Any]:
     database = doc.get("database")
     if not isinstance(files, dict) or not isinstance(database, dict):
         raise _bad(directory, f"{MANIFEST} lists no files")
-    if database.get("backend") not in ("sqlite", "postgresql") or database.get("file") not in files:
+    for rel, want in files.items():
+        if not _safe_name(rel):
+            raise _bad(directory, f"{MANIFEST} names {rel!r}: not a file inside the backup")
+        if not (
+            isinstance(want, dict)
+            and isinstance(want.get("sha256"), str)
+            and type(want.get("bytes")) is int
+        ):
+            raise _bad(directory, f"{MANIFEST} has no SHA-256 and size for {rel}")
+    if database.get("backend") not in ("sqlite", "postgresql") or not (
+        isinstance(database.get("file"), str) and database["file"] in files
+    ):
         raise _bad(directory, f"{MANIFEST} names no database file")
+    _check_facts(directory, doc)
     return doc
+
+
+def _safe_name(rel: object) -> bool:
+    """Whether ``rel`` is a plain relative POSIX path inside a backup (no ``..``, no root)."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return False
+    parts = rel.split("/")
+    return rel != MANIFEST and all(part not in ("", ".", "..") for part in parts)
+
+
+def _check_facts(directory: Path, doc: dict[str, Any]) -> None:
+    token = doc.get("token", {})
+    issuers = doc.get("issuers", [])
+    shapes_ok = (
+        isinstance(doc.get("schema_revision"), str)
+        and isinstance(doc.get("tables"), dict)
+        and isinstance(doc.get("ledger"), dict)
+        and isinstance(doc.get("created_at"), str)
+        and isinstance(token, dict)
+        and isinstance(issuers, list)
+        and all(
+            isinstance(i, dict)
+            and all(isinstance(i.get(k), str) for k in ("role", "name", "fingerprint_sha256"))
+            for i in issuers
+        )
+    )
+    if not shapes_ok:
+        raise _bad(directory, f"{MANIFEST} is not a well-formed agentca backup manifest")
 
 
 def _check_database_file(directory: Path, doc: dict[str, Any]) -> None:
@@ -310,6 +361,9 @@ def verify_backup(directory: Path, expect_manifest_sha256: str | None = None) ->
     extra = sorted(present - set(listed))
     if extra:
         raise _bad(directory, f"{extra[0]} is not listed in the manifest")
+    links = _symlinks(directory)
+    if links:
+        raise _bad(directory, f"{links[0]} is a symbolic link (a backup holds plain files only)")
     for rel, want in sorted(listed.items()):
         path = directory / rel
         if not path.is_file():
@@ -318,6 +372,16 @@ def verify_backup(directory: Path, expect_manifest_sha256: str | None = None) ->
             raise _bad(directory, f"{rel} does not match its SHA-256 in the manifest")
     _check_database_file(directory, doc)
     return doc
+
+
+def _symlinks(root: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                found.append(path.relative_to(root).as_posix())
+    return sorted(found)
 
 
 def _tree_digests_names(root: Path) -> list[str]:
@@ -403,6 +467,56 @@ def _compare(restored: dict[str, Any], doc: dict[str, Any]) -> None:
             )
 
 
+def _restore_and_check(
+    directory: Path, doc: dict[str, Any], settings: Settings, busy: list[str], kept: list[str]
+) -> dict[str, Any]:
+    url = settings.effective_migration_database_url
+    if _backend(url) == "sqlite":
+        _restore_sqlite(directory, doc, url, kept)
+    else:
+        _restore_postgres(directory, doc, url, replace=bool(busy))
+    if doc["token"].get("kind") == "softhsm2":
+        _kind, conf, tokens = token_location(settings)
+        assert tokens is not None
+        _restore_token(directory, settings, conf, tokens, kept)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            restored = dbfacts.facts(conn)
+            problem = dbfacts.ledger_problem(conn)
+            unguarded = missing_ledger_triggers(conn)
+    finally:
+        engine.dispose()
+    _compare(restored, doc)
+    if problem:
+        raise CAError(ErrorCode.INTERNAL, f"the restored ledger does not verify: {problem}")
+    if unguarded:
+        raise CAError(
+            ErrorCode.INTERNAL,
+            f"the restored database lacks the ledger's append-only triggers "
+            f"({', '.join(unguarded)}): the backup's schema was altered",
+        )
+    return restored
+
+
+#: The triggers migration 0003 creates to keep the ledger append-only, per backend.
+LEDGER_TRIGGERS = {
+    "sqlite": ("ledger_entries_no_delete", "ledger_entries_no_update"),
+    "postgresql": ("ledger_entries_no_truncate", "ledger_entries_no_update"),
+}
+
+
+def missing_ledger_triggers(conn: Connection) -> list[str]:
+    """The ledger's append-only triggers that ``conn``'s database lacks (a restored dump
+    could have dropped them while its rows and hash chain still match)."""
+    if conn.dialect.name == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    else:
+        query = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'ledger_entries'::regclass"
+    present = {str(name) for (name,) in conn.exec_driver_sql(query)}
+    return [name for name in LEDGER_TRIGGERS[conn.dialect.name] if name not in present]
+
+
 def restore_backup(
     directory: Path,
     settings: Settings,
@@ -423,8 +537,9 @@ def restore_backup(
             f"{backend}: restore into {doc['database']['backend']} (then 'agentca db "
             "migrate-to' moves a SQLite CA to PostgreSQL)",
         )
-    kind, conf, tokens = token_location(settings)
-    backed_token = doc.get("token", {}).get("kind")
+    kind, _conf, tokens = token_location(settings)
+    doc.setdefault("token", {})
+    backed_token = doc["token"].get("kind")
     if backed_token == "softhsm2" and kind != "softhsm2":
         raise CAError(
             ErrorCode.CONFIG,
@@ -442,23 +557,17 @@ def restore_backup(
             "database and data directory, or pass --force to replace them",
         )
     kept: list[str] = []
-    if backend == "sqlite":
-        _restore_sqlite(directory, doc, url, kept)
-    else:
-        _restore_postgres(directory, doc, url, replace=bool(busy))
-    if backed_token == "softhsm2":
-        assert tokens is not None
-        _restore_token(directory, settings, conf, tokens, kept)
-    engine = make_engine(url)
     try:
-        with engine.connect() as conn:
-            restored = dbfacts.facts(conn)
-            problem = dbfacts.ledger_problem(conn)
-    finally:
-        engine.dispose()
-    _compare(restored, doc)
-    if problem:
-        raise CAError(ErrorCode.INTERNAL, f"the restored ledger does not verify: {problem}")
+        restored = _restore_and_check(directory, doc, settings, busy, kept)
+    except Exception as exc:
+        if not kept:
+            raise
+        code, detail = (
+            (exc.code, exc.detail)
+            if isinstance(exc, CAError)
+            else (ErrorCode.INTERNAL, f"the restore failed ({type(exc).__name__})")
+        )
+        raise CAError(code, f"{detail}; the previous state is kept as {', '.join(kept)}") from exc
     missing = [
         str(p)
         for p in (settings.effective_pin_file, settings.effective_ocsp_pin_file)

@@ -128,6 +128,11 @@ def restore(
 
     settings = settings_from(ctx)
     done = restore_backup(Path(directory), settings, force, expect)
+    if expect is None:
+        warn(
+            "restored without --manifest-sha256: the backup was checked only against its own "
+            "manifest, which does not detect a backup rewritten as a whole"
+        )
     for pin in done["missing_pin_files"]:
         warn(f"no PIN file at {pin}: copy it back from your secret store before starting the CA")
     if as_json:
