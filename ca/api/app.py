@@ -144,8 +144,10 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
     app = Flask("agentca.ca", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = True  # type: ignore[attr-defined]
+    # The runtime this app opens is instrumented (HSM sign times, pool use); one a caller
+    # hands in is the caller's to instrument.
     app.extensions["agentca"] = LazyRuntime(
-        lambda: observability.instrument((runtime_factory or (lambda: open_runtime(settings)))())
+        runtime_factory or (lambda: observability.instrument(open_runtime(settings)))
     )
     app.extensions["agentca.enroll_bucket"] = TokenBucket(
         settings.enroll_rate_per_second, settings.enroll_burst
