@@ -382,3 +382,18 @@ def test_rotate_signer_is_picked_up_by_running_workers(ca: dict[str, Any]) -> No
         assert isinstance(key, ec.EllipticCurvePublicKey)
         key.verify(after.signature, after.tbs_response_bytes, ec.ECDSA(hashes.SHA256()))
         assert after.certificate_status is ocsp.OCSPCertStatus.GOOD
+    # a relying party holding an answer signed before the rotation still accepts it, and one
+    # signed after: openssl checks each against the root with the signer it embeds
+    for label, response in (("before", before), ("after", after)):
+        path = work / f"rotation-{label}.der"
+        path.write_bytes(response.public_bytes(serialization.Encoding.DER))
+        checked = subprocess.run(
+            ["openssl", "ocsp", "-respin", str(path), "-CAfile", str(work / "root.pem"),
+             "-issuer", str(work / "issuing.pem"), "-cert", str(_cert(ca, "good"))],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert checked.returncode == 0, (label, checked.stderr)
+        assert "Response verify OK" in checked.stderr, (label, checked.stderr)
+        assert ": good" in checked.stdout, (label, checked.stdout)
+    (old_signer,) = before.certificates
+    assert old_signer.not_valid_after_utc > datetime.now(UTC) + timedelta(hours=1)
