@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session, joinedload, sessionmaker
 from ca.arcs import ArcState, decode_previous
 from ca.errors import CAError, ErrorCode
 from ca.oids import OidArc
-from ca.records import ISSUING_ROLE, ROOT_ROLE, CertificateRecord, CertStatus
+from ca.records import ISSUING_ROLE, ROOT_ROLE, CertificateRecord
 from ca.requests import CertificateFilter
-from ca.revocation import RevocationReason
 from ca.serials import parse_serial, serial_to_hex
+from ca.store.certificate_rows import list_records, record_of
 from ca.store.db import lock_for_write
 from ca.store.models import Certificate, Issuer
 
@@ -31,22 +31,8 @@ class CertificateQueries:
 
     def list(self, flt: CertificateFilter) -> Sequence[CertificateRecord]:
         """Certificate records matching ``flt``, newest first (an unknown status matches none)."""
-        query = select(Certificate).order_by(Certificate.id.desc()).limit(max(1, flt.limit))
-        if flt.status is not None:
-            try:
-                query = query.where(Certificate.status == CertStatus(flt.status))
-            except ValueError:
-                return []
-        for column, value in (
-            (Certificate.agent_name, flt.agent_name),
-            (Certificate.officer, flt.officer),
-            (Certificate.model_digest, flt.model_digest),
-            (Certificate.prompt_digest, flt.prompt_digest),
-        ):
-            if value is not None:
-                query = query.where(column == value)
         with self.sessions() as s:
-            return [to_record(r) for r in s.scalars(query).all()]
+            return list_records(s.connection(), flt)
 
 
 def find(
@@ -81,31 +67,7 @@ def find(
 
 def to_record(row: Certificate, issuer_name: str | None = None) -> CertificateRecord:
     """The value object for a row (``issuer_name`` saves loading the issuer when known)."""
-    return CertificateRecord(
-        issuer_name=issuer_name if issuer_name is not None else row.issuer.name,
-        serial_hex=row.serial_hex,
-        status=CertStatus(row.status),
-        agent_name=row.agent_name,
-        subject=row.subject,
-        model_type=row.model_type,
-        model_digest=row.model_digest,
-        prompt_digest=row.prompt_digest,
-        config_digest=row.config_digest,
-        scopes=tuple(row.scopes.split()),
-        officer=row.officer,
-        environment=row.environment,
-        not_before=row.not_before,
-        not_after=row.not_after,
-        created_at=row.created_at,
-        issued_at=row.issued_at,
-        revoked_at=row.revoked_at,
-        revocation_reason=(
-            RevocationReason(row.revocation_reason) if row.revocation_reason is not None else None
-        ),
-        requested_by=row.requested_by,
-        fingerprint_sha256=row.fingerprint_sha256,
-        certificate_der=row.certificate_der,
-    )
+    return record_of(row, issuer_name if issuer_name is not None else row.issuer.name)
 
 
 NOT_INITIALISED = "the CA is not initialised; run 'agentca init'"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ca.errors import CAError, ErrorCode
-from cli.context import actor, read_store, runtime
+from cli.context import actor, read_engine, read_store, runtime
 from cli.output import (
     FlagConflict,
     certificate_json,
@@ -223,8 +223,8 @@ def list_certificates(
 ) -> None:
     """List certificate records, newest first. Reads the database only (no HSM)."""
     from ca.names import parse_sha256_hex
-    from ca.queries import CertificateQueries
     from ca.requests import CertificateFilter
+    from ca.store.certificate_rows import list_records
 
     flt = CertificateFilter(
         agent_name=agent_name,
@@ -234,8 +234,8 @@ def list_certificates(
         prompt_digest=parse_sha256_hex(prompt_digest).hex() if prompt_digest else None,
         limit=limit,
     )
-    with read_store(ctx) as sessions:
-        records = CertificateQueries(sessions).list(flt)
+    with read_engine(ctx) as engine, engine.connect() as conn:
+        records = list_records(conn, flt)
     if status == "held":
         records = [r for r in records if state_of(r) == "held"]
     if as_json:

@@ -15,6 +15,7 @@ from ca.config import Settings, load_settings
 from ca.errors import CAError, ErrorCode
 
 if TYPE_CHECKING:  # the CA core is imported by the commands that open it, not by every one
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
     from ca.wiring import Runtime
@@ -47,6 +48,22 @@ def read_store(ctx: click.Context) -> Iterator[sessionmaker[Session]]:
     try:
         require_schema(engine)
         yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def read_engine(ctx: click.Context) -> Iterator[Engine]:
+    """The CA database's engine for Core-only reads (``agentca list``): as ``read_store``,
+    without the ORM (decision 0030)."""
+    from ca.store.db import make_engine, require_database_file, require_schema
+
+    url = settings_from(ctx).effective_database_url
+    require_database_file(url)
+    engine = make_engine(url)
+    try:
+        require_schema(engine)
+        yield engine
     finally:
         engine.dispose()
 

@@ -10,132 +10,90 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
-    Enum,
     ForeignKey,
-    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from ca.oids import DEFAULT_ARC
 from ca.records import CertStatus as CertStatus  # re-exported; its home is ca.records
+from ca.store import tables
+from ca.store.tables import CERT_STATUS as CERT_STATUS  # re-exported
 from ca.store.types import UTCDateTime
 
 
 class Base(DeclarativeBase):
-    """Declarative base holding the metadata Alembic migrates."""
+    """Declarative base holding the metadata Alembic migrates (shared with ca.store.tables)."""
 
-
-CERT_STATUS = Enum(
-    CertStatus,
-    native_enum=False,  # a VARCHAR(16) with a CHECK, the same on PostgreSQL and SQLite
-    length=16,
-    values_callable=lambda members: [m.value for m in members],
-    validate_strings=True,
-    create_constraint=True,
-    name="ck_certificates_status",
-)
+    metadata = tables.metadata
 
 
 class Issuer(Base):
     """A CA certificate whose private key lives in the HSM under ``key_label``."""
 
-    __tablename__ = "issuers"
+    __table__ = tables.issuers
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    role: Mapped[str] = mapped_column(String(16))  # "root" | "issuing"
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("issuers.id"))
-    subject: Mapped[str] = mapped_column(Text)
-    key_label: Mapped[str] = mapped_column(String(128), unique=True)
-    key_type: Mapped[str] = mapped_column(String(16))
-    serial_hex: Mapped[str] = mapped_column(String(42))
-    certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
-    name_hash_sha1: Mapped[bytes] = mapped_column(LargeBinary(20))
-    key_hash_sha1: Mapped[bytes] = mapped_column(LargeBinary(20))
-    name_hash_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
-    key_hash_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
-    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
-    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    # the CA's OID arc (ca.arcs, decision 0022): what it issues under now, and the arcs it
-    # issued under before with how long they stay accepted (JSON, "" for none)
-    oid_arc: Mapped[str] = mapped_column(String(200), default=DEFAULT_ARC.dotted)
-    previous_oid_arcs: Mapped[str] = mapped_column(Text, default="")
+    id: Mapped[int]
+    name: Mapped[str]
+    role: Mapped[str]  # "root" | "issuing"
+    parent_id: Mapped[int | None]
+    subject: Mapped[str]
+    key_label: Mapped[str]
+    key_type: Mapped[str]
+    serial_hex: Mapped[str]
+    certificate_der: Mapped[bytes]
+    name_hash_sha1: Mapped[bytes]
+    key_hash_sha1: Mapped[bytes]
+    name_hash_sha256: Mapped[bytes]
+    key_hash_sha256: Mapped[bytes]
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
+    active: Mapped[bool]
+    created_at: Mapped[datetime]
+    oid_arc: Mapped[str]
+    previous_oid_arcs: Mapped[str]
 
-    parent: Mapped[Issuer | None] = relationship(remote_side=[id])
+    parent: Mapped[Issuer | None] = relationship(remote_side=[tables.issuers.c.id])
 
 
 class Certificate(Base):
     """An agent certificate record, written before the certificate is signed."""
 
-    __tablename__ = "certificates"
-    __table_args__ = (
-        UniqueConstraint("issuer_id", "serial_hex", name="uq_certificates_issuer_serial"),
-        Index("ix_certificates_model_digest", "model_digest"),
-        Index("ix_certificates_prompt_digest", "prompt_digest"),
-        Index("ix_certificates_officer", "officer"),
-        Index("ix_certificates_agent_name", "agent_name"),
-        Index("ix_certificates_status_not_after", "status", "not_after"),
-        # a token yields at most one certificate: one reservation that has not failed
-        Index(
-            "uq_certificates_enrollment_token_live",
-            "enrollment_token_id",
-            unique=True,
-            postgresql_where=text("status <> 'failed'"),
-            sqlite_where=text("status <> 'failed'"),
-        ),
-        Index("ix_certificates_status_created_at", "status", "created_at"),
-    )
+    __table__ = tables.certificates
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    issuer_id: Mapped[int] = mapped_column(ForeignKey("issuers.id"))
-    serial_hex: Mapped[str] = mapped_column(String(42))
-    status: Mapped[CertStatus] = mapped_column(CERT_STATUS, default=CertStatus.PENDING)
-    agent_name: Mapped[str] = mapped_column(String(64))
-    subject: Mapped[str] = mapped_column(Text)
-    public_key_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
-    model_type: Mapped[str] = mapped_column(String(128))
-    model_digest: Mapped[str] = mapped_column(String(128))
-    prompt_digest: Mapped[str] = mapped_column(String(128))
-    config_digest: Mapped[str | None] = mapped_column(String(128))
-    scopes: Mapped[str] = mapped_column(Text)  # space-separated, sorted
-    officer: Mapped[str] = mapped_column(String(254))
-    environment: Mapped[str] = mapped_column(String(64))
-    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
-    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
-    certificate_der: Mapped[bytes | None] = mapped_column(LargeBinary)
-    fingerprint_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
-    requested_by: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    revocation_reason: Mapped[int | None] = mapped_column(Integer)
-    revoked_by: Mapped[str | None] = mapped_column(String(128))
-    failure: Mapped[str | None] = mapped_column(Text)
-    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), index=True)
-    # renewal lineage (migration 0006): the certificate this one renewed, the first certificate
-    # of the chain of renewals (NULL for a certificate that renewed nothing: it is its own
-    # root), and the SHA-256 of the renewal statement, unique so a proof is accepted once
-    renewed_from_id: Mapped[int | None] = mapped_column(
-        ForeignKey("certificates.id", name="fk_certificates_renewed_from_id"), index=True
-    )
-    lineage_id: Mapped[int | None] = mapped_column(
-        ForeignKey("certificates.id", name="fk_certificates_lineage_id"), index=True
-    )
-    renewal_proof_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
-    # the enrollment token this reservation consumed (migration 0008): a reservation that
-    # fails releases it (docs/decisions/0014-crash-safe-enrollment.md)
-    enrollment_token_id: Mapped[int | None] = mapped_column(
-        ForeignKey("enrollment_tokens.id", name="fk_certificates_enrollment_token_id")
-    )
+    id: Mapped[int]
+    issuer_id: Mapped[int]
+    serial_hex: Mapped[str]
+    status: Mapped[CertStatus]
+    agent_name: Mapped[str]
+    subject: Mapped[str]
+    public_key_sha256: Mapped[bytes]
+    model_type: Mapped[str]
+    model_digest: Mapped[str]
+    prompt_digest: Mapped[str]
+    config_digest: Mapped[str | None]
+    scopes: Mapped[str]  # space-separated, sorted
+    officer: Mapped[str]
+    environment: Mapped[str]
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
+    certificate_der: Mapped[bytes | None]
+    fingerprint_sha256: Mapped[str | None]
+    requested_by: Mapped[str]
+    created_at: Mapped[datetime]
+    issued_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    revocation_reason: Mapped[int | None]
+    revoked_by: Mapped[str | None]
+    failure: Mapped[str | None]
+    agent_id: Mapped[int | None]
+    renewed_from_id: Mapped[int | None]
+    lineage_id: Mapped[int | None]
+    renewal_proof_sha256: Mapped[str | None]
+    enrollment_token_id: Mapped[int | None]
 
     issuer: Mapped[Issuer] = relationship()
 

@@ -46,3 +46,15 @@ def test_the_read_path_of_list_loads_no_cryptography() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_read_path_of_list_loads_no_orm() -> None:
+    """`agentca list` reads through Core (ca.store.certificate_rows): importing the ORM and
+    the declarative models is about 0.2 s of its start-up (decision 0030)."""
+    code = (
+        "import sys, cli.main, cli.context, cli.cert_commands, ca.store.certificate_rows;"
+        "print(sorted(m for m in sys.modules"
+        " if m.startswith('sqlalchemy.orm') or m == 'ca.store.models'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
