@@ -182,7 +182,7 @@ class EnrollmentService:
 
             def reserve(tx: Session) -> dict[str, Any]:
                 self._confirm_decision(tx, registration.id, request)
-                return {"enrollment_token_id": self.tokens.consume(tx, token)}
+                return {"enrollment_token_id": self.tokens.consume(tx, token, registration.name)}
 
             return self.authority.issue(
                 request,
@@ -198,10 +198,9 @@ class EnrollmentService:
         """In the reservation: what the policy decision rested on still holds (the
         registration is active, the model is not retired): a change committed after the
         decision refuses the issuance instead of racing it."""
-        self.registry.confirm_active(tx, agent_id)
         ext = request.extensions
-        self.registry.confirm_model_active(
-            tx, ext.provenance.model_digest.hex, ext.accountability.environment
+        self.registry.confirm_decision(
+            tx, agent_id, ext.provenance.model_digest.hex, ext.accountability.environment
         )
 
     def _replay(self, token: str, csr_data: bytes, s: Session) -> CertificateRecord | None:

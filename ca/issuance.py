@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +34,7 @@ from ca.errors import CAError, ErrorCode
 from ca.extensions import AgentExtensions
 from ca.hierarchy import Hierarchy, SigningIssuer
 from ca.journal import Journal
+from ca.ledger.store import batched
 from ca.lint import sign_agent_certificate
 from ca.names import validate_agent_name
 from ca.oids import OidArc, large_arc_warning
@@ -50,6 +51,16 @@ from ca.store.models import Certificate, Issuer, StatusChange
 log = logging.getLogger("agentca.issuance")
 
 InReservation = Callable[[Session], Mapping[str, Any] | None]
+
+# built once: the hot path only binds values (decision 0039)
+_RESERVED_COLUMNS = tuple(c.key for c in Certificate.__table__.columns if c.key != "id")
+_INSERT_RESERVED = insert(Certificate).returning(Certificate.id)
+_STORE_ISSUED = (
+    update(Certificate)
+    .where(Certificate.id == bindparam("row_id"), Certificate.status == CertStatus.PENDING)
+    .values(status=CertStatus.ISSUED)
+)
+_ARC = select(Issuer.oid_arc).where(Issuer.id == bindparam("issuer_id"))
 
 
 class Issuance:
@@ -202,7 +213,7 @@ class Issuance:
                 agent_id=agent_id,
             )
             try:
-                with s.begin():
+                with s.begin(), batched(s):
                     arc = issuing_arc(s, issuing.id)
                     if in_reservation is not None:
                         for key, value in (in_reservation(s) or {}).items():
@@ -212,16 +223,8 @@ class Issuance:
                         row.renewed_from_id = parent.id
                         row.lineage_id = parent.lineage_id or parent.id
                         row.renewal_proof_sha256 = renewal.proof_sha256
-                    values = {
-                        c.key: getattr(row, c.key)
-                        for c in Certificate.__table__.columns
-                        if c.key != "id"
-                    }
-                    row.id = (
-                        s.connection()
-                        .execute(insert(Certificate).values(values).returning(Certificate.id))
-                        .scalar_one()
-                    )
+                    values = {c: getattr(row, c) for c in _RESERVED_COLUMNS}
+                    row.id = s.connection().execute(_INSERT_RESERVED, values).scalar_one()
                     reserved: dict[str, Any] = {
                         "issuer": issuing.name,
                         "serial": row.serial_hex,
@@ -251,20 +254,19 @@ class Issuance:
         """``pending`` -> ``issued`` with its ledger entry (and the parent's supersession)."""
         fingerprint = hashlib.sha256(der).hexdigest()
         try:
-            with s.begin():
+            with s.begin(), batched(s):
                 # compare-and-set first: on SQLite the write lock is taken here, with the
                 # condition, so a revocation, hold or second renewal committed while this
                 # one was signed makes it fail instead of leaving two live credentials
                 parent = _supersede(s, row, renewal, actor, now) if renewal else None
                 result = s.connection().execute(
-                    update(Certificate)
-                    .where(Certificate.id == row.id, Certificate.status == CertStatus.PENDING)
-                    .values(
-                        status=CertStatus.ISSUED,
-                        certificate_der=der,
-                        fingerprint_sha256=fingerprint,
-                        issued_at=now,
-                    )
+                    _STORE_ISSUED,
+                    {
+                        "row_id": row.id,
+                        "certificate_der": der,
+                        "fingerprint_sha256": fingerprint,
+                        "issued_at": now,
+                    },
                 )
                 if getattr(result, "rowcount", 1) != 1:
                     raise CAError(
@@ -315,7 +317,7 @@ _warned_arcs: set[OidArc] = set()
 def issuing_arc(s: Session, issuer_id: int) -> OidArc:
     """The OID arc recorded with issuer ``issuer_id``; a component >= 2**31 is logged as a
     warning, once per arc and process (Go and GnuTLS refuse such certificates)."""
-    dotted = s.scalar(select(Issuer.oid_arc).where(Issuer.id == issuer_id))
+    dotted = s.connection().execute(_ARC, {"issuer_id": issuer_id}).scalar()
     if dotted is None:
         raise CAError(ErrorCode.NOT_INITIALISED, "the issuing CA is not on record")
     arc = OidArc(dotted)

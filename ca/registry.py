@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -226,20 +226,11 @@ class Registry:
         self, digests: Iterable[str], environment: str, session: Session | None = None
     ) -> dict[tuple[str, str], InventoryModel]:
         """The inventory entries for ``digests`` in ``environment``, keyed for ``policy.decide``."""
-        wanted = list(digests)
-        query = select(
-            ModelInventoryEntry.digest,
-            ModelInventoryEntry.model_type,
-            ModelInventoryEntry.environment,
-            ModelInventoryEntry.status,
-        ).where(
-            ModelInventoryEntry.digest.in_(wanted),
-            ModelInventoryEntry.environment == environment,
-        )
+        params = {"digests": list(digests), "env": environment}
         with use_session(self.sessions, session) as s:
             return {
                 (d, env): InventoryModel(d, mt, env, st == "active")
-                for d, mt, env, st in s.execute(query).all()
+                for d, mt, env, st in s.connection().execute(_INVENTORY, params).all()
             }
 
     # -- agents -------------------------------------------------------------------------------
@@ -384,6 +375,31 @@ class Registry:
             raise CAError(ErrorCode.NOT_FOUND, f"no agent registered as '{name}'")
         return row
 
+    def confirm_decision(
+        self, s: Session, agent_id: int | None, model_digest_hex: str, environment: str
+    ) -> None:
+        """In the reservation: :meth:`confirm_active` and :meth:`confirm_model_active` at once.
+
+        On PostgreSQL one ``SELECT ... FOR SHARE`` of both rows: a disable or a retirement
+        (which update or lock those rows) waits for this reservation's commit, and one
+        committed first is seen (the locked rows are re-read), so it refuses the issuance as
+        the two no-op UPDATEs do; but concurrent enrollments of one agent no longer queue on
+        its row (decision 0039). Elsewhere (SQLite), and to name what changed, the UPDATEs.
+        """
+        if agent_id is not None and s.get_bind().dialect.name == "postgresql":
+            found = (
+                s.connection()
+                .execute(
+                    _BOTH_ACTIVE,
+                    {"agent_id": agent_id, "digest": model_digest_hex, "env": environment},
+                )
+                .first()
+            )
+            if found is not None:
+                return
+        self.confirm_active(s, agent_id)
+        self.confirm_model_active(s, model_digest_hex, environment)
+
     def confirm_active(self, s: Session, agent_id: int | None) -> None:
         """In the reservation: the registration a decision was made on is still active.
 
@@ -427,6 +443,29 @@ class Registry:
                 f"model digest {model_digest_hex} was retired while the request was decided",
                 reasons=[f"model digest {model_digest_hex} is retired"],
             )
+
+
+_BOTH_ACTIVE = (
+    select(AgentRegistration.id, ModelInventoryEntry.id)
+    .join_from(AgentRegistration, ModelInventoryEntry, true())
+    .where(
+        AgentRegistration.id == bindparam("agent_id"),
+        AgentRegistration.status == "active",
+        ModelInventoryEntry.digest == bindparam("digest"),
+        ModelInventoryEntry.environment == bindparam("env"),
+        ModelInventoryEntry.status == "active",
+    )
+    .with_for_update(read=True)
+)
+_INVENTORY = select(
+    ModelInventoryEntry.digest,
+    ModelInventoryEntry.model_type,
+    ModelInventoryEntry.environment,
+    ModelInventoryEntry.status,
+).where(
+    ModelInventoryEntry.digest.in_(bindparam("digests", expanding=True)),
+    ModelInventoryEntry.environment == bindparam("env"),
+)
 
 
 @contextmanager

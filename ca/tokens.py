@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.clock import Clock, utcnow
@@ -30,6 +30,28 @@ MAX_TTL = timedelta(days=7)
 #: the secret itself is never stored and never shown again.
 HANDLE_HEX = 16
 MIN_HANDLE_HEX = 8
+
+_USABLE = (  # the registration of a usable token: the enrollment's first read
+    select(*AgentRegistration.__table__.columns)
+    .join_from(EnrollmentToken, AgentRegistration, AgentRegistration.id == EnrollmentToken.agent_id)
+    .where(
+        EnrollmentToken.token_hash == bindparam("h"),
+        EnrollmentToken.used_at.is_(None),
+        EnrollmentToken.revoked_at.is_(None),
+        EnrollmentToken.expires_at > bindparam("now"),
+    )
+)
+_CONSUME = (  # built once: it runs on every enrollment
+    update(EnrollmentToken)
+    .where(
+        EnrollmentToken.token_hash == bindparam("h"),
+        EnrollmentToken.used_at.is_(None),
+        EnrollmentToken.revoked_at.is_(None),
+        EnrollmentToken.expires_at > bindparam("now"),
+    )
+    .values(used_at=bindparam("now"))
+    .returning(EnrollmentToken.id, EnrollmentToken.agent_id)
+)
 
 
 @dataclass(frozen=True)
@@ -223,6 +245,9 @@ class EnrollmentTokens:
         """The registration a usable enrollment token is bound to (does not consume it)."""
         now = self.clock()
         with use_session(self.sessions, session) as s:
+            usable = s.connection().execute(_USABLE, {"h": token_hash(token), "now": now}).first()
+            if usable is not None:  # the common case, in one Core statement
+                return registration_of(usable)  # type: ignore[arg-type]
             found = s.execute(
                 select(EnrollmentToken, AgentRegistration)
                 .join(AgentRegistration, AgentRegistration.id == EnrollmentToken.agent_id)
@@ -247,37 +272,28 @@ class EnrollmentTokens:
         ).first()
         return TokenCertificate(*found) if found is not None else None
 
-    def consume(self, s: Session, token: str) -> int:
+    def consume(self, s: Session, token: str, agent: str | None = None) -> int:
         """Mark the token used inside the caller's transaction; refuses a used/expired one.
 
         Returns the token's id, which the reservation records: if that reservation fails, the
-        token is released (``ca.reconciliation.fail_reservation``).
+        token is released (``ca.reconciliation.fail_reservation``). ``agent``, when the caller
+        knows the registration's name, saves reading it again.
         """
         now = self.clock()
-        result = s.execute(
-            update(EnrollmentToken)
-            .where(
-                EnrollmentToken.token_hash == token_hash(token),
-                EnrollmentToken.used_at.is_(None),
-                EnrollmentToken.revoked_at.is_(None),
-                EnrollmentToken.expires_at > now,
-            )
-            .values(used_at=now)
-            .returning(EnrollmentToken.id, EnrollmentToken.agent_id)
-        ).first()
+        digest = token_hash(token)
+        result = s.connection().execute(_CONSUME, {"h": digest, "now": now}).first()
         if result is None:
-            row = s.scalar(
-                select(EnrollmentToken).where(EnrollmentToken.token_hash == token_hash(token))
-            )
+            row = s.scalar(select(EnrollmentToken).where(EnrollmentToken.token_hash == digest))
             self._check(s, row, now)
             raise CAError(ErrorCode.UNAUTHENTICATED, "the enrollment token cannot be used")
         token_id, agent_id = result
-        agent = s.scalar(select(AgentRegistration.name).where(AgentRegistration.id == agent_id))
+        if agent is None:
+            agent = s.scalar(select(AgentRegistration.name).where(AgentRegistration.id == agent_id))
         append(
             s,
             f"agent:{agent}",
             "enrollment_token.used",
-            {"agent": agent, "token_sha256": token_hash(token)},
+            {"agent": agent, "token_sha256": digest},
             now,
         )
         return int(token_id)

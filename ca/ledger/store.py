@@ -3,6 +3,9 @@
 ``append`` must be called inside the same transaction as the change it records; it takes the
 next sequence number from the single ``ledger_head`` row (``UPDATE ... RETURNING``), whose row
 lock serialises appenders until commit, so numbers are gap-free and follow commit order.
+Inside :func:`batched`, appends are held and written together at the end of the block (one
+``UPDATE`` for all their numbers, one multi-row ``INSERT``), so the lock is taken only just
+before the commit (decision 0039).
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import io
 import json
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import BigInteger, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.errors import CAError, ErrorCode
@@ -37,34 +41,65 @@ from ca.store.models import AuditSigner, LedgerCheckpointRow, LedgerEntryRow, Le
 _NEXT_SEQ = (
     update(LedgerHead)
     .where(LedgerHead.id == 1)
-    .values(size=LedgerHead.size + 1)
+    .values(size=LedgerHead.size + bindparam("n", type_=BigInteger))
     .returning(LedgerHead.size)
 )
 _INSERT = insert(LedgerEntryRow)
+_BATCH = "agentca.ledger.batch"
+
+Pending = tuple[str, str, dict[str, Any], datetime]
 
 
-def append(
-    s: Session, actor: str, event: str, body: Mapping[str, Any], now: datetime
-) -> LedgerEntry:
-    """Append one entry in the caller's transaction; returns it with its sequence number."""
+def append(s: Session, actor: str, event: str, body: Mapping[str, Any], now: datetime) -> None:
+    """Append one entry in the caller's transaction (held until the end of a
+    :func:`batched` block when inside one)."""
+    pending: list[Pending] | None = s.info.get(_BATCH)
+    item = (actor, event, dict(body), now)
+    if pending is None:
+        _write(s, [item])
+    else:
+        canonical(item[2])  # refuse a body that cannot be hashed here, at the caller
+        pending.append(item)
+
+
+@contextmanager
+def batched(s: Session) -> Iterator[None]:
+    """Hold the ledger appends made inside the block and write them at its end, in order,
+    with one sequence-number ``UPDATE`` and one ``INSERT``: call it as the innermost block of
+    a transaction, so the ledger head's row lock is held only from there to the commit.
+    Nothing is written when the block raises."""
+    if _BATCH in s.info:  # nested: the outer block writes
+        yield
+        return
+    pending: list[Pending] = []
+    s.info[_BATCH] = pending
+    try:
+        yield
+    finally:
+        s.info.pop(_BATCH, None)
+    if pending:
+        _write(s, pending)
+
+
+def _write(s: Session, items: list[Pending]) -> None:
     conn = s.connection()  # Core on the session's connection: this runs on every change
-    seq_plus_one = conn.execute(_NEXT_SEQ).scalar_one()
-    entry = LedgerEntry(seq_plus_one - 1, format_time(now), actor, event, dict(body))
-    data = entry.canonical_bytes()
-    conn.execute(
-        _INSERT,
-        {
-            "seq": entry.seq,
-            "time": entry.time,
-            "actor": actor,
-            "event": event,
-            "agent": _text(body.get("agent")),
-            "officer": _text(body.get("officer")),
-            "body": canonical(entry.body).decode(),
-            "leaf_hash": leaf_hash(data),
-        },
-    )
-    return entry
+    end = conn.execute(_NEXT_SEQ, {"n": len(items)}).scalar_one()
+    rows = []
+    for seq, (actor, event, body, now) in enumerate(items, start=end - len(items)):
+        entry = LedgerEntry(seq, format_time(now), actor, event, body)
+        rows.append(
+            {
+                "seq": seq,
+                "time": entry.time,
+                "actor": actor,
+                "event": event,
+                "agent": _text(body.get("agent")),
+                "officer": _text(body.get("officer")),
+                "body": canonical(body, check=False).decode(),
+                "leaf_hash": leaf_hash(entry.canonical_bytes()),
+            }
+        )
+    conn.execute(_INSERT, rows)
 
 
 def _text(value: Any) -> str | None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from ca.errors import CAError, ErrorCode
 
@@ -40,9 +41,44 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine)
+    return engine
+
+
+IDLE_PING_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection on checkout only when it sat idle for ``IDLE_PING_SECONDS``.
+
+    ``pool_pre_ping`` cost one round trip per request (6 % of an enrollment's time,
+    decision 0039). A connection that was used within the last second is taken as is; if
+    the server went away meanwhile, the statement fails, SQLAlchemy invalidates the whole
+    pool on that disconnect, and the next request reconnects. A stale idle connection is
+    still replaced before it is used.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["agentca.idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("agentca.idle_since")
+        if idle_since is not None and time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute("SELECT 1")
+            finally:
+                cur.close()
+            dbapi_conn.rollback()
+        except Exception as exc:
+            raise DisconnectionError() from exc
 
 
 def lock_for_write(s: Session) -> None:

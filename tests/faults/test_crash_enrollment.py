@@ -11,6 +11,7 @@ the ledger verifies. Figures are printed (``-s``) for docs/reliability.md.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -47,6 +48,7 @@ TOKENS = 160 if FULL else 48
 @dataclass
 class Stats:
     received: dict[str, list[str]] = field(default_factory=dict)  # token -> serials received
+    fingerprints: dict[str, str] = field(default_factory=dict)  # serial -> SHA-256 of its DER
     failed_tokens: set[str] = field(default_factory=set)  # a request with it failed once
     errors: dict[str, int] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
@@ -187,8 +189,11 @@ def _enroll_all(server: Server, tokens: list[str], stats: Stats, deadline: float
             if r.status == 201:
                 cert = x509.load_pem_x509_certificate(r.json["certificate_pem"].encode())
                 assert cert.public_key() == key.public_key()
+                serial = format(cert.serial_number, "x")
+                der = cert.public_bytes(serialization.Encoding.DER)
                 with stats.lock:
-                    stats.received.setdefault(token, []).append(format(cert.serial_number, "x"))
+                    stats.received.setdefault(token, []).append(serial)
+                    stats.fingerprints[serial] = hashlib.sha256(der).hexdigest()
                 break
             with stats.lock:
                 stats.failed_tokens.add(token)
@@ -225,6 +230,15 @@ def _check(server: Server, env: dict[str, str], pg_url: str, stats: Stats, label
         rows = c.execute(
             sa.text("SELECT serial_hex, status, enrollment_token_id FROM certificates")
         ).all()
+        stored = dict(
+            c.execute(sa.text("SELECT serial_hex, fingerprint_sha256 FROM certificates")).all()
+        )
+        issued_entries = [
+            json.loads(body)
+            for (body,) in c.execute(
+                sa.text("SELECT body FROM ledger_entries WHERE event = 'certificate.issued'")
+            )
+        ]
         oldest_pending = c.execute(
             sa.text(
                 "SELECT EXTRACT(EPOCH FROM now() - min(created_at)) FROM certificates "
@@ -245,6 +259,12 @@ def _check(server: Server, env: dict[str, str], pg_url: str, stats: Stats, label
     status = {serial: st for serial, st, _ in rows}
     for serials in stats.received.values():
         assert status.get(serials[0]) == "issued", serials[0]
+    # every certificate a client was handed has its record and its ledger entry, for the
+    # very certificate the client holds (decision 0039: no answer before both are committed)
+    in_ledger = {e["serial"]: e["fingerprint_sha256"] for e in issued_entries}
+    for serial, fingerprint in stats.fingerprints.items():
+        assert stored.get(serial) == fingerprint, serial
+        assert in_ledger.get(serial) == fingerprint, serial
     assert [s for s in status.values() if s == "pending"] == [], oldest_pending
     live = [t for _, st, t in rows if st != "failed"]
     assert len(live) == len(set(live)) == TOKENS

@@ -1,0 +1,131 @@
+"""Where one enrollment's time goes: statements, round trips and a profile, in one process.
+
+Usage (needs a PostgreSQL URL; ``scripts/with-postgres.sh`` provides a throwaway one):
+    python bench/enroll_profile.py [--n 500] [--profile out.html]
+
+Runs ``POST /v1/enroll`` sequentially through the Flask app in-process (no HTTP server, no
+gunicorn), counts the SQL statements and transactions per enrollment, and reports the time
+per enrollment; with ``--profile`` it writes a pyinstrument profile of the timed loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import event
+
+from bench.enroll_bench import MODEL, PROMPT, _provenance
+from ca.config import Settings
+from ca.extensions import build_agent_csr
+from ca.wiring import ensure_initialised, open_runtime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--profile", type=Path, help="write a pyinstrument HTML profile here")
+    parser.add_argument("--show", action="store_true", help="print one enrollment's statements")
+    args = parser.parse_args()
+    url = os.environ.get("AGENTCA_BENCH_DATABASE_URL") or os.environ["AGENTCA_TEST_DATABASE_URL"]
+    data = Path(tempfile.mkdtemp(prefix="agentca-enroll-profile-")) / "data"
+    settings = Settings(
+        data_dir=data, database_url=url, enroll_rate_per_second=1_000_000, enroll_burst=1_000_000
+    )
+    ensure_initialised(settings)
+    rt = open_runtime(settings)
+    rt.registry.add_scope("read_book")
+    rt.registry.add_model(MODEL, "claude-x", "prod")
+    rt.registry.register_agent(
+        "bench-agent",
+        "o@example.com",
+        "prod",
+        "claude-x",
+        ["read_book"],
+        [MODEL],
+        [PROMPT],
+        key_types=["ec-p256"],
+    )
+    bodies = []
+    for _ in range(args.n + 1):
+        token, _exp = rt.enrollment_tokens.create("bench-agent", timedelta(hours=1), "bench")
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = build_agent_csr(key, "bench-agent", _provenance())
+        pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+        bodies.append((token, json.dumps({"csr": pem})))
+    rt.close()
+
+    from ca.api.app import create_app
+
+    app = create_app(settings)
+    client = app.test_client()
+
+    def enroll(token: str, body: str) -> None:
+        resp = client.post(
+            "/v1/enroll",
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        if resp.status_code != 201:
+            sys.exit(f"enrollment failed: {resp.status_code} {resp.get_data(as_text=True)}")
+
+    enroll(*bodies[0])  # opens the runtime, warms caches
+    engine = app.extensions["agentca"].get().engine
+    statements: Counter[str] = Counter()
+    shown: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(*a: Any) -> None:
+        sql = " ".join(str(a[2]).split())
+        statements[sql.split(" ")[0]] += 1
+        if args.show and len(shown) < 60:
+            shown.append(sql[:160])
+
+    commits = Counter[str]()
+    event.listen(engine, "commit", lambda *_: commits.update(["commit"]))
+    event.listen(engine, "begin", lambda *_: commits.update(["begin"]))
+    checkouts = Counter[str]()
+    event.listen(engine.pool, "checkout", lambda *_: checkouts.update(["checkout"]))
+
+    enroll(*bodies[1])
+    one = sum(statements.values())
+    print(f"statements per enrollment: {one} {dict(statements)}")
+    print(f"transactions: {dict(commits)}, pool checkouts: {dict(checkouts)}")
+    for line in shown:
+        print("  ", line)
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+    start, cpu = time.perf_counter(), time.process_time()
+    for token, body in bodies[2:]:
+        enroll(token, body)
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    if profiler is not None:
+        profiler.stop()
+        args.profile.write_text(profiler.output_html())
+        print(profiler.output_text(unicode=False, color=False, show_all=False)[:12000])
+    n = len(bodies) - 2
+    print(
+        f"{n} sequential enrollments in-process: {elapsed / n * 1000:.2f} ms each, "
+        f"{n / elapsed:.0f}/s; this process's CPU {cpu / n * 1000:.2f} ms each"
+    )
+
+
+if __name__ == "__main__":
+    main()
