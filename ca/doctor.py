@@ -190,7 +190,8 @@ def check_published(settings: Settings, now: datetime) -> list[Finding]:
             path = publish_dir / f"{name}{suffix}.crl"
             check = f"crl {path.name}"
             if not path.exists():
-                out.append(Finding(check, FAIL, f"{path} is missing", "run 'agentca crl publish'"))
+                fix = CEREMONY_FIX if offline_root else "run 'agentca crl publish'"
+                out.append(Finding(check, FAIL, f"{path} is missing", fix))
                 continue
             with path.open("rb") as fh:
                 info = read_crl_info(fh)
@@ -201,7 +202,9 @@ def check_published(settings: Settings, now: datetime) -> list[Finding]:
                         check,
                         FAIL,
                         f"nextUpdate {nxt.isoformat()} has passed: relying parties refuse it",
-                        "run the CRL publisher ('agentca crl publish --loop')",
+                        CEREMONY_FIX
+                        if offline_root
+                        else "run the CRL publisher ('agentca crl publish --loop')",
                     )
                 )
             elif offline_root and (nxt is None or nxt - now < CEREMONY_AHEAD):
