@@ -74,9 +74,13 @@ class CertificateAuthority:
         return self.hierarchy.is_initialised()
 
     def initialise(
-        self, root_key_type: str, issuing_key_type: str, actor: str = "system"
+        self,
+        root_key_type: str,
+        issuing_key_type: str,
+        actor: str = "system",
+        root_keys: KeyManager | None = None,
     ) -> list[IssuerRecord]:
-        return self.hierarchy.initialise(root_key_type, issuing_key_type, actor)
+        return self.hierarchy.initialise(root_key_type, issuing_key_type, actor, root_keys)
 
     def issuers(self) -> list[IssuerRecord]:
         return self.hierarchy.issuers()

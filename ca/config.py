@@ -71,6 +71,11 @@ class Settings:
     ocsp_token_label: str = "agentca-ocsp"
     ocsp_pin_file: str = ""  # empty: data_dir/secrets/ocsp-user.pin
     ocsp_database_url: str = ""  # empty: database_url
+    # the root key on its own token, attached only for ceremonies (decision 0034); empty:
+    # the root key stays in the CA token
+    root_token_label: str = ""
+    root_pin_file: str = ""  # empty: data_dir/secrets/root-user.pin
+    root_crl_validity_days: int = 90  # nextUpdate of the root CRL signed at a ceremony
     # a streaming replica for the CA API's read-only endpoints (inventory, agents, certificate
     # lookups); used only while it trails the primary by at most read_max_lag_ms, else reads
     # go to database_url (decision 0029)
@@ -190,6 +195,7 @@ class Settings:
                     "setting 'metrics_networks' must list IP networks such as 127.0.0.1/32 "
                     f"or 10.0.0.0/8, not {network!r}",
                 ) from None
+        _check_root_token(self)
         if self.oid_arc.strip():
             try:
                 OidArc(self.oid_arc.strip())
@@ -216,6 +222,19 @@ class Settings:
             Path(self.ocsp_pin_file)
             if self.ocsp_pin_file
             else self.data_dir / "secrets/ocsp-user.pin"
+        )
+
+    @property
+    def root_offline(self) -> bool:
+        """The root key is on its own token, attached only for ceremonies (decision 0034)."""
+        return bool(self.root_token_label)
+
+    @property
+    def effective_root_pin_file(self) -> Path:
+        return (
+            Path(self.root_pin_file)
+            if self.root_pin_file
+            else self.data_dir / "secrets/root-user.pin"
         )
 
     @property
@@ -270,6 +289,51 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (for tests and CLI overrides)."""
         return dataclasses.replace(self, **changes)
+
+
+def _check_root_token(s: Settings) -> None:
+    """``root_token_label``: another token than the CA's and the responder's; its PIN file
+    is not theirs; ``root_crl_validity_days`` within 1..366."""
+    if not 1 <= s.root_crl_validity_days <= 366:
+        raise CAError(
+            ErrorCode.CONFIG,
+            "setting 'root_crl_validity_days' must be between 1 and 366 (days until the next "
+            f"root key ceremony must sign a new root CRL), not {s.root_crl_validity_days}",
+        )
+    if not s.root_token_label:
+        if s.root_pin_file:
+            raise CAError(
+                ErrorCode.CONFIG,
+                "setting 'root_pin_file' needs 'root_token_label': without it the root key "
+                "is in the CA token, whose PIN is hsm_pin_file",
+            )
+        return
+    if len(s.root_token_label.encode("utf-8")) > 32 or s.root_token_label != (
+        s.root_token_label.strip()
+    ):
+        raise CAError(
+            ErrorCode.CONFIG,
+            "setting 'root_token_label' must be a PKCS#11 token label of at most 32 bytes "
+            f"without surrounding spaces, not {s.root_token_label!r}",
+        )
+    if s.root_token_label in (s.token_label, s.ocsp_token_label):
+        raise CAError(
+            ErrorCode.CONFIG,
+            f"setting 'root_token_label' ({s.root_token_label!r}) must name another token than "
+            "token_label and ocsp_token_label: the root key's token is attached only for "
+            "ceremonies",
+        )
+    root_pin = s.effective_root_pin_file
+    for name, other in (
+        ("hsm_pin_file", s.effective_pin_file),
+        ("ocsp_pin_file", s.effective_ocsp_pin_file),
+    ):
+        if root_pin.absolute() == other.absolute():
+            raise CAError(
+                ErrorCode.CONFIG,
+                f"setting 'root_pin_file' names the same file as {name} ({other}): the root "
+                "token needs a PIN of its own",
+            )
 
 
 def _url_host(listen_host: str) -> str:

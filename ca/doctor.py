@@ -17,6 +17,11 @@ from ca.errors import CAError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SIGNER_RENEW_AHEAD = timedelta(hours=24)  # ResponderCertPolicy renews with half of 48 h left
+CEREMONY_AHEAD = timedelta(days=14)  # ca.ceremony.CEREMONY_AHEAD (not imported: no HSM code)
+CEREMONY_FIX = (
+    "run the root key ceremony: attach the root token, 'agentca ca ceremony' "
+    "(docs/operations.md, Root key ceremony)"
+)
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,7 @@ def check_published(settings: Settings, now: datetime) -> list[Finding]:
     out: list[Finding] = []
     try:
         with make_session_factory(engine)() as s:
-            issuers = list(s.execute(select(Issuer.id, Issuer.name)).all())
+            issuers = list(s.execute(select(Issuer.id, Issuer.name, Issuer.parent_id)).all())
             signers = dict(
                 s.execute(
                     select(OcspSigner.issuer_id, func.max(OcspSigner.not_after)).group_by(
@@ -179,12 +184,14 @@ def check_published(settings: Settings, now: datetime) -> list[Finding]:
     finally:
         engine.dispose()
     publish_dir = settings.effective_crl_publish_dir
-    for issuer_id, name in issuers:
+    for issuer_id, name, parent_id in issuers:
+        offline_root = settings.root_offline and parent_id is None
         for suffix in ("", "-delta"):
             path = publish_dir / f"{name}{suffix}.crl"
             check = f"crl {path.name}"
             if not path.exists():
-                out.append(Finding(check, FAIL, f"{path} is missing", "run 'agentca crl publish'"))
+                fix = CEREMONY_FIX if offline_root else "run 'agentca crl publish'"
+                out.append(Finding(check, FAIL, f"{path} is missing", fix))
                 continue
             with path.open("rb") as fh:
                 info = read_crl_info(fh)
@@ -195,12 +202,26 @@ def check_published(settings: Settings, now: datetime) -> list[Finding]:
                         check,
                         FAIL,
                         f"nextUpdate {nxt.isoformat()} has passed: relying parties refuse it",
-                        "run the CRL publisher ('agentca crl publish --loop')",
+                        CEREMONY_FIX
+                        if offline_root
+                        else "run the CRL publisher ('agentca crl publish --loop')",
+                    )
+                )
+            elif offline_root and (nxt is None or nxt - now < CEREMONY_AHEAD):
+                out.append(
+                    Finding(
+                        check,
+                        WARN,
+                        f"the root CRL's nextUpdate {nxt} is less than 14 days away",
+                        CEREMONY_FIX,
                     )
                 )
             else:
                 out.append(Finding(check, OK, f"CRL #{info.number}, next update {nxt}"))
         not_after = signers.get(issuer_id)
+        if offline_root:
+            out.append(_root_signer(name, not_after, now))
+            continue
         check = f"ocsp signer {name}"
         if not_after is None or _utc(not_after) <= now:
             out.append(
@@ -249,6 +270,18 @@ def check_published(settings: Settings, now: datetime) -> list[Finding]:
         else:
             out.append(Finding("ledger", OK, f"checkpoint of {size} of {entries} entries"))
     return out
+
+
+def _root_signer(name: str, not_after: datetime | None, now: datetime) -> Finding:
+    """The offline root's responder certificate: renewed at the ceremony only."""
+    check = f"ocsp signer {name}"
+    if not_after is None or _utc(not_after) <= now:
+        return Finding(check, FAIL, "no valid responder certificate", CEREMONY_FIX)
+    if _utc(not_after) - now < CEREMONY_AHEAD:
+        return Finding(
+            check, WARN, f"the root's responder certificate expires {not_after}", CEREMONY_FIX
+        )
+    return Finding(check, OK, f"valid until {not_after}")
 
 
 def _utc(value: datetime) -> datetime:

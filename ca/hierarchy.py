@@ -108,10 +108,14 @@ class Hierarchy:
             return s.scalar(select(Issuer.id).where(Issuer.role == ISSUING).limit(1)) is not None
 
     def initialise(
-        self, root_key_type: str, issuing_key_type: str, actor: str = "system"
+        self,
+        root_key_type: str,
+        issuing_key_type: str,
+        actor: str = "system",
+        root_keys: KeyManager | None = None,
     ) -> list[IssuerRecord]:
-        """Create the root and issuing CA: keys generated in the key store, certificates
-        recorded, one ledger entry."""
+        """Create the root and issuing CA: keys generated in the key store (the root's in
+        ``root_keys``, its own token, when given), certificates recorded, one ledger entry."""
         if self.is_initialised():
             raise CAError(ErrorCode.CONFLICT, "the CA hierarchy already exists")
         try:
@@ -134,7 +138,7 @@ class Hierarchy:
         now = self.clock()
         suffix = secrets.token_hex(4)
         root_label, issuing_label = f"agentca-root-{suffix}", f"agentca-issuing-{suffix}"
-        root_key = self.keys.generate(root_label, root_type)
+        root_key = (root_keys or self.keys).generate(root_label, root_type)
         root_cert = build_root_certificate(
             root_key,
             s.root_common_name,

@@ -18,7 +18,16 @@ from ca.config import Settings, read_secret_file
 from ca.errors import CAError, ErrorCode
 from ca.store.db import make_engine
 from ca.store.models import Issuer
-from hsm import KeyManager, KeyStore, SoftKeyStore, TokenConfig, ensure_softhsm_token
+from hsm import (
+    HSMUnavailable,
+    KeyManager,
+    KeyStore,
+    SoftKeyStore,
+    TokenConfig,
+    TokenNotFound,
+    ensure_softhsm_token,
+    find_pkcs11_module,
+)
 
 log = logging.getLogger("agentca.keysetup")
 
@@ -58,6 +67,68 @@ def open_key_store(settings: Settings, create: bool = False) -> KeyManager:
     if settings.key_store == SOFTWARE:
         return software_key_store(settings)
     return KeyStore(token_config(settings, create=create))
+
+
+def root_not_attached(settings: Settings) -> CAError:
+    """The one line every root-signed operation fails with while the root token is away."""
+    return CAError(
+        ErrorCode.HSM_UNAVAILABLE,
+        f"the root key's token (root_token_label={settings.root_token_label}) is not "
+        "attached: attach it for the ceremony",
+    )
+
+
+def root_token_config(settings: Settings, create: bool = False) -> TokenConfig:
+    """The root key's own token (``root_token_label``, PIN in ``root_pin_file``).
+
+    A managed SoftHSM2 keeps it in the CA token's token directory, under the one SoftHSM2
+    configuration a process may load (see ``ca.responder_token``); ``create`` provisions it
+    there with PINs of its own.
+    """
+    from ca.responder_token import provision_softhsm_token
+
+    pin_file = settings.effective_root_pin_file
+    if settings.pkcs11_module and not settings.manage_softhsm:
+        pin = read_secret_file(pin_file, "root HSM PIN")
+        return TokenConfig(
+            settings.pkcs11_module, settings.root_token_label, pin, settings.softhsm2_conf or None
+        )
+    conf = (
+        Path(settings.softhsm2_conf)
+        if settings.softhsm2_conf
+        else (settings.data_dir / "hsm" / "softhsm2.conf")
+    )
+    module = settings.pkcs11_module or find_pkcs11_module()
+    if create:
+        if not conf.exists():  # the CA token makes the configuration and directories
+            token_config(settings, create=True)
+        provision_softhsm_token(module, conf, settings.root_token_label, pin_file)
+    elif not conf.exists():
+        raise CAError(
+            ErrorCode.NOT_INITIALISED,
+            f"no SoftHSM2 token under {settings.data_dir}; run 'agentca init' first",
+        )
+    pin = read_secret_file(pin_file, "root HSM PIN")
+    return TokenConfig(module, settings.root_token_label, pin, str(conf))
+
+
+def open_root_key_store(settings: Settings, create: bool = False) -> KeyManager:
+    """The store holding the root key: its own token when ``root_token_label`` is set
+    (opened now, so an absent token is :func:`root_not_attached` at once), else the CA's."""
+    if not settings.root_offline:
+        return open_key_store(settings, create=create)
+    if settings.key_store == SOFTWARE:
+        raise CAError(
+            ErrorCode.CONFIG,
+            "root_token_label needs key_store = 'pkcs11': a software key store has no tokens",
+        )
+    store = KeyStore(root_token_config(settings, create=create))
+    try:
+        store.labels()  # logs in: the token is there
+    except (TokenNotFound, HSMUnavailable):
+        store.close()
+        raise root_not_attached(settings) from None
+    return store
 
 
 def software_key_store(settings: Settings) -> SoftKeyStore:

@@ -146,14 +146,16 @@ class ResponderCertRotator:
         self.policy = policy or ResponderCertPolicy()
         self.clock = clock
 
-    def ensure_all(self, force: bool = False) -> list[RotationResult]:
-        """``ensure`` for every issuer, root first."""
+    def ensure_all(self, force: bool = False, skip_root: bool = False) -> list[RotationResult]:
+        """``ensure`` for every issuer, root first (``skip_root``: the root's key is offline,
+        its responder certificate is made at the root key ceremony, ``ca.ceremony``)."""
         with self.sessions() as s:
-            ids = list(s.scalars(select(Issuer.id).order_by(Issuer.id)))
-        if not ids:
+            rows = list(s.execute(select(Issuer.id, Issuer.parent_id).order_by(Issuer.id)))
+        if not rows:
             raise CAError(
                 ErrorCode.NOT_INITIALISED, "the CA is not initialised; run 'agentca init'"
             )
+        ids = [i for i, parent in rows if not (skip_root and parent is None)]
         return [self.ensure(i, force) for i in ids]
 
     def _current(self, newest: OcspSigner | None, now: datetime) -> bool:
@@ -275,11 +277,13 @@ def ensure_responder_certs(
     responder_keys: KeyStore | None = None,
 ) -> list[RotationResult]:
     """Rotate (or with ``force`` replace) every issuer's responder certificate where due
-    (``responder_keys``: the responder token already opened, see below; closed at the end)."""
+    (``responder_keys``: the responder token already opened, see below; closed at the end).
+    The root's is left to the ceremony while its key is offline (``root_token_label``)."""
     if responder_keys is None:
         responder_keys = open_responder_key_store(settings)
     try:
-        return ResponderCertRotator(sessions, ca_keys, responder_keys, policy).ensure_all(force)
+        rotator = ResponderCertRotator(sessions, ca_keys, responder_keys, policy)
+        return rotator.ensure_all(force, skip_root=settings.root_offline)
     finally:
         responder_keys.close()
 

@@ -218,8 +218,23 @@ def ensure_initialised(settings: Settings, actor: str = "system") -> bool:
         from ca.responder_certs import FirstResponderCerts
 
         first_signers = FirstResponderCerts.prepare(settings)  # decision 0018
-        rt.authority.initialise(settings.root_key_type, settings.issuing_key_type, actor)
+        root_keys = None
+        if settings.root_offline:  # decision 0034: the root key in its own token
+            from ca.keysetup import open_root_key_store
+
+            root_keys = open_root_key_store(settings, create=True)
+            guard_signing(root_keys, rt.engine, settings)
+        rt.authority.initialise(settings.root_key_type, settings.issuing_key_type, actor, root_keys)
         first_signers.publish(rt.sessions, rt.keys)
+        if root_keys is not None:  # the first ceremony: what the root owes until the next
+            from ca.ceremony import sign_root_duties
+
+            try:
+                sign_root_duties(
+                    settings, rt.sessions, root_keys, first_signers.responder_keys, actor
+                )
+            finally:
+                root_keys.close()
         return True
     finally:
         rt.close()

@@ -149,6 +149,7 @@ def publish(
         names = list(issuers) or publisher.issuer_names()
         for name in names:
             rt.authority.issuer(name)  # NOT_FOUND early, with the issuer's name
+        names = _without_offline_root(rt, names, explicit=bool(issuers))
         if not loop:
             chosen: PublishMode = "full" if full else "delta" if delta else "auto"
             for published in publisher.publish_all(names, chosen):
@@ -176,6 +177,31 @@ def publish(
             ),
             on_change="full" if on_change == "full" else "delta",
         )
+
+
+def _without_offline_root(rt: Any, names: list[str], explicit: bool) -> list[str]:
+    """With the root key on its own token (decision 0034) the root's CRLs are signed at the
+    ceremony only: left out here (said once), and refused when asked for by name."""
+    if not rt.settings.root_offline:
+        return names
+    roots = {r.name for r in rt.authority.issuers() if r.parent_name is None}
+    asked = [n for n in names if n in roots]
+    if asked and explicit:
+        raise CAError(
+            ErrorCode.BAD_REQUEST,
+            f"the {asked[0]} CRL is signed at the root key ceremony (root_token_label is set): "
+            "attach the root token and run 'agentca ca ceremony'",
+        )
+    if asked:
+        note(
+            f"skipping {', '.join(asked)}: the root key is offline (root_token_label="
+            f"{rt.settings.root_token_label}); its CRL is signed at the ceremony "
+            "('agentca ca ceremony')"
+        )
+    kept = [n for n in names if n not in roots]
+    if not kept:
+        raise CAError(ErrorCode.NOT_INITIALISED, "no issuing CA to publish CRLs for")
+    return kept
 
 
 @crl.command()

@@ -47,7 +47,7 @@ COMMANDS = {
     ),
     "ca": (
         "cli.rollover_commands:ca",
-        "The CA hierarchy's keys: roll the issuing CA over to a new key.",
+        "The CA hierarchy's keys: issuing-CA rollover, root key ceremony, revoke an issuing CA.",
     ),
     "oid-arc": (
         "cli.oid_arc_commands:oid_arc",

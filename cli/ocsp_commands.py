@@ -208,6 +208,12 @@ def rotate_signer(
     from ca.responder_certs import rotate_responder_certs
 
     settings, policy = settings_from(ctx), _policy(signer_validity)
+    if settings.root_offline:  # said once, not on every tick of --every
+        note(
+            "skipping the root: its key is offline (root_token_label="
+            f"{settings.root_token_label}); its responder certificate is renewed at the "
+            "ceremony ('agentca ca ceremony')"
+        )
     if every is None:
         _print(rotate_responder_certs(settings, force=not if_needed, policy=policy), as_json)
         return

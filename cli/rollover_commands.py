@@ -1,4 +1,5 @@
-"""``agentca ca``: the CA hierarchy's key operations (``ca rollover``, decision 0033)."""
+"""``agentca ca``: the CA hierarchy's key operations (``ca rollover``, decision 0033; the
+root key ceremony and ``ca revoke-issuer``, decision 0034, in ``cli.ceremony_commands``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
 
 @click.group(cls=AgentcaGroup)
 def ca() -> None:
-    """The CA hierarchy's keys: roll the issuing CA over to a new key."""
+    """The CA hierarchy's keys: issuing-CA rollover, root key ceremony, revoke an issuing CA."""
 
 
 def _times(doc: dict[str, Any]) -> dict[str, Any]:
@@ -64,11 +65,24 @@ def rollover(
         return
     if not yes and sys.stdin.isatty():
         click.confirm("roll the issuing CA over to a new HSM key?", abort=True)
-    with runtime(ctx) as rt:
-        hierarchy = rt.authority.hierarchy
-        plan = plan_rollover(settings, rt.sessions, hierarchy.clock(), key_type)
-        result = roll_over(hierarchy, plan, actor())
-        crls = _first_crls(rt, plan.name)
+    root_keys = None
+    if settings.root_offline:  # the root's own token, opened first: absent is one line
+        from ca.keysetup import open_root_key_store
+
+        root_keys = open_root_key_store(settings)
+    try:
+        with runtime(ctx) as rt:
+            hierarchy = rt.authority.hierarchy
+            if root_keys is not None:
+                from ca.keysetup import guard_signing
+
+                guard_signing(root_keys, rt.engine, settings)
+            plan = plan_rollover(settings, rt.sessions, hierarchy.clock(), key_type)
+            result = roll_over(hierarchy, plan, actor(), root_keys)
+            crls = _first_crls(rt, plan.name)
+    finally:
+        if root_keys is not None:
+            root_keys.close()
     signers = _responder_certs(settings)
     if as_json:
         doc = _times(result.to_dict())
@@ -102,3 +116,13 @@ def _responder_certs(settings: Any) -> list[str]:
     if settings.key_store == SOFTWARE:
         return []
     return [r.issuer_name for r in rotate_responder_certs(settings) if r.created]
+
+
+def _attach_root_commands() -> None:
+    from cli.ceremony_commands import ceremony, revoke_issuer
+
+    ca.add_command(ceremony)
+    ca.add_command(revoke_issuer)
+
+
+_attach_root_commands()

@@ -128,6 +128,8 @@ def test_every_leaf_takes_json_and_prints_only_json_on_stdout(tmp_path: Path) ->
     assert run("ca rollover", "--dry-run")[0]["changed"] is False
     assert run("ca rollover", "--yes")[0]["issuer"] == "issuing-2"
     assert run("chain", "--all-issuing")[0]["count"] == 3
+    assert run("ca ceremony")[0]["crls"][0]["kind"] == "full"  # type: ignore[index]
+    assert run("ca revoke-issuer", "issuing", "--reason", "superseded", "--yes")[0]["changed"]
     assert len(run("revoke", "--agent", AGENT, "--dry-run")) == 3
     run("revoke", serial(0), "--reason", "certificateHold")
     run("release", serial(0))
