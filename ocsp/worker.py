@@ -137,7 +137,6 @@ class OcspWorker(Worker):  # type: ignore[misc]
         self._per_host: dict[str, int] = {}
         self._limit = int(self.cfg.worker_connections or 1000)
         self._per_client = max(1, self._limit // PER_CLIENT_SHARE)
-        self._accept_batch = 1 if int(self.cfg.workers or 1) > 1 else 64
         idle = float(self.cfg.keepalive or 2)
         next_sweep = time.monotonic() + 1.0
         orphaned_at: float | None = None
@@ -188,11 +187,7 @@ class OcspWorker(Worker):  # type: ignore[misc]
                 flush()
 
     def _accept(self, listener: Any) -> None:
-        # With siblings on the same listening socket, take one connection per wake-up: every
-        # idle sibling was woken by the same readiness and takes the next one, so a burst of
-        # connections is spread over the workers instead of being drained by the first one
-        # to run (issue 15 item 3: 8 connections opened at once all went to one worker).
-        for _ in range(self._accept_batch):
+        for _ in range(64):
             if len(self._conns) >= self._limit:
                 self._pause_listening()
                 return
@@ -228,7 +223,6 @@ class OcspWorker(Worker):  # type: ignore[misc]
         new master can bind (decision 0015); open connections are served until they end."""
         self._pause_listening()
         self._released = True
-        self._accept_batch = 64  # no sibling takes turns any more: drain the backlog
         for listener in self.sockets:
             for _ in range(max(1, self._limit // 64)):
                 if len(self._conns) >= self._limit:
