@@ -99,6 +99,14 @@ _SIGNER_VALIDITY = click.option(
     "poll interval before the outage is answered 'good' for that long. 0: tryLater once the "
     "status is older than 1 s.",
 )
+@click.option(
+    "--sign-rate-per-client",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0, 1_000_000),
+    help="New signatures per second per client address and worker (nonce, multi-CertID "
+    "and uncached requests); 0 turns the budget off (benchmarks from one address).",
+)
 @_RESPONSE_VALIDITY
 @click.option(
     "--json",
@@ -114,6 +122,7 @@ def serve(
     workers: int | None,
     max_connections: int,
     serve_stale_for: float,
+    sign_rate_per_client: float,
     response_validity: str | None,
     as_json: bool,
 ) -> None:
@@ -133,7 +142,9 @@ def serve(
         ocsp_listen_port=port or settings.ocsp_listen_port,
         workers=workers or settings.workers,
     )
-    opts = _options(response_validity).replace(serve_stale_for=serve_stale_for)
+    opts = _options(response_validity).replace(
+        serve_stale_for=serve_stale_for, sign_rate_per_client=sign_rate_per_client
+    )
     if serve_stale_for:
         note(
             f"serving stale answers for up to {serve_stale_for:g} s of a database outage "

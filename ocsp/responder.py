@@ -56,8 +56,8 @@ from ocsp.response import (
     ResponseStatus,
     Signer,
     SingleAnswer,
-    build_basic_response,
 )
+from ocsp.response_der import build_response_der
 from ocsp.sign_budget import SignBudget
 from ocsp.status import FeedHead, IssuerInfo, StatusSource
 from ocsp.tally import ANSWERS, ERROR_LABELS, HIT, MISS, NONE, AnswerTally
@@ -509,7 +509,7 @@ class Responder:
             raise CAError(ErrorCode.HSM_FAILURE, "no valid OCSP signer")
         this_ts = float(int(this_update))
         next_ts = float(int(min(this_ts + self._validity, signer_end)))
-        der = build_basic_response(
+        der = build_response_der(
             [SingleAnswer(lk.cert_id.der, st) for lk, st in zip(lookups, statuses, strict=True)],
             signer,
             produced_at=_utc(now),

@@ -72,7 +72,7 @@ class SingleAnswer:
     status: SerialStatus
 
 
-def _sign(key: CertificateIssuerPrivateKeyTypes, data: bytes) -> tuple[str, bytes]:
+def sign_data(key: CertificateIssuerPrivateKeyTypes, data: bytes) -> tuple[str, bytes]:
     """Sign ``data``; return the asn1crypto signature algorithm name and the signature."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
         if key.curve.key_size >= 384:
@@ -132,7 +132,7 @@ def build_basic_response(
     if extensions:
         data["response_extensions"] = extensions
     tbs = asn1_ocsp.ResponseData(data)
-    algorithm, signature = _sign(signer.key, tbs.dump())
+    algorithm, signature = sign_data(signer.key, tbs.dump())
     basic = asn1_ocsp.BasicOCSPResponse(
         {
             "tbs_response_data": tbs,

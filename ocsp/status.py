@@ -12,15 +12,35 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, Integer, String, bindparam, column, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ca.errors import CAError, ErrorCode
-from ca.store.models import Certificate, Issuer, OcspSigner, StatusChange
+from ca.store.models import Issuer, OcspSigner, StatusChange
 from ca.store.read_replica import replica_lag
+from ca.store.types import UTCDateTime
 from ocsp.decision import SerialStatus, status_from_record
 
 T = TypeVar("T")
+
+#: the status lookup of ``SqlStatusSource.statuses``: plain SQL, no ORM statement built per call
+STATUS_QUERY = (
+    text(
+        "SELECT serial_hex, status, revoked_at, revocation_reason, 0 AS is_ca "
+        "FROM certificates WHERE issuer_id = :issuer AND serial_hex IN :serials "
+        "UNION ALL "
+        "SELECT serial_hex, 'issued', NULL, NULL, 1 FROM issuers WHERE serial_hex IN :serials "
+        "AND (parent_id = :issuer OR (id = :issuer AND parent_id IS NULL))"
+    )
+    .bindparams(bindparam("serials", expanding=True))
+    .columns(
+        column("serial_hex", String),
+        column("status", String),
+        column("revoked_at", UTCDateTime()),
+        column("revocation_reason", Integer),
+        column("is_ca", Integer),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -176,28 +196,25 @@ class SqlStatusSource:
         return self._run(run)
 
     def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]:
-        """Status of each serial under ``issuer_id``; CA certificates it issued are good."""
+        """Status of each serial under ``issuer_id``; CA certificates it issued are good.
+
+        One statement (``STATUS_QUERY``), compiled once per number of serials: the
+        ``certificates`` row by the unique (issuer_id, serial_hex) index, and any CA
+        certificate with that serial that ``issuer_id`` issued (a row wins over a CA)."""
         wanted = list(dict.fromkeys(serials))
-        query = select(
-            Certificate.serial_hex,
-            Certificate.status,
-            Certificate.revoked_at,
-            Certificate.revocation_reason,
-        ).where(Certificate.issuer_id == issuer_id, Certificate.serial_hex.in_(wanted))
-        cas = select(Issuer.serial_hex).where(
-            Issuer.serial_hex.in_(wanted),
-            or_(
-                Issuer.parent_id == issuer_id, (Issuer.id == issuer_id) & Issuer.parent_id.is_(None)
-            ),
-        )
 
         def run() -> dict[str, SerialStatus]:
             found: dict[str, SerialStatus] = {}
+            cas: set[str] = set()
             with self.engine.connect() as conn:
-                for serial, status, revoked_at, reason in conn.execute(query):
-                    found[serial] = status_from_record(status, revoked_at, reason)
-                for (serial,) in conn.execute(cas):
-                    found.setdefault(serial, status_from_record("issued", None, None))
+                rows = conn.execute(STATUS_QUERY, {"issuer": issuer_id, "serials": wanted})
+                for serial, status, revoked_at, reason, is_ca in rows:
+                    if is_ca:
+                        cas.add(serial)
+                    else:
+                        found[serial] = status_from_record(status, revoked_at, reason)
+            for serial in cas:
+                found.setdefault(serial, status_from_record("issued", None, None))
             return {s: found.get(s, status_from_record(None, None, None)) for s in wanted}
 
         return self._run(run)
