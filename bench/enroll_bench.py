@@ -37,7 +37,7 @@ from ca.extensions import (
     build_agent_csr,
 )
 from ca.requests import IssuanceRequest
-from ca.wiring import ensure_initialised, open_runtime
+from ca.wiring import Runtime, ensure_initialised, open_runtime
 
 MODEL, PROMPT = "a1" * 32, "c3" * 32
 LUA = r"""
@@ -150,6 +150,28 @@ end
     return result
 
 
+def bench_runtime(data: Path, url: str) -> tuple[Settings, Runtime]:
+    """A CA in ``data`` on ``url`` with no enrollment rate limit and ``bench-agent`` registered."""
+    settings = Settings(
+        data_dir=data, database_url=url, enroll_rate_per_second=1_000_000, enroll_burst=1_000_000
+    )
+    ensure_initialised(settings)
+    rt = open_runtime(settings)
+    rt.registry.add_scope("read_book")
+    rt.registry.add_model(MODEL, "claude-x", "prod")
+    rt.registry.register_agent(
+        "bench-agent",
+        "o@example.com",
+        "prod",
+        "claude-x",
+        ["read_book"],
+        [MODEL],
+        [PROMPT],
+        key_types=["ec-p256"],
+    )
+    return settings, rt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=4000)
@@ -178,23 +200,7 @@ def main() -> None:
         "AGENTCA_ENROLL_BURST": "1000000",
         "AGENTCA_THREADS": str(args.threads),
     }
-    settings = Settings(
-        data_dir=data, database_url=url, enroll_rate_per_second=1_000_000, enroll_burst=1_000_000
-    )
-    ensure_initialised(settings)
-    rt = open_runtime(settings)
-    rt.registry.add_scope("read_book")
-    rt.registry.add_model(MODEL, "claude-x", "prod")
-    rt.registry.register_agent(
-        "bench-agent",
-        "o@example.com",
-        "prod",
-        "claude-x",
-        ["read_book"],
-        [MODEL],
-        [PROMPT],
-        key_types=["ec-p256"],
-    )
+    settings, rt = bench_runtime(data, url)
     rt.close()
     # the raw cycle runs in a child process: one PKCS#11 configuration per process
     print("raw issuance cycle (1 process, in-process, PostgreSQL + SoftHSM2): ", end="", flush=True)

@@ -27,10 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import event
 
-from bench.enroll_bench import MODEL, PROMPT, _provenance
-from ca.config import Settings
+from bench.enroll_bench import _provenance, bench_runtime
 from ca.extensions import build_agent_csr
-from ca.wiring import ensure_initialised, open_runtime
 
 
 def main() -> None:
@@ -41,23 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     url = os.environ.get("AGENTCA_BENCH_DATABASE_URL") or os.environ["AGENTCA_TEST_DATABASE_URL"]
     data = Path(tempfile.mkdtemp(prefix="agentca-enroll-profile-")) / "data"
-    settings = Settings(
-        data_dir=data, database_url=url, enroll_rate_per_second=1_000_000, enroll_burst=1_000_000
-    )
-    ensure_initialised(settings)
-    rt = open_runtime(settings)
-    rt.registry.add_scope("read_book")
-    rt.registry.add_model(MODEL, "claude-x", "prod")
-    rt.registry.register_agent(
-        "bench-agent",
-        "o@example.com",
-        "prod",
-        "claude-x",
-        ["read_book"],
-        [MODEL],
-        [PROMPT],
-        key_types=["ec-p256"],
-    )
+    settings, rt = bench_runtime(data, url)
     bodies = []
     for _ in range(args.n + 1):
         token, _exp = rt.enrollment_tokens.create("bench-agent", timedelta(hours=1), "bench")
