@@ -169,7 +169,7 @@ def _refuse_orphaned_hierarchy(store: SoftKeyStore, url: str) -> None:
     """Refuse a database whose CA keys this process's software store does not hold."""
     engine = make_engine(url)
     try:
-        if not inspect(engine).has_table(Issuer.__tablename__):
+        if not inspect(engine).has_table(Issuer.__table__.name):
             return  # no schema yet: nothing was issued
         with engine.connect() as conn:
             rows = conn.execute(select(Issuer.name, Issuer.key_label)).all()
