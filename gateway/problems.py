@@ -29,6 +29,7 @@ class Check(enum.Enum):
     PATH = "path-not-normal"
     TLS_CLIENT_CERT_MISSING = "tls-client-cert-missing"
     TLS_CLIENT_CERT_MISMATCH = "tls-client-cert-mismatch"
+    REPLAY_UNAVAILABLE = "replay-cache-unavailable"
     ERROR = "verification-error"
 
     @property
@@ -39,6 +40,8 @@ class Check(enum.Enum):
     def status(self) -> int:
         if self is Check.PATH:
             return 400
+        if self is Check.REPLAY_UNAVAILABLE:
+            return 503
         return 403 if self in _FORBIDDEN else 401
 
     @property
@@ -67,6 +70,7 @@ _TITLES: Final = {
     Check.PATH: "Request path is not in normal form",
     Check.TLS_CLIENT_CERT_MISSING: "Route requires the agent certificate in mutual TLS",
     Check.TLS_CLIENT_CERT_MISMATCH: "Request is signed by another certificate than TLS presented",
+    Check.REPLAY_UNAVAILABLE: "Replay cache is unavailable",
     Check.ERROR: "Verification failed",
 }
 

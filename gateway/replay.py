@@ -4,9 +4,12 @@ A nonce is remembered until its signature could no longer be accepted anyway (``
 window + skew). When the cache is full the oldest entries are dropped and a floor is raised:
 any signature created at or before the newest dropped one is refused, so eviction can never
 re-open a replay. Nonces are kept per certificate (the verifier passes the key
-``((issuer key hash, serial), nonce)``), so one agent cannot use up another's nonce. Several
-worker processes each have their own cache; deploy one worker per
-gateway, sticky routing, or a shared store if replays across workers matter.
+``((issuer key hash, serial), nonce)``), so one agent cannot use up another's nonce.
+
+This cache is per process. Gateways with several workers or hosts share one store instead:
+anything with :class:`ReplayStore`'s ``add``, e.g. ``gateway.replay_redis.RedisReplayCache``.
+A store that cannot answer raises :class:`ReplayUnavailable`; the verifier then refuses the
+request (``replay-cache-unavailable``, 503) rather than risk accepting a replay.
 """
 
 from __future__ import annotations
@@ -14,6 +17,21 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Protocol
+
+
+class ReplayUnavailable(Exception):
+    """The shared replay store cannot say whether a nonce is new (the request is refused)."""
+
+
+class ReplayStore(Protocol):
+    """Where the verifier records nonces (the in-process cache or a shared one)."""
+
+    def add(self, nonce: Hashable, created: int, keep_until: float, now: float) -> bool:
+        """Record ``nonce`` until ``keep_until``; False if seen before. Atomic across
+        every verifier sharing the store; raises :class:`ReplayUnavailable` when it cannot
+        tell."""
+        ...
 
 
 class ReplayCache:

@@ -29,7 +29,7 @@ from gateway.httpsig import RequestView
 from gateway.inventory import Inventory
 from gateway.problems import Check, Denied
 from gateway.profiles import AGENTCA, WIT_HEADER, Profile, profiles_named, refusal_status
-from gateway.replay import ReplayCache
+from gateway.replay import ReplayCache, ReplayStore, ReplayUnavailable
 from gateway.status import StatusChecker
 from wire import sf
 from wire.ca_metadata import arcs_from_metadata
@@ -173,7 +173,7 @@ class Verifier:
         inventory: Inventory,
         status: StatusChecker | None = None,
         intermediates: Iterable[x509.Certificate] = (),
-        replay: ReplayCache | None = None,
+        replay: ReplayStore | None = None,
         window: int = MAX_WINDOW,
         skew: int = 5,
         clock: Callable[[], float] = time.time,
@@ -207,7 +207,7 @@ class Verifier:
         )
         self.status = status or StatusChecker(clock=clock)
         self.inventory = inventory
-        self.replay = replay or ReplayCache()
+        self.replay: ReplayStore = replay or ReplayCache()
         self.window = window
         self.skew = skew
         self.clock = clock
@@ -313,7 +313,11 @@ class Verifier:
             d.status_source = self.status.resolve(entry, self.clock())
         # 5. nonce: per certificate (agentca); WIMSE, whoever sends it (-07, WGLC #297)
         replay_key = (entry.status_key if profile is AGENTCA else profile.name, nonce)
-        if not self.replay.add(replay_key, created, keep_until, now):
+        try:
+            fresh = self.replay.add(replay_key, created, keep_until, now)
+        except ReplayUnavailable as exc:
+            raise Denied(Check.REPLAY_UNAVAILABLE, str(exc) or "replay cache unreachable") from exc
+        if not fresh:
             raise Denied(Check.REPLAY, "this nonce was already used")
         # 6. provenance
         self._check_provenance(entry, headers.get("agentca-provenance"))

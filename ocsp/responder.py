@@ -263,6 +263,19 @@ class Responder:
         self.tally.add(answer.label, cache)
         return answer
 
+    def cached(self, der: bytes) -> Answer | None:
+        """The answer to ``der`` if it is in the hot cache and may be served now, else None
+        (then call :meth:`respond`). No I/O and no signature: an event loop may call it while
+        another thread runs :meth:`respond` (dict reads are atomic under the GIL)."""
+        mono = self.monotonic()
+        if mono >= self._next_poll or mono - self._confirmed > self._vouch_for:
+            return None
+        hit = self._responses.get(der)
+        if hit is None or hit.refresh_at <= self.clock():
+            return None
+        self.tally.add(hit.label, HIT)
+        return hit
+
     def _respond(self, der: bytes, client: str) -> tuple[Answer, str]:
         try:
             mono = self.monotonic()

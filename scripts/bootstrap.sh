@@ -78,6 +78,7 @@ if [[ $mode == test ]]; then
     need nginx have_glob '/usr/sbin/nginx' # deploy/nginx in front of the CA API and OCSP
     need systemd have_cmd systemd-analyze # deploy/systemd units are verified and rated
     need curl have_cmd curl           # the docs test runs the README's and guides' curl commands
+    need redis-server have_cmd redis-server # the shared gateway replay cache (issue 16)
 fi
 
 if ((${#missing[@]})); then

@@ -32,6 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from tests.support.redis_server import REDIS_SERVER, RedisServer, running_redis
+
 # The SoftHSM2 fixtures (hsm_config, hsm_keystore), for every test directory.
 pytest_plugins = ["tests.integration.conftest_hsm"]
 
@@ -209,3 +211,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/agentca.sqlite3"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+# ------------------------------------------------------------------------------ Redis
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A throwaway redis-server for this module (tests may stop it; it is restarted here)."""
+    if not Path(REDIS_SERVER).exists():
+        skip_or_fail("redis-server is not installed (scripts/bootstrap.sh test installs it)")
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
