@@ -242,3 +242,12 @@ def rotate_signer(
         _print([r for r in results if r.created], as_json, header=False)
 
     run_every(every, rotate_due, stop, "ocsp signer rotation")
+
+
+def _add_presign() -> None:
+    from cli.presign_commands import presign
+
+    ocsp.add_command(presign)
+
+
+_add_presign()

@@ -1,11 +1,12 @@
 """``agentca run``: the whole product on one machine (what ``make run`` starts).
 
 First-run setup (SoftHSM2 tokens, schema, root and issuing CA, first OCSP responder
-certificates), then five processes side by side (six on PostgreSQL, with the replication
-heartbeat of decision 0029): the CA API, the OCSP responder (read-only),
-the OCSP signer rotation (CA side: a new responder certificate ahead of expiry, while the old one
-is still valid), the CRL publisher (on revocation and on schedule) and the ledger checkpoint
-scheduler. A stop signal stops them all; if one dies, the others are stopped too.
+certificates), then six processes side by side (seven on PostgreSQL, with the replication
+heartbeat of decision 0029): the CA API, the OCSP responder (read-only), the OCSP presigner
+(CA side: answers signed ahead of demand, decision 0038), the OCSP signer rotation (CA side:
+a new responder certificate ahead of expiry, while the old one is still valid), the CRL
+publisher (on revocation and on schedule) and the ledger checkpoint scheduler. A stop signal
+stops them all; if one dies, the others are stopped too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def _children(checkpoint_every: int, postgresql: bool) -> list[tuple[str, list[s
         *heartbeat,
         ("ca-api", [*agentca, "serve"]),
         ("ocsp", [*agentca, "ocsp", "serve"]),
+        # answers signed ahead of demand into the store every responder reads (decision 0038)
+        ("ocsp-presign", [*agentca, "ocsp", "presign"]),
         (
             "ocsp-signers",
             [*agentca, "ocsp", "rotate-signer", "--every", str(SIGNER_CHECK_EVERY)],

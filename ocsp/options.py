@@ -39,8 +39,11 @@ class OcspOptions:
     shared_cache_seconds: int = 1
     max_request_bytes: int = 16 * 1024
     max_cert_ids: int = 64
-    max_cached_responses: int = 100_000
-    max_cached_statuses: int = 200_000
+    # The per-worker hot cache in front of the shared store (decision 0038): bounded, oldest
+    # entry out first, so a worker's memory is flat in the number of certificates. Two keys
+    # per answer (the request bytes and the CertID).
+    max_cached_responses: int = 20_000
+    max_cached_statuses: int = 20_000
     db_connect_timeout: int = 2  # seconds (PostgreSQL)
     # Signatures made for one client address (nonce, multi-CertID and uncached requests), per
     # worker: a token bucket. A request costs 1 + (CertIDs - 1) // 8 tokens. Over budget, a

@@ -33,6 +33,7 @@ by reading one file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -47,7 +48,7 @@ from ca.errors import CAError, ErrorCode
 from hsm.errors import HSMError
 from ocsp.decision import UNISSUED, CertState, IssuerKey, Lookup, SerialStatus, resolve
 from ocsp.options import OcspOptions
-from ocsp.request import OcspRequest, parse_request
+from ocsp.request import OcspRequest, parse_request, parse_simple_request
 from ocsp.response import (
     INTERNAL_ERROR,
     MALFORMED,
@@ -59,8 +60,8 @@ from ocsp.response import (
 )
 from ocsp.response_der import build_response_der
 from ocsp.sign_budget import SignBudget
-from ocsp.status import FeedHead, IssuerInfo, StatusSource
-from ocsp.tally import ANSWERS, ERROR_LABELS, HIT, MISS, NONE, AnswerTally
+from ocsp.status import AnswerStore, FeedHead, IssuerInfo, StatusSource, StoredAnswer
+from ocsp.tally import ANSWERS, ERROR_LABELS, HIT, MISS, NONE, STORE, AnswerTally
 
 log = logging.getLogger("agentca.ocsp")
 
@@ -210,8 +211,10 @@ class Responder:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         tally: AnswerTally = ANSWERS,
+        store: AnswerStore | None = None,
     ) -> None:
         self.source = source
+        self.store = store
         self.tally = tally
         self.signers = signers
         self.options = options or OcspOptions()
@@ -455,6 +458,11 @@ class Responder:
                 if cacheable:
                     self._store(der, hit)
                     return hit, HIT
+            if presigned is None and self.store is not None and self._db_ok:
+                presigned = self._from_store(lookups[0])
+                if presigned is not None and cacheable:
+                    self._store(der, presigned)
+                    return presigned, STORE
         if not self._may_sign(client, 1 + (len(lookups) - 1) // 8):
             # Over budget: the pre-signed answer without the nonce if there is one, else later.
             if presigned is not None:
@@ -466,6 +474,80 @@ class Responder:
             self._store(der, answer)
         return answer, MISS
 
+    def prefetch(self, ders: Sequence[bytes]) -> int:
+        """Read the shared store's answers for several waiting requests in one query per
+        issuer and put them in the hot cache, so the :meth:`respond` calls that follow are
+        hits (a worker that has several misses queued pays one round trip, not one each).
+        Never raises; returns how many answers it found."""
+        if self.store is None or not self._db_ok or len(ders) < 2:
+            return 0
+        try:
+            return self._prefetch(ders)
+        except Exception as exc:  # the requests themselves will report what is wrong
+            self.errors.log(logging.WARNING, "prefetch", f"OCSP store prefetch failed: {exc}")
+            return 0
+
+    def _prefetch(self, ders: Sequence[bytes]) -> int:
+        wanted: dict[int, dict[str, list[Lookup]]] = {}
+        for der in ders:
+            if der in self._responses:
+                continue
+            request = parse_simple_request(der)
+            if request is None:
+                continue
+            lookups = resolve(request.cert_ids, self._index)
+            if lookups is None:
+                continue
+            lookup = lookups[0]
+            serial = lookup.serial_hex
+            if serial is None or _CERTID + lookup.cert_id.der in self._responses:
+                continue
+            wanted.setdefault(lookup.issuer_id, {}).setdefault(serial, []).append(lookup)
+        found = 0
+        now = self.clock()
+        for issuer_id, by_serial in wanted.items():
+            signer = self.signers.signer_for(issuer_id)
+            assert self.store is not None
+            rows = self.store.stored(issuer_id, list(by_serial), signer.row_id, int(now))
+            for serial, row in rows.items():
+                for lookup in by_serial[serial]:
+                    if row.cert_id_der == lookup.cert_id.der and row.next_update > now:
+                        key = _CERTID + lookup.cert_id.der
+                        self._store(key, self._stored_answer(row, issuer_id))
+                        found += 1
+                        break
+        return found
+
+    def _from_store(self, lookup: Lookup) -> Answer | None:
+        """The shared store's pre-signed answer for this CertID, put in the hot cache (None:
+        the store has none usable, e.g. the presigner has not caught up with a change)."""
+        if self.store is None or lookup.serial_hex is None:
+            return None
+        signer = self.signers.signer_for(lookup.issuer_id)
+        now = self.clock()
+        rows = self.store.stored(lookup.issuer_id, (lookup.serial_hex,), signer.row_id, int(now))
+        row = rows.get(lookup.serial_hex)
+        # only the CertID it was signed for (same hash algorithm, same encoding), still valid
+        if row is None or row.cert_id_der != lookup.cert_id.der or row.next_update <= now:
+            return None
+        answer = self._stored_answer(row, lookup.issuer_id)
+        self._store(_CERTID + lookup.cert_id.der, answer)
+        return answer
+
+    @staticmethod
+    def _stored_answer(row: StoredAnswer, issuer_id: int) -> Answer:
+        answer = Answer(
+            row.der,
+            ResponseStatus.SUCCESSFUL,
+            float(row.this_update),
+            float(row.next_update),
+            float(row.refresh_at),
+        )
+        answer.issuer_id = issuer_id
+        answer.serial_hex = row.serial_hex
+        answer.label = "revoked" if row.cert_status == "revoked" else "good"
+        return answer
+
     def _may_sign(self, client: str, cost: int) -> bool:
         """Take ``cost`` tokens from ``client``'s signing budget; False when it is spent."""
         if self._budget is None:
@@ -473,10 +555,29 @@ class Responder:
         return self._budget.take(client, self.monotonic(), cost)
 
     def _store(self, key: bytes, answer: Answer) -> None:
-        if len(self._responses) >= self.options.max_cached_responses:
-            self._drop_responses()
-        self._responses[key] = answer
+        responses = self._responses
+        old = responses.get(key)
+        if old is not None:  # replaced (refreshed): un-index the old answer's key first
+            keys = self._by_serial.get((old.issuer_id, old.serial_hex))
+            if keys is not None:
+                with contextlib.suppress(ValueError):
+                    keys.remove(key)
+        else:
+            while len(responses) >= self.options.max_cached_responses:
+                self._evict_oldest()
+        responses[key] = answer
         self._by_serial.setdefault((answer.issuer_id, answer.serial_hex), []).append(key)
+
+    def _evict_oldest(self) -> None:
+        """Drop the hot cache's oldest entry (dicts keep insertion order: O(1))."""
+        key = next(iter(self._responses))
+        old = self._responses.pop(key)
+        keys = self._by_serial.get((old.issuer_id, old.serial_hex))
+        if keys is not None:
+            with contextlib.suppress(ValueError):
+                keys.remove(key)
+            if not keys:
+                del self._by_serial[(old.issuer_id, old.serial_hex)]
 
     def _statuses_for(self, lookups: Sequence[Lookup]) -> list[SerialStatus]:
         result: list[SerialStatus | None] = []

@@ -57,4 +57,5 @@ def open_responder(settings: Settings, options: OcspOptions) -> ResponderRuntime
     clock_check = guard_signing(keys, engine, settings)
     source = SqlStatusSource(engine)
     signers = CurrentSigners(source, keys, utcnow)
-    return ResponderRuntime(engine, keys, Responder(source, signers, options), clock_check)
+    responder = Responder(source, signers, options, store=source)
+    return ResponderRuntime(engine, keys, responder, clock_check)

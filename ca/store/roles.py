@@ -59,6 +59,7 @@ TABLE_GRANTS: Mapping[str, Mapping[DbRole, frozenset[str]]] = MappingProxyType(
         "certificates": {_W: WRITE, _O: READ},
         "status_changes": {_W: WRITE, _O: READ},
         "ocsp_signers": {_W: WRITE, _O: READ},
+        "ocsp_responses": {_W: WRITE, _O: READ},  # written by the presigner (decision 0038)
         "agents": {_W: WRITE},
         "models": {_W: WRITE},
         "scopes": {_W: WRITE},

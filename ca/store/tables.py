@@ -8,6 +8,7 @@ query them through Core and never import ``sqlalchemy.orm`` (decision 0030).
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Enum,
@@ -130,4 +131,27 @@ certificates = Table(
         sqlite_where=text("status <> 'failed'"),
     ),
     Index("ix_certificates_status_created_at", "status", "created_at"),
+)
+
+# An OCSP answer signed ahead of demand (decision 0038): one per certificate, for its canonical
+# SHA-1 CertID, written by the CA side's presigner (``ocsp.presigner``) and read by every
+# responder. A row is served only while the status it was signed for (cert_status, revoked_at,
+# revocation_reason) is still the certificate's, so a revocation is never answered "good"
+# from here, whatever the presigner's delay.
+ocsp_responses = Table(
+    "ocsp_responses",
+    metadata,
+    Column("issuer_id", ForeignKey("issuers.id"), primary_key=True),
+    Column("serial_hex", String(42), primary_key=True),
+    Column("cert_id_der", LargeBinary, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+    Column("cert_status", String(16), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+    Column("revocation_reason", Integer),
+    Column("signer_id", Integer, nullable=False),
+    # epoch seconds: thisUpdate, nextUpdate, and when the answer is to be signed again
+    Column("this_update", BigInteger, nullable=False),
+    Column("next_update", BigInteger, nullable=False),
+    Column("refresh_at", BigInteger, nullable=False),
+    Index("ix_ocsp_responses_refresh_at", "refresh_at"),
 )

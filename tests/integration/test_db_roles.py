@@ -159,12 +159,13 @@ def test_what_each_role_must_not_do_postgresql_refuses(
     assert _sqlstate(writer, "DELETE FROM ledger_checkpoints") == denied
     assert _sqlstate(writer, "DROP TABLE agents") == denied
     assert _sqlstate(writer, "SELECT count(*) FROM api_tokens") is None
-    # the OCSP reader: its four tables, read-only
-    for table in ("issuers", "certificates", "status_changes", "ocsp_signers"):
+    # the OCSP reader: its five tables, read-only
+    for table in ("issuers", "certificates", "status_changes", "ocsp_signers", "ocsp_responses"):
         assert _sqlstate(ocsp, f"SELECT count(*) FROM {table}") is None
     for table in ("api_tokens", "enrollment_tokens", "agents", "ledger_entries"):
         assert _sqlstate(ocsp, f"SELECT count(*) FROM {table}") == denied
     assert _sqlstate(ocsp, "UPDATE certificates SET status = status") == READ_ONLY_TRANSACTION
+    assert _sqlstate(ocsp, "DELETE FROM ocsp_responses") in (denied, READ_ONLY_TRANSACTION)
     assert _sqlstate(ocsp, "CREATE TEMP TABLE t (x int)") == READ_ONLY_TRANSACTION
     # the auditor: the ledger and the certificates anchoring it, nothing else, read-only
     for table in ("ledger_entries", "ledger_checkpoints", "ledger_head", "audit_signers"):

@@ -99,3 +99,17 @@ def test_rotation_covers_every_issuer_after_a_rollover(tmp_path: Path) -> None:
     assert len(after) == 6
     now = datetime.now(UTC).replace(tzinfo=None)
     assert all(not_after > now + timedelta(hours=40) for _id, _label, not_after in before)
+
+
+def test_presign_once_fills_the_store_and_says_so_in_json(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert run_cli("init", data_dir=data).returncode == 0
+    first = run_cli("ocsp", "presign", "--once", "--json", data_dir=data)
+    assert first.returncode == 0, first.stderr
+    got = json.loads(first.stdout)
+    # a fresh CA has no agent certificate yet: nothing to sign, nothing stored
+    assert got["signed"] == 0 and got["stored"] == 0
+    bad = run_cli("ocsp", "presign", "--json", data_dir=data)
+    assert bad.returncode != 0 and "--json goes with --once" in bad.stderr
+    helped = run_cli("ocsp", "presign", "--help", data_dir=data)
+    assert helped.returncode == 0 and "--rate" in helped.stdout

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -32,6 +33,19 @@ def _until(predicate, timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def _stored_status(data: Path, serial_hex: str) -> str | None:
+    """The status the shared store's pre-signed answer for ``serial_hex`` was signed for."""
+    engine = sa.create_engine(f"sqlite:///{data / 'agentca.sqlite3'}")
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.text("SELECT cert_status FROM ocsp_responses WHERE serial_hex = :s"),
+                {"s": serial_hex},
+            ).scalar()
+    finally:
+        engine.dispose()
 
 
 def test_run_starts_everything_and_stops_on_one_signal(tmp_path: Path) -> None:
@@ -98,6 +112,9 @@ def test_run_starts_everything_and_stops_on_one_signal(tmp_path: Path) -> None:
             return r.stdout + r.stderr
 
         assert _until(lambda: ": good" in ocsp_status()), ocsp_status()
+        # the presigner (decision 0038) signed its answer into the shared store
+        serial_hex = format(cert.serial_number, "x")
+        assert _until(lambda: _stored_status(data, serial_hex) == "issued", 15)
         revoked = run_cli(
             "revoke",
             format(cert.serial_number, "x"),
@@ -108,6 +125,7 @@ def test_run_starts_everything_and_stops_on_one_signal(tmp_path: Path) -> None:
         )
         assert revoked.returncode == 0, revoked.stderr
         assert _until(lambda: ": revoked" in ocsp_status(), 5), ocsp_status()
+        assert _until(lambda: _stored_status(data, serial_hex) == "revoked", 15)
 
         def crl_lists_it() -> bool:
             r = call(base, "GET", "/crl/issuing.crl")
