@@ -395,7 +395,41 @@ class Agent:
 
     def start(self) -> None:
         """Background upkeep: renew when due; fetch a staple just after each whole second."""
+        if self._task_running():
+            raise AgentError("the asyncio upkeep task runs: stop_async() it first")
         self._upkeep.start()
+
+    async def start_async(self) -> asyncio.Task[None]:
+        """The upkeep as an asyncio task in the running loop (instead of the thread): the same
+        schedule and error handling, the CA and OCSP calls in worker threads. Returns the
+        task (the running one if already started); :meth:`stop_async` or cancelling it ends it.
+        """
+        if self._upkeep.running:
+            raise AgentError("the upkeep thread runs: stop() it first")
+        task = self._upkeep_task
+        if task is not None and self._task_running():
+            return task
+        task = asyncio.create_task(self.run_upkeep(), name="agentca-agent-upkeep")
+        self._upkeep_task = task
+        return task
+
+    async def stop_async(self, timeout: float = 20.0) -> None:
+        """Cancel the upkeep task and wait (up to ``timeout`` s) for a step in flight."""
+        task, self._upkeep_task = self._upkeep_task, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=timeout)
+
+    async def run_upkeep(self) -> None:
+        """The upkeep loop as a coroutine, until cancelled (run it in a task group of your
+        own, or let :meth:`start_async` start it); signing skips its own renewal and staple
+        fetches only while :meth:`start_async`'s task runs."""
+        await self._upkeep.run_async()
+
+    def _task_running(self) -> bool:
+        task = self._upkeep_task
+        return task is not None and not task.done() and not task.get_loop().is_closed()
 
     def stop(self) -> None:
         """Stop the background upkeep (requests then renew and staple as they sign)."""
@@ -475,8 +509,7 @@ class Agent:
     @property
     def upkeep_running(self) -> bool:
         """True while the upkeep thread or the asyncio upkeep task runs."""
-        task = self._upkeep_task
-        return self._upkeep.running or (task is not None and not task.done())
+        return self._upkeep.running or self._task_running()
 
     def prepare_due(self, auto_staple: bool = True, auto_renew: bool = True) -> bool:
         """True if :meth:`prepare` would do I/O now: a renewal or a staple fetch (no

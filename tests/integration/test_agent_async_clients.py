@@ -2,19 +2,24 @@
 real HTTP: ``agentca serve`` (CA API), ``agentca ocsp serve`` and the order-book gateway as
 subprocesses (examples/scenario.py). Each client places an order (201), and the gateway
 refuses the same client's request once its body is changed after signing, and a route
-whose scope the certificate lacks."""
+whose scope the certificate lacks. The asyncio upkeep task refreshes the staple, renews a
+short-lived certificate and stops an honest agent once revoked, without stalling the loop."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
-from agent import Agent, BodyTooLarge
+from agent import Agent, AgentError, BodyTooLarge, CertificateRevoked
+from agent.aiohttp_sign import AgentAiohttpMiddleware
 from agent.httpx_auth import AgentHttpxAuth
 from examples.scenario import AGENT, Scenario
 
@@ -22,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 ORDER = {"side": "buy", "price": "101.5", "qty": "2"}
 TAMPERED = json.dumps({**ORDER, "qty": "2000"}).encode()
+Reply = tuple[int, str, bytes]  # status, Content-Type, body
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +151,134 @@ def test_httpx_async_client_places_an_order_and_is_refused_when_tampered(
     assert tampered.status_code == 401
     check = problem_check(401, tampered.headers["content-type"], tampered.content)
     assert check == "content-digest-mismatch"
+
+
+# --------------------------------------------------------------------------------- aiohttp
+def test_aiohttp_session_places_an_order_and_is_refused_when_tampered(
+    scenario: Scenario, agent: Agent, tmp_path: Path
+) -> None:
+    url = scenario.gateway_url
+    order_file = tmp_path / "order.json"
+    order_file.write_bytes(json.dumps(ORDER).encode())
+
+    async def tamper_mw(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+        await request.update_body(TAMPERED)  # after the signing middleware
+        return await handler(request)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield json.dumps(ORDER).encode()
+
+    async def fetch(session: aiohttp.ClientSession, path: str, **kw: Any) -> Reply:
+        async with session.post(url + path, **kw) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
+
+    async def main() -> dict[str, Reply]:
+        signer = AgentAiohttpMiddleware(agent)
+        timeout = aiohttp.ClientTimeout(total=10)
+        out: dict[str, Reply] = {}
+        async with aiohttp.ClientSession(middlewares=(signer,), timeout=timeout) as session:
+            out["placed"] = await fetch(session, "/orders", json=ORDER)
+            with order_file.open("rb") as f:
+                out["file"] = await fetch(
+                    session, "/orders", data=f, headers={"Content-Type": "application/json"}
+                )
+            out["halt"] = await fetch(session, "/admin/halt", json={})
+            with pytest.raises(BodyTooLarge):
+                await fetch(session, "/orders", data=stream())
+        async with aiohttp.ClientSession(middlewares=(signer, tamper_mw)) as session:
+            out["tampered"] = await fetch(session, "/orders", json=ORDER)
+        return out
+
+    out = asyncio.run(main())
+    status, _, body = out["placed"]
+    assert status == 201, body
+    assert json.loads(body)["serial"] == agent.credential.serial_hex
+    assert out["file"][0] == 201, out["file"]
+    assert out["halt"][0] == 403 and problem_check(*out["halt"]) == "scope-denied"
+    tampered = out["tampered"]
+    assert tampered[0] == 401 and problem_check(*tampered) == "content-digest-mismatch"
+
+
+# --------------------------------------------------------------------------- asyncio upkeep
+def test_asyncio_upkeep_refreshes_the_staple_and_renews_without_blocking_the_loop(
+    scenario: Scenario,
+) -> None:
+    a = scenario.new_agent()
+    a.enroll(scenario.enrollment_token(), validity_seconds=6)
+    first = a.credential.serial_hex
+
+    async def main() -> tuple[list[float], float, httpx.Response]:
+        task = await a.start_async()
+        assert await a.start_async() is task and a.upkeep_running
+        with pytest.raises(AgentError):
+            a.start()  # one upkeep at a time
+        updates: list[float] = []
+        lag, deadline = 0.0, time.monotonic() + 12
+        try:
+            while time.monotonic() < deadline:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                lag = max(lag, time.monotonic() - before - 0.01)
+                staple = a.staple
+                fresh = staple is not None and staple.this_update.timestamp() not in updates
+                if fresh and staple is not None and a.credential.serial_hex == first:
+                    updates.append(staple.this_update.timestamp())
+                if a.credential.serial_hex != first and a.staple is not None:
+                    break
+            async with httpx.AsyncClient(auth=a.httpx_auth(), timeout=10) as client:
+                placed = await client.post(scenario.gateway_url + "/orders", json=ORDER)
+        finally:
+            await a.stop_async()
+        assert task.done() and not a.upkeep_running
+        return updates, lag, placed
+
+    updates, lag, placed = asyncio.run(main())
+    print(f"asyncio upkeep: {len(updates)} staples, renewed, max loop lag {lag * 1000:.1f} ms")
+    assert a.credential.serial_hex != first, "the upkeep task did not renew"
+    assert len(updates) >= 2, f"the staple was not refreshed: {updates}"
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["serial"] == a.credential.serial_hex
+    assert lag < 0.25, f"the event loop stalled {lag:.3f} s during the upkeep"
+    assert a.last_error is None, a.last_error
+
+
+def test_asyncio_upkeep_stops_an_honest_agent_once_revoked(scenario: Scenario) -> None:
+    a = scenario.new_agent()
+    a.enroll(scenario.enrollment_token())
+
+    async def main() -> float:
+        await a.start_async()
+        try:
+            async with httpx.AsyncClient(auth=a.httpx_auth(), timeout=10) as client:
+                placed = await client.post(scenario.gateway_url + "/orders", json=ORDER)
+                assert placed.status_code == 201, placed.text
+                revoked_at = await asyncio.to_thread(_revoke, scenario, a.credential.serial_hex)
+                while time.monotonic() - revoked_at < 5:
+                    try:
+                        reply = await client.post(scenario.gateway_url + "/orders", json=ORDER)
+                    except CertificateRevoked:
+                        break
+                    assert reply.status_code in (201, 401), reply.text
+                    if reply.status_code == 401:
+                        check = problem_check(401, reply.headers["content-type"], reply.content)
+                        assert check == "certificate-revoked"
+                        break
+                    await asyncio.sleep(0.02)
+                return time.monotonic() - revoked_at
+        finally:
+            await a.stop_async()
+
+    elapsed = asyncio.run(main())
+    assert elapsed <= 1.5, f"the agent went on signing {elapsed:.3f} s after its revocation"
+    assert a.staple is not None and a.staple.status == "revoked"
+
+
+def _revoke(s: Scenario, serial: str) -> float:
+    from tests.integration.http import call
+
+    reply = call(
+        s.ca_url, "POST", f"/v1/certificates/{serial}/revoke", {"reason": "keyCompromise"},
+        token=s.operator_token,
+    )  # fmt: skip
+    assert reply.status == 200, reply.body
+    return time.monotonic()
