@@ -486,7 +486,7 @@ class Agent:
         """The headers that sign this request; refuses on drift, expiry or revocation.
 
         ``audience`` overrides the agent's ``wimse-aud`` for this request."""
-        self.prepare(auto_staple, auto_renew)
+        self._prepare(auto_staple, auto_renew)  # check_ready, then a WIT fetch if needed
         return self._sign_prepared(method, url, headers, body, audience)
 
     async def asign(
@@ -526,15 +526,20 @@ class Agent:
 
     def prepare(self, auto_staple: bool = True, auto_renew: bool = True) -> None:
         """The blocking part of signing: renew when due and refresh a stale staple (unless
-        the upkeep runs), fetch a WIT when needed, recheck the running provenance."""
+        the upkeep runs), recheck the running provenance, fetch a WIT when needed (only for
+        an agent that may sign: :meth:`check_ready` first)."""
+        self._prepare(auto_staple, auto_renew)
+        self.provenance.current()
+        if self.use_wit and self._credential is not None:
+            self.check_ready()
+            self._ensure_wit()
+
+    def _prepare(self, auto_staple: bool, auto_renew: bool) -> None:
         background = self.upkeep_running
         if auto_renew and not background and self._credential is not None:
             self.renew_if_due()
         if auto_staple and not background and self._credential is not None:
             self._ensure_staple()
-        if self.profile == "wimse" and self._credential is not None:
-            self._ensure_wit()
-        self.provenance.current()
 
     def _sign_prepared(
         self,

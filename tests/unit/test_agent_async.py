@@ -20,7 +20,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent import Agent, AgentError, BodyTooLarge, NotEnrolled, StapleError
+from agent import Agent, AgentError, BodyTooLarge, NotEnrolled, ProvenanceDrift, StapleError
 from agent.httpx_auth import AgentHttpxAuth
 from agent.provenance import RuntimeProvenance
 from agent.staple import Staple
@@ -368,3 +368,18 @@ def test_agent_imports_and_signs_without_httpx_or_aiohttp(tmp_path: Path) -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "optional", out.stderr
+
+
+def test_a_drifted_wimse_agent_refuses_before_asking_the_ca_for_a_wit(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = env.agent
+    a.profile, a.use_wit = "wimse", True
+    asked: list[int] = []
+    monkeypatch.setattr(a, "fetch_wit", lambda *args: asked.append(1) or "wit")
+    a.provenance.set_prompt(b"another prompt")
+    with pytest.raises(ProvenanceDrift):
+        asyncio.run(a.asign("GET", URL))
+    with pytest.raises(ProvenanceDrift):
+        a.sign("GET", URL)
+    assert asked == []
