@@ -613,7 +613,7 @@ class Agent:
         return SignedHeaders(out, nonce, created)
 
     def auth(self) -> AgentAuth:
-        """An auth hook for ``requests`` (``auth=agent.auth()``) or ``httpx``."""
+        """An auth hook for ``requests`` (``auth=agent.auth()``); httpx: :meth:`httpx_auth`."""
         return AgentAuth(self)
 
     def httpx_auth(self, max_body: int | None = None) -> AgentHttpxAuth:
