@@ -23,6 +23,7 @@ signing share one credential under one lock.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -34,7 +35,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -56,6 +57,9 @@ from agent.staple import Staple, fetch_staple
 from wire.ca_metadata import MetadataError, arcs_from_metadata
 from wire.oids import DEFAULT_ACCEPTED_ARCS, DEFAULT_ARC, OidArc, parse_arc, parse_arcs
 from wire.refresh import Refresher
+
+if TYPE_CHECKING:
+    from agent.httpx_auth import AgentHttpxAuth
 
 LABEL = "agentca"
 TAG = "agentca"
@@ -191,6 +195,7 @@ class Agent:
             expected=(AgentError,),
             on_error=self._note_error,
         )
+        self._upkeep_task: asyncio.Task[None] | None = None
         if credential is not None:
             self._install(credential, fresh=False)
 
@@ -390,7 +395,41 @@ class Agent:
 
     def start(self) -> None:
         """Background upkeep: renew when due; fetch a staple just after each whole second."""
+        if self._task_running():
+            raise AgentError("the asyncio upkeep task runs: stop_async() it first")
         self._upkeep.start()
+
+    async def start_async(self) -> asyncio.Task[None]:
+        """The upkeep as an asyncio task in the running loop (instead of the thread): the same
+        schedule and error handling, the CA and OCSP calls in worker threads. Returns the
+        task (the running one if already started); :meth:`stop_async` or cancelling it ends it.
+        """
+        if self._upkeep.running:
+            raise AgentError("the upkeep thread runs: stop() it first")
+        task = self._upkeep_task
+        if task is not None and self._task_running():
+            return task
+        task = asyncio.create_task(self.run_upkeep(), name="agentca-agent-upkeep")
+        self._upkeep_task = task
+        return task
+
+    async def stop_async(self, timeout: float = 20.0) -> None:
+        """Cancel the upkeep task and wait (up to ``timeout`` s) for a step in flight."""
+        task, self._upkeep_task = self._upkeep_task, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=timeout)
+
+    async def run_upkeep(self) -> None:
+        """The upkeep loop as a coroutine, until cancelled (run it in a task group of your
+        own, or let :meth:`start_async` start it); signing skips its own renewal and staple
+        fetches only while :meth:`start_async`'s task runs."""
+        await self._upkeep.run_async()
+
+    def _task_running(self) -> bool:
+        task = self._upkeep_task
+        return task is not None and not task.done() and not task.get_loop().is_closed()
 
     def stop(self) -> None:
         """Stop the background upkeep (requests then renew and staple as they sign)."""
@@ -447,14 +486,72 @@ class Agent:
         """The headers that sign this request; refuses on drift, expiry or revocation.
 
         ``audience`` overrides the agent's ``wimse-aud`` for this request."""
-        wimse_profile = self.profile == "wimse"
-        default_aud = wimse.audience_of if wimse_profile else httpsig.audience_of
-        aud = audience or self.audience or default_aud(url)
-        background = self._upkeep.running
+        self._prepare(auto_staple, auto_renew)  # check_ready, then a WIT fetch if needed
+        return self._sign_prepared(method, url, headers, body, audience)
+
+    async def asign(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        auto_staple: bool = True,
+        auto_renew: bool = True,
+        audience: str | None = None,
+    ) -> SignedHeaders:
+        """:meth:`sign` for an event loop: the CA and OCSP calls (and a provenance recheck)
+        it may need first run in a worker thread, only when due; the signing itself runs
+        inline (one ECDSA or Ed25519 signature)."""
+        if self.prepare_due(auto_staple, auto_renew):
+            await asyncio.to_thread(self.prepare, auto_staple, auto_renew)
+        return self._sign_prepared(method, url, headers, body, audience)
+
+    @property
+    def upkeep_running(self) -> bool:
+        """True while the upkeep thread or the asyncio upkeep task runs."""
+        return self._upkeep.running or self._task_running()
+
+    def prepare_due(self, auto_staple: bool = True, auto_renew: bool = True) -> bool:
+        """True if :meth:`prepare` would do I/O now: a renewal or a staple fetch (no
+        background upkeep), a WIT fetch, or a provenance recheck (file stat, maybe hashing)."""
+        if self._credential is not None and not self.upkeep_running:
+            if auto_renew and self.renewal_due():
+                return True
+            age = self.staple_age()
+            if auto_staple and (age is None or age > self.staple_max_age):
+                return True
+        if self.use_wit and (self.wit is None or self.clock() > self.wit_expires - 60):
+            return True
+        return self.provenance.recheck_due()
+
+    def prepare(self, auto_staple: bool = True, auto_renew: bool = True) -> None:
+        """The blocking part of signing: renew when due and refresh a stale staple (unless
+        the upkeep runs), recheck the running provenance, fetch a WIT when needed (only for
+        an agent that may sign: :meth:`check_ready` first)."""
+        self._prepare(auto_staple, auto_renew)
+        self.provenance.current()
+        if self.use_wit and self._credential is not None:
+            self.check_ready()
+            self._ensure_wit()
+
+    def _prepare(self, auto_staple: bool, auto_renew: bool) -> None:
+        background = self.upkeep_running
         if auto_renew and not background and self._credential is not None:
             self.renew_if_due()
         if auto_staple and not background and self._credential is not None:
             self._ensure_staple()
+
+    def _sign_prepared(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        body: bytes | None,
+        audience: str | None,
+    ) -> SignedHeaders:
+        wimse_profile = self.profile == "wimse"
+        default_aud = wimse.audience_of if wimse_profile else httpsig.audience_of
+        aud = audience or self.audience or default_aud(url)
         running = self.check_ready()
         wit = self._ensure_wit() if wimse_profile else None
         with self._lock:
@@ -516,8 +613,15 @@ class Agent:
         return SignedHeaders(out, nonce, created)
 
     def auth(self) -> AgentAuth:
-        """An auth hook for ``requests`` (``auth=agent.auth()``) or ``httpx``."""
+        """An auth hook for ``requests`` (``auth=agent.auth()``); httpx: :meth:`httpx_auth`."""
         return AgentAuth(self)
+
+    def httpx_auth(self, max_body: int | None = None) -> AgentHttpxAuth:
+        """An ``httpx.Auth`` for ``httpx.Client`` and ``httpx.AsyncClient`` (needs httpx;
+        agent/httpx_auth.py). ``max_body``: the largest streamed body it reads to sign."""
+        from agent.httpx_auth import AgentHttpxAuth
+
+        return AgentHttpxAuth(self) if max_body is None else AgentHttpxAuth(self, max_body)
 
     def request(
         self,

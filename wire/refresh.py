@@ -4,13 +4,15 @@ The agent renews its certificate and fetches staples with it, the gateway keeps 
 cache and its model inventory fresh with it. Each owner supplies the step, the delay before
 the next step (asked again after every step, so it may depend on the clock) and the errors
 it expects; anything else is logged with its traceback and the loop goes on, so one bug in a
-step never silently ends the upkeep for good.
+step never silently ends the upkeep for good. :meth:`Refresher.run_async` is the same loop as
+an asyncio coroutine (the step in a worker thread, so a blocking step never stalls the loop).
 
 Standard library only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -99,12 +101,7 @@ class Refresher:
 
     def _wait(self) -> bool:
         """Wait for the next step; True when stopped meanwhile."""
-        try:
-            delay = max(0.0, self._delay())
-        except Exception:
-            log.exception("background refresh %r could not schedule; retrying in 1 s", self.name)
-            delay = 1.0
-        return self._stop.wait(delay)
+        return self._stop.wait(self._next_delay())
 
     def run(self) -> None:
         """The loop itself (the thread's target; tests call it directly with a fake signal)."""
@@ -114,3 +111,29 @@ class Refresher:
             self.step_once()
             if self._wait():
                 return
+
+    async def run_async(self) -> None:
+        """The same loop as a coroutine, until cancelled: each step runs in a worker thread
+        (``asyncio.to_thread``) with the same error handling, then ``asyncio.sleep(delay())``.
+
+        Cancel-safe: a worker thread cannot be interrupted, so when cancelled during a step
+        it waits for that step to end before it re-raises, and nothing the step does lands
+        after the task is done. The thread's stop signal plays no part here.
+        """
+        if self._first_wait:
+            await asyncio.sleep(self._next_delay())
+        while True:
+            step = asyncio.ensure_future(asyncio.to_thread(self.step_once))
+            try:
+                await asyncio.shield(step)
+            except asyncio.CancelledError:
+                await asyncio.wait({step})
+                raise
+            await asyncio.sleep(self._next_delay())
+
+    def _next_delay(self) -> float:
+        try:
+            return max(0.0, self._delay())
+        except Exception:
+            log.exception("background refresh %r could not schedule; retrying in 1 s", self.name)
+            return 1.0
