@@ -15,6 +15,7 @@ from agent.csr import build_csr
 from agent.digests import config_digest, model_digest, prompt_digest, prompt_digest_file
 from agent.errors import (
     AgentError,
+    BodyTooLarge,
     CAResponseError,
     CertificateExpired,
     CertificateRevoked,
@@ -32,6 +33,7 @@ __all__ = [
     "Agent",
     "AgentAuth",
     "AgentError",
+    "BodyTooLarge",
     "CAResponseError",
     "CertificateExpired",
     "CertificateRevoked",

@@ -23,6 +23,7 @@ signing share one credential under one lock.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -34,7 +35,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -56,6 +57,9 @@ from agent.staple import Staple, fetch_staple
 from wire.ca_metadata import MetadataError, arcs_from_metadata
 from wire.oids import DEFAULT_ACCEPTED_ARCS, DEFAULT_ARC, OidArc, parse_arc, parse_arcs
 from wire.refresh import Refresher
+
+if TYPE_CHECKING:
+    from agent.httpx_auth import AgentHttpxAuth
 
 LABEL = "agentca"
 TAG = "agentca"
@@ -191,6 +195,7 @@ class Agent:
             expected=(AgentError,),
             on_error=self._note_error,
         )
+        self._upkeep_task: asyncio.Task[None] | None = None
         if credential is not None:
             self._install(credential, fresh=False)
 
@@ -447,14 +452,68 @@ class Agent:
         """The headers that sign this request; refuses on drift, expiry or revocation.
 
         ``audience`` overrides the agent's ``wimse-aud`` for this request."""
-        wimse_profile = self.profile == "wimse"
-        default_aud = wimse.audience_of if wimse_profile else httpsig.audience_of
-        aud = audience or self.audience or default_aud(url)
-        background = self._upkeep.running
+        self.prepare(auto_staple, auto_renew)
+        return self._sign_prepared(method, url, headers, body, audience)
+
+    async def asign(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        auto_staple: bool = True,
+        auto_renew: bool = True,
+        audience: str | None = None,
+    ) -> SignedHeaders:
+        """:meth:`sign` for an event loop: the CA and OCSP calls (and a provenance recheck)
+        it may need first run in a worker thread, only when due; the signing itself runs
+        inline (one ECDSA or Ed25519 signature)."""
+        if self.prepare_due(auto_staple, auto_renew):
+            await asyncio.to_thread(self.prepare, auto_staple, auto_renew)
+        return self._sign_prepared(method, url, headers, body, audience)
+
+    @property
+    def upkeep_running(self) -> bool:
+        """True while the upkeep thread or the asyncio upkeep task runs."""
+        task = self._upkeep_task
+        return self._upkeep.running or (task is not None and not task.done())
+
+    def prepare_due(self, auto_staple: bool = True, auto_renew: bool = True) -> bool:
+        """True if :meth:`prepare` would do I/O now: a renewal or a staple fetch (no
+        background upkeep), a WIT fetch, or a provenance recheck (file stat, maybe hashing)."""
+        if self._credential is not None and not self.upkeep_running:
+            if auto_renew and self.renewal_due():
+                return True
+            age = self.staple_age()
+            if auto_staple and (age is None or age > self.staple_max_age):
+                return True
+        if self.use_wit and (self.wit is None or self.clock() > self.wit_expires - 60):
+            return True
+        return self.provenance.recheck_due()
+
+    def prepare(self, auto_staple: bool = True, auto_renew: bool = True) -> None:
+        """The blocking part of signing: renew when due and refresh a stale staple (unless
+        the upkeep runs), fetch a WIT when needed, recheck the running provenance."""
+        background = self.upkeep_running
         if auto_renew and not background and self._credential is not None:
             self.renew_if_due()
         if auto_staple and not background and self._credential is not None:
             self._ensure_staple()
+        if self.profile == "wimse" and self._credential is not None:
+            self._ensure_wit()
+        self.provenance.current()
+
+    def _sign_prepared(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        body: bytes | None,
+        audience: str | None,
+    ) -> SignedHeaders:
+        wimse_profile = self.profile == "wimse"
+        default_aud = wimse.audience_of if wimse_profile else httpsig.audience_of
+        aud = audience or self.audience or default_aud(url)
         running = self.check_ready()
         wit = self._ensure_wit() if wimse_profile else None
         with self._lock:
@@ -518,6 +577,13 @@ class Agent:
     def auth(self) -> AgentAuth:
         """An auth hook for ``requests`` (``auth=agent.auth()``) or ``httpx``."""
         return AgentAuth(self)
+
+    def httpx_auth(self, max_body: int | None = None) -> AgentHttpxAuth:
+        """An ``httpx.Auth`` for ``httpx.Client`` and ``httpx.AsyncClient`` (needs httpx;
+        agent/httpx_auth.py). ``max_body``: the largest streamed body it reads to sign."""
+        from agent.httpx_auth import AgentHttpxAuth
+
+        return AgentHttpxAuth(self) if max_body is None else AgentHttpxAuth(self, max_body)
 
     def request(
         self,

@@ -64,3 +64,9 @@ class StapleError(AgentError):
     """No usable OCSP response could be fetched for the agent's certificate."""
 
     code = "staple-unavailable"
+
+
+class BodyTooLarge(AgentError):
+    """A streamed request body is larger than the signer reads to hash it: not sent."""
+
+    code = "body-too-large"

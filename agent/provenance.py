@@ -182,6 +182,11 @@ class RuntimeProvenance:
             self._checked = now
             return self._value
 
+    def recheck_due(self) -> bool:
+        """True if :meth:`current` would look at the files (stat, maybe hash) now."""
+        with self._lock:
+            return self._value is None or self.clock() - self._checked >= self.recheck_seconds
+
     def refresh(self) -> Provenance:
         """Recompute now, whatever the recheck interval."""
         with self._lock:
