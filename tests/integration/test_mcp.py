@@ -292,3 +292,77 @@ def test_revoked_agent_is_denied_within_one_second(
         time.sleep(0.01)
     assert reply.status == 401 and refusal(reply) == "certificate-revoked"
     assert elapsed <= 1.0, f"revocation took {elapsed:.3f} s to reach the MCP server"
+
+
+def test_one_tool_is_authorised_whatever_the_json_parser_keeps(
+    servers: tuple[McpServer, McpServer], agent: Agent
+) -> None:
+    """A tool name given twice: whichever one a parser keeps, the SDK never runs a tool the
+    gateway did not authorise (halt_trading, which the certificate lacks)."""
+    a, _ = servers
+    for first, second in (("get_book", "halt_trading"), ("halt_trading", "get_book")):
+        body = (
+            '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":'
+            f'{{"name":"{first}","name":"{second}","arguments":{{}}}}}}'
+        ).encode()
+        reply = post(a, signed_headers(agent, a, body), body)
+        assert b"halted" not in reply.body, reply.body
+        if reply.status == 200:  # authorised get_book, and get_book ran
+            msg = json.loads(reply.body)
+            assert "buy" in msg["result"]["structuredContent"] or "error" in msg, msg
+        else:
+            assert reply.status == 403 and refusal(reply) == "scope-denied"
+
+
+# --------------------------------------------------------------- stateful (legacy) sessions
+@pytest.fixture(scope="module")
+def stateful(scenario: Scenario) -> Iterator[McpServer]:
+    """One process with Mcp-Session-Id sessions and SSE responses (its own replay cache)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = _server_args(scenario, port, url, "--session", "stateful")
+    with scenario._process("mcp-stateful", args, url + "/health"):
+        yield McpServer(url, f"127.0.0.1:{port}")
+
+
+def test_legacy_session_over_sse(stateful: McpServer, agent: Agent) -> None:
+    async def session() -> tuple[list[str], Any]:
+        async with Client(signed_transport(agent, stateful.endpoint), mode="legacy") as client:
+            names = sorted(t.name for t in (await client.list_tools()).tools)
+            return names, await client.call_tool("submit_limit_order", ORDER)
+
+    names, placed = run(session())
+    assert names == ["get_book", "submit_limit_order"]
+    assert not placed.is_error and placed.structured_content["agent"] == AGENT
+
+
+def test_a_session_belongs_to_the_agent_that_opened_it(
+    stateful: McpServer, agent: Agent, reader: Agent
+) -> None:
+    init = rpc(
+        "initialize",
+        {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    )
+    opened = post(stateful, signed_headers(agent, stateful, init), init)
+    assert opened.status == 200, opened.body
+    sid = opened.headers["mcp-session-id"]
+    listing = rpc("tools/list", rid=2)
+    for who, expected in ((reader, 404), (agent, 200)):
+        headers = {**RPC_HEADERS, "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"}
+        if who is agent:
+            note = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode()
+            sent = post(stateful, {**headers, **who.sign("POST", stateful.endpoint, headers,
+                                                          note).headers}, note)  # fmt: skip
+            assert sent.status == 202, sent.body
+        signed = {**headers, **who.sign("POST", stateful.endpoint, headers, listing).headers}
+        reply = post(stateful, signed, listing)
+        assert reply.status == expected, (who.name, reply.status, reply.body)
+        if expected == 404:  # the gateway's answer, not the SDK's (which does not know owners)
+            assert json.loads(reply.body)["error"]["message"] == "Session not found"
+    gone = {"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"}
+    signed = {**gone, **reader.sign("DELETE", stateful.endpoint, gone).headers}
+    assert send("DELETE", stateful.endpoint, signed, None).status == 404  # not the reader's
