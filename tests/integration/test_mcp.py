@@ -4,8 +4,8 @@
 the real CA API and OCSP responder (examples/scenario.py), and enrolled agents as MCP
 clients (``agent.mcp.signed_transport``). Shown: an allowed tool call, ``tools/list``
 filtered by the certificate's scopes, a scope denied, a revoked agent denied within 1 s, a
-replay denied by the other process, a tampered body denied, and a session another agent
-cannot use."""
+replay denied by the other process, a tampered body denied, Redis down refused with 503
+(never a 500) and then recovered, and a session another agent cannot use."""
 
 from __future__ import annotations
 
@@ -312,6 +312,26 @@ def test_one_tool_is_authorised_whatever_the_json_parser_keeps(
             assert "buy" in msg["result"]["structuredContent"] or "error" in msg, msg
         else:
             assert reply.status == 403 and refusal(reply) == "scope-denied"
+
+
+def test_redis_down_fails_closed_then_recovers(
+    servers: tuple[McpServer, McpServer], agent: Agent, redis_server: RedisServer
+) -> None:
+    a, _ = servers
+    body = call_body("get_book")
+    redis_server.stop()
+    try:
+        reply = post(a, signed_headers(agent, a, body), body)
+        assert reply.status == 503 and refusal(reply) == "replay-cache-unavailable"
+    finally:
+        redis_server.start()
+    deadline = time.monotonic() + 5
+    while True:
+        reply = post(a, signed_headers(agent, a, body), body)
+        if reply.status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert result_of(reply)
 
 
 # --------------------------------------------------------------- stateful (legacy) sessions
