@@ -228,6 +228,10 @@ def test_unsigned_requests_are_denied(servers: tuple[McpServer, McpServer]) -> N
     reply = post(a, dict(RPC_HEADERS), rpc("tools/list"))
     assert reply.status == 401 and refusal(reply) == "credentials-missing"
     assert "accept-signature" in reply.headers
+    note = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode()
+    unsigned_note = post(a, dict(RPC_HEADERS), note)  # no id: a problem document
+    assert unsigned_note.status == 401
+    assert unsigned_note.headers["content-type"] == "application/problem+json"
     stream = send("GET", a.endpoint, {"Accept": "text/event-stream"}, None)
     assert stream.status == 401
     assert stream.headers["content-type"] == "application/problem+json"
