@@ -1,0 +1,353 @@
+"""MCP tool servers (the official ``mcp`` SDK, streamable HTTP) behind the agentca gateway.
+
+    server = MCPServer("orderbook")
+
+    @server.tool(meta=requires_scope("submit_limit_order"))
+    def submit_limit_order(side: str, price: str, qty: str) -> dict[str, str]: ...
+
+    app = mcp_app(server, verifier, scope="query_anonymized_order_book",
+                  stateless_http=True, json_response=True)      # an ASGI app: uvicorn app
+
+Every HTTP request of the transport (``initialize``, notifications, ``tools/list``,
+``tools/call``, the GET stream, DELETE) is verified by the one core,
+:meth:`gateway.verifier.Verifier.evaluate`, before the MCP app sees it; its body is read once
+and handed back to the app. A ``tools/call`` needs the scope its tool declares (the ``_meta``
+entry :func:`requires_scope` writes, shown to clients in ``tools/list`` too); every other
+request needs ``scope``, the scope to use the server at all. A tool without a declared scope
+can be neither listed nor called (fail closed). ``tools/list`` answers only the tools whose
+scope the agent's certificate holds.
+
+Refusals keep the core's HTTP status (401, 403, 503; 400 for a path not in normal form). A
+JSON-RPC request is answered with a JSON-RPC error (``application/json``, code
+:data:`REFUSED`, ``data`` = the RFC 9457 problem document) so that MCP clients surface the
+reason; anything else gets ``application/problem+json`` as from the other shells. Why, and how
+this relates to the MCP authorization spec's OAuth bearer tokens: docs/decisions/0043.
+
+The tool named by the HTTP layer (parsed here to pick the scope) must be the one the SDK
+dispatches: a middleware on the MCP server compares the two and refuses a ``tools/call`` that
+did not come through this gateway or names another tool, so a parser difference cannot turn
+an authorised call into another. A legacy (``Mcp-Session-Id``) session belongs to the agent
+(SPIFFE ID) that opened it: another agent's request on it gets 404, as for an unknown session.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from functools import partial
+from http import HTTPStatus
+from typing import Any, Final
+
+import anyio.to_thread
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+
+from gateway.chain import AgentIdentity
+from gateway.httpsig import RequestView
+from gateway.problems import Check, Denied
+from gateway.verifier import Decision, Verifier
+from gateway.wsgi import ACCEPT_SIGNATURE, MAX_BODY, path_problem
+
+SCOPE_META: Final = "dev.agentca/scope"
+"""The tool ``_meta`` key holding the scope a tool needs."""
+SCOPE_KEY: Final = "agentca.agent"
+"""ASGI scope key of the verified :class:`AgentIdentity` (as ``environ`` for WSGI)."""
+DECISION_KEY: Final = "agentca.decision"
+TOOL_KEY: Final = "agentca.mcp.tool"
+"""ASGI scope key of the tool this request was authorised to call (None: no tools/call)."""
+REFUSED: Final = -32010
+"""JSON-RPC error code of a request the gateway refused (implementation-defined range)."""
+SESSION_HEADER: Final = "mcp-session-id"
+MAX_SESSIONS: Final = 10_000  # the SDK's DEFAULT_MAX_SESSIONS: no live session is forgotten
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+
+def requires_scope(scope: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The tool ``meta`` declaring the scope a tool needs:
+    ``@server.tool(meta=requires_scope("submit_limit_order"))``."""
+    if not isinstance(scope, str) or not scope:
+        raise ValueError("a tool scope is a non-empty string")
+    return {**(meta or {}), SCOPE_META: scope}
+
+
+def tool_scope(tool: Mapping[str, Any]) -> str | None:
+    """The scope a tool (its wire form, as in ``tools/list``) declares, if any."""
+    meta = tool.get("_meta")
+    scope = meta.get(SCOPE_META) if isinstance(meta, Mapping) else None
+    return scope if isinstance(scope, str) and scope else None
+
+
+def identity_of(ctx: ServerRequestContext[Any, Any]) -> AgentIdentity | None:
+    """The verified agent of the HTTP request that carried this MCP message (None: not
+    through the gateway, e.g. stdio)."""
+    scope = getattr(ctx.request, "scope", None)
+    ident = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
+    return ident if isinstance(ident, AgentIdentity) else None
+
+
+class ToolScopes:
+    """MCP server middleware: ``tools/list`` shows the tools the agent's scopes allow, and a
+    ``tools/call`` must name the tool the gateway authorised for its HTTP request."""
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        if ctx.method == "tools/call":
+            params = ctx.params if isinstance(ctx.params, Mapping) else {}
+            request_scope = getattr(ctx.request, "scope", None)
+            authorised = request_scope.get(TOOL_KEY) if isinstance(request_scope, Mapping) else None
+            if identity_of(ctx) is None or authorised is None or params.get("name") != authorised:
+                raise MCPError(INVALID_PARAMS, "this tool call was not authorised by the gateway")
+            return await call_next(ctx)
+        if ctx.method != "tools/list":
+            return await call_next(ctx)
+        result = await call_next(ctx)
+        ident = identity_of(ctx)
+        granted = frozenset(ident.scopes) if ident is not None else frozenset()
+        if isinstance(result, Mapping):
+            tools = result.get("tools")
+            if isinstance(tools, list):
+                kept = [t for t in tools if isinstance(t, Mapping) and tool_scope(t) in granted]
+                return {**result, "tools": kept}
+            return dict(result)
+        raise MCPError(INVALID_PARAMS, "tools/list answered in an unexpected form")
+
+
+class McpGateway:
+    """ASGI shell: verify every request, authorise ``tools/call`` by its tool's scope, then
+    hand the request (identity in ``scope["agentca.agent"]``) to the MCP app."""
+
+    def __init__(
+        self,
+        app: AsgiApp,
+        server: MCPServer[Any],
+        verifier: Verifier,
+        scope: str,
+        *,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        if not scope:
+            raise ValueError("scope: the scope every request to this MCP server needs")
+        self.app = app
+        self.server = server
+        self.verifier = verifier
+        self.scope = scope
+        self.max_body = max_body
+        self.sessions: OrderedDict[str, str] = OrderedDict()  # session id -> SPIFFE ID
+        if not any(isinstance(m, ToolScopes) for m in server.middleware):
+            server.middleware.insert(0, ToolScopes())
+
+    async def tool_scopes(self) -> dict[str, str | None]:
+        """Each registered tool's declared scope (None: none declared)."""
+        return {t.name: tool_scope({"_meta": t.meta}) for t in await self.server.list_tools()}
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if kind != "http":
+            await send({"type": "websocket.close", "code": 1008})  # nothing unverified
+            return
+        view = partial(request_view, scope)
+        problem = path_problem(_environ_of(scope))
+        if problem is not None:
+            denied = Denied(Check.PATH, problem)
+            await self._refuse(Decision(False, denial=denied), view(b""), None, send)
+            return
+        body = await read_body(receive, scope, self.max_body)
+        if body is None:
+            denied = Denied(Check.MALFORMED, f"body missing or over {self.max_body} bytes")
+            await self._refuse(Decision(False, denial=denied), view(b""), None, send)
+            return
+        req = view(body)
+        message = _json_object(body) if req.method == "POST" else None
+        tool: str | None = None
+        required: str | None = self.scope
+        if message is not None and message.get("method") == "tools/call":
+            params = message.get("params")
+            name = params.get("name") if isinstance(params, Mapping) else None
+            tool = name if isinstance(name, str) else None
+            required = (await self.tool_scopes()).get(tool) if tool is not None else None
+        decision = await anyio.to_thread.run_sync(self.verifier.evaluate, req, required)
+        if not decision.allowed:
+            await self._refuse(decision, req, message, send)
+            return
+        ident = decision.identity
+        assert ident is not None
+        session = req.headers.get(SESSION_HEADER)
+        owner = self.sessions.get(session) if session else None
+        if owner is not None and owner != ident.spiffe_id:
+            await _send_json(send, 404, _rpc_error(message, -32001, "Session not found"))
+            self.verifier.log(decision, req, 404)
+            return
+        scope[SCOPE_KEY] = ident
+        scope[DECISION_KEY] = decision
+        scope[TOOL_KEY] = tool
+        logged = False
+
+        async def logging_send(msg: Message) -> None:
+            nonlocal logged
+            if msg.get("type") == "http.response.start" and not logged:
+                logged = True
+                status = int(msg.get("status", 0))
+                if status < 400:
+                    self._remember_session(msg, ident.spiffe_id)
+                self.verifier.log(decision, req, status)
+            await send(msg)
+
+        try:
+            await self.app(scope, replay_receive(body, receive), logging_send)
+        except BaseException:
+            if not logged:
+                logged = True
+                self.verifier.log(decision, req, 500)
+            raise
+
+    def _remember_session(self, start: Message, spiffe_id: str) -> None:
+        for name, value in start.get("headers", ()):
+            if bytes(name).lower() == SESSION_HEADER.encode():
+                sid = bytes(value).decode("latin-1")
+                self.sessions[sid] = spiffe_id
+                self.sessions.move_to_end(sid)
+                while len(self.sessions) > MAX_SESSIONS:
+                    self.sessions.popitem(last=False)
+
+    async def _refuse(
+        self, decision: Decision, req: RequestView, message: Mapping[str, Any] | None, send: Send
+    ) -> None:
+        denied = decision.denial
+        assert denied is not None
+        status = decision.http_status or denied.check.status
+        doc = {**denied.problem(), "status": status}
+        if message is not None and "id" in message and "method" in message:
+            body = _rpc_error(message, REFUSED, f"{denied.check.title}: {denied.detail}", doc)
+            await _send_json(send, status, body)
+        else:
+            await _send_json(send, status, doc, "application/problem+json")
+        self.verifier.log(decision, req, status)
+
+
+def mcp_app(
+    server: MCPServer[Any],
+    verifier: Verifier,
+    scope: str,
+    *,
+    max_body: int = MAX_BODY,
+    **http_options: Any,
+) -> McpGateway:
+    """``server.streamable_http_app(**http_options)`` behind the gateway (see the module)."""
+    app = server.streamable_http_app(**http_options)
+    return McpGateway(app, server, verifier, scope, max_body=max_body)
+
+
+def request_view(scope: Mapping[str, Any], body: bytes) -> RequestView:
+    """A :class:`RequestView` of an ASGI HTTP request, with the path as the client sent it."""
+    raw = scope.get("raw_path")
+    path = bytes(raw).decode("latin-1") if raw else str(scope.get("path", "/"))
+    headers: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        key = bytes(name).decode("latin-1").lower()
+        text = bytes(value).decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return RequestView(
+        method=str(scope.get("method", "GET")),
+        path=path,
+        query=bytes(scope.get("query_string", b"")).decode("latin-1"),
+        headers=headers,
+        body=body,
+        authority=headers.get("host", ""),
+        scheme=str(scope.get("scheme", "http")),
+    )
+
+
+def _environ_of(scope: Mapping[str, Any]) -> dict[str, str]:
+    """The three WSGI keys :func:`gateway.wsgi.path_problem` reads."""
+    raw = scope.get("raw_path")
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    raw_uri = bytes(raw).decode("latin-1") if raw else ""
+    path = str(scope.get("path", ""))
+    return {
+        "SCRIPT_NAME": str(scope.get("root_path", "")),
+        "PATH_INFO": path.encode("utf-8").decode("latin-1"),
+        "RAW_URI": raw_uri + (f"?{query}" if query and raw_uri else ""),
+    }
+
+
+async def read_body(receive: Receive, scope: Mapping[str, Any], limit: int) -> bytes | None:
+    """The whole request body (None: over ``limit`` bytes, or the client went away)."""
+    for name, value in scope.get("headers", ()):
+        if bytes(name).lower() == b"content-length":
+            try:
+                if int(value) > limit:
+                    return None
+            except ValueError:
+                return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg.get("type") != "http.request":
+            return None  # http.disconnect
+        chunk = bytes(msg.get("body", b""))
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay_receive(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the app the body already read, then the client's messages
+    (``http.disconnect``)."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _rpc_error(
+    message: Mapping[str, Any] | None, code: int, text: str, data: Any = None
+) -> dict[str, Any]:
+    rid = message.get("id") if message is not None else None
+    error: dict[str, Any] = {"code": code, "message": text}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": rid if isinstance(rid, str | int) else None, "error": error}
+
+
+async def _send_json(
+    send: Send, status: int, doc: Mapping[str, Any], content_type: str = "application/json"
+) -> None:
+    body = json.dumps(doc).encode()
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if status == HTTPStatus.UNAUTHORIZED:
+        headers.append((b"accept-signature", ACCEPT_SIGNATURE.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
