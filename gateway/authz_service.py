@@ -19,7 +19,8 @@ Endpoints (listen on loopback or a private network only: the service trusts the
     refusal; 503 when the replay cache is down) and the same document in ``Agentca-Problem``
     and ``Agentca-Status`` headers, which nginx turns into the client's answer (nginx passes
     only 401 and 403 from a subrequest, and never its body). A request that announces a body
-    (``X-Original-Body: length=N te=T``, which nginx must send) is refused here: its body
+    (``X-Original-Body: length=N te=T``, which nginx must send), or whose method takes one
+    (anything but :data:`BODYLESS`), is refused here when no body came with it: its body
     cannot be checked against ``Content-Digest`` (decision 0041).
 ``/_agentca/forward``
     Routes with a body: the whole request, body included, is verified and then forwarded to
@@ -56,6 +57,7 @@ log = logging.getLogger("agentca.gateway.authz")
 AUTH_PATH: Final = "/_agentca/auth"
 FORWARD_PATH: Final = "/_agentca/forward"
 HEALTH_PATH: Final = "/health"
+BODYLESS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})  # auth_request routes
 PROBLEM_HEADER: Final = "Agentca-Problem"
 STATUS_HEADER: Final = "Agentca-Status"
 MAX_PROBLEM_HEADER: Final = 2048  # nginx's default proxy_buffer_size holds it with the rest
@@ -247,8 +249,10 @@ class AuthzService:
     ) -> Iterable[bytes]:
         headers = _headers_of(environ)
         try:
-            body = self._body(environ, endpoint, headers)
+            body = self._body(environ, endpoint)
             req = original_request(environ, body, endpoint)
+            if endpoint == AUTH_PATH and not body:
+                self._bodiless(req, headers)
             problem = path_problem({"RAW_URI": _uri(req), "PATH_INFO": _decoded(req.path)})
             if problem is not None:
                 raise _Refused(Denied(Check.PATH, problem), req)
@@ -267,21 +271,24 @@ class AuthzService:
             return _send(start_response, 200, [*ident, ("Cache-Control", "no-store")], b"")
         return self._forward(start_response, decision, req, ident)
 
-    def _body(self, environ: dict[str, Any], endpoint: str, headers: Mapping[str, str]) -> bytes:
-        if endpoint == AUTH_PATH:
-            body = _read(environ, self.max_body)
-            if not body and _announces_body(headers):
-                raise _Refused(
-                    Denied(
-                        Check.CONTENT_DIGEST,
-                        "this request has a body, which auth_request does not show the "
-                        f"verifier: the route must go through {FORWARD_PATH} (decision 0041)",
-                    )
-                )
-            return body
-        if self.upstream is None:
+    def _body(self, environ: dict[str, Any], endpoint: str) -> bytes:
+        if endpoint == FORWARD_PATH and self.upstream is None:
             raise _Refused(Denied(Check.MALFORMED, "this service forwards nowhere (--forward-to)"))
         return _read(environ, self.max_body)
+
+    @staticmethod
+    def _bodiless(req: RequestView, headers: Mapping[str, str]) -> None:
+        """Refuse what may carry a body the service cannot see: a method that takes one, or
+        a request whose framing announces one (HTTP/2 needs no Content-Length)."""
+        if req.method not in BODYLESS or _announces_body(headers):
+            raise _Refused(
+                Denied(
+                    Check.CONTENT_DIGEST,
+                    f"a {req.method} request may have a body, which auth_request does not show "
+                    f"the verifier: the route must go through {FORWARD_PATH} (decision 0041)",
+                ),
+                req,
+            )
 
     def _forward(
         self,

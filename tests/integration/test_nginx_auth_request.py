@@ -248,3 +248,16 @@ def test_garbage_headers_are_problems_never_500(edges: list[Edge], agent: Agent)
         assert reply.status in (401, 403), (name, reply.status, reply.body)
         assert reply.headers["content-type"] == "application/problem+json"
         assert json.loads(reply.body)["check"] != "verification-error"
+
+
+def test_verifier_down_is_503_problem_never_500(scenario: Scenario, agent: Agent) -> None:
+    """nginx turns a verifier that does not answer into 503 verifier-unavailable."""
+    dead, listen, app = free_port(), free_port(), free_port()
+    prefix = scenario.work / "nginx-dead"
+    with running_auth_nginx(prefix, f"127.0.0.1:{dead}", listen, app) as url:
+        for method, path, body in (("GET", "/book", None), ("POST", "/orders", b"{}")):
+            reply = send(method, url + path, signed(agent, method, url + path, body), body)
+            assert reply.status == 503, (path, reply.status, reply.body)
+            assert reply.headers["content-type"] == "application/problem+json"
+            doc = json.loads(reply.body)
+            assert doc["type"].endswith("/verifier-unavailable") and doc["status"] == 503
