@@ -179,10 +179,13 @@ def _announces_body(headers: Mapping[str, str]) -> bool:
     return fields.get("length", "") not in ("", "0") or bool(fields.get("te", ""))
 
 
-def original_request(environ: Mapping[str, Any], body: bytes, prefix: str) -> RequestView:
+def original_request(
+    environ: Mapping[str, Any], body: bytes, prefix: str, received: Mapping[str, str] | None = None
+) -> RequestView:
     """The :class:`RequestView` of the request the proxy is asking about (the path as the
-    client sent it); ``prefix`` is the endpoint path, stripped for Envoy-style calls."""
-    headers = _headers_of(environ)
+    client sent it); ``prefix`` is the endpoint path, stripped for Envoy-style calls;
+    ``received``: the call's headers, lower-case (default: from ``environ``)."""
+    headers = dict(_headers_of(environ) if received is None else received)
     uri = headers.get("x-original-uri")
     if uri is None:  # Envoy: the original path follows the endpoint's path
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
@@ -233,24 +236,28 @@ class AuthzService:
         else:
             denied = Denied(Check.MALFORMED, f"no such endpoint (use {AUTH_PATH})")
             return self._refuse(start_response, denied.problem(), 404)
-        client = _headers_of(environ).get("x-real-ip") or environ.get("REMOTE_ADDR", "")
+        headers = _headers_of(environ)
+        client = headers.get("x-real-ip") or environ.get("REMOTE_ADDR", "")
         with self._clients.slot(client) as granted:
             if not granted:
                 return self._refuse(start_response, _too_many(self._clients.limit), 429)
             try:
-                return self._handle(environ, start_response, endpoint)
+                return self._handle(environ, start_response, endpoint, headers)
             except Exception:  # never a traceback: fail closed, log it
                 log.exception("verifier service error")
                 denied = Denied(Check.ERROR, "the verifier service failed")
                 return self._refuse(start_response, denied.problem(), 503)
 
     def _handle(
-        self, environ: dict[str, Any], start_response: StartResponse, endpoint: str
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        endpoint: str,
+        headers: Mapping[str, str],
     ) -> Iterable[bytes]:
-        headers = _headers_of(environ)
         try:
             body = self._body(environ, endpoint)
-            req = original_request(environ, body, endpoint)
+            req = original_request(environ, body, endpoint, headers)
             if endpoint == AUTH_PATH and not body:
                 self._bodiless(req, headers)
             problem = path_problem({"RAW_URI": _uri(req), "PATH_INFO": _decoded(req.path)})
