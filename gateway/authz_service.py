@@ -234,8 +234,12 @@ class AuthzService:
         elif path == FORWARD_PATH or path.startswith(FORWARD_PATH + "/"):
             endpoint = FORWARD_PATH
         else:
-            denied = Denied(Check.MALFORMED, f"no such endpoint (use {AUTH_PATH})")
-            return self._refuse(start_response, denied.problem(), 404)
+            problem = {
+                "type": PROBLEM_BASE + "not-found",
+                "title": "No such endpoint",
+                "detail": f"the verifier service answers {AUTH_PATH} and {FORWARD_PATH}",
+            }
+            return self._refuse(start_response, problem, 404)
         headers = _headers_of(environ)
         client = headers.get("x-real-ip") or environ.get("REMOTE_ADDR", "")
         with self._clients.slot(client) as granted:

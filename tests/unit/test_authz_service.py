@@ -214,3 +214,65 @@ def test_the_server_refuses_a_bad_configuration_before_starting(
     with pytest.raises(SystemExit):
         main(["--routes", str(routes), *base, "--authorised-model", "00", "--workers", "2"])
     assert "needs --redis-url" in capsys.readouterr().err
+
+
+def forward_environ(world: Any, body: bytes, sent_body: bytes | None = None) -> dict[str, Any]:
+    _, agent, pki, clock = world
+    staple = pki.ocsp_response(agent.credential.certificate, this_update=clock())
+    headers = signed_view(agent, "POST", "http://gw.local/orders", body, staple)[1]
+    headers["Agentca-Agent"] = "Mallory"  # a client's own identity header
+    sent = body if sent_body is None else sent_body
+    env = auth_environ(headers, "POST", "/orders")
+    env.update(PATH_INFO="/_agentca/forward", RAW_URI="/_agentca/forward",
+               CONTENT_LENGTH=str(len(sent)), CONTENT_TYPE=headers["Content-Type"],
+               **{"wsgi.input": io.BytesIO(sent)})  # fmt: skip
+    del env["HTTP_CONTENT_TYPE"]
+    return env
+
+
+def test_forward_mode_checks_the_body_and_forwards_the_identity(world: Any) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from gateway.authz_forward import Upstream
+
+    seen: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            data = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(({k.lower(): v for k, v in self.headers.items()}, data))
+            self.send_response(201)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base: AuthzService = world[0]
+        routes = {"POST /orders": "submit_limit_order"}
+        upstream = Upstream("127.0.0.1", server.server_port, timeout=5)
+        app = AuthzService(base.verifier, routes, upstream=upstream)
+        body = b'{"side":"buy","price":"1","qty":"1"}'
+        status, _, answer = call(app, forward_environ(world, body))
+        assert (status, answer) == (201, b"ok")
+        headers, data = seen[-1]
+        assert data == body
+        assert headers["agentca-agent"] == "ExecutionAgent-ETH-01"
+        assert headers["agentca-scope"] == "submit_limit_order"
+        assert headers["host"] == "gw.local" and "signature" in headers
+        assert not any(k.startswith("x-original-") for k in headers)
+        status, _, answer = call(app, forward_environ(world, body, body.replace(b"1", b"9")))
+        assert status == 401 and json.loads(answer)["check"] == "content-digest-mismatch"
+        assert len(seen) == 1  # the tampered body never reached the upstream
+    finally:
+        server.shutdown()
+        server.server_close()
+    dead = AuthzService(world[0].verifier, routes, upstream=upstream)  # nothing listens now
+    status, headers, answer = call(dead, forward_environ(world, body))
+    assert status == 502 and headers["Content-Type"] == "application/problem+json"
+    assert json.loads(answer)["type"].endswith("/upstream-unavailable")
