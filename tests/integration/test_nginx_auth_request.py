@@ -261,3 +261,15 @@ def test_verifier_down_is_503_problem_never_500(scenario: Scenario, agent: Agent
             assert reply.headers["content-type"] == "application/problem+json"
             doc = json.loads(reply.body)
             assert doc["type"].endswith("/verifier-unavailable") and doc["status"] == 503
+
+
+def test_nginx_refusals_are_problems_too(edges: list[Edge], agent: Agent) -> None:
+    url = edges[0].url + "/orders"
+    big = b"{" + b" " * (1 << 20) + b"}"
+    reply = send("POST", url, signed(agent, "POST", url, big), big)
+    assert reply.status == 413 and reply.headers["content-type"] == "application/problem+json"
+    headers = signed(agent, "GET", edges[0].url + "/book")
+    headers["X-Padding"] = "x" * 20000
+    reply = send("GET", edges[0].url + "/book", headers, None)
+    assert reply.status == 431 and reply.headers["content-type"] == "application/problem+json"
+    assert json.loads(reply.body)["status"] == 431
