@@ -91,7 +91,8 @@ class Metrics:
         self.ocsp_responses = Counter(
             "agentca_ocsp_responses",
             "OCSP answers by status (good, revoked, unknown, or the OCSP error status) and "
-            "answer cache (hit: pre-signed, miss: signed for this request, none: error)",
+            "answer cache (hit: worker's hot cache, store: the shared pre-signed store, miss: "
+            "signed for this request, none: error)",
             ["status", "cache"],
         )
         self.hsm_sign_seconds = Histogram(
