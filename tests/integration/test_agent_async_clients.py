@@ -238,9 +238,9 @@ def test_asyncio_upkeep_refreshes_the_staple_and_renews_without_blocking_the_loo
     assert len(updates) >= 2, f"the staple was not refreshed: {updates}"
     assert placed.status_code == 201, placed.text
     assert placed.json()["serial"] == a.credential.serial_hex
-    # a loose bound over real HTTP on a shared 2-core box (tests/unit/test_agent_async.py
-    # proves with a 300 ms step that the loop is not blocked); a step run on the loop would
-    # stall it for the whole renewal round trip, several seconds under this load
+    # only a sanity bound: over real HTTP on a loaded 2-core box the scheduler alone stalled
+    # the loop 2.6 s once; tests/unit/test_agent_async.py is what proves, with a 300 ms step,
+    # that the upkeep does not run on the loop
     assert lag < 1.0, f"the event loop stalled {lag:.3f} s during the upkeep"
     assert a.last_error is None, a.last_error
 
