@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from examples.orderbook import add_verifier_options, verifier_from
+from gateway.asgi import BODY_TIMEOUT
 from gateway.chain import AgentIdentity
 from gateway.fastapi import AgentGateway, public, requires_scope
 from gateway.verifier import Verifier
@@ -42,10 +43,10 @@ class Order(BaseModel):
 SubmitAgent = Annotated[AgentIdentity, Depends(requires_scope("submit_limit_order"))]
 
 
-def create_app(verifier: Verifier) -> FastAPI:
+def create_app(verifier: Verifier, body_timeout: float = BODY_TIMEOUT) -> FastAPI:
     """The order book, every route guarded by ``verifier``."""
     app = FastAPI(title="orderbook", openapi_url=None, docs_url=None, redoc_url=None)
-    AgentGateway(app, verifier)
+    AgentGateway(app, verifier, body_timeout=body_timeout)
     book: dict[str, list[dict[str, Any]]] = {"buy": [], "sell": []}
     ids = itertools.count(1)
     lock = asyncio.Lock()
@@ -85,6 +86,9 @@ def create_app(verifier: Verifier) -> FastAPI:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_verifier_options(parser)
+    parser.add_argument(
+        "--body-timeout", type=float, default=BODY_TIMEOUT, help="seconds to read a body (408)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(message)s")
     print(
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     uvicorn.run(
-        create_app(verifier_from(args)),
+        create_app(verifier_from(args), args.body_timeout),
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -237,13 +237,16 @@ class Scenario:
         *extra: str,
         port: int | None = None,
         redis_url: str | None = None,
+        audience: str | None = None,
         max_status_age: float = 1.0,
         inventory_refresh: float = 0.5,
     ) -> Iterator[str]:
         """One more order-book gateway process (``module``: ``examples.orderbook`` or
         ``examples.orderbook_asgi``; ``extra``: its own options, e.g. ``--server gunicorn``)
-        on ``port`` (default: a free one), sharing the Redis at ``redis_url`` if given;
-        yields its URL. Run :meth:`servers` (``gateway=False`` is enough) around it."""
+        on ``port`` (default: a free one), sharing the Redis at ``redis_url`` if given, for
+        ``audience`` (default: its own URL; give several processes one audience to have
+        them serve one origin, as workers behind a load balancer do); yields its URL.
+        Run :meth:`servers` (``gateway=False`` is enough) around it."""
         port = port or free_port()
         url = f"http://127.0.0.1:{port}"
         args = [
@@ -251,7 +254,7 @@ class Scenario:
             "--trust-anchor", str(self.root_pem),
             "--inventory-token-file", str(self.work / "gateway.token"),
             "--max-status-age", str(max_status_age), "--inventory-refresh", str(inventory_refresh),
-            "--audience", url, "--trust-domain", TRUST_DOMAIN, *extra,
+            "--audience", audience or url, "--trust-domain", TRUST_DOMAIN, *extra,
         ]  # fmt: skip
         if redis_url:
             args += ["--redis-url", redis_url]
