@@ -102,9 +102,9 @@ def request_view(scope: Scope, body: bytes) -> RequestView:
 
 
 def wsgi_environ(scope: Scope) -> dict[str, Any]:
-    """The WSGI environ keys ``gateway.wsgi.path_problem`` and
-    :meth:`ClientCertSource.from_environ` read, from an ASGI scope (peer address, headers,
-    and the ASGI TLS extension's client certificate when the server gives one)."""
+    """The WSGI environ keys :meth:`ClientCertSource.from_environ` reads, from an ASGI scope
+    (peer address, headers, and the ASGI TLS extension's client certificate when the server
+    gives one), and those ``gateway.wsgi.path_problem`` reads."""
     raw = scope.get("raw_path")
     client = scope.get("client") or ("", None)
     environ: dict[str, Any] = {
@@ -205,7 +205,10 @@ class AgentGatewayMiddleware:
             return await self.app(scope, receive, send)
         if kind != "http":
             return await send({"type": "websocket.close", "code": 1008})
-        problem = path_problem(wsgi_environ(scope))
+        raw = scope.get("raw_path")
+        problem = path_problem(
+            {"PATH_INFO": scope.get("path", ""), "RAW_URI": raw.decode("latin-1") if raw else ""}
+        )
         if problem is not None:
             denied = Denied(Check.PATH, problem)
             return await self._refuse(scope, send, Decision(False, denial=denied, scope=rule.scope))

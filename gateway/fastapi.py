@@ -2,12 +2,16 @@
 
     app = FastAPI()
     AgentGateway(app, verifier)
+    Trader = Annotated[AgentIdentity, Depends(requires_scope("submit_limit_order"))]
 
     @app.post("/orders")
-    def submit(agent: AgentIdentity = Depends(requires_scope("submit_limit_order"))): ...
+    async def submit(order: Order, agent: Trader): ...      # agent.name, agent.spiffe_id...
+
+    @app.post("/admin/halt", dependencies=[Depends(requires_scope("halt_trading"))])
+    async def halt(): ...
 
     @app.get("/health", dependencies=[Depends(public)])
-    def health(): ...
+    async def health(): ...
 
 Every request is verified by ``gateway.asgi.AgentGatewayMiddleware`` before the app routes it:
 the middleware matches the request against the app's own routes (Starlette's
