@@ -18,11 +18,10 @@ Measured in one process, one run:
               a loopback redis-server the bench starts (one ``SET NX PXAT`` per request), and
               that round trip alone; skipped when redis-server is not installed;
 * HTTP      - one signed POST per request over loopback HTTP (keep-alive, http.client) to a
-              server in this process: uvicorn with the ASGI middleware (verification inline,
-              and in a thread: ``verify_in_thread=True``), uvicorn with the bare app, werkzeug
-              with the WSGI middleware and bare; the client shares the GIL with the server,
-              so the bare rows are the baseline the gateway rows add to. The decision log is
-              on, written to /dev/null.
+              server forked from this process (one worker): uvicorn with the ASGI middleware
+              (verification inline, and in a thread: ``verify_in_thread=True``), uvicorn with
+              the bare app, werkzeug with the WSGI middleware and bare; the bare rows are the
+              baseline the gateway rows add to. The decision log is on, to /dev/null.
 
 Target (docs/performance.md, issue 15): hot-path p50 with the decision log on <= 2 x raw p50.
 """
@@ -165,49 +164,57 @@ def bench_redis(
     }
 
 
+def _serve(app: Any, kind: str, port: int) -> None:
+    """In the server process: serve ``app`` on ``port`` until terminated."""
+    if kind == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+            lifespan="off",
+        )  # fmt: skip
+        return
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args: Any) -> None:
+            pass
+
+    make_server("127.0.0.1", port, app, threaded=True, request_handler=Quiet).serve_forever()
+
+
 class _Served:
-    """A WSGI or ASGI app served on a free loopback port by a thread of this process."""
+    """A WSGI or ASGI app served on a free loopback port by a forked process of its own (as
+    deployed: the client's threads do not compete with the server's for one GIL)."""
 
     def __init__(self, app: Any, kind: str) -> None:
+        import multiprocessing
         import socket
 
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
-        if kind == "uvicorn":
-            import uvicorn
-
-            config = uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
-                lifespan="off",
-            )  # fmt: skip
-            self.uvicorn = uvicorn.Server(config)
-            self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
-            self.thread.start()
-            deadline = time.monotonic() + 10
-            while not self.uvicorn.started:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("uvicorn did not start")
-                time.sleep(0.01)
-        else:
-            from werkzeug.serving import WSGIRequestHandler, make_server
-
-            class Quiet(WSGIRequestHandler):
-                def log_request(self, *args: Any) -> None:
-                    pass
-
-            self.werkzeug = make_server(
-                "127.0.0.1", self.port, app, threaded=False, request_handler=Quiet
-            )
-            self.thread = threading.Thread(target=self.werkzeug.serve_forever, daemon=True)
-            self.thread.start()
+        self.proc = multiprocessing.get_context("fork").Process(
+            target=_serve, args=(app, kind, self.port), daemon=True
+        )
+        self.proc.start()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or not self.proc.is_alive():
+                    self.close()
+                    raise RuntimeError(f"{kind} did not start") from None
+                time.sleep(0.02)
 
     def close(self) -> None:
-        if hasattr(self, "uvicorn"):
-            self.uvicorn.should_exit = True
-        else:
-            self.werkzeug.shutdown()
-        self.thread.join(10)
+        self.proc.terminate()
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
 
 
 async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
