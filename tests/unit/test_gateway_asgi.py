@@ -243,3 +243,52 @@ def test_fastapi_routes_declare_their_scope_as_a_dependency(pki: Pki, tmp_path: 
         assert status == 403 and json.loads(body)["check"] == "scope-denied", path
     status, _, body, _ = run(api, http_scope({}, "GET", "http://gw.local/health"), [b""])
     assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
+def test_a_scope_dependency_without_the_gateway_refuses_and_websockets_are_closed(
+    pki: Pki, tmp_path: Path
+) -> None:
+    from gateway.fastapi import Refusal, _refusal_response
+
+    bare = FastAPI()  # requires_scope used, the gateway forgotten: refused, never served
+    bare.add_exception_handler(Refusal, _refusal_response)
+
+    @bare.post("/orders")
+    async def submit(agent: SubmitAgent) -> dict[str, str]:
+        return {"agent": agent.name}
+
+    status, hdrs, body, _ = run(bare, http_scope({}), [BODY])
+    assert status == 401 and hdrs["content-type"] == "application/problem+json"
+    assert json.loads(body)["check"] == "verification-error"
+
+    clock = Clock()
+    mw = AgentGatewayMiddleware(Echo(), verifier(pki, clock), {"POST /orders": SCOPE})
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(mw({"type": "websocket", "path": "/orders", "headers": []}, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+def test_routes_of_a_mounted_app_are_found(pki: Pki, tmp_path: Path) -> None:
+    clock = Clock()
+    outer, inner = FastAPI(), FastAPI()
+    AgentGateway(outer, verifier(pki, clock))
+    outer.mount("/v1", inner)
+
+    @inner.post("/orders", status_code=201)
+    async def submit(agent: SubmitAgent) -> dict[str, str]:
+        return {"agent": agent.name}
+
+    url = "http://gw.local/v1/orders"
+    agent = make_agent(tmp_path / "agent", pki, clock)
+    staple = pki.ocsp_response(agent.credential.certificate, this_update=clock())
+    _, headers = signed_view(agent, "POST", url, BODY, staple=staple)
+    status, _, body, _ = run(outer, http_scope({**headers, "Host": "gw.local"}, url=url), [BODY])
+    assert status == 201, body
+    assert json.loads(body) == {"agent": "ExecutionAgent-ETH-01"}
