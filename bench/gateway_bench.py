@@ -14,6 +14,14 @@ Measured in one process, one run:
 * naive     - what a gateway without caches does per request: parse and verify the chain
               (PolicyBuilder) and fetch OCSP over HTTP from a loopback responder stub (which
               signs each nonce-carrying answer, like ``agentca ocsp serve`` does), then verify.
+* redis     - the hot path with the decision log on and the nonces in ``RedisReplayCache`` on
+              a loopback redis-server the bench starts (one ``SET NX PXAT`` per request), and
+              that round trip alone; skipped when redis-server is not installed;
+* HTTP      - one signed POST per request over loopback HTTP (keep-alive, http.client) to a
+              server forked from this process (one worker): uvicorn with the ASGI middleware
+              (verification inline, and in a thread: ``verify_in_thread=True``), uvicorn with
+              the bare app, werkzeug with the WSGI middleware and bare; the bare rows are the
+              baseline the gateway rows add to. The decision log is on, to /dev/null.
 
 Target (docs/performance.md, issue 15): hot-path p50 with the decision log on <= 2 x raw p50.
 """
@@ -194,10 +202,255 @@ def verifier_service_rows(result: dict[str, Any], requests: int, quiet: bool) ->
                       f"  {row['p50_us'] / raw50:6.2f} x raw p50 ({raw50} us)")  # fmt: skip
 
 
+class _Shifted:
+    """A replay store on real time: the bench's verifier runs on a fixed clock, and Redis
+    expires keys by its own (``PXAT`` in the past would store nothing)."""
+
+    def __init__(self, store: Any, clock: Clock) -> None:
+        self.store = store
+        self.offset = time.time() - clock()
+
+    def add(self, nonce: Any, created: int, keep_until: float, now: float) -> bool:
+        off = self.offset
+        return bool(self.store.add(nonce, created + int(off), keep_until + off, now + off))
+
+
+def bench_redis(
+    n: int,
+    verifier: Callable[..., Verifier],
+    requests: Callable[[int], list[RequestView]],
+    pub: Any,
+    sig: bytes,
+    msg: bytes,
+    algo: Any,
+    decisions: logging.Logger,
+) -> dict[str, Any]:
+    """The hot path (log on) with the nonces in Redis on loopback, and SET NX alone."""
+    from tests.support.redis_server import REDIS_SERVER, running_redis
+
+    if not Path(REDIS_SERVER).exists():
+        return {"hot_path_log_on_redis": "skipped: redis-server is not installed"}
+    from gateway.replay_redis import RedisReplayCache
+
+    with running_redis(Path(tempfile.mkdtemp(prefix="gwbench-redis-"))) as server:
+        store = RedisReplayCache.from_url(server.url)
+        v = verifier()
+        v.replay = _Shifted(store, v.clock)  # type: ignore[arg-type]
+        v.verify(requests(1)[0], SCOPE)
+        reqs = requests(n)
+        decisions.handlers[:] = [logging.StreamHandler(open(os.devnull, "w"))]  # noqa: SIM115
+        decisions.setLevel(logging.INFO)
+        hot_s, raw_s, set_s = [], [], []
+        t0 = time.time()
+        for i, req in enumerate(reqs):
+            hot_s.append(timed(lambda r=req: v.decide(r, SCOPE)))  # type: ignore[misc]
+            raw_s.append(timed(lambda: pub.verify(sig, msg, algo)))
+            key = ((b"bench", i), "nonce")
+            set_s.append(timed(lambda k=key: store.add(k, int(t0), t0 + 65, t0)))  # type: ignore[misc]
+        decision_log.flush(60)
+        decisions.handlers[:] = []
+        assert store.available
+    return {
+        "hot_path_log_on_redis": percentiles(hot_s),
+        "redis_set_nx_round_trip": percentiles(set_s),
+        "raw_p256_verify_redis_pass": percentiles(raw_s),
+    }
+
+
+def _serve(app: Any, kind: str, port: int) -> None:
+    """In the server process: serve ``app`` on ``port`` until terminated."""
+    if kind == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+            lifespan="off",
+        )  # fmt: skip
+        return
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args: Any) -> None:
+            pass
+
+    make_server("127.0.0.1", port, app, threaded=True, request_handler=Quiet).serve_forever()
+
+
+class _Served:
+    """A WSGI or ASGI app served on a free loopback port by a forked process of its own (as
+    deployed: the client's threads do not compete with the server's for one GIL)."""
+
+    def __init__(self, app: Any, kind: str) -> None:
+        import multiprocessing
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.proc = multiprocessing.get_context("fork").Process(
+            target=_serve, args=(app, kind, self.port), daemon=True
+        )
+        self.proc.start()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or not self.proc.is_alive():
+                    self.close()
+                    raise RuntimeError(f"{kind} did not start") from None
+                time.sleep(0.02)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+
+async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    while (await receive()).get("more_body"):
+        pass
+    await send(
+        {"type": "http.response.start", "status": 201, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("201 Created", [("Content-Length", "2")])
+    return [b"ok"]
+
+
+def bench_http(
+    n: int,
+    verifier: Callable[..., Verifier],
+    agent: Any,
+    staple: bytes,
+    pub: Any,
+    sig: bytes,
+    msg: bytes,
+    algo: Any,
+) -> dict[str, Any]:
+    """One signed POST per request over loopback HTTP: ASGI (uvicorn) and WSGI (werkzeug),
+    with the gateway and bare, each next to a raw verify."""
+    import http.client
+
+    from gateway.asgi import AgentGatewayMiddleware as AsgiGateway
+    from gateway.wsgi import AgentGatewayMiddleware as WsgiGateway
+
+    routes = {"POST /orders": SCOPE}
+    decisions = logging.getLogger("agentca.gateway.decisions")
+    out: dict[str, Any] = {}
+    raw_all: list[float] = []
+    setups: list[tuple[str, str, Callable[[Verifier], Any]]] = [
+        ("asgi_http_bare_uvicorn", "uvicorn", lambda v: _asgi_app),
+        ("asgi_http_gateway_uvicorn", "uvicorn", lambda v: AsgiGateway(_asgi_app, v, routes)),
+        ("asgi_http_gateway_uvicorn_thread", "uvicorn",
+         lambda v: AsgiGateway(_asgi_app, v, routes, verify_in_thread=True)),
+        ("wsgi_http_bare_werkzeug", "werkzeug", lambda v: _wsgi_app),
+        ("wsgi_http_gateway_werkzeug", "werkzeug", lambda v: WsgiGateway(_wsgi_app, v, routes)),
+    ]  # fmt: skip
+    for name, kind, build in setups:
+        v = verifier()
+        served = _Served(build(v), kind)
+        decisions.handlers[:] = [logging.StreamHandler(open(os.devnull, "w"))]  # noqa: SIM115
+        decisions.setLevel(logging.INFO)
+        try:
+            signed = [
+                signed_view(agent, url="http://gw.local/orders", staple=staple)
+                for _ in range(n + 50)
+            ]
+            conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+            samples = []
+            for i, (req, headers) in enumerate(signed):
+                hdrs = {**headers, "Host": "gw.local"}
+
+                def one(r: RequestView = req, h: dict[str, str] = hdrs, c: Any = conn) -> None:
+                    c.request("POST", "/orders", r.body, h)
+                    reply = c.getresponse()
+                    reply.read()
+                    assert reply.status == 201, reply.status
+
+                t = timed(one)
+                if i >= 50:  # the first 50 warm the caches and the connection
+                    samples.append(t)
+                    raw_all.append(timed(lambda: pub.verify(sig, msg, algo)))
+            conn.close()
+            out[name] = percentiles(samples)
+        finally:
+            served.close()
+            decision_log.flush(60)
+            decisions.handlers[:] = []
+    out["raw_p256_verify_http_pass"] = percentiles(raw_all)
+    return out
+
+
+def bench_asgi_in_process(
+    n: int, verifier: Callable[..., Verifier], agent: Any, staple: bytes, pub: Any, sig: bytes,
+    msg: bytes, algo: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The ASGI middleware driven with in-memory messages (no server), decision log on."""
+    import asyncio
+
+    from gateway.asgi import AgentGatewayMiddleware as AsgiGateway
+
+    v = verifier()
+    mw = AsgiGateway(_asgi_app, v, {"POST /orders": SCOPE})
+    signed = [signed_view(agent, url="http://gw.local/orders", staple=staple) for _ in range(n + 1)]
+    scopes = []
+    for req, headers in signed:
+        hdrs = {**headers, "Host": "gw.local", "Content-Length": str(len(req.body))}
+        scopes.append(
+            (
+                {
+                    "type": "http", "method": "POST", "path": "/orders", "raw_path": b"/orders",
+                    "query_string": b"", "scheme": "http", "client": ("127.0.0.1", 1),
+                    "headers": [(k.lower().encode(), v.encode()) for k, v in hdrs.items()],
+                },
+                req.body,
+            )
+        )  # fmt: skip
+    v.verify(signed[0][0], SCOPE)
+    decisions = logging.getLogger("agentca.gateway.decisions")
+    decisions.handlers[:] = [logging.StreamHandler(open(os.devnull, "w"))]  # noqa: SIM115
+    decisions.setLevel(logging.INFO)
+    samples: list[float] = []
+    raw_s: list[float] = []
+
+    async def run() -> None:
+        for scope, body in scopes[1:]:
+            sent: list[Any] = []
+
+            async def receive(b: bytes = body) -> dict[str, Any]:
+                return {"type": "http.request", "body": b, "more_body": False}
+
+            async def send(message: Any, out: list[Any] = sent) -> None:
+                out.append(message)
+
+            t = time.perf_counter()
+            await mw(scope, receive, send)
+            samples.append(time.perf_counter() - t)
+            raw_s.append(timed(lambda: pub.verify(sig, msg, algo)))
+            assert sent[0]["status"] == 201, sent
+
+    asyncio.run(run())
+    decision_log.flush(60)
+    decisions.handlers[:] = []
+    return {
+        "asgi_in_process_log_on": percentiles(samples),
+        "raw_p256_verify_asgi_pass": percentiles(raw_s),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="gateway verification latency")
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--naive-requests", type=int, default=500)
+    parser.add_argument("--http-requests", type=int, default=2000)
     parser.add_argument("--profile", action="store_true", help="pyinstrument the hot path")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args(argv)
@@ -276,6 +529,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         stub.close()
 
+    asgi_rows = bench_asgi_in_process(args.requests, verifier, agent, staple, pub, sig, msg, algo)
+    redis_rows = bench_redis(args.requests, verifier, requests, pub, sig, msg, algo, decisions)
+    http_rows = bench_http(args.http_requests, verifier, agent, staple, pub, sig, msg, algo)
+
     result = {
         "raw_p256_verify": percentiles(raw_a + raw_b),
         "hot_path_log_off": percentiles(hot_off),
@@ -285,7 +542,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     }
+    result.update(asgi_rows)
+    result.update(redis_rows)
+    result.update(http_rows)
     raw50 = result["raw_p256_verify"]["p50_us"]
+    # each added row against the raw verify interleaved with it (same pass, same machine state)
+    raw_of = {name: "raw_p256_verify" for name in result if not name.startswith("raw_")}
+    for rows, raw_name in ((asgi_rows, "raw_p256_verify_asgi_pass"),
+                           (redis_rows, "raw_p256_verify_redis_pass"),
+                           (http_rows, "raw_p256_verify_http_pass")):  # fmt: skip
+        for name in rows:
+            if isinstance(result[name], dict) and not name.startswith("raw_"):
+                raw_of[name] = raw_name
+                pass_raw = result[raw_name]["p50_us"]
+                result[f"ratio_{name}_p50"] = round(result[name]["p50_us"] / pass_raw, 2)
     result["ratio_hot_off_p50"] = round(result["hot_path_log_off"]["p50_us"] / raw50, 2)
     result["ratio_hot_on_p50"] = round(result["hot_path_log_on"]["p50_us"] / raw50, 2)
     result["ratio_naive_p50"] = round(result["naive_chain_and_ocsp_fetch"]["p50_us"] / raw50, 1)
@@ -307,13 +577,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{'':32} {'p50 us':>9} {'p99 us':>9} {'x raw p50':>10}")
-        for name in ("raw_p256_verify", "hot_path_log_off", "hot_path_log_on",
-                     "naive_chain_and_ocsp_fetch"):  # fmt: skip
+        print(
+            f"{'':32} {'p50 us':>9} {'p99 us':>9} {'x raw p50':>10}  (x the raw verify of its pass)"
+        )
+        rows = ("raw_p256_verify", "hot_path_log_off", "hot_path_log_on",
+                "naive_chain_and_ocsp_fetch", *asgi_rows, *redis_rows, *http_rows)  # fmt: skip
+        for name in rows:
             r = result[name]
-            print(f"{name:32} {r['p50_us']:9.1f} {r['p99_us']:9.1f} {r['p50_us'] / raw50:10.2f}")
+            if not isinstance(r, dict):
+                print(f"{name:32} {r}")
+                continue
+            base = result[raw_of.get(name, name)]["p50_us"]
+            print(f"{name:32} {r['p50_us']:9.1f} {r['p99_us']:9.1f} {r['p50_us'] / base:10.2f}")
         drain = result["log_on_backlog_drain_us"]
         print(f"decision-log backlog written {drain:.0f} us after the last request")
+        if isinstance(result.get("hot_path_log_on_redis"), dict):
+            extra = result["hot_path_log_on_redis"]["p50_us"] - result["hot_path_log_on"]["p50_us"]
+            print(f"Redis replay store adds {extra:.0f} us p50 to the in-process hot path")
+        gw = result["asgi_http_gateway_uvicorn"]["p50_us"]
+        bare = result["asgi_http_bare_uvicorn"]["p50_us"]
+        thread = result["asgi_http_gateway_uvicorn_thread"]["p50_us"]
+        print(f"ASGI gateway over HTTP adds {gw - bare:.0f} us p50 to the bare app under uvicorn "
+              f"({gw - bare:.0f} inline, {thread - bare:.0f} in a thread)")  # fmt: skip
+        wgw = result["wsgi_http_gateway_werkzeug"]["p50_us"]
+        wbare = result["wsgi_http_bare_werkzeug"]["p50_us"]
+        print(
+            f"WSGI gateway over HTTP adds {wgw - wbare:.0f} us p50 to the bare app under werkzeug"
+        )
         ok = result["ratio_hot_on_p50"] <= 2.0  # the gateway as deployed: decision log on
         print(f"target hot-path p50 (decision log on) <= 2 x raw: {'met' if ok else 'NOT met'}")
     return result

@@ -9,7 +9,9 @@ library's, single-threaded) or gunicorn (one worker process, the gateway built i
 
 Routes: ``POST /orders`` (scope ``submit_limit_order``), ``GET /book``
 (``query_anonymized_order_book``), ``POST /admin/halt`` (``halt_trading``), ``GET /health``
-(public). Decision log lines go to stderr as JSON.
+(public). Decision log lines go to stderr as JSON. ``--redis-url`` shares the replay cache
+with every other gateway process on that Redis (fail-closed: 503 while it is unreachable;
+``--redis-fail-open`` to accept on the process's own cache instead).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from werkzeug.serving import make_server
 from gateway import CAInventory, StatusChecker, Verifier
 from gateway.flask_ext import AgentGateway, public, requires_scope
 from gateway.inventory import Inventory
+from gateway.replay import ReplayStore
 
 
 def create_app(verifier: Verifier) -> Flask:
@@ -94,20 +97,30 @@ def build_verifier(
     inventory_refresh: float,
     audience: str,
     trust_domain: str,
+    redis_url: str | None = None,
+    redis_fail_open: bool = False,
 ) -> Verifier:
+    """The order book's verifier; with ``redis_url`` its nonces go to the shared Redis
+    replay cache (every worker and gateway host on that Redis refuses a replay)."""
     anchors = x509.load_pem_x509_certificates(root_pem.read_bytes())
     inventory: Inventory = CAInventory(ca_url, token, refresh_seconds=inventory_refresh)
+    replay: ReplayStore | None = None
+    if redis_url:
+        from gateway.replay_redis import RedisReplayCache
+
+        replay = RedisReplayCache.from_url(redis_url, fail_open=redis_fail_open)
     return Verifier(
         anchors,
         inventory,
         StatusChecker(max_age=max_status_age),
+        replay=replay,
         audience=audience,
         trust_domain=trust_domain,
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_verifier_options(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of :func:`build_verifier` (shared with the ASGI variant)."""
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8402)
     parser.add_argument("--ca-url", required=True)
@@ -119,22 +132,42 @@ def main(argv: list[str] | None = None) -> None:
         "--audience", required=True, help="this service's audience (wimse-aud), e.g. its origin"
     )
     parser.add_argument("--trust-domain", required=True, help="the agents' SPIFFE trust domain")
+    parser.add_argument(
+        "--redis-url",
+        help="shared replay cache, e.g. redis://127.0.0.1:6379/0 (default: per process)",
+    )
+    parser.add_argument(
+        "--redis-fail-open",
+        action="store_true",
+        help="accept on this process's cache while Redis is unreachable (default: refuse, 503)",
+    )
+
+
+def verifier_from(args: argparse.Namespace) -> Verifier:
+    """:func:`build_verifier` from the options of :func:`add_verifier_options`."""
+    return build_verifier(
+        args.trust_anchor,
+        args.ca_url,
+        args.inventory_token_file.read_text().strip(),
+        args.max_status_age,
+        args.inventory_refresh,
+        args.audience,
+        args.trust_domain,
+        args.redis_url,
+        args.redis_fail_open,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_verifier_options(parser)
     parser.add_argument("--server", choices=("werkzeug", "wsgiref", "gunicorn"), default="werkzeug")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     def app() -> Flask:
-        verifier = build_verifier(
-            args.trust_anchor,
-            args.ca_url,
-            args.inventory_token_file.read_text().strip(),
-            args.max_status_age,
-            args.inventory_refresh,
-            args.audience,
-            args.trust_domain,
-        )
-        return create_app(verifier)
+        return create_app(verifier_from(args))
 
     print(
         f"order book behind the agentca gateway on http://{args.host}:{args.port} ({args.server})",

@@ -229,3 +229,34 @@ class Scenario:
             organization="Enterprise Inc",
             **kwargs,  # type: ignore[arg-type]
         )
+
+    @contextmanager
+    def gateway(
+        self,
+        module: str = "examples.orderbook",
+        *extra: str,
+        port: int | None = None,
+        redis_url: str | None = None,
+        audience: str | None = None,
+        max_status_age: float = 1.0,
+        inventory_refresh: float = 0.5,
+    ) -> Iterator[str]:
+        """One more order-book gateway process (``module``: ``examples.orderbook`` or
+        ``examples.orderbook_asgi``; ``extra``: its own options, e.g. ``--server gunicorn``)
+        on ``port`` (default: a free one), sharing the Redis at ``redis_url`` if given, for
+        ``audience`` (default: its own URL; give several processes one audience to have
+        them serve one origin, as workers behind a load balancer do); yields its URL.
+        Run :meth:`servers` (``gateway=False`` is enough) around it."""
+        port = port or free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = [
+            sys.executable, "-m", module, "--port", str(port), "--ca-url", self.ca_url,
+            "--trust-anchor", str(self.root_pem),
+            "--inventory-token-file", str(self.work / "gateway.token"),
+            "--max-status-age", str(max_status_age), "--inventory-refresh", str(inventory_refresh),
+            "--audience", audience or url, "--trust-domain", TRUST_DOMAIN, *extra,
+        ]  # fmt: skip
+        if redis_url:
+            args += ["--redis-url", redis_url]
+        with self._process(f"gateway-{module.rsplit('.', 1)[-1]}-{port}", args, url + "/health"):
+            yield url

@@ -30,6 +30,8 @@ class Check(enum.Enum):
     TLS_CLIENT_CERT_MISSING = "tls-client-cert-missing"
     TLS_CLIENT_CERT_MISMATCH = "tls-client-cert-mismatch"
     REPLAY_UNAVAILABLE = "replay-cache-unavailable"
+    BODY_TOO_LARGE = "body-too-large"
+    BODY_TIMEOUT = "body-timeout"
     ERROR = "verification-error"
 
     @property
@@ -42,6 +44,10 @@ class Check(enum.Enum):
             return 400
         if self is Check.REPLAY_UNAVAILABLE:
             return 503
+        if self is Check.BODY_TOO_LARGE:
+            return 413
+        if self is Check.BODY_TIMEOUT:
+            return 408
         return 403 if self in _FORBIDDEN else 401
 
     @property
@@ -71,6 +77,8 @@ _TITLES: Final = {
     Check.TLS_CLIENT_CERT_MISSING: "Route requires the agent certificate in mutual TLS",
     Check.TLS_CLIENT_CERT_MISMATCH: "Request is signed by another certificate than TLS presented",
     Check.REPLAY_UNAVAILABLE: "Replay cache is unavailable",
+    Check.BODY_TOO_LARGE: "Request body is too large",
+    Check.BODY_TIMEOUT: "Request body did not arrive in time",
     Check.ERROR: "Verification failed",
 }
 
