@@ -197,3 +197,27 @@ def test_the_hot_cache_is_not_filled_with_attacker_sized_keys(
         assert responder.respond(padded, client="203.0.113.9").status is ResponseStatus.SUCCESSFUL
     key_bytes = sum(len(k) for k in responder._responses)
     assert key_bytes < 30 * 1024, f"{key_bytes} bytes of cache keys for one certificate"
+
+
+def test_a_presigner_with_a_fast_clock_cannot_publish_future_answers(
+    ca_runtime: Runtime, responder_keys: KeyStore
+) -> None:
+    """The presigner's key store has no clock guard (cli/presign_commands.py builds
+    KeyStore(...) without ca.keysetup.guard_signing, unlike the responder and the CA), and
+    the responder serves any row whose refresh_at is ahead: a CA host 6 h fast publishes
+    answers whose thisUpdate is 6 h in the future (clients reject them), which every
+    responder serves, and the presigner will not refresh, for 6.5 h."""
+    rt = ca_runtime
+    (cert,) = _issue(rt, 1)
+    source = SqlStatusSource(rt.engine)
+    fast = Presigner(
+        rt.engine,
+        CurrentSigners(source, responder_keys, utcnow),
+        OcspOptions(),
+        clock=lambda: utcnow().timestamp() + 6 * 3600,
+    )
+    fast.fill()
+    responder = _responder(rt, responder_keys)
+    answer = ocsp.load_der_ocsp_response(responder.respond(_request(rt, cert)).der)
+    ahead = answer.this_update_utc - utcnow()
+    assert ahead <= timedelta(minutes=1), f"served an answer whose thisUpdate is {ahead} ahead"
