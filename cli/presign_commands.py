@@ -38,6 +38,12 @@ from cli.output import emit_json
     show_default=True,
     help="Seconds between sweeps for certificates without a usable answer.",
 )
+@click.option(
+    "--response-validity",
+    default=None,
+    help="nextUpdate - thisUpdate of the answers (default 1h). Responders serve a stored "
+    "answer only if it lives no longer than their own --response-validity.",
+)
 @click.option("--json", "as_json", is_flag=True, help="With --once: one JSON object.")
 @click.pass_context
 def presign(
@@ -47,6 +53,7 @@ def presign(
     rate: float,
     batch: int,
     sweep_every: float,
+    response_validity: str | None,
     as_json: bool,
 ) -> None:
     """Sign OCSP answers ahead of demand into the shared store every responder reads.
@@ -56,8 +63,10 @@ def presign(
     writer role); signs with the responder token's current delegated signers.
     """
     from ca.clock import utcnow
+    from ca.keysetup import guard_signing
     from ca.responder_token import responder_token_config
     from ca.store.db import make_engine
+    from cli.context import parse_duration
     from hsm import KeyStore
     from ocsp.loaded_signers import CurrentSigners
     from ocsp.options import OcspOptions
@@ -68,11 +77,17 @@ def presign(
         raise click.UsageError("--json goes with --once (the loop logs what it signs)")
     settings = settings_from(ctx)
     engine = make_engine(settings.effective_database_url, pool_size=2)
+    options = OcspOptions()
+    if response_validity:
+        options = options.replace(response_validity=parse_duration(response_validity))
     keys = KeyStore(responder_token_config(settings))
     try:
+        # every signature refuses while this host's clock is off (decision 0013): answers
+        # dated in the future would be refused by clients yet served by every responder
+        guard_signing(keys, engine, settings)
         signers = CurrentSigners(SqlStatusSource(engine), keys, utcnow)
         presigner = Presigner(
-            engine, signers, OcspOptions(), rate=rate, batch=batch, sweep_every=sweep_every
+            engine, signers, options, rate=rate, batch=batch, sweep_every=sweep_every
         )
         if once:
             stats = presigner.fill()

@@ -89,6 +89,7 @@ class PresignStats:
     refreshed: int = 0
     swept: int = 0
     more: bool = False  # a bound was hit: run the next step at once
+    rate_limited: bool = False  # the signing budget ran out: wait for it before stepping
     seconds: float = 0.0
     by_issuer: dict[int, int] = field(default_factory=dict)
 
@@ -180,8 +181,8 @@ class Presigner:
             total.seconds += s.seconds
             if not s.more:
                 return total
-            if not s.signed:
-                time.sleep(0.05)  # over the rate budget: let it refill
+            if s.rate_limited:
+                time.sleep(0.25)  # over the rate budget: let it refill
 
     def run(self, stop: threading.Event, every: float = 0.5) -> None:
         """Step every ``every`` seconds (at once while a bound was hit) until ``stop``."""
@@ -208,8 +209,8 @@ class Presigner:
                     stats.signed, stats.changes, stats.new, stats.refreshed, stats.swept,
                     stats.seconds,
                 )  # fmt: skip
-            if not stats.more:
-                stop.wait(every)
+            if not stats.more or stats.rate_limited:
+                stop.wait(every)  # over the rate budget, stepping again at once would spin
 
     # -- the four kinds of work ---------------------------------------------------------------
     def _follow_head(self) -> None:
@@ -267,11 +268,16 @@ class Presigner:
         stats.new += self._sign(ready, stats)
 
     def _refresh_due(self, stats: PresignStats) -> None:
-        due = int(self.clock() + self.lead)
+        now = self.clock()
+        due = int(now + self.lead)
         query = (
             select(*_ROW)
             .select_from(ocsp_responses.join(cert_table, _joined()))
-            .where(_r.refresh_at <= due, _c.status.in_(LIVE))
+            .where(
+                _r.refresh_at <= due,
+                _c.status.in_(LIVE),
+                _c.not_after > datetime.fromtimestamp(now, UTC),  # expired: let the row lapse
+            )
             .order_by(_r.refresh_at)
             .limit(self.batch)
         )
@@ -345,7 +351,7 @@ class Presigner:
             return 0
         allowed = self._bucket.allowance(len(rows))
         if allowed < len(rows):
-            stats.more = True
+            stats.more = stats.rate_limited = True
         values = []
         now = self.clock()
         for issuer_id, serial_hex, status, revoked_at, reason in rows[:allowed]:

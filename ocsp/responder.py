@@ -68,6 +68,9 @@ log = logging.getLogger("agentca.ocsp")
 GAP_TIMEOUT = 60.0  # seconds an allocated-but-unseen status_changes id is waited for
 LOG_EVERY = 1.0  # seconds between two log lines for the same kind of per-request failure
 MAX_FEED_BATCH = 5000  # more changes than this at once: drop every cached answer instead
+MAX_REQUEST_KEY = 512  # longer requests are cached by CertID only (keys stay small, 0038)
+STORE_RETRY = 5.0  # seconds the shared store is left alone after a failed read
+FUTURE_SKEW = 60  # a stored answer whose thisUpdate is further ahead than this is not used
 _CERTID = b"\x00"  # cache-key prefix for CertID keys (a DER request never starts with 0x00)
 
 
@@ -215,6 +218,7 @@ class Responder:
     ) -> None:
         self.source = source
         self.store = store
+        self._store_retry_at = float("-inf")  # monotonic: a failed store read waits till then
         self.tally = tally
         self.signers = signers
         self.options = options or OcspOptions()
@@ -456,12 +460,12 @@ class Responder:
             if hit is not None and hit.refresh_at > self.clock():
                 presigned = hit
                 if cacheable:
-                    self._store(der, hit)
+                    self._remember_request(der, hit)
                     return hit, HIT
             if presigned is None and self.store is not None and self._db_ok:
                 presigned = self._from_store(lookups[0])
                 if presigned is not None and cacheable:
-                    self._store(der, presigned)
+                    self._remember_request(der, presigned)
                     return presigned, STORE
         if not self._may_sign(client, 1 + (len(lookups) - 1) // 8):
             # Over budget: the pre-signed answer without the nonce if there is one, else later.
@@ -471,14 +475,15 @@ class Responder:
         answer = self._sign(request, lookups)
         if cacheable and self._db_ok:
             self._store(_CERTID + lookups[0].cert_id.der, answer)
-            self._store(der, answer)
+            self._remember_request(der, answer)
         return answer, MISS
 
     def prefetch(self, ders: Sequence[bytes]) -> int:
         """Read the shared store's answers for several waiting requests in one query per
         issuer and put them in the hot cache, so the :meth:`respond` calls that follow are
         hits (a worker that has several misses queued pays one round trip, not one each).
-        Never raises; returns how many answers it found."""
+        Call it on the thread that calls :meth:`respond` (it fills the cache the feed
+        invalidates). Never raises; returns how many answers it found."""
         if self.store is None or not self._db_ok or len(ders) < 2:
             return 0
         try:
@@ -505,13 +510,20 @@ class Responder:
             wanted.setdefault(lookup.issuer_id, {}).setdefault(serial, []).append(lookup)
         found = 0
         now = self.clock()
+        mono = self.monotonic()
+        if mono < self._store_retry_at:
+            return 0
         for issuer_id, by_serial in wanted.items():
             signer = self.signers.signer_for(issuer_id)
             assert self.store is not None
-            rows = self.store.stored(issuer_id, list(by_serial), signer.row_id, int(now))
+            try:
+                rows = self.store.stored(issuer_id, list(by_serial), signer.row_id, int(now))
+            except CAError as exc:
+                self._store_failed(mono, exc)
+                return found
             for serial, row in rows.items():
                 for lookup in by_serial[serial]:
-                    if row.cert_id_der == lookup.cert_id.der and row.next_update > now:
+                    if self._usable(row, lookup, now):
                         key = _CERTID + lookup.cert_id.der
                         self._store(key, self._stored_answer(row, issuer_id))
                         found += 1
@@ -523,16 +535,52 @@ class Responder:
         the store has none usable, e.g. the presigner has not caught up with a change)."""
         if self.store is None or lookup.serial_hex is None:
             return None
+        mono = self.monotonic()
+        if mono < self._store_retry_at:
+            return None
         signer = self.signers.signer_for(lookup.issuer_id)
         now = self.clock()
-        rows = self.store.stored(lookup.issuer_id, (lookup.serial_hex,), signer.row_id, int(now))
+        try:
+            rows = self.store.stored(
+                lookup.issuer_id, (lookup.serial_hex,), signer.row_id, int(now)
+            )
+        except CAError as exc:
+            self._store_failed(mono, exc)
+            return None
         row = rows.get(lookup.serial_hex)
-        # only the CertID it was signed for (same hash algorithm, same encoding), still valid
-        if row is None or row.cert_id_der != lookup.cert_id.der or row.next_update <= now:
+        if row is None or not self._usable(row, lookup, now):
             return None
         answer = self._stored_answer(row, lookup.issuer_id)
         self._store(_CERTID + lookup.cert_id.der, answer)
         return answer
+
+    def _usable(self, row: StoredAnswer, lookup: Lookup, now: float) -> bool:
+        """Whether a stored answer may be served for ``lookup``: signed for this very CertID
+        (hash algorithm and encoding), not expired, no longer-lived than this responder's
+        own answers (``response_validity``), and not dated ahead of this host's clock (a
+        presigner with a fast clock would otherwise publish answers clients refuse)."""
+        return (
+            row.cert_id_der == lookup.cert_id.der
+            and row.next_update > now
+            and row.next_update - row.this_update <= self._validity
+            and row.this_update <= now + FUTURE_SKEW
+        )
+
+    def _store_failed(self, mono: float, exc: CAError) -> None:
+        """A failed store read: sign on demand meanwhile, try the store again later."""
+        self._store_retry_at = mono + STORE_RETRY
+        self.errors.log(
+            logging.WARNING,
+            "store",
+            f"OCSP answer store unreadable ({exc.detail}); signing on demand for "
+            f"{STORE_RETRY:.0f} s",
+        )
+
+    def _remember_request(self, der: bytes, answer: Answer) -> None:
+        """Also key the answer by the request's bytes (the hit path's one dict lookup),
+        unless the request is padded beyond what a one-CertID request needs."""
+        if len(der) <= MAX_REQUEST_KEY:
+            self._store(der, answer)
 
     @staticmethod
     def _stored_answer(row: StoredAnswer, issuer_id: int) -> Answer:

@@ -1,6 +1,8 @@
-"""Review of decision 0038 (pre-signed OCSP store): failing tests that prove the findings.
-
-Each test states the property the change claims (or should have) and fails on main."""
+"""The pre-signed OCSP store (decision 0038) under the findings of an attacker's review:
+expired certificates are not re-signed forever, a rate-bound presigner does not spin, a
+store that cannot be read falls back to signing on demand, stored answers never outlive the
+responder's own response validity nor carry a thisUpdate ahead of its clock, and padded
+requests cannot fill the hot cache with large keys. Each test failed before its fix."""
 
 from __future__ import annotations
 
