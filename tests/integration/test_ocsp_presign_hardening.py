@@ -87,7 +87,7 @@ def test_expired_certificates_are_not_re_signed_by_the_refresh(
     re-signed every refresh window forever (12 h certificates: the table, and the HSM work,
     grow by the issuance rate with no end; past --rate the live rows go stale)."""
     rt = ca_runtime
-    live, expired = _issue(rt, 2)
+    _live, expired = _issue(rt, 2)
     presigner = _presigner(rt, responder_keys)
     presigner.fill()
     with rt.engine.begin() as conn:
