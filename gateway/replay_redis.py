@@ -1,4 +1,4 @@
-"""A replay store shared by every worker and gateway host: Redis ``SET key NX PXAT``.
+"""A replay store shared by every worker and gateway host: Redis ``SET key NX PX``.
 
 One atomic command per request: the key is a digest of the verifier's nonce key (certificate
 and nonce), the value a byte, and it expires when the signature could no longer be accepted
@@ -91,9 +91,11 @@ class RedisReplayCache:
         this Redis recorded it before."""
         if self.monotonic() < self._down_until:
             return self._unavailable(nonce, created, keep_until, now, None)
-        expire_ms = max(int(keep_until * 1000) + 1, int(now * 1000) + 1000)
+        # relative expiry (PX): Redis's own clock never meets the gateway's, so a Redis host
+        # whose clock runs ahead cannot expire nonces early and re-open replays
+        expire_ms = max(int((keep_until - now) * 1000) + 1, 1000)
         try:
-            stored = self.client.set(nonce_key(self.prefix, nonce), b"1", nx=True, pxat=expire_ms)
+            stored = self.client.set(nonce_key(self.prefix, nonce), b"1", nx=True, px=expire_ms)
         except self._errors as exc:
             return self._unavailable(nonce, created, keep_until, now, exc)
         if self._down:

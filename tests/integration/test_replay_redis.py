@@ -73,3 +73,14 @@ def test_fail_open_keeps_refusing_replays_on_the_same_process(redis_server: Redi
         assert not store.add(_key(11, "open"), int(now), now + 65, now)
     finally:
         redis_server.start()
+
+
+def test_expiry_is_relative_so_redis_clock_does_not_matter(redis_server: RedisServer) -> None:
+    """A gateway clock a day behind Redis's (or Redis a day ahead) still keeps the nonce for
+    the signature window: the expiry is PX (relative), not an absolute time."""
+    store = RedisReplayCache.from_url(redis_server.url)
+    behind = time.time() - 86_400
+    assert store.add(_key(12, "skewed"), int(behind), behind + 65, behind)
+    ttl_ms = store.client.pttl(nonce_key(store.prefix, _key(12, "skewed")))
+    assert 60_000 < ttl_ms <= 65_001
+    assert not store.add(_key(12, "skewed"), int(behind), behind + 65, behind)
