@@ -387,6 +387,11 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
                 run = run_wrk(url, script, close, args)
                 results["runs"].append({"server": "agentca", "method": method,
                                         "close": close, **run})  # fmt: skip
+            from bench.ocsp_many import balance_runs
+
+            results["balance"] = balance_runs(
+                base + "/ocsp", der, work, args.balance_runs, 2, parse_wrk
+            )
             results["runs"] += through_nginx(work, port, paths["get_path"], args)
         finally:
             ours.send_signal(signal.SIGTERM)
@@ -480,6 +485,17 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> bool:
         )
         if cached["errors"] or cached["non2xx"]:
             print(f"    nginx: socket errors {cached['errors']!r}, non-2xx {cached['non2xx']}")
+    if results.get("balance"):
+        from bench.ocsp_many import shares_text
+
+        splits = results["balance"]
+        both = sum(1 for w in splits if len(w) >= 2)
+        print(
+            f"per-worker split, wrk -t2 -c8 keep-alive (8 connections opened at once), "
+            f"{len(splits)} runs of 2 s: "
+            + ", ".join(shares_text(w) for w in splits)
+            + f" (every worker served in {both} of {len(splits)} runs)"
+        )
     print("\ntarget (throughput >= openssl, our p99 < 10 ms):", "met" if ok else "NOT met")
     if "many" in results:
         ok = report_many(results["many"]) and ok
@@ -536,6 +552,9 @@ def main() -> None:
     parser.add_argument(
         "--cold-seconds", type=int, default=60, help="cap on the many-certificates cold pass"
     )
+    parser.add_argument(
+        "--balance-runs", type=int, default=6, help="wrk runs of 8 connections for the split"
+    )
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -550,7 +569,8 @@ def main() -> None:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [sys.executable, __file__, "--inner", out.name, "--duration", str(args.duration),
                "--connections", str(args.connections), "--threads", str(args.threads),
-               "--certs", str(args.certs), "--cold-seconds", str(args.cold_seconds)]  # fmt: skip
+               "--certs", str(args.certs), "--cold-seconds", str(args.cold_seconds),
+               "--balance-runs", str(args.balance_runs)]  # fmt: skip
         for prefix in (["unshare", "-n"], ["unshare", "-r", "-n"]):
             if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
                 break

@@ -209,3 +209,24 @@ def split_text(workers: dict[str, int]) -> str:
     total = sum(workers.values()) or 1
     items = sorted(workers.items(), key=lambda kv: -kv[1])
     return ", ".join(f"{pid}: {n} ({n / total:.0%})" for pid, n in items)
+
+
+def balance_runs(
+    url: str,
+    der: bytes,
+    work: Path,
+    runs: int,
+    seconds: int,
+    parse: Callable[[str], dict[str, Any]],
+) -> list[dict[str, int]]:
+    """The per-worker split of ``runs`` fresh wrk runs with 8 keep-alive connections opened
+    at once (``-t2 -c8``, one cached request): answers per worker pid in each run."""
+    requests = work / "balance.bin"
+    requests.write_bytes(der * 2)  # one request for each of wrk's two threads
+    return [wrk_pass(url, requests, 2, "warm", 2, 8, seconds, parse).workers for _ in range(runs)]
+
+
+def shares_text(workers: dict[str, int]) -> str:
+    """'61/39' style: each worker's share of the answers, largest first."""
+    total = sum(workers.values()) or 1
+    return "/".join(f"{100 * n / total:.0f}" for n in sorted(workers.values(), reverse=True))

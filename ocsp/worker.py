@@ -18,10 +18,13 @@ resumed when the thread's answer arrives through a wake-up pipe in the selector;
 connections are served meanwhile. At most ``QUEUE_LIMIT`` requests wait for or run on the
 thread: beyond that an OCSP request is answered ``tryLater`` and any other URL 503.
 
-Balanced workers (decision 0044): all workers share the master's listening socket (0015).
-With siblings, a woken worker accepts its share of the accept queue (its length from
-``TCP_INFO``, divided by the number of workers, rounded up) instead of everything queued, so a
-burst of connections opened at once is spread over the workers that are awake.
+Balanced workers (decision 0044): all workers share the master's listening socket (0015),
+and the kernel wakes all of them for a new connection. With siblings, a woken worker accepts
+at most its share of the accept queue (its length from ``TCP_INFO`` divided by the number of
+workers, rounded up), and none while it holds more connections than the least-loaded sibling
+plus a slack (``ocsp.worker_board``, counts in memory shared across the fork): it leaves the
+queue to the others for at most ``worker_board.DEFER_SECONDS``, then takes its share anyway,
+so a stuck sibling delays no connection for longer than that.
 
 Limits (the responder faces the internet; see docs/security.md):
 - the request head is parsed strictly (``ca.http1``) and is at most 8 KiB, checked on every
@@ -70,6 +73,7 @@ from urllib.parse import unquote_to_bytes
 from gunicorn.workers.base import Worker
 
 from ca.http1 import HeadError, parse_head
+from ocsp import worker_board
 
 MAX_HEAD = 8 * 1024
 MAX_BODY = 16 * 1024
@@ -166,6 +170,10 @@ class OcspWorker(Worker):  # type: ignore[misc]
     alive: bool
     nr: int
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slot = worker_board.claim(self)  # in the master, before the fork
+
     def init_process(self) -> None:
         self._date = (0, "")  # (second, HTTP date): one tuple, read by both threads
         super().init_process()
@@ -185,6 +193,8 @@ class OcspWorker(Worker):  # type: ignore[misc]
         self._limit = int(self.cfg.worker_connections or 1000)
         self._per_client = max(1, self._limit // PER_CLIENT_SHARE)
         self._workers = int(self.cfg.workers or 1)
+        self._defer_until = 0.0  # listeners left to the siblings until then (0: not deferring)
+        self._after_defer = False  # the next accept takes its share whatever the loads
         extensions = getattr(self.wsgi, "extensions", {})
         self._inline: Callable[..., Iterable[bytes] | None] | None = extensions.get(
             "agentca_ocsp_inline"
@@ -202,9 +212,19 @@ class OcspWorker(Worker):  # type: ignore[misc]
         flush = extensions.get("agentca_ocsp_flush")
         while self.alive:
             self.notify()
-            for key, mask in sel.select(timeout=1.0):
+            timeout = 1.0
+            if self._defer_until:
+                timeout = max(0.0, self._defer_until - time.monotonic())
+            for key, mask in sel.select(timeout=timeout):
                 self._event(key, mask)
             now = time.monotonic()
+            if self._defer_until and now >= self._defer_until:
+                self._defer_until, self._after_defer = 0.0, True
+                self._resume_listening()
+            accepting = not self._released and len(conns) < self._limit
+            worker_board.publish(
+                self._slot, len(conns) if accepting else worker_board.UNAVAILABLE, now
+            )
             if now >= next_sweep:
                 next_sweep = now + 1.0
                 if flush is not None:
@@ -221,6 +241,7 @@ class OcspWorker(Worker):  # type: ignore[misc]
                     break
         else:
             self._finish_parked(time.monotonic() + orphan_grace, idle)
+        worker_board.publish(self._slot, worker_board.UNAVAILABLE, time.monotonic())
         self._stop_responder_thread()
         for conn in list(conns.values()):
             self._close(conn)
@@ -328,7 +349,9 @@ class OcspWorker(Worker):  # type: ignore[misc]
                 self._process(conn)  # a pipelined request waited behind this one
 
     def _accept(self, listener: Any, share: bool = True) -> None:
-        batch = fair_share(queued_connections(listener), self._workers) if share else ACCEPT_BATCH
+        batch = ACCEPT_BATCH
+        if share and self._workers > 1:
+            batch = self._share(listener)
         for _ in range(batch):
             if len(self._conns) >= self._limit:
                 self._pause_listening()
@@ -351,6 +374,23 @@ class OcspWorker(Worker):  # type: ignore[misc]
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conns[sock.fileno()] = conn
             self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _share(self, listener: Any) -> int:
+        """How many queued connections to take now (0: leave them to the siblings)."""
+        batch = fair_share(queued_connections(listener), self._workers)
+        if batch == 0 or self._after_defer:
+            self._after_defer = False
+            return batch
+        now = time.monotonic()
+        least = worker_board.least_other(self._slot, now)
+        if least is None:
+            return batch
+        room = least + worker_board.SLACK + least // 4 + 1 - len(self._conns)
+        if room <= 0:  # a sibling holds fewer: leave the queue to it for a moment
+            self._pause_listening()
+            self._defer_until = now + worker_board.DEFER_SECONDS
+            return 0
+        return min(batch, room)
 
     def _pause_listening(self) -> None:
         """Full: stop watching the listeners, or a readable backlog wakes the loop forever."""
@@ -379,7 +419,7 @@ class OcspWorker(Worker):  # type: ignore[misc]
                 listener.close()
 
     def _resume_listening(self) -> None:
-        if self._released:
+        if self._released or self._defer_until:
             return
         if not self._listening and len(self._conns) < self._limit and self.alive:
             for listener in self.sockets:
