@@ -329,6 +329,7 @@ def many_certificates(
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/health")
         check_good(base + "/ocsp", der)
+        ocsp_many.wait_for_workers(base + "/ocsp", der, 2)  # both booted: a fair split
         pids = ocsp_many.children(ours.pid)
         rss = {"before": [ocsp_many.rss_kb(p) for p in pids]}
         cold = ocsp_many.wrk_pass(base + "/ocsp", requests, args.certs, "cold", args.threads,
@@ -381,6 +382,9 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
             wait_http(base + "/health")
             for _ in range(50):  # both workers: cache the answer
                 check_good(base + "/ocsp", der)
+            from bench.ocsp_many import wait_for_workers
+
+            wait_for_workers(base + "/ocsp", der, 2)
             for method, close in SCENARIOS:
                 script = work / ("post.lua" if method == "POST" else "get.lua")
                 url = base + ("/ocsp" if method == "POST" else paths["get_path"])

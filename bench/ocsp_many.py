@@ -230,3 +230,21 @@ def shares_text(workers: dict[str, int]) -> str:
     """'61/39' style: each worker's share of the answers, largest first."""
     total = sum(workers.values()) or 1
     return "/".join(f"{100 * n / total:.0f}" for n in sorted(workers.values(), reverse=True))
+
+
+def wait_for_workers(url: str, der: bytes, workers: int, timeout: float = 60.0) -> set[str]:
+    """POST ``der`` on fresh connections until ``workers`` distinct workers have answered
+    (``X-Agentca-Worker``), so that a pass does not start while one is still booting."""
+    import urllib.request
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers and time.monotonic() < deadline:
+        req = urllib.request.Request(
+            url, data=der, headers={"Content-Type": "application/ocsp-request"}, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+            seen.add(resp.headers.get("X-Agentca-Worker", "-"))
+        time.sleep(0.01)
+    return seen

@@ -385,7 +385,7 @@ class OcspWorker(Worker):  # type: ignore[misc]
         least = worker_board.least_other(self._slot, now)
         if least is None:
             return batch
-        room = least + worker_board.SLACK + least // 4 + 1 - len(self._conns)
+        room = least + worker_board.SLACK + least // 2 + 1 - len(self._conns)
         if room <= 0:  # a sibling holds fewer: leave the queue to it for a moment
             self._pause_listening()
             self._defer_until = now + worker_board.DEFER_SECONDS
