@@ -337,6 +337,7 @@ def many_certificates(
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/health")
         check_good(base + "/ocsp", der)
+        ocsp_many.wait_for_workers(base + "/ocsp", der, 2)  # both booted: a fair split
         pids = ocsp_many.children(ours.pid)
         rss = {"before": [ocsp_many.rss_kb(p) for p in pids]}
         cold = ocsp_many.wrk_pass(base + "/ocsp", requests, args.certs, "cold", args.threads,
@@ -389,12 +390,20 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
             wait_http(base + "/health")
             for _ in range(50):  # both workers: cache the answer
                 check_good(base + "/ocsp", der)
+            from bench.ocsp_many import wait_for_workers
+
+            wait_for_workers(base + "/ocsp", der, 2)
             for method, close in SCENARIOS:
                 script = work / ("post.lua" if method == "POST" else "get.lua")
                 url = base + ("/ocsp" if method == "POST" else paths["get_path"])
                 run = run_wrk(url, script, close, args)
                 results["runs"].append({"server": "agentca", "method": method,
                                         "close": close, **run})  # fmt: skip
+            from bench.ocsp_many import balance_runs
+
+            results["balance"] = balance_runs(
+                base + "/ocsp", der, work, args.balance_runs, 2, parse_wrk
+            )
             results["runs"] += through_nginx(work, port, paths["get_path"], args)
         finally:
             ours.send_signal(signal.SIGTERM)
@@ -488,6 +497,17 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> bool:
         )
         if cached["errors"] or cached["non2xx"]:
             print(f"    nginx: socket errors {cached['errors']!r}, non-2xx {cached['non2xx']}")
+    if results.get("balance"):
+        from bench.ocsp_many import shares_text
+
+        splits = results["balance"]
+        both = sum(1 for w in splits if len(w) >= 2)
+        print(
+            f"per-worker split, wrk -t2 -c8 keep-alive (8 connections opened at once), "
+            f"{len(splits)} runs of 2 s: "
+            + ", ".join(shares_text(w) for w in splits)
+            + f" (every worker served in {both} of {len(splits)} runs)"
+        )
     print("\ntarget (throughput >= openssl, our p99 < 10 ms):", "met" if ok else "NOT met")
     if "many" in results:
         ok = report_many(results["many"]) and ok
@@ -559,6 +579,9 @@ def main() -> None:
         help="fill the shared store of pre-signed answers before the many-certificates "
         "scenario (decision 0038; --no-presign-store: sign every cold request on demand)",
     )
+    parser.add_argument(
+        "--balance-runs", type=int, default=6, help="wrk runs of 8 connections for the split"
+    )
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -574,7 +597,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--inner", out.name, "--duration", str(args.duration),
                "--connections", str(args.connections), "--threads", str(args.threads),
                "--certs", str(args.certs), "--cold-seconds", str(args.cold_seconds),
-               "--presign-store" if args.presign_store else "--no-presign-store"]  # fmt: skip
+               "--presign-store" if args.presign_store else "--no-presign-store",
+               "--balance-runs", str(args.balance_runs)]  # fmt: skip
         for prefix in (["unshare", "-n"], ["unshare", "-r", "-n"]):
             if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
                 break

@@ -209,3 +209,42 @@ def split_text(workers: dict[str, int]) -> str:
     total = sum(workers.values()) or 1
     items = sorted(workers.items(), key=lambda kv: -kv[1])
     return ", ".join(f"{pid}: {n} ({n / total:.0%})" for pid, n in items)
+
+
+def balance_runs(
+    url: str,
+    der: bytes,
+    work: Path,
+    runs: int,
+    seconds: int,
+    parse: Callable[[str], dict[str, Any]],
+) -> list[dict[str, int]]:
+    """The per-worker split of ``runs`` fresh wrk runs with 8 keep-alive connections opened
+    at once (``-t2 -c8``, one cached request): answers per worker pid in each run."""
+    requests = work / "balance.bin"
+    requests.write_bytes(der * 2)  # one request for each of wrk's two threads
+    return [wrk_pass(url, requests, 2, "warm", 2, 8, seconds, parse).workers for _ in range(runs)]
+
+
+def shares_text(workers: dict[str, int]) -> str:
+    """'61/39' style: each worker's share of the answers, largest first."""
+    total = sum(workers.values()) or 1
+    return "/".join(f"{100 * n / total:.0f}" for n in sorted(workers.values(), reverse=True))
+
+
+def wait_for_workers(url: str, der: bytes, workers: int, timeout: float = 60.0) -> set[str]:
+    """POST ``der`` on fresh connections until ``workers`` distinct workers have answered
+    (``X-Agentca-Worker``), so that a pass does not start while one is still booting."""
+    import urllib.request
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers and time.monotonic() < deadline:
+        req = urllib.request.Request(
+            url, data=der, headers={"Content-Type": "application/ocsp-request"}, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+            seen.add(resp.headers.get("X-Agentca-Worker", "-"))
+        time.sleep(0.01)
+    return seen

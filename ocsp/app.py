@@ -41,6 +41,7 @@ POST_PATHS = frozenset({"/ocsp", "/ocsp/", "/"})
 FLASK_PATHS = frozenset({"/health", "/ready", "/metrics"})
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+AnswerFor = Callable[[bytes, dict[str, Any]], Answer | None]
 
 
 class LazyResponder:
@@ -61,6 +62,11 @@ class LazyResponder:
                 self._responder = self._factory()
                 self._pid = os.getpid()
             return self._responder
+
+    def peek(self) -> Responder | None:
+        """This process's responder if it is open, else None (never opens it: no I/O)."""
+        responder = self._responder
+        return responder if responder is not None and self._pid == os.getpid() else None
 
 
 def _decode_get(path: str) -> bytes | None:
@@ -88,15 +94,53 @@ class OcspWsgi:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "")
         path = environ.get("PATH_INFO", "")
+        result: Iterable[bytes] | None = None
         try:
             if method == "POST" and path in POST_PATHS:
-                return self._post(environ, start_response)
-            if method == "GET" and path not in FLASK_PATHS:
-                return self._get(environ, path, start_response)
+                result = self._post(environ, start_response, self._respond)
+            elif method == "GET" and path not in FLASK_PATHS:
+                result = self._get(environ, path, start_response, self._respond)
+            else:
+                return self.inner(environ, start_response)
         except Exception:
             log.exception("internal error in the OCSP HTTP layer")
+        if result is None:  # an exception (``_respond`` itself always answers)
             return self._refuse(start_response, ERROR_ANSWERS[ResponseStatus.INTERNAL_ERROR])
-        return self.inner(environ, start_response)
+        return result
+
+    def inline(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        """The answer if it needs no I/O (a refused request, an answer in the hot cache), else
+        None: then call the app itself, on the thread that owns the responder, with a fresh
+        ``wsgi.input`` (decision 0044). Safe on the event loop while that thread works."""
+        method = environ.get("REQUEST_METHOD", "")
+        path = environ.get("PATH_INFO", "")
+        try:
+            if method == "POST" and path in POST_PATHS:
+                return self._post(environ, start_response, self._cached)
+            if method == "GET" and path not in FLASK_PATHS:
+                return self._get(environ, path, start_response, self._cached)
+        except Exception:
+            log.exception("internal error in the OCSP HTTP layer (inline)")
+        return None
+
+    def busy(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        """``tryLater`` for an OCSP request the worker has no room to queue; None for other
+        URLs (the worker answers 503)."""
+        method = environ.get("REQUEST_METHOD", "")
+        path = environ.get("PATH_INFO", "")
+        if (method == "POST" and path in POST_PATHS) or (
+            method == "GET" and path not in FLASK_PATHS
+        ):
+            return self._refuse(start_response, ERROR_ANSWERS[ResponseStatus.TRY_LATER])
+        return None
+
+    def _cached(self, der: bytes, environ: dict[str, Any]) -> Answer | None:
+        responder = self.responders.peek()
+        return responder.cached(der) if responder is not None else None
 
     def _respond(self, der: bytes, environ: dict[str, Any]) -> Answer:
         try:
@@ -108,7 +152,9 @@ class OcspWsgi:
             return answer
         return responder.respond(der, environ.get("REMOTE_ADDR") or "")
 
-    def _post(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _post(
+        self, environ: dict[str, Any], start_response: StartResponse, answer_for: AnswerFor
+    ) -> Iterable[bytes] | None:
         ctype = environ.get("CONTENT_TYPE", "")
         if ctype != OCSP_REQUEST and ctype.split(";", 1)[0].strip().lower() != OCSP_REQUEST:
             return self._refuse(start_response, MALFORMED_ANSWER)
@@ -126,15 +172,22 @@ class OcspWsgi:
             body = stream.read(self.max_body + 1)
             if len(body) > self.max_body:
                 return self._refuse(start_response, MALFORMED_ANSWER)
-        return self._send(start_response, self._respond(body, environ))
+        answer = answer_for(body, environ)
+        return None if answer is None else self._send(start_response, answer)
 
     def _get(
-        self, environ: dict[str, Any], path: str, start_response: StartResponse
-    ) -> Iterable[bytes]:
+        self,
+        environ: dict[str, Any],
+        path: str,
+        start_response: StartResponse,
+        answer_for: AnswerFor,
+    ) -> Iterable[bytes] | None:
         der = _decode_get(path)
         if der is None:
             return self._refuse(start_response, MALFORMED_ANSWER)
-        answer = self._respond(der, environ)
+        answer = answer_for(der, environ)
+        if answer is None:
+            return None
         if answer.status is not ResponseStatus.SUCCESSFUL:
             return self._send(start_response, answer)
         max_age = max(0, int(answer.next_update_ts - self.responders.get().clock()))
@@ -206,7 +259,11 @@ def create_app(
     app.extensions["agentca_ocsp"] = responders
     app.extensions["agentca_ocsp_flush"] = _flush_answers  # the worker calls it every second
     networks = parse_networks(settings.metrics_networks)
-    app.wsgi_app = OcspWsgi(app.wsgi_app, responders, opts)  # type: ignore[method-assign]
+    ocsp_wsgi = OcspWsgi(app.wsgi_app, responders, opts)
+    app.wsgi_app = ocsp_wsgi  # type: ignore[method-assign]
+    # ocsp.worker answers these on its event loop and calls the app on its responder thread
+    app.extensions["agentca_ocsp_inline"] = ocsp_wsgi.inline
+    app.extensions["agentca_ocsp_busy"] = ocsp_wsgi.busy
 
     @app.get("/health")
     def health() -> tuple[Response, int]:

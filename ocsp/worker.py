@@ -5,8 +5,26 @@ cached answer (a hello-world app served about 4.5k requests/s on the benchmark b
 cannot keep connections alive. This worker multiplexes many connections in one thread with
 ``selectors``, parses only what OCSP needs (request line, Content-Length, Content-Type,
 Connection, If-None-Match, Expect) and calls the same WSGI app, so ``/health`` and every other
-URL still go through Flask. Blocking work (a status query, an HSM signature) pauses the
-loop briefly, as it would pause a sync worker; processes provide the parallelism.
+URL still go through Flask.
+
+Misses off the loop (decision 0044): the loop answers what needs no I/O itself (an answer in
+the responder's hot cache, ``Responder.cached``; a refused request), through the app's
+``agentca_ocsp_inline`` hook. Everything else (a miss: status query and HSM signature; a poll
+that is due; nonce requests; ``/health`` and the other Flask URLs) goes to **one** responder
+thread per worker, which makes every ``Responder.respond`` call (the responder is not
+thread-safe). The connection is parked meanwhile (out of the selector: nothing more is read
+from it, so keep-alive answers stay in order, one request in flight per connection) and
+resumed when the thread's answer arrives through a wake-up pipe in the selector; the other
+connections are served meanwhile. At most ``QUEUE_LIMIT`` requests wait for or run on the
+thread: beyond that an OCSP request is answered ``tryLater`` and any other URL 503.
+
+Balanced workers (decision 0044): all workers share the master's listening socket (0015),
+and the kernel wakes all of them for a new connection. With siblings, a woken worker accepts
+at most its share of the accept queue (its length from ``TCP_INFO`` divided by the number of
+workers, rounded up), and none while it holds more connections than the least-loaded sibling
+plus a slack (``ocsp.worker_board``, counts in memory shared across the fork): it leaves the
+queue to the others for at most ``worker_board.DEFER_SECONDS``, then takes its share anyway,
+so a stuck sibling delays no connection for longer than that.
 
 Limits (the responder faces the internet; see docs/security.md):
 - the request head is parsed strictly (``ca.http1``) and is at most 8 KiB, checked on every
@@ -22,7 +40,11 @@ Limits (the responder faces the internet; see docs/security.md):
   at accept);
 - a worker whose master died (kill -9) takes what waits in the backlog, closes its listeners
   at once so that a new master can bind, and serves its open connections for at most
-  ``ORPHAN_SECONDS`` more (issue 10 item 6, decision 0015).
+  ``ORPHAN_SECONDS`` more (issue 10 item 6, decision 0015);
+- on a graceful stop the loop stops accepting and finishes the requests parked on the
+  responder thread (at most ``graceful_timeout``, capped at ``ORPHAN_SECONDS``), then exits;
+- a request parked longer than ``PARK_SECONDS`` (a wedged HSM or database) loses its
+  connection; its late answer is dropped.
 
 Why one module of this size: one gunicorn worker's event loop and per-connection state machine
 for the responder; its states only make sense together.
@@ -34,12 +56,16 @@ import contextlib
 import errno
 import io
 import os
+import queue
 import select
 import selectors
 import socket
+import struct
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -47,6 +73,7 @@ from urllib.parse import unquote_to_bytes
 from gunicorn.workers.base import Worker
 
 from ca.http1 import HeadError, parse_head
+from ocsp import worker_board
 
 MAX_HEAD = 8 * 1024
 MAX_BODY = 16 * 1024
@@ -54,6 +81,10 @@ DRAIN_SECONDS = 2.0
 ORPHAN_SECONDS = 5.0  # a worker whose master died serves its open connections this long at most
 REQUEST_SECONDS = 5.0  # first byte of a request to its last body byte
 PER_CLIENT_SHARE = 4  # one address may hold 1/4 of a worker's connections
+QUEUE_LIMIT = 64  # requests waiting for or on the responder thread, per worker
+PARK_SECONDS = 15.0  # a request waiting this long for the responder thread loses its connection
+ACCEPT_BATCH = 64  # connections accepted per wake-up at most
+_TCPI_UNACKED = 24  # offset of tcpi_unacked in struct tcp_info: a listener's accept queue
 
 _REASONS = {
     200: "OK",
@@ -81,6 +112,7 @@ class _Conn:
         "host",
         "last",
         "out",
+        "parked",
         "sock",
         "started",
     )
@@ -96,6 +128,7 @@ class _Conn:
         self.close_after = False
         self.draining = False
         self.continued = False
+        self.parked: float | None = None  # since when its request waits for the responder thread
 
 
 class _Capture:
@@ -112,15 +145,37 @@ class _Capture:
         return None
 
 
+def queued_connections(listener: Any) -> int | None:
+    """How many connections wait in ``listener``'s accept queue (Linux TCP_INFO), or None."""
+    try:
+        info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCPI_UNACKED + 8)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _TCPI_UNACKED + 4:
+        return None
+    return int(struct.unpack_from("=I", info, _TCPI_UNACKED)[0])
+
+
+def fair_share(queued: int | None, workers: int) -> int:
+    """Connections a woken worker takes: all (up to ``ACCEPT_BATCH``) alone or when the queue
+    length is unknown, else its share of the queue rounded up (0 for an empty queue)."""
+    if workers <= 1 or queued is None:
+        return ACCEPT_BATCH
+    return min(ACCEPT_BATCH, -(-queued // workers))
+
+
 class OcspWorker(Worker):  # type: ignore[misc]
     """gunicorn worker class ``ocsp.worker.OcspWorker`` (see the module docstring)."""
 
     alive: bool
     nr: int
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slot = worker_board.claim(self)  # in the master, before the fork
+
     def init_process(self) -> None:
-        self._date = ""
-        self._date_at = 0
+        self._date = (0, "")  # (second, HTTP date): one tuple, read by both threads
         super().init_process()
 
     # -- loop ---------------------------------------------------------------------------------
@@ -137,27 +192,39 @@ class OcspWorker(Worker):  # type: ignore[misc]
         self._per_host: dict[str, int] = {}
         self._limit = int(self.cfg.worker_connections or 1000)
         self._per_client = max(1, self._limit // PER_CLIENT_SHARE)
+        self._workers = int(self.cfg.workers or 1)
+        self._defer_until = 0.0  # listeners left to the siblings until then (0: not deferring)
+        self._after_defer = False  # the next accept takes its share whatever the loads
+        extensions = getattr(self.wsgi, "extensions", {})
+        self._inline: Callable[..., Iterable[bytes] | None] | None = extensions.get(
+            "agentca_ocsp_inline"
+        )
+        self._busy: Callable[..., Iterable[bytes] | None] | None = extensions.get(
+            "agentca_ocsp_busy"
+        )
+        self._start_responder_thread()
         idle = float(self.cfg.keepalive or 2)
         next_sweep = time.monotonic() + 1.0
         orphaned_at: float | None = None
         orphan_grace = min(float(self.cfg.graceful_timeout or 0), ORPHAN_SECONDS)
         self._released = False
         # the app's per-second hook: answer counts to the Prometheus counters (ocsp.metrics)
-        flush = getattr(self.wsgi, "extensions", {}).get("agentca_ocsp_flush")
+        flush = extensions.get("agentca_ocsp_flush")
         while self.alive:
             self.notify()
-            for key, mask in sel.select(timeout=1.0):
-                data = key.data
-                if data is None:
-                    self._accept(key.fileobj)
-                elif data == "pipe":
-                    with contextlib.suppress(OSError):
-                        os.read(self.PIPE[0], 1)
-                elif mask & selectors.EVENT_WRITE:
-                    self._flush(data)
-                else:
-                    self._read(data)
+            timeout = 1.0
+            if self._defer_until:
+                timeout = max(0.0, self._defer_until - time.monotonic())
+            for key, mask in sel.select(timeout=timeout):
+                self._event(key, mask)
             now = time.monotonic()
+            if self._defer_until and now >= self._defer_until:
+                self._defer_until, self._after_defer = 0.0, True
+                self._resume_listening()
+            accepting = not self._released and len(conns) < self._limit
+            worker_board.publish(
+                self._slot, len(conns) if accepting else worker_board.UNAVAILABLE, now
+            )
             if now >= next_sweep:
                 next_sweep = now + 1.0
                 if flush is not None:
@@ -165,29 +232,127 @@ class OcspWorker(Worker):  # type: ignore[misc]
                         flush()
                     except Exception:  # metrics must never stop the responder
                         self.log.exception("flushing the OCSP answer counts failed")
-                for conn in list(conns.values()):
-                    if conn.started is not None and not conn.draining:
-                        if now - conn.started > REQUEST_SECONDS:
-                            self._close(conn)  # a request deadline: no answer owed
-                        continue
-                    limit = DRAIN_SECONDS if conn.draining else idle
-                    if now - conn.last > limit:
-                        self._close(conn)
+                self._sweep(now, idle)
                 if orphaned_at is None and self.ppid != os.getppid():
                     self.log.info("Parent changed, closing listeners, finishing: %s", self)
                     self._release_listeners()
                     orphaned_at = now
                 if orphaned_at is not None and (not conns or now - orphaned_at > orphan_grace):
                     break
+        else:
+            self._finish_parked(time.monotonic() + orphan_grace, idle)
+        worker_board.publish(self._slot, worker_board.UNAVAILABLE, time.monotonic())
+        self._stop_responder_thread()
         for conn in list(conns.values()):
             self._close(conn)
         sel.close()
+        for fd in self._wake:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         if flush is not None:
             with contextlib.suppress(Exception):
                 flush()
 
-    def _accept(self, listener: Any) -> None:
-        for _ in range(64):
+    def _event(self, key: selectors.SelectorKey, mask: int) -> None:
+        data = key.data
+        if data is None:
+            self._accept(key.fileobj)
+        elif data == "pipe":
+            with contextlib.suppress(OSError):
+                os.read(self.PIPE[0], 1)
+        elif data == "wake":
+            self._answers_arrived()
+        elif mask & selectors.EVENT_WRITE:
+            self._flush(data)
+        else:
+            self._read(data)
+
+    def _sweep(self, now: float, idle: float) -> None:
+        """Close connections past their deadline, idle ones, and parked ones stuck too long."""
+        for conn in list(self._conns.values()):
+            if conn.parked is not None:
+                if now - conn.parked > PARK_SECONDS:
+                    self.log.warning("no answer from the responder thread in %.0f s", PARK_SECONDS)
+                    self._close(conn)
+                continue
+            if conn.started is not None and not conn.draining:
+                if now - conn.started > REQUEST_SECONDS:
+                    self._close(conn)  # a request deadline: no answer owed
+                continue
+            limit = DRAIN_SECONDS if conn.draining else idle
+            if now - conn.last > limit:
+                self._close(conn)
+
+    def _finish_parked(self, deadline: float, idle: float) -> None:
+        """Graceful stop: accept nothing more; send the answers still owed by the responder
+        thread and what is left to write, until ``deadline``."""
+        self._pause_listening()
+        while time.monotonic() < deadline and (
+            self._pending or any(c.out for c in self._conns.values())
+        ):
+            self.notify()
+            for key, mask in self._sel.select(timeout=0.2):
+                self._event(key, mask)
+            self._sweep(time.monotonic(), idle)
+
+    # -- the responder thread -----------------------------------------------------------------
+    def _start_responder_thread(self) -> None:
+        self._pending = 0  # handed to the thread, answer not yet back (loop thread only)
+        self._jobs: queue.SimpleQueue[tuple[_Conn, str, dict[str, Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._answers: deque[tuple[_Conn, bytes]] = deque()
+        self._wake = os.pipe()
+        for fd in self._wake:
+            os.set_blocking(fd, False)
+        self._sel.register(self._wake[0], selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(
+            target=self._responder_loop, name="ocsp-responder", daemon=True
+        )
+        self._thread.start()
+
+    def _stop_responder_thread(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=1.0)  # a thread stuck in the HSM ends with the process
+
+    def _responder_loop(self) -> None:
+        """The responder thread: every call of the app that may do I/O, one after another."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            conn, method, environ = job
+            try:
+                data = self._call_app(self.wsgi, conn, method, environ)
+            except Exception:  # the loop must get an answer back whatever happens
+                self.log.exception("Error handling request")
+                data = None
+            if data is None:
+                data = self._plain(conn, 500)
+            self._answers.append((conn, data))
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wake[1], b"\0")  # a full pipe already wakes the loop
+
+    def _answers_arrived(self) -> None:
+        with contextlib.suppress(OSError):
+            os.read(self._wake[0], 4096)
+        while self._answers:
+            conn, data = self._answers.popleft()
+            self._pending -= 1
+            if conn.parked is None or self._conns.get(conn.sock.fileno()) is not conn:
+                continue  # closed meanwhile (deadline, stop): the answer is dropped
+            conn.parked = None
+            conn.last = time.monotonic()
+            self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+            self._write(conn, data)
+            if conn.buf and self._conns.get(conn.sock.fileno()) is conn:
+                self._process(conn)  # a pipelined request waited behind this one
+
+    def _accept(self, listener: Any, share: bool = True) -> None:
+        batch = ACCEPT_BATCH
+        if share and self._workers > 1:
+            batch = self._share(listener)
+        for _ in range(batch):
             if len(self._conns) >= self._limit:
                 self._pause_listening()
                 return
@@ -210,6 +375,23 @@ class OcspWorker(Worker):  # type: ignore[misc]
             self._conns[sock.fileno()] = conn
             self._sel.register(sock, selectors.EVENT_READ, conn)
 
+    def _share(self, listener: Any) -> int:
+        """How many queued connections to take now (0: leave them to the siblings)."""
+        batch = fair_share(queued_connections(listener), self._workers)
+        if batch == 0 or self._after_defer:
+            self._after_defer = False
+            return batch
+        now = time.monotonic()
+        least = worker_board.least_other(self._slot, now)
+        if least is None:
+            return batch
+        room = least + worker_board.SLACK + least // 2 + 1 - len(self._conns)
+        if room <= 0:  # a sibling holds fewer: leave the queue to it for a moment
+            self._pause_listening()
+            self._defer_until = now + worker_board.DEFER_SECONDS
+            return 0
+        return min(batch, room)
+
     def _pause_listening(self) -> None:
         """Full: stop watching the listeners, or a readable backlog wakes the loop forever."""
         if self._listening:
@@ -224,7 +406,7 @@ class OcspWorker(Worker):  # type: ignore[misc]
         self._pause_listening()
         self._released = True
         for listener in self.sockets:
-            for _ in range(max(1, self._limit // 64)):
+            for _ in range(max(1, self._limit // ACCEPT_BATCH)):
                 if len(self._conns) >= self._limit:
                     break
                 try:
@@ -232,12 +414,12 @@ class OcspWorker(Worker):  # type: ignore[misc]
                         break
                 except (OSError, ValueError):
                     break
-                self._accept(listener)
+                self._accept(listener, share=False)
             with contextlib.suppress(OSError):
                 listener.close()
 
     def _resume_listening(self) -> None:
-        if self._released:
+        if self._released or self._defer_until:
             return
         if not self._listening and len(self._conns) < self._limit and self.alive:
             for listener in self.sockets:
@@ -328,17 +510,20 @@ class OcspWorker(Worker):  # type: ignore[misc]
 
     # -- HTTP ---------------------------------------------------------------------------------
     def _simple(self, conn: _Conn, code: int) -> None:
-        body = f"{code} {_REASONS[code]}\n".encode()
         conn.close_after = True
-        self._write(
-            conn,
+        self._write(conn, self._plain(conn, code))
+
+    def _plain(self, conn: _Conn, code: int) -> bytes:
+        body = f"{code} {_REASONS[code]}\n".encode()
+        return (
             f"HTTP/1.1 {code} {_REASONS[code]}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body,
+            f"Content-Length: {len(body)}\r\n".encode()
+            + (b"Connection: close\r\n\r\n" if conn.close_after else b"\r\n")
+            + body
         )
 
     def _process(self, conn: _Conn) -> None:
-        while conn.buf and not conn.out and not conn.close_after:
+        while conn.buf and not conn.out and not conn.close_after and conn.parked is None:
             buf = conn.buf
             end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
             if end < 0:
@@ -421,9 +606,10 @@ class OcspWorker(Worker):  # type: ignore[misc]
 
     def _http_date(self) -> str:
         now = int(time.time())
-        if now != self._date_at:
-            self._date, self._date_at = formatdate(now, usegmt=True), now
-        return self._date
+        date = self._date
+        if now != date[0]:
+            date = self._date = (now, formatdate(now, usegmt=True))
+        return date[1]
 
     def _respond(
         self,
@@ -435,11 +621,39 @@ class OcspWorker(Worker):  # type: ignore[misc]
         body: bytes,
         length: int,
     ) -> None:
-        capture = _Capture()
-        chunks: Iterable[bytes] = ()
+        """Answer on the loop if the app can without I/O, else park ``conn`` for the thread."""
         try:
             environ = self._environ(conn, method, target, version, headers, body, length)
-            chunks = self.wsgi(environ, capture)
+        except Exception:
+            self.log.exception("Error handling request")
+            self._write(conn, self._plain(conn, 500))
+            return
+        if self._inline is not None:
+            data = self._call_app(self._inline, conn, method, environ)
+            if data is not None:
+                self._write(conn, data)
+                return
+            environ["wsgi.input"] = io.BytesIO(body)  # the inline attempt read it
+        if self._pending >= QUEUE_LIMIT:
+            data = None if self._busy is None else self._call_app(self._busy, conn, method, environ)
+            self._write(conn, data if data is not None else self._plain(conn, 503))
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(conn.sock)  # parked: nothing more is read until it is answered
+        conn.parked = time.monotonic()
+        self._pending += 1
+        self._jobs.put((conn, method, environ))
+
+    def _call_app(
+        self, app: Callable[..., Any], conn: _Conn, method: str, environ: dict[str, Any]
+    ) -> Any:
+        """The HTTP response bytes ``app`` gives for ``environ`` (None if the app gave None)."""
+        capture = _Capture()
+        chunks: Iterable[bytes] | None = ()
+        try:
+            chunks = app(environ, capture)
+            if chunks is None:
+                return None
             payload = b"".join(chunks)
         except Exception:
             self.log.exception("Error handling request")
@@ -466,4 +680,4 @@ class OcspWorker(Worker):  # type: ignore[misc]
         data = "".join(out).encode("latin-1")
         if method != "HEAD" and not capture.status.startswith("304"):
             data += payload
-        self._write(conn, data)
+        return data
