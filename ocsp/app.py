@@ -138,6 +138,16 @@ class OcspWsgi:
             return self._refuse(start_response, ERROR_ANSWERS[ResponseStatus.TRY_LATER])
         return None
 
+    def tick(self) -> None:
+        """The responder thread's timer: poll the status feed when due (never raises; opens
+        nothing before the first request has)."""
+        responder = self.responders.peek()
+        if responder is not None:
+            try:
+                responder.poll_if_due()
+            except Exception:
+                log.exception("OCSP feed poll failed")
+
     def _cached(self, der: bytes, environ: dict[str, Any]) -> Answer | None:
         responder = self.responders.peek()
         return responder.cached(der) if responder is not None else None
@@ -264,6 +274,7 @@ def create_app(
     # ocsp.worker answers these on its event loop and calls the app on its responder thread
     app.extensions["agentca_ocsp_inline"] = ocsp_wsgi.inline
     app.extensions["agentca_ocsp_busy"] = ocsp_wsgi.busy
+    app.extensions["agentca_ocsp_tick"] = ocsp_wsgi.tick
 
     @app.get("/health")
     def health() -> tuple[Response, int]:

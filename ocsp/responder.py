@@ -273,15 +273,22 @@ class Responder:
     def cached(self, der: bytes) -> Answer | None:
         """The answer to ``der`` if it is in the hot cache and may be served now, else None
         (then call :meth:`respond`). No I/O and no signature: an event loop may call it while
-        another thread runs :meth:`respond` (dict reads are atomic under the GIL)."""
-        mono = self.monotonic()
-        if mono >= self._next_poll or mono - self._confirmed > self._vouch_for:
-            return None
+        another thread runs :meth:`respond` (dict reads are atomic under the GIL). It does not
+        poll: the thread that owns the responder calls :meth:`poll_if_due` on a timer, and
+        answers here stop once the last good poll is older than the freshness bound."""
+        if self.monotonic() - self._confirmed > self._vouch_for:
+            return None  # the freshness bound (0012): only respond() may answer now
         hit = self._responses.get(der)
         if hit is None or hit.refresh_at <= self.clock():
             return None
         self.tally.add(hit.label, HIT)
         return hit
+
+    def poll_if_due(self) -> None:
+        """Poll the feed if ``poll_interval`` has passed (the owning thread's timer: with
+        answers given by :meth:`cached`, no request may come through :meth:`respond`)."""
+        if self.monotonic() >= self._next_poll:
+            self.poll()
 
     def _respond(self, der: bytes, client: str) -> tuple[Answer, str]:
         try:

@@ -82,6 +82,8 @@ ORPHAN_SECONDS = 5.0  # a worker whose master died serves its open connections t
 REQUEST_SECONDS = 5.0  # first byte of a request to its last body byte
 PER_CLIENT_SHARE = 4  # one address may hold 1/4 of a worker's connections
 QUEUE_LIMIT = 64  # requests waiting for or on the responder thread, per worker
+TICK_SECONDS = 0.05  # the idle responder thread looks at the feed's poll timer this often
+_TICK: Any = ("tick",)  # not a job: the responder thread's timer went off
 PARK_SECONDS = 15.0  # a request waiting this long for the responder thread loses its connection
 ACCEPT_BATCH = 64  # connections accepted per wake-up at most
 _TCPI_UNACKED = 24  # offset of tcpi_unacked in struct tcp_info: a listener's accept queue
@@ -317,8 +319,18 @@ class OcspWorker(Worker):  # type: ignore[misc]
 
     def _responder_loop(self) -> None:
         """The responder thread: every call of the app that may do I/O, one after another."""
+        tick = getattr(self.wsgi, "extensions", {}).get("agentca_ocsp_tick")
         while True:
-            job = self._jobs.get()
+            try:
+                job = self._jobs.get(timeout=TICK_SECONDS if tick is not None else None)
+            except queue.Empty:
+                job = _TICK
+            if tick is not None:
+                # the feed is polled here, on the thread that owns the responder, so that
+                # answers from the hot cache can stay on the loop (they never poll)
+                tick()
+            if job is _TICK:
+                continue
             if job is None:
                 return
             conn, method, environ = job
