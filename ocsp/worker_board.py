@@ -23,7 +23,7 @@ import struct
 from typing import Any
 
 SLOTS = 64  # more workers than this (or with old ones lingering) do not take part
-SLACK = 1  # plus half the least-loaded sibling's count: what a worker may hold above it and accept
+SLACK = 4  # plus half the least-loaded sibling's count: what a worker may hold above it and accept
 DEFER_SECONDS = 0.002  # how long a loaded worker leaves the queue to its siblings at most
 STALE_SECONDS = 3.0  # a slot older than this is ignored (workers refresh it every ~1 s)
 UNAVAILABLE = 1 << 40  # the count of a worker that does not accept now
