@@ -137,6 +137,8 @@ def test_every_leaf_takes_json_and_prints_only_json_on_stdout(tmp_path: Path) ->
     run("crl publish")
     run("crl show")
     run("ocsp rotate-signer")
+    (presigned,) = run("ocsp presign", "--once")
+    assert presigned["stored"] >= 1  # type: ignore[operator]
     (health,) = run("doctor")
     assert health["ok"] is True and {c["check"] for c in health["checks"]} >= {"database", "hsm"}  # type: ignore[union-attr]
     run("reconcile")
