@@ -85,6 +85,10 @@ def problem_response(error: CAError) -> Response:
     retry_after = error.extra.get("retry_after")
     if isinstance(retry_after, int):
         resp.headers["Retry-After"] = str(retry_after)
+    elif resp.status_code == 503:
+        # every 503 is temporary here (HSM, database, clock): say when to try again even if
+        # the failure gave no time (e.g. a key read as missing while the token is away)
+        resp.headers["Retry-After"] = "1"
     if error.code is ErrorCode.UNAUTHENTICATED:  # RFC 9110 section 15.5.2, RFC 6750 section 3
         resp.headers["WWW-Authenticate"] = 'Bearer realm="agentca"'
     return resp
