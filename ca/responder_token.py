@@ -112,22 +112,32 @@ def _new_secret(path: Path) -> bool:
 
 
 def provision_softhsm_token(module: str, conf: Path, label: str, user_pin_file: Path) -> bool:
-    """Create (or find) the SoftHSM2 token ``label`` in ``conf``'s token directory with its own
-    PINs (``user_pin_file`` and a ``*-so.pin`` beside it). True when the token was created."""
+    """Create the SoftHSM2 token ``label`` in ``conf``'s token directory with its own PINs
+    (``user_pin_file`` and a ``*-so.pin`` beside it); True when the token was created.
+
+    Once both PIN files exist the token was provisioned before and nothing is created again:
+    a token that is away is reported when it is opened, never replaced by an empty one
+    (decision 0045)."""
     so_pin_file = user_pin_file.with_name(user_pin_file.name.replace("user", "so", 1))
     if so_pin_file == user_pin_file:
         so_pin_file = user_pin_file.with_name("so-" + user_pin_file.name)
     with open(conf.parent / ".provision.lock", "a") as lock:  # the lock hsm.softhsm takes
         fcntl.flock(lock, fcntl.LOCK_EX)
-        new_pins = _new_secret(so_pin_file)
-        new_pins |= _new_secret(user_pin_file)
-        created = _init_token(module, conf, label, so_pin_file, user_pin_file)
-    if new_pins and not created:
-        raise CAError(
-            ErrorCode.HSM_FAILURE,
-            f"the token {label!r} already exists but its PIN files were missing; restore "
-            f"{user_pin_file} or remove the token",
-        )
+        written = [path for path in (so_pin_file, user_pin_file) if _new_secret(path)]
+        if not written:
+            return False
+        try:
+            created = _init_token(module, conf, label, so_pin_file, user_pin_file)
+            if not created:
+                raise CAError(
+                    ErrorCode.HSM_FAILURE,
+                    f"the token {label!r} already exists but its PIN files were missing; "
+                    f"restore {user_pin_file} or remove the token",
+                )
+        except BaseException:
+            for path in written:  # a failed provisioning leaves no half-made PINs behind
+                path.unlink(missing_ok=True)
+            raise
     return created
 
 

@@ -105,14 +105,17 @@ def ensure_softhsm_token(
 ) -> TokenConfig:
     """Create (first call) or reuse (later calls) the SoftHSM2 token ``label`` under ``data_dir``.
 
-    Safe to call from several processes at once (a file lock serialises provisioning).
+    Safe to call from several processes at once (a file lock serialises provisioning). A token
+    is created only together with its PIN files: once they exist, a token directory that is
+    missing is a token that is away (unmounted, being restored), and this raises
+    :class:`TokenNotFound` instead of initialising an empty token in its place (decision 0045).
     """
     module = module_path or find_pkcs11_module()
     if not os.path.isfile(module):
         raise TokenNotFound(f"PKCS#11 module not found at {module!r}")
     root = Path(data_dir).resolve()
     hsm_dir, token_dir, secret_dir = root / "hsm", root / "hsm" / "tokens", root / "secrets"
-    for directory in (hsm_dir, token_dir, secret_dir):
+    for directory in (hsm_dir, secret_dir):
         _private_dir(directory)
     conf = hsm_dir / "softhsm2.conf"
     user_pin_file, so_pin_file = secret_dir / "user.pin", secret_dir / "so.pin"
@@ -123,15 +126,34 @@ def ensure_softhsm_token(
             tmp = hsm_dir / "softhsm2.conf.tmp"
             tmp.write_text(softhsm_config_text(token_dir), encoding="utf-8")
             os.replace(tmp, conf)
-        new_pins = _write_new_private_file(so_pin_file, secrets.token_urlsafe(24) + "\n")
-        new_pins |= _write_new_private_file(user_pin_file, secrets.token_urlsafe(24) + "\n")
+        created_pins = [
+            path
+            for path in (so_pin_file, user_pin_file)
+            if _write_new_private_file(path, secrets.token_urlsafe(24) + "\n")
+        ]
         user_pin, so_pin = read_pin_file(user_pin_file), read_pin_file(so_pin_file)
-        result = _run_init(module, label, conf, so_pin=so_pin, user_pin=user_pin)
-        if new_pins and not result["created"]:
-            raise HSMError(
-                f"the SoftHSM2 token {label!r} under {str(root)!r} already exists but its PIN "
-                f"files were missing; restore {str(secret_dir)!r} or remove {str(token_dir)!r}"
-            )
+        if not created_pins:  # provisioned before: reuse, never re-create
+            if not token_dir.is_dir():
+                raise TokenNotFound(
+                    f"the SoftHSM2 token directory {str(token_dir)!r} is missing while the "
+                    f"token's PIN files exist: restore the directory (agentca never creates a "
+                    f"new token in place of one that is away), or remove {str(secret_dir)!r} "
+                    "too to start from nothing"
+                )
+        else:
+            _private_dir(token_dir)
+            try:
+                result = _run_init(module, label, conf, so_pin=so_pin, user_pin=user_pin)
+                if not result["created"]:
+                    raise HSMError(
+                        f"the SoftHSM2 token {label!r} under {str(root)!r} already exists but "
+                        f"its PIN files were missing; restore {str(secret_dir)!r} or remove "
+                        f"{str(token_dir)!r}"
+                    )
+            except BaseException:
+                for path in created_pins:  # a failed first run leaves no half-provisioned PINs
+                    path.unlink(missing_ok=True)
+                raise
     return TokenConfig(
         module_path=module, token_label=label, user_pin=user_pin, softhsm2_conf=str(conf)
     )

@@ -153,7 +153,14 @@ def test_served_ca_answers_503_hsm_unavailable_and_recovers_without_restart(
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the server exited"
+        # readiness is per worker: one still inside its reopen backoff says "not-ready" with a
+        # retry_after, so a probe that polls sees 200 once that backoff has run out
         ready_after = call(base, "GET", "/ready")
+        while ready_after.status != 200 and time.monotonic() - back < RECOVERY_BOUND + 5:
+            assert ready_after.json["hsm"].get("retry_after_seconds") is not None, ready_after
+            time.sleep(0.2)
+            ready_after = call(base, "GET", "/ready")
+        assert not (tokens.parent / "tokens.away").exists()
     during = [s for s in statuses if s[0] <= LOSS_SECONDS]
     failed = [s for s in during if s[1] != 201]
     assert failed, "no request failed while the token was gone"

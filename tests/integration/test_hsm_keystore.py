@@ -498,6 +498,31 @@ def test_ensure_softhsm_token_files_modes_and_argv(
     assert read_pin_file(tmp_path / "secrets" / "so.pin") == so_pin
 
 
+def test_a_token_directory_that_is_away_is_never_replaced_by_a_new_token(tmp_path: Path) -> None:
+    config = ensure_softhsm_token(tmp_path, label="away")
+    tokens = tmp_path / "hsm" / "tokens"
+    os.rename(tokens, str(tokens) + ".away")
+    with pytest.raises(TokenNotFound, match="missing while the token's PIN files exist"):
+        ensure_softhsm_token(tmp_path, label="away")
+    assert not tokens.exists()  # nothing was created in its place
+    os.rename(str(tokens) + ".away", tokens)
+    assert ensure_softhsm_token(tmp_path, label="away") == config
+
+
+def test_a_failed_first_provisioning_leaves_no_pin_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_run(*args: Any, **kwargs: Any) -> Any:
+        raise subprocess.TimeoutExpired("init", 120)
+
+    monkeypatch.setattr("hsm.softhsm.subprocess.run", failing_run)
+    with pytest.raises(subprocess.TimeoutExpired):
+        ensure_softhsm_token(tmp_path, label="retry")
+    assert not list((tmp_path / "secrets").iterdir())
+    monkeypatch.undo()
+    assert ensure_softhsm_token(tmp_path, label="retry").token_label == "retry"
+
+
 def test_provisioned_token_works_in_a_fresh_process(tmp_path: Path) -> None:
     code = """
 import sys
