@@ -134,6 +134,28 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def private_kb(pid: int) -> int:
+    """``RssAnon`` of ``pid`` in KiB: its own memory, without the file pages (the answer map,
+    shared by every worker of the host through the page cache) that ``VmRSS`` also counts."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def wait_for_map(path: Path, seconds: float = 120.0) -> float:
+    """Seconds until the answer map at ``path`` exists (a worker builds it at start)."""
+    started = time.monotonic()
+    while not path.exists():
+        if time.monotonic() - started > seconds:
+            raise SystemExit(f"no answer map at {path} after {seconds:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
 def children(pid: int) -> list[int]:
     """Direct children of ``pid`` (gunicorn's workers)."""
     try:

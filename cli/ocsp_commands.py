@@ -4,6 +4,7 @@ side: it issues the responder certificates the responder only loads; decision 00
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -109,6 +110,19 @@ _SIGNER_VALIDITY = click.option(
 )
 @_RESPONSE_VALIDITY
 @click.option(
+    "--answer-map",
+    "answer_map",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory of this host's answer map (a snapshot of the pre-signed answers every "
+    "worker maps; only the OCSP service may write it). Default: <data_dir>/ocsp-map.",
+)
+@click.option(
+    "--no-answer-map",
+    is_flag=True,
+    help="Serve from the shared store and the per-worker cache only.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -124,6 +138,8 @@ def serve(
     serve_stale_for: float,
     sign_rate_per_client: float,
     response_validity: str | None,
+    answer_map: Path | None,
+    no_answer_map: bool,
     as_json: bool,
 ) -> None:
     """Serve OCSP with gunicorn (POST /ocsp, GET /ocsp/<base64>, /health).
@@ -142,8 +158,11 @@ def serve(
         ocsp_listen_port=port or settings.ocsp_listen_port,
         workers=workers or settings.workers,
     )
+    map_dir = "" if no_answer_map else str(answer_map or settings.data_dir / "ocsp-map")
     opts = _options(response_validity).replace(
-        serve_stale_for=serve_stale_for, sign_rate_per_client=sign_rate_per_client
+        serve_stale_for=serve_stale_for,
+        sign_rate_per_client=sign_rate_per_client,
+        answer_map_dir=map_dir,
     )
     if serve_stale_for:
         note(
@@ -163,6 +182,7 @@ def serve(
                 "serve_stale_for": serve_stale_for,
                 "response_validity_seconds": int(opts.response_validity.total_seconds()),
                 "missing_signers": missing,
+                "answer_map": map_dir or None,
             }
         )
         sys.stdout.flush()

@@ -44,6 +44,11 @@ class OcspOptions:
     # per answer (the request bytes and the CertID).
     max_cached_responses: int = 20_000
     max_cached_statuses: int = 20_000
+    # The host's answer map (decision 0050): a directory only the OCSP service may write,
+    # where one worker of the host snapshots the shared store every ``answer_map_interval``
+    # seconds for all workers to map. Empty: no map (the store and the hot cache only).
+    answer_map_dir: str = ""
+    answer_map_interval: float = 60.0
     db_connect_timeout: int = 2  # seconds (PostgreSQL)
     # Signatures made for one client address (nonce, multi-CertID and uncached requests), per
     # worker: a token bucket. A request costs 1 + (CertIDs - 1) // 8 tokens. Over budget, a

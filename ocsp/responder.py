@@ -36,16 +36,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import struct
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import formatdate
+from pathlib import Path
 from typing import Protocol
 
 from pkcs11.exceptions import PKCS11Error
 
 from ca.errors import CAError, ErrorCode
 from hsm.errors import HSMError
+from ocsp.answer_map import AnswerMap, MappedAnswer, file_identity, open_map
 from ocsp.decision import UNISSUED, CertState, IssuerKey, Lookup, SerialStatus, resolve
 from ocsp.options import OcspOptions
 from ocsp.request import OcspRequest, parse_request, parse_simple_request
@@ -61,7 +64,7 @@ from ocsp.response import (
 from ocsp.response_der import build_response_der
 from ocsp.sign_budget import SignBudget
 from ocsp.status import AnswerStore, FeedHead, IssuerInfo, StatusSource, StoredAnswer
-from ocsp.tally import ANSWERS, ERROR_LABELS, HIT, MISS, NONE, STORE, AnswerTally
+from ocsp.tally import ANSWERS, ERROR_LABELS, HIT, MAP, MISS, NONE, STORE, AnswerTally
 
 log = logging.getLogger("agentca.ocsp")
 
@@ -71,6 +74,9 @@ MAX_FEED_BATCH = 5000  # more changes than this at once: drop every cached answe
 MAX_REQUEST_KEY = 512  # longer requests are cached by CertID only (keys stay small, 0038)
 STORE_RETRY = 5.0  # seconds the shared store is left alone after a failed read
 FUTURE_SKEW = 60  # a stored answer whose thisUpdate is further ahead than this is not used
+MAP_CHECK_EVERY = 1.0  # seconds between looks for a newer answer map file
+MAP_MARGIN = 1.0  # a change seen this close before a map's built_at still vetoes its entry
+MAX_CHANGED = 200_000  # serials remembered as changed since the map; beyond: map unused
 _CERTID = b"\x00"  # cache-key prefix for CertID keys (a DER request never starts with 0x00)
 
 
@@ -215,9 +221,21 @@ class Responder:
         monotonic: Callable[[], float] = time.monotonic,
         tally: AnswerTally = ANSWERS,
         store: AnswerStore | None = None,
+        answer_map: Path | None = None,
     ) -> None:
         self.source = source
         self.store = store
+        # the host's answer map (decision 0050): served from only for serials this worker has
+        # not seen change since the map's snapshot, and only if the map is newer than what
+        # this worker's feed reading covers
+        self._map_path = answer_map
+        # the map and the changes seen since it, swapped together (the event loop reads both)
+        self._map: tuple[AnswerMap, dict[tuple[int, str], float]] | None = None
+        self._map_identity: tuple[int, int, int] | None = None
+        self._next_map_check = 0.0
+        self._map_floor = float("-inf")  # wall time: maps built before it are not used
+        self._feed_floor: int | None = None  # every change above this id has been seen
+        self._changed: dict[tuple[int, str], float] = {}  # serial -> wall time its change was seen
         self._store_retry_at = float("-inf")  # monotonic: a failed store read waits till then
         self.tally = tally
         self.signers = signers
@@ -279,10 +297,25 @@ class Responder:
         if self.monotonic() - self._confirmed > self._vouch_for:
             return None  # the freshness bound (0012): only respond() may answer now
         hit = self._responses.get(der)
-        if hit is None or hit.refresh_at <= self.clock():
+        if hit is not None and hit.refresh_at > self.clock():
+            self.tally.add(hit.label, HIT)
+            return hit
+        if self._map is None:
             return None
-        self.tally.add(hit.label, HIT)
-        return hit
+        mapped = self._map_answer(der)
+        if mapped is not None:
+            self.tally.add(mapped.label, MAP)
+        return mapped
+
+    def _map_answer(self, der: bytes) -> Answer | None:
+        """The answer map's answer to a plain one-CertID request (no I/O), else None."""
+        request = parse_simple_request(der)
+        if request is None:
+            return None
+        lookups = resolve(request.cert_ids, self._index)
+        if lookups is None:
+            return None
+        return self._from_map(lookups[0], self.clock())
 
     def poll_if_due(self) -> None:
         """Poll the feed if ``poll_interval`` has passed (the owning thread's timer: with
@@ -380,6 +413,9 @@ class Responder:
             self._confirmed = mono - head.lag
             self._fresh_as_of = wall - head.lag
         self._next_poll = mono + self.options.poll_interval
+        if self._map_path is not None and mono >= self._next_map_check:
+            self._next_map_check = mono + MAP_CHECK_EVERY
+            self._load_map()
         if mono >= self._next_signer_check:
             self._next_signer_check = mono + self.options.signer_check_interval
             try:
@@ -404,7 +440,9 @@ class Responder:
             self._drop_responses()
         if last is None:
             # Ids below the head may belong to transactions still in flight: watch a window.
-            self._apply_changes(max(0, head.status_change - 1000), head.status_change, mono)
+            floor = max(0, head.status_change - 1000)
+            self._apply_changes(floor, head.status_change, mono)
+            self._feed_floor = floor
             self._head = head
             return
         if head.status_change != last.status_change or self._gaps:
@@ -416,6 +454,7 @@ class Responder:
         if len(changes) > MAX_FEED_BATCH:
             self.clear()
             self._gaps.clear()
+            self._forget_map()  # which serials changed is not known: no map from before now
             return
         seen = set()
         for change in changes:
@@ -430,9 +469,67 @@ class Responder:
                 del self._gaps[gap]
 
     def _invalidate(self, issuer_id: int, serial_hex: str) -> None:
+        if self._map_path is not None:
+            if len(self._changed) >= MAX_CHANGED:
+                self._forget_map()
+            self._changed[(issuer_id, serial_hex)] = self.clock()
         self._statuses.pop((issuer_id, serial_hex), None)
         for key in self._by_serial.pop((issuer_id, serial_hex), ()):
             self._responses.pop(key, None)
+
+    def _forget_map(self) -> None:
+        """Serve from no map built before now (what changed since it is no longer known)."""
+        self._map_floor = self.clock()
+        self._map = None
+        self._changed = {}
+
+    def _load_map(self) -> None:
+        """Map a newer answer-map file if one was written (the owning thread, after a poll)."""
+        assert self._map_path is not None
+        identity = file_identity(self._map_path)
+        if identity == self._map_identity:
+            return
+        self._map_identity = identity
+        found = open_map(self._map_path) if identity is not None else None
+        if found is None or found.built_at < self._map_floor:
+            self._map = None
+            return
+        cut = found.built_at - MAP_MARGIN  # changes seen before it are in the new map
+        changed = {key: seen for key, seen in self._changed.items() if seen >= cut}
+        self._changed = changed  # this thread alone writes it, between polls
+        self._map = (found, changed)
+
+    def _from_map(self, lookup: Lookup, now: float) -> Answer | None:
+        """The answer map's answer for ``lookup`` if it may be served now (see ``__init__``)."""
+        state = self._map
+        serial = lookup.serial_hex
+        if state is None or serial is None:
+            return None
+        mapped, changed = state
+        if (
+            mapped.built_at < self._map_floor
+            or self._feed_floor is None
+            or mapped.feed_id < self._feed_floor
+        ):
+            return None
+        try:
+            row = mapped.get(lookup.cert_id.der)
+        except (ValueError, IndexError, OSError, struct.error):  # damaged: never an answer
+            self._map = None
+            return None
+        if row is None or row.issuer_id != lookup.issuer_id or row.serial_hex != serial:
+            return None
+        if changed.get((lookup.issuer_id, serial), float("-inf")) >= (mapped.built_at - MAP_MARGIN):
+            return None
+        try:
+            signer = self.signers.signer_for(lookup.issuer_id)
+        except CAError:
+            return None
+        if row.signer_id != signer.row_id or row.refresh_at <= now:
+            return None
+        if not self._usable(row, lookup, now):
+            return None
+        return self._stored_answer(row, lookup.issuer_id)
 
     def _drop_responses(self) -> None:
         self._responses.clear()
@@ -469,6 +566,10 @@ class Responder:
                 if cacheable:
                     self._remember_request(der, hit)
                     return hit, HIT
+            if presigned is None and self._map is not None:
+                presigned = self._from_map(lookups[0], self.clock())
+                if presigned is not None and cacheable:
+                    return presigned, MAP
             if presigned is None and self.store is not None and self._db_ok:
                 presigned = self._from_store(lookups[0])
                 if presigned is not None and cacheable:
@@ -561,7 +662,7 @@ class Responder:
         self._store(_CERTID + lookup.cert_id.der, answer)
         return answer
 
-    def _usable(self, row: StoredAnswer, lookup: Lookup, now: float) -> bool:
+    def _usable(self, row: StoredAnswer | MappedAnswer, lookup: Lookup, now: float) -> bool:
         """Whether a stored answer may be served for ``lookup``: signed for this very CertID
         (hash algorithm and encoding), not expired, no longer-lived than this responder's
         own answers (``response_validity``), and not dated ahead of this host's clock (a
@@ -590,7 +691,7 @@ class Responder:
             self._store(der, answer)
 
     @staticmethod
-    def _stored_answer(row: StoredAnswer, issuer_id: int) -> Answer:
+    def _stored_answer(row: StoredAnswer | MappedAnswer, issuer_id: int) -> Answer:
         answer = Answer(
             row.der,
             ResponseStatus.SUCCESSFUL,

@@ -19,6 +19,7 @@ from ocsp.response import ResponseStatus
 
 HIT, MISS, NONE = "hit", "miss", "none"  # pre-signed answer, signed now, error answer
 STORE = "store"  # a pre-signed answer read from the shared store (ocsp_responses, decision 0038)
+MAP = "map"  # a pre-signed answer read from the host's answer map (ocsp.answer_map, decision 0050)
 #: the RFC 6960 names of the error statuses, as metric label values
 ERROR_LABELS = {
     ResponseStatus.MALFORMED_REQUEST: "malformedRequest",

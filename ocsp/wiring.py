@@ -8,6 +8,7 @@ keys only (``ca.responder_token``). Nothing is created or written (decision 0018
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
@@ -19,6 +20,7 @@ from ca.keysetup import guard_signing
 from ca.responder_token import responder_token_config
 from ca.store.db import make_engine
 from hsm import KeyStore
+from ocsp.answer_map import MapBuilder, build_from_database
 from ocsp.loaded_signers import CurrentSigners
 from ocsp.options import OcspOptions
 from ocsp.responder import Responder
@@ -33,8 +35,11 @@ class ResponderRuntime:
     keys: KeyStore
     responder: Responder
     clock_check: SkewMonitor | None = None
+    map_builder: MapBuilder | None = None
 
     def close(self) -> None:
+        if self.map_builder is not None:
+            self.map_builder.stop()
         self.keys.close()
         self.engine.dispose()
 
@@ -57,5 +62,14 @@ def open_responder(settings: Settings, options: OcspOptions) -> ResponderRuntime
     clock_check = guard_signing(keys, engine, settings)
     source = SqlStatusSource(engine)
     signers = CurrentSigners(source, keys, utcnow)
-    responder = Responder(source, signers, options, store=source)
-    return ResponderRuntime(engine, keys, responder, clock_check)
+    map_path = None
+    builder = None
+    if options.answer_map_dir:
+        directory = Path(options.answer_map_dir)
+        builder = MapBuilder(
+            lambda path: build_from_database(engine, path), directory, options.answer_map_interval
+        )
+        builder.start()
+        map_path = builder.path
+    responder = Responder(source, signers, options, store=source, answer_map=map_path)
+    return ResponderRuntime(engine, keys, responder, clock_check, builder)

@@ -1,0 +1,182 @@
+"""The host's answer map (decision 0050) on the real SoftHSM2 tokens and both databases: a
+worker answers from the mapped snapshot without a database read, never answers "good" from it
+for a certificate it has seen revoked since the snapshot (also a worker that starts after the
+revocation), serves the map again once a newer one carries the change, and ignores a damaged
+file."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+
+from ca.clock import utcnow
+from ca.records import RevocationReason
+from ca.requests import IssuanceRequest
+from ca.responder_certs import ResponderCertRotator
+from ca.responder_token import responder_token_config
+from ca.wiring import Runtime
+from hsm import KeyStore
+from ocsp.answer_map import FILE_NAME, MapBuilder, build_from_database
+from ocsp.loaded_signers import CurrentSigners
+from ocsp.options import OcspOptions
+from ocsp.presigner import Presigner
+from ocsp.responder import MAP_MARGIN, Responder
+from ocsp.status import SqlStatusSource
+from ocsp.tally import MAP, STORE, AnswerTally
+from tests.unit.helpers import sample_extensions
+
+
+@pytest.fixture
+def responder_keys(ca_runtime: Runtime) -> Iterator[KeyStore]:
+    store = KeyStore(responder_token_config(ca_runtime.settings))
+    ResponderCertRotator(ca_runtime.sessions, ca_runtime.keys, store).ensure_all()
+    yield store
+    store.close()
+
+
+def _issue(rt: Runtime, n: int) -> list[x509.Certificate]:
+    out = []
+    for i in range(n):
+        key = ec.generate_private_key(ec.SECP256R1())
+        record = rt.authority.issue(
+            IssuanceRequest(key.public_key(), f"Map-Agent-{i}", sample_extensions()), "test"
+        )
+        assert record.certificate is not None
+        out.append(record.certificate)
+    return out
+
+
+def _request(rt: Runtime, cert: x509.Certificate) -> bytes:
+    return (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(cert, rt.authority.chain()[0], hashes.SHA1())
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+
+
+def _status(der: bytes) -> ocsp.OCSPCertStatus:
+    answer = ocsp.load_der_ocsp_response(der)
+    assert answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+    return answer.certificate_status
+
+
+def _responder(rt: Runtime, keys: KeyStore, path: Path, tally: AnswerTally) -> Responder:
+    source = SqlStatusSource(rt.engine)
+    return Responder(
+        source,
+        CurrentSigners(source, keys, utcnow),
+        OcspOptions(),
+        tally=tally,
+        store=source,
+        answer_map=path,
+    )
+
+
+def _fill(rt: Runtime, keys: KeyStore) -> Presigner:
+    source = SqlStatusSource(rt.engine)
+    presigner = Presigner(rt.engine, CurrentSigners(source, keys, utcnow), OcspOptions())
+    presigner.fill()
+    return presigner
+
+
+def test_answers_come_from_the_map_and_never_good_after_a_revocation(
+    ca_runtime: Runtime, responder_keys: KeyStore, tmp_path: Path
+) -> None:
+    rt = ca_runtime
+    certs = _issue(rt, 3)
+    presigner = _fill(rt, responder_keys)
+    path = tmp_path / FILE_NAME
+    assert build_from_database(rt.engine, path) >= 3
+    tally = AnswerTally()
+    responder = _responder(rt, responder_keys, path, tally)
+    responder.poll()  # reads the feed, then maps the file
+
+    ders = [_request(rt, c) for c in certs]
+    for der in ders:
+        answer = responder.cached(der)  # the event loop's path: no I/O at all
+        assert answer is not None and _status(answer.der) is ocsp.OCSPCertStatus.GOOD
+    assert tally.take() == {("good", MAP): 3}
+
+    # revoked after the snapshot: once this worker has read the change, the map's "good"
+    # entry is never served, on either path
+    rt.authority.revoke(format(certs[1].serial_number, "x"), RevocationReason.KEY_COMPROMISE, "t")
+    responder.poll()
+    assert responder.cached(ders[1]) is None
+    assert _status(responder.respond(ders[1]).der) is ocsp.OCSPCertStatus.REVOKED
+    assert ("revoked", MAP) not in tally.take()
+    # a worker that starts after the revocation, on the same old map, does not serve it
+    # either (its first feed read covers the change)
+    late = _responder(rt, responder_keys, path, AnswerTally())
+    late.poll()
+    assert late.cached(ders[1]) is None
+    assert _status(late.respond(ders[1]).der) is ocsp.OCSPCertStatus.REVOKED
+    assert late.cached(ders[0]) is not None  # the others still come from the map
+
+    # a map built after the presigner caught up carries the revoked answer and is used
+    assert presigner.step().changes == 1
+    later = time.time() + MAP_MARGIN + 1
+    build_from_database(rt.engine, path, clock=lambda: later)
+    tally.take()
+    third = _responder(rt, responder_keys, path, tally)
+    third.poll()
+    answer = third.cached(ders[1])
+    assert answer is not None and _status(answer.der) is ocsp.OCSPCertStatus.REVOKED
+    assert tally.take() == {("revoked", MAP): 1}
+
+
+def test_a_damaged_or_missing_map_is_not_used(
+    ca_runtime: Runtime, responder_keys: KeyStore, tmp_path: Path
+) -> None:
+    rt = ca_runtime
+    (cert,) = _issue(rt, 1)
+    _fill(rt, responder_keys)
+    path = tmp_path / FILE_NAME
+    tally = AnswerTally()
+    responder = _responder(rt, responder_keys, path, tally)
+    responder.poll()  # no file yet
+    der = _request(rt, cert)
+    assert responder.cached(der) is None
+    assert _status(responder.respond(der).der) is ocsp.OCSPCertStatus.GOOD
+    assert tally.take() == {("good", STORE): 1}
+
+    build_from_database(rt.engine, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 7])  # truncated
+    fresh = _responder(rt, responder_keys, path, tally)
+    fresh.poll()
+    assert fresh.cached(der) is None
+    assert _status(fresh.respond(der).der) is ocsp.OCSPCertStatus.GOOD
+    assert tally.take() == {("good", STORE): 1}
+
+
+def test_one_builder_per_directory_writes_the_map(
+    ca_runtime: Runtime, responder_keys: KeyStore, tmp_path: Path
+) -> None:
+    rt = ca_runtime
+    _issue(rt, 2)
+    _fill(rt, responder_keys)
+    builders = [
+        MapBuilder(lambda p: build_from_database(rt.engine, p), tmp_path / "map", interval=30)
+        for _ in range(2)
+    ]
+    for builder in builders:
+        builder.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "map" / FILE_NAME).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert (tmp_path / "map" / FILE_NAME).exists()
+        assert sorted(b.builds for b in builders) == [0, 1]  # the lock holder only
+        assert (tmp_path / "map").stat().st_mode & 0o077 == 0
+    finally:
+        for builder in builders:
+            builder.stop()
