@@ -164,6 +164,19 @@ def model_fingerprint(path: StrPath) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
+def model_stamps(path: StrPath) -> tuple[tuple[str, int, int, int, int, int], ...]:
+    """``(path, size, mtime_ns, ctime_ns, inode, device)`` of every file: a change detector
+    that also sees a file swapped for another of the same size and mtime (no hashing)."""
+    out = []
+    for _, rel, fs_path in _files(path):
+        try:
+            st = os.stat(fs_path)
+        except OSError as exc:
+            raise DigestError(f"cannot stat model file {rel!r}: {exc.strerror}") from None
+        out.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+    return tuple(out)
+
+
 def _check_json(value: object, where: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise DigestError(f"config value at {where} is not a finite number")
