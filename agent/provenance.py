@@ -167,6 +167,7 @@ class RuntimeProvenance:
     _stamp: tuple[object, object] | None = field(default=None, init=False, repr=False)
     _checked: float = field(default=-1e18, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _names: dict[bytes, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if (self.prompt_path is None) == (self.prompt_bytes is None):
@@ -201,6 +202,15 @@ class RuntimeProvenance:
                 ignore=self.model_ignore,
                 allow_symlinks=self.model_allow_symlinks,
             )
+            # The OMS root binds contents and order, not names: a rename that keeps the
+            # order (config.json -> config.json.off) keeps the digest but changes what a
+            # loader reads. Within one process, the names seen first for a root are kept.
+            names = tuple(r.name for r in result.resources)
+            if self._names.setdefault(result.root, names) != names:
+                raise DigestError(
+                    "model files were renamed with their digest unchanged "
+                    f"(OMS digest {result.root.hex()[:16]}...): refusing to use them"
+                )
             return result.root, result.stamps
         return model_digest(self.model_path), None
 

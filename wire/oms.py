@@ -109,9 +109,11 @@ def _ignored(key: Key, ignore: Sequence[Key]) -> bool:
 
 
 def _collect(root: str, ignore: Sequence[Key], allow_symlinks: bool) -> list[_File]:
+    """Every file under ``root`` (iteratively: a deep tree cannot exhaust the stack)."""
     found: list[_File] = []
-
-    def walk(fs_dir: str, key_dir: Key) -> None:
+    pending: list[tuple[str, Key]] = [(root, ())]
+    while pending:
+        fs_dir, key_dir = pending.pop()
         try:
             with os.scandir(fs_dir) as it:
                 entries = list(it)
@@ -134,14 +136,12 @@ def _collect(root: str, ignore: Sequence[Key], allow_symlinks: bool) -> list[_Fi
             except OSError as exc:
                 raise DigestError(f"cannot stat {rel!r}: {exc.strerror}") from None
             if stat.S_ISDIR(mode):
-                walk(entry.path, key)
+                pending.append((entry.path, key))
             elif stat.S_ISREG(mode):
                 if not _ignored(key, ignore):
                     found.append(_File(key, rel, entry.path))
             else:
                 raise DigestError(f"{rel!r} is not a regular file or directory")
-
-    walk(root, ())
     return found
 
 
@@ -193,7 +193,9 @@ def hash_file(
             h.update(view[:n])
             size += n
         after = os.fstat(fd)
-    if (size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or size != before.st_size:
+    # ctime too: an in-place write whose mtime was set back still moves the ctime
+    was = (before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+    if (size, *was[1:]) != (after.st_size, after.st_mtime_ns, after.st_ctime_ns) or size != was[0]:
         raise DigestError(f"model file {name!r} changed while it was being hashed")
     return Resource(name, h.digest(), size), _stamp(name, after)
 

@@ -264,3 +264,19 @@ def test_differences_count_the_scheme() -> None:
     old = SdkProvenance("m", b"\x11" * 32, b"\x22" * 32)
     new = SdkProvenance("m", b"\x11" * 32, b"\x22" * 32, model_digest_scheme=SdkScheme.OMS)
     assert old.differences(new) == ["model"] and new.differences(new) == []
+
+
+def test_runtime_refuses_an_order_preserving_rename(tmp_path: Path) -> None:
+    """Same OMS root (contents and order kept), other names: the SDK will not sign on it."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "a.json").write_bytes(b"1")
+    (model / "b.bin").write_bytes(b"2")
+    rt = RuntimeProvenance("m", model, prompt_bytes=b"p", model_scheme="oms-v1")
+    first = rt.current()
+    (model / "a.json").rename(model / "a.json.off")
+    assert oms.model_digest(model).root == first.model_digest  # what OMS itself would accept
+    with pytest.raises(SdkDigestError, match="renamed with their digest unchanged"):
+        rt.refresh()
+    (model / "a.json.off").rename(model / "a.json")
+    assert rt.refresh() == first
