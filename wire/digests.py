@@ -81,7 +81,10 @@ def _collect(root: str) -> list[tuple[bytes, str, str]]:
     real_root = os.path.realpath(root)
     found: list[tuple[bytes, str, str]] = []
 
-    def walk(fs_dir: str, rel_dir: str, active: frozenset[str]) -> None:
+    # iterative (a stack of directories): a deep tree cannot exhaust Python's recursion limit
+    pending: list[tuple[str, str, frozenset[str]]] = [(root, "", frozenset({real_root}))]
+    while pending:
+        fs_dir, rel_dir, active = pending.pop()
         try:
             with os.scandir(fs_dir) as it:
                 entries = list(it)
@@ -102,13 +105,11 @@ def _collect(root: str) -> list[tuple[bytes, str, str]]:
                 real = os.path.realpath(entry.path)
                 if real in active:
                     raise DigestError(f"symlink loop at {rel!r}")
-                walk(entry.path, rel + "/", active | {real})
+                pending.append((entry.path, rel + "/", active | {real}))
             elif stat.S_ISREG(mode):
                 found.append((_check_rel(rel), rel, entry.path))
             else:
                 raise DigestError(f"{rel!r} is not a regular file or directory")
-
-    walk(root, "", frozenset({real_root}))
     return found
 
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -294,17 +295,35 @@ def test_statement_wrong_root_or_type() -> None:
         oms.statement_digest(shards)
 
 
-def test_a_deep_tree_does_not_exhaust_the_stack(tmp_path: Path) -> None:
-    """1100 levels (deeper than Python's recursion limit): walked iteratively."""
-    path = str(tmp_path / "m")
+DEPTH = 1100  # deeper than Python's recursion limit
+
+
+@pytest.fixture
+def deep_model(tmp_path: Path) -> Iterator[Path]:
+    """``m/d/d/.../d/w.bin``, DEPTH levels; removed bottom-up afterwards (pytest's own
+    cleanup, shutil.rmtree, recurses and would fail on it in a later session)."""
+    root = str(tmp_path / "m")
+    path = root
     os.mkdir(path)
-    for _ in range(1100):
-        path += "/d"
-        os.mkdir(path)
-    with open(path + "/w.bin", "wb") as f:
-        f.write(b"w")
-    got = oms.model_digest(tmp_path / "m")
-    assert got.root == expected_root({"/".join(["d"] * 1100 + ["w.bin"]): b"w"})
+    try:
+        for _ in range(DEPTH):
+            path += "/d"
+            os.mkdir(path)
+        with open(path + "/w.bin", "wb") as f:
+            f.write(b"w")
+        yield Path(root)
+    finally:
+        if os.path.exists(path + "/w.bin"):
+            os.unlink(path + "/w.bin")
+        while len(path) >= len(root):
+            if os.path.isdir(path):
+                os.rmdir(path)
+            path = path[:-2]
+
+
+def test_a_deep_tree_does_not_exhaust_the_stack(deep_model: Path) -> None:
+    got = oms.model_digest(deep_model)
+    assert got.root == expected_root({"/".join(["d"] * DEPTH + ["w.bin"]): b"w"})
 
 
 def test_a_rewrite_during_hashing_is_refused(
@@ -338,3 +357,10 @@ def test_a_rewrite_during_hashing_is_refused(
         oms.hash_file("w.bin", str(path))
     monkeypatch.undo()
     assert oms.hash_file("w.bin", str(path))[0].sha256 == real(path.read_bytes()).digest()
+
+
+def test_the_manifest_scheme_walks_a_deep_tree_too(deep_model: Path) -> None:
+    from wire import digests
+
+    entries = list(digests.model_manifest(deep_model))
+    assert [e.path for e in entries] == ["/".join(["d"] * DEPTH + ["w.bin"])]
