@@ -139,3 +139,30 @@ def test_scheme_downgrade_is_refused_without_a_record(scenario: Scenario, oms_di
         for r in reasons
     ), reasons
     assert scenario.cli("list", "--agent", NAME, "--json").splitlines() == before
+
+
+def test_a_digest_keeps_its_scheme(scenario: Scenario) -> None:
+    """Re-adding a digest under the other scheme is a conflict, even once it is retired; the
+    API refuses an unknown scheme with problem+json."""
+    from tests.integration.http import call
+
+    digest = "ee" * 32
+    body = {"digest": digest, "model_type": MODEL_TYPE, "environment": ENVIRONMENT}
+    reply = call(scenario.ca_url, "POST", "/v1/models", body | {"digest_scheme": "oms-v1"},
+                 token=scenario.operator_token)  # fmt: skip
+    assert reply.status == 201, reply.body
+    assert json.loads(reply.body)["digest_scheme"] == "oms-v1"
+    scenario.cli("model", "retire", digest)
+    reply = call(scenario.ca_url, "POST", "/v1/models", body, token=scenario.operator_token)
+    assert reply.status == 409, reply.body
+    assert "registered under scheme oms-v1, not agentca-manifest-v1" in reply.body.decode()
+    reply = call(scenario.ca_url, "POST", "/v1/models", body | {"digest_scheme": "md5-tree"},
+                 token=scenario.operator_token)  # fmt: skip
+    assert reply.status == 400 and reply.headers["content-type"] == "application/problem+json"
+    again = json.loads(
+        scenario.cli(
+            "model", "add", digest, "--model-type", MODEL_TYPE, "--environment", ENVIRONMENT,
+            "--scheme", "oms-v1", "--json",
+        )
+    )  # fmt: skip
+    assert again["digest_scheme"] == "oms-v1" and again["status"] == "active"
