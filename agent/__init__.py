@@ -12,7 +12,13 @@ Mutual TLS with the agent certificate: ``agent.tls`` (docs/mtls.md).
 
 from agent.client import Agent, AgentAuth, Credential, HttpReply, SignedHeaders, send
 from agent.csr import build_csr
-from agent.digests import config_digest, model_digest, prompt_digest, prompt_digest_file
+from agent.digests import (
+    config_digest,
+    model_digest,
+    oms_model_digest,
+    prompt_digest,
+    prompt_digest_file,
+)
 from agent.errors import (
     AgentError,
     BodyTooLarge,
@@ -28,6 +34,7 @@ from agent.keys import generate_key, load_key, load_or_create_key, pkcs11_key, s
 from agent.provenance import Provenance, RuntimeProvenance
 from agent.staple import Staple, fetch_staple
 from agent.tls import agent_tls_context, client_tls_context
+from wire.extensions import ModelDigestScheme
 
 __all__ = [
     "Agent",
@@ -40,6 +47,7 @@ __all__ = [
     "Credential",
     "DigestError",
     "HttpReply",
+    "ModelDigestScheme",
     "NotEnrolled",
     "Provenance",
     "ProvenanceDrift",
@@ -56,6 +64,7 @@ __all__ = [
     "load_key",
     "load_or_create_key",
     "model_digest",
+    "oms_model_digest",
     "pkcs11_key",
     "prompt_digest",
     "prompt_digest_file",

@@ -3,6 +3,8 @@
 ``RuntimeProvenance`` computes the digests of the model, system prompt and configuration the
 agent is running with, and recomputes them when the files change (a cheap ``stat`` check at
 most every ``recheck_seconds``), so a drifted prompt is noticed before the next signature.
+The model digest is agentca's manifest digest or, with ``model_scheme="oms-v1"``, the
+OpenSSF Model Signing root digest (decision 0049), which the CSR then claims as such.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from agent.digests import (
     StrPath,
     config_digest,
     model_digest,
-    model_fingerprint,
+    oms_model_digest,
     prompt_digest,
 )
 from agent.errors import AgentError, DigestError
+from wire import digests as wire_digests
 from wire import extensions as wire_extensions
-from wire import oids
+from wire import oids, oms
+from wire.extensions import ModelDigestScheme
 
 #: The dotted OID of the provenance extension under the default arc (kept importable; the
 #: arc is the CA's: :class:`wire.oids.OidArc`).
@@ -33,15 +37,27 @@ PROVENANCE_OID = oids.DEFAULT_ARC.provenance.dotted_string
 
 @dataclass(frozen=True)
 class Provenance:
-    """Model type and SHA-256 digests of model manifest, system prompt and (optional) config."""
+    """Model type and digests of model, system prompt and (optional) config.
+
+    ``model_digest_scheme`` says what the model digest is of (agentca's manifest, or the OMS
+    root digest); it is part of the claim and of what drift is checked against.
+    """
 
     model_type: str
     model_digest: bytes
     prompt_digest: bytes
     config_digest: bytes | None = None
     algorithm: str = "sha256"
+    model_digest_scheme: ModelDigestScheme = ModelDigestScheme.AGENTCA_MANIFEST
 
     def __post_init__(self) -> None:
+        try:
+            scheme = ModelDigestScheme.parse(self.model_digest_scheme)
+        except wire_extensions.ExtensionError as exc:
+            raise DigestError(str(exc)) from None
+        object.__setattr__(self, "model_digest_scheme", scheme)
+        if scheme is ModelDigestScheme.OMS and self.algorithm != "sha256":
+            raise DigestError("an OMS model digest is a sha256 digest")
         if not 1 <= len(self.model_type) <= 128 or not self.model_type.isprintable():
             raise DigestError("model type must be 1..128 printable characters")
         if self.model_type != self.model_type.strip():
@@ -62,6 +78,7 @@ class Provenance:
             wire_extensions.Digest(self.model_digest, self.algorithm),
             wire_extensions.Digest(self.prompt_digest, self.algorithm),
             None if config is None else wire_extensions.Digest(config, self.algorithm),
+            self.model_digest_scheme,
         )
 
     def to_der(self) -> bytes:
@@ -82,6 +99,7 @@ class Provenance:
             value.prompt_digest.value,
             None if value.config_digest is None else value.config_digest.value,
             value.model_digest.algorithm,
+            value.model_digest_scheme,
         )
 
     @classmethod
@@ -108,9 +126,13 @@ class Provenance:
         return cls.from_der(raw)
 
     def differences(self, other: Provenance) -> list[str]:
-        """Names of the digests that differ from ``other`` (model, prompt, config)."""
+        """Names of the digests that differ from ``other`` (model, prompt, config); a model
+        digest under another scheme differs even if the bytes were equal."""
         out = []
-        if self.model_digest != other.model_digest:
+        if (self.model_digest, self.model_digest_scheme) != (
+            other.model_digest,
+            other.model_digest_scheme,
+        ):
             out.append("model")
         if self.prompt_digest != other.prompt_digest:
             out.append("prompt")
@@ -125,6 +147,10 @@ class RuntimeProvenance:
 
     ``prompt`` and ``model`` are paths (or ``prompt_bytes`` gives the prompt in memory);
     ``config`` is the runtime configuration mapping (hashed as canonical JSON).
+    ``model_scheme``: ``"agentca-manifest-v1"`` (default, certificates every gateway reads) or
+    ``"oms-v1"`` (the OpenSSF Model Signing root digest: the model's inventory entry must be
+    registered under it, and gateways must read ``AgentProvenance`` v2); ``model_ignore`` and
+    ``model_allow_symlinks`` are OMS's ignored paths (e.g. ``model.sig``) and symlink flag.
     """
 
     model_type: str
@@ -134,16 +160,61 @@ class RuntimeProvenance:
     config: Mapping[str, object] | None = None
     recheck_seconds: float = 1.0
     clock: Callable[[], float] = time.monotonic
+    model_scheme: ModelDigestScheme | str = ModelDigestScheme.AGENTCA_MANIFEST
+    model_ignore: tuple[str, ...] = ()
+    model_allow_symlinks: bool = False
     _value: Provenance | None = field(default=None, init=False, repr=False)
-    _stamp: object = field(default=None, init=False, repr=False)
+    _stamp: tuple[object, object] | None = field(default=None, init=False, repr=False)
     _checked: float = field(default=-1e18, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _names: dict[bytes, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if (self.prompt_path is None) == (self.prompt_bytes is None):
             raise DigestError("give exactly one of prompt_path and prompt_bytes")
+        try:
+            self.model_scheme = ModelDigestScheme.parse(self.model_scheme)
+        except wire_extensions.ExtensionError as exc:
+            raise DigestError(str(exc)) from None
+        self.model_ignore = tuple(self.model_ignore)
+        if self.model_scheme is ModelDigestScheme.AGENTCA_MANIFEST and (
+            self.model_ignore or self.model_allow_symlinks
+        ):
+            raise DigestError("model_ignore and model_allow_symlinks need model_scheme='oms-v1'")
 
-    def _stamp_now(self) -> object:
+    def _model_stamp(self) -> object:
+        try:
+            if self.model_scheme is ModelDigestScheme.OMS:
+                return oms.model_fingerprint(
+                    self.model_path,
+                    ignore=self.model_ignore,
+                    allow_symlinks=self.model_allow_symlinks,
+                )
+            return wire_digests.model_stamps(self.model_path)
+        except wire_digests.DigestError as exc:
+            raise DigestError(str(exc)) from None
+
+    def _model_digest(self) -> tuple[bytes, object | None]:
+        """The model digest and, for OMS, the stamps of exactly the files hashed."""
+        if self.model_scheme is ModelDigestScheme.OMS:
+            result = oms_model_digest(
+                self.model_path,
+                ignore=self.model_ignore,
+                allow_symlinks=self.model_allow_symlinks,
+            )
+            # The OMS root binds contents and order, not names: a rename that keeps the
+            # order (config.json -> config.json.off) keeps the digest but changes what a
+            # loader reads. Within one process, the names seen first for a root are kept.
+            names = tuple(r.name for r in result.resources)
+            if self._names.setdefault(result.root, names) != names:
+                raise DigestError(
+                    "model files were renamed with their digest unchanged "
+                    f"(OMS digest {result.root.hex()[:16]}...): refusing to use them"
+                )
+            return result.root, result.stamps
+        return model_digest(self.model_path), None
+
+    def _stamp_now(self) -> tuple[object, object]:
         prompt_stamp: object = None
         if self.prompt_path is not None:
             try:
@@ -153,21 +224,24 @@ class RuntimeProvenance:
             prompt_stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
         else:
             prompt_stamp = self.prompt_bytes
-        return (model_fingerprint(self.model_path), prompt_stamp)
+        return (self._model_stamp(), prompt_stamp)
 
-    def _compute(self) -> Provenance:
+    def _compute(self) -> tuple[Provenance, object | None]:
         if self.prompt_path is not None:
             with open(self.prompt_path, "rb") as f:
                 prompt = prompt_digest(f.read())
         else:
             assert self.prompt_bytes is not None
             prompt = prompt_digest(self.prompt_bytes)
-        return Provenance(
+        model, hashed = self._model_digest()
+        value = Provenance(
             self.model_type,
-            model_digest(self.model_path),
+            model,
             prompt,
             None if self.config is None else config_digest(self.config),
+            model_digest_scheme=ModelDigestScheme.parse(self.model_scheme),
         )
+        return value, hashed
 
     def current(self) -> Provenance:
         """The running provenance (recomputed if a file changed since the last check)."""
@@ -177,8 +251,10 @@ class RuntimeProvenance:
                 return self._value
             stamp = self._stamp_now()
             if self._value is None or stamp != self._stamp:
-                self._value = self._compute()
-                self._stamp = stamp
+                self._value, hashed = self._compute()
+                # OMS: the stamps of the descriptors actually hashed, so a file swapped
+                # between the stat above and the hashing is seen at the next check
+                self._stamp = stamp if hashed is None else (hashed, stamp[1])
             self._checked = now
             return self._value
 

@@ -14,12 +14,13 @@ digests an agent computes at run time cannot drift apart. Rules (see docs/oids.m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
 from ca.errors import CAError, ErrorCode
 from wire import digests as _impl
+from wire import oms
 from wire.digests import DigestError, manifest_digest, sha256_stream
 
 CHUNK_SIZE = _impl.CHUNK_SIZE
@@ -35,6 +36,7 @@ __all__ = [
     "manifest_digest",
     "model_digest",
     "model_manifest",
+    "oms_model_digest",
     "prompt_digest",
     "prompt_digest_file",
     "sha256_stream",
@@ -58,6 +60,18 @@ def _as_ca_errors(fn: Callable[P, R]) -> Callable[P, R]:
 prompt_digest = _impl.prompt_digest
 prompt_digest_file: Callable[[StrPath], bytes] = _as_ca_errors(_impl.prompt_digest_file)
 model_digest: Callable[[StrPath], bytes] = _as_ca_errors(_impl.model_digest)
+
+
+def oms_model_digest(
+    path: StrPath, *, ignore: Iterable[str] = (), allow_symlinks: bool = False
+) -> oms.ModelDigest:
+    """The OpenSSF Model Signing root digest of a model (:func:`wire.oms.model_digest`)."""
+    try:
+        return oms.model_digest(path, ignore=ignore, allow_symlinks=allow_symlinks)
+    except DigestError as exc:
+        raise CAError(ErrorCode.INVALID_DIGEST, str(exc)) from None
+
+
 canonical_json: Callable[[Mapping[str, object]], bytes] = _as_ca_errors(_impl.canonical_json)
 config_digest: Callable[[Mapping[str, object]], bytes] = _as_ca_errors(_impl.config_digest)
 

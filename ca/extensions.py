@@ -155,6 +155,10 @@ class Provenance(wire_ext.Provenance):
                 continue
             if not isinstance(value, wire_ext.Digest):
                 raise CAError(ErrorCode.INVALID_DIGEST, f"{field} must be a Digest")
+        try:
+            self._check_scheme()
+        except wire_ext.ExtensionError as exc:
+            raise CAError(ErrorCode.INVALID_DIGEST, str(exc)) from None
 
     @classmethod
     def from_wire(cls, value: wire_ext.Provenance) -> Provenance:
@@ -165,6 +169,7 @@ class Provenance(wire_ext.Provenance):
             Digest(value.model_digest.value, value.model_digest.algorithm),
             Digest(value.prompt_digest.value, value.prompt_digest.algorithm),
             None if config is None else Digest(config.value, config.algorithm),
+            value.model_digest_scheme,
         )
 
     @classmethod
@@ -181,7 +186,14 @@ class Provenance(wire_ext.Provenance):
             "model_digest": self.model_digest.to_json(),
             "prompt_digest": self.prompt_digest.to_json(),
             "config_digest": None if self.config_digest is None else self.config_digest.to_json(),
-        }
+        } | self._scheme_json()
+
+    def _scheme_json(self) -> dict[str, str]:
+        """``model_digest_scheme``, given only when it is not the v1 (manifest) scheme."""
+        scheme = self.model_digest_scheme
+        if scheme is wire_ext.ModelDigestScheme.AGENTCA_MANIFEST:
+            return {}
+        return {"model_digest_scheme": scheme.label}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Provenance:
@@ -193,7 +205,17 @@ class Provenance(wire_ext.Provenance):
             model_digest=Digest.parse(data["model_digest"]),
             prompt_digest=Digest.parse(data["prompt_digest"]),
             config_digest=None if config is None else Digest.parse(config),
+            model_digest_scheme=_parse_scheme(data.get("model_digest_scheme")),
         )
+
+
+def _parse_scheme(value: object) -> wire_ext.ModelDigestScheme:
+    if value is None:
+        return wire_ext.ModelDigestScheme.AGENTCA_MANIFEST
+    try:
+        return wire_ext.ModelDigestScheme.parse(value)
+    except wire_ext.ExtensionError as exc:
+        raise CAError(ErrorCode.INVALID_DIGEST, str(exc)) from None
 
 
 @dataclass(frozen=True)

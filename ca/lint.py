@@ -90,7 +90,13 @@ def _provenance_fields(p: wire_ext.Provenance) -> tuple[object, ...]:
     def d(x: wire_ext.Digest | None) -> tuple[bytes, str] | None:
         return None if x is None else (x.value, x.algorithm)
 
-    return (p.model_type, d(p.model_digest), d(p.prompt_digest), d(p.config_digest))
+    return (
+        p.model_type,
+        d(p.model_digest),
+        d(p.prompt_digest),
+        d(p.config_digest),
+        p.model_digest_scheme,
+    )
 
 
 def lint_certificate(

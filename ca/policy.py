@@ -48,6 +48,8 @@ class InventoryModel:
     model_type: str
     environment: str
     active: bool
+    #: the scheme the digest was registered under (decision 0049); certified only under it
+    digest_scheme: str = "agentca-manifest-v1"
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,11 @@ def decide(
             )
         elif not entry.active:
             reasons.append(f"model digest {model} is retired")
+        if entry is not None and entry.digest_scheme != prov.model_digest_scheme.label:
+            reasons.append(
+                f"model digest {model} is registered under scheme {entry.digest_scheme}, "
+                f"the CSR claims {prov.model_digest_scheme.label}"
+            )
         prompt = prov.prompt_digest.hex
         if prompt not in reg.allowed_prompt_digests:
             reasons.append(f"prompt digest {prompt} is not allowed for this agent")

@@ -38,6 +38,7 @@ from ca.names import (
 from ca.policy import InventoryModel, Registration
 from ca.store.db import lock_for_write
 from ca.store.models import AgentRegistration, ModelInventoryEntry, ScopeDefinition
+from wire.extensions import ExtensionError, ModelDigestScheme
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
 
@@ -76,6 +77,7 @@ def _model(row: ModelInventoryEntry) -> InventoryModel:
         model_type=row.model_type,
         environment=row.environment,
         active=row.status == "active",
+        digest_scheme=row.digest_scheme,
     )
 
 
@@ -163,9 +165,12 @@ class Registry:
         environment: str,
         description: str | None = None,
         actor: str = "system",
+        digest_scheme: str = "agentca-manifest-v1",
     ) -> InventoryModel:
-        """Authorise a model digest for an environment (re-activates a retired entry)."""
+        """Authorise a model digest, computed under ``digest_scheme`` (``oms-v1`` for new
+        models, decision 0049), for an environment (re-activates a retired entry)."""
         hex_digest = parse_sha256_hex(digest).hex()
+        scheme = _scheme(digest_scheme)
         validate_model_type(admit_identifier(model_type, "model type"))
         validate_environment(admit_identifier(environment, "environment"))
         now = self.clock()
@@ -182,6 +187,12 @@ class Registry:
                     ErrorCode.CONFLICT,
                     f"model {hex_digest} is already active in environment '{environment}'",
                 )
+            if row is not None and row.digest_scheme != scheme:
+                raise CAError(
+                    ErrorCode.CONFLICT,
+                    f"model {hex_digest} was registered under scheme {row.digest_scheme}, "
+                    f"not {scheme}",
+                )
             if row is None:
                 row = ModelInventoryEntry(
                     digest=hex_digest,
@@ -189,6 +200,7 @@ class Registry:
                     environment=environment,
                     description=description,
                     created_at=now,
+                    digest_scheme=scheme,
                 )
                 s.add(row)
             row.status = "active"
@@ -199,7 +211,8 @@ class Registry:
                 s,
                 actor,
                 "model.added",
-                {"digest": hex_digest, "model_type": model_type, "environment": environment},
+                {"digest": hex_digest, "model_type": model_type, "environment": environment}
+                | ({} if scheme == "agentca-manifest-v1" else {"digest_scheme": scheme}),
                 now,
             )
             return _model(row)
@@ -229,8 +242,8 @@ class Registry:
         params = {"digests": list(digests), "env": environment}
         with use_session(self.sessions, session) as s:
             return {
-                (d, env): InventoryModel(d, mt, env, st == "active")
-                for d, mt, env, st in s.connection().execute(_INVENTORY, params).all()
+                (d, env): InventoryModel(d, mt, env, st == "active", sc)
+                for d, mt, env, st, sc in s.connection().execute(_INVENTORY, params).all()
             }
 
     # -- agents -------------------------------------------------------------------------------
@@ -462,6 +475,7 @@ _INVENTORY = select(
     ModelInventoryEntry.model_type,
     ModelInventoryEntry.environment,
     ModelInventoryEntry.status,
+    ModelInventoryEntry.digest_scheme,
 ).where(
     ModelInventoryEntry.digest.in_(bindparam("digests", expanding=True)),
     ModelInventoryEntry.environment == bindparam("env"),
@@ -507,6 +521,13 @@ def retire_models(
         )
     s.flush()
     return [_model(r) for r in rows]
+
+
+def _scheme(value: str) -> str:
+    try:
+        return ModelDigestScheme.parse(value).label
+    except ExtensionError as exc:
+        raise CAError(ErrorCode.INVALID_DIGEST, str(exc)) from None
 
 
 def registration_body(r: Registration) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from ca.names import parse_sha256_hex
 from ca.wiring import ensure_initialised
 from cli.context import actor, parse_duration, runtime, settings_from
 from cli.output import certificate_json, cli_serial, emit_json, note, rfc3339, warn, with_changed
+from wire.extensions import ModelDigestScheme
 
 # CA keys: no Ed25519 (ca.hierarchy.CA_KEY_TYPES; verifiers refuse chains under it).
 KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
@@ -156,6 +157,13 @@ def _warnings_to_stderr() -> Iterator[None]:
     help="SHA-256 of the weights manifest (see 'agentca model digest'), 64 hex.",
 )
 @click.option(
+    "--model-digest-scheme",
+    type=click.Choice(["agentca-manifest-v1", "oms-v1"]),
+    default="agentca-manifest-v1",
+    show_default=True,
+    help="How --model-digest was computed (decision 0049).",
+)
+@click.option(
     "--prompt-digest",
     default=None,
     help="SHA-256 of the system prompt (see 'agentca prompt digest'), 64 hex.",
@@ -193,6 +201,7 @@ def issue(
     scopes: tuple[str, ...],
     model_type: str | None,
     model_digest: str | None,
+    model_digest_scheme: str,
     prompt_digest: str | None,
     config_digest: str | None,
     officer: str | None,
@@ -228,6 +237,7 @@ def issue(
             model_digest=Digest(value=parse_sha256_hex(model_digest)),
             prompt_digest=Digest(value=parse_sha256_hex(prompt_digest)),
             config_digest=Digest(value=parse_sha256_hex(config_digest)) if config_digest else None,
+            model_digest_scheme=ModelDigestScheme.parse(model_digest_scheme),
         )
     request = DirectIssuance(
         agent_name=agent_name,

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import click
 
-from ca.digests import config_digest, model_digest, model_manifest, prompt_digest_file
+from ca.digests import (
+    config_digest,
+    model_digest,
+    model_manifest,
+    oms_model_digest,
+    prompt_digest_file,
+)
 from ca.errors import CAError, ErrorCode
 from cli.group import AgentcaGroup
 from cli.output import emit_json
@@ -32,9 +38,37 @@ def model() -> None:
     is_flag=True,
     help="Also print the manifest lines that are hashed (on stderr; with --json, as a list).",
 )
+@click.option(
+    "--scheme",
+    type=click.Choice(["agentca-manifest-v1", "oms-v1"]),
+    default="agentca-manifest-v1",
+    show_default=True,
+    help="oms-v1: the OpenSSF Model Signing root digest (what 'model_signing sign' signs).",
+)
+@click.option(
+    "--ignore",
+    "ignore",
+    multiple=True,
+    help="oms-v1: a path relative to the model to leave out, e.g. model.sig (repeatable).",
+)
+@click.option(
+    "--allow-symlinks", is_flag=True, help="oms-v1: hash symlinked files (as OMS's flag)."
+)
 @_JSON
-def model_digest_command(path: str, manifest: bool, as_json: bool) -> None:
-    """Print the SHA-256 manifest digest of a weights file or directory (constant memory)."""
+def model_digest_command(
+    path: str,
+    manifest: bool,
+    scheme: str,
+    ignore: tuple[str, ...],
+    allow_symlinks: bool,
+    as_json: bool,
+) -> None:
+    """Print the model digest of a weights file or directory (constant memory)."""
+    if scheme == "oms-v1":
+        _oms_digest(path, manifest, ignore, allow_symlinks, as_json)
+        return
+    if ignore or allow_symlinks:
+        raise click.UsageError("--ignore and --allow-symlinks need --scheme oms-v1")
     lines: list[str] = []
     if manifest:
         for entry in model_manifest(Path(path)):
@@ -48,6 +82,23 @@ def model_digest_command(path: str, manifest: bool, as_json: bool) -> None:
         emit_json({"path": path, "digest": digest} | ({"manifest": lines} if manifest else {}))
     else:
         click.echo(digest)
+
+
+def _oms_digest(
+    path: str, manifest: bool, ignore: tuple[str, ...], allow_symlinks: bool, as_json: bool
+) -> None:
+    result = oms_model_digest(Path(path), ignore=ignore, allow_symlinks=allow_symlinks)
+    lines = [f"{r.sha256.hex()}  {r.size}  {r.name}" for r in result.resources]
+    if as_json:
+        emit_json(
+            {"path": path, "digest": result.root.hex(), "scheme": "oms-v1"}
+            | ({"manifest": lines} if manifest else {})
+        )
+        return
+    if manifest:
+        for line in lines:
+            click.echo(line, err=True)
+    click.echo(result.root.hex())
 
 
 @click.group(cls=AgentcaGroup)

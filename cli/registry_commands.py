@@ -323,6 +323,15 @@ def agent_enable(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.option("--model-type", required=True, help="Model type of these weights.")
 @click.option("--environment", required=True, help="Environment the model is authorised in.")
 @click.option("--description", default=None, help="Free text.")
+@click.option(
+    "--scheme",
+    "digest_scheme",
+    type=click.Choice(["agentca-manifest-v1", "oms-v1"]),
+    default="agentca-manifest-v1",
+    show_default=True,
+    help="How DIGEST was computed: oms-v1 ('agentca model digest --scheme oms-v1', the "
+    "OpenSSF Model Signing root digest) for new models (decision 0049).",
+)
 @click.option("--json", "as_json", is_flag=True, help="The inventory entry as JSON.")
 @click.pass_context
 def model_add(
@@ -331,6 +340,7 @@ def model_add(
     model_type: str,
     environment: str,
     description: str | None,
+    digest_scheme: str,
     as_json: bool,
 ) -> None:
     """Authorise model DIGEST (see 'agentca model digest') in an environment.
@@ -341,14 +351,23 @@ def model_add(
     changed = True
     with runtime(ctx) as rt:
         try:
-            m = rt.registry.add_model(digest, model_type, environment, description, actor=actor())
+            m = rt.registry.add_model(
+                digest,
+                model_type,
+                environment,
+                description,
+                actor=actor(),
+                digest_scheme=digest_scheme,
+            )
         except CAError as exc:
             if exc.code is not ErrorCode.CONFLICT:
                 raise
             same = [
                 x
                 for x in rt.registry.list_models(environment, "active")
-                if x.digest == _hex(digest) and x.model_type == model_type
+                if x.digest == _hex(digest)
+                and x.model_type == model_type
+                and x.digest_scheme == digest_scheme
             ]
             if not same:
                 raise

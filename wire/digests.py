@@ -81,7 +81,10 @@ def _collect(root: str) -> list[tuple[bytes, str, str]]:
     real_root = os.path.realpath(root)
     found: list[tuple[bytes, str, str]] = []
 
-    def walk(fs_dir: str, rel_dir: str, active: frozenset[str]) -> None:
+    # iterative (a stack of directories): a deep tree cannot exhaust Python's recursion limit
+    pending: list[tuple[str, str, frozenset[str]]] = [(root, "", frozenset({real_root}))]
+    while pending:
+        fs_dir, rel_dir, active = pending.pop()
         try:
             with os.scandir(fs_dir) as it:
                 entries = list(it)
@@ -102,13 +105,11 @@ def _collect(root: str) -> list[tuple[bytes, str, str]]:
                 real = os.path.realpath(entry.path)
                 if real in active:
                     raise DigestError(f"symlink loop at {rel!r}")
-                walk(entry.path, rel + "/", active | {real})
+                pending.append((entry.path, rel + "/", active | {real}))
             elif stat.S_ISREG(mode):
                 found.append((_check_rel(rel), rel, entry.path))
             else:
                 raise DigestError(f"{rel!r} is not a regular file or directory")
-
-    walk(root, "", frozenset({real_root}))
     return found
 
 
@@ -161,6 +162,19 @@ def model_fingerprint(path: StrPath) -> tuple[tuple[str, int, int], ...]:
     for _, rel, fs_path in _files(path):
         st = os.stat(fs_path)
         out.append((rel, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def model_stamps(path: StrPath) -> tuple[tuple[str, int, int, int, int, int], ...]:
+    """``(path, size, mtime_ns, ctime_ns, inode, device)`` of every file: a change detector
+    that also sees a file swapped for another of the same size and mtime (no hashing)."""
+    out = []
+    for _, rel, fs_path in _files(path):
+        try:
+            st = os.stat(fs_path)
+        except OSError as exc:
+            raise DigestError(f"cannot stat model file {rel!r}: {exc.strerror}") from None
+        out.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
     return tuple(out)
 
 

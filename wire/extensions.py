@@ -3,9 +3,11 @@
 ASN.1 (module ``AgentCA-Extensions-2026``, published in ``docs/oids.md``)::
 
     DigestInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, digest OCTET STRING }
-    AgentProvenance ::= SEQUENCE { version INTEGER DEFAULT 0, modelType UTF8String (SIZE(1..128)),
-      modelDigest DigestInfo, systemPromptDigest DigestInfo,
-      configDigest [0] IMPLICIT DigestInfo OPTIONAL }
+    AgentProvenance ::= SEQUENCE { version INTEGER { v1(0), v2(1) } DEFAULT v1,
+      modelType UTF8String (SIZE(1..128)), modelDigest DigestInfo, systemPromptDigest DigestInfo,
+      configDigest [0] IMPLICIT DigestInfo OPTIONAL,
+      modelDigestScheme [1] IMPLICIT INTEGER { agentcaManifest(0), omsFiles(1) } OPTIONAL }
+      -- v1: scheme absent (agentcaManifest); v2: scheme present and not agentcaManifest
     AgentAuthorization ::= SEQUENCE { version INTEGER DEFAULT 0,
       scopes SEQUENCE SIZE (1..64) OF UTF8String }
     AgentAccountability ::= SEQUENCE { version INTEGER DEFAULT 0, officerOfRecord IA5String,
@@ -20,6 +22,7 @@ agent SDK all decode with these functions.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -98,9 +101,49 @@ class Digest:
         return der.tlv(0x30, self.content())
 
 
+class ModelDigestScheme(enum.IntEnum):
+    """How the model digest was computed (``modelDigestScheme``; docs/oids.md "Model digest").
+
+    ``AGENTCA_MANIFEST``: SHA-256 of agentca's weights manifest (:mod:`wire.digests`), the only
+    scheme of ``AgentProvenance`` v1. ``OMS``: the OpenSSF Model Signing v1.0 root digest
+    (:mod:`wire.oms`), carried by ``AgentProvenance`` v2.
+    """
+
+    AGENTCA_MANIFEST = 0
+    OMS = 1
+
+    @property
+    def label(self) -> str:
+        """The scheme's name in JSON, the CLI and the inventory."""
+        return _SCHEME_LABELS[self]
+
+    @classmethod
+    def parse(cls, value: object) -> ModelDigestScheme:
+        """A scheme from its label (or the enum itself); :class:`ExtensionError` otherwise."""
+        if isinstance(value, ModelDigestScheme):
+            return value
+        for scheme, label in _SCHEME_LABELS.items():
+            if value == label:
+                return scheme
+        raise ExtensionError(
+            f"unknown model digest scheme {str(value)[:40]!r} "
+            f"(known: {', '.join(_SCHEME_LABELS.values())})"
+        )
+
+
+_SCHEME_LABELS: Final = {
+    ModelDigestScheme.AGENTCA_MANIFEST: "agentca-manifest-v1",
+    ModelDigestScheme.OMS: "oms-v1",
+}
+_V2: Final = 1
+
+
 @dataclass(frozen=True)
 class Provenance:
-    """Model type and the digests of model manifest, system prompt and (optional) config.
+    """Model type and the digests of model, system prompt and (optional) config.
+
+    ``model_digest_scheme`` says what the model digest is a digest *of*: agentca's manifest
+    (v1 encoding, every certificate before decision 0049) or the OMS root digest (v2).
 
     The one provenance value type: the gateway decodes into it, the CA's
     ``ca.extensions.Provenance`` is this type with the CA's validation errors and JSON form,
@@ -111,13 +154,33 @@ class Provenance:
     model_digest: Digest
     prompt_digest: Digest
     config_digest: Digest | None = None
+    model_digest_scheme: ModelDigestScheme = ModelDigestScheme.AGENTCA_MANIFEST
+
+    def __post_init__(self) -> None:
+        self._check_scheme()
+
+    def _check_scheme(self) -> None:
+        try:
+            scheme = ModelDigestScheme(self.model_digest_scheme)
+        except ValueError:
+            raise ExtensionError(
+                f"unsupported model digest scheme {self.model_digest_scheme!r}"
+            ) from None
+        object.__setattr__(self, "model_digest_scheme", scheme)
+        if scheme is ModelDigestScheme.OMS and self.model_digest.algorithm != "sha256":
+            raise DigestValueError("an OMS model digest is a sha256 digest")
 
     def to_der(self) -> bytes:
-        """DER of the ``AgentProvenance`` (the certificate extension and the CSR attribute)."""
-        body = der.utf8_string(self.model_type) + self.model_digest.to_der()
+        """DER of the ``AgentProvenance`` (the certificate extension and the CSR attribute):
+        v1 for the agentca-manifest scheme, v2 (with ``modelDigestScheme``) otherwise."""
+        scheme = self.model_digest_scheme
+        body = b"" if scheme is ModelDigestScheme.AGENTCA_MANIFEST else der.integer(_V2)
+        body += der.utf8_string(self.model_type) + self.model_digest.to_der()
         body += self.prompt_digest.to_der()
         if self.config_digest is not None:
             body += der.tlv(0xA0, self.config_digest.content())  # [0] IMPLICIT DigestInfo
+        if scheme is not ModelDigestScheme.AGENTCA_MANIFEST:
+            body += der.tlv(0x81, der.integer(int(scheme))[2:])  # [1] IMPLICIT INTEGER
         return der.tlv(0x30, body)
 
     @classmethod
@@ -229,7 +292,19 @@ def decode_provenance(data: bytes) -> Provenance:
     raw = _as_bytes(data, what)
     try:
         items = der.children(der.read_one(raw, 0x30))
-        _no_version(items, what)
+        scheme = ModelDigestScheme.AGENTCA_MANIFEST
+        v2 = bool(items) and items[0][0] == 0x02 and items[0][1] == bytes([_V2])
+        if v2:
+            items = items[1:]
+            if not items or items[-1][0] != 0x81:
+                raise ExtensionError(f"{what}: v2 requires the modelDigestScheme field")
+            number = der.decode_integer(items[-1][1])
+            if number not in ModelDigestScheme.__members__.values():
+                raise ExtensionError(f"{what}: unsupported model digest scheme {number}")
+            scheme = ModelDigestScheme(number)
+            items = items[:-1]
+        else:
+            _no_version(items, what)
         if len(items) < 3 or items[0][0] != 0x0C or items[1][0] != 0x30 or items[2][0] != 0x30:
             raise ExtensionError(f"{what}: malformed DER (missing or mis-typed fields)")
         if len(items) > 4 or (len(items) == 4 and items[3][0] != 0xA0):
@@ -240,7 +315,7 @@ def decode_provenance(data: bytes) -> Provenance:
         config = _digest(items[3][1], f"{what}.configDigest") if len(items) == 4 else None
     except (der.DerError, UnicodeDecodeError) as exc:
         raise ExtensionError(f"{what}: malformed DER ({exc})") from None
-    value = Provenance(model_type, model, prompt, config)
+    value = Provenance(model_type, model, prompt, config, scheme)
     _canonical(what, raw, value.to_der())
     return value
 

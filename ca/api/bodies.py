@@ -134,4 +134,5 @@ def model_json(m: InventoryModel) -> dict[str, Any]:
         "model_type": m.model_type,
         "environment": m.environment,
         "status": "active" if m.active else "retired",
+        "digest_scheme": m.digest_scheme,
     }

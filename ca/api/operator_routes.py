@@ -30,6 +30,7 @@ from ca.extensions import Digest, Provenance
 from ca.names import parse_sha256_hex
 from ca.requests import CertificateFilter, RevocationCriteria
 from ca.revocation import RevocationReason
+from wire.extensions import ModelDigestScheme
 
 operator = Blueprint("operator", __name__)
 
@@ -99,6 +100,7 @@ def add_model() -> Response:
         body.environment,
         body.description,
         actor=principal().actor,
+        digest_scheme=body.digest_scheme,
     )
     return _created(model_json(m))
 
@@ -250,6 +252,7 @@ def _provenance(body: IssueJson) -> Provenance | None:
         model_digest=Digest(parse_sha256_hex(model)),
         prompt_digest=Digest(parse_sha256_hex(prompt)),
         config_digest=Digest(parse_sha256_hex(config_digest)) if config_digest else None,
+        model_digest_scheme=ModelDigestScheme.parse(body.model_digest_scheme),
     )
 
 

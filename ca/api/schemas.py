@@ -96,6 +96,10 @@ class NewModel(RequestBody):
     model_type: str
     environment: str
     description: str | None = None
+    digest_scheme: Literal["agentca-manifest-v1", "oms-v1"] = Field(
+        default="agentca-manifest-v1",
+        description="how the digest was computed; oms-v1 (OpenSSF Model Signing) for new models",
+    )
 
 
 class Retirement(RequestBody):
@@ -203,6 +207,9 @@ class IssueJson(RequestBody):
     organization: str | None = None
     validity_seconds: Seconds | None = None
     outside_policy: bool = False
+    model_digest_scheme: Literal["agentca-manifest-v1", "oms-v1"] = Field(
+        default="agentca-manifest-v1", description="the scheme of model_digest, when given"
+    )
 
 
 class Revocation(RequestBody):
@@ -296,6 +303,7 @@ class Model(ResponseBody):
     model_type: str
     environment: str
     status: Literal["active", "retired"]
+    digest_scheme: Literal["agentca-manifest-v1", "oms-v1"]
 
 
 class Retired(ResponseBody):

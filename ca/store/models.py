@@ -150,6 +150,10 @@ class ModelInventoryEntry(Base):
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # agentca-manifest-v1 | oms-v1 (migration 0013, decision 0049)
+    digest_scheme: Mapped[str] = mapped_column(
+        String(32), default="agentca-manifest-v1", server_default="agentca-manifest-v1"
+    )
 
 
 class ScopeDefinition(Base):

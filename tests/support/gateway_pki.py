@@ -23,6 +23,7 @@ from ocsp.decision import CertState, SerialStatus
 from ocsp.request import parse_request
 from ocsp.response import Signer, SingleAnswer, build_basic_response
 from tests.unit.helpers import software_hierarchy
+from wire.extensions import ModelDigestScheme
 from wire.oids import OidArc
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -79,6 +80,7 @@ class Pki:
         not_before: datetime = T0,
         lifetime: timedelta = timedelta(hours=12),
         environment: str = "production",
+        scheme: ModelDigestScheme = ModelDigestScheme.AGENTCA_MANIFEST,
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = key or ec.generate_private_key(ec.SECP256R1())
         self.serial += 1
@@ -87,6 +89,7 @@ class Pki:
                 "claude-3.5-sonnet-v2",
                 Digest(model or model_digest()),
                 Digest(prompt or hashlib.sha256(PROMPT).digest()),
+                model_digest_scheme=scheme,
             ),
             Authorization(scopes),
             Accountability("compliance-officer@enterprise.io", environment, "Enterprise Inc"),
@@ -163,6 +166,7 @@ def make_agent(
     key: ec.EllipticCurvePrivateKey | None = None,
     prompt: bytes = PROMPT,
     oid_arcs: tuple[OidArc, ...] | None = None,
+    model_scheme: ModelDigestScheme = ModelDigestScheme.AGENTCA_MANIFEST,
 ) -> Agent:
     """An enrolled (offline) agent whose model file and prompt match its certificate."""
     from pathlib import Path
@@ -173,7 +177,11 @@ def make_agent(
     if key is None or cert is None:
         key, cert = pki.issue(key)
     runtime = RuntimeProvenance(
-        "claude-3.5-sonnet-v2", base / "model.bin", prompt_bytes=prompt, clock=clock
+        "claude-3.5-sonnet-v2",
+        base / "model.bin",
+        prompt_bytes=prompt,
+        clock=clock,
+        model_scheme=model_scheme,
     )
     return Agent(
         "ExecutionAgent-ETH-01",

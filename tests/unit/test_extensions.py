@@ -277,7 +277,9 @@ PROV_BODY = tlv(0x0C, b"gpt-4o") + digest_info() + digest_info(value=b"\x22" * 3
         (b"\x31" + PROV.to_der()[1:], "expected tag 0x30"),
         (PROV.to_der()[:-1], "malformed DER"),
         (tlv(0x30, b"\x02\x01\x00" + PROV_BODY), "DEFAULT and must be omitted"),
-        (tlv(0x30, b"\x02\x01\x01" + PROV_BODY), "unsupported version 1"),
+        # version 1 is v2 (decision 0049), which must carry the modelDigestScheme field
+        (tlv(0x30, b"\x02\x01\x01" + PROV_BODY), "v2 requires the modelDigestScheme"),
+        (tlv(0x30, b"\x02\x01\x02" + PROV_BODY), "unsupported version 2"),
         (tlv(0x30, b"\x02\x01\x7f" + PROV_BODY), "unsupported version 127"),
         (tlv(0x30, tlv(0x13, b"gpt-4o") + PROV_BODY[8:]), "malformed DER"),
         (tlv(0x30, tlv(0x0C, b"") + PROV_BODY[8:]), "model type"),
