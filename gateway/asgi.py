@@ -77,6 +77,7 @@ _NAMES: dict[bytes, str] = {}
 """Header names as received, decoded and lower-cased (the set a deployment sees is small)."""
 _MAX_NAMES: Final = 512
 _MEMO_PATH: Final = 512
+_MAX_RULES: Final = 256
 
 
 def header_map(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -208,7 +209,9 @@ async def read_body(
         pending = it.send(None)
     except StopIteration as stop:  # there without waiting
         message: Message | None = stop.value
-        if message is not None and message.get("type") == "http.request":
+        if not isinstance(message, Mapping):
+            return None  # not an ASGI message: nothing to read a body from
+        if message.get("type") == "http.request":
             chunk = message.get("body", b"")
             if not message.get("more_body", False) and len(chunk) <= max_body:
                 return bytes(chunk)
@@ -336,10 +339,13 @@ class AgentGatewayMiddleware:
         )
         public = path in self.public or (found is not None and found.public)
         key = (scope_name, public, profiles, bool(require_tls))
-        rule = self._rule_of.get(key)
+        try:
+            rule = self._rule_of.get(key)
+        except TypeError:  # a callable's unhashable answer (a list of profiles): no reuse
+            return RouteRule(*key)
         if rule is None:  # one object per distinct rule: the maps hold few
             rule = RouteRule(*key)
-            if len(self._rule_of) < 1024:
+            if len(self._rule_of) < _MAX_RULES:
                 self._rule_of[key] = rule
         return rule
 

@@ -234,3 +234,27 @@ def test_header_map_and_the_path_shortcut_give_what_the_plain_code_gives() -> No
             assert scope_path_problem(scope) == expect, path
     decoded = {"path": "/orders/../x", "raw_path": b"/orders/%2E%2E/x"}
     assert scope_path_problem(decoded) is not None
+
+
+def test_rules_are_shared_per_value_and_an_unhashable_answer_still_works(
+    pki: Pki, tmp_path: Path
+) -> None:
+    clock = Clock()
+    app = Echo()
+    lists = AgentGatewayMiddleware(
+        app, verifier(pki, clock), {"POST /orders": SCOPE}, profiles=lambda m, p: ["agentca"]
+    )
+    status, body, _ = drive(lists, http_scope(signed(pki, tmp_path, clock)), _once(BODY))
+    assert status == 201 and body == BODY
+    plain = AgentGatewayMiddleware(app, verifier(pki, clock), {"POST /orders": SCOPE})
+    first, again = plain.rule(http_scope({})), plain.rule(http_scope({}))
+    assert first is again and (first.scope, first.public) == (SCOPE, False)
+    other = plain.rule(http_scope({}, "GET", "http://gw.local/elsewhere"))
+    assert other.scope is None and not other.public
+
+
+def _once(body: bytes) -> Any:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
