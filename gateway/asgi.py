@@ -6,14 +6,15 @@
 The ASGI twin of ``gateway.wsgi``, with the same ``routes``, ``public``, ``profiles`` and
 mutual-TLS options, and the same order: public paths pass; the path must be in RFC 3986
 normal form (400 ``path-not-normal``); the body is read once, at most ``max_body`` bytes
-(413 ``body-too-large``) within ``body_timeout`` seconds (408 ``body-timeout``); then
+(413 ``body-too-large``) within ``body_timeout`` seconds (408 ``body-timeout``; the timer is
+armed only if the body is not already there, decision 0046); then
 :meth:`Verifier.evaluate <gateway.verifier.Verifier.evaluate>` decides, and its decision is
-logged with the status the application actually sent. Refusals are the problem documents
-``gateway.wsgi`` sends (built by it). The application receives the body it would have read
-(replayed from memory) and finds the verified identity in ``scope["state"]["agent"]``
-(``request.state.agent`` in Starlette and FastAPI) and the decision in
-``scope["state"]["agentca_decision"]``. WebSocket connections are closed (1008) unless public:
-nothing here verifies them.
+logged with the status the application actually sent (``gateway.asgi_log``). Refusals are
+the problem documents ``gateway.wsgi`` sends (built by it). The application receives the
+body it would have read (replayed from memory) and finds the verified identity in
+``scope["state"]["agent"]`` (``request.state.agent`` in Starlette and FastAPI) and the
+decision in ``scope["state"]["agentca_decision"]``. WebSocket connections are closed (1008)
+unless public: nothing here verifies them.
 
 Verification runs inline on the event loop by default: on the hot path (chain and status
 cached or stapled) it is about 100-150 us of CPU, which a thread hop would lengthen, not

@@ -65,9 +65,9 @@ class _LoggedSend:
         if not self.logged and message.get("type") == "http.response.start":
             self.logged = True
             status = int(message.get("status", 0))
+            self.verifier.log(self.decision, self.req, status)  # first: a failing hook loses none
             if self.on_start is not None:
                 self.on_start(message, status)
-            self.verifier.log(self.decision, self.req, status)
         await self.send(message)
 
     def finish(self, status: int | None) -> None:
@@ -75,12 +75,6 @@ class _LoggedSend:
         if not self.logged:
             self.logged = True
             self.verifier.log(self.decision, self.req, status)
-
-
-def replay_receive(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives the app ``body`` (already read) as one message, then the
-    client's messages (``http.disconnect``)."""
-    return _Replay(body, receive)
 
 
 async def call_logged(
@@ -95,7 +89,7 @@ async def call_logged(
     on_start: OnStart | None = None,
 ) -> None:
     """Run ``app`` on the verified request (``body`` replayed) and log ``decision`` with the
-    status it sends; ``on_start(message, status)`` runs just before that line is queued."""
+    status it sends; ``on_start(message, status)`` runs just after that line is queued."""
     logged = _LoggedSend(send, verifier, decision, req, on_start)
     try:
         await app(scope, _Replay(body, receive), logged)
