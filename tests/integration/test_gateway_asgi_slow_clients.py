@@ -23,6 +23,7 @@ import uvicorn
 from gateway import StaticInventory, StatusChecker, Verifier, decision_log
 from gateway.asgi import AgentGatewayMiddleware
 from tests.support.gateway_pki import Clock, Pki, make_agent, model_digest, signed_view
+from tests.unit.test_gateway_asgi import _Lines
 
 pytestmark = pytest.mark.integration
 
@@ -30,17 +31,8 @@ SCOPE = "submit_limit_order"
 TIMEOUT = 0.5  # the middleware's body_timeout in these tests
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-
-
 class App:
-    """Reads the body through ``receive`` and answers 201 with it."""
+    """Answers 201 with the body, which the middleware hands over as one message."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -49,12 +41,9 @@ class App:
         if scope["type"] != "http":
             return
         self.calls += 1
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        message = await receive()
+        assert message["type"] == "http.request" and not message.get("more_body")
+        body = message["body"]
         headers = [(b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 201, "headers": headers})
         await send({"type": "http.response.body", "body": body})

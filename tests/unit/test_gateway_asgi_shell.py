@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +26,12 @@ from gateway.mcp import McpGateway
 from gateway.problems import Check, Denied
 from gateway.wsgi import path_problem
 from tests.support.gateway_pki import Clock, Pki, make_agent, signed_view
+from tests.unit import test_gateway_asgi as asgi_tests
 from tests.unit.test_gateway_asgi import BODY, SCOPE, URL, Echo, http_scope, verifier
 from tests.unit.test_gateway_mcp import make_server
 
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki.create()
-
-
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[dict[str, Any]]]:
-    logger = logging.getLogger("agentca.gateway.decisions")
-    handler, level = _Lines(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler.lines
-    finally:
-        decision_log.flush()
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+pki = asgi_tests.pki  # the fixtures of the ASGI shell's tests
+log_lines = asgi_tests.log_lines
 
 
 def signed(pki: Pki, tmp_path: Path, clock: Clock) -> dict[str, str]:
