@@ -6,14 +6,15 @@
 The ASGI twin of ``gateway.wsgi``, with the same ``routes``, ``public``, ``profiles`` and
 mutual-TLS options, and the same order: public paths pass; the path must be in RFC 3986
 normal form (400 ``path-not-normal``); the body is read once, at most ``max_body`` bytes
-(413 ``body-too-large``) within ``body_timeout`` seconds (408 ``body-timeout``); then
+(413 ``body-too-large``) within ``body_timeout`` seconds (408 ``body-timeout``; the timer is
+armed only if the body is not already there, decision 0046); then
 :meth:`Verifier.evaluate <gateway.verifier.Verifier.evaluate>` decides, and its decision is
-logged with the status the application actually sent. Refusals are the problem documents
-``gateway.wsgi`` sends (built by it). The application receives the body it would have read
-(replayed from memory) and finds the verified identity in ``scope["state"]["agent"]``
-(``request.state.agent`` in Starlette and FastAPI) and the decision in
-``scope["state"]["agentca_decision"]``. WebSocket connections are closed (1008) unless public:
-nothing here verifies them.
+logged with the status the application actually sent (``gateway.asgi_log``). Refusals are
+the problem documents ``gateway.wsgi`` sends (built by it). The application receives the
+body it would have read (replayed from memory) and finds the verified identity in
+``scope["state"]["agent"]`` (``request.state.agent`` in Starlette and FastAPI) and the
+decision in ``scope["state"]["agentca_decision"]``. WebSocket connections are closed (1008)
+unless public: nothing here verifies them.
 
 Verification runs inline on the event loop by default: on the hot path (chain and status
 cached or stapled) it is about 100-150 us of CPU, which a thread hop would lengthen, not
@@ -28,11 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Callable, Generator, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import quote
 
+from gateway.asgi_log import AsgiApp as AsgiApp
+from gateway.asgi_log import Message as Message
+from gateway.asgi_log import Receive as Receive
+from gateway.asgi_log import Send as Send
+from gateway.asgi_log import call_logged
 from gateway.client_cert import ClientCertSource, TlsClientCert
 from gateway.httpsig import RequestView
 from gateway.problems import Check, Denied
@@ -48,10 +54,6 @@ from gateway.wsgi import (
 )
 
 Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATE_AGENT: Final = "agent"
 STATE_DECISION: Final = "agentca_decision"
@@ -72,33 +74,175 @@ class RouteRule:
 RouteRules = Callable[[Scope], RouteRule | None]
 
 
-def request_view(scope: Scope, body: bytes) -> RequestView:
+_NAMES: dict[bytes, str] = {}
+"""Header names as received, decoded and lower-cased (the set a deployment sees is small)."""
+_MAX_NAMES: Final = 512
+_MEMO_PATH: Final = 512
+_MAX_RULES: Final = 256
+
+
+def header_map(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """An ASGI header list as a dict (names lower-case), repeated fields joined with ``", "``
+    (RFC 9110 5.3) as WSGI servers do."""
+    names = _NAMES
+    headers: dict[str, str] = {}
+    try:
+        for raw_name, raw_value in raw_headers:
+            name = names.get(raw_name)
+            if name is None:
+                name = raw_name.decode("latin-1").lower()
+                if len(names) < _MAX_NAMES and len(raw_name) <= 64 and type(raw_name) is bytes:
+                    names[raw_name] = name
+            value = raw_value.decode("latin-1")
+            if name in headers:
+                headers[name] = f"{headers[name]}, {value}"
+            else:
+                headers[name] = value
+    except TypeError:  # not bytes (a server that hands over bytearrays): the slow way
+        headers = {}
+        for raw_name, raw_value in raw_headers:
+            name = bytes(raw_name).decode("latin-1").lower()
+            value = bytes(raw_value).decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def request_view(
+    scope: Scope,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    keep_bodiless_content_type: bool = False,
+) -> RequestView:
     """A :class:`RequestView` of an ASGI HTTP request, with the path as the client sent it.
 
-    Repeated header fields are joined with ``", "`` (RFC 9110 5.3), as WSGI servers do; a
-    ``Content-Type`` on a request without a body is left out, as ``gateway.wsgi`` does."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", ()):
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    if "content-type" in headers and not body and headers.get("content-length", "") in ("", "0"):
+    ``headers``: :func:`header_map` of the scope, if already made. A ``Content-Type`` on a
+    request without a body is left out, as ``gateway.wsgi`` does, unless
+    ``keep_bodiless_content_type`` (``gateway.mcp``: MCP clients send one on every request)."""
+    if headers is None:
+        headers = header_map(scope.get("headers", ()))
+    if (
+        not keep_bodiless_content_type
+        and not body
+        and "content-type" in headers
+        and headers.get("content-length", "") in ("", "0")
+    ):
+        headers = dict(headers)
         del headers["content-type"]
     raw = scope.get("raw_path")
     if raw:
-        path = raw.decode("latin-1").partition("?")[0]
+        path = bytes(raw).decode("latin-1").partition("?")[0]
     else:
-        path = quote(scope.get("path", "").encode(), safe="/:@!$&'()*+,;=-._~%")
+        path = quote(str(scope.get("path", "")).encode(), safe="/:@!$&'()*+,;=-._~%")
     server = scope.get("server") or ("", None)
     return RequestView(
-        method=scope.get("method", "GET"),
+        method=str(scope.get("method", "GET")),
         path=path,
-        query=scope.get("query_string", b"").decode("latin-1"),
+        query=bytes(scope.get("query_string", b"")).decode("latin-1"),
         headers=headers,
         body=body,
         authority=headers.get("host", str(server[0] or "")),
-        scheme=scope.get("scheme", "http"),
+        scheme=str(scope.get("scheme", "http")),
     )
+
+
+def scope_path_problem(scope: Scope) -> str | None:
+    """:func:`gateway.wsgi.path_problem` of an ASGI request (the raw and the decoded path)."""
+    raw = bytes(scope.get("raw_path") or b"")
+    path = str(scope.get("path", ""))
+    if len(raw) + len(path) > _MEMO_PATH:  # memoised below: bounded memory, whatever is sent
+        return path_problem({"PATH_INFO": path, "RAW_URI": raw.decode("latin-1")})
+    return _path_problem(raw, path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _path_problem(raw: bytes, path: str) -> str | None:
+    # a pure function of the two paths: the few a deployment serves are checked once
+    return path_problem({"PATH_INFO": path, "RAW_URI": raw.decode("latin-1")})
+
+
+class _Resumed:
+    """Awaits an awaitable's iterator that already ran up to its first suspension."""
+
+    __slots__ = ("it", "pending")
+
+    def __init__(self, it: Generator[Any, Any, Message], pending: Any) -> None:
+        self.it = it
+        self.pending = pending
+
+    def __await__(self) -> Generator[Any, Any, Message]:
+        it, pending = self.it, self.pending
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                it.close()
+                raise
+            except BaseException as exc:  # cancellation (the deadline), forwarded
+                try:
+                    pending = it.throw(exc)
+                except StopIteration as stop:
+                    return cast(Message, stop.value)
+            else:
+                try:
+                    pending = it.send(sent)
+                except StopIteration as stop:
+                    return cast(Message, stop.value)
+
+
+async def read_body(
+    headers: Mapping[str, str], receive: Receive, max_body: int, timeout: float
+) -> bytes | Denied | None:
+    """The whole request body; a refusal (``Content-Length`` not a number, over ``max_body``
+    bytes, not all there within ``timeout`` seconds); None if the client went away.
+
+    The deadline is armed only if a ``receive`` must wait: a body the server already holds
+    (the usual small request, read with its headers) costs no timer, and a client that
+    trickles its body is still cut off ``timeout`` seconds after the wait began."""
+    length = headers.get("content-length")
+    if length is not None:
+        if not (length.isdigit() and length.isascii()):
+            return Denied(Check.MALFORMED, "Content-Length is not a number")
+        if int(length) > max_body:
+            return Denied(Check.BODY_TOO_LARGE, f"the body is over {max_body} bytes")
+    it = receive().__await__()
+    try:
+        pending = it.send(None)
+    except StopIteration as stop:  # there without waiting
+        message: Message | None = stop.value
+        if not isinstance(message, Mapping):
+            return None  # not an ASGI message: nothing to read a body from
+        if message.get("type") == "http.request":
+            chunk = message.get("body", b"")
+            if not message.get("more_body", False) and len(chunk) <= max_body:
+                return bytes(chunk)
+        waiting = None
+    else:
+        message, waiting = None, _Resumed(it, pending)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if message is None:
+                    message = await (waiting if waiting is not None else receive())
+                    waiting = None
+                if message.get("type") != "http.request":
+                    return None  # http.disconnect
+                chunk = bytes(message.get("body", b""))
+                size += len(chunk)
+                if size > max_body:
+                    return Denied(Check.BODY_TOO_LARGE, f"the body is over {max_body} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+                message = None
+    except TimeoutError:
+        return Denied(Check.BODY_TIMEOUT, f"the body did not arrive within {timeout:g} s")
+    finally:
+        if waiting is not None:  # never awaited (an exception before): do not leak it
+            it.close()
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def wsgi_environ(scope: Scope) -> dict[str, Any]:
@@ -178,6 +322,7 @@ class AgentGatewayMiddleware:
         self.client_certs = client_certs or ClientCertSource()
         self.require_tls_client_cert = require_tls_client_cert
         self.verify_in_thread = verify_in_thread
+        self._rule_of: dict[tuple[Any, ...], RouteRule] = {}
 
     def rule(self, scope: Scope) -> RouteRule:
         """What the route of ``scope`` requires: ``rules`` first, then the maps."""
@@ -194,30 +339,40 @@ class AgentGatewayMiddleware:
             flag(method, path) if callable(flag) else flag
         )
         public = path in self.public or (found is not None and found.public)
-        return RouteRule(scope_name, public, profiles, require_tls)
+        key = (scope_name, public, profiles, bool(require_tls))
+        try:
+            rule = self._rule_of.get(key)
+        except TypeError:  # a callable's unhashable answer (a list of profiles): no reuse
+            return RouteRule(*key)
+        if rule is None:  # one object per distinct rule: the maps hold few
+            rule = RouteRule(*key)
+            if len(self._rule_of) < _MAX_RULES:
+                self._rule_of[key] = rule
+        return rule
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket"):  # lifespan and the like
-            return await self.app(scope, receive, send)
+        if kind != "http":
+            if kind != "websocket":  # lifespan and the like
+                return await self.app(scope, receive, send)
+            if self.rule(scope).public:
+                return await self.app(scope, receive, send)
+            return await send({"type": "websocket.close", "code": 1008})
         rule = self.rule(scope)
         if rule.public:
             return await self.app(scope, receive, send)
-        if kind != "http":
-            return await send({"type": "websocket.close", "code": 1008})
-        raw = scope.get("raw_path")
-        problem = path_problem(
-            {"PATH_INFO": scope.get("path", ""), "RAW_URI": raw.decode("latin-1") if raw else ""}
-        )
+        problem = scope_path_problem(scope)
         if problem is not None:
             denied = Denied(Check.PATH, problem)
             return await self._refuse(scope, send, Decision(False, denial=denied, scope=rule.scope))
-        body = await self._read_body(scope, receive)
+        headers = header_map(scope.get("headers", ()))
+        body = await read_body(headers, receive, self.max_body, self.body_timeout)
         if body is None:  # the client went away: nobody to answer
             return None
         if isinstance(body, Denied):
-            return await self._refuse(scope, send, Decision(False, denial=body, scope=rule.scope))
-        req = request_view(scope, body)
+            decision = Decision(False, denial=body, scope=rule.scope)
+            return await self._refuse(scope, send, decision, request_view(scope, b"", headers))
+        req = request_view(scope, body, headers)
         tls: TlsClientCert | None = None
         if rule.require_tls_client_cert:
             try:
@@ -225,93 +380,32 @@ class AgentGatewayMiddleware:
             except Denied as denied:
                 decision = Decision(False, denial=denied, scope=rule.scope)
                 return await self._refuse(scope, send, decision, req)
-        evaluate = functools.partial(
-            self.verifier.evaluate,
-            req,
-            rule.scope,
-            rule.profiles,
-            tls_client_cert=tls,
-            require_tls_client_cert=rule.require_tls_client_cert,
-        )
         if self.verify_in_thread:
+            evaluate = functools.partial(
+                self.verifier.evaluate,
+                req,
+                rule.scope,
+                rule.profiles,
+                tls_client_cert=tls,
+                require_tls_client_cert=rule.require_tls_client_cert,
+            )
             decision = await asyncio.get_running_loop().run_in_executor(None, evaluate)
         else:
-            decision = evaluate()
+            decision = self.verifier.evaluate(
+                req,
+                rule.scope,
+                rule.profiles,
+                tls_client_cert=tls,
+                require_tls_client_cert=rule.require_tls_client_cert,
+            )
         if not decision.allowed:
             return await self._refuse(scope, send, decision, req)
-        state = scope.setdefault("state", {})
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
         state[STATE_AGENT] = decision.identity
         state[STATE_DECISION] = decision
-        await self._call_app(scope, receive, send, body, decision, req)
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | Denied | None:
-        """The whole body, a refusal (too large, too slow), or None if the client left."""
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    return Denied(Check.MALFORMED, "Content-Length is not a number")
-                if declared > self.max_body:
-                    return Denied(Check.BODY_TOO_LARGE, f"the body is over {self.max_body} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return None
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_body:
-                        return Denied(
-                            Check.BODY_TOO_LARGE, f"the body is over {self.max_body} bytes"
-                        )
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            return Denied(
-                Check.BODY_TIMEOUT, f"the body did not arrive within {self.body_timeout:g} s"
-            )
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def _call_app(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        body: bytes,
-        decision: Decision,
-        req: RequestView,
-    ) -> None:
-        replayed = False
-        logged = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: http.disconnect, when it comes
-
-        async def logging_send(message: Message) -> None:
-            nonlocal logged
-            if not logged and message["type"] == "http.response.start":
-                logged = True
-                self.verifier.log(decision, req, int(message["status"]))
-            await send(message)
-
-        try:
-            await self.app(scope, replay, logging_send)
-        except BaseException:
-            if not logged:
-                logged = True
-                self.verifier.log(decision, req, 500)
-            raise
-        if not logged:
-            self.verifier.log(decision, req, None)
+        await call_logged(self.app, scope, receive, send, body, self.verifier, decision, req)
 
     async def _refuse(
         self, scope: Scope, send: Send, decision: Decision, req: RequestView | None = None

@@ -11,17 +11,20 @@
 Every HTTP request of the transport (``initialize``, notifications, ``tools/list``,
 ``tools/call``, the GET stream, DELETE) is verified by the one core,
 :meth:`gateway.verifier.Verifier.evaluate`, before the MCP app sees it; its body is read once
-and handed back to the app. A ``tools/call`` needs the scope its tool declares (the ``_meta``
-entry :func:`requires_scope` writes, shown to clients in ``tools/list`` too); every other
-request needs ``scope``, the scope to use the server at all. A tool without a declared scope
-can be neither listed nor called (fail closed). ``tools/list`` answers only the tools whose
-scope the agent's certificate holds.
+and handed back to the app, and the decision logged with the status the app sends
+(``gateway.asgi_log``, shared with ``gateway.asgi``). A ``tools/call`` needs the scope its
+tool declares (the ``_meta`` entry :func:`requires_scope` writes, shown to clients in
+``tools/list`` too); every other request needs ``scope``, the scope to use the server at all.
+A tool without a declared scope can be neither listed nor called (fail closed).
+``tools/list`` answers only the tools whose scope the agent's certificate holds.
 
-Refusals keep the core's HTTP status (401, 403, 503; 400 for a path not in normal form). A
-JSON-RPC request is answered with a JSON-RPC error (``application/json``, code
-:data:`REFUSED`, ``data`` = the RFC 9457 problem document) so that MCP clients surface the
-reason; anything else gets ``application/problem+json`` as from the other shells. Why, and how
-this relates to the MCP authorization spec's OAuth bearer tokens: docs/decisions/0043.
+Refusals keep the core's HTTP status (401, 403, 503; 400 for a path not in normal form; 413
+and 408 for a body over ``max_body`` bytes or not all there within ``body_timeout`` seconds,
+read by ``gateway.asgi.read_body`` as in the ASGI middleware). A JSON-RPC request is answered
+with a JSON-RPC error (``application/json``, code :data:`REFUSED`, ``data`` = the RFC 9457
+problem document) so that MCP clients surface the reason; anything else gets
+``application/problem+json`` as from the other shells. Why, and how this relates to the MCP
+authorization spec's OAuth bearer tokens: docs/decisions/0043.
 
 The tool named by the HTTP layer (parsed here to pick the scope) must be the one the SDK
 dispatches: a middleware on the MCP server compares the two and refuses a ``tools/call`` that
@@ -34,8 +37,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from functools import partial
+from collections.abc import Mapping, MutableMapping
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -45,11 +47,17 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
+from gateway.asgi import BODY_TIMEOUT, header_map, read_body, request_view, scope_path_problem
+from gateway.asgi_log import AsgiApp as AsgiApp
+from gateway.asgi_log import Message as Message
+from gateway.asgi_log import Receive as Receive
+from gateway.asgi_log import Send as Send
+from gateway.asgi_log import call_logged
 from gateway.chain import AgentIdentity
 from gateway.httpsig import RequestView
 from gateway.problems import Check, Denied
 from gateway.verifier import Decision, Verifier
-from gateway.wsgi import ACCEPT_SIGNATURE, MAX_BODY, path_problem
+from gateway.wsgi import ACCEPT_SIGNATURE, MAX_BODY
 
 SCOPE_META: Final = "dev.agentca/scope"
 """The tool ``_meta`` key holding the scope a tool needs."""
@@ -62,11 +70,6 @@ REFUSED: Final = -32010
 """JSON-RPC error code of a request the gateway refused (implementation-defined range)."""
 SESSION_HEADER: Final = "mcp-session-id"
 MAX_SESSIONS: Final = 10_000  # the SDK's DEFAULT_MAX_SESSIONS: no live session is forgotten
-
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-AsgiApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
 
 def requires_scope(scope: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -132,6 +135,7 @@ class McpGateway:
         scope: str,
         *,
         max_body: int = MAX_BODY,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         if not scope:
             raise ValueError("scope: the scope every request to this MCP server needs")
@@ -140,6 +144,7 @@ class McpGateway:
         self.verifier = verifier
         self.scope = scope
         self.max_body = max_body
+        self.body_timeout = body_timeout
         self.sessions: OrderedDict[str, str] = OrderedDict()  # session id -> SPIFFE ID
         if not any(isinstance(m, ToolScopes) for m in server.middleware):
             server.middleware.insert(0, ToolScopes())
@@ -156,18 +161,21 @@ class McpGateway:
         if kind != "http":
             await send({"type": "websocket.close", "code": 1008})  # nothing unverified
             return
-        view = partial(request_view, scope)
-        problem = path_problem(_environ_of(scope))
+        headers = header_map(scope.get("headers", ()))
+        problem = scope_path_problem(scope)
         if problem is not None:
             denied = Denied(Check.PATH, problem)
-            await self._refuse(Decision(False, denial=denied), view(b""), None, send)
+            await self._refuse(
+                Decision(False, denial=denied), self._view(scope, headers), None, send
+            )
             return
-        body = await read_body(receive, scope, self.max_body)
-        if body is None:
-            denied = Denied(Check.MALFORMED, f"body missing or over {self.max_body} bytes")
-            await self._refuse(Decision(False, denial=denied), view(b""), None, send)
+        body = await read_body(headers, receive, self.max_body, self.body_timeout)
+        if body is None:  # the client went away: nobody to answer
             return
-        req = view(body)
+        if isinstance(body, Denied):
+            await self._refuse(Decision(False, denial=body), self._view(scope, headers), None, send)
+            return
+        req = self._view(scope, headers, body)
         message = _json_object(body) if req.method == "POST" else None
         tool: str | None = None
         required: str | None = self.scope
@@ -191,25 +199,21 @@ class McpGateway:
         scope[SCOPE_KEY] = ident
         scope[DECISION_KEY] = decision
         scope[TOOL_KEY] = tool
-        logged = False
 
-        async def logging_send(msg: Message) -> None:
-            nonlocal logged
-            if msg.get("type") == "http.response.start" and not logged:
-                logged = True
-                status = int(msg.get("status", 0))
-                if status < 400:
-                    self._remember_session(msg, ident.spiffe_id)
-                self.verifier.log(decision, req, status)
-            await send(msg)
+        def on_start(start: Message, status: int) -> None:
+            if status < 400:
+                self._remember_session(start, ident.spiffe_id)
 
-        try:
-            await self.app(scope, replay_receive(body, receive), logging_send)
-        except BaseException:
-            if not logged:
-                logged = True
-                self.verifier.log(decision, req, 500)
-            raise
+        await call_logged(
+            self.app, scope, receive, send, body, self.verifier, decision, req, on_start
+        )
+
+    @staticmethod
+    def _view(
+        scope: MutableMapping[str, Any], headers: dict[str, str], body: bytes = b""
+    ) -> RequestView:
+        # MCP clients send Content-Type on every request (and sign it): kept without a body
+        return request_view(scope, body, headers, keep_bodiless_content_type=True)
 
     def _remember_session(self, start: Message, spiffe_id: str) -> None:
         for name, value in start.get("headers", ()):
@@ -241,83 +245,12 @@ def mcp_app(
     scope: str,
     *,
     max_body: int = MAX_BODY,
+    body_timeout: float = BODY_TIMEOUT,
     **http_options: Any,
 ) -> McpGateway:
     """``server.streamable_http_app(**http_options)`` behind the gateway (see the module)."""
     app = server.streamable_http_app(**http_options)
-    return McpGateway(app, server, verifier, scope, max_body=max_body)
-
-
-def request_view(scope: Mapping[str, Any], body: bytes) -> RequestView:
-    """A :class:`RequestView` of an ASGI HTTP request, with the path as the client sent it."""
-    raw = scope.get("raw_path")
-    path = bytes(raw).decode("latin-1") if raw else str(scope.get("path", "/"))
-    headers: dict[str, str] = {}
-    for name, value in scope.get("headers", ()):
-        key = bytes(name).decode("latin-1").lower()
-        text = bytes(value).decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    return RequestView(
-        method=str(scope.get("method", "GET")),
-        path=path,
-        query=bytes(scope.get("query_string", b"")).decode("latin-1"),
-        headers=headers,
-        body=body,
-        authority=headers.get("host", ""),
-        scheme=str(scope.get("scheme", "http")),
-    )
-
-
-def _environ_of(scope: Mapping[str, Any]) -> dict[str, str]:
-    """The three WSGI keys :func:`gateway.wsgi.path_problem` reads."""
-    raw = scope.get("raw_path")
-    query = bytes(scope.get("query_string", b"")).decode("latin-1")
-    raw_uri = bytes(raw).decode("latin-1") if raw else ""
-    path = str(scope.get("path", ""))
-    return {
-        "SCRIPT_NAME": str(scope.get("root_path", "")),
-        "PATH_INFO": path.encode("utf-8").decode("latin-1"),
-        "RAW_URI": raw_uri + (f"?{query}" if query and raw_uri else ""),
-    }
-
-
-async def read_body(receive: Receive, scope: Mapping[str, Any], limit: int) -> bytes | None:
-    """The whole request body (None: over ``limit`` bytes, or the client went away)."""
-    for name, value in scope.get("headers", ()):
-        if bytes(name).lower() == b"content-length":
-            try:
-                if int(value) > limit:
-                    return None
-            except ValueError:
-                return None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        msg = await receive()
-        if msg.get("type") != "http.request":
-            return None  # http.disconnect
-        chunk = bytes(msg.get("body", b""))
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not msg.get("more_body", False):
-            return b"".join(chunks)
-
-
-def replay_receive(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives the app the body already read, then the client's messages
-    (``http.disconnect``)."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return again
+    return McpGateway(app, server, verifier, scope, max_body=max_body, body_timeout=body_timeout)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

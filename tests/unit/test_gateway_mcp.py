@@ -198,7 +198,8 @@ def test_oversized_body_and_websocket_never_reach_the_app(verifier: Verifier) ->
     app = Recorder()
     gw = McpGateway(app, make_server(), verifier, "query_anonymized_order_book", max_body=8)
     status, _, out = drive(gw, asgi_scope("POST", {"Host": "mcp.local"}), b"x" * 20)
-    assert status == 401 and json.loads(out)["check"] == "malformed-credentials"
+    # the ASGI shell's body reader (gateway.asgi.read_body, decision 0046): 413, as there
+    assert status == 413 and json.loads(out)["check"] == "body-too-large"
     status, _, _ = drive(gw, asgi_scope("GET", {}, kind="websocket"), b"")
     assert status == 1008 and not app.calls
 
