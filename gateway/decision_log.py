@@ -1,8 +1,12 @@
 """The gateway's decision log, off the request path.
 
 A request appends one small record to a queue (a C ``SimpleQueue``: no lock taken in Python,
-well under a microsecond); one writer thread per process turns records into JSON lines and
-hands them to the ``agentca.gateway.decisions`` logger, whose handlers write them. Nothing is
+well under a microsecond); one writer thread per process, waking every 50 ms (``INTERVAL``),
+turns records into JSON lines and
+hands them to the ``agentca.gateway.decisions`` logger, whose handlers write them. When those
+handlers are plain stream or file handlers with a message-only format (the documented setup),
+the writer writes each batch of waiting lines to their streams in one call: the same bytes,
+without a ``LogRecord`` and a handler round per line (about 12 us each, decision 0046). Nothing is
 dropped: when the queue holds ``capacity`` records (the writer cannot keep up, or its handler
 blocks), the request formats and writes its own line, as before this module existed, so memory
 stays bounded and the log stays complete. :func:`flush` waits until every line appended before
@@ -12,15 +16,20 @@ it has been handed to the handlers (tests, shutdown); it also runs at interprete
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import queue
 import threading
 from time import sleep
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 CAPACITY: Final = 65_536
 """Records waiting for the writer before a request writes its own line."""
+BATCH: Final = 1024
+"""Lines the writer takes from the queue at once (one write per handler for all of them)."""
+INTERVAL: Final = 0.05
+"""Seconds between two rounds of the writer (``flush`` does not wait for it)."""
 
 
 class Line(Protocol):
@@ -53,6 +62,7 @@ class DecisionLog:
         self._queue: queue.SimpleQueue[Line | _Flush] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._wake = threading.Event()
 
     def enabled(self) -> bool:
         """Whether a decision line would be written at all (INFO on the logger)."""
@@ -73,6 +83,7 @@ class DecisionLog:
             return True
         marker = _Flush()
         self._queue.put(marker)
+        self._wake.set()
         return marker.done.wait(timeout)
 
     def _start(self) -> None:
@@ -85,19 +96,52 @@ class DecisionLog:
                 self._writer = writer
 
     def _run(self) -> None:
-        get = self._queue.get
+        get_nowait = self._queue.get_nowait
         while True:
-            item = get()
-            if isinstance(item, _Flush):
-                item.done.set()
-                continue
-            try:
-                self._emit(item)
-            except Exception:  # a broken handler must not stop the writer
-                logging.getLogger("agentca.gateway").exception("decision log line not written")
-            # Hand the GIL back after every line: with a backlog, the writer would otherwise
-            # keep it for a whole switch interval (5 ms) while requests wait for it.
-            sleep(0)
+            # Wake on a timer, not per line: a writer woken by every append takes the GIL in
+            # the middle of each request (during the signature check, which releases it) and
+            # the request then waits to get it back. ``flush`` wakes it at once.
+            self._wake.wait(INTERVAL)
+            self._wake.clear()
+            while True:
+                batch: list[Line | _Flush] = []
+                with contextlib.suppress(queue.Empty):
+                    while len(batch) < BATCH:
+                        batch.append(get_nowait())
+                lines: list[Line] = []
+                for item in batch:
+                    if isinstance(item, _Flush):
+                        self._write(lines)
+                        lines = []
+                        item.done.set()
+                    else:
+                        lines.append(item)
+                self._write(lines)
+                if len(batch) < BATCH:
+                    break
+                sleep(0)  # a backlog: let requests run between batches
+
+    def _write(self, lines: list[Line]) -> None:
+        """Write ``lines``: straight to the handlers' streams when that gives the very bytes
+        the logging machinery would (see :func:`_plain_handlers`), else one record each."""
+        if not lines:
+            return
+        handlers = _plain_handlers(self.logger)
+        if handlers is None:
+            for line in lines:
+                try:
+                    self._emit(line)
+                except Exception:  # a broken handler must not stop the writer
+                    logging.getLogger("agentca.gateway").exception("decision log line not written")
+            return
+        try:
+            for handler in handlers:
+                text = handler.terminator.join(str(line) for line in lines) + handler.terminator
+                with handler.lock:  # type: ignore[union-attr]  # a StreamHandler has one
+                    handler.stream.write(text)
+                    handler.flush()
+        except Exception:  # a broken handler must not stop the writer
+            logging.getLogger("agentca.gateway").exception("decision log lines not written")
 
     def _emit(self, line: Line) -> None:
         # logger.info() without its caller lookup (findCaller walks the stack of the writer
@@ -109,6 +153,51 @@ class DecisionLog:
                     logger.name, logging.INFO, __file__, 0, "%s", (line,), None, "decision"
                 )
             )
+
+
+def _plain_handlers(logger: logging.Logger) -> list[logging.StreamHandler[Any]] | None:
+    """The handlers a record of ``logger`` reaches, if writing ``line + terminator`` to each
+    one's stream is exactly what logging would do: no filters anywhere, every handler a plain
+    ``StreamHandler``/``FileHandler`` at INFO or below with an open stream and a message-only
+    formatter. None otherwise (then every line goes through ``Logger.handle``)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return []
+    found: list[logging.StreamHandler[Any]] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if (
+                type(handler) not in _PLAIN
+                or handler.filters
+                or handler.level > logging.INFO
+                or not _message_only(handler.formatter)
+            ):
+                return None
+            assert isinstance(handler, logging.StreamHandler)
+            if handler.stream is None:  # a FileHandler opened lazily (delay=True)
+                return None
+            found.append(handler)
+        if not current.propagate:
+            break
+        current = current.parent
+    if not found:
+        return None  # logging's last resort handler (WARNING and up) would not write INFO
+    return found
+
+
+_PLAIN: Final = (logging.StreamHandler, logging.FileHandler)
+
+
+def _message_only(formatter: logging.Formatter | None) -> bool:
+    if formatter is None:
+        return True
+    return (
+        type(formatter) is logging.Formatter
+        and formatter._fmt in (None, "%(message)s")
+        and isinstance(formatter._style, logging.PercentStyle)
+    )
 
 
 decision_log = logging.getLogger("agentca.gateway.decisions")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -103,6 +104,55 @@ def test_a_failing_handler_does_not_stop_the_writer(caplog: pytest.LogCaptureFix
         log.append(Line(1))
         assert log.flush(5)
     assert [m for m, _ in out.lines] == ["line 1"]
+
+
+def _stream_log(
+    name: str, fmt: str | None, propagate_to: logging.Logger | None = None
+) -> tuple[DecisionLog, io.StringIO]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    if fmt is not None:
+        handler.setFormatter(logging.Formatter(fmt))
+    if propagate_to is not None:
+        parent = propagate_to
+        parent.handlers[:] = [handler]
+        parent.setLevel(logging.INFO)
+        parent.propagate = False
+        logger = logging.getLogger(f"{parent.name}.child")
+        logger.handlers[:] = []
+        logger.setLevel(logging.INFO)
+        logger.propagate = True
+        return DecisionLog(logger), out
+    return _log(name, handler), out
+
+
+@pytest.mark.parametrize("fmt", [None, "%(message)s", "%(levelname)s %(message)s"])
+def test_batched_writes_give_the_bytes_logging_gives(fmt: str | None) -> None:
+    log, out = _stream_log(f"bytes{fmt!r}", fmt)
+    for n in range(300):
+        log.append(Line(n))
+    assert log.flush(5)
+    prefix = "INFO " if fmt and "levelname" in fmt else ""
+    assert out.getvalue() == "".join(f"{prefix}line {n}\n" for n in range(300))
+
+
+def test_the_batched_path_only_for_plain_message_only_handlers() -> None:
+    from gateway.decision_log import _plain_handlers
+
+    plain, _ = _stream_log("plain", None)
+    assert _plain_handlers(plain.logger) is not None
+    stamped, _ = _stream_log("stamped", "%(asctime)s %(message)s")
+    assert _plain_handlers(stamped.logger) is None
+    filtered, _ = _stream_log("filtered", None)
+    filtered.logger.addFilter(lambda record: True)
+    assert _plain_handlers(filtered.logger) is None
+    collected = _log("collect", Collect())
+    assert _plain_handlers(collected.logger) is None  # a handler of its own class
+    child, out = _stream_log("", None, propagate_to=logging.getLogger("test.decisions.parent"))
+    handlers = _plain_handlers(child.logger)
+    assert handlers is not None and len(handlers) == 1  # the parent's, reached by propagation
+    child.append(Line(7))
+    assert child.flush(5) and out.getvalue() == "line 7\n"
 
 
 def test_flush_with_nothing_queued_returns_at_once() -> None:
