@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from ca.ledger.entries import canonical, format_time
 from ca.records import CertStatus
@@ -153,9 +154,26 @@ def _text(value: Any) -> str | None:
 
 @contextmanager
 def autocommit(engine: Engine) -> Iterator[Any]:
-    """A pooled connection's psycopg connection in autocommit mode (reset when returned)."""
+    """A pooled connection's psycopg connection in autocommit mode (reset when returned).
+
+    A psycopg error raised in the block is raised as SQLAlchemy's wrapper of it (what the
+    general path raises, so ``ca.errors.as_ca_error`` answers 503 for an unreachable
+    database, 507 for a full disk, 409 for a deadlock); a lost connection is invalidated, so
+    it is not handed out again.
+    """
+    import psycopg
+
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        yield conn.connection.driver_connection
+        raw: Any = conn.connection.driver_connection
+        try:
+            yield raw
+        except psycopg.Error as exc:
+            lost = bool(raw.closed) or engine.dialect.is_disconnect(exc, raw, None)  # type: ignore[arg-type]
+            if lost:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(
+                None, None, exc, psycopg.Error, connection_invalidated=lost
+            ) from exc
 
 
 def read_usable(

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from ca.enroll_pg import ledger_arrays
-from ca.errors import CAError, ErrorCode
+from ca.errors import CAError, ErrorCode, as_ca_error
 from ca.ledger.entries import LedgerEntry
 from ca.store.models import Certificate, LedgerEntryRow
 from ca.wiring import Runtime
@@ -131,3 +131,27 @@ def test_a_refusal_writes_nothing_and_names_the_reason(ca_runtime: Runtime) -> N
     with pytest.raises(CAError) as bad:
         rt.enrollment.enroll(token, b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA")
     assert bad.value.code is ErrorCode.BAD_CSR
+
+
+def test_a_lost_connection_is_a_503_and_the_next_request_reconnects(ca_runtime: Runtime) -> None:
+    rt = ca_runtime
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("the three-statement path is PostgreSQL's")
+    _register(rt)
+    tokens = [_token(rt) for _ in range(2)]
+    rt.enrollment.enroll(tokens[0], _csr()[1])  # a pooled connection now exists
+    with rt.engine.connect() as other:  # the server drops every other connection
+        other.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+        other.commit()
+    try:
+        record = rt.enrollment.enroll(tokens[1], _csr()[1])
+    except Exception as exc:  # the dropped connection was the one handed out
+        assert as_ca_error(exc).code is ErrorCode.DB_UNAVAILABLE
+        record = rt.enrollment.enroll(tokens[1], _csr()[1])  # the pool reconnected
+    assert record.status == "issued"
+    _ledger_checks(rt)
