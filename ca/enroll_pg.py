@@ -77,6 +77,16 @@ led AS (
   RETURNING seq)"""
 
 
+def all_appended(appended: str, expected: str) -> str:
+    """The number of entries appended, or an error (which rolls the whole statement back)
+    when it is not the expected one: a reservation or a storage never commits without its
+    ledger entries. The error is a failed cast, evaluated only in that branch."""
+    return (
+        f"CASE WHEN {appended} = {expected} THEN {appended} "
+        f"ELSE ('ledger entries not all appended: ' || {appended})::bigint END"
+    )
+
+
 RESERVE = f"""
 WITH ok AS (
   SELECT 1 FROM agents a, models m
@@ -95,7 +105,7 @@ cert AS (
 {_ledger_ctes("cert")}
 SELECT cert.id, cert.enrollment_token_id,
        (SELECT oid_arc FROM issuers WHERE id = %(c_issuer_id)s),
-       (SELECT count(*) FROM led)
+       {all_appended("(SELECT count(*) FROM led)", "%(l_n)s::bigint")}
 FROM cert
 """
 
@@ -106,7 +116,8 @@ WITH cert AS (
   WHERE id = %(row_id)s AND status = '{CertStatus.PENDING.value}'
   RETURNING id),
 {_ledger_ctes("cert")}
-SELECT (SELECT count(*) FROM cert), (SELECT count(*) FROM led)
+SELECT c, {all_appended("l", "c")}
+FROM (SELECT (SELECT count(*) FROM cert) AS c, (SELECT count(*) FROM led) AS l) counts
 """
 
 

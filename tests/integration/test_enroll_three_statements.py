@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
-from ca.enroll_pg import ledger_arrays
+from ca.enroll_pg import all_appended, ledger_arrays
 from ca.errors import CAError, ErrorCode, as_ca_error
 from ca.ledger.entries import LedgerEntry
 from ca.store.models import Certificate, LedgerEntryRow
@@ -155,3 +156,20 @@ def test_a_lost_connection_is_a_503_and_the_next_request_reconnects(ca_runtime: 
         record = rt.enrollment.enroll(tokens[1], _csr()[1])  # the pool reconnected
     assert record.status == "issued"
     _ledger_checks(rt)
+
+
+def test_a_short_ledger_append_rolls_the_statement_back(ca_runtime: Runtime) -> None:
+    """The check every fast statement ends with: a count other than the expected one is an
+    error, and the statement's other writes are gone with it."""
+    rt = ca_runtime
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("the three-statement path is PostgreSQL's")
+    check = all_appended("(SELECT count(*) FROM w)", "2")
+    with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text("CREATE TEMP TABLE t (x int)"))
+        ok = text(f"WITH w AS (INSERT INTO t VALUES (1), (2) RETURNING x) SELECT {check}")
+        assert c.execute(ok).scalar() == 2
+        short = text(f"WITH w AS (INSERT INTO t VALUES (3) RETURNING x) SELECT {check}")
+        with pytest.raises(DBAPIError, match="ledger entries not all appended: 1"):
+            c.execute(short)
+        assert c.execute(text("SELECT count(*) FROM t")).scalar() == 2
