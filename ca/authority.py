@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from cryptography import x509
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +23,13 @@ from ca.journal import Journal
 from ca.queries import CertificateQueries
 from ca.reconciliation import Reconciler
 from ca.records import CertificateRecord, IssuerRecord
-from ca.requests import CertificateFilter, IssuanceRequest, RenewalLink, RevocationCriteria
+from ca.requests import (
+    CertificateFilter,
+    IssuanceRequest,
+    RenewalLink,
+    RevocationCriteria,
+    TokenClaim,
+)
 from ca.revocation import RevocationReason
 from ca.revoking import Revocations
 from hsm.keymanager import KeyManager
@@ -102,6 +109,11 @@ class CertificateAuthority:
         renewal: RenewalLink | None = None,
     ) -> CertificateRecord:
         return self.issuance.issue(request, actor, agent_id, in_reservation, session, renewal)
+
+    def issue_claimed(
+        self, request: IssuanceRequest, actor: str, claim: TokenClaim, raw: Any
+    ) -> CertificateRecord | None:
+        return self.issuance.issue_claimed(request, actor, claim, raw)
 
     def reconcile(self, older_than: timedelta | None = None, actor: str = "system") -> list[str]:
         return self.reconciler.reconcile(older_than, actor)

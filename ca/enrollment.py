@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,8 +18,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from ca import enroll_pg
 from ca.authority import CertificateAuthority
 from ca.config import Settings
 from ca.csr import load_csr
@@ -32,12 +35,13 @@ from ca.extensions import (
     read_csr_provenance,
 )
 from ca.names import normalise_scopes
-from ca.policy import EnrollmentClaim, Refusal, Registration, decide
+from ca.policy import EnrollmentClaim, InventoryModel, Refusal, Registration, decide
 from ca.proof import renewal_statement, verify_statement
 from ca.records import CertificateRecord, CertStatus
-from ca.registry import Registry
-from ca.requests import IssuanceRequest, RenewalLink
+from ca.registry import Registry, registration_of
+from ca.requests import IssuanceRequest, RenewalLink, TokenClaim
 from ca.revocation import RevocationReason
+from ca.roles import token_hash
 from ca.tokens import EnrollmentTokens
 
 RENEWAL_SKEW = timedelta(minutes=5)  # how old a renewal proof's ``created`` may be
@@ -99,9 +103,11 @@ class EnrollmentService:
         scopes: tuple[str, ...] | None,
         validity: timedelta | None,
         session: Session | None = None,
+        inventory: Mapping[tuple[str, str], InventoryModel] | None = None,
     ) -> IssuanceRequest | Refusal:
-        digests = [provenance.model_digest.hex] if provenance else []
-        inventory = self.registry.inventory(digests, registration.environment, session)
+        if inventory is None:
+            digests = [provenance.model_digest.hex] if provenance else []
+            inventory = self.registry.inventory(digests, registration.environment, session)
         allowed_keys = tuple(
             k for k in registration.allowed_key_types if k in self.settings.allowed_agent_key_types
         )
@@ -162,8 +168,15 @@ class EnrollmentService:
         (same token, same public key) gets that certificate again; a retry while the first
         attempt is still pending gets a 409 saying when to retry. A token never yields two
         certificates (docs/decisions/0014-crash-safe-enrollment.md).
+
+        On PostgreSQL the plain success takes three statements (``ca.enroll_pg``); whatever
+        that path does not issue is left to the general one, which names the reason.
         """
         engine = self.authority.sessions.kw["bind"]
+        if engine.dialect.name == "postgresql":
+            issued = self._enroll_in_three(engine, token, csr_data, scopes, validity)
+            if issued is not None:
+                return issued
         # one connection for the whole request: lookups, reservation and storage
         with engine.connect() as conn, Session(bind=conn, expire_on_commit=False) as s:
             try:
@@ -190,6 +203,53 @@ class EnrollmentService:
                 agent_id=registration.id,
                 in_reservation=reserve,
                 session=s,
+            )
+
+    def _enroll_in_three(
+        self,
+        engine: Engine,
+        token: str,
+        csr_data: bytes,
+        scopes: tuple[str, ...] | None,
+        validity: timedelta | None,
+    ) -> CertificateRecord | None:
+        """The PostgreSQL enrollment of ``ca.enroll_pg``: read, decide, reserve, sign, store.
+        None, with nothing written, when the token is not usable, the CSR is malformed, policy
+        refuses or the reservation's checks fail: :meth:`enroll` then takes the general path,
+        which refuses (or replays) with the reason, in its usual order."""
+        try:
+            csr = load_csr(csr_data)
+            provenance = self._csr_provenance(csr)
+        except CAError:
+            return None
+        digest = token_hash(token)
+        with enroll_pg.autocommit(engine) as raw:
+            rows = enroll_pg.read_usable(
+                raw,
+                digest,
+                self.tokens.clock(),
+                [provenance.model_digest.hex] if provenance else [],
+            )
+            if rows is None:
+                return None
+            registration = registration_of(rows[0])
+            inventory = {
+                (r.m_digest, r.m_environment): InventoryModel(
+                    r.m_digest, r.m_model_type, r.m_environment, r.m_status == "active"
+                )
+                for r in rows
+                if r.m_digest is not None
+            }
+            outcome = self._outcome(
+                registration, csr, provenance, scopes, validity, inventory=inventory
+            )
+            if isinstance(outcome, Refusal) or registration.id is None:
+                return None
+            return self.authority.issue_claimed(
+                dataclasses.replace(outcome, ledger_note=WITHIN_POLICY),
+                f"agent:{registration.name}",
+                TokenClaim(digest, registration.id, registration.name),
+                raw,
             )
 
     def _confirm_decision(

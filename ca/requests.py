@@ -49,6 +49,19 @@ class RenewalLink:
 
 
 @dataclass(frozen=True)
+class TokenClaim:
+    """The enrollment token a reservation takes, and the registration it was decided on."""
+
+    token_digest: str  # the token's SHA-256 (hex), as stored
+    agent_id: int
+    agent_name: str
+
+    def used_body(self) -> dict[str, str]:
+        """The body of the token's ``enrollment_token.used`` ledger entry."""
+        return {"agent": self.agent_name, "token_sha256": self.token_digest}
+
+
+@dataclass(frozen=True)
 class CertificateFilter:
     """Filters for listing certificates; ``None`` means "any"."""
 
