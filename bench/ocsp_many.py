@@ -156,6 +156,24 @@ def wait_for_map(path: Path, seconds: float = 120.0) -> float:
     return time.monotonic() - started
 
 
+def answers_by_cache(metrics_url: str) -> dict[str, float]:
+    """``agentca_ocsp_responses_total`` summed per ``cache`` label (hit, map, store, miss,
+    none) from the server's /metrics: where the answers of a pass came from."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("agentca_ocsp_responses_total{"):
+            found = re.search(r'cache="([^"]*)"', line)
+            if found:
+                key = found.group(1)
+                out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def children(pid: int) -> list[int]:
     """Direct children of ``pid`` (gunicorn's workers)."""
     try:

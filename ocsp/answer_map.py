@@ -15,7 +15,9 @@ feed reading covers (``ocsp.responder``).
 
 File layout (little-endian): a 64-byte header, the records, then a slot table of
 ``(hash, offset)`` pairs (open addressing, linear probing, load at most 1/2). The key is the
-request's CertID DER (hash algorithm included), hashed with BLAKE2b-64. Files are written to a
+DER of the one plain request for that CertID (``OCSPRequest`` holding only it, which DER makes
+unique), hashed with BLAKE2b-64: a worker finds a request's answer from its bytes alone,
+without parsing it (:meth:`AnswerMap.get_request`). Files are written to a
 temporary name, fsynced and renamed, so a reader sees a whole file or the previous one.
 """
 
@@ -43,7 +45,7 @@ from ca.store.tables import ocsp_responses
 log = logging.getLogger("agentca.ocsp")
 
 MAGIC = b"AGCAOMAP"
-VERSION = 1
+VERSION = 2  # 2: keyed by the plain request's DER
 _HEADER = struct.Struct("<8sIIIIQdQ16x")  # magic version count slots pad table built feed
 _RECORD = struct.Struct("<IIBqqqHHI")  # issuer signer status this next refresh lens
 _SLOT = struct.Struct("<QQ")
@@ -77,6 +79,22 @@ def _key_hash(cert_id_der: bytes) -> int:
     return value or 1  # 0 marks an empty slot
 
 
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(raw),)) + raw
+
+
+def plain_request(cert_id_der: bytes) -> bytes:
+    """The DER of the ``OCSPRequest`` that asks for ``cert_id_der`` alone (RFC 6960 4.1.1:
+    tbsRequest, requestList and Request are SEQUENCEs; nothing optional present)."""
+    der = cert_id_der
+    for _ in range(4):  # Request, requestList, TBSRequest, OCSPRequest
+        der = b"\x30" + _der_length(len(der)) + der
+    return der
+
+
 def _slots_for(count: int) -> int:
     slots = 8
     while slots < 2 * count:
@@ -97,6 +115,7 @@ def write_map(path: Path, answers: Iterable[MappedAnswer], built_at: float, feed
                 if answer.cert_status not in _STATUSES:
                     continue  # never a row the presigner writes; not worth a wrong answer
                 serial = answer.serial_hex.encode("ascii")
+                request = plain_request(answer.cert_id_der)
                 record = (
                     _RECORD.pack(
                         answer.issuer_id,
@@ -106,15 +125,15 @@ def write_map(path: Path, answers: Iterable[MappedAnswer], built_at: float, feed
                         answer.next_update,
                         answer.refresh_at,
                         len(serial),
-                        len(answer.cert_id_der),
+                        len(request),
                         len(answer.der),
                     )
                     + serial
-                    + answer.cert_id_der
+                    + request
                     + answer.der
                 )
                 out.write(record)
-                entries.append(_key_hash(answer.cert_id_der))
+                entries.append(_key_hash(request))
                 entries.append(offset)
                 offset += len(record)
             count = len(entries) // 2
@@ -170,7 +189,11 @@ class AnswerMap:
 
     def get(self, cert_id_der: bytes) -> MappedAnswer | None:
         """The answer stored for this CertID DER, or None."""
-        key = _key_hash(cert_id_der)
+        return self.get_request(plain_request(cert_id_der))
+
+    def get_request(self, request_der: bytes) -> MappedAnswer | None:
+        """The answer to this exact request DER (a plain one-CertID request), or None."""
+        key = _key_hash(request_der)
         mm, slots, table = self._mm, self._slots, self._table
         slot = key % slots
         for _ in range(slots):
@@ -178,26 +201,28 @@ class AnswerMap:
             if taken == 0:
                 return None
             if taken == key:
-                found = self._record(where, cert_id_der)
+                found = self._record(where, request_der)
                 if found is not None:
                     return found
             slot = (slot + 1) % slots
         return None
 
-    def _record(self, where: int, cert_id_der: bytes) -> MappedAnswer | None:
+    def _record(self, where: int, request_der: bytes) -> MappedAnswer | None:
         mm = self._mm
-        issuer, signer, status, this, next_, refresh, n_serial, n_cid, n_der = _RECORD.unpack_from(
-            mm, where
-        )
+        fields = _RECORD.unpack_from(mm, where)
+        issuer, signer, status, this, next_, refresh, n_serial, n_request, n_der = fields
         start = where + _RECORD.size
-        cid_at = start + n_serial
-        der_at = cid_at + n_cid
-        if mm[cid_at:der_at] != cert_id_der or der_at + n_der > self._table:
+        request_at = start + n_serial
+        der_at = request_at + n_request
+        if mm[request_at:der_at] != request_der or der_at + n_der > self._table:
+            return None
+        cert_id_der = _cert_id_of(request_der)
+        if cert_id_der is None:
             return None
         return MappedAnswer(
             issuer,
             signer,
-            mm[start:cid_at].decode("ascii"),
+            mm[start:request_at].decode("ascii"),
             cert_id_der,
             mm[der_at : der_at + n_der],
             _STATUSES[status],
@@ -205,6 +230,18 @@ class AnswerMap:
             next_,
             refresh,
         )
+
+
+def _cert_id_of(request_der: bytes) -> bytes | None:
+    """The CertID inside a :func:`plain_request` DER (the innermost of four SEQUENCEs)."""
+    der = request_der
+    for _ in range(4):
+        if len(der) < 2 or der[0] != 0x30:
+            return None
+        first = der[1]
+        header = 2 if first < 0x80 else 2 + (first & 0x7F)
+        der = der[header:]
+    return der
 
 
 def open_map(path: Path) -> AnswerMap | None:

@@ -300,22 +300,21 @@ class Responder:
         if hit is not None and hit.refresh_at > self.clock():
             self.tally.add(hit.label, HIT)
             return hit
-        if self._map is None:
+        state = self._map
+        if state is None:
             return None
-        mapped = self._map_answer(der)
+        # keyed by the plain request's bytes: no parse (anything else is not in the map)
+        try:
+            row = state[0].get_request(der)
+        except (ValueError, IndexError, OSError, struct.error):  # damaged: never an answer
+            self._map = None
+            return None
+        if row is None:
+            return None
+        mapped = self._mapped_answer(state, row, self.clock())
         if mapped is not None:
             self.tally.add(mapped.label, MAP)
         return mapped
-
-    def _map_answer(self, der: bytes) -> Answer | None:
-        """The answer map's answer to a plain one-CertID request (no I/O), else None."""
-        request = parse_simple_request(der)
-        if request is None:
-            return None
-        lookups = resolve(request.cert_ids, self._index)
-        if lookups is None:
-            return None
-        return self._from_map(lookups[0], self.clock())
 
     def poll_if_due(self) -> None:
         """Poll the feed if ``poll_interval`` has passed (the owning thread's timer: with
@@ -502,34 +501,45 @@ class Responder:
     def _from_map(self, lookup: Lookup, now: float) -> Answer | None:
         """The answer map's answer for ``lookup`` if it may be served now (see ``__init__``)."""
         state = self._map
-        serial = lookup.serial_hex
-        if state is None or serial is None:
+        if state is None or lookup.serial_hex is None:
             return None
+        try:
+            row = state[0].get(lookup.cert_id.der)
+        except (ValueError, IndexError, OSError, struct.error):  # damaged: never an answer
+            self._map = None
+            return None
+        if row is None or row.issuer_id != lookup.issuer_id or row.serial_hex != lookup.serial_hex:
+            return None
+        return self._mapped_answer(state, row, now)
+
+    def _mapped_answer(
+        self,
+        state: tuple[AnswerMap, dict[tuple[int, str], float]],
+        row: MappedAnswer,
+        now: float,
+    ) -> Answer | None:
+        """``row`` as an answer if the map may speak for it now: a map newer than what this
+        worker's feed reading covers, no change of the serial seen since the snapshot, one of
+        our issuers, signed by its current responder certificate, and ``_fresh_row``."""
         mapped, changed = state
         if (
             mapped.built_at < self._map_floor
             or self._feed_floor is None
             or mapped.feed_id < self._feed_floor
+            or row.issuer_id not in self._issuers
+        ):
+            return None
+        if changed.get((row.issuer_id, row.serial_hex), float("-inf")) >= (
+            mapped.built_at - MAP_MARGIN
         ):
             return None
         try:
-            row = mapped.get(lookup.cert_id.der)
-        except (ValueError, IndexError, OSError, struct.error):  # damaged: never an answer
-            self._map = None
-            return None
-        if row is None or row.issuer_id != lookup.issuer_id or row.serial_hex != serial:
-            return None
-        if changed.get((lookup.issuer_id, serial), float("-inf")) >= (mapped.built_at - MAP_MARGIN):
-            return None
-        try:
-            signer = self.signers.signer_for(lookup.issuer_id)
+            signer = self.signers.signer_for(row.issuer_id)
         except CAError:
             return None
-        if row.signer_id != signer.row_id or row.refresh_at <= now:
+        if row.signer_id != signer.row_id or row.refresh_at <= now or not self._fresh_row(row, now):
             return None
-        if not self._usable(row, lookup, now):
-            return None
-        return self._stored_answer(row, lookup.issuer_id)
+        return self._stored_answer(row, row.issuer_id)
 
     def _drop_responses(self) -> None:
         self._responses.clear()
@@ -667,9 +677,12 @@ class Responder:
         (hash algorithm and encoding), not expired, no longer-lived than this responder's
         own answers (``response_validity``), and not dated ahead of this host's clock (a
         presigner with a fast clock would otherwise publish answers clients refuse)."""
+        return row.cert_id_der == lookup.cert_id.der and self._fresh_row(row, now)
+
+    def _fresh_row(self, row: StoredAnswer | MappedAnswer, now: float) -> bool:
+        """Not expired, no longer-lived than this responder's own answers, not dated ahead."""
         return (
-            row.cert_id_der == lookup.cert_id.der
-            and row.next_update > now
+            row.next_update > now
             and row.next_update - row.this_update <= self._validity
             and row.this_update <= now + FUTURE_SKEW
         )

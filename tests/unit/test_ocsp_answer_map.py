@@ -80,3 +80,44 @@ def test_a_damaged_file_is_refused(tmp_path: Path, damage: object) -> None:
 
 def test_no_file_is_no_map(tmp_path: Path) -> None:
     assert open_map(tmp_path / FILE_NAME) is None
+
+
+def test_the_key_is_the_plain_request_cryptography_builds() -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import ocsp
+    from cryptography.x509.oid import NameOID
+
+    from ocsp.answer_map import _cert_id_of, plain_request
+    from ocsp.request import parse_simple_request
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "map test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    for algorithm in (hashes.SHA1(), hashes.SHA256(), hashes.SHA512()):
+        der = (
+            ocsp.OCSPRequestBuilder()
+            .add_certificate(cert, cert, algorithm)
+            .build()
+            .public_bytes(serialization.Encoding.DER)
+        )
+        request = parse_simple_request(der)
+        assert request is not None
+        cert_id = request.cert_ids[0].der
+        assert plain_request(cert_id) == der
+        assert _cert_id_of(der) == cert_id
+    long_id = b"\x30\x81\x90" + bytes(0x90)  # lengths past 127 take the long form
+    assert _cert_id_of(plain_request(long_id)) == long_id
