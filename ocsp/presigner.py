@@ -40,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ca.errors import CAError, ErrorCode
 from ca.store.tables import certificates as cert_table
 from ca.store.tables import ocsp_responses
+from ocsp.change_feed import LOOKBACK, ChangeCursor, serials_by_issuer
 from ocsp.decision import status_from_record
 from ocsp.options import OcspOptions
 from ocsp.responder import SignerProvider
@@ -145,7 +146,8 @@ class Presigner:
         self.lead = min(300.0, self._refresh / 4)
         self._issuers: dict[int, IssuerInfo] = {}
         self._head: tuple[int, int, int] | None = None
-        self._last_change = 0
+        self.feed = ChangeCursor(monotonic=monotonic)
+        self._rotated: set[int] = set()  # issuers with no row of an older signer left
         self._last_cert = 0
         self._pending: dict[int, float] = {}
         self._next_sweep = float("-inf")
@@ -219,25 +221,29 @@ class Presigner:
         last = self._head
         if last is None or head.issuer != last[2]:
             self._issuers = {i.id: i for i in self.source.issuers()}
+        if last is not None and self.feed.rewound(head.status_change):
+            log.warning("presigner: the status feed went back (database restored?); sweeping")
+            self._next_sweep = float("-inf")
         if last is None or head.signer != last[1]:
             self.signers.reload()
-            self._next_sweep = float("-inf")  # a new signer: every row is to be signed again
+            self._next_sweep = float("-inf")  # rows of a retired signer are to be signed again
+            self._rotated.clear()  # and those of the previous one, in the background
         if last is None:
-            self._last_change = head.status_change
+            # the start sweep covers what is visible now; the cursor watches the last ids for
+            # writers still in flight (what it reads now is the sweep's, not signed twice)
+            self.feed.start(head.status_change)
+            self.feed.read(self.source, LOOKBACK + self.batch)
             with self.engine.connect() as conn:
                 self._last_cert = int(conn.execute(select(func.max(_c.id))).scalar() or 0)
         self._head = key
 
     def _changes(self, stats: PresignStats) -> None:
-        changes = self.source.changes(self._last_change, (), self.batch)
-        if not changes:
-            return
-        self._last_change = changes[-1].id
-        stats.more |= len(changes) >= self.batch
-        wanted: dict[int, list[str]] = {}
-        for ch in changes:
-            wanted.setdefault(ch.issuer_id, []).append(ch.serial_hex)
-        for issuer_id, serials in wanted.items():
+        read = self.feed.read(self.source, self.batch)
+        if read.lost:
+            log.info("presigner: %d feed ids never appeared; sweeping now", read.lost)
+            self._next_sweep = float("-inf")  # the backstop, at once
+        stats.more |= read.full
+        for issuer_id, serials in serials_by_issuer(read.changes).items():
             rows = self._rows(_c.issuer_id == issuer_id, _c.serial_hex.in_(serials))
             stats.changes += self._sign(rows, stats)
 

@@ -8,7 +8,8 @@ ids of ``status_changes``, ``ocsp_signers`` and ``issuers`` (one cheap query); w
 feed moved it fetches the new rows and drops the cached status and answers of exactly those
 serials. So a revocation is answered by every worker within ``poll_interval`` (+ one query) of
 its commit. Ids allocated but not yet committed when polled (concurrent writers) are tracked
-as gaps and re-checked until they appear or ``GAP_TIMEOUT`` passes.
+as holes and re-read until they appear or their writers have ended (``ocsp.change_feed``,
+decision 0047).
 
 Freshness bound (decision 0012): every answer, pre-signed or newly signed, is given only while
 the last successful poll is at most ``OcspOptions.status_freshness`` (1 s) old; past it the
@@ -46,6 +47,7 @@ from pkcs11.exceptions import PKCS11Error
 
 from ca.errors import CAError, ErrorCode
 from hsm.errors import HSMError
+from ocsp.change_feed import ChangeCursor
 from ocsp.decision import UNISSUED, CertState, IssuerKey, Lookup, SerialStatus, resolve
 from ocsp.options import OcspOptions
 from ocsp.request import OcspRequest, parse_request, parse_simple_request
@@ -65,7 +67,6 @@ from ocsp.tally import ANSWERS, ERROR_LABELS, HIT, MISS, NONE, STORE, AnswerTall
 
 log = logging.getLogger("agentca.ocsp")
 
-GAP_TIMEOUT = 60.0  # seconds an allocated-but-unseen status_changes id is waited for
 LOG_EVERY = 1.0  # seconds between two log lines for the same kind of per-request failure
 MAX_FEED_BATCH = 5000  # more changes than this at once: drop every cached answer instead
 MAX_REQUEST_KEY = 512  # longer requests are cached by CertID only (keys stay small, 0038)
@@ -229,7 +230,7 @@ class Responder:
         self._issuers: dict[int, IssuerInfo] = {}
         self._index: dict[IssuerKey, int] = {}
         self._head: FeedHead | None = None
-        self._gaps: dict[int, float] = {}
+        self.feed = ChangeCursor(monotonic=monotonic)
         self._db_ok = False
         self._fresh_as_of = 0.0  # wall time of the last successful poll
         self._confirmed = float("-inf")  # monotonic time of the last successful poll's start
@@ -404,30 +405,30 @@ class Responder:
             self._drop_responses()
         if last is None:
             # Ids below the head may belong to transactions still in flight: watch a window.
-            self._apply_changes(max(0, head.status_change - 1000), head.status_change, mono)
-            self._head = head
-            return
-        if head.status_change != last.status_change or self._gaps:
-            self._apply_changes(last.status_change, head.status_change, mono)
+            self.feed.start(head.status_change)
+        elif self.feed.rewound(head.status_change):
+            log.warning("OCSP status feed went back (database restored?): every answer dropped")
+            self.clear()
+        if last is None or head.status_change != last.status_change or self.feed.holes:
+            self._read_feed(head)
         self._head = head
 
-    def _apply_changes(self, after: int, top: int, mono: float) -> None:
-        changes = self.source.changes(after, self._gaps.keys(), MAX_FEED_BATCH + 1)
-        if len(changes) > MAX_FEED_BATCH:
+    def _read_feed(self, head: FeedHead) -> None:
+        read = self.feed.read(self.source, MAX_FEED_BATCH + 1)
+        if read.lost:
+            log.info(
+                "OCSP status feed: %d allocated ids never appeared; cached answers now rest on "
+                "their refresh time",
+                read.lost,
+            )
+        if read.full:
+            # More changes than one read: drop every cached answer (what is asked next is read
+            # as of now) and go on from the head, watching its window like at start.
             self.clear()
-            self._gaps.clear()
+            self.feed.start(head.status_change)
             return
-        seen = set()
-        for change in changes:
-            seen.add(change.id)
-            self._gaps.pop(change.id, None)
+        for change in read.changes:
             self._invalidate(change.issuer_id, change.serial_hex)
-        for missing in range(after + 1, top + 1):
-            if missing not in seen and missing not in self._gaps:
-                self._gaps[missing] = mono
-        for gap, since in list(self._gaps.items()):
-            if mono - since > GAP_TIMEOUT:
-                del self._gaps[gap]
 
     def _invalidate(self, issuer_id: int, serial_hex: str) -> None:
         self._statuses.pop((issuer_id, serial_hex), None)

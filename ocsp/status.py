@@ -27,6 +27,11 @@ from ocsp.decision import SerialStatus, status_from_record
 
 T = TypeVar("T")
 
+_SNAPSHOT = text(
+    "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint"
+    " FROM pg_current_snapshot() AS s"
+)
+
 #: the status lookup of ``SqlStatusSource.statuses``: plain SQL, no ORM statement built per call
 STATUS_QUERY = (
     text(
@@ -106,6 +111,7 @@ class StatusSource(Protocol):
     def changes(self, after: int, also: Iterable[int], limit: int) -> list[Change]: ...
     def issuers(self) -> list[IssuerInfo]: ...
     def signers(self, valid_at: datetime) -> list[SignerInfo]: ...
+    def snapshot(self) -> Snapshot | None: ...
     def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]: ...
 
 
@@ -263,6 +269,20 @@ class SqlStatusSource:
 
         return self._run(run)
 
+    def snapshot(self) -> Snapshot | None:
+        """The transactions running now, as ``pg_current_snapshot()`` bounds them (None on
+        SQLite, which has one writer at a time): ``ocsp.change_feed`` gives up a hole in the
+        feed only once the writers that may still fill it have ended."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+
+        def run() -> Snapshot:
+            with self.engine.connect() as conn:
+                row = conn.execute(_SNAPSHOT).one()
+            return Snapshot(int(row[0]), int(row[1]))
+
+        return self._run(run)
+
     def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]:
         """Status of each serial under ``issuer_id``; CA certificates it issued are good.
 
@@ -326,3 +346,12 @@ class SqlStatusSource:
                     broken.invalidate()
             raise CAError(ErrorCode.DB_UNAVAILABLE, "the database cannot be reached") from exc
         return {r[0]: StoredAnswer(r[0], bytes(r[1]), bytes(r[2]), *r[3:]) for r in rows}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """``pg_current_snapshot()`` bounds: every transaction with an id below ``xmin`` has
+    ended; every one running now has an id below ``xmax``."""
+
+    xmin: int
+    xmax: int
