@@ -4,15 +4,20 @@ Runs on the CA side (``agentca ocsp presign``, started by ``agentca run``) with 
 that may write ``ocsp_responses`` and the responder token's keys (the same delegated signers
 the responders use, picked the same way: ``ocsp.loaded_signers.CurrentSigners``). Each step:
 
-1. **Changes** (revoke, hold, release): ``status_changes`` rows after the last one seen; their
-   certificates are signed again at once.
+1. **Changes** (revoke, hold, release): ``status_changes`` rows after the last one seen, and
+   the ids below it not seen yet (``ocsp.change_feed``: a writer that committed after a later
+   one); their certificates are signed again at once.
 2. **New certificates**: ``certificates`` rows after the last id seen, once issued (a record
    still ``pending`` is looked at again on later steps, for at most ``PENDING_WATCH`` seconds;
    the sweep catches anything later).
 3. **Refresh**: rows whose ``refresh_at`` is within ``lead`` seconds, oldest first, by index.
-4. **Sweep** (every ``sweep_every`` seconds and at start): every live certificate with no
-   usable row (none, another signer, or signed for another status), so a presigner that was
-   stopped, a signer rotation, or a missed change all heal.
+4. **Sweep** (every ``sweep_every`` seconds, at start, and when the feed gave up on an id):
+   every live certificate with no usable row (none, a signer no longer trusted, or signed for
+   another status), so a presigner that was stopped, a retired signer, or a missed change all
+   heal.
+5. **Rotation** (decision 0047): rows of an older signer that responders still trust are
+   re-signed with the current one in the background, oldest refresh time first, with what
+   the rate leaves; responders serve them meanwhile, so a rotation costs no on-demand dip.
 
 Work per step is bounded by ``batch`` and the whole loop by ``rate`` signatures per second
 (0: as fast as the HSM signs), so presigning never takes the HSM from on-demand signing.
@@ -89,6 +94,7 @@ class PresignStats:
     new: int = 0
     refreshed: int = 0
     swept: int = 0
+    rotated: int = 0  # rows of an older signer re-signed with the current one
     more: bool = False  # a bound was hit: run the next step at once
     rate_limited: bool = False  # the signing budget ran out: wait for it before stepping
     seconds: float = 0.0
@@ -166,6 +172,7 @@ class Presigner:
             self._refresh_due(stats)
             if self.monotonic() >= self._next_sweep:
                 self._sweep(stats)
+            self._rotate(stats)
         except SQLAlchemyError as exc:
             raise _db_error(exc) from exc
         stats.seconds = self.monotonic() - started
@@ -176,7 +183,7 @@ class Presigner:
         total = PresignStats()
         while True:
             s = self.step()
-            for name in ("signed", "changes", "new", "refreshed", "swept"):
+            for name in ("signed", "changes", "new", "refreshed", "swept", "rotated"):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
             for issuer_id, n in s.by_issuer.items():
                 total.by_issuer[issuer_id] = total.by_issuer.get(issuer_id, 0) + n
@@ -207,9 +214,10 @@ class Presigner:
                 down = False
             if stats.signed:
                 log.info(
-                    "presigned %d answers (%d changed, %d new, %d refreshed, %d swept) in %.2fs",
+                    "presigned %d answers (%d changed, %d new, %d refreshed, %d swept, "
+                    "%d rotated) in %.2fs",
                     stats.signed, stats.changes, stats.new, stats.refreshed, stats.swept,
-                    stats.seconds,
+                    stats.rotated, stats.seconds,
                 )  # fmt: skip
             if not stats.more or stats.rate_limited:
                 stop.wait(every)  # over the rate budget, stepping again at once would spin
@@ -304,7 +312,7 @@ class Presigner:
             after = self._sweep_after.get(issuer_id, "")
             unusable = or_(
                 _r.serial_hex.is_(None),
-                _r.signer_id != signer.row_id,
+                _r.signer_id.not_in(self._trusted(issuer_id)),
                 _r.cert_status != _c.status,
                 _r.revoked_at.is_distinct_from(_c.revoked_at),
                 _r.revocation_reason.is_distinct_from(_c.revocation_reason),
@@ -337,7 +345,43 @@ class Presigner:
             self._next_sweep = self.monotonic() + self.sweep_every
         stats.more |= not done
 
+    def _rotate(self, stats: PresignStats) -> None:
+        """Rows of an older signer (still trusted: the sweep takes the others), re-signed
+        with the current one, oldest refresh time first, by the ``refresh_at`` index (rows of
+        a newer signer, another presigner's, are left alone)."""
+        now = self.clock()
+        now_dt = datetime.fromtimestamp(now, UTC)
+        for issuer_id in sorted(self._issuers):
+            signer = self._signer(issuer_id)
+            if signer is None or issuer_id in self._rotated:
+                continue
+            query = (
+                select(*_ROW)
+                .select_from(ocsp_responses.join(cert_table, _joined()))
+                .where(
+                    _r.issuer_id == issuer_id,
+                    _r.signer_id < signer.row_id,
+                    _c.status.in_(LIVE),
+                    _c.not_after > now_dt,
+                )
+                .order_by(_r.refresh_at)
+                .limit(self.batch)
+            )
+            with self.engine.connect() as conn:
+                rows = [tuple(r) for r in conn.execute(query)]
+            signed = self._sign(rows, stats)
+            stats.rotated += signed
+            if len(rows) < self.batch and signed == len(rows):
+                self._rotated.add(issuer_id)  # none left until the next signer
+            else:
+                stats.more = True
+
     # -- signing and writing ------------------------------------------------------------------
+    def _trusted(self, issuer_id: int) -> list[int]:
+        """Signers whose rows responders serve for ``issuer_id`` now (decision 0047)."""
+        now = self.clock()
+        return [i for i, end in self.signers.accepted_for(issuer_id).items() if end > now]
+
     def _signer(self, issuer_id: int) -> Signer | None:
         try:
             signer = self.signers.signer_for(issuer_id)

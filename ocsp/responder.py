@@ -38,7 +38,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import Protocol
@@ -72,6 +72,7 @@ MAX_FEED_BATCH = 5000  # more changes than this at once: drop every cached answe
 MAX_REQUEST_KEY = 512  # longer requests are cached by CertID only (keys stay small, 0038)
 STORE_RETRY = 5.0  # seconds the shared store is left alone after a failed read
 FUTURE_SKEW = 60  # a stored answer whose thisUpdate is further ahead than this is not used
+_GOOD, _REVOKED = b"\x80\x00", b"\xa1"  # certStatus good [0] NULL, revoked [1] RevokedInfo
 _CERTID = b"\x00"  # cache-key prefix for CertID keys (a DER request never starts with 0x00)
 
 
@@ -187,6 +188,7 @@ class SignerProvider(Protocol):
     """Hands out the current delegated signer per issuer."""
 
     def signer_for(self, issuer_id: int) -> Signer: ...
+    def accepted_for(self, issuer_id: int) -> Mapping[int, float]: ...  # row id -> not_after
     def reload(self) -> None: ...
     def check(self) -> bool: ...  # True when a signer changed
 
@@ -522,16 +524,16 @@ class Responder:
         if mono < self._store_retry_at:
             return 0
         for issuer_id, by_serial in wanted.items():
-            signer = self.signers.signer_for(issuer_id)
+            accepted = self.signers.accepted_for(issuer_id)
             assert self.store is not None
             try:
-                rows = self.store.stored(issuer_id, list(by_serial), signer.row_id, int(now))
+                rows = self.store.stored(issuer_id, list(by_serial), int(now))
             except CAError as exc:
                 self._store_failed(mono, exc)
                 return found
             for serial, row in rows.items():
                 for lookup in by_serial[serial]:
-                    if self._usable(row, lookup, now):
+                    if self._usable(row, lookup, now, accepted):
                         key = _CERTID + lookup.cert_id.der
                         self._store(key, self._stored_answer(row, issuer_id))
                         found += 1
@@ -546,33 +548,44 @@ class Responder:
         mono = self.monotonic()
         if mono < self._store_retry_at:
             return None
-        signer = self.signers.signer_for(lookup.issuer_id)
+        accepted = self.signers.accepted_for(lookup.issuer_id)
         now = self.clock()
         try:
-            rows = self.store.stored(
-                lookup.issuer_id, (lookup.serial_hex,), signer.row_id, int(now)
-            )
+            rows = self.store.stored(lookup.issuer_id, (lookup.serial_hex,), int(now))
         except CAError as exc:
             self._store_failed(mono, exc)
             return None
         row = rows.get(lookup.serial_hex)
-        if row is None or not self._usable(row, lookup, now):
+        if row is None or not self._usable(row, lookup, now, accepted):
             return None
         answer = self._stored_answer(row, lookup.issuer_id)
         self._store(_CERTID + lookup.cert_id.der, answer)
         return answer
 
-    def _usable(self, row: StoredAnswer, lookup: Lookup, now: float) -> bool:
+    def _usable(
+        self, row: StoredAnswer, lookup: Lookup, now: float, accepted: Mapping[int, float]
+    ) -> bool:
         """Whether a stored answer may be served for ``lookup``: signed for this very CertID
         (hash algorithm and encoding), not expired, no longer-lived than this responder's
-        own answers (``response_validity``), and not dated ahead of this host's clock (a
-        presigner with a fast clock would otherwise publish answers clients refuse)."""
-        return (
-            row.cert_id_der == lookup.cert_id.der
+        own answers (``response_validity``), not dated ahead of this host's clock (a
+        presigner with a fast clock would otherwise publish answers clients refuse), by a
+        signer of this issuer that is still valid and not retired (``accepted``: the one this
+        process signs with or an older one, decision 0047) and outlives the answer, and its
+        DER says the status its row was signed for (bytes and columns disagreeing: refused)."""
+        cert_id = row.cert_id_der
+        signer_end = accepted.get(row.signer_id, 0.0)
+        if not (
+            cert_id == lookup.cert_id.der
             and row.next_update > now
             and row.next_update - row.this_update <= self._validity
             and row.this_update <= now + FUTURE_SKEW
-        )
+            and now < signer_end
+            and row.next_update <= signer_end
+        ):
+            return False
+        at = row.der.find(cert_id)
+        status = _GOOD if row.cert_status == "issued" else _REVOKED
+        return at > 0 and row.der.startswith(status, at + len(cert_id))
 
     def _store_failed(self, mono: float, exc: CAError) -> None:
         """A failed store read: sign on demand meanwhile, try the store again later."""
