@@ -87,14 +87,14 @@ def main() -> None:
 
                 engine = sa.create_engine(url)
                 with engine.connect() as conn:
-                    serial, signer = conn.execute(
-                        sa.text("SELECT serial_hex, signer_id FROM ocsp_responses LIMIT 1")
-                    ).one()
+                    serial = conn.execute(
+                        sa.text("SELECT serial_hex FROM ocsp_responses LIMIT 1")
+                    ).scalar_one()
                     raw = conn.connection.driver_connection
                     with raw.cursor() as cur:  # type: ignore[union-attr]
                         cur.execute(
                             "EXPLAIN (ANALYZE, BUFFERS) " + _STORED_PG,
-                            (2, [serial], signer, int(time.time())),
+                            (2, [serial], int(time.time())),
                         )
                         print("\n".join(r[0] for r in cur.fetchall()))
                 engine.dispose()

@@ -5,6 +5,8 @@ The only writer of ``ocsp_signers``. The key is generated in the responder's own
 token, and a ledger entry records it. Rotation runs ahead of expiry with overlap: a new signer
 is published once less than ``renew_fraction`` of the newest one's lifetime remains, while
 that one is still valid, and the responder switches to the newest valid signer it can load.
+Responders keep serving pre-signed answers of the older, still valid ones (decision 0047)
+unless a rotation retires them (``retire_previous``: a key suspected, a certificate wrong).
 
 Concurrent rotators (``agentca run``, the CLI, first-run setup) are serialised per issuer by a
 transaction-scoped advisory lock on PostgreSQL; on SQLite a duplicate is possible and harmless
@@ -26,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.clock import utcnow
@@ -146,7 +148,9 @@ class ResponderCertRotator:
         self.policy = policy or ResponderCertPolicy()
         self.clock = clock
 
-    def ensure_all(self, force: bool = False, skip_root: bool = False) -> list[RotationResult]:
+    def ensure_all(
+        self, force: bool = False, skip_root: bool = False, retire_previous: bool = False
+    ) -> list[RotationResult]:
         """``ensure`` for every issuer, root first (``skip_root``: the root's key is offline,
         its responder certificate is made at the root key ceremony, ``ca.ceremony``)."""
         with self.sessions() as s:
@@ -156,7 +160,7 @@ class ResponderCertRotator:
                 ErrorCode.NOT_INITIALISED, "the CA is not initialised; run 'agentca init'"
             )
         ids = [i for i, parent in rows if not (skip_root and parent is None)]
-        return [self.ensure(i, force) for i in ids]
+        return [self.ensure(i, force, retire_previous) for i in ids]
 
     def _current(self, newest: OcspSigner | None, now: datetime) -> bool:
         if newest is None:
@@ -167,9 +171,14 @@ class ResponderCertRotator:
         # in the CA token) cannot be used by the responder: replace it.
         return self.responder_keys.exists(newest.key_label)
 
-    def ensure(self, issuer_id: int, force: bool = False) -> RotationResult:
+    def ensure(
+        self, issuer_id: int, force: bool = False, retire_previous: bool = False
+    ) -> RotationResult:
         """Publish a signer for ``issuer_id`` if it has none, its newest is due (or its key is
-        not in the responder token), or ``force``."""
+        not in the responder token), or ``force``. ``retire_previous`` (implies ``force``):
+        in the same transaction, retire every older signer of the issuer, so that no
+        responder signs with it or serves an answer it signed (decision 0047)."""
+        force = force or retire_previous
         with self.sessions.begin() as s:
             if s.get_bind().dialect.name == "postgresql":
                 s.execute(
@@ -209,6 +218,21 @@ class ResponderCertRotator:
             )
             s.add(row)
             s.flush()
+            retired: list[str] = []
+            if retire_previous:
+                retired = list(
+                    s.scalars(
+                        update(OcspSigner)
+                        .where(
+                            OcspSigner.issuer_id == issuer_id,
+                            OcspSigner.id < row.id,
+                            OcspSigner.retired_at.is_(None),
+                        )
+                        .values(retired_at=now)
+                        .returning(OcspSigner.key_label),
+                        execution_options={"synchronize_session": False},
+                    )
+                )
             ledger_append(
                 s,
                 "system",
@@ -220,6 +244,7 @@ class ResponderCertRotator:
                     "certificate_sha256": cert.fingerprint(hashes.SHA256()).hex(),
                     "not_after": row.not_after.isoformat(),
                     "forced": force,
+                    **({"retired": sorted(retired)} if retire_previous else {}),
                 },
                 now,
             )
@@ -275,21 +300,26 @@ def ensure_responder_certs(
     force: bool = False,
     policy: ResponderCertPolicy | None = None,
     responder_keys: KeyStore | None = None,
+    retire_previous: bool = False,
 ) -> list[RotationResult]:
     """Rotate (or with ``force`` replace) every issuer's responder certificate where due
-    (``responder_keys``: the responder token already opened, see below; closed at the end).
+    (``responder_keys``: the responder token already opened, see below; closed at the end;
+    ``retire_previous``: see ``ResponderCertRotator.ensure``).
     The root's is left to the ceremony while its key is offline (``root_token_label``)."""
     if responder_keys is None:
         responder_keys = open_responder_key_store(settings)
     try:
         rotator = ResponderCertRotator(sessions, ca_keys, responder_keys, policy)
-        return rotator.ensure_all(force, skip_root=settings.root_offline)
+        return rotator.ensure_all(force, settings.root_offline, retire_previous)
     finally:
         responder_keys.close()
 
 
 def rotate_responder_certs(
-    settings: Settings, force: bool = False, policy: ResponderCertPolicy | None = None
+    settings: Settings,
+    force: bool = False,
+    policy: ResponderCertPolicy | None = None,
+    retire_previous: bool = False,
 ) -> list[RotationResult]:
     """``ensure_responder_certs`` on this deployment's database and CA token, then close."""
     from ca.keysetup import guard_signing, open_key_store
@@ -303,7 +333,13 @@ def rotate_responder_certs(
         guard_signing(keys, engine, settings)  # no certificate while the clock is off
         try:
             return ensure_responder_certs(
-                settings, make_session_factory(engine), keys, force, policy, responder_keys
+                settings,
+                make_session_factory(engine),
+                keys,
+                force,
+                policy,
+                responder_keys,
+                retire_previous,
             )
         finally:
             keys.close()

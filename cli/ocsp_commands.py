@@ -219,6 +219,12 @@ def _print(results: list[RotationResult], as_json: bool, header: bool = True) ->
     help="Keep running: every N seconds, publish a new signer where one is due (ahead of "
     "expiry, while the old one is still valid). 'agentca run' runs this.",
 )
+@click.option(
+    "--retire-previous",
+    is_flag=True,
+    help="Also retire every older signer of each CA at once: responders stop serving the "
+    "answers it signed (a key suspected). Without it they serve them until re-signed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one object per CA.")
 @_SIGNER_VALIDITY
 @click.pass_context
@@ -226,6 +232,7 @@ def rotate_signer(
     ctx: click.Context,
     if_needed: bool,
     every: int | None,
+    retire_previous: bool,
     as_json: bool,
     signer_validity: str | None,
 ) -> None:
@@ -245,8 +252,13 @@ def rotate_signer(
             f"{settings.root_token_label}); its responder certificate is renewed at the "
             "ceremony ('agentca ca ceremony')"
         )
+    if retire_previous and (if_needed or every is not None):
+        raise click.UsageError("--retire-previous is a one-off forced rotation")
     if every is None:
-        _print(rotate_responder_certs(settings, force=not if_needed, policy=policy), as_json)
+        results = rotate_responder_certs(
+            settings, force=not if_needed, policy=policy, retire_previous=retire_previous
+        )
+        _print(results, as_json)
         return
     import signal
     import threading

@@ -10,12 +10,18 @@ A row is used only if it is fit to sign: its certificate is a delegated responde
 token's key under its label is the certificate's key. Otherwise every answer would fail
 verification at the client (RFC 6960 4.2.2.2), or worse, be signed by a key the certificate
 does not name; such a row is logged once and skipped like a missing key.
+
+Pre-signed answers (decision 0047) are trusted from every signer an issuer still has, not only
+the one this process signs with: ``accepted_for`` lists the published rows that are within
+their validity, not retired, and whose certificate is fit (the checks above but the key, which
+this token need not hold: the answer was signed elsewhere). So a rotation does not make every
+stored answer unusable at once; a retired or expired signer's answers are never served.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from cryptography import x509
@@ -44,6 +50,10 @@ class StaticSigners:
         except KeyError:
             raise CAError(ErrorCode.NOT_INITIALISED, "no OCSP signer for this issuer") from None
 
+    def accepted_for(self, issuer_id: int) -> Mapping[int, float]:
+        signer = self.signers.get(issuer_id)
+        return {} if signer is None else {signer.row_id: signer.not_after.timestamp()}
+
     def reload(self) -> None:
         pass
 
@@ -57,6 +67,15 @@ def _spki(key: CertificatePublicKeyTypes) -> bytes:
 
 def unfit_reason(info: SignerInfo, key: SigningKey, issuer: IssuerInfo | None) -> str | None:
     """Why the row ``info`` with the token's ``key`` must not sign for its issuer (None: fit)."""
+    return certificate_unfit_reason(info, issuer, key)
+
+
+def certificate_unfit_reason(
+    info: SignerInfo, issuer: IssuerInfo | None, key: SigningKey | None = None
+) -> str | None:
+    """Why answers signed under the row ``info`` must not be trusted for its issuer (None:
+    fit): issued by that issuer, id-kp-OCSPSigning, id-pkix-ocsp-nocheck, not a CA; with
+    ``key``, also that the key is the certificate's."""
     if issuer is None:
         return "its issuer is unknown"
     try:
@@ -66,7 +85,7 @@ def unfit_reason(info: SignerInfo, key: SigningKey, issuer: IssuerInfo | None) -
             cert.verify_directly_issued_by(issuer_cert)
         except (ValueError, TypeError, InvalidSignature):
             return f"its certificate is not issued by {issuer.name}"
-        if _spki(key.public_key()) != _spki(cert.public_key()):
+        if key is not None and _spki(key.public_key()) != _spki(cert.public_key()):
             return "the token's key under its label is not its certificate's key"
         try:
             eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -97,6 +116,8 @@ class CurrentSigners:
         self._signers: dict[int, Signer] = {}
         self._missing: set[str] = set()  # labels already reported as not in the token
         self._unfit: set[int] = set()  # rows already reported as unfit to sign
+        self._accepted: dict[int, dict[int, float]] = {}  # issuer -> signer row -> not_after
+        self._certificate_fit: dict[int, bool] = {}  # row -> certificate_unfit_reason is None
         self._issuers: dict[int, IssuerInfo] | None = None  # read once per reload, if needed
 
     def _issuer(self, issuer_id: int) -> IssuerInfo | None:
@@ -138,13 +159,31 @@ class CurrentSigners:
         now = self.clock()
         self._issuers = None
         chosen: dict[int, Signer] = {}
-        for info in self.source.signers(now):  # newest first
-            if info.issuer_id in chosen or info.not_before > now:
+        accepted: dict[int, dict[int, float]] = {}
+        for info in self.source.signers(now):  # newest first, not expired, not retired
+            if info.not_before > now:
+                continue
+            if self._trusted(info):
+                accepted.setdefault(info.issuer_id, {})[info.id] = info.not_after.timestamp()
+            if info.issuer_id in chosen:
                 continue
             signer = self._load(info, self._signers.get(info.issuer_id))
             if signer is not None:
                 chosen[info.issuer_id] = signer
         self._signers = chosen
+        self._accepted = accepted
+
+    def _trusted(self, info: SignerInfo) -> bool:
+        fit = self._certificate_fit.get(info.id)
+        if fit is None:
+            fit = certificate_unfit_reason(info, self._issuer(info.issuer_id)) is None
+            self._certificate_fit[info.id] = fit
+        return fit
+
+    def accepted_for(self, issuer_id: int) -> Mapping[int, float]:
+        """The signers whose pre-signed answers may be served for ``issuer_id``: row id ->
+        the end of its certificate's validity (epoch seconds), as of the last reload."""
+        return self._accepted.get(issuer_id, {})
 
     def signer_for(self, issuer_id: int) -> Signer:
         signer = self._signers.get(issuer_id)
@@ -154,7 +193,8 @@ class CurrentSigners:
 
     def check(self) -> bool:
         """Re-pick the signers (one expired, or a newer one became usable); True if any
-        changed, so that the answers signed by the old one are dropped."""
-        before = {i: s.row_id for i, s in self._signers.items()}
+        changed, or the signers whose answers are trusted did, so that the answers signed by
+        the old one are dropped."""
+        before = ({i: s.row_id for i, s in self._signers.items()}, self._accepted)
         self.reload()
-        return before != {i: s.row_id for i, s in self._signers.items()}
+        return before != ({i: s.row_id for i, s in self._signers.items()}, self._accepted)

@@ -4,15 +4,20 @@ Runs on the CA side (``agentca ocsp presign``, started by ``agentca run``) with 
 that may write ``ocsp_responses`` and the responder token's keys (the same delegated signers
 the responders use, picked the same way: ``ocsp.loaded_signers.CurrentSigners``). Each step:
 
-1. **Changes** (revoke, hold, release): ``status_changes`` rows after the last one seen; their
-   certificates are signed again at once.
+1. **Changes** (revoke, hold, release): ``status_changes`` rows after the last one seen, and
+   the ids below it not seen yet (``ocsp.change_feed``: a writer that committed after a later
+   one); their certificates are signed again at once.
 2. **New certificates**: ``certificates`` rows after the last id seen, once issued (a record
    still ``pending`` is looked at again on later steps, for at most ``PENDING_WATCH`` seconds;
    the sweep catches anything later).
 3. **Refresh**: rows whose ``refresh_at`` is within ``lead`` seconds, oldest first, by index.
-4. **Sweep** (every ``sweep_every`` seconds and at start): every live certificate with no
-   usable row (none, another signer, or signed for another status), so a presigner that was
-   stopped, a signer rotation, or a missed change all heal.
+4. **Sweep** (every ``sweep_every`` seconds, at start, and when the feed gave up on an id):
+   every live certificate with no usable row (none, a signer no longer trusted, or signed for
+   another status), so a presigner that was stopped, a retired signer, or a missed change all
+   heal.
+5. **Rotation** (decision 0047): rows of an older signer that responders still trust are
+   re-signed with the current one in the background, oldest refresh time first, with what
+   the rate leaves; responders serve them meanwhile, so a rotation costs no on-demand dip.
 
 Work per step is bounded by ``batch`` and the whole loop by ``rate`` signatures per second
 (0: as fast as the HSM signs), so presigning never takes the HSM from on-demand signing.
@@ -40,6 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ca.errors import CAError, ErrorCode
 from ca.store.tables import certificates as cert_table
 from ca.store.tables import ocsp_responses
+from ocsp.change_feed import LOOKBACK, ChangeCursor, serials_by_issuer
 from ocsp.decision import status_from_record
 from ocsp.options import OcspOptions
 from ocsp.responder import SignerProvider
@@ -88,6 +94,7 @@ class PresignStats:
     new: int = 0
     refreshed: int = 0
     swept: int = 0
+    rotated: int = 0  # rows of an older signer re-signed with the current one
     more: bool = False  # a bound was hit: run the next step at once
     rate_limited: bool = False  # the signing budget ran out: wait for it before stepping
     seconds: float = 0.0
@@ -145,7 +152,8 @@ class Presigner:
         self.lead = min(300.0, self._refresh / 4)
         self._issuers: dict[int, IssuerInfo] = {}
         self._head: tuple[int, int, int] | None = None
-        self._last_change = 0
+        self.feed = ChangeCursor(monotonic=monotonic)
+        self._rotated: set[int] = set()  # issuers with no row of an older signer left
         self._last_cert = 0
         self._pending: dict[int, float] = {}
         self._next_sweep = float("-inf")
@@ -164,6 +172,7 @@ class Presigner:
             self._refresh_due(stats)
             if self.monotonic() >= self._next_sweep:
                 self._sweep(stats)
+            self._rotate(stats)
         except SQLAlchemyError as exc:
             raise _db_error(exc) from exc
         stats.seconds = self.monotonic() - started
@@ -174,7 +183,7 @@ class Presigner:
         total = PresignStats()
         while True:
             s = self.step()
-            for name in ("signed", "changes", "new", "refreshed", "swept"):
+            for name in ("signed", "changes", "new", "refreshed", "swept", "rotated"):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
             for issuer_id, n in s.by_issuer.items():
                 total.by_issuer[issuer_id] = total.by_issuer.get(issuer_id, 0) + n
@@ -205,9 +214,10 @@ class Presigner:
                 down = False
             if stats.signed:
                 log.info(
-                    "presigned %d answers (%d changed, %d new, %d refreshed, %d swept) in %.2fs",
+                    "presigned %d answers (%d changed, %d new, %d refreshed, %d swept, "
+                    "%d rotated) in %.2fs",
                     stats.signed, stats.changes, stats.new, stats.refreshed, stats.swept,
-                    stats.seconds,
+                    stats.rotated, stats.seconds,
                 )  # fmt: skip
             if not stats.more or stats.rate_limited:
                 stop.wait(every)  # over the rate budget, stepping again at once would spin
@@ -219,25 +229,29 @@ class Presigner:
         last = self._head
         if last is None or head.issuer != last[2]:
             self._issuers = {i.id: i for i in self.source.issuers()}
+        if last is not None and self.feed.rewound(head.status_change):
+            log.warning("presigner: the status feed went back (database restored?); sweeping")
+            self._next_sweep = float("-inf")
         if last is None or head.signer != last[1]:
             self.signers.reload()
-            self._next_sweep = float("-inf")  # a new signer: every row is to be signed again
+            self._next_sweep = float("-inf")  # rows of a retired signer are to be signed again
+            self._rotated.clear()  # and those of the previous one, in the background
         if last is None:
-            self._last_change = head.status_change
+            # the start sweep covers what is visible now; the cursor watches the last ids for
+            # writers still in flight (what it reads now is the sweep's, not signed twice)
+            self.feed.start(head.status_change)
+            self.feed.read(self.source, LOOKBACK + self.batch)
             with self.engine.connect() as conn:
                 self._last_cert = int(conn.execute(select(func.max(_c.id))).scalar() or 0)
         self._head = key
 
     def _changes(self, stats: PresignStats) -> None:
-        changes = self.source.changes(self._last_change, (), self.batch)
-        if not changes:
-            return
-        self._last_change = changes[-1].id
-        stats.more |= len(changes) >= self.batch
-        wanted: dict[int, list[str]] = {}
-        for ch in changes:
-            wanted.setdefault(ch.issuer_id, []).append(ch.serial_hex)
-        for issuer_id, serials in wanted.items():
+        read = self.feed.read(self.source, self.batch)
+        if read.lost:
+            log.info("presigner: %d feed ids never appeared; sweeping now", read.lost)
+            self._next_sweep = float("-inf")  # the backstop, at once
+        stats.more |= read.full
+        for issuer_id, serials in serials_by_issuer(read.changes).items():
             rows = self._rows(_c.issuer_id == issuer_id, _c.serial_hex.in_(serials))
             stats.changes += self._sign(rows, stats)
 
@@ -298,7 +312,7 @@ class Presigner:
             after = self._sweep_after.get(issuer_id, "")
             unusable = or_(
                 _r.serial_hex.is_(None),
-                _r.signer_id != signer.row_id,
+                _r.signer_id.not_in(self._trusted(issuer_id)),
                 _r.cert_status != _c.status,
                 _r.revoked_at.is_distinct_from(_c.revoked_at),
                 _r.revocation_reason.is_distinct_from(_c.revocation_reason),
@@ -331,7 +345,43 @@ class Presigner:
             self._next_sweep = self.monotonic() + self.sweep_every
         stats.more |= not done
 
+    def _rotate(self, stats: PresignStats) -> None:
+        """Rows of an older signer (still trusted: the sweep takes the others), re-signed
+        with the current one, oldest refresh time first, by the ``refresh_at`` index (rows of
+        a newer signer, another presigner's, are left alone)."""
+        now = self.clock()
+        now_dt = datetime.fromtimestamp(now, UTC)
+        for issuer_id in sorted(self._issuers):
+            signer = self._signer(issuer_id)
+            if signer is None or issuer_id in self._rotated:
+                continue
+            query = (
+                select(*_ROW)
+                .select_from(ocsp_responses.join(cert_table, _joined()))
+                .where(
+                    _r.issuer_id == issuer_id,
+                    _r.signer_id < signer.row_id,
+                    _c.status.in_(LIVE),
+                    _c.not_after > now_dt,
+                )
+                .order_by(_r.refresh_at)
+                .limit(self.batch)
+            )
+            with self.engine.connect() as conn:
+                rows = [tuple(r) for r in conn.execute(query)]
+            signed = self._sign(rows, stats)
+            stats.rotated += signed
+            if len(rows) < self.batch and signed == len(rows):
+                self._rotated.add(issuer_id)  # none left until the next signer
+            else:
+                stats.more = True
+
     # -- signing and writing ------------------------------------------------------------------
+    def _trusted(self, issuer_id: int) -> list[int]:
+        """Signers whose rows responders serve for ``issuer_id`` now (decision 0047)."""
+        now = self.clock()
+        return [i for i, end in self.signers.accepted_for(issuer_id).items() if end > now]
+
     def _signer(self, issuer_id: int) -> Signer | None:
         try:
             signer = self.signers.signer_for(issuer_id)

@@ -8,7 +8,8 @@ ids of ``status_changes``, ``ocsp_signers`` and ``issuers`` (one cheap query); w
 feed moved it fetches the new rows and drops the cached status and answers of exactly those
 serials. So a revocation is answered by every worker within ``poll_interval`` (+ one query) of
 its commit. Ids allocated but not yet committed when polled (concurrent writers) are tracked
-as gaps and re-checked until they appear or ``GAP_TIMEOUT`` passes.
+as holes and re-read until they appear or their writers have ended (``ocsp.change_feed``,
+decision 0047).
 
 Freshness bound (decision 0012): every answer, pre-signed or newly signed, is given only while
 the last successful poll is at most ``OcspOptions.status_freshness`` (1 s) old; past it the
@@ -38,7 +39,7 @@ import hashlib
 import logging
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
@@ -49,6 +50,7 @@ from pkcs11.exceptions import PKCS11Error
 from ca.errors import CAError, ErrorCode
 from hsm.errors import HSMError
 from ocsp.answer_map import AnswerMap, MappedAnswer, file_identity, open_map
+from ocsp.change_feed import ChangeCursor
 from ocsp.decision import UNISSUED, CertState, IssuerKey, Lookup, SerialStatus, resolve
 from ocsp.options import OcspOptions
 from ocsp.request import OcspRequest, parse_request, parse_simple_request
@@ -68,7 +70,6 @@ from ocsp.tally import ANSWERS, ERROR_LABELS, HIT, MAP, MISS, NONE, STORE, Answe
 
 log = logging.getLogger("agentca.ocsp")
 
-GAP_TIMEOUT = 60.0  # seconds an allocated-but-unseen status_changes id is waited for
 LOG_EVERY = 1.0  # seconds between two log lines for the same kind of per-request failure
 MAX_FEED_BATCH = 5000  # more changes than this at once: drop every cached answer instead
 MAX_REQUEST_KEY = 512  # longer requests are cached by CertID only (keys stay small, 0038)
@@ -77,6 +78,7 @@ FUTURE_SKEW = 60  # a stored answer whose thisUpdate is further ahead than this 
 MAP_CHECK_EVERY = 1.0  # seconds between looks for a newer answer map file
 MAP_MARGIN = 1.0  # a change seen this close before a map's built_at still vetoes its entry
 MAX_CHANGED = 200_000  # serials remembered as changed since the map; beyond: map unused
+_GOOD, _REVOKED = b"\x80\x00", b"\xa1"  # certStatus good [0] NULL, revoked [1] RevokedInfo
 _CERTID = b"\x00"  # cache-key prefix for CertID keys (a DER request never starts with 0x00)
 
 
@@ -192,6 +194,7 @@ class SignerProvider(Protocol):
     """Hands out the current delegated signer per issuer."""
 
     def signer_for(self, issuer_id: int) -> Signer: ...
+    def accepted_for(self, issuer_id: int) -> Mapping[int, float]: ...  # row id -> not_after
     def reload(self) -> None: ...
     def check(self) -> bool: ...  # True when a signer changed
 
@@ -247,7 +250,7 @@ class Responder:
         self._issuers: dict[int, IssuerInfo] = {}
         self._index: dict[IssuerKey, int] = {}
         self._head: FeedHead | None = None
-        self._gaps: dict[int, float] = {}
+        self.feed = ChangeCursor(monotonic=monotonic)
         self._db_ok = False
         self._fresh_as_of = 0.0  # wall time of the last successful poll
         self._confirmed = float("-inf")  # monotonic time of the last successful poll's start
@@ -439,33 +442,34 @@ class Responder:
             self._drop_responses()
         if last is None:
             # Ids below the head may belong to transactions still in flight: watch a window.
-            floor = max(0, head.status_change - 1000)
-            self._apply_changes(floor, head.status_change, mono)
-            self._feed_floor = floor
-            self._head = head
-            return
-        if head.status_change != last.status_change or self._gaps:
-            self._apply_changes(last.status_change, head.status_change, mono)
+            self.feed.start(head.status_change)
+            self._feed_floor = self.feed.high  # every change above it will be read
+        elif self.feed.rewound(head.status_change):
+            log.warning("OCSP status feed went back (database restored?): every answer dropped")
+            self.clear()
+            self._forget_map()
+            self._feed_floor = self.feed.high
+        if last is None or head.status_change != last.status_change or self.feed.holes:
+            self._read_feed(head)
         self._head = head
 
-    def _apply_changes(self, after: int, top: int, mono: float) -> None:
-        changes = self.source.changes(after, self._gaps.keys(), MAX_FEED_BATCH + 1)
-        if len(changes) > MAX_FEED_BATCH:
+    def _read_feed(self, head: FeedHead) -> None:
+        read = self.feed.read(self.source, MAX_FEED_BATCH + 1)
+        if read.lost:
+            log.info(
+                "OCSP status feed: %d allocated ids never appeared; cached answers now rest on "
+                "their refresh time",
+                read.lost,
+            )
+        if read.full:
+            # More changes than one read: drop every cached answer (what is asked next is read
+            # as of now) and go on from the head, watching its window like at start.
             self.clear()
-            self._gaps.clear()
+            self.feed.start(head.status_change)
             self._forget_map()  # which serials changed is not known: no map from before now
             return
-        seen = set()
-        for change in changes:
-            seen.add(change.id)
-            self._gaps.pop(change.id, None)
+        for change in read.changes:
             self._invalidate(change.issuer_id, change.serial_hex)
-        for missing in range(after + 1, top + 1):
-            if missing not in seen and missing not in self._gaps:
-                self._gaps[missing] = mono
-        for gap, since in list(self._gaps.items()):
-            if mono - since > GAP_TIMEOUT:
-                del self._gaps[gap]
 
     def _invalidate(self, issuer_id: int, serial_hex: str) -> None:
         if self._map_path is not None:
@@ -520,7 +524,7 @@ class Responder:
     ) -> Answer | None:
         """``row`` as an answer if the map may speak for it now: a map newer than what this
         worker's feed reading covers, no change of the serial seen since the snapshot, one of
-        our issuers, signed by its current responder certificate, and ``_fresh_row``."""
+        our issuers, not due for refresh, and :meth:`_fresh_row` (signer accepted, DER agrees)."""
         mapped, changed = state
         if (
             mapped.built_at < self._map_floor
@@ -533,11 +537,9 @@ class Responder:
             mapped.built_at - MAP_MARGIN
         ):
             return None
-        try:
-            signer = self.signers.signer_for(row.issuer_id)
-        except CAError:
-            return None
-        if row.signer_id != signer.row_id or row.refresh_at <= now or not self._fresh_row(row, now):
+        if row.refresh_at <= now or not self._fresh_row(
+            row, now, self.signers.accepted_for(row.issuer_id)
+        ):
             return None
         return self._stored_answer(row, row.issuer_id)
 
@@ -632,16 +634,16 @@ class Responder:
         if mono < self._store_retry_at:
             return 0
         for issuer_id, by_serial in wanted.items():
-            signer = self.signers.signer_for(issuer_id)
+            accepted = self.signers.accepted_for(issuer_id)
             assert self.store is not None
             try:
-                rows = self.store.stored(issuer_id, list(by_serial), signer.row_id, int(now))
+                rows = self.store.stored(issuer_id, list(by_serial), int(now))
             except CAError as exc:
                 self._store_failed(mono, exc)
                 return found
             for serial, row in rows.items():
                 for lookup in by_serial[serial]:
-                    if self._usable(row, lookup, now):
+                    if self._usable(row, lookup, now, accepted):
                         key = _CERTID + lookup.cert_id.der
                         self._store(key, self._stored_answer(row, issuer_id))
                         found += 1
@@ -656,36 +658,53 @@ class Responder:
         mono = self.monotonic()
         if mono < self._store_retry_at:
             return None
-        signer = self.signers.signer_for(lookup.issuer_id)
+        accepted = self.signers.accepted_for(lookup.issuer_id)
         now = self.clock()
         try:
-            rows = self.store.stored(
-                lookup.issuer_id, (lookup.serial_hex,), signer.row_id, int(now)
-            )
+            rows = self.store.stored(lookup.issuer_id, (lookup.serial_hex,), int(now))
         except CAError as exc:
             self._store_failed(mono, exc)
             return None
         row = rows.get(lookup.serial_hex)
-        if row is None or not self._usable(row, lookup, now):
+        if row is None or not self._usable(row, lookup, now, accepted):
             return None
         answer = self._stored_answer(row, lookup.issuer_id)
         self._store(_CERTID + lookup.cert_id.der, answer)
         return answer
 
-    def _usable(self, row: StoredAnswer | MappedAnswer, lookup: Lookup, now: float) -> bool:
+    def _usable(
+        self,
+        row: StoredAnswer | MappedAnswer,
+        lookup: Lookup,
+        now: float,
+        accepted: Mapping[int, float],
+    ) -> bool:
         """Whether a stored answer may be served for ``lookup``: signed for this very CertID
-        (hash algorithm and encoding), not expired, no longer-lived than this responder's
-        own answers (``response_validity``), and not dated ahead of this host's clock (a
-        presigner with a fast clock would otherwise publish answers clients refuse)."""
-        return row.cert_id_der == lookup.cert_id.der and self._fresh_row(row, now)
+        (hash algorithm and encoding) and :meth:`_fresh_row`."""
+        return row.cert_id_der == lookup.cert_id.der and self._fresh_row(row, now, accepted)
 
-    def _fresh_row(self, row: StoredAnswer | MappedAnswer, now: float) -> bool:
-        """Not expired, no longer-lived than this responder's own answers, not dated ahead."""
-        return (
+    def _fresh_row(
+        self, row: StoredAnswer | MappedAnswer, now: float, accepted: Mapping[int, float]
+    ) -> bool:
+        """Not expired, no longer-lived than this responder's own answers
+        (``response_validity``), not dated ahead of this host's clock (a presigner with a
+        fast clock would otherwise publish answers clients refuse), by a signer of this
+        issuer that is still valid and not retired (``accepted``: the one this process signs
+        with or an older one, decision 0047) and outlives the answer, and its DER says the
+        status its row was signed for (bytes and columns disagreeing: refused)."""
+        cert_id = row.cert_id_der
+        signer_end = accepted.get(row.signer_id, 0.0)
+        if not (
             row.next_update > now
             and row.next_update - row.this_update <= self._validity
             and row.this_update <= now + FUTURE_SKEW
-        )
+            and now < signer_end
+            and row.next_update <= signer_end
+        ):
+            return False
+        at = row.der.find(cert_id)
+        status = _GOOD if row.cert_status == "issued" else _REVOKED
+        return at > 0 and row.der.startswith(status, at + len(cert_id))
 
     def _store_failed(self, mono: float, exc: CAError) -> None:
         """A failed store read: sign on demand meanwhile, try the store again later."""

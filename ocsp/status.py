@@ -27,6 +27,11 @@ from ocsp.decision import SerialStatus, status_from_record
 
 T = TypeVar("T")
 
+_SNAPSHOT = text(
+    "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint"
+    " FROM pg_current_snapshot() AS s"
+)
+
 #: the status lookup of ``SqlStatusSource.statuses``: plain SQL, no ORM statement built per call
 STATUS_QUERY = (
     text(
@@ -106,6 +111,7 @@ class StatusSource(Protocol):
     def changes(self, after: int, also: Iterable[int], limit: int) -> list[Change]: ...
     def issuers(self) -> list[IssuerInfo]: ...
     def signers(self, valid_at: datetime) -> list[SignerInfo]: ...
+    def snapshot(self) -> Snapshot | None: ...
     def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]: ...
 
 
@@ -120,16 +126,16 @@ class StoredAnswer:
     this_update: int
     next_update: int
     refresh_at: int
+    signer_id: int
 
 
 class AnswerStore(Protocol):
     """Pre-signed answers shared by every responder (decision 0038)."""
 
-    def stored(
-        self, issuer_id: int, serials: Sequence[str], signer_id: int, now: int
-    ) -> dict[str, StoredAnswer]:
-        """The usable pre-signed answers among ``serials``: signed by ``signer_id``, not due
-        for refresh at ``now``, and signed for the status the certificate has now."""
+    def stored(self, issuer_id: int, serials: Sequence[str], now: int) -> dict[str, StoredAnswer]:
+        """The pre-signed answers among ``serials`` not due for refresh at ``now`` and signed
+        for the status the certificate has now (whether their signer is one to trust is the
+        responder's call, ``Responder._usable``)."""
         ...
 
 
@@ -146,12 +152,12 @@ STORED_QUERY = (
         _r.this_update,
         _r.next_update,
         _r.refresh_at,
+        _r.signer_id,
     )
     .join(cert_table, (_c.issuer_id == _r.issuer_id) & (_c.serial_hex == _r.serial_hex))
     .where(
         _r.issuer_id == bindparam("issuer"),
         _r.serial_hex.in_(bindparam("serials", expanding=True)),
-        _r.signer_id == bindparam("signer"),
         _r.refresh_at > bindparam("now"),
         _r.cert_status == _c.status,
         _r.revoked_at.is_not_distinct_from(_c.revoked_at),
@@ -163,9 +169,9 @@ STORED_QUERY = (
 #: ``STORED_QUERY`` as PostgreSQL SQL for the prepared statement of ``SqlStatusSource.stored``
 _STORED_PG = (
     "SELECT r.serial_hex, r.cert_id_der, r.der, r.cert_status, r.this_update, r.next_update,"
-    " r.refresh_at FROM ocsp_responses r JOIN certificates c"
+    " r.refresh_at, r.signer_id FROM ocsp_responses r JOIN certificates c"
     " ON c.issuer_id = r.issuer_id AND c.serial_hex = r.serial_hex"
-    " WHERE r.issuer_id = %s AND r.serial_hex = ANY(%s) AND r.signer_id = %s"
+    " WHERE r.issuer_id = %s AND r.serial_hex = ANY(%s)"
     " AND r.refresh_at > %s AND r.cert_status = c.status"
     " AND r.revoked_at IS NOT DISTINCT FROM c.revoked_at"
     " AND r.revocation_reason IS NOT DISTINCT FROM c.revocation_reason"
@@ -242,8 +248,9 @@ class SqlStatusSource:
         return self._run(run)
 
     def signers(self, valid_at: datetime) -> list[SignerInfo]:
-        """Signers not expired at ``valid_at``, newest first (the CA side publishes a new one
-        while the previous one is still valid; the responder uses the newest it can load)."""
+        """Signers not expired at ``valid_at`` and not retired, newest first (the CA side
+        publishes a new one while the previous one is still valid; the responder uses the
+        newest it can load, and trusts stored answers of all of them, decision 0047)."""
         query = (
             select(
                 OcspSigner.id,
@@ -253,13 +260,27 @@ class SqlStatusSource:
                 OcspSigner.not_before,
                 OcspSigner.not_after,
             )
-            .where(OcspSigner.not_after > valid_at)
+            .where(OcspSigner.not_after > valid_at, OcspSigner.retired_at.is_(None))
             .order_by(OcspSigner.id.desc())
         )
 
         def run() -> list[SignerInfo]:
             with self.engine.connect() as conn:
                 return [SignerInfo(*r) for r in conn.execute(query)]
+
+        return self._run(run)
+
+    def snapshot(self) -> Snapshot | None:
+        """The transactions running now, as ``pg_current_snapshot()`` bounds them (None on
+        SQLite, which has one writer at a time): ``ocsp.change_feed`` gives up a hole in the
+        feed only once the writers that may still fill it have ended."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+
+        def run() -> Snapshot:
+            with self.engine.connect() as conn:
+                row = conn.execute(_SNAPSHOT).one()
+            return Snapshot(int(row[0]), int(row[1]))
 
         return self._run(run)
 
@@ -287,9 +308,7 @@ class SqlStatusSource:
 
         return self._run(run)
 
-    def stored(
-        self, issuer_id: int, serials: Sequence[str], signer_id: int, now: int
-    ) -> dict[str, StoredAnswer]:
+    def stored(self, issuer_id: int, serials: Sequence[str], now: int) -> dict[str, StoredAnswer]:
         """:class:`AnswerStore` over ``ocsp_responses`` (``STORED_QUERY``: primary-key rows
         joined to their certificate by its unique index).
 
@@ -298,8 +317,8 @@ class SqlStatusSource:
         no BEGIN/ROLLBACK around it, no SQLAlchemy statement handling (a profile showed the
         pooled Core path spending twice the query's time in checkout, rollback and compile)."""
         if self.engine.dialect.name == "postgresql":
-            return self._stored_pg(issuer_id, list(serials), signer_id, now)
-        params = {"issuer": issuer_id, "serials": list(serials), "signer": signer_id, "now": now}
+            return self._stored_pg(issuer_id, list(serials), now)
+        params = {"issuer": issuer_id, "serials": list(serials), "now": now}
 
         def run() -> dict[str, StoredAnswer]:
             with self.engine.connect() as conn:
@@ -307,9 +326,7 @@ class SqlStatusSource:
 
         return self._run(run)
 
-    def _stored_pg(
-        self, issuer_id: int, serials: list[str], signer_id: int, now: int
-    ) -> dict[str, StoredAnswer]:
+    def _stored_pg(self, issuer_id: int, serials: list[str], now: int) -> dict[str, StoredAnswer]:
         try:
             raw = self._store_conn
             if raw is None:
@@ -317,7 +334,7 @@ class SqlStatusSource:
                 raw.driver_connection.autocommit = True  # type: ignore[union-attr]
                 self._store_conn = raw
             with raw.driver_connection.cursor() as cur:  # type: ignore[union-attr]
-                cur.execute(_STORED_PG, (issuer_id, serials, signer_id, now), prepare=True)
+                cur.execute(_STORED_PG, (issuer_id, serials, now), prepare=True)
                 rows = cur.fetchall()
         except Exception as exc:
             broken, self._store_conn = self._store_conn, None
@@ -326,3 +343,12 @@ class SqlStatusSource:
                     broken.invalidate()
             raise CAError(ErrorCode.DB_UNAVAILABLE, "the database cannot be reached") from exc
         return {r[0]: StoredAnswer(r[0], bytes(r[1]), bytes(r[2]), *r[3:]) for r in rows}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """``pg_current_snapshot()`` bounds: every transaction with an id below ``xmin`` has
+    ended; every one running now has an id below ``xmax``."""
+
+    xmin: int
+    xmax: int

@@ -224,6 +224,9 @@ class OcspSigner(Base):
     not_before: Mapped[datetime] = mapped_column(UTCDateTime())
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # set by a rotation that retires it (``agentca ocsp rotate-signer --retire-previous``,
+    # decision 0047): no responder signs with it or serves an answer it signed any more
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class LedgerEntryRow(Base):

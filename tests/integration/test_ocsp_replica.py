@@ -236,3 +236,17 @@ def test_api_reads_come_from_a_fresh_replica_else_the_primary(ca: dict[str, Any]
             assert {first, second, third} <= _digests(base, token)
         finally:
             replica.start()
+
+
+def test_the_feed_snapshot_is_readable_on_the_replica(ca: dict[str, Any]) -> None:
+    """``ocsp.change_feed`` gives up a hole only once its writers have ended, read with
+    ``pg_current_snapshot()`` (decision 0047): a responder on a hot standby can read it."""
+    from ocsp.status import SqlStatusSource
+
+    engine = sa.create_engine(ca["replica"].url, poolclass=NullPool)
+    try:
+        assert _replica_sql(ca, "SELECT pg_is_in_recovery()") is True
+        snap = SqlStatusSource(engine).snapshot()
+        assert snap is not None and 0 < snap.xmin <= snap.xmax
+    finally:
+        engine.dispose()

@@ -113,3 +113,31 @@ def test_presign_once_fills_the_store_and_says_so_in_json(tmp_path: Path) -> Non
     assert bad.returncode != 0 and "--json goes with --once" in bad.stderr
     helped = run_cli("ocsp", "presign", "--help", data_dir=data)
     assert helped.returncode == 0 and "--rate" in helped.stdout
+
+
+def test_retire_previous_retires_the_older_signers_and_is_recorded(tmp_path: Path) -> None:
+    """``--retire-previous`` (decision 0047): the new signers are published and every older
+    one is marked retired in the same transaction (responders stop serving its answers); the
+    ledger entry names what it retired. It is refused with --if-needed or --every."""
+    data = tmp_path / "data"
+    assert run_cli("init", data_dir=data).returncode == 0
+    db = data / "agentca.sqlite3"
+    before = {label for _id, label, _na in _signers(db)}
+    done = run_cli("ocsp", "rotate-signer", "--retire-previous", "--json", data_dir=data)
+    assert done.returncode == 0, done.stderr
+    assert all(json.loads(line)["created"] for line in done.stdout.splitlines())
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT key_label, retired_at FROM ocsp_signers"))
+            retired = {label for label, at in rows if at is not None}
+            bodies = conn.execute(
+                sa.text("SELECT body FROM ledger_entries WHERE event = 'ocsp.signer.rotated'")
+            ).scalars()
+            recorded = {label for body in bodies for label in json.loads(body).get("retired", [])}
+    finally:
+        engine.dispose()
+    assert retired == before == recorded
+    for extra in (["--if-needed"], ["--every", "5"]):
+        bad = run_cli("ocsp", "rotate-signer", "--retire-previous", *extra, data_dir=data)
+        assert bad.returncode != 0 and "--retire-previous" in bad.stderr

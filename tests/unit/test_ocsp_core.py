@@ -81,6 +81,9 @@ class FakeSource:
         self._check()
         return []
 
+    def snapshot(self) -> None:
+        return None
+
     def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]:
         self._check()
         self.status_queries += 1

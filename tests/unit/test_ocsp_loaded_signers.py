@@ -45,6 +45,9 @@ class Signers:
         self.asked.append(valid_at)
         return sorted((r for r in self.rows if r.not_after > valid_at), key=lambda r: -r.id)
 
+    def snapshot(self) -> None:
+        return None
+
     def statuses(self, issuer_id: int, serials: Sequence[str]) -> dict[str, SerialStatus]:
         return {}
 
