@@ -1,0 +1,59 @@
+"""Model producers' trust anchors from the settings, and bundle checks as CA errors.
+
+The verification itself is :mod:`wire.oms_signature` (pure, offline). This module reads the
+``model_producers`` setting (``NAME=PEM-FILE``: public keys and/or CA certificates) once per
+distinct value, and turns a refused bundle into a ``policy-refused`` problem that names why.
+Decision 0052.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from ca.config import Settings
+from ca.errors import CAError, ErrorCode
+from wire.oms_signature import (
+    Producer,
+    SignatureError,
+    VerifiedModel,
+    parse_producers,
+    verify_bundle,
+    verify_model,
+)
+
+
+@lru_cache(maxsize=8)
+def _producers(entries: tuple[str, ...]) -> tuple[Producer, ...]:
+    return parse_producers(entries)
+
+
+def producers(settings: Settings) -> tuple[Producer, ...]:
+    """The configured producers (a CONFIG error names the unreadable file)."""
+    if not settings.model_producers:
+        raise CAError(
+            ErrorCode.CONFIG,
+            "no model producer is configured: set model_producers = ['NAME=PEM-FILE', ...]",
+        )
+    try:
+        return _producers(tuple(settings.model_producers))
+    except SignatureError as exc:
+        raise CAError(ErrorCode.CONFIG, f"model_producers: {exc}") from None
+
+
+def check_bundle(settings: Settings, bundle: bytes) -> VerifiedModel:
+    """Verify ``bundle``'s signature and statement (the API: the files are not here)."""
+    anchors = producers(settings)
+    try:
+        return verify_bundle(bundle, anchors)
+    except SignatureError as exc:
+        raise CAError(ErrorCode.POLICY_REFUSED, f"model signature refused: {exc}") from None
+
+
+def check_model(settings: Settings, model: Path, bundle: bytes) -> VerifiedModel:
+    """Verify ``bundle`` and that the directory ``model`` is exactly what it signs."""
+    anchors = producers(settings)
+    try:
+        return verify_model(model, bundle, anchors)
+    except SignatureError as exc:
+        raise CAError(ErrorCode.POLICY_REFUSED, f"model signature refused: {exc}") from None
