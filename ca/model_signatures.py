@@ -8,12 +8,14 @@ Decision 0052.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
 from ca.config import Settings
 from ca.errors import CAError, ErrorCode
 from wire.oms_signature import (
+    MAX_BUNDLE_BYTES,
     Producer,
     SignatureError,
     VerifiedModel,
@@ -39,6 +41,22 @@ def producers(settings: Settings) -> tuple[Producer, ...]:
         return _producers(tuple(settings.model_producers))
     except SignatureError as exc:
         raise CAError(ErrorCode.CONFIG, f"model_producers: {exc}") from None
+
+
+def read_bundle(path: str | os.PathLike[str]) -> bytes:
+    """A signature bundle file, read at most :data:`MAX_BUNDLE_BYTES` + 1 bytes (a huge or
+    endless file, e.g. ``/dev/zero``, is refused without being read whole)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_BUNDLE_BYTES + 1)
+    except OSError as exc:
+        raise CAError(ErrorCode.BAD_REQUEST, f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise CAError(
+            ErrorCode.TOO_LARGE,
+            f"the signature bundle {path} is larger than {MAX_BUNDLE_BYTES} bytes",
+        )
+    return data
 
 
 def check_bundle(settings: Settings, bundle: bytes) -> VerifiedModel:

@@ -611,6 +611,7 @@ def signature_record(v: VerifiedModel) -> dict[str, Any]:
         "certificate_sha256": v.certificate_sha256 or None,
         "bundle_sha256": v.bundle_sha256,
         "files": len(v.resources),
+        "ignored": list(v.ignore_paths),
     }
 
 

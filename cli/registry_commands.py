@@ -10,7 +10,7 @@ import click
 
 from ca.api.bodies import model_json, registration_json
 from ca.errors import CAError, ErrorCode
-from ca.model_signatures import check_model
+from ca.model_signatures import check_model, read_bundle
 from ca.policy import Registration
 from ca.revocation import RevocationReason
 from cli.context import actor, parse_duration, runtime
@@ -378,7 +378,7 @@ def model_add(
     with runtime(ctx) as rt:
         verified = bundle = None
         if signature is not None and model_path is not None:
-            bundle = Path(signature).read_bytes()
+            bundle = read_bundle(signature)
             verified = check_model(rt.settings, Path(model_path), bundle)
             digest_scheme = "oms-v1"
             digest = digest or verified.root.hex()
@@ -528,9 +528,15 @@ def model_list(
             emit_json(model_json(m))
         return
     table(
-        ["DIGEST", "STATUS", "ENVIRONMENT", "MODEL TYPE"],
+        ["DIGEST", "STATUS", "ENVIRONMENT", "MODEL TYPE", "SIGNED BY"],
         (
-            [m.digest, "active" if m.active else "retired", m.environment, m.model_type]
+            [
+                m.digest,
+                "active" if m.active else "retired",
+                m.environment,
+                m.model_type,
+                m.signed_by or "-",
+            ]
             for m in models
         ),
     )

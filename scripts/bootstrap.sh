@@ -138,5 +138,5 @@ fi
 # model-signing needs pyOpenSSL, which pins cryptography<51: it gets a venv of its own
 # (.venv-oms), used only by the tests that have it sign models (decision 0052)
 if [[ $mode == test ]]; then
-    bash scripts/oms-reference-venv.sh || die "scripts/oms-reference-venv.sh failed"
+    PYTHON=$python bash scripts/oms-reference-venv.sh || die "scripts/oms-reference-venv.sh failed"
 fi

@@ -388,7 +388,8 @@ def verify_model(
     """:func:`verify_bundle`, then hash ``path`` (OMS rules) and check it file by file.
 
     The statement's own ignored paths are honoured (model-signing lists the signature file
-    there); an ignored path that is absolute or leaves the directory is refused. The directory
+    there); an ignored path that is absolute, leaves the directory or names a directory is
+    refused. The directory
     must hold exactly the signed files, each with its signed digest.
     """
     verified = verify_bundle(data, producers, now=now)
@@ -396,6 +397,10 @@ def verify_model(
     for p in wanted:
         if os.path.isabs(p) or ".." in p.replace("\\", "/").split("/"):
             raise SignatureError(f"ignored path {p!r} is not inside the model directory")
+        # an ignored directory would leave a whole tree unbound (a loader may read it): only
+        # single files (e.g. the signature itself) may be left out
+        if os.path.isdir(os.path.join(os.fspath(path), p)):
+            raise SignatureError(f"the statement ignores the directory {p!r}: refused")
     try:
         actual = model_digest(path, ignore=wanted)
     except DigestError as exc:

@@ -314,3 +314,28 @@ def test_model_signing_certificate_bundle_verifies_to_the_producer_root(tmp_path
     # the producer's public key alone does not accept a certificate bundle either
     with pytest.raises(SignatureError, match="leads to no trusted producer"):
         verify_model(model, data, [load_producer("acme-key", [f"{chain['key']}.pub"])])
+
+
+def test_a_statement_ignoring_a_directory_is_refused(
+    tmp_path: Path, producer_key: ec.EllipticCurvePrivateKey, acme: Producer
+) -> None:
+    model = make_model(tmp_path)
+    (model / "adapters").mkdir()
+    (model / "adapters" / "override.json").write_text('{"rank": 64}\n')
+    signed = [f for f in files_of(model) if not f[0].startswith("adapters/")]
+    data = bundle(statement_for(signed, ignore=["adapters"]), producer_key)
+    with pytest.raises(SignatureError, match="ignores the directory 'adapters'"):
+        verify_model(model, data, [acme])
+
+
+def test_a_huge_bundle_file_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    from ca.errors import CAError
+    from ca.model_signatures import read_bundle
+
+    big = tmp_path / "model.sig"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_BUNDLE_BYTES * 64)  # sparse: 512 MiB the reader must not load
+    with pytest.raises(CAError, match="larger than"):
+        read_bundle(big)
+    with pytest.raises(CAError, match="larger than"):
+        read_bundle("/dev/zero")
