@@ -31,11 +31,12 @@ def _producers(entries: tuple[str, ...]) -> tuple[Producer, ...]:
 
 
 def producers(settings: Settings) -> tuple[Producer, ...]:
-    """The configured producers (a CONFIG error names the unreadable file)."""
-    if not settings.model_producers:
+    """The configured producers: none is a refusal (403); an unreadable file a CONFIG error."""
+    if not settings.model_producers:  # the request is refused, the CA is not broken
         raise CAError(
-            ErrorCode.CONFIG,
-            "no model producer is configured: set model_producers = ['NAME=PEM-FILE', ...]",
+            ErrorCode.POLICY_REFUSED,
+            "model signature refused: no model producer is configured (setting "
+            "model_producers = ['NAME=PEM-FILE', ...])",
         )
     try:
         return _producers(tuple(settings.model_producers))

@@ -339,3 +339,13 @@ def test_a_huge_bundle_file_is_refused_without_reading_it_whole(tmp_path: Path) 
         read_bundle(big)
     with pytest.raises(CAError, match="larger than"):
         read_bundle("/dev/zero")
+
+
+def test_no_configured_producer_refuses_the_signature_as_policy() -> None:
+    from ca.config import Settings
+    from ca.errors import CAError, ErrorCode
+    from ca.model_signatures import check_bundle
+
+    with pytest.raises(CAError, match="no model producer is configured") as info:
+        check_bundle(Settings(), b"{}")
+    assert info.value.code is ErrorCode.POLICY_REFUSED
