@@ -83,6 +83,10 @@ bench-cli: bootstrap-test
 bench-ocsp: bootstrap-test
 	bash scripts/with-postgres.sh $(PY) bench/ocsp_bench.py $(BENCH_ARGS)
 
+.PHONY: bench-oms-digest
+bench-oms-digest: bootstrap-test
+	$(PY) bench/oms_digest_bench.py $(BENCH_ARGS)
+
 .PHONY: openapi
 openapi:
 	PYTHONPATH='$(CURDIR)' '$(PY)' -m ca.api.openapi docs/openapi.json

@@ -141,6 +141,11 @@ class Settings:
     # client networks that may read /metrics of the CA API and the responder (empty: nobody)
     log_format: str = "text"
     metrics_networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # signed models (decision 0052): model producers as NAME=PEM-FILE (public keys and/or CA
+    # certificates; a name may repeat), and the environments whose inventory takes only
+    # models with a verified OMS signature from one of them
+    model_producers: tuple[str, ...] = ()
+    signed_model_environments: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:

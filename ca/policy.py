@@ -50,6 +50,12 @@ class InventoryModel:
     active: bool
     #: the scheme the digest was registered under (decision 0049); certified only under it
     digest_scheme: str = "agentca-manifest-v1"
+    #: the producer whose verified OMS signature admitted the entry (decision 0052), or None
+    signed_by: str | None = None
+    #: ``key`` or ``certificate``, and the signing key's SHA-256 or the certificate's subject
+    signature_method: str | None = None
+    signer: str | None = None
+    signature_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ module.)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ca.policy import InventoryModel, Registration
 from ca.store.db import lock_for_write
 from ca.store.models import AgentRegistration, ModelInventoryEntry, ScopeDefinition
 from wire.extensions import ExtensionError, ModelDigestScheme
+from wire.oms_signature import VerifiedModel
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
 
@@ -78,6 +80,10 @@ def _model(row: ModelInventoryEntry) -> InventoryModel:
         environment=row.environment,
         active=row.status == "active",
         digest_scheme=row.digest_scheme,
+        signed_by=row.signed_by,
+        signature_method=row.signature_method,
+        signer=row.signer,
+        signature_sha256=row.signature_sha256,
     )
 
 
@@ -104,9 +110,23 @@ def _key_types(values: Iterable[str]) -> tuple[str, ...]:
 class Registry:
     """Reads and writes the policy inputs."""
 
-    def __init__(self, sessions: sessionmaker[Session], clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock = utcnow,
+        signed_environments: Iterable[str] = (),
+    ) -> None:
         self.sessions = sessions
         self.clock = clock
+        #: environment names or ``prefix*`` patterns whose inventory takes signed models only
+        self.signed_environments = tuple(signed_environments)
+
+    def requires_signature(self, environment: str) -> bool:
+        """True if ``environment`` takes only models with a verified OMS signature."""
+        return any(
+            environment.startswith(p[:-1]) if p.endswith("*") else environment == p
+            for p in self.signed_environments
+        )
 
     # -- scopes -------------------------------------------------------------------------------
     def add_scope(
@@ -166,11 +186,36 @@ class Registry:
         description: str | None = None,
         actor: str = "system",
         digest_scheme: str = "agentca-manifest-v1",
+        signature: VerifiedModel | None = None,
+        bundle: bytes | None = None,
     ) -> InventoryModel:
         """Authorise a model digest, computed under ``digest_scheme`` (``oms-v1`` for new
-        models, decision 0049), for an environment (re-activates a retired entry)."""
+        models, decision 0049), for an environment (re-activates a retired entry).
+
+        ``signature`` is a bundle the caller verified (``wire.oms_signature``) and ``bundle``
+        its bytes: its root digest must be ``digest`` under ``oms-v1``. An environment of
+        ``signed_environments`` refuses an entry without one (decision 0052).
+        """
         hex_digest = parse_sha256_hex(digest).hex()
         scheme = _scheme(digest_scheme)
+        if signature is not None:
+            if bundle is None or hashlib.sha256(bundle).hexdigest() != signature.bundle_sha256:
+                raise CAError(ErrorCode.BAD_REQUEST, "the verified bundle's bytes are missing")
+            if scheme != "oms-v1":
+                raise CAError(
+                    ErrorCode.INVALID_DIGEST, "a signed model's digest scheme must be oms-v1"
+                )
+            if signature.root.hex() != hex_digest:
+                raise CAError(
+                    ErrorCode.POLICY_REFUSED,
+                    f"the signature is for model {signature.root.hex()}, not {hex_digest}",
+                )
+        elif self.requires_signature(environment):
+            raise CAError(
+                ErrorCode.POLICY_REFUSED,
+                f"environment '{environment}' takes only models with a verified signature "
+                "(agentca model add --signature, setting signed_model_environments)",
+            )
         validate_model_type(admit_identifier(model_type, "model type"))
         validate_environment(admit_identifier(environment, "environment"))
         now = self.clock()
@@ -206,13 +251,15 @@ class Registry:
             row.status = "active"
             row.model_type = model_type
             row.retired_at = None
+            _sign(row, signature, bundle)
             s.flush()
             append(
                 s,
                 actor,
                 "model.added",
                 {"digest": hex_digest, "model_type": model_type, "environment": environment}
-                | ({} if scheme == "agentca-manifest-v1" else {"digest_scheme": scheme}),
+                | ({} if scheme == "agentca-manifest-v1" else {"digest_scheme": scheme})
+                | ({} if signature is None else {"signature": signature_record(signature)}),
                 now,
             )
             return _model(row)
@@ -553,6 +600,28 @@ def _ledger_body(r: Registration) -> dict[str, Any]:
     body = registration_body(r)
     body["agent"] = body.pop("name")
     return body
+
+
+def signature_record(v: VerifiedModel) -> dict[str, Any]:
+    """What the ledger records of a verified model signature (the bundle itself by hash)."""
+    return {
+        "producer": v.producer,
+        "method": v.method,
+        "signer": v.signer,
+        "certificate_sha256": v.certificate_sha256 or None,
+        "bundle_sha256": v.bundle_sha256,
+        "files": len(v.resources),
+        "ignored": list(v.ignore_paths),
+    }
+
+
+def _sign(row: ModelInventoryEntry, v: VerifiedModel | None, bundle: bytes | None) -> None:
+    """Record the signature that admitted ``row`` (or clear a re-activated entry's old one)."""
+    row.signed_by = None if v is None else v.producer
+    row.signature_method = None if v is None else v.method
+    row.signer = None if v is None else v.signer
+    row.signature_sha256 = None if v is None else v.bundle_sha256
+    row.signature_bundle = None if v is None or bundle is None else bundle.decode("utf-8")
 
 
 def _check_environment(s: Session, environment: str) -> None:

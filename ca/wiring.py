@@ -106,7 +106,7 @@ def open_runtime(settings: Settings, create: bool = False, clock: Clock = utcnow
     keys = open_key_store(settings, create=create)
     clock_check = guard_signing(keys, engine, settings)
     authority = CertificateAuthority(settings, sessions, keys, clock)
-    registry = Registry(sessions, clock)
+    registry = Registry(sessions, clock, settings.signed_model_environments)
     tokens = EnrollmentTokens(sessions, clock, settings.pending_bound)
     enrollment = EnrollmentService(settings, authority, registry, tokens)
     ledger = LedgerStore(sessions)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ca.api.bodies import model_json, registration_json
 from ca.errors import CAError, ErrorCode
+from ca.model_signatures import check_model, read_bundle
 from ca.policy import Registration
 from ca.revocation import RevocationReason
 from cli.context import actor, parse_duration, runtime
@@ -319,7 +321,7 @@ def agent_enable(ctx: click.Context, name: str, as_json: bool) -> None:
 
 
 @model.command("add")
-@click.argument("digest")
+@click.argument("digest", required=False)
 @click.option("--model-type", required=True, help="Model type of these weights.")
 @click.option("--environment", required=True, help="Environment the model is authorised in.")
 @click.option("--description", default=None, help="Free text.")
@@ -332,24 +334,56 @@ def agent_enable(ctx: click.Context, name: str, as_json: bool) -> None:
     help="How DIGEST was computed: oms-v1 ('agentca model digest --scheme oms-v1', the "
     "OpenSSF Model Signing root digest) for new models (decision 0049).",
 )
+@click.option(
+    "--signature",
+    "signature",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="An OMS signature bundle (model_signing sign key|certificate) to verify against "
+    "the configured model_producers; needs --model (decision 0052).",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True),
+    default=None,
+    help="With --signature: the model directory, hashed again and checked file by file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="The inventory entry as JSON.")
 @click.pass_context
 def model_add(
     ctx: click.Context,
-    digest: str,
+    digest: str | None,
     model_type: str,
     environment: str,
     description: str | None,
     digest_scheme: str,
+    signature: str | None,
+    model_path: str | None,
     as_json: bool,
 ) -> None:
     """Authorise model DIGEST (see 'agentca model digest') in an environment.
 
+    With --signature and --model, DIGEST may be left out: it is the signed OMS digest, and
+    the entry records the producer that signed it.
+
     Adding a model already active there with the same model type changes nothing and
     succeeds; with another model type it is refused (exit 7).
     """
+    if (signature is None) != (model_path is None):
+        raise click.UsageError("--signature and --model go together")
+    if digest is None and signature is None:
+        raise click.UsageError("DIGEST is required without --signature")
     changed = True
     with runtime(ctx) as rt:
+        verified = bundle = None
+        if signature is not None and model_path is not None:
+            bundle = read_bundle(signature)
+            verified = check_model(rt.settings, Path(model_path), bundle)
+            digest_scheme = "oms-v1"
+            digest = digest or verified.root.hex()
+            note(f"signature verified: producer {verified.producer}, signer {verified.signer}")
+        assert digest is not None
         try:
             m = rt.registry.add_model(
                 digest,
@@ -358,6 +392,8 @@ def model_add(
                 description,
                 actor=actor(),
                 digest_scheme=digest_scheme,
+                signature=verified,
+                bundle=bundle,
             )
         except CAError as exc:
             if exc.code is not ErrorCode.CONFLICT:
@@ -368,6 +404,7 @@ def model_add(
                 if x.digest == _hex(digest)
                 and x.model_type == model_type
                 and x.digest_scheme == digest_scheme
+                and (verified is None or x.signature_sha256 == verified.bundle_sha256)
             ]
             if not same:
                 raise
@@ -491,9 +528,15 @@ def model_list(
             emit_json(model_json(m))
         return
     table(
-        ["DIGEST", "STATUS", "ENVIRONMENT", "MODEL TYPE"],
+        ["DIGEST", "STATUS", "ENVIRONMENT", "MODEL TYPE", "SIGNED BY"],
         (
-            [m.digest, "active" if m.active else "retired", m.environment, m.model_type]
+            [
+                m.digest,
+                "active" if m.active else "retired",
+                m.environment,
+                m.model_type,
+                m.signed_by or "-",
+            ]
             for m in models
         ),
     )

@@ -6,6 +6,11 @@ look-up. Refreshes are conditional (``If-None-Match`` with the last ``ETag``): w
 changed the CA answers a bodiless 304, which its access log leaves out. If the CA cannot be
 reached for longer than ``max_stale_seconds`` the inventory fails closed (every model is
 refused) until a refresh succeeds.
+
+Each entry also says whether a verified OpenSSF Model Signing signature admitted it and from
+which producer (:meth:`CAInventory.entry`, decision 0052). ``signed_environments`` makes the
+gateway refuse, for those environments, an entry the CA admitted unsigned (defence in depth:
+the CA already refuses unsigned entries there when its own setting says so).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from wire.refresh import Refresher
@@ -49,6 +55,45 @@ class StaticInventory:
         return model_digest in self._any or (model_digest, environment) in self._pairs
 
 
+@dataclass(frozen=True)
+class InventoryEntry:
+    """One active model of the CA's inventory as the gateway sees it."""
+
+    digest: str
+    environment: str
+    digest_scheme: str = "agentca-manifest-v1"
+    #: the producer whose verified OMS signature admitted the model, None if unsigned
+    signed_by: str | None = None
+    #: ``key`` or ``certificate``; the key's SHA-256 or the signing certificate's subject
+    signature_method: str | None = None
+    signer: str | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.signed_by is not None
+
+
+def _entry(m: dict[str, object]) -> InventoryEntry:
+    def opt(name: str) -> str | None:
+        value = m.get(name)
+        return None if value is None else str(value)
+
+    return InventoryEntry(
+        digest=str(m["digest"]).lower(),
+        environment=str(m["environment"]),
+        digest_scheme=str(m.get("digest_scheme", "agentca-manifest-v1")),
+        signed_by=opt("signed_by"),
+        signature_method=opt("signature_method"),
+        signer=opt("signer"),
+    )
+
+
+def _requires(patterns: Iterable[str], environment: str) -> bool:
+    return any(
+        environment.startswith(p[:-1]) if p.endswith("*") else environment == p for p in patterns
+    )
+
+
 class InventoryUnavailable(Exception):
     """The CA's inventory could not be read."""
 
@@ -66,8 +111,12 @@ class CAInventory:
         timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
+        signed_environments: Iterable[str] = (),
     ) -> None:
         self.url = ca_url.rstrip("/") + "/v1/models?status=active"
+        #: environments (names or ``prefix*``) where only signed entries are authorised
+        self.signed_environments = tuple(signed_environments)
+        self._entries: dict[tuple[str, str], InventoryEntry] = {}
         self._token = token
         self.refresh_seconds = refresh_seconds
         self.max_stale_seconds = max_stale_seconds
@@ -101,20 +150,28 @@ class CAInventory:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 models = json.loads(resp.read())
                 etag = resp.headers.get("ETag")
-            pairs = frozenset(
-                (str(m["digest"]).lower(), str(m["environment"]))
-                for m in models
-                if m.get("status", "active") == "active"
-            )
+            entries = {
+                (e.digest, e.environment): e
+                for e in (_entry(m) for m in models if m.get("status", "active") == "active")
+            }
+            pairs = frozenset(entries)
         except urllib.error.HTTPError as exc:
             if exc.code == 304 and self._etag is not None:
                 with self._lock:  # unchanged since the last answer: it is fresh again
                     self._loaded_at = started
                 return
             raise InventoryUnavailable(f"cannot read {self.url}: {exc}") from None
-        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+        except (
+            urllib.error.URLError,
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as exc:
             raise InventoryUnavailable(f"cannot read {self.url}: {exc}") from None
         with self._lock:
+            self._entries = entries
             self._etag = etag
             self._pairs = pairs
             self._digests = frozenset(d for d, _ in pairs)
@@ -152,6 +209,24 @@ class CAInventory:
             return False
         if self._age() > self.max_stale_seconds:
             return False
+        if _requires(self.signed_environments, environment):
+            found = self._entries.get((model_digest, environment))
+            return found is not None and found.signed
         if self.match_environment:
             return (model_digest, environment) in self._pairs
         return model_digest in self._digests
+
+    def entry(self, model_digest: str, environment: str) -> InventoryEntry | None:
+        """The active entry for ``model_digest`` in ``environment`` (signed or not), or None."""
+        try:
+            self._ensure()
+        except InventoryUnavailable as exc:
+            log.warning("%s", exc)
+            return None
+        if self._age() > self.max_stale_seconds:
+            return None
+        return self._entries.get((model_digest.lower(), environment))
+
+    def entries(self) -> list[InventoryEntry]:
+        """Every active entry of the last answer (the gateway's inventory view)."""
+        return sorted(self._entries.values(), key=lambda e: (e.environment, e.digest))

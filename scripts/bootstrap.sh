@@ -133,3 +133,10 @@ if [[ -z $fresh ]]; then
         >>"$log" 2>&1 || die "pip install -e '.[$extras]' failed in $venv"
     touch "${stamps[0]}"
 fi
+
+# ---------------------------------------------------------------- OMS reference signer
+# model-signing needs pyOpenSSL, which pins cryptography<51: it gets a venv of its own
+# (.venv-oms), used only by the tests that have it sign models (decision 0052)
+if [[ $mode == test ]]; then
+    PYTHON=$python bash scripts/oms-reference-venv.sh || die "scripts/oms-reference-venv.sh failed"
+fi

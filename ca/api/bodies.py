@@ -135,4 +135,9 @@ def model_json(m: InventoryModel) -> dict[str, Any]:
         "environment": m.environment,
         "status": "active" if m.active else "retired",
         "digest_scheme": m.digest_scheme,
+        "signed": m.signed_by is not None,
+        "signed_by": m.signed_by,
+        "signature_method": m.signature_method,
+        "signer": m.signer,
+        "signature_sha256": m.signature_sha256,
     }

@@ -27,6 +27,7 @@ from ca.apitokens import Role, parse_role
 from ca.enrollment import DirectIssuance
 from ca.errors import CAError, ErrorCode
 from ca.extensions import Digest, Provenance
+from ca.model_signatures import check_bundle
 from ca.names import parse_sha256_hex
 from ca.requests import CertificateFilter, RevocationCriteria
 from ca.revocation import RevocationReason
@@ -94,13 +95,18 @@ def list_models() -> Response:
 def add_model() -> Response:
     """Authorise a model digest for an environment."""
     body = read_body(NewModel)
-    m = runtime().registry.add_model(
+    rt = runtime()
+    bundle = None if body.signature is None else body.signature.encode("utf-8")
+    verified = None if bundle is None else check_bundle(rt.settings, bundle)
+    m = rt.registry.add_model(
         body.digest,
         body.model_type,
         body.environment,
         body.description,
         actor=principal().actor,
         digest_scheme=body.digest_scheme,
+        signature=verified,
+        bundle=bundle,
     )
     return _created(model_json(m))
 

@@ -100,6 +100,12 @@ class NewModel(RequestBody):
         default="agentca-manifest-v1",
         description="how the digest was computed; oms-v1 (OpenSSF Model Signing) for new models",
     )
+    signature: str | None = Field(
+        default=None,
+        description="an OMS signature bundle (the JSON text model_signing wrote), verified "
+        "against the configured model_producers; its signed digest must be `digest` and "
+        "`digest_scheme` oms-v1 (decision 0052)",
+    )
 
 
 class Retirement(RequestBody):
@@ -304,6 +310,11 @@ class Model(ResponseBody):
     environment: str
     status: Literal["active", "retired"]
     digest_scheme: Literal["agentca-manifest-v1", "oms-v1"]
+    signed: bool = Field(description="admitted with a verified OMS signature (decision 0052)")
+    signed_by: str | None = Field(description="the configured producer that signed it")
+    signature_method: Literal["key", "certificate"] | None
+    signer: str | None = Field(description="the signing key's SHA-256 or certificate subject")
+    signature_sha256: str | None = Field(description="SHA-256 of the signature bundle")
 
 
 class Retired(ResponseBody):

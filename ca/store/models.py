@@ -154,6 +154,12 @@ class ModelInventoryEntry(Base):
     digest_scheme: Mapped[str] = mapped_column(
         String(32), default="agentca-manifest-v1", server_default="agentca-manifest-v1"
     )
+    # the OMS signature that admitted the entry (migration 0014, decision 0052); None: unsigned
+    signed_by: Mapped[str | None] = mapped_column(String(128))
+    signature_method: Mapped[str | None] = mapped_column(String(16))  # key | certificate
+    signer: Mapped[str | None] = mapped_column(Text)
+    signature_sha256: Mapped[str | None] = mapped_column(String(64))
+    signature_bundle: Mapped[str | None] = mapped_column(Text)
 
 
 class ScopeDefinition(Base):
