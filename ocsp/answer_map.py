@@ -36,11 +36,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, bindparam, func, select, text
+from sqlalchemy import Engine, func, select, text
 
 from ca.store.models import StatusChange
 from ca.store.tables import certificates as cert_table
 from ca.store.tables import ocsp_responses
+from ocsp.status import STILL_TRUE, STORED_COLUMNS, STORED_JOIN
 
 log = logging.getLogger("agentca.ocsp")
 
@@ -266,27 +267,11 @@ def file_identity(path: Path) -> tuple[int, int, int] | None:
 
 # -- building from the database ---------------------------------------------------------------
 
-_r, _c = ocsp_responses.c, cert_table.c
 #: every stored answer that still reflects its certificate (the rule of ``STORED_QUERY``)
 MAP_QUERY = (
-    select(
-        _r.issuer_id,
-        _r.signer_id,
-        _r.serial_hex,
-        _r.cert_id_der,
-        _r.der,
-        _r.cert_status,
-        _r.this_update,
-        _r.next_update,
-        _r.refresh_at,
-    )
-    .join(cert_table, (_c.issuer_id == _r.issuer_id) & (_c.serial_hex == _r.serial_hex))
-    .where(
-        _r.refresh_at > bindparam("now"),
-        _r.cert_status == _c.status,
-        _r.revoked_at.is_not_distinct_from(_c.revoked_at),
-        _r.revocation_reason.is_not_distinct_from(_c.revocation_reason),
-    )
+    select(ocsp_responses.c.issuer_id, *STORED_COLUMNS)
+    .join(cert_table, STORED_JOIN)
+    .where(*STILL_TRUE)
 )
 
 

@@ -143,25 +143,32 @@ _r, _c = ocsp_responses.c, cert_table.c
 #: ``SqlStatusSource.stored``: a row counts only if the certificate's status, revocation time
 #: and reason are still those it was signed for, in the same snapshot (so a revocation the
 #: presigner has not caught up with makes its row unusable at once).
+#: the columns of a stored answer, joined to its certificate
+STORED_COLUMNS = (
+    _r.serial_hex,
+    _r.cert_id_der,
+    _r.der,
+    _r.cert_status,
+    _r.this_update,
+    _r.next_update,
+    _r.refresh_at,
+    _r.signer_id,
+)
+STORED_JOIN = (_c.issuer_id == _r.issuer_id) & (_c.serial_hex == _r.serial_hex)
+#: a row that still reflects its certificate and is not due for refresh at ``now``
+STILL_TRUE = (
+    _r.refresh_at > bindparam("now"),
+    _r.cert_status == _c.status,
+    _r.revoked_at.is_not_distinct_from(_c.revoked_at),
+    _r.revocation_reason.is_not_distinct_from(_c.revocation_reason),
+)
 STORED_QUERY = (
-    select(
-        _r.serial_hex,
-        _r.cert_id_der,
-        _r.der,
-        _r.cert_status,
-        _r.this_update,
-        _r.next_update,
-        _r.refresh_at,
-        _r.signer_id,
-    )
-    .join(cert_table, (_c.issuer_id == _r.issuer_id) & (_c.serial_hex == _r.serial_hex))
+    select(*STORED_COLUMNS)
+    .join(cert_table, STORED_JOIN)
     .where(
         _r.issuer_id == bindparam("issuer"),
         _r.serial_hex.in_(bindparam("serials", expanding=True)),
-        _r.refresh_at > bindparam("now"),
-        _r.cert_status == _c.status,
-        _r.revoked_at.is_not_distinct_from(_c.revoked_at),
-        _r.revocation_reason.is_not_distinct_from(_c.revocation_reason),
+        *STILL_TRUE,
     )
 )
 
