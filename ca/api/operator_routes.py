@@ -153,6 +153,7 @@ def register_agent() -> Response:
         config_digests=body.config_digests or [],
         organization=body.organization,
         actor=principal().actor,
+        require_attestation=body.require_attestation,
         **kwargs,
     )
     return _created(registration_json(reg))
@@ -181,6 +182,7 @@ def update_agent(name: str) -> Response:
         max_validity=timedelta_or_none(body.max_validity_seconds),
         active=None if body.status is None else body.status == "active",
         actor=principal().actor,
+        require_attestation=body.require_attestation,
     )
     return jsonify(registration_json(reg))
 
