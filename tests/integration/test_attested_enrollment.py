@@ -164,3 +164,35 @@ def test_attested_enrollment_refusals_gateway_and_renewal(scenario: Scenario) ->
     assert a.credential.serial_hex != old_serial
     renewed = read_agent_extensions(a.credential.certificate).attestation
     assert renewed is not None and renewed.statement_digest != marker.statement_digest
+
+
+def test_pkcs10_enrollment_carries_the_attestation_in_a_header(scenario: Scenario) -> None:
+    """``application/pkcs10`` clients send the statement in ``Agentca-Attestation``; a
+    non-ASCII or garbage header is a problem+json refusal, never a 500."""
+    from agent.csr import build_csr
+    from tests.integration.http import call
+
+    s = scenario
+    a = attested_agent(s, s.work / "unused.jwt")
+    prov = a.provenance.current()
+    der = build_csr(a.key, NAME, prov).public_bytes(serialization.Encoding.DER)
+    token = s.cli("token", "create", NAME, "--ttl", "15m")
+    garbage = call(s.ca_url, "POST", "/v1/enroll", der, token=token,
+                   content_type="application/pkcs10",
+                   headers={"Agentca-Attestation": "x" * 9000})  # fmt: skip
+    assert garbage.status == 431, garbage.body  # the server's header bound comes first
+    assert garbage.content_type == "application/problem+json"
+    garbage = call(s.ca_url, "POST", "/v1/enroll", der, token=token,
+                   content_type="application/pkcs10",
+                   headers={"Agentca-Attestation": "not-a-jws"})  # fmt: skip
+    assert garbage.status == 403, garbage.body
+    assert "attestation-malformed" in garbage.body.decode()
+    statement = ORCH.attest(NAME, ENVIRONMENT, a.key.public_key(), prov.to_wire())
+    reply = call(s.ca_url, "POST", "/v1/enroll", der, token=token,
+                 content_type="application/pkcs10", accept="application/pkix-cert",
+                 headers={"Agentca-Attestation": statement})  # fmt: skip
+    assert reply.status == 201, reply.body
+    from cryptography import x509
+
+    marker = read_agent_extensions(x509.load_der_x509_certificate(reply.body)).attestation
+    assert marker is not None and marker.key_id == ORCH.key_id
