@@ -73,7 +73,8 @@ class AttestedStatement:
     config_digest: Digest | None
     issued_at: int
     expires_at: int
-    #: SHA-256 of the evidence bytes, recorded in the certificate's ``AgentAttestation``
+    #: SHA-256 of the signed payload (the claims), recorded in the certificate's
+    #: ``AgentAttestation``: one value per statement, whatever its signature bytes
     statement_sha256: bytes
 
 
@@ -226,7 +227,7 @@ class JwsAttestor:
                 "attestation-signature", f"the signature does not verify with key {kid!r}"
             ) from None
         claims = _json_object(obj.payload, "the payload")
-        return self._statement(claims, key, environment, now, evidence)
+        return self._statement(claims, key, environment, now, obj.payload)
 
     def _statement(
         self,
@@ -234,7 +235,7 @@ class JwsAttestor:
         key: AttestorKey,
         environment: str,
         now: int,
-        evidence: bytes,
+        payload: bytes,
     ) -> AttestedStatement:
         unknown = sorted(set(claims) - _CLAIMS)
         if unknown:
@@ -295,7 +296,9 @@ class JwsAttestor:
             config_digest=None if config is None else _digest(config, "config"),
             issued_at=iat,
             expires_at=exp,
-            statement_sha256=hashlib.sha256(evidence).digest(),
+            # the signed claims, not the token: an ECDSA signature is malleable (s, n - s) and
+            # blanks around the token are ignored, so the token's bytes are not unique
+            statement_sha256=hashlib.sha256(payload).digest(),
         )
 
 

@@ -205,7 +205,8 @@ class Attestation:
     ``method``: how (``orchestrator-jws-v1``: a JWS from the orchestrator that launched the
     agent); ``attestor`` and ``key_id``: which configured attestor and key signed it;
     ``attested_at``: the statement's ``iat`` (Unix seconds, UTC); ``statement_digest``: the
-    SHA-256 of the statement as received, so the evidence can be matched later.
+    SHA-256 of the statement's signed payload (for a JWS, the decoded claims), so the evidence
+    can be matched later and a statement is not used twice for one lineage.
     """
 
     method: str

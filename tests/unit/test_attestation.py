@@ -296,3 +296,28 @@ def test_load_attestors_accepts_p256_and_ed25519_only(tmp_path: Path) -> None:
     secret.write_text(path.read_text() + 'private_key = "x"\n')
     with pytest.raises(CAError):
         load_attestors(secret)
+
+
+def test_the_statement_digest_ignores_signature_malleability_and_blanks() -> None:
+    """A renewal cannot pass the spent statement off as new by re-encoding it."""
+    orch = Orchestrator("orchestrator.prod", "orch-1")
+    attestor = attestor_for(orch)
+    token = orch.attest("exec-agent", "prod", agent_key(), PROV, now=NOW)
+    head, payload, sig = token.split(".")
+    raw = base64.urlsafe_b64decode(sig + "==")
+    r, s_value = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    flipped = f"{head}.{payload}.{_b64(r.to_bytes(32, 'big') + (n - s_value).to_bytes(32, 'big'))}"
+    first = attestor.verify(token.encode(), "prod", NOW)
+    # cryptography accepts the high-s twin: before the fix it made a "new" statement
+    digests = {first.statement_sha256}
+    for variant in (flipped, f"  {token}\n"):
+        assert variant != token
+        digests.add(attestor.verify(variant.encode(), "prod", NOW).statement_sha256)
+    assert digests == {first.statement_sha256}
+    reused = _decide(
+        EnrollmentClaim(
+            agent_key(), PROV, attestation=first, spent_statement=first.statement_sha256
+        )
+    )
+    assert isinstance(reused, Refusal) and "attestation-reused" in reused.reasons[0]
