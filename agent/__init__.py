@@ -10,6 +10,7 @@ Mutual TLS with the agent certificate: ``agent.tls`` (docs/mtls.md).
     agent.request("POST", url, json_body=order)    # or requests.post(url, auth=agent.auth())
 """
 
+from agent.attestation import AttestationSource
 from agent.client import Agent, AgentAuth, Credential, HttpReply, SignedHeaders, send
 from agent.csr import build_csr
 from agent.digests import (
@@ -40,6 +41,7 @@ __all__ = [
     "Agent",
     "AgentAuth",
     "AgentError",
+    "AttestationSource",
     "BodyTooLarge",
     "CAResponseError",
     "CertificateExpired",

@@ -41,6 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from agent import httpsig, wimse
+from agent.attestation import AttestationSource
 from agent.csr import build_csr, renewal_statement, sign_statement
 from agent.errors import (
     AgentError,
@@ -149,11 +150,14 @@ class Agent:
         use_wit: bool = False,
         oid_arc: str | OidArc = DEFAULT_ARC,
         oid_arcs: Iterable[str | OidArc] | None = None,
+        attestation: AttestationSource | str | Path | None = None,
     ) -> None:
         """``oid_arc``: the CA's arc, which the CSR's provenance attribute is put under;
         ``oid_arcs``: the arcs accepted when reading the agent's own certificate (default
         ``oid_arc``, the example arc and the legacy arc). :meth:`use_ca_metadata` sets both
-        from the CA's ``/ca/metadata.json``."""
+        from the CA's ``/ca/metadata.json``. ``attestation``: the file where the agent's
+        launcher leaves its runtime attestation (decision 0051), read afresh for every
+        enrollment and renewal; default ``$AGENTCA_ATTESTATION_FILE``, else none is sent."""
         if not 0 < expires_in <= MAX_EXPIRES:
             raise AgentError(f"expires_in must be 1..{MAX_EXPIRES} seconds")
         if profile not in PROFILES:
@@ -176,6 +180,13 @@ class Agent:
         self.clock = clock
         self.audience = audience
         self.cover_authority = cover_authority
+        self.attestation = (
+            AttestationSource.from_env()
+            if attestation is None
+            else attestation
+            if isinstance(attestation, AttestationSource)
+            else AttestationSource(Path(attestation))
+        )
         self.oid_arc = parse_arc(oid_arc)
         self.oid_arcs = parse_arcs(
             [self.oid_arc, *(DEFAULT_ACCEPTED_ARCS if oid_arcs is None else oid_arcs)]
@@ -282,6 +293,8 @@ class Agent:
         """Enroll with a one-time token: CSR with the running provenance to POST /v1/enroll."""
         pem, _ = self._csr_pem()
         body: dict[str, Any] = {"csr": pem}
+        if self.attestation is not None:
+            body["attestation"] = self.attestation.read()
         if scopes is not None:
             body["scopes"] = scopes
         if validity_seconds is not None:
@@ -311,6 +324,8 @@ class Agent:
             "created": created,
             "proof": base64.b64encode(proof).decode(),
         }
+        if self.attestation is not None:
+            body["attestation"] = self.attestation.read()
         if scopes is not None:
             body["scopes"] = scopes
         if validity_seconds is not None:

@@ -123,6 +123,9 @@ class Settings:
     auth_failure_burst: int = 20
     trusted_proxy_hops: int = 0  # reverse proxies in front that set X-Forwarded-For/-Proto
     enrollment_token_hours: int = 24
+    # runtime attestation (decision 0051): a TOML file of [[attestor]] public keys, each with
+    # its key id and environments (docs/operators.md "Runtime attestation"); empty: none
+    attestors_file: str = ""
     api_token_default_ttl_days: int = 90  # lifetime of an API token created without a TTL
     api_token_max_ttl_days: int = 365  # no API token lives longer
     # clock: refuse to sign while this host's clock and the database server's differ by more

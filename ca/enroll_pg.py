@@ -49,7 +49,10 @@ RESERVED_COLUMNS = tuple(
 
 READ = """
 SELECT a.*, m.digest AS m_digest, m.model_type AS m_model_type,
-       m.environment AS m_environment, m.status AS m_status
+       m.environment AS m_environment, m.status AS m_status,
+       m.digest_scheme AS m_digest_scheme, m.signed_by AS m_signed_by,
+       m.signature_method AS m_signature_method, m.signer AS m_signer,
+       m.signature_sha256 AS m_signature_sha256
 FROM enrollment_tokens t
 JOIN agents a ON a.id = t.agent_id
 LEFT JOIN models m ON m.digest = ANY(%(digests)s::text[]) AND m.environment = a.environment

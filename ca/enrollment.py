@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -22,6 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ca import enroll_pg
+from ca.attestation import AttestationError, AttestedStatement, Attestor, load_attestors
 from ca.authority import CertificateAuthority
 from ca.config import Settings
 from ca.csr import load_csr
@@ -59,6 +61,8 @@ class RenewalRequest:
     proof: bytes
     scopes: tuple[str, ...] | None = None
     validity: timedelta | None = None
+    #: the runtime attestation from the agent's launcher (decision 0051), as sent
+    attestation: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,30 @@ class EnrollmentService:
         self.authority = authority
         self.registry = registry
         self.tokens = tokens
+        self._attestors: Attestor | None = None
+
+    @property
+    def attestors(self) -> Attestor | None:
+        """The configured attestor (``attestors_file``), read once; None: none configured."""
+        if self._attestors is None and self.settings.attestors_file:
+            self._attestors = load_attestors(Path(self.settings.attestors_file))
+        return self._attestors
+
+    def _attested(
+        self, registration: Registration, evidence: bytes | None
+    ) -> tuple[AttestedStatement | None, str | None]:
+        """The verified statement of ``evidence``, or why it is refused (pure but for the
+        CA's clock): the policy compares the statement with the CSR."""
+        if evidence is None:
+            return None, None
+        attestor = self.attestors
+        if attestor is None:
+            return None, "attestation-unconfigured: this CA trusts no attestor"
+        now = int(self.authority.clock().timestamp())
+        try:
+            return attestor.verify(evidence, registration.environment, now), None
+        except AttestationError as exc:
+            return None, f"{exc.reason}: {exc.detail}"
 
     def _outcome(
         self,
@@ -103,6 +131,8 @@ class EnrollmentService:
         scopes: tuple[str, ...] | None,
         validity: timedelta | None,
         session: Session | None = None,
+        attestation: bytes | None = None,
+        spent_statement: bytes | None = None,
         inventory: Mapping[tuple[str, str], InventoryModel] | None = None,
     ) -> IssuanceRequest | Refusal:
         if inventory is None:
@@ -111,10 +141,13 @@ class EnrollmentService:
         allowed_keys = tuple(
             k for k in registration.allowed_key_types if k in self.settings.allowed_agent_key_types
         )
+        statement, refused = self._attested(registration, attestation)
         return decide(
             dataclasses.replace(registration, allowed_key_types=allowed_keys),
             inventory,
-            EnrollmentClaim(csr.public_key(), provenance, scopes, validity),
+            EnrollmentClaim(
+                csr.public_key(), provenance, scopes, validity, statement, refused, spent_statement
+            ),
             self.settings.default_validity,
             self.settings.max_validity,
         )
@@ -138,6 +171,8 @@ class EnrollmentService:
         scopes: tuple[str, ...] | None,
         validity: timedelta | None,
         session: Session | None = None,
+        attestation: bytes | None = None,
+        spent_statement: bytes | None = None,
     ) -> IssuanceRequest:
         csr = load_csr(csr_data)
         outcome = self._outcome(
@@ -147,6 +182,8 @@ class EnrollmentService:
             scopes,
             validity,
             session,
+            attestation,
+            spent_statement,
         )
         if isinstance(outcome, Refusal):
             raise outcome.as_error(registration.name)
@@ -158,8 +195,12 @@ class EnrollmentService:
         csr_data: bytes,
         scopes: tuple[str, ...] | None = None,
         validity: timedelta | None = None,
+        attestation: bytes | None = None,
     ) -> CertificateRecord:
         """Issue a certificate for the registration the one-time ``token`` is bound to.
+
+        ``attestation``: the runtime attestation the agent's launcher gave it (decision
+        0051); required when the registration says so, checked against the CSR whenever sent.
 
         The token is consumed in the same transaction that reserves the serial, so a refused
         request never burns it, and the reservation records it: a reservation that fails
@@ -174,7 +215,7 @@ class EnrollmentService:
         """
         engine = self.authority.sessions.kw["bind"]
         if engine.dialect.name == "postgresql":
-            issued = self._enroll_in_three(engine, token, csr_data, scopes, validity)
+            issued = self._enroll_in_three(engine, token, csr_data, scopes, validity, attestation)
             if issued is not None:
                 return issued
         # one connection for the whole request: lookups, reservation and storage
@@ -190,7 +231,7 @@ class EnrollmentService:
                 if replayed is None:
                     raise
                 return replayed
-            request = self._decide(registration, csr_data, scopes, validity, s)
+            request = self._decide(registration, csr_data, scopes, validity, s, attestation)
             s.commit()  # end the read transaction; issuance runs its own two
 
             def reserve(tx: Session) -> dict[str, Any]:
@@ -212,6 +253,7 @@ class EnrollmentService:
         csr_data: bytes,
         scopes: tuple[str, ...] | None,
         validity: timedelta | None,
+        attestation: bytes | None = None,
     ) -> CertificateRecord | None:
         """The PostgreSQL enrollment of ``ca.enroll_pg``: read, decide, reserve, sign, store.
         None, with nothing written, when the token is not usable, the CSR is malformed, policy
@@ -235,13 +277,27 @@ class EnrollmentService:
             registration = registration_of(rows[0])
             inventory = {
                 (r.m_digest, r.m_environment): InventoryModel(
-                    r.m_digest, r.m_model_type, r.m_environment, r.m_status == "active"
+                    r.m_digest,
+                    r.m_model_type,
+                    r.m_environment,
+                    r.m_status == "active",
+                    r.m_digest_scheme,
+                    r.m_signed_by,
+                    r.m_signature_method,
+                    r.m_signer,
+                    r.m_signature_sha256,
                 )
                 for r in rows
                 if r.m_digest is not None
             }
             outcome = self._outcome(
-                registration, csr, provenance, scopes, validity, inventory=inventory
+                registration,
+                csr,
+                provenance,
+                scopes,
+                validity,
+                attestation=attestation,
+                inventory=inventory,
             )
             if isinstance(outcome, Refusal) or registration.id is None:
                 return None
@@ -364,7 +420,14 @@ class EnrollmentService:
                 raise Refusal(("none of the current scopes is still allowed",)).as_error(
                     registration.name
                 )
-        request = self._decide(registration, req.csr, scopes, req.validity)
+        # the attestation rules again: a fresh statement, not the one the current cert used
+        held_attestation = read_agent_extensions(
+            current, self.authority.hierarchy.accepted_arcs()
+        ).attestation
+        spent = None if held_attestation is None else held_attestation.statement_digest.value
+        request = self._decide(
+            registration, req.csr, scopes, req.validity, None, req.attestation, spent
+        )
         return self.authority.issue(
             request,
             actor=f"agent:{registration.name}:renew",

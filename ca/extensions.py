@@ -289,13 +289,45 @@ class Accountability:
         return cls(data["officer"], data["environment"], data.get("organization"))
 
 
+#: The optional ``AgentAttestation`` (decision 0051): the shared wire value type.
+Attestation = wire_ext.Attestation
+
+
+def attestation_to_dict(a: Attestation) -> dict[str, Any]:
+    """JSON form of an ``AgentAttestation``."""
+    return {
+        "method": a.method,
+        "attestor": a.attestor,
+        "key_id": a.key_id,
+        "attested_at": a.attested_at,
+        "statement_sha256": a.statement_digest.hex,
+    }
+
+
+def attestation_from_dict(data: Mapping[str, Any]) -> Attestation:
+    """Inverse of :func:`attestation_to_dict`."""
+    what = wire_ext.ATTESTATION_NAME
+    _require_keys(data, what, ("method", "attestor", "key_id", "attested_at", "statement_sha256"))
+    try:
+        return Attestation(
+            data["method"],
+            data["attestor"],
+            data["key_id"],
+            data["attested_at"],
+            Digest.sha256_hex(data["statement_sha256"]),
+        )
+    except wire_ext.ExtensionError as exc:
+        raise _bad(what, str(exc)) from None
+
+
 @dataclass(frozen=True)
 class AgentExtensions:
-    """The three agent extensions of one certificate."""
+    """The three agent extensions of one certificate, and the optional attestation marker."""
 
     provenance: Provenance
     authorization: Authorization
     accountability: Accountability
+    attestation: Attestation | None = None
 
     def __post_init__(self) -> None:
         for field, kind in (
@@ -307,12 +339,15 @@ class AgentExtensions:
                 raise CAError(ErrorCode.INVALID_EXTENSION, f"{field} must be a {kind.__name__}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
-        return {
+        """JSON-friendly form (``attestation`` only when the provenance was attested)."""
+        body: dict[str, Any] = {
             "provenance": self.provenance.to_dict(),
             "authorization": self.authorization.to_dict(),
             "accountability": self.accountability.to_dict(),
         }
+        if self.attestation is not None:
+            body["attestation"] = attestation_to_dict(self.attestation)
+        return body
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AgentExtensions:
@@ -322,6 +357,9 @@ class AgentExtensions:
             Provenance.from_dict(_as_mapping(data["provenance"], Provenance.NAME)),
             Authorization.from_dict(_as_mapping(data["authorization"], Authorization.NAME)),
             Accountability.from_dict(_as_mapping(data["accountability"], Accountability.NAME)),
+            None
+            if data.get("attestation") is None
+            else attestation_from_dict(_as_mapping(data["attestation"], wire_ext.ATTESTATION_NAME)),
         )
 
 
@@ -357,11 +395,14 @@ def agent_x509_extensions(
     The agent extensions are non-critical (a critical unknown extension makes ``openssl
     verify`` fail); relying parties such as the gateway treat them as mandatory.
     """
-    return [
+    pairs = [
         (x509.UnrecognizedExtension(arc.provenance, ext.provenance.to_der()), False),
         (x509.UnrecognizedExtension(arc.authorization, ext.authorization.to_der()), False),
         (x509.UnrecognizedExtension(arc.accountability, ext.accountability.to_der()), False),
     ]
+    if ext.attestation is not None:
+        pairs.append((x509.UnrecognizedExtension(arc.attestation, ext.attestation.to_der()), False))
+    return pairs
 
 
 def _extension_der(cert: x509.Certificate, oid: x509.ObjectIdentifier, what: str) -> bytes:
@@ -386,10 +427,21 @@ def read_agent_extensions(
     """Decode the three agent extensions of ``cert`` under one of ``arcs`` (the CA passes
     the arcs it accepts); ``INVALID_EXTENSION`` if any is bad."""
     arc = certificate_arc(cert, arcs)
+    attestation = None
+    try:
+        present = {e.oid for e in cert.extensions}
+    except (ValueError, x509.DuplicateExtension) as exc:
+        raise CAError(ErrorCode.INVALID_EXTENSION, _one_line(exc)) from None
+    if arc.attestation in present:
+        name = wire_ext.ATTESTATION_NAME
+        attestation = _strict_decode(
+            name, _extension_der(cert, arc.attestation, name), wire_ext.decode_attestation
+        )
     return AgentExtensions(
         Provenance.from_der(_extension_der(cert, arc.provenance, Provenance.NAME)),
         Authorization.from_der(_extension_der(cert, arc.authorization, Authorization.NAME)),
         Accountability.from_der(_extension_der(cert, arc.accountability, Accountability.NAME)),
+        attestation,
     )
 
 

@@ -119,6 +119,8 @@ def lint_certificate(
         acc.organization,
     ):
         raise LintError("AgentAccountability differs from the requested value")
+    if got.attestation != expected.attestation:
+        raise LintError("AgentAttestation differs from the requested value")
     try:
         exts = cert.extensions
         basic = exts.get_extension_for_class(x509.BasicConstraints).value

@@ -13,8 +13,16 @@ from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
+from ca.attestation import AttestedStatement, spki_sha256
 from ca.errors import CAError, ErrorCode
-from ca.extensions import Accountability, AgentExtensions, Authorization, Provenance
+from ca.extensions import (
+    Accountability,
+    AgentExtensions,
+    Attestation,
+    Authorization,
+    Digest,
+    Provenance,
+)
 from ca.names import normalise_scopes
 from ca.profile import key_type_of
 from ca.requests import IssuanceRequest
@@ -38,6 +46,8 @@ class Registration:
     id: int | None = None
     # Empty: the CSR must declare no config digest. Otherwise it must declare one of these.
     allowed_config_digests: tuple[str, ...] = ()
+    #: certificates only with a runtime attestation of the key and provenance (decision 0051)
+    require_attestation: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,12 @@ class EnrollmentClaim:
     provenance: Provenance | None
     requested_scopes: tuple[str, ...] | None = None
     requested_validity: timedelta | None = None
+    #: the verified statement of the attestation the agent sent (None: none, or refused)
+    attestation: AttestedStatement | None = None
+    #: why the attestation sent was refused (``attestation-*: detail``); None: not refused
+    attestation_error: str | None = None
+    #: SHA-256 of a statement that may not be used again (the current certificate's, on renewal)
+    spent_statement: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +155,7 @@ def decide(
             )
         elif config not in reg.allowed_config_digests:
             reasons.append(f"config digest {config} is not allowed for this agent")
+    reasons += attestation_reasons(reg, claim)
     scopes: tuple[str, ...] = reg.allowed_scopes
     if claim.requested_scopes is not None:
         try:
@@ -167,6 +184,71 @@ def decide(
             accountability=Accountability(
                 officer=reg.officer, environment=reg.environment, organization=reg.organization
             ),
+            attestation=_marker(claim.attestation),
         ),
         validity=validity,
     )
+
+
+def _marker(statement: AttestedStatement | None) -> Attestation | None:
+    if statement is None:
+        return None
+    return Attestation(
+        statement.method,
+        statement.attestor,
+        statement.key_id,
+        statement.issued_at,
+        Digest(statement.statement_sha256),
+    )
+
+
+def attestation_reasons(reg: Registration, claim: EnrollmentClaim) -> list[str]:
+    """Why the attestation does not let this claim through (each reason starts with its
+    ``attestation-*`` slug): missing while required, refused, or attesting something else
+    than the CSR (key, agent, environment, model digest and scheme, prompt, config)."""
+    if claim.attestation_error is not None:
+        return [claim.attestation_error]
+    st = claim.attestation
+    if st is None:
+        if reg.require_attestation:
+            return [
+                f"attestation-missing: agent '{reg.name}' requires a runtime attestation "
+                "and none was sent"
+            ]
+        return []
+    reasons = []
+    if claim.spent_statement is not None and claim.spent_statement == st.statement_sha256:
+        reasons.append(
+            "attestation-reused: the current certificate was issued on this attestation; "
+            "a renewal needs a fresh one"
+        )
+    if st.spki_sha256 != spki_sha256(claim.public_key):
+        reasons.append(
+            "attestation-key-mismatch: the attestation is for another public key than the CSR's"
+        )
+    if st.agent != reg.name:
+        reasons.append(f"attestation-mismatch: attested agent '{st.agent}' is not '{reg.name}'")
+    if st.environment != reg.environment:
+        reasons.append(
+            f"attestation-mismatch: attested environment '{st.environment}' is not "
+            f"'{reg.environment}'"
+        )
+    prov = claim.provenance
+    if prov is not None:
+        differs = []
+        if (st.model_digest.value, st.model_digest_scheme) != (
+            prov.model_digest.value,
+            prov.model_digest_scheme,
+        ):
+            differs.append("model digest")
+        if st.prompt_digest.value != prov.prompt_digest.value:
+            differs.append("prompt digest")
+        config = None if prov.config_digest is None else prov.config_digest.value
+        attested_config = None if st.config_digest is None else st.config_digest.value
+        if config != attested_config:
+            differs.append("config digest")
+        if differs:
+            reasons.append(
+                f"attestation-mismatch: the CSR's {', '.join(differs)} differ from the attested"
+            )
+    return reasons

@@ -70,6 +70,7 @@ def registration_of(row: AgentRegistration) -> Registration:
         allowed_key_types=_split(row.allowed_key_types),
         max_validity=timedelta(seconds=row.max_validity_seconds),
         active=row.status == "active",
+        require_attestation=bool(row.require_attestation),
     )
 
 
@@ -308,6 +309,7 @@ class Registry:
         organization: str | None = None,
         actor: str = "system",
         config_digests: Iterable[str] = (),
+        require_attestation: bool = False,
     ) -> Registration:
         """Register an agent; every scope must be in the catalogue.
 
@@ -356,6 +358,7 @@ class Registry:
                     allowed_config_digests=" ".join(configs),
                     allowed_key_types=" ".join(keys),
                     max_validity_seconds=int(max_validity.total_seconds()),
+                    require_attestation=bool(require_attestation),
                     status="active",
                     created_at=now,
                     updated_at=now,
@@ -383,6 +386,7 @@ class Registry:
         active: bool | None = None,
         actor: str = "system",
         config_digests: Iterable[str] | None = None,
+        require_attestation: bool | None = None,
     ) -> Registration:
         """Change a registration; only the given fields change (``config_digests=()`` clears)."""
         with self.sessions.begin() as s:
@@ -409,6 +413,8 @@ class Registry:
                 row.max_validity_seconds = int(max_validity.total_seconds())
             if active is not None:
                 row.status = "active" if active else "disabled"
+            if require_attestation is not None:
+                row.require_attestation = bool(require_attestation)
             row.updated_at = self.clock()
             s.flush()
             reg = registration_of(row)
@@ -592,6 +598,7 @@ def registration_body(r: Registration) -> dict[str, Any]:
         "key_types": list(r.allowed_key_types),
         "max_validity_seconds": int(r.max_validity.total_seconds()),
         "status": "active" if r.active else "disabled",
+        "require_attestation": r.require_attestation,
     }
 
 

@@ -97,6 +97,12 @@ def agent() -> None:
     help="Longest certificate lifetime, e.g. 12h.",
 )
 @click.option("--organization", default=None, help="Owner organisation.")
+@click.option(
+    "--require-attestation",
+    is_flag=True,
+    help="Certificates only with a runtime attestation of the key and provenance from a "
+    "configured attestor (setting attestors_file); renewals need a fresh one.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def agent_register(
@@ -112,6 +118,7 @@ def agent_register(
     key_types: tuple[str, ...],
     max_validity: str,
     organization: str | None,
+    require_attestation: bool,
     as_json: bool,
 ) -> None:
     """Register agent NAME with its allowed scopes, models, prompts and key types.
@@ -137,6 +144,7 @@ def agent_register(
                 max_validity=validity,
                 organization=organization,
                 actor=actor(),
+                require_attestation=require_attestation,
             )
         except CAError as exc:
             if exc.code is not ErrorCode.CONFLICT:
@@ -158,6 +166,7 @@ def agent_register(
                 "key_types": key_types,
                 "max_validity_seconds": int(validity.total_seconds()),
                 "status": "active",
+                "require_attestation": require_attestation,
             }
             if _comparable(registration_json(reg)) != _comparable(asked):
                 raise  # another registration under this name: a conflict (exit 7)
@@ -234,6 +243,12 @@ def agent_show(ctx: click.Context, name: str, as_json: bool) -> None:
     help="Key types (replaces).",
 )
 @click.option("--max-validity", default=None, help="Longest certificate lifetime, e.g. 12h.")
+@click.option(
+    "--require-attestation/--no-require-attestation",
+    "require_attestation",
+    default=None,
+    help="Require (or stop requiring) a runtime attestation at enrollment and renewal.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def agent_update(
@@ -247,6 +262,7 @@ def agent_update(
     no_config_digests: bool,
     key_types: tuple[str, ...],
     max_validity: str | None,
+    require_attestation: bool | None,
     as_json: bool,
 ) -> None:
     """Change registration NAME: only the options given change; a repeated option gives the
@@ -264,7 +280,7 @@ def agent_update(
         key_types,
         max_validity,
     )
-    if not any(given):
+    if not any(given) and require_attestation is None:
         raise FlagConflict("nothing to change: give at least one option")
     with runtime(ctx) as rt:
         before = registration_json(rt.registry.get_agent(name))
@@ -278,6 +294,7 @@ def agent_update(
             key_types=key_types or None,
             max_validity=parse_duration(max_validity) if max_validity else None,
             actor=actor(),
+            require_attestation=require_attestation,
         )
     changed = _comparable(registration_json(reg)) != _comparable(before)
     if not changed:

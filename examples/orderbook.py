@@ -31,7 +31,7 @@ from flask import Flask, g, jsonify, request
 from werkzeug.serving import make_server
 
 from gateway import CAInventory, StatusChecker, Verifier
-from gateway.flask_ext import AgentGateway, public, requires_scope
+from gateway.flask_ext import AgentGateway, public, requires_attested_provenance, requires_scope
 from gateway.inventory import Inventory
 from gateway.replay import ReplayStore
 
@@ -80,6 +80,15 @@ def create_app(verifier: Verifier) -> Flask:
             return jsonify(
                 {side: [[o["price"], o["qty"]] for o in orders] for side, orders in book.items()}
             )
+
+    @app.get("/attested/book")
+    @requires_scope("query_anonymized_order_book")
+    @requires_attested_provenance()
+    def show_book_attested() -> Any:
+        """The book, only for agents whose provenance was attested at enrollment."""
+        with lock:
+            depth = {side: len(orders) for side, orders in book.items()}
+        return jsonify(depth=depth, attested_by=g.agent.attested_by)
 
     @app.post("/admin/halt")
     @requires_scope("halt_trading")

@@ -65,6 +65,8 @@ class AgentIdentity:
     prompt_digest: str
     config_digest: str | None
     not_after: str
+    #: the attestor that attested the provenance (``AgentAttestation``); None: self-declared
+    attested_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -325,6 +327,7 @@ class ChainVerifier:
             prompt_digest=p.prompt_digest.value.hex(),
             config_digest=None if p.config_digest is None else p.config_digest.value.hex(),
             not_after=leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            attested_by=None if ext.attestation is None else ext.attestation.attestor,
         )
         ids = issuer_hashes(path[1])
         return ChainEntry(

@@ -36,6 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 SCOPE_ATTR = "_agentca_scope"
 PUBLIC_ATTR = "_agentca_public"
 PROFILES_ATTR = "_agentca_profiles"
+ATTESTED_ATTR = "_agentca_attested"
 TLS_ATTR = "_agentca_require_tls_client_cert"
 
 
@@ -63,6 +64,17 @@ def requires_tls_client_cert(view: F) -> F:
     """Also require the signing certificate in mutual TLS for this view (channel binding)."""
     setattr(view, TLS_ATTR, True)
     return view
+
+
+def requires_attested_provenance(*attestors: str) -> Callable[[F], F]:
+    """Deny this view to certificates whose provenance is self-declared (check
+    ``provenance-not-attested``); with ``attestors``, only those attestors count."""
+
+    def mark(view: F) -> F:
+        setattr(view, ATTESTED_ATTR, frozenset(attestors) if attestors else True)
+        return view
+
+    return mark
 
 
 def public(view: F) -> F:
@@ -146,8 +158,14 @@ class AgentGateway:
             except Denied as denied:
                 return self._refuse(denied, scope)
         profiles = getattr(view, PROFILES_ATTR, None) if view is not None else None
+        attested = getattr(view, ATTESTED_ATTR, False) if view is not None else False
         decision = self.verifier.evaluate(
-            req, scope, profiles, tls_client_cert=tls, require_tls_client_cert=require_tls
+            req,
+            scope,
+            profiles,
+            tls_client_cert=tls,
+            require_tls_client_cert=require_tls,
+            require_attestation=attested,
         )
         g.agentca_decision = decision
         g.agentca_request = req

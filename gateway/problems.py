@@ -25,6 +25,7 @@ class Check(enum.Enum):
     REPLAY = "nonce-replayed"
     MODEL_NOT_AUTHORISED = "model-not-authorised"
     PROVENANCE = "provenance-mismatch"
+    NOT_ATTESTED = "provenance-not-attested"
     SCOPE = "scope-denied"
     PATH = "path-not-normal"
     TLS_CLIENT_CERT_MISSING = "tls-client-cert-missing"
@@ -55,7 +56,9 @@ class Check(enum.Enum):
         return _TITLES[self]
 
 
-_FORBIDDEN: Final = frozenset({Check.MODEL_NOT_AUTHORISED, Check.PROVENANCE, Check.SCOPE})
+_FORBIDDEN: Final = frozenset(
+    {Check.MODEL_NOT_AUTHORISED, Check.PROVENANCE, Check.NOT_ATTESTED, Check.SCOPE}
+)
 
 _TITLES: Final = {
     Check.CREDENTIALS_MISSING: "Request is not signed",
@@ -72,6 +75,7 @@ _TITLES: Final = {
     Check.REPLAY: "Nonce was already used",
     Check.MODEL_NOT_AUTHORISED: "Model is not in the authorised inventory",
     Check.PROVENANCE: "Running provenance differs from the certificate",
+    Check.NOT_ATTESTED: "Provenance is self-declared, not attested",
     Check.SCOPE: "Scope not granted",
     Check.PATH: "Request path is not in normal form",
     Check.TLS_CLIENT_CERT_MISSING: "Route requires the agent certificate in mutual TLS",

@@ -46,6 +46,28 @@ BASE_COMPONENTS: Final = AGENTCA.base  # the agentca profile (gateway/profiles.p
 IF_PRESENT: Final = AGENTCA.if_present
 
 
+#: A route's attestation rule: False (none), True (any attestor), or the attestors accepted.
+Attested = bool | frozenset[str] | tuple[str, ...]
+
+
+def check_attested(entry: ChainEntry, required: Attested) -> None:
+    """Deny (``provenance-not-attested``) a certificate whose provenance is only declared by
+    the agent, or attested by an attestor not in ``required`` (when it names attestors)."""
+    attestation = entry.extensions.attestation
+    if attestation is None:
+        raise Denied(
+            Check.NOT_ATTESTED,
+            f"certificate {entry.identity.serial} carries self-declared provenance; this "
+            "route requires provenance attested at enrollment",
+        )
+    if not isinstance(required, bool) and attestation.attestor not in required:
+        raise Denied(
+            Check.NOT_ATTESTED,
+            f"the provenance of certificate {entry.identity.serial} was attested by "
+            f"{attestation.attestor!r}, not by an attestor this route accepts",
+        )
+
+
 @dataclass
 class Decision:
     """The outcome for one request."""
@@ -226,6 +248,7 @@ class Verifier:
         *,
         tls_client_cert: TlsClientCert | None = None,
         require_tls_client_cert: bool = False,
+        require_attestation: Attested = False,
     ) -> AgentIdentity:
         """The verified identity; raises :class:`Denied` naming the failed check.
 
@@ -234,10 +257,19 @@ class Verifier:
         ``profiles`` overrides the accepted profiles for this route.
         ``require_tls_client_cert``: the request must have come over mutual TLS with the
         certificate that signs it (``tls_client_cert``, see ``gateway.client_cert``).
+        ``require_attestation``: the certificate must record attested provenance
+        (``AgentAttestation``, decision 0051): ``True`` by any attestor the CA trusts, or a
+        collection of attestor names; a self-declared one is denied ``provenance-not-attested``.
         """
         d = Decision(False)
         return self._verify(
-            req, scope, d, self._accepted(profiles), tls_client_cert, require_tls_client_cert
+            req,
+            scope,
+            d,
+            self._accepted(profiles),
+            tls_client_cert,
+            require_tls_client_cert,
+            require_attestation,
         )
 
     def _accepted(self, profiles: Iterable[str] | None) -> tuple[Profile, ...]:
@@ -270,6 +302,7 @@ class Verifier:
         accepted: tuple[Profile, ...] = (AGENTCA,),
         tls: TlsClientCert | None = None,
         require_tls: bool = False,
+        require_attestation: Attested = False,
     ) -> AgentIdentity:
         headers = req.headers
         raw_input = headers.get("signature-input", "")
@@ -321,6 +354,8 @@ class Verifier:
             raise Denied(Check.REPLAY, "this nonce was already used")
         # 6. provenance
         self._check_provenance(entry, headers.get("agentca-provenance"))
+        if require_attestation is not False:
+            check_attested(entry, require_attestation)
         # 7. scope
         if scope is None:
             raise Denied(Check.SCOPE, f"no scope is declared for {req.method} {req.path}")
@@ -465,16 +500,25 @@ class Verifier:
         *,
         tls_client_cert: TlsClientCert | None = None,
         require_tls_client_cert: bool = False,
+        require_attestation: Attested = False,
     ) -> Decision:
         """Verify without logging; never raises (unexpected errors deny with
         ``verification-error``). Shells log with :meth:`log` once they know the response.
         ``profiles`` overrides the accepted profiles for this route (None: the verifier's);
-        the TLS arguments are those of :meth:`verify`."""
+        the TLS and attestation arguments are those of :meth:`verify`."""
         started = time.perf_counter()
         decision = Decision(False, scope=scope)
         try:
             accepted = self._accepted(profiles)
-            self._verify(req, scope, decision, accepted, tls_client_cert, require_tls_client_cert)
+            self._verify(
+                req,
+                scope,
+                decision,
+                accepted,
+                tls_client_cert,
+                require_tls_client_cert,
+                require_attestation,
+            )
             decision.allowed = True
         except Denied as denied:
             decision.denial = denied
@@ -491,10 +535,15 @@ class Verifier:
             decisions.append(_LogLine(decision, req, self.clock(), http_status))
 
     def decide(
-        self, req: RequestView, scope: str | None, profiles: Iterable[str] | None = None
+        self,
+        req: RequestView,
+        scope: str | None,
+        profiles: Iterable[str] | None = None,
+        *,
+        require_attestation: Attested = False,
     ) -> Decision:
         """Verify and log (a refusal with its problem status; an allowed request with
         ``http_status`` null, since the application answers it)."""
-        decision = self.evaluate(req, scope, profiles)
+        decision = self.evaluate(req, scope, profiles, require_attestation=require_attestation)
         self.log(decision, req, decision.http_status)
         return decision

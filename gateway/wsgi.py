@@ -19,6 +19,10 @@ Mutual TLS (docs/mtls.md): ``require_tls_client_cert`` (a bool, or a callable
 ``(method, path) -> bool`` per route) makes a route require the agent certificate in TLS as
 well, byte-identical to the one that signs; ``client_certs`` says where the TLS certificate is
 found (a :class:`~gateway.client_cert.ClientCertSource`: trusted proxies, ``SSL_CLIENT_CERT``).
+
+``attested`` maps routes the same way to their attestation rule (decision 0051): ``True`` (any
+attestor the CA trusts) or a frozenset of attestor names; those routes deny a certificate
+with self-declared provenance (``provenance-not-attested``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from urllib.parse import quote
 from gateway.client_cert import ClientCertSource, TlsClientCert
 from gateway.httpsig import RequestView
 from gateway.problems import Check, Denied
-from gateway.verifier import Decision, Verifier
+from gateway.verifier import Attested, Decision, Verifier
 
 ENVIRON_KEY = "agentca.agent"
 ENVIRON_DECISION = "agentca.decision"
@@ -213,8 +217,10 @@ class AgentGatewayMiddleware:
         *,
         client_certs: ClientCertSource | None = None,
         require_tls_client_cert: RouteFlag = False,
+        attested: Mapping[str, Attested] | None = None,
     ) -> None:
         self.app = app
+        self.attested = attested
         self.verifier = verifier
         self.routes = routes
         self.profiles = profiles
@@ -248,8 +254,14 @@ class AgentGatewayMiddleware:
                 return self._refuse(environ, Decision(False, denial=denied, scope=scope),
                                     req, start_response)  # fmt: skip
         accepted = None if self.profiles is None else route_value(self.profiles, req.method, path)
+        attested = None if self.attested is None else route_value(self.attested, req.method, path)
         decision = self.verifier.evaluate(
-            req, scope, accepted, tls_client_cert=tls, require_tls_client_cert=require_tls
+            req,
+            scope,
+            accepted,
+            tls_client_cert=tls,
+            require_tls_client_cert=require_tls,
+            require_attestation=attested or False,
         )
         if not decision.allowed:
             return self._refuse(environ, decision, req, start_response)

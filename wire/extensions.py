@@ -12,6 +12,11 @@ ASN.1 (module ``AgentCA-Extensions-2026``, published in ``docs/oids.md``)::
       scopes SEQUENCE SIZE (1..64) OF UTF8String }
     AgentAccountability ::= SEQUENCE { version INTEGER DEFAULT 0, officerOfRecord IA5String,
       environment UTF8String, organization [0] IMPLICIT UTF8String OPTIONAL }
+    AgentAttestation ::= SEQUENCE { version INTEGER { v1(0) } DEFAULT v1,
+      method UTF8String (SIZE(1..64)), attestor UTF8String (SIZE(1..128)),
+      keyId UTF8String (SIZE(1..128)), attestedAt GeneralizedTime,
+      statementDigest DigestInfo }
+      -- optional sibling (id-agentca-attestation, arc .1.4): absent = self-declared provenance
 
 A value is accepted only if it has exactly this shape (:mod:`wire.der`), passes the string rules
 (scope grammar, officer e-mail, printable labels, digest lengths) and re-encodes to the same
@@ -22,8 +27,10 @@ agent SDK all decode with these functions.
 
 from __future__ import annotations
 
+import calendar
 import enum
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -46,11 +53,13 @@ _DIGEST_ALG_DER: Final = {
 #: Netscape's (cert type, base URL).
 _NOT_ARCS: Final = frozenset({"1.3.6.1.5.5.7", "2.16.840.1.113730"})
 #: The agent extensions' OIDs under an arc: ``.1.1``, ``.1.2``, ``.1.3``.
-_AGENT_TAILS: Final = frozenset({".1.1", ".1.2", ".1.3"})
+_AGENT_TAILS: Final = frozenset({".1.1", ".1.2", ".1.3", ".1.4"})
 
 PROVENANCE_NAME: Final = "AgentProvenance"
 AUTHORIZATION_NAME: Final = "AgentAuthorization"
 ACCOUNTABILITY_NAME: Final = "AgentAccountability"
+ATTESTATION_NAME: Final = "AgentAttestation"
+_GENERALIZED_TIME: Final = re.compile(rb"[0-9]{14}Z")
 
 
 class ExtensionError(ValueError):
@@ -190,6 +199,58 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class Attestation:
+    """The certificate's provenance was attested (``AgentAttestation``, decision 0051).
+
+    ``method``: how (``orchestrator-jws-v1``: a JWS from the orchestrator that launched the
+    agent); ``attestor`` and ``key_id``: which configured attestor and key signed it;
+    ``attested_at``: the statement's ``iat`` (Unix seconds, UTC); ``statement_digest``: the
+    SHA-256 of the statement's signed payload (for a JWS, the decoded claims), so the evidence
+    can be matched later and a statement is not used twice for one lineage.
+    """
+
+    method: str
+    attestor: str
+    key_id: str
+    attested_at: int
+    statement_digest: Digest
+
+    def __post_init__(self) -> None:
+        for what, text, limit in (
+            ("method", self.method, 64),
+            ("attestor", self.attestor, 128),
+            ("keyId", self.key_id, 128),
+        ):
+            if not isinstance(text, str):
+                raise ExtensionError(f"{ATTESTATION_NAME}.{what} must be a string")
+            printable(text.encode("utf-8"), f"{ATTESTATION_NAME}.{what}", limit)
+        at = self.attested_at
+        if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < 253402300800:
+            raise ExtensionError(f"{ATTESTATION_NAME}.attestedAt must be a time before 10000")
+        sd = self.statement_digest
+        if not isinstance(sd, Digest):
+            raise ExtensionError(f"{ATTESTATION_NAME}.statementDigest must be a Digest")
+        # one value type whichever Digest subclass was given (the CA's), so values compare
+        object.__setattr__(self, "statement_digest", Digest(sd.value, sd.algorithm))
+
+    def to_der(self) -> bytes:
+        """DER of the ``AgentAttestation``."""
+        when = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(self.attested_at)).encode()
+        return der.seq(
+            der.utf8_string(self.method),
+            der.utf8_string(self.attestor),
+            der.utf8_string(self.key_id),
+            der.tlv(0x18, when),
+            self.statement_digest.to_der(),
+        )
+
+    @classmethod
+    def from_der(cls, data: bytes) -> Attestation:
+        """Strictly decode an ``AgentAttestation``."""
+        return decode_attestation(data)
+
+
+@dataclass(frozen=True)
 class AgentExtensions:
     """The decoded agent extensions of one certificate."""
 
@@ -201,6 +262,8 @@ class AgentExtensions:
     organization: str | None
     #: the arc the certificate carries its agent extensions under
     arc: oids.OidArc = oids.DEFAULT_ARC
+    #: who attested the provenance; None: self-declared (no ``AgentAttestation``)
+    attestation: Attestation | None = None
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -316,6 +379,34 @@ def decode_provenance(data: bytes) -> Provenance:
     except (der.DerError, UnicodeDecodeError) as exc:
         raise ExtensionError(f"{what}: malformed DER ({exc})") from None
     value = Provenance(model_type, model, prompt, config, scheme)
+    _canonical(what, raw, value.to_der())
+    return value
+
+
+def decode_attestation(data: bytes) -> Attestation:
+    """Strictly decode ``AgentAttestation``."""
+    what = ATTESTATION_NAME
+    raw = _as_bytes(data, what)
+    try:
+        items = der.children(der.read_one(raw, 0x30))
+        _no_version(items, what)
+        tags = [tag for tag, _ in items]
+        if tags != [0x0C, 0x0C, 0x0C, 0x18, 0x30]:
+            raise ExtensionError(f"{what}: malformed DER (missing or mis-typed fields)")
+        method = printable(items[0][1], f"{what}.method", 64)
+        attestor = printable(items[1][1], f"{what}.attestor", 128)
+        key_id = printable(items[2][1], f"{what}.keyId", 128)
+        when = items[3][1]
+        if not _GENERALIZED_TIME.fullmatch(when):
+            raise ExtensionError(f"{what}.attestedAt: not a DER GeneralizedTime (YYYYMMDDHHMMSSZ)")
+        try:
+            at = calendar.timegm(time.strptime(when.decode(), "%Y%m%d%H%M%SZ"))
+        except ValueError:
+            raise ExtensionError(f"{what}.attestedAt: not a valid time") from None
+        digest = _digest(items[4][1], f"{what}.statementDigest")
+    except (der.DerError, UnicodeDecodeError) as exc:
+        raise ExtensionError(f"{what}: malformed DER ({exc})") from None
+    value = Attestation(method, attestor, key_id, at, digest)
     _canonical(what, raw, value.to_der())
     return value
 
@@ -465,4 +556,9 @@ def read_agent_extensions(
     officer, environment, org = decode_accountability(
         extension_value(cert, arc.accountability, ACCOUNTABILITY_NAME)
     )
-    return AgentExtensions(provenance, frozenset(scopes), scopes, officer, environment, org, arc)
+    attestation = None
+    if arc.attestation.dotted_string in _present_oids(cert):
+        attestation = decode_attestation(extension_value(cert, arc.attestation, ATTESTATION_NAME))
+    return AgentExtensions(
+        provenance, frozenset(scopes), scopes, officer, environment, org, arc, attestation
+    )

@@ -144,6 +144,11 @@ class OidArc:
         return self._oid("1.3")
 
     @cached_property
+    def attestation(self) -> x509.ObjectIdentifier:
+        """Extension (optional): the provenance was attested, by which attestor (decision 0051)."""
+        return self._oid("1.4")
+
+    @cached_property
     def policy_agent_v1(self) -> x509.ObjectIdentifier:
         """Certificate policy for agent certificates, version 1."""
         return self._oid("2.1")
@@ -175,6 +180,7 @@ class OidArc:
             self.provenance.dotted_string: "id-agentca-provenance",
             self.authorization.dotted_string: "id-agentca-authorization",
             self.accountability.dotted_string: "id-agentca-accountability",
+            self.attestation.dotted_string: "id-agentca-attestation",
             self.policy_agent_v1.dotted_string: "id-agentca-policy-agent-v1",
             self.kp_agent_request_signing.dotted_string: "id-kp-agentRequestSigning",
             self.kp_ledger_signing.dotted_string: "id-kp-agentcaLedgerSigning",

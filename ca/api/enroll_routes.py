@@ -22,6 +22,8 @@ enroll = Blueprint("enroll", __name__)
 PKCS10 = "application/pkcs10"
 PEM_CHAIN = "application/pem-certificate-chain"
 PKIX_CERT = "application/pkix-cert"
+#: the runtime attestation of an ``application/pkcs10`` enrollment (JSON: ``attestation``)
+ATTESTATION_HEADER = "Agentca-Attestation"
 
 
 def rate_limit() -> None:
@@ -69,20 +71,27 @@ def enroll_agent() -> Response:
     rate_limit()
     token = bearer_token()
     scopes: list[str] | None
+    attestation: str | None
     if request.mimetype == "application/json":
         body = read_body(EnrollJson)
         csr = body.csr.encode()
         scopes = body.scopes
         validity = timedelta_or_none(body.validity_seconds)
+        attestation = body.attestation
     elif request.mimetype in (PKCS10, "application/x-pem-file"):
         csr = request.get_data()
         raw = request.args.get("scopes")
         scopes = [s for s in raw.split(",") if s] if raw else None
         validity = query_seconds("validity_seconds")
+        attestation = request.headers.get(ATTESTATION_HEADER)
     else:
         raise CAError(ErrorCode.UNSUPPORTED_MEDIA, "send application/pkcs10 or application/json")
     record = runtime().enrollment.enroll(
-        token, csr, tuple(scopes) if scopes is not None else None, validity
+        token,
+        csr,
+        tuple(scopes) if scopes is not None else None,
+        validity,
+        _evidence(attestation),
     )
     return _issued(record)
 
@@ -103,5 +112,18 @@ def renew_agent() -> Response:
         proof=proof,
         scopes=tuple(body.scopes) if body.scopes is not None else None,
         validity=timedelta_or_none(body.validity_seconds),
+        attestation=_evidence(body.attestation),
     )
     return _issued(runtime().enrollment.renew(req))
+
+
+def _evidence(text: str | None) -> bytes | None:
+    """The attestation as bytes (a compact JWS is ASCII; anything else is refused here)."""
+    if text is None:
+        return None
+    try:
+        return text.encode("ascii")
+    except UnicodeEncodeError:
+        raise CAError(
+            ErrorCode.BAD_REQUEST, "'attestation' must be a compact JWS (ASCII)"
+        ) from None

@@ -159,6 +159,7 @@ def register_agent() -> Response:
         config_digests=body.config_digests or [],
         organization=body.organization,
         actor=principal().actor,
+        require_attestation=body.require_attestation,
         **kwargs,
     )
     return _created(registration_json(reg))
@@ -187,6 +188,7 @@ def update_agent(name: str) -> Response:
         max_validity=timedelta_or_none(body.max_validity_seconds),
         active=None if body.status is None else body.status == "active",
         actor=principal().actor,
+        require_attestation=body.require_attestation,
     )
     return jsonify(registration_json(reg))
 

@@ -25,6 +25,14 @@ CONFIG_DIGESTS_HELP = (
     "Allowed config digests. Empty (the default): a CSR declaring a config digest is "
     "refused. Non-empty: the CSR must declare one of them."
 )
+REQUIRE_ATTESTATION_HELP = (
+    "Certificates only for a CSR sent with a valid runtime attestation of its key and "
+    "provenance from a configured attestor (decision 0051); renewals need a fresh one."
+)
+ATTESTATION_HELP = (
+    "Runtime attestation from the agent's launcher: a compact JWS (typ "
+    "agentca-attestation+jwt) binding the CSR's key to its provenance (docs/agents.md)."
+)
 
 
 def _seconds(value: int, info: ValidationInfo) -> int:
@@ -130,6 +138,7 @@ class NewRegistration(RequestBody):
     key_types: list[str] | None = None
     organization: str | None = None
     max_validity_seconds: Seconds | None = None
+    require_attestation: bool = Field(default=False, description=REQUIRE_ATTESTATION_HELP)
 
 
 class RegistrationUpdate(RequestBody):
@@ -143,6 +152,7 @@ class RegistrationUpdate(RequestBody):
     key_types: list[str] | None = None
     max_validity_seconds: Seconds | None = None
     status: Literal["active", "disabled"] | None = None
+    require_attestation: bool | None = Field(default=None, description=REQUIRE_ATTESTATION_HELP)
 
 
 class EnrollmentTokenRequest(RequestBody):
@@ -155,6 +165,7 @@ class EnrollJson(RequestBody):
     csr: str = Field(description="PKCS#10 in PEM")
     scopes: list[str] | None = None
     validity_seconds: Seconds | None = None
+    attestation: str | None = Field(default=None, description=ATTESTATION_HELP)
 
 
 class RenewJson(RequestBody):
@@ -171,6 +182,7 @@ class RenewJson(RequestBody):
     )
     scopes: list[str] | None = Field(default=None, description="covered by the proof, in order")
     validity_seconds: Seconds | None = Field(default=None, description="covered by the proof")
+    attestation: str | None = Field(default=None, description=ATTESTATION_HELP)
 
 
 class WitJson(RequestBody):
@@ -302,6 +314,7 @@ class Registration(ResponseBody):
     key_types: list[str]
     max_validity_seconds: int
     status: Literal["active", "disabled"]
+    require_attestation: bool = Field(description=REQUIRE_ATTESTATION_HELP)
 
 
 class Model(ResponseBody):

@@ -10,12 +10,14 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ForeignKey,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -131,6 +133,10 @@ class AgentRegistration(Base):
     allowed_config_digests: Mapped[str] = mapped_column(Text, default="", server_default="")
     allowed_key_types: Mapped[str] = mapped_column(Text)  # space-separated
     max_validity_seconds: Mapped[int] = mapped_column(Integer)
+    # certificates only with a runtime attestation (decision 0051)
+    require_attestation: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | disabled
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

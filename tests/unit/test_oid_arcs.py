@@ -56,7 +56,9 @@ def test_the_derived_oids_hang_off_the_arc() -> None:
     assert a.csr_provenance.dotted_string == "1.3.6.1.4.1.32473.2026.4.1"
     assert a.module == "1.3.6.1.4.1.32473.2026.0.1"
     assert a.names[a.provenance.dotted_string] == "id-agentca-provenance"
-    assert len(a.names) == 7 and len(set(a.names.values())) == 7
+    assert a.attestation.dotted_string == "1.3.6.1.4.1.32473.2026.1.4"
+    assert a.names[a.attestation.dotted_string] == "id-agentca-attestation"
+    assert len(a.names) == 8 and len(set(a.names.values())) == 8
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.dotted = "1.2"  # type: ignore[misc]
 
