@@ -58,7 +58,7 @@ def token_config(settings: Settings, create: bool = False) -> TokenConfig:
             f"no SoftHSM2 token under {settings.data_dir}; run 'agentca init' first",
         )
     return ensure_softhsm_token(
-        settings.data_dir, settings.token_label, settings.pkcs11_module or None
+        settings.data_dir, settings.token_label, settings.pkcs11_module or None, create=create
     )
 
 

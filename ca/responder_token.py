@@ -123,9 +123,17 @@ def provision_softhsm_token(module: str, conf: Path, label: str, user_pin_file: 
         so_pin_file = user_pin_file.with_name("so-" + user_pin_file.name)
     with open(conf.parent / ".provision.lock", "a") as lock:  # the lock hsm.softhsm takes
         fcntl.flock(lock, fcntl.LOCK_EX)
-        written = [path for path in (so_pin_file, user_pin_file) if _new_secret(path)]
-        if not written:
+        present = [path.exists() for path in (so_pin_file, user_pin_file)]
+        if all(present):
             return False
+        if any(present):  # one PIN without the other: never a new token in place of one away
+            missing = so_pin_file if not present[0] else user_pin_file
+            raise CAError(
+                ErrorCode.HSM_FAILURE,
+                f"the PIN file {missing} of the token {label!r} is missing while the other "
+                "exists: restore it",
+            )
+        written = [path for path in (so_pin_file, user_pin_file) if _new_secret(path)]
         try:
             created = _init_token(module, conf, label, so_pin_file, user_pin_file)
             if not created:

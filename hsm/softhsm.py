@@ -101,38 +101,37 @@ def softhsm_config_text(token_dir: Path) -> str:
 
 
 def ensure_softhsm_token(
-    data_dir: Path, label: str = "agentca", module_path: str | None = None
+    data_dir: Path,
+    label: str = "agentca",
+    module_path: str | None = None,
+    create: bool = True,
 ) -> TokenConfig:
-    """Create (first call) or reuse (later calls) the SoftHSM2 token ``label`` under ``data_dir``.
+    """Create (first call, with ``create``) or reuse the SoftHSM2 token ``label`` under
+    ``data_dir``.
 
     Safe to call from several processes at once (a file lock serialises provisioning). A token
-    is created only together with its PIN files: once they exist, a token directory that is
-    missing is a token that is away (unmounted, being restored), and this raises
-    :class:`TokenNotFound` instead of initialising an empty token in its place (decision 0045).
+    is created only together with both its PIN files, and only with ``create``: once they
+    exist, a token directory that is missing is a token that is away (unmounted, being
+    restored), and this raises :class:`TokenNotFound` instead of initialising an empty token
+    in its place; one PIN file without the other is refused too (decision 0045).
     """
     module = module_path or find_pkcs11_module()
     if not os.path.isfile(module):
         raise TokenNotFound(f"PKCS#11 module not found at {module!r}")
     root = Path(data_dir).resolve()
     hsm_dir, token_dir, secret_dir = root / "hsm", root / "hsm" / "tokens", root / "secrets"
-    for directory in (hsm_dir, secret_dir):
-        _private_dir(directory)
+    if not create and not hsm_dir.is_dir():
+        raise TokenNotFound(f"no SoftHSM2 token was provisioned under {str(root)!r}")
+    if create:
+        for directory in (hsm_dir, secret_dir):
+            _private_dir(directory)
     conf = hsm_dir / "softhsm2.conf"
     user_pin_file, so_pin_file = secret_dir / "user.pin", secret_dir / "so.pin"
 
     with open(hsm_dir / ".provision.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not conf.exists():
-            tmp = hsm_dir / "softhsm2.conf.tmp"
-            tmp.write_text(softhsm_config_text(token_dir), encoding="utf-8")
-            os.replace(tmp, conf)
-        created_pins = [
-            path
-            for path in (so_pin_file, user_pin_file)
-            if _write_new_private_file(path, secrets.token_urlsafe(24) + "\n")
-        ]
-        user_pin, so_pin = read_pin_file(user_pin_file), read_pin_file(so_pin_file)
-        if not created_pins:  # provisioned before: reuse, never re-create
+        present = [path.exists() for path in (so_pin_file, user_pin_file)]
+        if all(present):  # provisioned before: reuse, never re-create
             if not token_dir.is_dir():
                 raise TokenNotFound(
                     f"the SoftHSM2 token directory {str(token_dir)!r} is missing while the "
@@ -140,7 +139,29 @@ def ensure_softhsm_token(
                     f"new token in place of one that is away), or remove {str(secret_dir)!r} "
                     "too to start from nothing"
                 )
+            user_pin, so_pin = read_pin_file(user_pin_file), read_pin_file(so_pin_file)
+        elif any(present):
+            missing = so_pin_file if not present[0] else user_pin_file
+            raise HSMError(
+                f"the PIN file {str(missing)!r} is missing while the other exists: restore it "
+                "(agentca creates a token only with both, never in place of one that is away)"
+            )
+        elif not create:
+            raise TokenNotFound(
+                f"no PIN files under {str(secret_dir)!r}: the token was never provisioned "
+                "here, or the secrets are away; run 'agentca init' or restore them"
+            )
         else:
+            if not conf.exists():
+                tmp = hsm_dir / "softhsm2.conf.tmp"
+                tmp.write_text(softhsm_config_text(token_dir), encoding="utf-8")
+                os.replace(tmp, conf)
+            created_pins = [
+                path
+                for path in (so_pin_file, user_pin_file)
+                if _write_new_private_file(path, secrets.token_urlsafe(24) + "\n")
+            ]
+            user_pin, so_pin = read_pin_file(user_pin_file), read_pin_file(so_pin_file)
             _private_dir(token_dir)
             try:
                 result = _run_init(module, label, conf, so_pin=so_pin, user_pin=user_pin)

@@ -8,7 +8,9 @@ the page cache, a warm answer needs no I/O and no thread hop, and workers stay s
 mapped pages are shared file pages, not per-process memory).
 
 What makes a snapshot safe to serve from is decided by the responder, not here: the file
-records ``built_at`` (wall time read *before* its database snapshot began) and ``feed_id``
+records ``built_at`` and ``built_mono`` (wall and host-monotonic time read *before* its
+database snapshot began, with the host's boot id, so a clock step cannot reorder a change and
+a snapshot) and ``feed_id``
 (the highest ``status_changes`` id in that snapshot); a worker skips an entry whose serial it
 has seen change since ``built_at``, and a file whose ``feed_id`` is older than what its own
 feed reading covers (``ocsp.responder``).
@@ -46,8 +48,9 @@ from ocsp.status import STILL_TRUE, STORED_COLUMNS, STORED_JOIN
 log = logging.getLogger("agentca.ocsp")
 
 MAGIC = b"AGCAOMAP"
-VERSION = 2  # 2: keyed by the plain request's DER
-_HEADER = struct.Struct("<8sIIIIQdQ16x")  # magic version count slots pad table built feed
+VERSION = 3  # 2: keyed by the plain request's DER; 3: monotonic build time and boot id
+# magic version count slots pad table built_at feed_id built_mono boot_id
+_HEADER = struct.Struct("<8sIIIIQdQd16s")
 _RECORD = struct.Struct("<IIBqqqHHI")  # issuer signer status this next refresh lens
 _SLOT = struct.Struct("<QQ")
 HEADER_SIZE = _HEADER.size
@@ -103,9 +106,26 @@ def _slots_for(count: int) -> int:
     return slots
 
 
-def write_map(path: Path, answers: Iterable[MappedAnswer], built_at: float, feed_id: int) -> int:
+def boot_id() -> bytes:
+    """This host's boot id (16 bytes): ``time.monotonic`` values compare only within one boot."""
+    try:
+        text_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return bytes.fromhex(text_id.replace("-", ""))[:16].ljust(16, b"\0")
+    except (OSError, ValueError):
+        return bytes(16)
+
+
+def write_map(
+    path: Path,
+    answers: Iterable[MappedAnswer],
+    built_at: float,
+    feed_id: int,
+    built_mono: float | None = None,
+) -> int:
     """Write ``answers`` to ``path`` atomically (temporary file, fsync, rename); return how
-    many it holds. A CertID that comes twice keeps its first answer."""
+    many it holds. A CertID that comes twice keeps its first answer. ``built_mono``: the
+    host's ``time.monotonic()`` when the snapshot began (default: now)."""
+    mono = time.monotonic() if built_mono is None else built_mono
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     entries = array("Q")
     try:
@@ -154,7 +174,11 @@ def write_map(path: Path, answers: Iterable[MappedAnswer], built_at: float, feed
                     slot = (slot + 1) % slots
             out.write(table)
             out.seek(0)
-            out.write(_HEADER.pack(MAGIC, VERSION, stored, slots, 0, offset, built_at, feed_id))
+            out.write(
+                _HEADER.pack(
+                    MAGIC, VERSION, stored, slots, 0, offset, built_at, feed_id, mono, boot_id()
+                )
+            )
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -179,7 +203,11 @@ class AnswerMap:
                 raise MapError(f"{path}: shorter than a header")
             self._mm = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         self.identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        magic, version, count, slots, _, table, built_at, feed_id = _HEADER.unpack_from(self._mm)
+        if stat.st_uid != os.geteuid() or stat.st_mode & 0o022:
+            raise MapError(f"{path}: not owned by this user, or writable by others")
+        magic, version, count, slots, _, table, built_at, feed_id, mono, boot = _HEADER.unpack_from(
+            self._mm
+        )
         if magic != MAGIC or version != VERSION:
             raise MapError(f"{path}: not an answer map of version {VERSION}")
         if slots < 8 or slots & (slots - 1) or table + slots * _SLOT.size != stat.st_size:
@@ -187,6 +215,8 @@ class AnswerMap:
         self.count, self._slots, self._table = count, slots, table
         self.built_at: float = built_at
         self.feed_id: int = feed_id
+        self.built_mono: float = mono
+        self.boot_id: bytes = boot
 
     def get(self, cert_id_der: bytes) -> MappedAnswer | None:
         """The answer stored for this CertID DER, or None."""
@@ -275,14 +305,19 @@ MAP_QUERY = (
 )
 
 
-def build_from_database(engine: Engine, path: Path, clock: Callable[[], float] = time.time) -> int:
+def build_from_database(
+    engine: Engine,
+    path: Path,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> int:
     """Snapshot every usable stored answer into the map at ``path``; return the count.
 
     ``built_at`` is read before the snapshot begins and ``feed_id`` inside it, in one
     read-only transaction (REPEATABLE READ on PostgreSQL), so a status change missing from
     the file either committed after ``built_at`` or has an id above ``feed_id``.
     """
-    built_at = clock()
+    built_at, built_mono = clock(), monotonic()
     postgresql = engine.dialect.name == "postgresql"
     options = {"isolation_level": "REPEATABLE READ"} if postgresql else {}
     with engine.connect().execution_options(**options) as conn, conn.begin():
@@ -305,7 +340,7 @@ def build_from_database(engine: Engine, path: Path, clock: Callable[[], float] =
                     row.refresh_at,
                 )
 
-        return write_map(path, rows(), built_at, int(feed_id))
+        return write_map(path, rows(), built_at, int(feed_id), built_mono)
 
 
 class MapBuilder:
@@ -330,7 +365,14 @@ class MapBuilder:
     def start(self) -> None:
         """Start the thread (once)."""
         if self._thread is None:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory = self.path.parent
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = directory.stat()
+            if info.st_uid != os.geteuid():
+                log.warning("OCSP answer map: %s is not owned by this user; not built", directory)
+                return
+            if info.st_mode & 0o077:
+                os.chmod(directory, 0o700)
             self._thread = threading.Thread(target=self._run, name="ocsp-map", daemon=True)
             self._thread.start()
 
@@ -351,6 +393,8 @@ class MapBuilder:
                     break
                 except OSError:
                     self._stop.wait(self.interval / 4)
+            for stale in self.path.parent.glob(f".{FILE_NAME}.*.tmp"):  # a builder that died
+                stale.unlink(missing_ok=True)
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:

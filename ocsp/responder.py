@@ -49,7 +49,7 @@ from pkcs11.exceptions import PKCS11Error
 
 from ca.errors import CAError, ErrorCode
 from hsm.errors import HSMError
-from ocsp.answer_map import AnswerMap, MappedAnswer, file_identity, open_map
+from ocsp.answer_map import AnswerMap, MappedAnswer, boot_id, file_identity, open_map
 from ocsp.change_feed import ChangeCursor
 from ocsp.decision import UNISSUED, CertState, IssuerKey, Lookup, SerialStatus, resolve
 from ocsp.options import OcspOptions
@@ -76,7 +76,7 @@ MAX_REQUEST_KEY = 512  # longer requests are cached by CertID only (keys stay sm
 STORE_RETRY = 5.0  # seconds the shared store is left alone after a failed read
 FUTURE_SKEW = 60  # a stored answer whose thisUpdate is further ahead than this is not used
 MAP_CHECK_EVERY = 1.0  # seconds between looks for a newer answer map file
-MAP_MARGIN = 1.0  # a change seen this close before a map's built_at still vetoes its entry
+MAP_MARGIN = 1.0  # a change seen this close before a map's build still vetoes its entry
 MAX_CHANGED = 200_000  # serials remembered as changed since the map; beyond: map unused
 _GOOD, _REVOKED = b"\x80\x00", b"\xa1"  # certStatus good [0] NULL, revoked [1] RevokedInfo
 _CERTID = b"\x00"  # cache-key prefix for CertID keys (a DER request never starts with 0x00)
@@ -236,7 +236,10 @@ class Responder:
         self._map: tuple[AnswerMap, dict[tuple[int, str], float]] | None = None
         self._map_identity: tuple[int, int, int] | None = None
         self._next_map_check = 0.0
-        self._map_floor = float("-inf")  # wall time: maps built before it are not used
+        # host-monotonic time (CLOCK_MONOTONIC, one clock for every process of the host, never
+        # stepped): maps built before it are not used, and changes are timed with it
+        self._map_floor = float("-inf")
+        self._boot_id = boot_id()
         self._feed_floor: int | None = None  # every change above this id has been seen
         self._changed: dict[tuple[int, str], float] = {}  # serial -> wall time its change was seen
         self._store_retry_at = float("-inf")  # monotonic: a failed store read waits till then
@@ -475,14 +478,14 @@ class Responder:
         if self._map_path is not None:
             if len(self._changed) >= MAX_CHANGED:
                 self._forget_map()
-            self._changed[(issuer_id, serial_hex)] = self.clock()
+            self._changed[(issuer_id, serial_hex)] = time.monotonic()
         self._statuses.pop((issuer_id, serial_hex), None)
         for key in self._by_serial.pop((issuer_id, serial_hex), ()):
             self._responses.pop(key, None)
 
     def _forget_map(self) -> None:
         """Serve from no map built before now (what changed since it is no longer known)."""
-        self._map_floor = self.clock()
+        self._map_floor = time.monotonic()
         self._map = None
         self._changed = {}
 
@@ -494,10 +497,16 @@ class Responder:
             return
         self._map_identity = identity
         found = open_map(self._map_path) if identity is not None else None
-        if found is None or found.built_at < self._map_floor:
+        if (
+            found is None
+            or found.boot_id != self._boot_id  # another boot: its monotonic times mean nothing
+            or found.built_mono < self._map_floor  # older than a map already used, or forgotten
+            or found.built_mono > time.monotonic() + MAP_MARGIN
+        ):
             self._map = None
             return
-        cut = found.built_at - MAP_MARGIN  # changes seen before it are in the new map
+        self._map_floor = found.built_mono  # never back to an older map
+        cut = found.built_mono - MAP_MARGIN  # changes seen before it are in the new map
         changed = {key: seen for key, seen in self._changed.items() if seen >= cut}
         self._changed = changed  # this thread alone writes it, between polls
         self._map = (found, changed)
@@ -527,14 +536,16 @@ class Responder:
         our issuers, not due for refresh, and :meth:`_fresh_row` (signer accepted, DER agrees)."""
         mapped, changed = state
         if (
-            mapped.built_at < self._map_floor
+            mapped.built_mono < self._map_floor
             or self._feed_floor is None
+            or self._head is None
             or mapped.feed_id < self._feed_floor
+            or mapped.feed_id > self._head.status_change  # ahead of the database: a restore
             or row.issuer_id not in self._issuers
         ):
             return None
         if changed.get((row.issuer_id, row.serial_hex), float("-inf")) >= (
-            mapped.built_at - MAP_MARGIN
+            mapped.built_mono - MAP_MARGIN
         ):
             return None
         if row.refresh_at <= now or not self._fresh_row(

@@ -38,7 +38,7 @@ from hsm import (
     ensure_softhsm_token,
     read_pin_file,
 )
-from hsm.errors import PinFileError
+from hsm.errors import HSMError, PinFileError
 from tests.integration.conftest_hsm import run_python
 
 pytestmark = pytest.mark.integration
@@ -507,6 +507,30 @@ def test_a_token_directory_that_is_away_is_never_replaced_by_a_new_token(tmp_pat
     assert not tokens.exists()  # nothing was created in its place
     os.rename(str(tokens) + ".away", tokens)
     assert ensure_softhsm_token(tmp_path, label="away") == config
+
+
+def test_one_pin_file_without_the_other_creates_nothing(tmp_path: Path) -> None:
+    ensure_softhsm_token(tmp_path, label="half")
+    tokens = tmp_path / "hsm" / "tokens"
+    os.rename(tokens, str(tokens) + ".away")
+    (tmp_path / "secrets" / "so.pin").unlink()
+    with pytest.raises(HSMError, match=r"so\.pin' is missing while the other exists"):
+        ensure_softhsm_token(tmp_path, label="half")
+    assert not tokens.exists() and not (tmp_path / "secrets" / "so.pin").exists()
+
+
+def test_an_open_that_may_not_create_never_provisions(tmp_path: Path) -> None:
+    with pytest.raises(TokenNotFound, match="never provisioned"):
+        ensure_softhsm_token(tmp_path, label="open", create=False)
+    assert not (tmp_path / "hsm").exists() and not (tmp_path / "secrets").exists()
+    ensure_softhsm_token(tmp_path, label="open")
+    for pin in (tmp_path / "secrets").iterdir():  # the secrets are away, the token too
+        pin.unlink()
+    os.rename(tmp_path / "hsm" / "tokens", tmp_path / "tokens.away")
+    with pytest.raises(TokenNotFound, match="never provisioned here, or the secrets are away"):
+        ensure_softhsm_token(tmp_path, label="open", create=False)
+    assert not list((tmp_path / "secrets").iterdir())
+    assert not (tmp_path / "hsm" / "tokens").exists()
 
 
 def test_a_failed_first_provisioning_leaves_no_pin_files(

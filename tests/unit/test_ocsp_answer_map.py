@@ -121,3 +121,22 @@ def test_the_key_is_the_plain_request_cryptography_builds() -> None:
         assert _cert_id_of(der) == cert_id
     long_id = b"\x30\x81\x90" + bytes(0x90)  # lengths past 127 take the long form
     assert _cert_id_of(plain_request(long_id)) == long_id
+
+
+def test_a_file_others_may_write_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / FILE_NAME
+    write_map(path, _answers(3), built_at=1.0, feed_id=0)
+    path.chmod(0o666)
+    with pytest.raises(MapError, match="writable by others"):
+        AnswerMap(path)
+    path.chmod(0o600)
+    assert AnswerMap(path).count == 3
+
+
+def test_the_header_carries_the_boot_and_the_monotonic_build_time(tmp_path: Path) -> None:
+    from ocsp.answer_map import boot_id
+
+    path = tmp_path / FILE_NAME
+    write_map(path, _answers(1), built_at=1.0, feed_id=0, built_mono=123.25)
+    mapped = AnswerMap(path)
+    assert mapped.built_mono == 123.25 and mapped.boot_id == boot_id() != bytes(16)
