@@ -12,15 +12,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from ca.clock import utcnow
 from ca.records import RevocationReason
-from ca.requests import IssuanceRequest
-from ca.responder_certs import ResponderCertRotator
-from ca.responder_token import responder_token_config
 from ca.wiring import Runtime
 from hsm import KeyStore
 from ocsp.answer_map import FILE_NAME, MapBuilder, build_from_database
@@ -30,36 +25,21 @@ from ocsp.presigner import Presigner
 from ocsp.responder import MAP_MARGIN, Responder
 from ocsp.status import SqlStatusSource
 from ocsp.tally import MAP, STORE, AnswerTally
-from tests.unit.helpers import sample_extensions
+from tests.integration.ocsp_store_support import issue_certs, plain_request, responder_keys_of
 
 
 @pytest.fixture
 def responder_keys(ca_runtime: Runtime) -> Iterator[KeyStore]:
-    store = KeyStore(responder_token_config(ca_runtime.settings))
-    ResponderCertRotator(ca_runtime.sessions, ca_runtime.keys, store).ensure_all()
-    yield store
-    store.close()
+    with responder_keys_of(ca_runtime) as store:
+        yield store
 
 
 def _issue(rt: Runtime, n: int) -> list[x509.Certificate]:
-    out = []
-    for i in range(n):
-        key = ec.generate_private_key(ec.SECP256R1())
-        record = rt.authority.issue(
-            IssuanceRequest(key.public_key(), f"Map-Agent-{i}", sample_extensions()), "test"
-        )
-        assert record.certificate is not None
-        out.append(record.certificate)
-    return out
+    return issue_certs(rt, n, "Map-Agent")
 
 
 def _request(rt: Runtime, cert: x509.Certificate) -> bytes:
-    return (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate(cert, rt.authority.chain()[0], hashes.SHA1())
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
+    return plain_request(rt, cert)
 
 
 def _status(der: bytes) -> ocsp.OCSPCertStatus:

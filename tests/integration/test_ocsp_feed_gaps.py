@@ -15,15 +15,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import Connection, insert, select, text, update
 
 from ca.clock import utcnow
 from ca.records import RevocationReason
-from ca.requests import IssuanceRequest
-from ca.responder_certs import ResponderCertRotator
-from ca.responder_token import responder_token_config
 from ca.store.models import StatusChange
 from ca.store.tables import certificates, ocsp_responses
 from ca.wiring import Runtime, open_runtime
@@ -36,7 +32,7 @@ from ocsp.responder import Responder
 from ocsp.status import SqlStatusSource
 from ocsp.tally import AnswerTally
 from tests.integration.conftest import settings_for
-from tests.unit.helpers import sample_extensions
+from tests.integration.ocsp_store_support import issue_certs, responder_keys_of
 
 
 class Clock:
@@ -62,22 +58,12 @@ def pg_runtime(tmp_path: Path, pg_url: str, hsm_config: TokenConfig) -> Iterator
 
 @pytest.fixture
 def keys(pg_runtime: Runtime) -> Iterator[KeyStore]:
-    store = KeyStore(responder_token_config(pg_runtime.settings))
-    ResponderCertRotator(pg_runtime.sessions, pg_runtime.keys, store).ensure_all()
-    yield store
-    store.close()
+    with responder_keys_of(pg_runtime) as store:
+        yield store
 
 
 def _issue(rt: Runtime, n: int) -> list[x509.Certificate]:
-    out = []
-    for i in range(n):
-        key = ec.generate_private_key(ec.SECP256R1())
-        record = rt.authority.issue(
-            IssuanceRequest(key.public_key(), f"Gap-Agent-{i}", sample_extensions()), "test"
-        )
-        assert record.certificate is not None
-        out.append(record.certificate)
-    return out
+    return issue_certs(rt, n, "Gap-Agent")
 
 
 def _hold_revocation(conn: Connection, rt: Runtime, cert: x509.Certificate) -> int:

@@ -19,9 +19,7 @@ from sqlalchemy import select
 
 from ca.clock import utcnow
 from ca.records import RevocationReason
-from ca.requests import IssuanceRequest
 from ca.responder_certs import ResponderCertRotator
-from ca.responder_token import responder_token_config
 from ca.store.tables import ocsp_responses
 from ca.wiring import Runtime
 from hsm import KeyStore
@@ -31,27 +29,17 @@ from ocsp.presigner import Presigner, presigned_count
 from ocsp.responder import Responder
 from ocsp.status import SqlStatusSource
 from ocsp.tally import STORE, AnswerTally
-from tests.unit.helpers import sample_extensions
+from tests.integration.ocsp_store_support import issue_certs, responder_keys_of
 
 
 @pytest.fixture
 def responder_keys(ca_runtime: Runtime) -> Iterator[KeyStore]:
-    store = KeyStore(responder_token_config(ca_runtime.settings))
-    ResponderCertRotator(ca_runtime.sessions, ca_runtime.keys, store).ensure_all()
-    yield store
-    store.close()
+    with responder_keys_of(ca_runtime) as store:
+        yield store
 
 
 def _issue(rt: Runtime, n: int) -> list[x509.Certificate]:
-    out = []
-    for i in range(n):
-        key = ec.generate_private_key(ec.SECP256R1())
-        record = rt.authority.issue(
-            IssuanceRequest(key.public_key(), f"Presign-Agent-{i}", sample_extensions()), "test"
-        )
-        assert record.certificate is not None
-        out.append(record.certificate)
-    return out
+    return issue_certs(rt, n, "Presign-Agent")
 
 
 def _request(rt: Runtime, cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> bytes:

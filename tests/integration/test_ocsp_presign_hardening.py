@@ -13,15 +13,10 @@ from datetime import timedelta
 import pytest
 from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import text, update
 
 from ca.clock import utcnow
-from ca.requests import IssuanceRequest
-from ca.responder_certs import ResponderCertRotator
-from ca.responder_token import responder_token_config
 from ca.store.tables import certificates
 from ca.wiring import Runtime
 from hsm import KeyStore
@@ -32,36 +27,21 @@ from ocsp.responder import Responder
 from ocsp.response import ResponseStatus
 from ocsp.status import SqlStatusSource
 from ocsp.tally import AnswerTally
-from tests.unit.helpers import sample_extensions
+from tests.integration.ocsp_store_support import issue_certs, plain_request, responder_keys_of
 
 
 @pytest.fixture
 def responder_keys(ca_runtime: Runtime) -> Iterator[KeyStore]:
-    store = KeyStore(responder_token_config(ca_runtime.settings))
-    ResponderCertRotator(ca_runtime.sessions, ca_runtime.keys, store).ensure_all()
-    yield store
-    store.close()
+    with responder_keys_of(ca_runtime) as store:
+        yield store
 
 
 def _issue(rt: Runtime, n: int) -> list[x509.Certificate]:
-    out = []
-    for i in range(n):
-        key = ec.generate_private_key(ec.SECP256R1())
-        record = rt.authority.issue(
-            IssuanceRequest(key.public_key(), f"Review-Agent-{i}", sample_extensions()), "test"
-        )
-        assert record.certificate is not None
-        out.append(record.certificate)
-    return out
+    return issue_certs(rt, n, "Review-Agent")
 
 
 def _request(rt: Runtime, cert: x509.Certificate) -> bytes:
-    return (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate(cert, rt.authority.chain()[0], hashes.SHA1())
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
+    return plain_request(rt, cert)
 
 
 def _presigner(rt: Runtime, keys: KeyStore, **kw: object) -> Presigner:

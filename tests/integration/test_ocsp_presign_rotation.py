@@ -13,16 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import select, update
 
 from ca.clock import utcnow
 from ca.records import RevocationReason
-from ca.requests import IssuanceRequest
 from ca.responder_certs import ResponderCertRotator
-from ca.responder_token import responder_token_config
 from ca.store.models import OcspSigner
 from ca.store.tables import ocsp_responses
 from ca.wiring import Runtime
@@ -33,39 +29,23 @@ from ocsp.presigner import Presigner
 from ocsp.responder import Responder
 from ocsp.status import SqlStatusSource
 from ocsp.tally import STORE, AnswerTally
+from tests.integration.ocsp_store_support import issue_certs, plain_request, responder_keys_of
 
 _r = ocsp_responses.c
 
 
 @pytest.fixture
 def responder_keys(ca_runtime: Runtime) -> Iterator[KeyStore]:
-    store = KeyStore(responder_token_config(ca_runtime.settings))
-    ResponderCertRotator(ca_runtime.sessions, ca_runtime.keys, store).ensure_all()
-    yield store
-    store.close()
+    with responder_keys_of(ca_runtime) as store:
+        yield store
 
 
 def _issue(rt: Runtime, n: int) -> list[x509.Certificate]:
-    from tests.unit.helpers import sample_extensions
-
-    out = []
-    for i in range(n):
-        key = ec.generate_private_key(ec.SECP256R1())
-        record = rt.authority.issue(
-            IssuanceRequest(key.public_key(), f"Rotation-Agent-{i}", sample_extensions()), "t"
-        )
-        assert record.certificate is not None
-        out.append(record.certificate)
-    return out
+    return issue_certs(rt, n, "Rotation-Agent")
 
 
 def _request(rt: Runtime, cert: x509.Certificate) -> bytes:
-    return (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate(cert, rt.authority.chain()[0], hashes.SHA1())
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
+    return plain_request(rt, cert)
 
 
 def _presigner(rt: Runtime, keys: KeyStore, **kw: float) -> Presigner:
