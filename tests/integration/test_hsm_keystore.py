@@ -520,7 +520,7 @@ def test_one_pin_file_without_the_other_creates_nothing(tmp_path: Path) -> None:
 
 
 def test_an_open_that_may_not_create_never_provisions(tmp_path: Path) -> None:
-    with pytest.raises(TokenNotFound, match="never provisioned"):
+    with pytest.raises(TokenNotFound, match="no SoftHSM2 token was provisioned"):
         ensure_softhsm_token(tmp_path, label="open", create=False)
     assert not (tmp_path / "hsm").exists() and not (tmp_path / "secrets").exists()
     ensure_softhsm_token(tmp_path, label="open")
