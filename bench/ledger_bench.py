@@ -57,7 +57,8 @@ def phase_fill(url: str, n: int) -> dict[str, float]:
     """Append n synthetic entries with the real entry encoding, in bulk (COPY)."""
     import psycopg
 
-    from ca.ledger.entries import LedgerEntry, canonical
+    from ca.ledger.entries import LedgerEntry
+    from wire.canonical import canonical
 
     pg = url.replace("postgresql+psycopg://", "postgresql://")
     start = time.perf_counter()

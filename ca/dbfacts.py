@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import Connection, func, inspect, select, text
 
 from ca.ledger.entries import LedgerEntry
-from ca.ledger.merkle import StreamingRoot
 from ca.store.models import (
     Base,
     Certificate,
@@ -23,6 +22,7 @@ from ca.store.models import (
     LedgerEntryRow,
     LedgerHead,
 )
+from wire.merkle import StreamingRoot
 
 #: Tables that are not the CA's data: Alembic's own, SQLite's internal ones.
 NOT_DATA = frozenset({"alembic_version", "sqlite_sequence"})

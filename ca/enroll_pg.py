@@ -37,9 +37,10 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from ca.ledger.entries import canonical, format_time
+from ca.ledger.entries import format_time
 from ca.records import CertStatus
 from ca.store.models import Certificate
+from wire.canonical import canonical
 
 #: the columns of the reservation's INSERT, in order; ``enrollment_token_id`` comes from the
 #: token the same statement takes

@@ -11,7 +11,6 @@ Hashing rules (see docs/auditors.md):
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,37 +21,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.ledger.merkle import leaf_hash
+from wire.canonical import canonical
+from wire.merkle import leaf_hash
 
 CHECKPOINT_CONTEXT = b"agentca-checkpoint-v1\n"
 LEDGER_NAME = "agentca"
-
-
-def canonical(obj: Mapping[str, Any], check: bool = True) -> bytes:
-    """Canonical JSON bytes (sorted keys, compact, UTF-8).
-
-    ``check`` refuses floats (whose spelling is not canonical across implementations); the CA
-    checks when it appends, a verifier need not: any difference shows as a hash mismatch.
-    """
-    if check:
-        _no_floats(obj)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _no_floats(value: Any) -> None:
-    kind = type(value)
-    if kind is float:
-        raise ValueError("ledger bodies hold no floating-point numbers")
-    if kind is dict:
-        for k, v in value.items():
-            if type(k) is not str:
-                raise ValueError("ledger object keys are strings")
-            _no_floats(v)
-    elif kind is list or kind is tuple:
-        for v in value:
-            _no_floats(v)
-    elif isinstance(value, Mapping):
-        _no_floats(dict(value))
 
 
 def format_time(t: datetime) -> str:

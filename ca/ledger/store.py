@@ -25,8 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca.errors import CAError, ErrorCode
 from ca.ledger.audit import audit_block
-from ca.ledger.entries import Checkpoint, LedgerEntry, canonical, format_time
-from ca.ledger.merkle import (
+from ca.ledger.entries import Checkpoint, LedgerEntry, format_time
+from ca.ledger.verify import CSV_FIELDS, EXPORT_FORMAT
+from ca.store.models import AuditSigner, LedgerCheckpointRow, LedgerEntryRow, LedgerHead
+from wire.canonical import canonical
+from wire.merkle import (
     BLOCK,
     BLOCK_BITS,
     HASH_SIZE,
@@ -35,8 +38,6 @@ from ca.ledger.merkle import (
     block_hashes,
     leaf_hash,
 )
-from ca.ledger.verify import CSV_FIELDS, EXPORT_FORMAT
-from ca.store.models import AuditSigner, LedgerCheckpointRow, LedgerEntryRow, LedgerHead
 
 _NEXT_SEQ = (
     update(LedgerHead)

@@ -21,9 +21,9 @@ from typing import Any
 from cryptography import x509
 
 from ca.ledger.entries import Checkpoint, LedgerEntry
-from ca.ledger.merkle import StreamingRoot, verify_consistency, verify_inclusion
 from ca.ledger.trust import LedgerTrust, checkpoint_problem, parse_arcs
 from ca.oids import OidArc
+from wire.merkle import StreamingRoot, verify_consistency, verify_inclusion
 
 EXPORT_FORMAT = "agentca-ledger-export"
 CSV_FIELDS = ["seq", "time", "actor", "event", "body", "leaf_hash", "proof"]

@@ -791,7 +791,7 @@ def test_ledger_export_only_reads_and_streams(env: Env) -> None:
 
 def test_ledger_consistency_needs_an_auditor_and_proves(env: Env) -> None:
     """The consistency endpoint was public and rebuilt the tree from every leaf on each call."""
-    from ca.ledger.merkle import MerkleTree, verify_consistency
+    from wire.merkle import MerkleTree, verify_consistency
 
     size = env.rt.ledger.size()
     path = f"/v1/ledger/consistency?from=1&to={size}"

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ca.ledger.merkle import leaf_hash
 from tests.integration.conftest import issue_args, run_cli, write_agent_csr
+from wire.merkle import leaf_hash
 
 MODEL, PROMPT = "a1" * 32, "c3" * 32
 
@@ -206,7 +206,7 @@ def test_replaced_checkpoint(exported: dict[str, Path], tmp_path: Path) -> None:
     from cryptography.x509.oid import NameOID
 
     from ca.ledger.entries import sign_checkpoint
-    from ca.ledger.merkle import root_of
+    from wire.merkle import root_of
 
     content = lines(exported["full"])
     header = json.loads(content[0])

@@ -13,12 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from ca.api.app import create_app
-from ca.ledger.entries import LedgerEntry, canonical, format_time
-from ca.ledger.merkle import MerkleTree, leaf_hash, verify_consistency
+from ca.ledger.entries import LedgerEntry, format_time
 from ca.ledger.verify import verify_export
 from ca.store.models import LedgerEntryRow, LedgerHead
 from ca.wiring import Runtime, open_runtime
 from tests.integration.conftest import settings_for
+from wire.canonical import canonical
+from wire.merkle import MerkleTree, leaf_hash, verify_consistency
 
 ENTRIES = 20_000
 PADDING = "x" * 400  # about 0.5 kB per exported line: the export is ~10 MB

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ca.ledger.merkle import (
+from wire.merkle import (
     BLOCK,
     EMPTY_ROOT,
     BlockedTree,
