@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ca.ledger.entries import format_time
 from ca.records import CertStatus
+from ca.registry import POLICY_COLUMNS
 from ca.store.models import Certificate
 from wire.canonical import canonical
 
@@ -95,6 +96,8 @@ RESERVE = f"""
 WITH ok AS (
   SELECT 1 FROM agents a, models m
   WHERE a.id = %(agent_id)s AND a.status = 'active'
+    AND ({", ".join(f"a.{c}" for c in POLICY_COLUMNS)})
+        IS NOT DISTINCT FROM ({", ".join(f"%(p_{c})s" for c in POLICY_COLUMNS)})
     AND m.digest = %(digest)s AND m.environment = %(env)s AND m.status = 'active'
   FOR SHARE OF a, m),
 tok AS (
@@ -211,6 +214,7 @@ def reserve(
     agent_id: int,
     entries: Sequence[Entry],
     now: datetime,
+    agent_version: Sequence[object],
 ) -> tuple[int, int, str] | None:
     """Step 2: ``(row id, token id, issuing arc)`` of the committed reservation, or None when
     nothing was written (a check failed). ``values`` are the record's columns."""
@@ -220,6 +224,7 @@ def reserve(
             "h": token_digest,
             "now": now,
             "agent_id": agent_id,
+            **{f"p_{c}": v for c, v in zip(POLICY_COLUMNS, agent_version, strict=True)},
             "digest": values["model_digest"],
             "env": values["environment"],
             **ledger_arrays(entries),

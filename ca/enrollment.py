@@ -235,7 +235,7 @@ class EnrollmentService:
             s.commit()  # end the read transaction; issuance runs its own two
 
             def reserve(tx: Session) -> dict[str, Any]:
-                self._confirm_decision(tx, registration.id, request)
+                self._confirm_decision(tx, registration, request)
                 return {"enrollment_token_id": self.tokens.consume(tx, token, registration.name)}
 
             return self.authority.issue(
@@ -304,19 +304,23 @@ class EnrollmentService:
             return self.authority.issue_claimed(
                 dataclasses.replace(outcome, ledger_note=WITHIN_POLICY),
                 f"agent:{registration.name}",
-                TokenClaim(digest, registration.id, registration.name),
+                TokenClaim(digest, registration.id, registration.name, registration.version),
                 raw,
             )
 
     def _confirm_decision(
-        self, tx: Session, agent_id: int | None, request: IssuanceRequest
+        self, tx: Session, registration: Registration | None, request: IssuanceRequest
     ) -> None:
         """In the reservation: what the policy decision rested on still holds (the
-        registration is active, the model is not retired): a change committed after the
-        decision refuses the issuance instead of racing it."""
+        registration is active and unchanged since it was read, the model is not retired): a
+        change committed after the decision refuses the issuance instead of racing it."""
         ext = request.extensions
         self.registry.confirm_decision(
-            tx, agent_id, ext.provenance.model_digest.hex, ext.accountability.environment
+            tx,
+            None if registration is None else registration.id,
+            ext.provenance.model_digest.hex,
+            ext.accountability.environment,
+            None if registration is None else registration.version,
         )
 
     def _replay(self, token: str, csr_data: bytes, s: Session) -> CertificateRecord | None:
@@ -432,7 +436,7 @@ class EnrollmentService:
             request,
             actor=f"agent:{registration.name}:renew",
             agent_id=registration.id,
-            in_reservation=lambda tx: self._confirm_decision(tx, registration.id, request),
+            in_reservation=lambda tx: self._confirm_decision(tx, registration, request),
             renewal=link,
         )
 
@@ -496,7 +500,7 @@ class EnrollmentService:
                 agent_id=agent_id,
                 in_reservation=None
                 if outside_policy
-                else lambda tx: self._confirm_decision(tx, agent_id, request),
+                else lambda tx: self._confirm_decision(tx, registration, request),
                 session=s,
             )
 

@@ -144,8 +144,16 @@ class Issuance:
                 ),
             ]
             try:
+                if claim.agent_version is None:
+                    return None  # the general path, which confirms what it can
                 got = enroll_pg.reserve(
-                    raw, values, claim.token_digest, claim.agent_id, entries, now
+                    raw,
+                    values,
+                    claim.token_digest,
+                    claim.agent_id,
+                    entries,
+                    now,
+                    claim.agent_version,
                 )
             except enroll_pg.SerialTaken:  # a collision (astronomically rare): a new serial
                 continue

@@ -48,6 +48,10 @@ class Registration:
     allowed_config_digests: tuple[str, ...] = ()
     #: certificates only with a runtime attestation of the key and provenance (decision 0051)
     require_attestation: bool = False
+    #: the stored policy columns as the decision read them (``ca.registry.POLICY_COLUMNS``): a
+    #: reservation issues only while they are unchanged, so a registration tightened after
+    #: the decision refuses the issuance instead of racing it
+    version: tuple[object, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,29 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(text.split()) if text else ()
 
 
+#: The ``agents`` columns a policy decision rests on: an enrollment's reservation issues only
+#: while they hold the values the decision read (a content check: ``updated_at`` could repeat).
+POLICY_COLUMNS: tuple[str, ...] = (
+    "status",
+    "organization",
+    "officer",
+    "environment",
+    "model_type",
+    "allowed_scopes",
+    "allowed_model_digests",
+    "allowed_prompt_digests",
+    "allowed_config_digests",
+    "allowed_key_types",
+    "max_validity_seconds",
+    "require_attestation",
+)
+
+
+def policy_values(found: object) -> tuple[object, ...]:
+    """The :data:`POLICY_COLUMNS` of a row (an ORM object or a named row)."""
+    return tuple(getattr(found, c) for c in POLICY_COLUMNS)
+
+
 def registration_of(row: AgentRegistration) -> Registration:
     return Registration(
         id=row.id,
@@ -71,6 +94,7 @@ def registration_of(row: AgentRegistration) -> Registration:
         max_validity=timedelta(seconds=row.max_validity_seconds),
         active=row.status == "active",
         require_attestation=bool(row.require_attestation),
+        version=policy_values(row),
     )
 
 
@@ -442,9 +466,18 @@ class Registry:
         return row
 
     def confirm_decision(
-        self, s: Session, agent_id: int | None, model_digest_hex: str, environment: str
+        self,
+        s: Session,
+        agent_id: int | None,
+        model_digest_hex: str,
+        environment: str,
+        version: tuple[object, ...] | None = None,
     ) -> None:
         """In the reservation: :meth:`confirm_active` and :meth:`confirm_model_active` at once.
+
+        ``version``: the registration's policy columns the decision read; any change since
+        (tightened scopes or digests, attestation newly required) refuses the issuance with
+        a 409 to send again, which decides anew on the changed registration.
 
         On PostgreSQL one ``SELECT ... FOR SHARE`` of both rows: a disable or a retirement
         (which update or lock those rows) waits for this reservation's commit, and one
@@ -461,12 +494,14 @@ class Registry:
                 )
                 .first()
             )
-            if found is not None:
+            if found is not None and (version is None or policy_values(found) == version):
                 return
-        self.confirm_active(s, agent_id)
+        self.confirm_active(s, agent_id, version)
         self.confirm_model_active(s, model_digest_hex, environment)
 
-    def confirm_active(self, s: Session, agent_id: int | None) -> None:
+    def confirm_active(
+        self, s: Session, agent_id: int | None, version: tuple[object, ...] | None = None
+    ) -> None:
         """In the reservation: the registration a decision was made on is still active.
 
         A conditional no-op UPDATE, so the row is locked (PostgreSQL) or the write lock is
@@ -480,6 +515,14 @@ class Registry:
             .where(AgentRegistration.id == agent_id, AgentRegistration.status == "active")
             .values(status="active")
         )
+        if getattr(result, "rowcount", 0) == 1 and version is not None:
+            current = s.execute(select(*_POLICY).where(AgentRegistration.id == agent_id)).first()
+            if current is None or policy_values(current) != version:
+                raise CAError(
+                    ErrorCode.CONFLICT,
+                    "the agent's registration changed while the request was decided; "
+                    "send the request again",
+                )
         if getattr(result, "rowcount", 0) != 1:
             raise CAError(
                 ErrorCode.POLICY_REFUSED,
@@ -511,8 +554,9 @@ class Registry:
             )
 
 
+_POLICY = tuple(getattr(AgentRegistration, c) for c in POLICY_COLUMNS)
 _BOTH_ACTIVE = (
-    select(AgentRegistration.id, ModelInventoryEntry.id)
+    select(*_POLICY, ModelInventoryEntry.id)
     .join_from(AgentRegistration, ModelInventoryEntry, true())
     .where(
         AgentRegistration.id == bindparam("agent_id"),

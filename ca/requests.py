@@ -55,6 +55,8 @@ class TokenClaim:
     token_digest: str  # the token's SHA-256 (hex), as stored
     agent_id: int
     agent_name: str
+    #: the registration's policy columns the decision was made on (``Registration.version``)
+    agent_version: tuple[object, ...] | None = None
 
     def used_body(self) -> dict[str, str]:
         """The body of the token's ``enrollment_token.used`` ledger entry."""

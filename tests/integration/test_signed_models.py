@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from agent import Agent, RuntimeProvenance, generate_key
+from agent import Agent, CAResponseError, RuntimeProvenance, generate_key
 from examples.scenario import ENVIRONMENT, MODEL_TYPE, OFFICER, Scenario
 from gateway.inventory import CAInventory
 from tests.integration.http import call
 from tests.support import oms_signer
+from tests.support.attestor import Orchestrator, write_attestors
 from tests.support.oms_reference import oms_root
 from wire.extensions import read_agent_extensions
 
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.skipif(
 SECURE = "secure-eu"  # matches signed_model_environments = secure-*
 NAME = "SignedModelAgent"
 ORDER = {"side": "buy", "price": "101.5", "qty": "2"}
+ORCH = Orchestrator("orchestrator.prod", "orch-prod-1")
 
 
 def make_model(where: Path) -> Path:
@@ -59,6 +61,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, pg_module_url: str) -> It
     oms_signer.write_chain(keys, "rogue")  # a root nobody configured
     s.env["AGENTCA_MODEL_PRODUCERS"] = f"acme={keys}/acme.key.pub,acme-ca={chain['root']}"
     s.env["AGENTCA_SIGNED_MODEL_ENVIRONMENTS"] = "secure-*"
+    s.env["AGENTCA_ATTESTORS_FILE"] = str(
+        write_attestors(work / "attestors", [(ORCH, [ENVIRONMENT])])
+    )
     s.setup()
     model = make_model(work / "signed-model")
     oms_signer.sign_with_key(model, keys / "acme.key", model / "model.sig")
@@ -246,3 +251,68 @@ def test_an_agent_on_the_signed_model_is_certified_with_its_digest_and_allowed(
     assert certified == signed_root == oms_root(model, ignore=["model.sig"]).hex()
     reply = a.request("POST", scenario.gateway_url + "/orders", json_body=ORDER)
     assert reply.status == 201, reply.body
+
+
+def test_an_attested_agent_on_the_signed_model_passes_the_attested_route(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """Both links at once: the model entry is the producer's signed digest, and the
+    orchestrator attests that this key runs it; the gateway's attested route admits the agent
+    and a gateway that takes only signed entries for the environment authorises its model. The
+    same signed model without an attestation is refused the attested route."""
+    model = signed_model(scenario)
+    digest = oms_root(model, ignore=["model.sig"]).hex()
+    listed = [json.loads(line) for line in scenario.cli("model", "list", "--json").splitlines()]
+    if not any(e["digest"] == digest and e["environment"] == ENVIRONMENT for e in listed):
+        done = add_signed(scenario, model, model / "model.sig", ENVIRONMENT)
+        assert done.returncode == 0, done.stderr
+    prompt = scenario.cli("prompt", "digest", str(scenario.prompt_file))
+    name = "AttestedSignedAgent"
+    scenario.cli(
+        "agent", "register", name, "--officer", OFFICER, "--environment", ENVIRONMENT,
+        "--model-type", MODEL_TYPE, "--model-digest", digest, "--prompt-digest", prompt,
+        "--scope", "query_anonymized_order_book", "--require-attestation",
+    )  # fmt: skip
+
+    def agent(attestation: Path | None) -> Agent:
+        runtime = RuntimeProvenance(
+            MODEL_TYPE, model, prompt_path=scenario.prompt_file, model_scheme="oms-v1",
+            model_ignore=("model.sig",), recheck_seconds=0.0,
+        )  # fmt: skip
+        return Agent(name, generate_key(), runtime, scenario.ca_url, attestation=attestation)
+
+    statement_file = tmp_path / "attestation.jwt"
+    a = agent(statement_file)
+    statement = ORCH.attest(name, ENVIRONMENT, a.key.public_key(), a.provenance.current().to_wire())
+    statement_file.write_text(statement + "\n")
+    statement_file.chmod(0o600)
+    a.enroll(scenario.cli("token", "create", name))
+    assert a.credential is not None
+    ext = read_agent_extensions(a.credential.certificate)
+    assert ext.provenance.model_digest.hex == digest
+    assert ext.attestation is not None and ext.attestation.attestor == ORCH.attestor
+    inventory = CAInventory(
+        scenario.ca_url, scenario.gateway_token, background=False,
+        signed_environments=[ENVIRONMENT],
+    )  # fmt: skip
+    entry = inventory.entry(digest, ENVIRONMENT)
+    assert (
+        entry is not None
+        and entry.signed_by == "acme"
+        and inventory.authorised(digest, ENVIRONMENT)
+    )
+    reply = a.request("GET", scenario.gateway_url + "/attested/book")
+    assert reply.status == 200, reply.body
+    assert json.loads(reply.body)["attested_by"] == ORCH.attestor
+
+    # the same signed model, self-declared: the registration refuses it, and a registration
+    # that does not require attestation gets a certificate the attested route refuses
+    bare = agent(None)
+    with pytest.raises(CAResponseError) as info:
+        bare.enroll(scenario.cli("token", "create", name))
+    assert any(r.startswith("attestation-missing") for r in info.value.problem["reasons"])
+    scenario.cli("agent", "update", name, "--no-require-attestation")
+    bare.enroll(scenario.cli("token", "create", name))
+    refused = bare.request("GET", scenario.gateway_url + "/attested/book")
+    assert refused.status == 403, refused.body
+    assert json.loads(refused.body)["type"].endswith("provenance-not-attested")
