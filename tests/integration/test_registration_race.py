@@ -64,3 +64,22 @@ def test_a_registration_tightened_after_the_decision_refuses_the_issuance(
     # an unchanged registration still issues, with the same token
     rt.registry.update_agent(NAME, require_attestation=False, actor="test")
     assert rt.enrollment.enroll(token, csr).status == "issued"
+
+
+def test_an_unchanged_registration_takes_the_three_statement_path(
+    ca_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comparison holds for an unchanged registration, NULL organization included: the
+    PostgreSQL enrollment issues without falling back to the general path."""
+    rt = ca_runtime
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("the three-statement path is PostgreSQL's")
+    _register(rt)
+    token = _token(rt)
+    _, csr = _csr()
+
+    def general_path(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the general path was taken")
+
+    monkeypatch.setattr(rt.enrollment, "_decide", general_path)
+    assert rt.enrollment.enroll(token, csr).status == "issued"
