@@ -551,7 +551,9 @@ class ActionLog:
             except Exception:  # a bug must not stop recording the others: say so loudly
                 log.exception("action record not built (decision dropped from the log)")
                 continue
-            lines.append(record.leaf_bytes())
+            # = record.leaf_bytes(): a built record holds only strings and ints (its codec
+            # checked), so the float scan of canonical() is skipped
+            lines.append(canonical(record.to_json(), check=False))
         if not lines:
             return True
         data = b"".join(line + b"\n" for line in lines)
@@ -623,7 +625,9 @@ class ActionLog:
         """Recompute :attr:`refusing` (caller holds ``_state``)."""
         reason: str | None = None
         unshipped = self.size - self.shipped
-        if self._closed:
+        if self._pid != os.getpid():
+            reason = "the action log was opened before this process forked (open it here)"
+        elif self._closed:
             reason = "the action log is closed"
         elif self._write_error is not None:
             reason = self._write_error
@@ -651,8 +655,8 @@ class ActionLog:
         return q is not None and q.qsize() >= self.capacity
 
     def _forked(self) -> None:
+        # the writer thread and the directory lock stay with the parent
         self.refusing = "the action log was opened before this process forked (open it here)"
-        self._pid = -1
 
     # -- for the shipper
 

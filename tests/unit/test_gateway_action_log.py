@@ -270,7 +270,7 @@ def test_an_edited_log_is_refused_naming_the_problem(
     else:
         cps = (directory / CHECKPOINTS).read_bytes().splitlines(keepends=True)
         cp = json.loads(cps[0])
-        cp["timestamp"] = cp["timestamp"].replace("Z", "Z")[:-2] + "9Z"
+        cp["timestamp"] = "2000-01-01T00:00:00.000000Z"  # re-dated: the signature says no
         cps[0] = json.dumps(cp, sort_keys=True, separators=(",", ":")).encode() + b"\n"
         (directory / CHECKPOINTS).write_bytes(b"".join(cps))
         expected = "signature"
@@ -398,3 +398,19 @@ def test_shipping_reads_back_the_bytes_on_disk(pki: Pki, tmp_path: Path, key_fil
         assert actions.read(599, 10) == lines[599:]
         assert actions.read(600, 10) == []
         assert len(actions.read(10, 1000, max_bytes=len(lines[10]) * 3 + 3)) == 3
+
+
+def test_a_log_inherited_across_fork_refuses_in_the_child(
+    pki: Pki, tmp_path: Path, key_file: Path
+) -> None:
+    with open_log(tmp_path / "log", key_file) as actions:
+        env = Env(pki, tmp_path, actions)
+        req = env.request()
+        pid = os.fork()
+        if pid == 0:  # the child: the writer thread and the lock are the parent's
+            d = env.verifier.evaluate(req, SCOPE)
+            ok = d.denial is not None and d.denial.check.value == "action-log-unavailable"
+            os._exit(0 if ok and actions.refusing and "forked" in actions.refusing else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert actions.refusing is None and env.decide(req).allowed
