@@ -55,7 +55,7 @@ from wire.canonical import canonical
 
 log = logging.getLogger("agentca.gateway.actions.shipper")
 
-MAX_BATCH_BYTES: Final = 4 << 20
+MAX_BATCH_BYTES: Final = 1 << 20
 """About the most record bytes one batch carries (the CA's body limit must allow it)."""
 
 
