@@ -414,3 +414,28 @@ def test_a_log_inherited_across_fork_refuses_in_the_child(
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert actions.refusing is None and env.decide(req).allowed
+
+
+def test_the_fast_record_bytes_are_the_codecs(pki: Pki, tmp_path: Path, key_file: Path) -> None:
+    from gateway.action_record import build_record, record_bytes
+    from gateway.problems import Check, Denied
+    from gateway.verifier import _LogLine
+
+    with open_log(tmp_path / "log", key_file) as actions:
+        env = Env(pki, tmp_path, actions)
+        allowed = env.request({"Agentca-Subject": "user:alice", "X-Request-ID": "r-1"})
+        d = env.verifier.evaluate(allowed, SCOPE)
+        lines = [
+            _LogLine(d, allowed, 1_800_000_000.123456, 201, "/orders"),
+            _LogLine(d, allowed, 1_800_000_000.0, None, None),
+            _LogLine(d, allowed, 1_800_000_000.0, 999, "/x" * 600),
+            _LogLine(
+                Decision(False, denial=Denied(Check.ERROR, "é" * 2000), scope="s"),
+                RequestView("GET", "/", "", {"x-request-id": "r-2"}),
+                0.5,
+                500,
+                "/",
+            ),
+        ]
+        for seq, line in enumerate(lines):
+            assert record_bytes(line, GATEWAY, seq) == build_record(line, GATEWAY, seq).leaf_bytes()
