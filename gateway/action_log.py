@@ -343,17 +343,22 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _append_fsync(path: Path, data: bytes) -> None:
-    """Append ``data`` and fsync; on failure cut what part of it reached the file."""
-    with path.open("ab") as f:
-        start = f.tell()
+    """Append ``data`` and fsync; on failure cut what part of it reached the file (unbuffered,
+    so that nothing of it is written later by a buffer's flush)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
         try:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
         except OSError:
             with contextlib.suppress(OSError):
-                f.truncate(start)
+                os.ftruncate(fd, start)
             raise
+    finally:
+        os.close(fd)
 
 
 class ActionLog:

@@ -439,3 +439,58 @@ def test_the_fast_record_bytes_are_the_codecs(pki: Pki, tmp_path: Path, key_file
         ]
         for seq, line in enumerate(lines):
             assert record_bytes(line, GATEWAY, seq) == build_record(line, GATEWAY, seq).leaf_bytes()
+
+
+DISK_FULL = """
+import json, os, resource, signal, sys
+from pathlib import Path
+from gateway.action_log import ActionLog, RECORDS, keygen
+from gateway.httpsig import RequestView
+from gateway.problems import Check, Denied
+from gateway.verifier import Decision, _LogLine
+
+base = Path(sys.argv[1])
+keygen(base / "k.pem")
+def line(n):
+    d = Decision(False, denial=Denied(Check.SCOPE, "no"), scope="s")
+    return _LogLine(d, RequestView("GET", "/", "", {"x-request-id": f"r{n}"}), 1e9 + n, 403, "/")
+out = {}
+with ActionLog(base / "log", "disk-1", base / "k.pem") as actions:
+    for n in range(5):
+        actions.append(line(n))
+    assert actions.flush()
+    size = (base / "log" / RECORDS).stat().st_size
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))  # the disk is full
+    for n in range(5, 10):
+        actions.append(line(n))
+    out["flushed_while_full"] = actions.flush(1.0)
+    out["refusing"] = actions.refusing
+    out["size_while_full"] = (base / "log" / RECORDS).stat().st_size == size
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+    out["flushed_after"] = actions.flush(5.0)
+    out["refusing_after"] = actions.refusing
+with ActionLog(base / "log", "disk-1", base / "k.pem") as actions:
+    out["reopened_size"] = actions.size
+print(json.dumps(out))
+"""
+
+
+def test_a_full_disk_refuses_requests_and_loses_no_queued_decision(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, str(tmp_path)],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = json.loads(proc.stdout)
+    assert out["flushed_while_full"] is False and out["size_while_full"] is True
+    assert "cannot be written" in out["refusing"]
+    assert out["flushed_after"] is True and out["refusing_after"] is None
+    assert out["reopened_size"] == 10
