@@ -137,3 +137,41 @@ def test_mcp_routes_name_only_known_methods_and_tools() -> None:
     assert action_route("POST", {"method": "x" * 500}) == "mcp other"
     assert action_route("POST", {"result": {}}) == "mcp response"
     assert action_route("GET", None) == "mcp GET"
+
+
+def test_the_verifier_service_takes_an_action_log_in_one_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from gateway.authz_server import _check, _parser, build_service, main
+
+    (tmp_path / "routes.toml").write_text('[routes]\n"GET /book" = "read"\n')
+    (tmp_path / "root.pem").write_bytes(Pki.create().root.public_bytes(Encoding.PEM))
+    keygen(tmp_path / "k.pem")
+    argv = ["--routes", str(tmp_path / "routes.toml"), "--trust-anchor",
+            str(tmp_path / "root.pem"), "--audience", "http://gw.local", "--trust-domain",
+            "agentca.local", "--authorised-model", "00", "--gateway-id", "authz-1",
+            "--action-log-dir", str(tmp_path / "log"), "--action-key-file",
+            str(tmp_path / "k.pem")]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main([*argv, "--workers", "2", "--redis-url", "redis://127.0.0.1:1/0"])
+    assert "needs --workers 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--action-token-file", str(tmp_path / "t")])
+    assert "--ca-url, which is missing" in capsys.readouterr().err
+    parser = _parser()
+    args = parser.parse_args(argv)
+    service = build_service(args, _check(args, parser))
+    actions = service.verifier.actions
+    assert actions is not None
+    try:
+        reply = Client(service).get(
+            "/_agentca/auth",
+            headers={"X-Original-URI": "/book", "X-Original-Method": "GET",
+                     "X-Original-Body": "length= te=", "Host": "gw.local"},
+        )  # fmt: skip
+        assert reply.status_code == 401
+        assert routes_recorded(actions) == ["/book"]
+    finally:
+        actions.close()
