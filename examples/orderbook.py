@@ -168,6 +168,7 @@ def add_verifier_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--action-token-file", type=Path, help="ship the records to --ca-url with this token"
     )
+    parser.add_argument("--action-ca-url", help="where the action records go (default: --ca-url)")
     parser.add_argument("--action-checkpoint-seconds", type=float, default=10.0)
     parser.add_argument("--action-max-unshipped", type=int, default=1_000_000)
     parser.add_argument("--action-ship-interval", type=float, default=1.0)
@@ -191,7 +192,11 @@ def action_log_from(args: argparse.Namespace) -> ActionLog | None:
     )
     if args.action_token_file is not None:
         ActionShipper(
-            actions, args.ca_url, args.action_token_file, interval=args.action_ship_interval
+            actions,
+            args.action_ca_url or args.ca_url,
+            args.action_token_file,
+            interval=args.action_ship_interval,
+            backoff_max=5.0,
         ).start()
     return actions
 

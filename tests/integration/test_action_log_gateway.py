@@ -85,3 +85,47 @@ def test_allowed_and_denied_requests_are_recorded_by_the_flask_shell(
     assert main(["verify", str(log_dir), "--public-key", str(public), "--proof", "1"]) == 0
     checkpoints = (log_dir / "checkpoints.log").read_bytes().splitlines()
     assert json.loads(checkpoints[-1])["tree_size"] == 3
+
+
+def test_a_ca_outage_spools_and_delivers_every_record_once(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    from tests.support.action_ca import CaStandIn, FakeLedger, free_port
+
+    keygen(tmp_path / "key.pem")
+    (tmp_path / "token").write_text("gw-token\n")
+    ledger = FakeLedger("orders-ship", "gw-token")
+    ca = CaStandIn(ledger, free_port())  # the action ledger is down at first
+    log_dir = tmp_path / "actions"
+    agent: Agent = scenario.new_agent()
+    agent.enroll(scenario.enrollment_token())
+    options = ("--gateway-id", "orders-ship", "--action-log-dir", str(log_dir),
+               "--action-key-file", str(tmp_path / "key.pem"), "--action-token-file",
+               str(tmp_path / "token"), "--action-ca-url", ca.url,
+               "--action-ship-interval", "0.1", "--action-checkpoint-seconds", "0.5")  # fmt: skip
+    try:
+        with scenario.gateway("examples.orderbook", *options) as url:
+            for _ in range(5):  # the gateway keeps serving while it cannot ship
+                assert agent.request("POST", url + "/orders", json_body=ORDER).status == 201
+            assert len(wait_records(log_dir / "actions.log", 5)) == 5
+            assert ledger.records == {}
+            ca.start()  # the CA is back
+            deadline = time.monotonic() + 30
+            while len(ledger.records) < 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            ca.stop()  # and away again
+            for _ in range(3):
+                assert agent.request("GET", url + "/book").status == 200
+            wait_records(log_dir / "actions.log", 8)
+            time.sleep(0.5)
+            ca.start()
+            deadline = time.monotonic() + 30
+            while len(ledger.records) < 8 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        ca.stop()
+    lines = (log_dir / "actions.log").read_bytes().splitlines()
+    assert len(lines) >= 8
+    assert {seq: ledger.records[seq] for seq in range(8)} == dict(enumerate(lines[:8]))
+    assert ledger.checkpoints_ok >= 1  # a checkpoint came with a batch, and it verified
+    assert json.loads((log_dir / "shipped").read_bytes())["next_seq"] >= 8
