@@ -402,7 +402,7 @@ class ActionLog:
         self.refusing: str | None = None
         """Why the log takes no records now (the verifier refuses every request), or None."""
         self.dropped = 0
-        """Refusals not recorded because the log was refusing (``action-log-unavailable``)."""
+        """Refusals not recorded because the log was refusing (approximate: not locked)."""
         self._state = threading.Lock()
         self._closed = False
         self._write_error: str | None = None
@@ -491,8 +491,14 @@ class ActionLog:
     def append(self, line: Pending) -> None:
         """Queue one logged decision for the writer (the request's only cost)."""
         denial = line.decision.denial
-        if denial is not None and denial.check is Check.ACTION_LOG_UNAVAILABLE:
-            self.dropped += 1  # not recordable: recording is what is unavailable
+        if denial is not None and (
+            self.refusing is not None or denial.check is Check.ACTION_LOG_UNAVAILABLE
+        ):
+            # refusals while the log refuses are counted, not recorded: else a client could
+            # grow the spool past its bound with requests the shells refuse before the
+            # verifier (a path not in normal form, a body too large). An allowed request
+            # already in flight is recorded.
+            self.dropped += 1
             return
         self._queue.put(line)
         if self._queue.qsize() >= self.capacity:
@@ -650,7 +656,8 @@ class ActionLog:
             reason = "the action log's writer cannot keep up"
         if reason != self.refusing and not self._closed:
             if reason is None:
-                log.warning("action log accepting records again")
+                log.warning("action log accepting records again (%d refusals not recorded "
+                            "so far)", self.dropped)  # fmt: skip
             else:
                 log.error("action log refusing requests: %s", reason)
         self.refusing = reason

@@ -349,7 +349,11 @@ def test_full_spool_fails_closed_and_reopens_once_shipped(
         d = env.decide(env.request())
         assert d.denial is not None and d.denial.check.value == "action-log-unavailable"
         assert d.http_status == 503
-        assert actions.flush() and actions.size == 3 and actions.dropped == 1
+        from gateway.problems import Check, Denied
+
+        refused = Decision(False, denial=Denied(Check.PATH, "dot segment"))
+        env.verifier.log(refused, RequestView("GET", "/a/../b", "", {}), 400)  # by a shell
+        assert actions.flush() and actions.size == 3 and actions.dropped == 2
         actions.mark_shipped(2)
         assert actions.refusing is None
         assert env.decide(env.request()).allowed
