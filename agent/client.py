@@ -588,6 +588,7 @@ class Agent:
         all_headers = {k.lower(): v for k, v in (headers or {}).items()}
         all_headers.update({k.lower(): v for k, v in out.items()})
         identity = ["client-cert", "client-cert-chain", "agentca-ocsp", "agentca-provenance"]
+        identity.append("agentca-subject")  # the delegated subject, when sent: always signed
         created = int(self.clock())
         nonce = secrets.token_urlsafe(18)
         if wimse_profile:

@@ -12,6 +12,11 @@ Routes: ``POST /orders`` (scope ``submit_limit_order``), ``GET /book``
 (public). Decision log lines go to stderr as JSON. ``--redis-url`` shares the replay cache
 with every other gateway process on that Redis (fail-closed: 503 while it is unreachable;
 ``--redis-fail-open`` to accept on the process's own cache instead).
+
+The action log (docs/verifiers.md, "The action log"): ``--gateway-id orders-1
+--action-log-dir DIR --action-key-file key.pem`` records every decision in DIR;
+``--action-token-file FILE`` also ships the records to ``--ca-url`` (``POST /v1/actions``
+with that API token, role ``gateway``, named like the gateway ID).
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import argparse
 import contextlib
 import itertools
 import logging
+import signal
 import sys
 import threading
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from flask import Flask, g, jsonify, request
@@ -34,6 +40,9 @@ from gateway import CAInventory, StatusChecker, Verifier
 from gateway.flask_ext import AgentGateway, public, requires_attested_provenance, requires_scope
 from gateway.inventory import Inventory
 from gateway.replay import ReplayStore
+
+if TYPE_CHECKING:
+    from gateway.action_log import ActionLog
 
 
 def create_app(verifier: Verifier) -> Flask:
@@ -108,9 +117,11 @@ def build_verifier(
     trust_domain: str,
     redis_url: str | None = None,
     redis_fail_open: bool = False,
+    actions: ActionLog | None = None,
 ) -> Verifier:
     """The order book's verifier; with ``redis_url`` its nonces go to the shared Redis
-    replay cache (every worker and gateway host on that Redis refuses a replay)."""
+    replay cache (every worker and gateway host on that Redis refuses a replay); with
+    ``actions`` every decision is recorded in that action log."""
     anchors = x509.load_pem_x509_certificates(root_pem.read_bytes())
     inventory: Inventory = CAInventory(ca_url, token, refresh_seconds=inventory_refresh)
     replay: ReplayStore | None = None
@@ -125,6 +136,7 @@ def build_verifier(
         replay=replay,
         audience=audience,
         trust_domain=trust_domain,
+        actions=actions,
     )
 
 
@@ -150,6 +162,43 @@ def add_verifier_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept on this process's cache while Redis is unreachable (default: refuse, 503)",
     )
+    parser.add_argument("--gateway-id", help="this gateway's ID (its action records, its token)")
+    parser.add_argument("--action-log-dir", type=Path, help="record every decision here")
+    parser.add_argument("--action-key-file", type=Path, help="the checkpoint key (PEM)")
+    parser.add_argument(
+        "--action-token-file", type=Path, help="ship the records to --ca-url with this token"
+    )
+    parser.add_argument("--action-ca-url", help="where the action records go (default: --ca-url)")
+    parser.add_argument("--action-checkpoint-seconds", type=float, default=10.0)
+    parser.add_argument("--action-max-unshipped", type=int, default=1_000_000)
+    parser.add_argument("--action-ship-interval", type=float, default=1.0)
+
+
+def action_log_from(args: argparse.Namespace) -> ActionLog | None:
+    """The action log (and its shipper, started) of the options, if they ask for one."""
+    if args.action_log_dir is None:
+        return None
+    if not args.gateway_id or args.action_key_file is None:
+        raise SystemExit("--action-log-dir needs --gateway-id and --action-key-file")
+    from gateway.action_log import ActionLog
+    from gateway.action_shipper import ActionShipper
+
+    actions = ActionLog(
+        args.action_log_dir,
+        args.gateway_id,
+        args.action_key_file,
+        checkpoint_seconds=args.action_checkpoint_seconds,
+        max_unshipped_records=args.action_max_unshipped,
+    )
+    if args.action_token_file is not None:
+        ActionShipper(
+            actions,
+            args.action_ca_url or args.ca_url,
+            args.action_token_file,
+            interval=args.action_ship_interval,
+            backoff_max=5.0,
+        ).start()
+    return actions
 
 
 def verifier_from(args: argparse.Namespace) -> Verifier:
@@ -164,6 +213,7 @@ def verifier_from(args: argparse.Namespace) -> Verifier:
         args.trust_domain,
         args.redis_url,
         args.redis_fail_open,
+        action_log_from(args),
     )
 
 
@@ -174,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # SIGTERM exits like Ctrl-C would: exit handlers run (the action log writes what is queued)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     def app() -> Flask:
         return create_app(verifier_from(args))

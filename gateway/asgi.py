@@ -50,6 +50,7 @@ from gateway.wsgi import (
     RouteScopes,
     path_problem,
     problem_response,
+    route_match,
     route_value,
 )
 
@@ -69,6 +70,7 @@ class RouteRule:
     public: bool = False
     profiles: tuple[str, ...] | None = None
     require_tls_client_cert: bool = False
+    route: str | None = None  # the route template matched (``/orders/{id}``): action records
 
 
 RouteRules = Callable[[Scope], RouteRule | None]
@@ -329,8 +331,10 @@ class AgentGatewayMiddleware:
         found = self.rules(scope) if self.rules is not None else None
         method, path = scope.get("method", "GET"), scope.get("path", "")
         scope_name = found.scope if found is not None else None
+        template = found.route if found is not None else None
         if scope_name is None:
-            scope_name = route_value(self.routes, method, path)
+            scope_name, matched = route_match(self.routes, method, path)
+            template = template or matched
         profiles = found.profiles if found is not None else None
         if profiles is None and self.profiles is not None:
             profiles = route_value(self.profiles, method, path)
@@ -339,7 +343,7 @@ class AgentGatewayMiddleware:
             flag(method, path) if callable(flag) else flag
         )
         public = path in self.public or (found is not None and found.public)
-        key = (scope_name, public, profiles, bool(require_tls))
+        key = (scope_name, public, profiles, bool(require_tls), template)
         try:
             rule = self._rule_of.get(key)
         except TypeError:  # a callable's unhashable answer (a list of profiles): no reuse
@@ -364,14 +368,18 @@ class AgentGatewayMiddleware:
         problem = scope_path_problem(scope)
         if problem is not None:
             denied = Denied(Check.PATH, problem)
-            return await self._refuse(scope, send, Decision(False, denial=denied, scope=rule.scope))
+            return await self._refuse(
+                scope, send, Decision(False, denial=denied, scope=rule.scope), route=rule.route
+            )
         headers = header_map(scope.get("headers", ()))
         body = await read_body(headers, receive, self.max_body, self.body_timeout)
         if body is None:  # the client went away: nobody to answer
             return None
         if isinstance(body, Denied):
             decision = Decision(False, denial=body, scope=rule.scope)
-            return await self._refuse(scope, send, decision, request_view(scope, b"", headers))
+            return await self._refuse(
+                scope, send, decision, request_view(scope, b"", headers), rule.route
+            )
         req = request_view(scope, body, headers)
         tls: TlsClientCert | None = None
         if rule.require_tls_client_cert:
@@ -379,7 +387,7 @@ class AgentGatewayMiddleware:
                 tls = self.client_certs.from_environ(wsgi_environ(scope))
             except Denied as denied:
                 decision = Decision(False, denial=denied, scope=rule.scope)
-                return await self._refuse(scope, send, decision, req)
+                return await self._refuse(scope, send, decision, req, rule.route)
         if self.verify_in_thread:
             evaluate = functools.partial(
                 self.verifier.evaluate,
@@ -399,19 +407,26 @@ class AgentGatewayMiddleware:
                 require_tls_client_cert=rule.require_tls_client_cert,
             )
         if not decision.allowed:
-            return await self._refuse(scope, send, decision, req)
+            return await self._refuse(scope, send, decision, req, rule.route)
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
         state[STATE_AGENT] = decision.identity
         state[STATE_DECISION] = decision
-        await call_logged(self.app, scope, receive, send, body, self.verifier, decision, req)
+        await call_logged(
+            self.app, scope, receive, send, body, self.verifier, decision, req, route=rule.route
+        )
 
     async def _refuse(
-        self, scope: Scope, send: Send, decision: Decision, req: RequestView | None = None
+        self,
+        scope: Scope,
+        send: Send,
+        decision: Decision,
+        req: RequestView | None = None,
+        route: str | None = None,
     ) -> None:
         assert decision.denial is not None
         scope.setdefault("state", {})[STATE_DECISION] = decision
         status = decision.http_status
-        self.verifier.log(decision, req or request_view(scope, b""), status)
+        self.verifier.log(decision, req or request_view(scope, b""), status, route)
         await send_problem(send, decision.denial, status)

@@ -44,7 +44,7 @@ class _Replay:
 class _LoggedSend:
     """``send`` for the app: logs the decision at the first ``http.response.start``."""
 
-    __slots__ = ("decision", "logged", "on_start", "req", "send", "verifier")
+    __slots__ = ("decision", "logged", "on_start", "req", "route", "send", "verifier")
 
     def __init__(
         self,
@@ -53,8 +53,10 @@ class _LoggedSend:
         decision: Decision,
         req: RequestView,
         on_start: OnStart | None,
+        route: str | None = None,
     ) -> None:
         self.send = send
+        self.route = route
         self.verifier = verifier
         self.decision = decision
         self.req = req
@@ -65,7 +67,7 @@ class _LoggedSend:
         if not self.logged and message.get("type") == "http.response.start":
             self.logged = True
             status = int(message.get("status", 0))
-            self.verifier.log(self.decision, self.req, status)  # first: a failing hook loses none
+            self.verifier.log(self.decision, self.req, status, self.route)  # first: hook may fail
             if self.on_start is not None:
                 self.on_start(message, status)
         await self.send(message)
@@ -74,7 +76,7 @@ class _LoggedSend:
         """Log with ``status`` if no response was started."""
         if not self.logged:
             self.logged = True
-            self.verifier.log(self.decision, self.req, status)
+            self.verifier.log(self.decision, self.req, status, self.route)
 
 
 async def call_logged(
@@ -87,10 +89,12 @@ async def call_logged(
     decision: Decision,
     req: RequestView,
     on_start: OnStart | None = None,
+    route: str | None = None,
 ) -> None:
     """Run ``app`` on the verified request (``body`` replayed) and log ``decision`` with the
-    status it sends; ``on_start(message, status)`` runs just after that line is queued."""
-    logged = _LoggedSend(send, verifier, decision, req, on_start)
+    status it sends; ``on_start(message, status)`` runs just after that line is queued.
+    ``route``: the route template, for the action record (``Verifier.log``)."""
+    logged = _LoggedSend(send, verifier, decision, req, on_start, route)
     try:
         await app(scope, _Replay(body, receive), logged)
     except asyncio.CancelledError:

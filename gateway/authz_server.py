@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--timeout", type=int, default=15, help="worker deadline, seconds")
+    p.add_argument("--gateway-id", help="this gateway's ID (its action records and CA token)")
+    p.add_argument("--action-log-dir", type=Path, help="record every decision here (one worker)")
+    p.add_argument("--action-key-file", type=Path, help="the action log's checkpoint key (PEM)")
+    p.add_argument("--action-token-file", type=Path,
+                   help="ship the action records to --ca-url with this API token")  # fmt: skip
+    p.add_argument("--action-max-unshipped", type=int, default=1_000_000)
     return p
 
 
@@ -93,6 +99,16 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[st
             Upstream.from_url(args.forward_to)
         except ValueError as exc:
             parser.error(str(exc))
+    if args.action_log_dir is not None:
+        if not args.gateway_id or args.action_key_file is None:
+            parser.error("--action-log-dir needs --gateway-id and --action-key-file")
+        if args.workers > 1:
+            parser.error("an action log is one process's: --action-log-dir needs --workers 1 "
+                         "(run one service per gateway ID)")  # fmt: skip
+        if args.action_token_file is not None and not args.ca_url:
+            parser.error("--action-token-file ships to --ca-url, which is missing")
+    elif args.action_token_file is not None:
+        parser.error("--action-token-file needs --action-log-dir")
     for name in ("max_body", "max_per_client", "threads", "timeout", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -113,6 +129,19 @@ def build_service(args: argparse.Namespace, routes: dict[str, str]) -> AuthzServ
         from gateway.replay_redis import RedisReplayCache
 
         replay = RedisReplayCache.from_url(args.redis_url, fail_open=args.redis_fail_open)
+    actions = None
+    if args.action_log_dir is not None:
+        from gateway.action_log import ActionLog
+        from gateway.action_shipper import ActionShipper
+
+        actions = ActionLog(
+            args.action_log_dir,
+            args.gateway_id,
+            args.action_key_file,
+            max_unshipped_records=args.action_max_unshipped,
+        )
+        if args.action_token_file is not None:
+            ActionShipper(actions, args.ca_url, args.action_token_file).start()
     verifier = Verifier(
         anchors,
         inventory,
@@ -121,6 +150,7 @@ def build_service(args: argparse.Namespace, routes: dict[str, str]) -> AuthzServ
         window=args.window,
         audience=args.audience,
         trust_domain=args.trust_domain,
+        actions=actions,
     )
     upstream = Upstream.from_url(args.forward_to, args.forward_timeout) if args.forward_to else None
     return AuthzService(

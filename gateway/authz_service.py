@@ -50,7 +50,7 @@ from gateway.chain import AgentIdentity
 from gateway.httpsig import RequestView
 from gateway.problems import PROBLEM_BASE, Check, Denied
 from gateway.verifier import Decision, Verifier
-from gateway.wsgi import ACCEPT_SIGNATURE, MAX_BODY, path_problem, scope_for
+from gateway.wsgi import ACCEPT_SIGNATURE, MAX_BODY, path_problem, route_match
 
 log = logging.getLogger("agentca.gateway.authz")
 
@@ -271,16 +271,16 @@ class AuthzService:
             req = refused.req or RequestView(environ.get("REQUEST_METHOD", "GET"), "", "", {})
             decision = Decision(False, denial=refused.denied)
             return self._deny(start_response, decision, req)
-        scope = scope_for(self.routes, req.method, _decoded(req.path))
+        scope, route = route_match(self.routes, req.method, _decoded(req.path))
         decision = self.verifier.evaluate(req, scope, self.profiles)
         if not decision.allowed:
-            return self._deny(start_response, decision, req)
+            return self._deny(start_response, decision, req, route)
         assert decision.identity is not None
         ident = identity_headers(decision.identity, scope)
         if endpoint == AUTH_PATH:
-            self.verifier.log(decision, req, 200)
+            self.verifier.log(decision, req, 200, route)
             return _send(start_response, 200, [*ident, ("Cache-Control", "no-store")], b"")
-        return self._forward(start_response, decision, req, ident)
+        return self._forward(start_response, decision, req, ident, route)
 
     def _body(self, environ: dict[str, Any], endpoint: str) -> bytes:
         if endpoint == FORWARD_PATH and self.upstream is None:
@@ -307,6 +307,7 @@ class AuthzService:
         decision: Decision,
         req: RequestView,
         ident: list[tuple[str, str]],
+        route: str | None = None,
     ) -> Iterable[bytes]:
         assert self.upstream is not None
         headers = {k: v for k, v in req.headers.items() if k not in _DROP_UPSTREAM}
@@ -316,24 +317,28 @@ class AuthzService:
         try:
             answer = forward(self.upstream, req.method, _uri(req), headers, req.body)
         except UpstreamError as exc:
-            self.verifier.log(decision, req, 502)
+            self.verifier.log(decision, req, 502, route)
             problem = {
                 "type": PROBLEM_BASE + "upstream-unavailable",
                 "title": "Upstream unavailable",
                 "detail": str(exc),
             }
             return self._refuse(start_response, problem, 502)
-        self.verifier.log(decision, req, answer.status)
+        self.verifier.log(decision, req, answer.status, route)
         start_response(f"{answer.status} {answer.reason or 'Status'}",
                        [*answer.headers, ("Content-Length", str(len(answer.body)))])  # fmt: skip
         return [answer.body]
 
     def _deny(
-        self, start_response: StartResponse, decision: Decision, req: RequestView
+        self,
+        start_response: StartResponse,
+        decision: Decision,
+        req: RequestView,
+        route: str | None = None,
     ) -> Iterable[bytes]:
         assert decision.denial is not None
         status = decision.http_status or decision.denial.check.status
-        self.verifier.log(decision, req, status)
+        self.verifier.log(decision, req, status, route)
         return self._refuse(start_response, decision.denial.problem(), status)
 
     @staticmethod

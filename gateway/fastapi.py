@@ -113,17 +113,28 @@ async def requires_tls_client_cert() -> None:
 
 def match_route(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
     """The route Starlette's router would run for ``scope`` (None: no full match)."""
+    found = match_route_template(routes, scope)
+    return None if found is None else found[0]
+
+
+def match_route_template(
+    routes: Sequence[BaseRoute], scope: Scope, prefix: str = ""
+) -> tuple[BaseRoute, str] | None:
+    """:func:`match_route` and its path template, mounts' paths included."""
     for route in routes:
         match, child = route.matches(scope)
         if match is Match.FULL:
+            path = prefix + str(getattr(route, "path", ""))
             if isinstance(route, Mount | Host):
-                return match_route(route.routes, {**scope, **child})
-            return route
+                inner = prefix if isinstance(route, Host) else path
+                return match_route_template(route.routes, {**scope, **child}, inner)
+            return route, path
     return None
 
 
-def route_rule(route: BaseRoute) -> RouteRule | None:
-    """What ``route``'s dependencies declare (None: nothing, defer to the ``routes`` map)."""
+def route_rule(route: BaseRoute, template: str | None = None) -> RouteRule | None:
+    """What ``route``'s dependencies declare (None: nothing, defer to the ``routes`` map);
+    ``template``: its path template (``/orders/{id}``, with its mounts'), for the record."""
     scopes: set[str] = set()
     profiles: tuple[str, ...] | None = None
     is_public = tls = False
@@ -143,10 +154,10 @@ def route_rule(route: BaseRoute) -> RouteRule | None:
             tls = True
         pending.extend(getattr(dependant, "dependencies", ()))
     if not (scopes or profiles or is_public or tls):
-        return None
+        return None if template is None else RouteRule(route=template)
     # two different scopes on one route: verify for one, ScopeRequirement refuses the other
     scope = min(scopes) if scopes else None
-    return RouteRule(scope, is_public, profiles, tls)
+    return RouteRule(scope, is_public, profiles, tls, template)
 
 
 class RouterRules:
@@ -157,12 +168,13 @@ class RouterRules:
         self._rules: dict[int, tuple[BaseRoute, RouteRule | None]] = {}
 
     def __call__(self, scope: Scope) -> RouteRule | None:
-        route = match_route(self.app.router.routes, scope)
-        if route is None:
+        found = match_route_template(self.app.router.routes, scope)
+        if found is None:
             return None
+        route, template = found
         cached = self._rules.get(id(route))
         if cached is None or cached[0] is not route:
-            cached = (route, route_rule(route))
+            cached = (route, route_rule(route, template))
             self._rules[id(route)] = cached
         return cached[1]
 

@@ -186,7 +186,9 @@ class AgentGateway:
         if decision is not None and req is not None and not g.get("agentca_logged"):
             g.agentca_logged = True
             assert self.verifier is not None
-            self.verifier.log(decision, req, response.status_code)
+            rule = request.url_rule  # the route template (``/orders/<int:id>``), never the path
+            route = None if rule is None else rule.rule
+            self.verifier.log(decision, req, response.status_code, route)
         return response
 
     @staticmethod

@@ -70,6 +70,45 @@ REFUSED: Final = -32010
 """JSON-RPC error code of a request the gateway refused (implementation-defined range)."""
 SESSION_HEADER: Final = "mcp-session-id"
 MAX_SESSIONS: Final = 10_000  # the SDK's DEFAULT_MAX_SESSIONS: no live session is forgotten
+RPC_METHODS: Final = frozenset(
+    {
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+    }
+)
+"""The JSON-RPC methods an action record names as they are; any other is ``other``."""
+
+
+def action_route(
+    http_method: str, message: Mapping[str, Any] | None, tool: str | None = None
+) -> str:
+    """The normalised route an action record gives an MCP request: ``mcp <rpc method>``
+    (``mcp tools/call <tool>`` with a registered tool's name, ``mcp tools/call (unknown)``
+    otherwise; ``mcp other`` for a method outside :data:`RPC_METHODS`; ``mcp GET`` and the
+    like for a request carrying no JSON-RPC message), so clients cannot fill it at will."""
+    if message is None:
+        return f"mcp {http_method}"
+    method = message.get("method")
+    if not isinstance(method, str) or method not in RPC_METHODS:
+        return "mcp other" if isinstance(method, str) else "mcp response"
+    if method == "tools/call":
+        return f"mcp tools/call {tool or '(unknown)'}"
+    return f"mcp {method}"
 
 
 def requires_scope(scope: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -166,14 +205,16 @@ class McpGateway:
         if problem is not None:
             denied = Denied(Check.PATH, problem)
             await self._refuse(
-                Decision(False, denial=denied), self._view(scope, headers), None, send
+                Decision(False, denial=denied), self._view(scope, headers), None, send, None
             )
             return
         body = await read_body(headers, receive, self.max_body, self.body_timeout)
         if body is None:  # the client went away: nobody to answer
             return
         if isinstance(body, Denied):
-            await self._refuse(Decision(False, denial=body), self._view(scope, headers), None, send)
+            view = self._view(scope, headers)
+            route = action_route(view.method, None)
+            await self._refuse(Decision(False, denial=body), view, None, send, route)
             return
         req = self._view(scope, headers, body)
         message = _json_object(body) if req.method == "POST" else None
@@ -183,10 +224,15 @@ class McpGateway:
             params = message.get("params")
             name = params.get("name") if isinstance(params, Mapping) else None
             tool = name if isinstance(name, str) else None
-            required = (await self.tool_scopes()).get(tool) if tool is not None else None
+            scopes = await self.tool_scopes()
+            required = scopes.get(tool) if tool is not None else None
+            known = tool if tool in scopes else None  # a name made up: not in the record
+            route = action_route(req.method, message, known)
+        else:
+            route = action_route(req.method, message)
         decision = await anyio.to_thread.run_sync(self.verifier.evaluate, req, required)
         if not decision.allowed:
-            await self._refuse(decision, req, message, send)
+            await self._refuse(decision, req, message, send, route)
             return
         ident = decision.identity
         assert ident is not None
@@ -194,7 +240,7 @@ class McpGateway:
         owner = self.sessions.get(session) if session else None
         if owner is not None and owner != ident.spiffe_id:
             await _send_json(send, 404, _rpc_error(message, -32001, "Session not found"))
-            self.verifier.log(decision, req, 404)
+            self.verifier.log(decision, req, 404, route)
             return
         scope[SCOPE_KEY] = ident
         scope[DECISION_KEY] = decision
@@ -205,7 +251,7 @@ class McpGateway:
                 self._remember_session(start, ident.spiffe_id)
 
         await call_logged(
-            self.app, scope, receive, send, body, self.verifier, decision, req, on_start
+            self.app, scope, receive, send, body, self.verifier, decision, req, on_start, route
         )
 
     @staticmethod
@@ -225,7 +271,12 @@ class McpGateway:
                     self.sessions.popitem(last=False)
 
     async def _refuse(
-        self, decision: Decision, req: RequestView, message: Mapping[str, Any] | None, send: Send
+        self,
+        decision: Decision,
+        req: RequestView,
+        message: Mapping[str, Any] | None,
+        send: Send,
+        route: str | None,
     ) -> None:
         denied = decision.denial
         assert denied is not None
@@ -236,7 +287,7 @@ class McpGateway:
             await _send_json(send, status, body)
         else:
             await _send_json(send, status, doc, "application/problem+json")
-        self.verifier.log(decision, req, status)
+        self.verifier.log(decision, req, status, route)
 
 
 def mcp_app(

@@ -33,6 +33,7 @@ class Check(enum.Enum):
     REPLAY_UNAVAILABLE = "replay-cache-unavailable"
     BODY_TOO_LARGE = "body-too-large"
     BODY_TIMEOUT = "body-timeout"
+    ACTION_LOG_UNAVAILABLE = "action-log-unavailable"
     ERROR = "verification-error"
 
     @property
@@ -43,7 +44,7 @@ class Check(enum.Enum):
     def status(self) -> int:
         if self is Check.PATH:
             return 400
-        if self is Check.REPLAY_UNAVAILABLE:
+        if self is Check.REPLAY_UNAVAILABLE or self is Check.ACTION_LOG_UNAVAILABLE:
             return 503
         if self is Check.BODY_TOO_LARGE:
             return 413
@@ -83,6 +84,7 @@ _TITLES: Final = {
     Check.REPLAY_UNAVAILABLE: "Replay cache is unavailable",
     Check.BODY_TOO_LARGE: "Request body is too large",
     Check.BODY_TIMEOUT: "Request body did not arrive in time",
+    Check.ACTION_LOG_UNAVAILABLE: "Action log cannot record this request",
     Check.ERROR: "Verification failed",
 }
 

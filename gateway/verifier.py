@@ -36,12 +36,15 @@ from wire.ca_metadata import arcs_from_metadata
 from wire.oids import DEFAULT_ACCEPTED_ARCS, OidArc
 
 if TYPE_CHECKING:  # joserfc is needed only by deployments that verify WITs
+    from gateway.action_log import ActionLog
     from gateway.wit import WitVerifier
 
 
 TAG: Final = "agentca"
 MAX_WINDOW: Final = 60
 AUDIENCE_PARAM: Final = "wimse-aud"  # draft-ietf-wimse-http-signature, section 3.1
+SUBJECT_HEADER: Final = "agentca-subject"
+"""The delegated subject a request acts for; recorded only when its signature covers it."""
 BASE_COMPONENTS: Final = AGENTCA.base  # the agentca profile (gateway/profiles.py)
 IF_PRESENT: Final = AGENTCA.if_present
 
@@ -81,6 +84,8 @@ class Decision:
     elapsed_us: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
     profile: str | None = None  # the profile the request presents itself in (by its tag)
+    chain: ChainEntry | None = None  # the certificate chain it presented (issuer, for records)
+    subject: str | None = None  # the signed Agentca-Subject (delegated subject), if any
 
     @property
     def http_status(self) -> int | None:
@@ -116,16 +121,23 @@ class _LogLine:
     """A decision as the log records it; formatted as JSON by the decision-log writer only
     (the same text ``json.dumps(..., separators=(",", ":"))`` gives, built from its parts)."""
 
-    __slots__ = ("decision", "http_status", "method", "path", "ts")
+    __slots__ = ("decision", "http_status", "method", "path", "req", "route", "ts")
 
     def __init__(
-        self, decision: Decision, req: RequestView, ts: float, http_status: int | None
+        self,
+        decision: Decision,
+        req: RequestView,
+        ts: float,
+        http_status: int | None,
+        route: str | None = None,
     ) -> None:
         self.decision = decision
+        self.req = req  # the action log's record reads a few headers (gateway.action_record)
         self.method = req.method
         self.path = req.path
         self.ts = ts
         self.http_status = http_status
+        self.route = route
 
     def __str__(self) -> str:
         d = self.decision
@@ -206,6 +218,7 @@ class Verifier:
         wit: WitVerifier | None = None,
         require_wit: bool = False,
         oid_arcs: Iterable[str | OidArc] = DEFAULT_ACCEPTED_ARCS,
+        actions: ActionLog | None = None,
     ) -> None:
         """``audience``: the value(s) of ``wimse-aud`` this service answers to, e.g. its own
         origin ``https://orders.example``; ``trust_domain``: the SPIFFE trust domain(s) of
@@ -216,7 +229,10 @@ class Verifier:
         it; the agentca profile ignores the header, which it does not cover),
         ``require_wit`` refuses WIMSE-profile requests that carry none; ``oid_arcs``: the
         agent OID arcs accepted, the CA's ``accepted_oid_arcs`` (see
-        :func:`wire.ca_metadata.arcs_from_metadata`; default: the example and legacy arcs)."""
+        :func:`wire.ca_metadata.arcs_from_metadata`; default: the example and legacy arcs).
+        ``actions``: the gateway's action log (``gateway.action_log``): every logged decision
+        also becomes an action record, and while the log cannot take records every request
+        is refused (503 ``action-log-unavailable``)."""
         if not 0 < window <= MAX_WINDOW:
             raise ValueError(f"window must be 1..{MAX_WINDOW} seconds")
         audiences = [audience] if isinstance(audience, str) else list(audience)
@@ -239,6 +255,7 @@ class Verifier:
             raise ValueError("require_wit needs a WitVerifier (wit=)")
         self.wit = wit
         self.require_wit = require_wit
+        self.actions = actions
 
     def verify(
         self,
@@ -316,6 +333,7 @@ class Verifier:
         # 1. chain (nothing is cached before step 4)
         entry = self.chains.lookup(cert_header, headers.get("client-cert-chain", ""), now)
         d.identity = entry.identity
+        d.chain = entry
         if tls is not None:
             d.extra["tls_client_cert"] = tls.source
         if require_tls:  # channel binding: the TLS certificate is the one that signs
@@ -339,6 +357,8 @@ class Verifier:
         base = httpsig.signature_base(sig, req)
         if not httpsig.verify(entry.public_key, entry.algorithm, sig.signature, base):
             raise Denied(Check.SIGNATURE, "the signature does not verify over the request")
+        if SUBJECT_HEADER in headers and SUBJECT_HEADER in sig.covered:
+            d.subject = headers[SUBJECT_HEADER]
         # 4. the certificate holder sent this: what it brought may now be cached
         self.chains.remember(entry, cert_header)
         self.status.commit(entry, status)
@@ -508,6 +528,10 @@ class Verifier:
         the TLS and attestation arguments are those of :meth:`verify`."""
         started = time.perf_counter()
         decision = Decision(False, scope=scope)
+        actions = self.actions
+        if actions is not None and actions.refusing is not None:  # fail closed: unrecorded
+            decision.denial = Denied(Check.ACTION_LOG_UNAVAILABLE, actions.refusing)
+            return decision
         try:
             accepted = self._accepted(profiles)
             self._verify(
@@ -528,11 +552,27 @@ class Verifier:
         decision.elapsed_us = (time.perf_counter() - started) * 1e6
         return decision
 
-    def log(self, decision: Decision, req: RequestView, http_status: int | None) -> None:
+    def log(
+        self,
+        decision: Decision,
+        req: RequestView,
+        http_status: int | None,
+        route: str | None = None,
+    ) -> None:
         """Queue the decision line with the HTTP status actually sent (None: not known); it
-        is formatted and written off the request path (``gateway.decision_log.flush`` waits)."""
+        is formatted and written off the request path (``gateway.decision_log.flush`` waits).
+        ``route``: the route template the shell matched (the action record's normalised
+        route; None: no template, see ``gateway.action_record.UNMATCHED``). With an action
+        log, the same queued line becomes its record, built off the request path too."""
+        actions = self.actions
+        if actions is None:
+            if decisions.enabled():
+                decisions.append(_LogLine(decision, req, self.clock(), http_status))
+            return
+        line = _LogLine(decision, req, self.clock(), http_status, route)
         if decisions.enabled():
-            decisions.append(_LogLine(decision, req, self.clock(), http_status))
+            decisions.append(line)
+        actions.append(line)
 
     def decide(
         self,
@@ -541,9 +581,10 @@ class Verifier:
         profiles: Iterable[str] | None = None,
         *,
         require_attestation: Attested = False,
+        route: str | None = None,
     ) -> Decision:
         """Verify and log (a refusal with its problem status; an allowed request with
         ``http_status`` null, since the application answers it)."""
         decision = self.evaluate(req, scope, profiles, require_attestation=require_attestation)
-        self.log(decision, req, decision.http_status)
+        self.log(decision, req, decision.http_status, route)
         return decision

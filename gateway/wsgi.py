@@ -189,18 +189,26 @@ def route_value(
 ) -> T | None:
     """The entry of ``routes`` for ``method path``: exact ``"METHOD /path"``, else the
     longest matching ``"METHOD /prefix/*"``, or what a callable answers."""
+    return route_match(routes, method, path)[0]
+
+
+def route_match(
+    routes: Mapping[str, T] | Callable[[str, str], T | None], method: str, path: str
+) -> tuple[T | None, str | None]:
+    """:func:`route_value` and the route template it matched (``/orders``, ``/reports/*``;
+    None for a callable, which has no template, or no match): the action record's route."""
     if callable(routes):
-        return routes(method, path)
+        return routes(method, path), None
     exact = routes.get(f"{method} {path}")
     if exact is not None:
-        return exact
-    best: tuple[int, T] | None = None
+        return exact, path
+    best: tuple[str, T] | None = None
     for key, value in routes.items():
         m, _, pattern = key.partition(" ")
         matches = m == method and pattern.endswith("*") and path.startswith(pattern[:-1])
-        if matches and (best is None or len(pattern) > best[0]):
-            best = (len(pattern), value)
-    return None if best is None else best[1]
+        if matches and (best is None or len(pattern) > len(best[0])):
+            best = (pattern, value)
+    return (None, None) if best is None else (best[1], best[0])
 
 
 class AgentGatewayMiddleware:
@@ -243,7 +251,7 @@ class AgentGatewayMiddleware:
             return self._refuse(environ, Decision(False, denial=denied),
                                 request_view(environ, b""), start_response)  # fmt: skip
         req = request_view(environ, body)
-        scope = scope_for(self.routes, req.method, path)
+        scope, route = route_match(self.routes, req.method, path)
         flag = self.require_tls_client_cert
         require_tls = flag(req.method, path) if callable(flag) else flag
         tls: TlsClientCert | None = None
@@ -252,7 +260,7 @@ class AgentGatewayMiddleware:
                 tls = self.client_certs.from_environ(environ)
             except Denied as denied:
                 return self._refuse(environ, Decision(False, denial=denied, scope=scope),
-                                    req, start_response)  # fmt: skip
+                                    req, start_response, route)  # fmt: skip
         accepted = None if self.profiles is None else route_value(self.profiles, req.method, path)
         attested = None if self.attested is None else route_value(self.attested, req.method, path)
         decision = self.verifier.evaluate(
@@ -264,7 +272,7 @@ class AgentGatewayMiddleware:
             require_attestation=attested or False,
         )
         if not decision.allowed:
-            return self._refuse(environ, decision, req, start_response)
+            return self._refuse(environ, decision, req, start_response, route)
         environ[ENVIRON_DECISION] = decision
         environ[ENVIRON_KEY] = decision.identity
         logged = False
@@ -273,7 +281,7 @@ class AgentGatewayMiddleware:
             nonlocal logged
             if not logged:
                 logged = True
-                self.verifier.log(decision, req, _status_code(status))
+                self.verifier.log(decision, req, _status_code(status), route)
             return start_response(status, *args)
 
         try:
@@ -281,7 +289,7 @@ class AgentGatewayMiddleware:
         except BaseException:
             if not logged:
                 logged = True
-                self.verifier.log(decision, req, 500)
+                self.verifier.log(decision, req, 500, route)
             raise
 
     def _refuse(
@@ -290,10 +298,11 @@ class AgentGatewayMiddleware:
         decision: Decision,
         req: RequestView,
         start_response: StartResponse,
+        route: str | None = None,
     ) -> list[bytes]:
         assert decision.denial is not None
         environ[ENVIRON_DECISION] = decision
-        self.verifier.log(decision, req, decision.http_status)
+        self.verifier.log(decision, req, decision.http_status, route)
         return problem_response(decision.denial, start_response, decision.http_status)
 
 
