@@ -35,7 +35,7 @@ MAX_BATCH: Final = 1000
 GATEWAY_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 """A gateway's identifier: the name it is registered under at the CA."""
 CHECKPOINT_CONTEXT: Final = b"agentca-gateway-checkpoint-v1\n"
-_TIME: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 OUTCOMES: Final = ("allow", "deny")
 
 
@@ -138,7 +138,7 @@ def _check(record: ActionRecord) -> None:
         raise ValueError("member 'gateway' is not a gateway identifier")
     if record.seq < 0:
         raise ValueError("member 'seq' must not be negative")
-    if not _TIME.fullmatch(record.time):
+    if not _valid_time(record.time):
         raise ValueError("member 'time' must be RFC 3339 UTC with microseconds and 'Z'")
     if record.outcome not in OUTCOMES:
         raise ValueError("member 'outcome' must be 'allow' or 'deny'")
@@ -146,6 +146,17 @@ def _check(record: ActionRecord) -> None:
         raise ValueError("a denial names its failed 'check', and only a denial does")
     if record.http_status is not None and not 100 <= record.http_status <= 599:
         raise ValueError("member 'http_status' must be an HTTP status code")
+
+
+def _valid_time(text: str) -> bool:
+    """ASCII digits only (``\\d`` would take other scripts' digits) and a real instant."""
+    if not _TIME.fullmatch(text):
+        return False
+    try:
+        datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return False
+    return True
 
 
 def checkpoint_statement(gateway: str, tree_size: int, root_hash: bytes, timestamp: str) -> bytes:
@@ -205,7 +216,7 @@ class GatewayCheckpoint:
             raise ValueError("a checkpoint has unknown members")
         if not GATEWAY_ID.fullmatch(data["gateway"]) or data["tree_size"] < 0:
             raise ValueError("checkpoint 'gateway' or 'tree_size' is invalid")
-        if not _TIME.fullmatch(data["timestamp"]):
+        if not _valid_time(data["timestamp"]):
             raise ValueError("checkpoint 'timestamp' must be RFC 3339 UTC with microseconds")
         try:
             root = base64.b64decode(data["root_hash"], validate=True)
