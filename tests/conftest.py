@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -36,6 +38,13 @@ from tests.support.redis_server import REDIS_SERVER, RedisServer, running_redis
 
 # The SoftHSM2 fixtures (hsm_config, hsm_keystore), for every test directory.
 pytest_plugins = ["tests.integration.conftest_hsm"]
+
+# The machine is shared and CI is loaded: example generation that is slow there is not a
+# failure of the property under test (the properties themselves run without a deadline).
+hypothesis_settings.register_profile(
+    "agentca", suppress_health_check=[HealthCheck.too_slow], deadline=None
+)
+hypothesis_settings.load_profile("agentca")
 
 TESTS_DIR = Path(__file__).resolve().parent
 INTEGRATION_DIR = TESTS_DIR / "integration"
