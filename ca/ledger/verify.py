@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography import x509
 
-from ca.ledger.entries import Checkpoint, LedgerEntry
+from ca.ledger.entries import LEDGER_NAME, LEDGER_NAMES, Checkpoint, LedgerEntry
 from ca.ledger.trust import LedgerTrust, checkpoint_problem, parse_arcs
 from ca.oids import OidArc
 from wire.merkle import StreamingRoot, verify_consistency, verify_inclusion
@@ -281,7 +281,8 @@ def verify_checkpoint_document(
     """A checkpoint file alone (``ledger checkpoint --out``): its audit certificate and
     signature, judged at its own time; it proves the tree head, not any entry."""
     try:
-        cp = Checkpoint.from_json(doc)
+        name = doc.get("ledger")  # either ledger's checkpoint: the name is signed
+        cp = Checkpoint.from_json(doc, name if name in LEDGER_NAMES else LEDGER_NAME)
         carried, arcs = carried_material(doc)
         chain = doc.get("chain_pem")
         if isinstance(chain, str):
