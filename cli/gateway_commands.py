@@ -10,7 +10,7 @@ import click
 from ca.errors import CAError, ErrorCode
 from cli.context import actor, runtime
 from cli.group import AgentcaGroup
-from cli.output import cli_json, emit_json, unchanged, with_changed
+from cli.output import cli_json, emit_json, emit_lines, unchanged, with_changed
 
 
 @click.group(cls=AgentcaGroup)
@@ -49,7 +49,7 @@ def gateway_add(ctx: click.Context, name: str, public_key: str, as_json: bool) -
 
 
 @gateway.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per gateway.")
 @click.pass_context
 def gateway_list(ctx: click.Context, as_json: bool) -> None:
     """List the registered gateways with their key IDs and how far their records reach."""
@@ -59,7 +59,7 @@ def gateway_list(ctx: click.Context, as_json: bool) -> None:
             for g in rt.gateways.list()
         ]
     if as_json:
-        emit_json(rows)
+        emit_lines(rows)
         return
     for row in rows:
         state = "enabled" if row["enabled"] else "disabled"

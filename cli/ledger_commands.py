@@ -161,10 +161,9 @@ def _checkpoint_loop(ctx: click.Context, every: int, as_json: bool) -> None:
                 if as_json:
                     emit_json({**cp.to_json(), "changed": True})
                 else:
+                    kind = "action checkpoint" if store is rt.actions else "checkpoint"
                     click.echo(
-                        f"checkpoint of {cp.ledger}: {cp.tree_size} entries, "
-                        f"root {cp.root_hash.hex()}",
-                        err=True,
+                        f"{kind}: {cp.tree_size} entries, root {cp.root_hash.hex()}", err=True
                     )
 
         run_every(every, sign_if_grown, stop, "ledger checkpoint")

@@ -119,16 +119,16 @@ def _write(path: Path, lines: list[dict[str, Any]]) -> Path:
         ((), lambda r: True),
         (("--agent", "agent7"), lambda r: r.agent == "agent7"),
         (
-            ("--officer", "agent1-officer@example.com"),
-            lambda r: r.officer == "agent1-officer@example.com",
+            (
+                "--since",
+                "2026-12-07T09:10:00Z",
+                "--until",
+                "2026-12-07T09:20:00Z",
+                "--outcome",
+                "allow",
+            ),
+            lambda r: 10 <= r.seq < 20 and r.outcome == "allow",
         ),
-        (("--route", "/v1/orders"), lambda r: r.route == "/v1/orders"),
-        (("--outcome", "deny"), lambda r: r.outcome == "deny"),
-        (
-            ("--since", "2026-12-07T09:10:00Z", "--until", "2026-12-07T09:20:00Z"),
-            lambda r: 10 <= r.seq < 20,
-        ),
-        (("--gateway", "gw1", "--outcome", "allow"), lambda r: r.outcome == "allow"),
     ],
 )
 def test_exports_hold_what_the_filters_say_and_verify_offline(
@@ -250,7 +250,7 @@ def test_crosscheck_finds_every_checkpointed_record(shipped: Shipped) -> None:
 
 
 def test_gateway_commands_and_their_refusals(shipped: Shipped) -> None:
-    listed = json.loads(shipped.ok("gateway", "list", "--json"))
+    listed = [json.loads(line) for line in shipped.ok("gateway", "list", "--json").splitlines()]
     assert [(g["name"], g["enabled"], g["next_seq"]) for g in listed] == [("gw1", True, 30)]
     again = shipped.cli("gateway", "add", "gw1", "--public-key", str(shipped.work / "gw.pem"))
     assert again.returncode == 7 and "already registered" in again.stderr
