@@ -421,13 +421,8 @@ def verify(
     if document is not None:
         _report(verify_checkpoint_document(document, anchor), anchor, 1, as_json)
         return
-    from ca.ledger.action_verify import export_kind, verify_action_export
-
-    with open(export_file, encoding="utf-8", newline="") as fh:
-        kind = export_kind(fh.readline())
-        fh.seek(0)
-        check = verify_action_export if kind == "actions" else verify_export
-        _report(check(fh, anchor), anchor, 1, as_json)
+    with open(export_file, encoding="utf-8", newline="") as fh:  # either ledger's export
+        _report(verify_export(fh, anchor), anchor, 1, as_json)
 
 
 def _checkpoint_document(path: str) -> dict[str, Any] | None:

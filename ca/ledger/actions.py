@@ -16,8 +16,6 @@ gateway, and a record the gateway logged but never delivered is found.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import threading
@@ -31,19 +29,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca.clock import Clock
 from ca.errors import CAError, ErrorCode
-from ca.ledger.action_verify import ACTION_EXPORT_FORMAT, CSV_FIELDS
-from ca.ledger.audit import audit_block
 from ca.ledger.entries import ACTIONS_LEDGER_NAME, Checkpoint
 from ca.ledger.gateways import checkpoint_signature_problem
 from ca.ledger.store import (
+    ExportRow,
+    ExportShape,
     LeafTreeCache,
     LedgerStore,
     LedgerTables,
     _iso,
-    _take,
     append,
     take_seqs,
 )
+from ca.ledger.verify import ACTION_CSV_FIELDS, ACTION_EXPORT_FORMAT
 from ca.store.models import (
     ActionCheckpointRow,
     ActionLedgerHead,
@@ -437,48 +435,21 @@ class ActionLedger(LedgerStore):
     ) -> Iterator[str]:
         """The lines of an action export covering ``checkpoint``, streamed in bounded memory:
         a header, then one record per line with its leaf hash and (filtered export) its
-        inclusion proof. See :mod:`ca.ledger.action_verify` for the format."""
-        if fmt not in ("jsonl", "csv"):
-            raise CAError(ErrorCode.BAD_REQUEST, "format must be jsonl or csv")
-        if checkpoint.ledger != ACTIONS_LEDGER_NAME:
-            raise CAError(ErrorCode.INTERNAL, "an action export needs an action checkpoint")
-        size = checkpoint.tree_size
-        filtered = not flt.is_empty()
-        tree = self.tree(size) if filtered else None
-        if tree is not None and tree.root() != checkpoint.root_hash:
-            raise CAError(ErrorCode.INTERNAL, "the stored ledger does not match the checkpoint")
-        header = {
-            "format": ACTION_EXPORT_FORMAT,
-            "version": 1,
-            "filter": flt.to_json() if filtered else None,
-            "count": self.count_matching(size, flt) if filtered else size,
-            "checkpoint": checkpoint.to_json(),
-            "audit": audit_block(self.sessions),
-        }
-        buf = io.StringIO()
-        writer = None
-        if fmt == "csv":
-            yield "#" + json.dumps(header, sort_keys=True) + "\n"
-            writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-            writer.writeheader()
-            yield _take(buf)
-        else:
-            yield json.dumps(header, sort_keys=True) + "\n"
-        for seq, record, leaf in self.records(size, flt):
-            line: dict[str, Any] = {
-                "seq": seq,
-                "record": json.loads(record),
-                "leaf_hash": leaf.hex(),
-            }
-            if tree is not None:
-                line["proof"] = [h.hex() for h in tree.inclusion_proof(seq, size)]
-            if writer is not None:
-                writer.writerow(
-                    {**line, "record": record, "proof": " ".join(line.get("proof", []))}
-                )
-                yield _take(buf)
-            else:
-                yield json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n"
+        inclusion proof. Format: :mod:`ca.ledger.verify`."""
+
+        def rows(size: int) -> Iterator[ExportRow]:
+            for seq, record, leaf in self.records(size, flt):
+                line = {"seq": seq, "record": json.loads(record), "leaf_hash": leaf.hex()}
+                yield seq, line, {"record": record}
+
+        return self.stream_export(
+            checkpoint,
+            fmt,
+            ExportShape(ACTION_EXPORT_FORMAT, ACTION_CSV_FIELDS),
+            None if flt.is_empty() else flt.to_json(),
+            lambda size: self.count_matching(size, flt),
+            rows,
+        )
 
 
 def _filtered(query: Any, size: int, flt: ActionFilter) -> Any:

@@ -86,6 +86,16 @@ _INSERT = insert(LedgerEntryRow)
 _BATCH = "agentca.ledger.batch"
 
 Pending = tuple[str, str, dict[str, Any], datetime]
+ExportRow = tuple[int, dict[str, Any], dict[str, str]]
+"""One exported line: its seq, its JSON object, and the CSV columns that differ from it."""
+
+
+@dataclass(frozen=True)
+class ExportShape:
+    """What kind of export a ledger writes: the header's ``format`` and the CSV columns."""
+
+    format: str
+    csv_fields: list[str]
 
 
 def append(s: Session, actor: str, event: str, body: Mapping[str, Any], now: datetime) -> None:
@@ -329,18 +339,50 @@ class LedgerStore:
         Filtered exports carry an inclusion proof per entry, computed from the block cache
         (see the class), so they too hold only a few blocks of leaf hashes at a time.
         """
+        filtered = not flt.is_empty()
+
+        def rows(size: int) -> Iterator[ExportRow]:
+            for entry, stored_leaf in self.entries(size, flt):
+                record: dict[str, Any] = entry.to_json()
+                record["leaf_hash"] = stored_leaf.hex()
+                yield entry.seq, record, {"body": canonical(entry.body).decode()}
+
+        return self.stream_export(
+            checkpoint,
+            fmt,
+            ExportShape(EXPORT_FORMAT, CSV_FIELDS),
+            flt.to_json() if filtered else None,
+            lambda size: self.count(size, flt),
+            rows,
+        )
+
+    def stream_export(
+        self,
+        checkpoint: Checkpoint,
+        fmt: str,
+        shape: ExportShape,
+        filter_json: dict[str, str] | None,
+        count: Callable[[int], int],
+        rows: Callable[[int], Iterator[ExportRow]],
+    ) -> Iterator[str]:
+        """An export of this ledger (either one): the header line, then ``rows(size)`` with
+        an inclusion proof each when ``filter_json`` is given (a filtered export). A row is
+        ``(seq, JSON object, CSV overrides)``. Errors are raised at the first line, before
+        anything is written."""
         if fmt not in ("jsonl", "csv"):
             raise CAError(ErrorCode.BAD_REQUEST, "format must be jsonl or csv")
+        if checkpoint.ledger != self.name:
+            raise CAError(ErrorCode.INTERNAL, f"a checkpoint of '{checkpoint.ledger}' is not ours")
         size = checkpoint.tree_size
-        filtered = not flt.is_empty()
+        filtered = filter_json is not None
         tree = self.tree(size) if filtered else None
         if tree is not None and tree.root() != checkpoint.root_hash:
             raise CAError(ErrorCode.INTERNAL, "the stored ledger does not match the checkpoint")
         header = {
-            "format": EXPORT_FORMAT,
+            "format": shape.format,
             "version": 1,
-            "filter": flt.to_json() if filtered else None,
-            "count": self.count(size, flt) if filtered else size,
+            "filter": filter_json,
+            "count": count(size) if filtered else size,
             "checkpoint": checkpoint.to_json(),
             "audit": audit_block(self.sessions),
         }
@@ -348,24 +390,16 @@ class LedgerStore:
         writer = None
         if fmt == "csv":
             yield "#" + json.dumps(header, sort_keys=True) + "\n"
-            writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+            writer = csv.DictWriter(buf, fieldnames=shape.csv_fields, lineterminator="\n")
             writer.writeheader()
             yield _take(buf)
         else:
             yield json.dumps(header, sort_keys=True) + "\n"
-        for entry, stored_leaf in self.entries(size, flt):
-            record: dict[str, Any] = entry.to_json()
-            record["leaf_hash"] = stored_leaf.hex()
+        for seq, record, csv_row in rows(size):
             if tree is not None:
-                record["proof"] = [h.hex() for h in tree.inclusion_proof(entry.seq, size)]
+                record["proof"] = [h.hex() for h in tree.inclusion_proof(seq, size)]
             if writer is not None:
-                writer.writerow(
-                    {
-                        **record,
-                        "body": canonical(entry.body).decode(),
-                        "proof": " ".join(record.get("proof", [])),
-                    }
-                )
+                writer.writerow({**record, **csv_row, "proof": " ".join(record.get("proof", []))})
                 yield _take(buf)
             else:
                 yield json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"

@@ -266,10 +266,8 @@ class LedgerHead(Base):
     size: Mapped[int] = mapped_column(BigInteger)
 
 
-class LedgerCheckpointRow(Base):
-    """A signed tree head."""
-
-    __tablename__ = "ledger_checkpoints"
+class CheckpointColumns:
+    """The columns of a signed tree head, shared by both ledgers' checkpoint tables."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
@@ -277,6 +275,12 @@ class LedgerCheckpointRow(Base):
     timestamp: Mapped[str] = mapped_column(String(32))
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     signer_id: Mapped[int] = mapped_column(ForeignKey("audit_signers.id"))
+
+
+class LedgerCheckpointRow(CheckpointColumns, Base):
+    """A signed tree head."""
+
+    __tablename__ = "ledger_checkpoints"
 
 
 class AuditSigner(Base):
@@ -343,17 +347,10 @@ class ActionLedgerHead(Base):
     size: Mapped[int] = mapped_column(BigInteger)
 
 
-class ActionCheckpointRow(Base):
+class ActionCheckpointRow(CheckpointColumns, Base):
     """A signed tree head of the action ledger (ledger name ``agentca-actions``)."""
 
     __tablename__ = "action_checkpoints"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
-    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    timestamp: Mapped[str] = mapped_column(String(32))
-    signature: Mapped[bytes] = mapped_column(LargeBinary)
-    signer_id: Mapped[int] = mapped_column(ForeignKey("audit_signers.id"))
 
 
 class GatewayCheckpointRow(Base):

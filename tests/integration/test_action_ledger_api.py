@@ -334,8 +334,8 @@ def test_each_export_filter_holds_its_records_with_proofs(
 ) -> None:
     from cryptography import x509
 
-    from ca.ledger.action_verify import verify_action_export
     from ca.ledger.actions import ActionFilter
+    from ca.ledger.verify import verify_export
 
     name = "gw-filter"
     if env.rt.gateways.get(name) is None:
@@ -347,5 +347,5 @@ def test_each_export_filter_holds_its_records_with_proofs(
     got = [json.loads(line)["record"] for line in lines[1:]]
     assert got == [r.to_json() for r in records(name, 0, 15) if expect(r)] and got
     trust = x509.load_pem_x509_certificate(cp.to_json()["certificate_pem"].encode())
-    report = verify_action_export(lines, trust)
+    report = verify_export(lines, trust)
     assert report.ok and report.filtered and report.entries == len(got), report.message
