@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from cryptography import x509
 
 from ca.errors import CAError, ErrorCode
 from ca.ledger.entries import LEDGER_NAMES, Checkpoint
-from ca.ledger.store import ExportFilter
+from ca.ledger.store import ExportFilter, LedgerStore
 from ca.ledger.trust import LedgerTrust, parse_arcs
 from ca.ledger.verify import (
     Report,
@@ -22,9 +23,6 @@ from ca.ledger.verify import (
     verify_export,
 )
 from ca.oids import OidArc
-
-if TYPE_CHECKING:
-    from ca.ledger.actions import ActionFilter
 from cli.audit_commands import write_new
 from cli.context import runtime
 from cli.group import AgentcaGroup
@@ -251,67 +249,35 @@ def export(
         raise click.UsageError("--json needs --out: without it the export itself is the output")
     if out and Path(out).exists() and not force:
         raise CAError(ErrorCode.CONFLICT, f"{out} exists: not overwriting it (--force)")
-    if actions:
-        from ca.ledger.actions import ActionFilter
-
-        action_filter = ActionFilter(since, until, agent, officer, route, outcome, gateway)
-        _export_actions(ctx, out, fmt, action_filter, sign_checkpoint, as_json)
-        return
-    flt = ExportFilter(since=since, until=until, agent=agent, officer=officer, event=event)
     with runtime(ctx) as rt:
-        cp = rt.checkpoints.checkpoint() if sign_checkpoint else rt.ledger.latest_checkpoint()
-        if cp is None:
-            raise CAError(
-                ErrorCode.NOT_FOUND,
-                "no checkpoint has been signed yet: run 'agentca ledger checkpoint' first "
-                "(or pass --sign-checkpoint)",
-            )
-        if out:
-            with open(out, "w", encoding="utf-8", newline="") as fh:
-                count = rt.ledger.export(fh, cp, flt, fmt)
-            if as_json:
-                emit_json(
-                    {
-                        "out": out,
-                        "format": fmt,
-                        "entries": count,
-                        "tree_size": cp.tree_size,
-                        "filter": flt.to_json() or None,
-                        "checkpoint_signed": sign_checkpoint,
-                        "changed": sign_checkpoint,
-                    }
-                )
-            else:
-                note(f"exported {count} of {cp.tree_size} entries to {out}")
+        store: LedgerStore
+        lines: Callable[..., Iterator[str]]
+        if actions:
+            from ca.ledger.actions import ActionFilter
+
+            flt: Any = ActionFilter(since, until, agent, officer, route, outcome, gateway)
+            store, signer, what = rt.actions, rt.action_checkpoints, "action records"
+            lines = rt.actions.export_actions
+            hint = "of the action ledger has been signed yet: run 'agentca ledger checkpoint "
+            hint += "--actions'"
         else:
-            rt.ledger.export(sys.stdout, cp, flt, fmt)
-
-
-def _export_actions(
-    ctx: click.Context,
-    out: str | None,
-    fmt: str,
-    flt: ActionFilter,
-    sign_checkpoint: bool,
-    as_json: bool,
-) -> None:
-    with runtime(ctx) as rt:
-        store = rt.actions
-        cp = rt.action_checkpoints.checkpoint() if sign_checkpoint else store.latest_checkpoint()
+            flt = ExportFilter(since=since, until=until, agent=agent, officer=officer, event=event)
+            store, signer, what = rt.ledger, rt.checkpoints, "entries"
+            lines = rt.ledger.export_lines
+            hint = "has been signed yet: run 'agentca ledger checkpoint'"
+        cp = signer.checkpoint() if sign_checkpoint else store.latest_checkpoint()
         if cp is None:
             raise CAError(
                 ErrorCode.NOT_FOUND,
-                "no action checkpoint has been signed yet: run 'agentca ledger checkpoint "
-                "--actions' first (or pass --sign-checkpoint)",
+                f"no checkpoint {hint} first (or pass --sign-checkpoint)",
             )
-        lines = store.export_actions(cp, flt, fmt)
         if not out:
-            for line in lines:
+            for line in lines(cp, flt, fmt):
                 sys.stdout.write(line)
             return
-        count = -2 if fmt == "csv" else -1
+        count = -2 if fmt == "csv" else -1  # the header lines
         with open(out, "w", encoding="utf-8", newline="") as fh:
-            for line in lines:
+            for line in lines(cp, flt, fmt):
                 fh.write(line)
                 count += 1
     if as_json:
@@ -319,7 +285,7 @@ def _export_actions(
             {
                 "out": out,
                 "format": fmt,
-                "ledger": cp.ledger,
+                **({"ledger": cp.ledger} if actions else {}),
                 "entries": count,
                 "tree_size": cp.tree_size,
                 "filter": flt.to_json() or None,
@@ -328,7 +294,7 @@ def _export_actions(
             }
         )
     else:
-        note(f"exported {count} of {cp.tree_size} action records to {out}")
+        note(f"exported {count} of {cp.tree_size} {what} to {out}")
 
 
 def _certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
