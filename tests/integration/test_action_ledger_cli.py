@@ -269,3 +269,31 @@ def test_gateway_commands_and_their_refusals(shipped: Shipped) -> None:
     ):
         assert "--json" in shipped.ok(*args) or args == ("gateway", "--help")
     assert shipped.cli("ledger", "export", "--route", "/x").returncode == 2
+
+
+def test_the_scheduler_signs_the_action_ledger_too(shipped: Shipped) -> None:
+    import os
+    import subprocess
+    import time
+
+    from tests.integration.conftest import AGENTCA
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCA_")}
+    env.pop("SOFTHSM2_CONF", None)
+    env.update({"AGENTCA_DATA_DIR": str(shipped.data), **shipped.env})
+    proc = subprocess.Popen(
+        [AGENTCA, "ledger", "checkpoint", "--every", "1", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(4)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    ledgers = {json.loads(line)["ledger"]: json.loads(line) for line in out.splitlines()}
+    assert set(ledgers) == {"agentca", "agentca-actions"}, out
+    assert ledgers["agentca-actions"]["tree_size"] == 30
