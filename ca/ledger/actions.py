@@ -58,8 +58,9 @@ ACTIONS = LedgerTables(ACTIONS_LEDGER_NAME, ActionLedgerHead, ActionRecordRow, A
 #: the most pending gateway checkpoints one batch re-checks (per-request work stays bounded)
 RECHECK_LIMIT = 8
 #: indexed columns hold at most this many UTF-8 bytes (PostgreSQL's B-tree entries are bounded)
-MAX_INDEXED_BYTES = 2048
+MAX_INDEXED_BYTES = 2600
 PENDING, CONSISTENT, INCONSISTENT = "pending", "consistent", "inconsistent"
+MAX_SEQ = 2**63 - 1  # the BIGINT columns' bound
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,8 @@ class ActionLedger(LedgerStore):
         gateway = self._enabled_gateway(batch.gateway)
         if batch.checkpoint is not None:
             problem = checkpoint_signature_problem(batch.checkpoint, gateway.public_key_der)
+            if batch.checkpoint.tree_size > MAX_SEQ:
+                problem = f"checkpoint 'tree_size' exceeds {MAX_SEQ}"
             if problem:
                 raise CAError(ErrorCode.CHECKPOINT_INVALID, problem)
         first = batch.records[0].seq

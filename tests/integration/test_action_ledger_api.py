@@ -20,7 +20,7 @@ from ca.wiring import Runtime, open_runtime
 from tests.integration.action_support import GatewayKey, batch, record, records
 from tests.integration.conftest import settings_for
 from tests.integration.http import Reply, call, serve_in_thread
-from wire.actions import ActionRecord
+from wire.actions import ActionRecord, GatewayCheckpoint
 
 
 @dataclass
@@ -213,6 +213,11 @@ def test_a_bad_checkpoint_signature_stores_nothing(env: Env) -> None:
     tampered["checkpoint"]["tree_size"] = 3
     body = _problem(env.post(token, tampered), 422, "checkpoint-invalid")
     assert "does not verify" in body["detail"]
+    huge = GatewayCheckpoint("gw-sig", 2**64, good.root_hash, good.timestamp, b"", key.key_id)
+    huge = GatewayCheckpoint(
+        "gw-sig", 2**64, good.root_hash, good.timestamp, key.key.sign(huge.statement()), key.key_id
+    )
+    _problem(env.post(token, batch("gw-sig", log, huge)), 422, "checkpoint-invalid")
     other = GatewayKey().checkpoint("gw-sig", log)  # signed by a key not registered for it
     _problem(env.post(token, batch("gw-sig", log, other)), 422, "checkpoint-invalid")
     assert env.stored("gw-sig") == [] and env.checkpoint_statuses("gw-sig") == []
