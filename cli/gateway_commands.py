@@ -41,10 +41,12 @@ def gateway_add(ctx: click.Context, name: str, public_key: str, as_json: bool) -
     except OSError as exc:
         raise CAError(ErrorCode.BAD_REQUEST, f"cannot read {public_key}: {exc.strerror}") from exc
     with runtime(ctx) as rt:
-        gw = rt.gateways.add(name, data, actor())
+        gw, changed = rt.gateways.add(name, data, actor())
+    if not changed:
+        unchanged(f"gateway '{name}' is already registered with this key")
     if as_json:
-        emit_json(with_changed(cli_json(gw.to_json()), True))
-    else:
+        emit_json(with_changed(cli_json(gw.to_json()), changed))
+    elif changed:
         click.echo(f"gateway '{gw.name}' registered, key_id {gw.key_id}")
 
 

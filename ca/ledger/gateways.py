@@ -121,23 +121,31 @@ class Gateways:
         self.sessions = sessions
         self.clock = clock
 
-    def add(self, name: str, public_key: bytes, actor: str) -> Gateway:
-        """Register gateway ``name`` with its checkpoint key (PEM or DER); ``CONFLICT`` when
-        the name is taken. Ledger: ``gateway.registered``."""
+    def add(self, name: str, public_key: bytes, actor: str) -> tuple[Gateway, bool]:
+        """Register gateway ``name`` with its checkpoint key (PEM or DER); returns it and
+        whether it changed: the same registration again changes nothing, another key under
+        a taken name is ``CONFLICT``. Ledger: ``gateway.registered``."""
         validate_gateway_name(name)
         spki = load_gateway_key(public_key)
         now = self.clock()
         row = GatewayRow(name=name, public_key_der=spki, key_id=key_id(spki), created_at=now)
         try:
             with self.sessions.begin() as s:
-                if s.scalar(select(GatewayRow.id).where(GatewayRow.name == name)) is not None:
-                    raise CAError(ErrorCode.CONFLICT, f"gateway '{name}' is already registered")
+                taken = s.scalar(select(GatewayRow).where(GatewayRow.name == name))
+                if taken is not None and taken.public_key_der == spki:
+                    return _gateway(taken), False
+                if taken is not None:
+                    raise CAError(
+                        ErrorCode.CONFLICT,
+                        f"gateway '{name}' is already registered with another key "
+                        f"({taken.key_id[:16]}...)",
+                    )
                 s.add(row)
                 s.flush()
                 append(s, actor, "gateway.registered", {"gateway": name, "key_id": row.key_id}, now)
         except IntegrityError as exc:
             raise CAError(ErrorCode.CONFLICT, f"gateway '{name}' is already registered") from exc
-        return _gateway(row)
+        return _gateway(row), True
 
     def disable(self, name: str, actor: str) -> tuple[Gateway, bool]:
         """Disable gateway ``name`` (its batches are refused from now on); returns it and

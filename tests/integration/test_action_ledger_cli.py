@@ -252,8 +252,13 @@ def test_crosscheck_finds_every_checkpointed_record(shipped: Shipped) -> None:
 def test_gateway_commands_and_their_refusals(shipped: Shipped) -> None:
     listed = [json.loads(line) for line in shipped.ok("gateway", "list", "--json").splitlines()]
     assert [(g["name"], g["enabled"], g["next_seq"]) for g in listed] == [("gw1", True, 30)]
-    again = shipped.cli("gateway", "add", "gw1", "--public-key", str(shipped.work / "gw.pem"))
-    assert again.returncode == 7 and "already registered" in again.stderr
+    again = shipped.cli(
+        "gateway", "add", "gw1", "--public-key", str(shipped.work / "gw.pem"), "--json"
+    )
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
+    (shipped.work / "other.pem").write_bytes(GatewayKey().pem())
+    other = shipped.cli("gateway", "add", "gw1", "--public-key", str(shipped.work / "other.pem"))
+    assert other.returncode == 7 and "another key" in other.stderr
     (shipped.work / "rsa.pem").write_text("not a key")
     bad = shipped.cli("gateway", "add", "gw2", "--public-key", str(shipped.work / "rsa.pem"))
     assert bad.returncode == 2 and "not a public key" in bad.stderr
