@@ -509,12 +509,21 @@ LEDGER_TRIGGERS = {
 def missing_ledger_triggers(conn: Connection) -> list[str]:
     """The ledger's append-only triggers that ``conn``'s database lacks (a restored dump
     could have dropped them while its rows and hash chain still match)."""
-    if conn.dialect.name == "sqlite":
+    from ca.store.append_only import trigger_names
+
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
         query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
     else:
-        query = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'ledger_entries'::regclass"
+        query = (
+            "SELECT tgname FROM pg_trigger WHERE tgrelid IN "
+            "(SELECT oid FROM pg_class WHERE relname IN ('ledger_entries', 'action_records'))"
+        )
     present = {str(name) for (name,) in conn.exec_driver_sql(query)}
-    return [name for name in LEDGER_TRIGGERS[conn.dialect.name] if name not in present]
+    required = list(LEDGER_TRIGGERS[dialect])
+    if inspect(conn).has_table("action_records"):  # the action ledger (0017) is guarded too
+        required += trigger_names(dialect, "action_records")
+    return [name for name in required if name not in present]
 
 
 def restore_backup(

@@ -25,7 +25,10 @@ from ca.store.models import Base
 BATCH = 1000
 #: The rows the migrations themselves insert (an empty ledger's head), per table: a target
 #: holding only these is empty, and the copy replaces them.
-SEEDED = {"ledger_head": "id = 1 AND size = 0"}
+SEEDED = {
+    "ledger_head": "id = 1 AND size = 0",
+    "action_ledger_head": "id = 1 AND size = 0",  # migration 0017
+}
 
 
 @dataclass

@@ -48,6 +48,8 @@ class ErrorCode(enum.Enum):
     DB_UNAVAILABLE = "database-unavailable"
     STORAGE_FULL = "storage-full"
     INTERNAL = "internal"
+    ACTION_GAP = "action-sequence-gap"  # a batch starts past the gateway's next record (0056)
+    CHECKPOINT_INVALID = "checkpoint-invalid"  # a gateway checkpoint that does not verify
 
     @property
     def slug(self) -> str:
@@ -92,6 +94,8 @@ _TITLES = {
     ErrorCode.DB_UNAVAILABLE: "Database unavailable",
     ErrorCode.STORAGE_FULL: "Insufficient storage",
     ErrorCode.INTERNAL: "Internal error",
+    ErrorCode.ACTION_GAP: "Gap in the action records",
+    ErrorCode.CHECKPOINT_INVALID: "Invalid gateway checkpoint",
 }
 
 _BY_SLUG = {code.slug: code for code in ErrorCode}

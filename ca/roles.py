@@ -26,6 +26,9 @@ class Role(enum.StrEnum):
     AUDITOR = "auditor"
     READ_ONLY = "read-only"
     ISSUER_VERBATIM = "issuer-verbatim"
+    GATEWAY = "gateway"
+    """A gateway shipping its decisions: ``POST /v1/actions`` for its own name only (its
+    token's name is the gateway's registered name, decision 0056); created only by the CLI."""
 
 
 @dataclass(frozen=True)

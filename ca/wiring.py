@@ -10,6 +10,7 @@ import logging
 import os
 import stat
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -23,6 +24,8 @@ from ca.config import Settings
 from ca.enrollment import EnrollmentService
 from ca.errors import CAError, ErrorCode
 from ca.keysetup import guard_signing, open_key_store
+from ca.ledger.actions import ActionLedger
+from ca.ledger.gateways import Gateways
 from ca.ledger.signer import CheckpointSigner
 from ca.ledger.store import LedgerStore
 from ca.operations import Operations
@@ -61,6 +64,21 @@ class Runtime:
     clock_check: SkewMonitor | None = None
     # sessions for read-only endpoints: a fresh streaming replica, else the primary
     read_sessions: sessionmaker[Session] | None = None
+
+    @cached_property
+    def actions(self) -> ActionLedger:
+        """The action ledger (gateway decisions, decision 0056)."""
+        return ActionLedger(self.sessions, self.authority.clock)
+
+    @cached_property
+    def action_checkpoints(self) -> CheckpointSigner:
+        """Signs the action ledger's checkpoints with the same audit key."""
+        return CheckpointSigner(self.authority, self.actions)
+
+    @cached_property
+    def gateways(self) -> Gateways:
+        """The gateways registered to ship their decisions."""
+        return Gateways(self.sessions, self.authority.clock)
 
     @property
     def read_registry(self) -> Registry:

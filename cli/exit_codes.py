@@ -44,6 +44,8 @@ EXIT_CODE: Final = MappingProxyType(
         ErrorCode.DB_UNAVAILABLE: 12,
         ErrorCode.CLOCK_SKEW: 13,
         ErrorCode.STORAGE_FULL: 14,
+        ErrorCode.ACTION_GAP: 2,
+        ErrorCode.CHECKPOINT_INVALID: 2,
     }
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,8 @@ import click
 from cryptography import x509
 
 from ca.errors import CAError, ErrorCode
-from ca.ledger.entries import Checkpoint
-from ca.ledger.store import ExportFilter
+from ca.ledger.entries import LEDGER_NAMES, Checkpoint
+from ca.ledger.store import ExportFilter, LedgerStore
 from ca.ledger.trust import LedgerTrust, parse_arcs
 from ca.ledger.verify import (
     Report,
@@ -60,6 +61,12 @@ def ledger() -> None:
 )
 @click.option("--force", is_flag=True, help="Replace existing --out / --certificate files.")
 @click.option(
+    "--actions",
+    is_flag=True,
+    help="Sign a checkpoint of the action ledger (gateway decisions) instead of the issuance "
+    "ledger. With --every both are signed anyway.",
+)
+@click.option(
     "--every",
     type=click.IntRange(1),
     default=None,
@@ -78,10 +85,14 @@ def checkpoint(
     from_size: int | None,
     cert_out: str | None,
     force: bool,
+    actions: bool,
     every: int | None,
     as_json: bool,
 ) -> None:
-    """Sign a checkpoint (tree size + root) of the ledger now, with the audit key in the HSM."""
+    """Sign a checkpoint (tree size + root) of the ledger now, with the audit key in the HSM.
+
+    With --every it keeps signing, each interval, a checkpoint of the issuance ledger and one
+    of the action ledger, each when it grew."""
     if every is not None:
         if out or cert_out or from_size is not None:
             raise click.UsageError("--every runs the scheduler: no --out, --certificate or proof")
@@ -91,7 +102,10 @@ def checkpoint(
         if path and Path(path).exists() and not force:
             raise CAError(ErrorCode.CONFLICT, f"{path} exists: not overwriting it (--force)")
     with runtime(ctx) as rt:
-        cp = rt.checkpoints.checkpoint()
+        store, signer = (
+            (rt.actions, rt.action_checkpoints) if actions else (rt.ledger, rt.checkpoints)
+        )
+        cp = signer.checkpoint()
         data = cp.to_json()
         if from_size is not None:
             if from_size > cp.tree_size:
@@ -99,7 +113,7 @@ def checkpoint(
                     ErrorCode.BAD_REQUEST,
                     f"--consistency-from {from_size} exceeds the tree size {cp.tree_size}",
                 )
-            tree = rt.ledger.tree(cp.tree_size)
+            tree = store.tree(cp.tree_size)
             data["consistency"] = {
                 "from_size": from_size,
                 "proof": [h.hex() for h in tree.consistency_proof(from_size, cp.tree_size)],
@@ -132,19 +146,22 @@ def _checkpoint_loop(ctx: click.Context, every: int, as_json: bool) -> None:
     from ca.schedule import run_every
 
     with runtime(ctx) as rt:
-        last = -1
+        ledgers = ((rt.ledger, rt.checkpoints), (rt.actions, rt.action_checkpoints))
+        last = [-1] * len(ledgers)
 
         def sign_if_grown() -> None:
-            nonlocal last
-            if rt.ledger.size() != last:
-                cp = rt.checkpoints.checkpoint()
-                last = cp.tree_size
+            for i, (store, signer) in enumerate(ledgers):
+                size = store.size()
+                if size == last[i] or (store is rt.actions and size == 0):
+                    continue  # unchanged, or no gateway has shipped anything yet
+                cp = signer.checkpoint()
+                last[i] = cp.tree_size
                 if as_json:
                     emit_json({**cp.to_json(), "changed": True})
                 else:
+                    kind = "action checkpoint" if store is rt.actions else "checkpoint"
                     click.echo(
-                        f"checkpoint: {cp.tree_size} entries, root {cp.root_hash.hex()}",
-                        err=True,
+                        f"{kind}: {cp.tree_size} entries, root {cp.root_hash.hex()}", err=True
                     )
 
         run_every(every, sign_if_grown, stop, "ledger checkpoint")
@@ -171,6 +188,19 @@ def _checkpoint_loop(ctx: click.Context, every: int, as_json: bool) -> None:
 @click.option("--officer", default=None, help="Only entries about this officer of record.")
 @click.option("--event", default=None, help="Only this event type, e.g. certificate.revoked.")
 @click.option(
+    "--actions",
+    is_flag=True,
+    help="Export the action ledger (gateway decisions) instead of the issuance ledger.",
+)
+@click.option("--route", default=None, help="With --actions: only this normalised route.")
+@click.option(
+    "--outcome",
+    type=click.Choice(["allow", "deny"]),
+    default=None,
+    help="With --actions: only allowed or only denied requests.",
+)
+@click.option("--gateway", default=None, help="With --actions: only this gateway's records.")
+@click.option(
     "--sign-checkpoint",
     is_flag=True,
     help="Sign a fresh checkpoint first (a write, like 'ledger checkpoint') and export that.",
@@ -192,6 +222,10 @@ def export(
     agent: str | None,
     officer: str | None,
     event: str | None,
+    actions: bool,
+    route: str | None,
+    outcome: str | None,
+    gateway: str | None,
     sign_checkpoint: bool,
     force: bool,
     as_json: bool,
@@ -202,39 +236,65 @@ def export(
     checkpoint', or pass --sign-checkpoint). A filtered export carries an RFC 9162 inclusion
     proof for every entry it holds. The header carries the audit certificates, the CA chain
     and the CA's OID arcs, so 'ledger verify --trust root.pem' needs nothing else.
+
+    With --actions: the action ledger (every gateway decision), filtered by --agent,
+    --officer, --route, --outcome, --gateway, --since and --until, covering its newest signed
+    action checkpoint ('ledger checkpoint --actions').
     """
+    if actions and event:
+        raise click.UsageError("--event filters the issuance ledger, not --actions")
+    if not actions and (route or outcome or gateway):
+        raise click.UsageError("--route, --outcome and --gateway need --actions")
     if as_json and not out:
         raise click.UsageError("--json needs --out: without it the export itself is the output")
     if out and Path(out).exists() and not force:
         raise CAError(ErrorCode.CONFLICT, f"{out} exists: not overwriting it (--force)")
-    flt = ExportFilter(since=since, until=until, agent=agent, officer=officer, event=event)
     with runtime(ctx) as rt:
-        cp = rt.checkpoints.checkpoint() if sign_checkpoint else rt.ledger.latest_checkpoint()
+        store: LedgerStore
+        lines: Callable[..., Iterator[str]]
+        if actions:
+            from ca.ledger.actions import ActionFilter
+
+            flt: Any = ActionFilter(since, until, agent, officer, route, outcome, gateway)
+            store, signer, what = rt.actions, rt.action_checkpoints, "action records"
+            lines = rt.actions.export_actions
+            hint = "of the action ledger has been signed yet: run 'agentca ledger checkpoint "
+            hint += "--actions'"
+        else:
+            flt = ExportFilter(since=since, until=until, agent=agent, officer=officer, event=event)
+            store, signer, what = rt.ledger, rt.checkpoints, "entries"
+            lines = rt.ledger.export_lines
+            hint = "has been signed yet: run 'agentca ledger checkpoint'"
+        cp = signer.checkpoint() if sign_checkpoint else store.latest_checkpoint()
         if cp is None:
             raise CAError(
                 ErrorCode.NOT_FOUND,
-                "no checkpoint has been signed yet: run 'agentca ledger checkpoint' first "
-                "(or pass --sign-checkpoint)",
+                f"no checkpoint {hint} first (or pass --sign-checkpoint)",
             )
-        if out:
-            with open(out, "w", encoding="utf-8", newline="") as fh:
-                count = rt.ledger.export(fh, cp, flt, fmt)
-            if as_json:
-                emit_json(
-                    {
-                        "out": out,
-                        "format": fmt,
-                        "entries": count,
-                        "tree_size": cp.tree_size,
-                        "filter": flt.to_json() or None,
-                        "checkpoint_signed": sign_checkpoint,
-                        "changed": sign_checkpoint,
-                    }
-                )
-            else:
-                note(f"exported {count} of {cp.tree_size} entries to {out}")
-        else:
-            rt.ledger.export(sys.stdout, cp, flt, fmt)
+        if not out:
+            for line in lines(cp, flt, fmt):
+                sys.stdout.write(line)
+            return
+        count = -2 if fmt == "csv" else -1  # the header lines
+        with open(out, "w", encoding="utf-8", newline="") as fh:
+            for line in lines(cp, flt, fmt):
+                fh.write(line)
+                count += 1
+    if as_json:
+        emit_json(
+            {
+                "out": out,
+                "format": fmt,
+                **({"ledger": cp.ledger} if actions else {}),
+                "entries": count,
+                "tree_size": cp.tree_size,
+                "filter": flt.to_json() or None,
+                "checkpoint_signed": sign_checkpoint,
+                "changed": sign_checkpoint,
+            }
+        )
+    else:
+        note(f"exported {count} of {cp.tree_size} {what} to {out}")
 
 
 def _certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
@@ -327,7 +387,7 @@ def verify(
     if document is not None:
         _report(verify_checkpoint_document(document, anchor), anchor, 1, as_json)
         return
-    with open(export_file, encoding="utf-8", newline="") as fh:
+    with open(export_file, encoding="utf-8", newline="") as fh:  # either ledger's export
         _report(verify_export(fh, anchor), anchor, 1, as_json)
 
 
@@ -337,7 +397,7 @@ def _checkpoint_document(path: str) -> dict[str, Any] | None:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
         return None
-    return doc if isinstance(doc, dict) and doc.get("ledger") == "agentca" else None
+    return doc if isinstance(doc, dict) and doc.get("ledger") in LEDGER_NAMES else None
 
 
 @ledger.command("consistency")
@@ -375,3 +435,96 @@ def consistency(
         raise CAError(ErrorCode.BAD_REQUEST, f"unreadable checkpoint: {exc}") from exc
     report = verify_consistency_between(old_cp, new_cp, proof, anchor, carried, carried_arcs)
     _report(report, anchor, 2, as_json)
+
+
+#: ``ledger crosscheck`` exit status when a gateway record is missing or differs.
+CROSSCHECK_FAILED = 13
+
+
+@ledger.command("crosscheck")
+@click.option("--gateway", "gateway_name", required=True, help="The registered gateway's name.")
+@click.option(
+    "--gateway-log",
+    type=click.Path(exists=True),
+    default=None,
+    help="The gateway's checkpoints: a JSON Lines file of signed checkpoints, or the "
+    "gateway's log directory holding checkpoints.jsonl. Default: the checkpoints the "
+    "gateway shipped to the CA.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The verdict as one line of JSON.")
+@click.pass_context
+def crosscheck(
+    ctx: click.Context, gateway_name: str, gateway_log: str | None, as_json: bool
+) -> None:
+    """Check that every record the gateway checkpointed is in the action ledger, unchanged:
+    each checkpoint's signature (the gateway's registered key) and its root recomputed from
+    the records the CA holds of that gateway. Exits 13 when a record is missing or differs."""
+    from ca.ledger.actions import CrossCheck
+
+    with runtime(ctx) as rt:
+        gw = rt.gateways.get(gateway_name)
+        if gw is None:
+            raise CAError(ErrorCode.NOT_FOUND, f"no gateway '{gateway_name}' is registered")
+        if gateway_log is not None:
+            checkpoints = _gateway_checkpoints(Path(gateway_log))
+        else:
+            rt.actions.recheck_pending(gateway_name)
+            checkpoints = [cp for cp, _status in rt.actions.stored_checkpoints(gateway_name)]
+        results: list[CrossCheck] = rt.actions.crosscheck(
+            gateway_name, gw.public_key_der, checkpoints
+        )
+        held = rt.actions.next_seq(gateway_name)
+    ok = bool(results) and all(r.ok for r in results)
+    covered = max((r.tree_size for r in results if r.ok), default=0)
+    message = (
+        f"all {covered} checkpointed records of gateway '{gateway_name}' are in the action "
+        f"ledger ({len(results)} checkpoints)"
+        if ok
+        else next(
+            (
+                f"checkpoint of {r.tree_size} records ({r.timestamp}): {r.status}: {r.detail}"
+                for r in results
+                if not r.ok
+            ),
+            f"no checkpoint of gateway '{gateway_name}' to check",
+        )
+    )
+    if as_json:
+        emit_json(
+            {
+                "ok": ok,
+                "gateway": gateway_name,
+                "records_held": held,
+                "message": message,
+                "checkpoints": [r.to_json() for r in results],
+            }
+        )
+    elif ok:
+        click.echo(f"OK: {message}")
+    if not ok:
+        click.echo(f"FAILED: {message}", err=True)
+        sys.exit(CROSSCHECK_FAILED)
+
+
+def _gateway_checkpoints(path: Path) -> list[Any]:
+    """The checkpoints of a gateway's JSON Lines checkpoint file (or its directory)."""
+    from wire.actions import GatewayCheckpoint
+
+    if path.is_dir():
+        path = path / "checkpoints.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CAError(ErrorCode.BAD_REQUEST, f"cannot read {path}: {exc}") from exc
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if isinstance(data, dict) and isinstance(data.get("checkpoint"), dict):
+                data = data["checkpoint"]
+            out.append(GatewayCheckpoint.from_json(data))
+        except ValueError as exc:
+            raise CAError(ErrorCode.BAD_REQUEST, f"{path} line {number}: {exc}") from exc
+    return out

@@ -83,6 +83,10 @@ COMMANDS = {
         "cli.registry_commands:apitoken",
         "API tokens for operators, auditors and read-only clients.",
     ),
+    "gateway": (
+        "cli.gateway_commands:gateway",
+        "Gateways that ship their decisions to the action ledger: register, list, disable.",
+    ),
     "ledger": (
         "cli.ledger_commands:ledger",
         "The tamper-evident issuance and revocation ledger (for auditors).",

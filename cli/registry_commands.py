@@ -705,14 +705,16 @@ def apitoken() -> None:
 
 
 @apitoken.command("create")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--name", "name_option", default=None, help="The token's name (or give NAME).")
 @click.option(
     "--role",
     required=True,
-    type=click.Choice(["operator", "auditor", "read-only", "issuer-verbatim"]),
+    type=click.Choice(["operator", "auditor", "read-only", "issuer-verbatim", "gateway"]),
     help="operator: read and write; auditor and read-only: read only; issuer-verbatim: "
-    "POST /v1/certificates only, the one role that may issue outside policy (created only "
-    "here, never through the API).",
+    "POST /v1/certificates only, the one role that may issue outside policy; gateway: "
+    "POST /v1/actions for the registered gateway of the same name ('agentca gateway add'). "
+    "issuer-verbatim and gateway tokens are created only here, never through the API.",
 )
 @click.option(
     "--ttl",
@@ -723,10 +725,25 @@ def apitoken() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the token and its record as JSON.")
 @click.pass_context
 def apitoken_create(
-    ctx: click.Context, name: str, role: str, ttl: str | None, as_json: bool
+    ctx: click.Context,
+    name: str | None,
+    name_option: str | None,
+    role: str,
+    ttl: str | None,
+    as_json: bool,
 ) -> None:
     """Create API token NAME; the secret is printed once, on stdout, and stored hashed."""
+    if (name is None) == (name_option is None):
+        raise click.UsageError("give the token's name once: NAME or --name NAME")
+    name = name if name is not None else name_option
+    assert name is not None
     with runtime(ctx) as rt:
+        if role == "gateway" and rt.gateways.get(name) is None:
+            raise CAError(
+                ErrorCode.NOT_FOUND,
+                f"no gateway '{name}' is registered: 'agentca gateway add {name} "
+                "--public-key FILE' first",
+            )
         secret, info = rt.api_tokens.create(
             name, role, actor=actor(), ttl=parse_duration(ttl) if ttl else None
         )

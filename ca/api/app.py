@@ -183,6 +183,7 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
             if "\x00" in key or "\x00" in value:
                 raise CAError(ErrorCode.BAD_REQUEST, "query parameters must not contain NUL")
 
+    from ca.api.action_routes import actions_api
     from ca.api.enroll_routes import enroll
     from ca.api.ledger_routes import ledger_api
     from ca.api.metadata import metadata
@@ -193,6 +194,7 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
 
     for blueprint in (public, enroll, operator, openapi, ledger_api, spiffe_bundle, wit, metadata):
         app.register_blueprint(blueprint)
+    app.register_blueprint(actions_api)
     from ca.api.crl_routes import crl
 
     app.register_blueprint(crl, publish_dir=settings.effective_crl_publish_dir)

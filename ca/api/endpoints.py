@@ -21,6 +21,30 @@ _HEX = {"type": "string", "pattern": SHA256_PATTERN}
 _SERIAL = {"type": "string", "pattern": "^(0x)?[0-9a-fA-F:]{1,59}$"}
 
 
+_ACTION_BATCH: dict[str, Any] = {
+    "type": "object",
+    "description": "wire.actions.ActionBatch: consecutive records of one gateway's log "
+    "(at most 1,000, body at most 4 MiB), optionally its latest signed checkpoint",
+    "required": ["v", "gateway", "records"],
+    "properties": {
+        "v": {"type": "integer", "enum": [1]},
+        "gateway": _S,
+        "records": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "object"}},
+        "checkpoint": {"type": "object"},
+    },
+}
+_ACTIONS_ANSWER: dict[str, Any] = {
+    "type": "object",
+    "required": ["accepted", "duplicates", "next_seq"],
+    "properties": {
+        "accepted": {"type": "integer", "minimum": 0},
+        "duplicates": {"type": "integer", "minimum": 0},
+        "next_seq": {"type": "integer", "minimum": 0},
+        "checkpoint": {"enum": ["pending", "consistent", "inconsistent"]},
+    },
+}
+
+
 def _op(
     summary: str,
     tag: str,
@@ -249,6 +273,17 @@ def paths() -> dict[str, Any]:
                     _query("officer"),
                     _query("event"),
                 ],
+            )
+        },
+        "/v1/actions": {
+            "post": _op(
+                "Ship a batch of a gateway's decision records into the action ledger (gateway"
+                " token for its own name only; idempotent; decision 0056)",
+                "gateway",
+                "api",
+                _ok("200", "stored", _json(_ACTIONS_ANSWER)),
+                body=_json(_ACTION_BATCH),
+                errors=("400", "401", "403", "409", "413", "415", "422", "429"),
             )
         },
         "/v1/enroll": {

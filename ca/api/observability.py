@@ -77,6 +77,23 @@ def published_gauges(state: PublishedState, now: float) -> list[ScrapeGauge]:
     ]
 
 
+def action_gauges(rt: Runtime) -> list[ScrapeGauge]:
+    """The action ledger's size, and the gateway checkpoints found inconsistent: anything
+    above 0 means a gateway's log and the CA's ledger disagree (decision 0056), alert on it."""
+    return [
+        ScrapeGauge(
+            "agentca_action_records",
+            "Gateway decision records in the action ledger",
+            samples=samples({(): float(rt.actions.size())}),
+        ),
+        ScrapeGauge(
+            "agentca_gateway_checkpoints_inconsistent",
+            "Gateway checkpoints whose root differs from the records the CA holds (alert > 0)",
+            samples=samples({(): float(rt.actions.inconsistent_count())}),
+        ),
+    ]
+
+
 def _metrics() -> Response:
     settings: Settings = current_app.extensions["agentca.settings"]
     if not may_scrape(request.remote_addr, parse_networks(settings.metrics_networks)):
@@ -84,7 +101,8 @@ def _metrics() -> Response:
     rt = runtime()
     with rt.sessions() as session:
         state = published_state(session, settings.effective_crl_publish_dir)
-    resp = Response(render(published_gauges(state, time.time())), mimetype=None)
+    gauges = [*published_gauges(state, time.time()), *action_gauges(rt)]
+    resp = Response(render(gauges), mimetype=None)
     resp.headers["Content-Type"] = METRICS_TYPE
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -344,11 +344,11 @@ def create_api_token() -> Response:
     body = read_body(NewApiToken)
     rt = runtime()
     role = body.role
-    if parse_role(role) is Role.ISSUER_VERBATIM:
+    if parse_role(role) in (Role.ISSUER_VERBATIM, Role.GATEWAY):
         raise CAError(
             ErrorCode.FORBIDDEN,
-            f"'{Role.ISSUER_VERBATIM.value}' tokens are created only with the local CLI "
-            "('agentca apitoken create --role issuer-verbatim'), never through the API",
+            f"'{role}' tokens are created only with the local CLI "
+            f"('agentca apitoken create --role {role}'), never through the API",
         )
     secret, info = rt.api_tokens.create(
         body.name,

@@ -69,7 +69,9 @@ Sha256Hex = Annotated[
 """A SHA-256 digest, 64 hex digits, optionally ``sha256:``-prefixed (``invalid-digest``)."""
 
 Reason = Annotated[str, Field(description=REASON_HELP)]
-RoleName = Literal["operator", "auditor", "read-only", "issuer-verbatim"]  # = ca.apitokens.Role
+RoleName = Literal[
+    "operator", "auditor", "read-only", "issuer-verbatim", "gateway"
+]  # = ca.apitokens.Role
 
 
 class RequestBody(BaseModel):
@@ -249,7 +251,8 @@ class BulkRevocation(RequestBody):
 class NewApiToken(RequestBody):
     name: str
     role: RoleName = Field(
-        description="issuer-verbatim tokens are created only with the local CLI (403 here)"
+        description="issuer-verbatim and gateway tokens are created only with the local CLI"
+        " (403 here)"
     )
     ttl_seconds: TokenSeconds | None = Field(
         default=None,

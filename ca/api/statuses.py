@@ -43,6 +43,8 @@ HTTP_STATUS: Final = MappingProxyType(
         ErrorCode.DB_UNAVAILABLE: 503,
         ErrorCode.STORAGE_FULL: 507,  # RFC 4918 section 11.5 Insufficient Storage
         ErrorCode.INTERNAL: 500,
+        ErrorCode.ACTION_GAP: 422,
+        ErrorCode.CHECKPOINT_INVALID: 422,
     }
 )
 

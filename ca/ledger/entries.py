@@ -26,6 +26,11 @@ from wire.merkle import leaf_hash
 
 CHECKPOINT_CONTEXT = b"agentca-checkpoint-v1\n"
 LEDGER_NAME = "agentca"
+"""The issuance ledger's name in its checkpoints."""
+ACTIONS_LEDGER_NAME = "agentca-actions"
+"""The action ledger's name (decision 0056): it is signed, so a checkpoint of one ledger never
+verifies as a checkpoint of the other."""
+LEDGER_NAMES = (LEDGER_NAME, ACTIONS_LEDGER_NAME)
 
 
 def format_time(t: datetime) -> str:
@@ -84,14 +89,15 @@ class Checkpoint:
     timestamp: str
     signature: bytes
     certificate_der: bytes
+    ledger: str = LEDGER_NAME  # which ledger: signed, see ACTIONS_LEDGER_NAME
 
     def statement(self) -> bytes:
-        return checkpoint_statement(self.tree_size, self.root_hash, self.timestamp)
+        return checkpoint_statement(self.tree_size, self.root_hash, self.timestamp, self.ledger)
 
     def to_json(self) -> dict[str, Any]:
         cert = x509.load_der_x509_certificate(self.certificate_der)
         return {
-            "ledger": LEDGER_NAME,
+            "ledger": self.ledger,
             "tree_size": self.tree_size,
             "root_hash": self.root_hash.hex(),
             "timestamp": self.timestamp,
@@ -100,11 +106,15 @@ class Checkpoint:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Checkpoint:
-        """Parse a checkpoint; raises ``ValueError`` naming what is wrong."""
+    def from_json(cls, data: Mapping[str, Any], ledger: str = LEDGER_NAME) -> Checkpoint:
+        """Parse a checkpoint of the ledger named ``ledger``; raises ``ValueError`` naming what
+        is wrong (a checkpoint of the other ledger included)."""
         try:
-            if data.get("ledger") != LEDGER_NAME:
-                raise ValueError("not an agentca checkpoint")
+            if data.get("ledger") != ledger:
+                found = data.get("ledger")
+                if found in LEDGER_NAMES:
+                    raise ValueError(f"a checkpoint of ledger '{found}', not of '{ledger}'")
+                raise ValueError(f"not an {ledger} checkpoint")
             size = data["tree_size"]
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise ValueError("tree_size must be a non-negative integer")
@@ -118,6 +128,7 @@ class Checkpoint:
                 str(data["timestamp"]),
                 base64.b64decode(data["signature"], validate=True),
                 cert.public_bytes(serialization.Encoding.DER),
+                ledger,
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed checkpoint: {exc}") from exc
@@ -137,11 +148,13 @@ class Checkpoint:
         return None
 
 
-def checkpoint_statement(tree_size: int, root_hash: bytes, timestamp: str) -> bytes:
+def checkpoint_statement(
+    tree_size: int, root_hash: bytes, timestamp: str, ledger: str = LEDGER_NAME
+) -> bytes:
     """The exact bytes the audit key signs."""
     return CHECKPOINT_CONTEXT + canonical(
         {
-            "ledger": LEDGER_NAME,
+            "ledger": ledger,
             "tree_size": tree_size,
             "root_hash": root_hash.hex(),
             "timestamp": timestamp,
@@ -155,11 +168,12 @@ def sign_checkpoint(
     now: datetime,
     key: ec.EllipticCurvePrivateKey,
     certificate: x509.Certificate,
+    ledger: str = LEDGER_NAME,
 ) -> Checkpoint:
-    """Sign a tree head with the audit key (an HSM key in production)."""
+    """Sign a tree head of ledger ``ledger`` with the audit key (an HSM key in production)."""
     timestamp = format_time(now)
     signature = key.sign(
-        checkpoint_statement(tree_size, root_hash, timestamp), ec.ECDSA(hashes.SHA256())
+        checkpoint_statement(tree_size, root_hash, timestamp, ledger), ec.ECDSA(hashes.SHA256())
     )
     return Checkpoint(
         tree_size,
@@ -167,4 +181,5 @@ def sign_checkpoint(
         timestamp,
         signature,
         certificate.public_bytes(serialization.Encoding.DER),
+        ledger,
     )

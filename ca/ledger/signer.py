@@ -100,8 +100,9 @@ def rotation_due(cert: x509.Certificate, now: datetime) -> bool:
 
 
 class CheckpointSigner:
-    """Signs checkpoints of the ledger with the audit signer (created on first use, rotated on
-    demand and ahead of its expiry)."""
+    """Signs checkpoints of a ledger (``store``: the issuance ledger, or the action ledger,
+    decision 0056) with the audit signer (created on first use, rotated on demand and ahead of
+    its expiry); both ledgers share the one audit key, their checkpoints name their ledger."""
 
     def __init__(self, authority: CertificateAuthority, store: LedgerStore) -> None:
         self.authority = authority
@@ -172,12 +173,12 @@ class CheckpointSigner:
         return signer_id, cert, key
 
     def checkpoint(self) -> Checkpoint:
-        """Sign and store a checkpoint of the ledger as it is now."""
+        """Sign and store a checkpoint of the ledger as it is now (its name signed with it)."""
         signer_id, cert, key = self.signer()
         size = self.store.size()
         root = self.store.root(size)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CAError(ErrorCode.INTERNAL, "the audit key is not an EC key")
-        cp = sign_checkpoint(size, root, self.authority.clock(), key, cert)
+        cp = sign_checkpoint(size, root, self.authority.clock(), key, cert, self.store.name)
         self.store.store_checkpoint(cp, signer_id)
         return cp

@@ -4,29 +4,42 @@ Export format (JSON Lines; CSV carries the same fields, with the header on a ``#
 line 1 ``{"format": "agentca-ledger-export", "version": 1, "filter": null|{...},
 "count": n, "checkpoint": {...}, "audit": {...}}``, then one entry per line with its
 ``leaf_hash`` and, in a filtered export, its RFC 9162 inclusion ``proof`` against the
-checkpoint's tree. ``audit`` (added in the same version: older exports lack it and still
-verify) carries what an offline auditor needs to anchor trust at the CA root: every audit
-certificate (``certificates``, PEM, newest first), the CA ``chain`` (issuing CA, root) and the
-OID ``arcs`` the CA issues or issued under (decision 0027).
+checkpoint's tree. The action ledger's exports (decision 0056) have the same shape with
+``"format": "agentca-action-export"``, a checkpoint of ledger ``agentca-actions``, and lines
+``{"seq", "record", "leaf_hash", "proof"}`` whose ``record`` is a gateway's action record
+(``wire.actions``): ``verify_export`` tells them apart by the header. ``audit`` (added in
+the same version: older exports lack it and still verify) carries what an offline auditor
+needs to anchor trust at the CA root: every audit certificate (``certificates``, PEM, newest
+first), the CA ``chain`` (issuing CA, root) and the OID ``arcs`` the CA issues or issued
+under (decision 0027).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 
-from ca.ledger.entries import Checkpoint, LedgerEntry
+from ca.ledger.entries import (
+    ACTIONS_LEDGER_NAME,
+    LEDGER_NAME,
+    LEDGER_NAMES,
+    Checkpoint,
+    LedgerEntry,
+)
 from ca.ledger.trust import LedgerTrust, checkpoint_problem, parse_arcs
 from ca.oids import OidArc
+from wire.actions import ActionRecord
 from wire.merkle import StreamingRoot, verify_consistency, verify_inclusion
 
 EXPORT_FORMAT = "agentca-ledger-export"
 CSV_FIELDS = ["seq", "time", "actor", "event", "body", "leaf_hash", "proof"]
+ACTION_EXPORT_FORMAT = "agentca-action-export"
+ACTION_CSV_FIELDS = ["seq", "record", "leaf_hash", "proof"]
 
 
 @dataclass(frozen=True)
@@ -45,22 +58,76 @@ def _fail(msg: str, entries: int, size: int, seq: int | None, filtered: bool) ->
     return Report(False, msg, entries, size, seq, filtered)
 
 
+def _entry_row(row: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "seq": int(row["seq"]),
+        "time": row["time"],
+        "actor": row["actor"],
+        "event": row["event"],
+        "body": json.loads(row["body"]),
+        "leaf_hash": row["leaf_hash"],
+    }
+
+
+def _record_row(row: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "seq": int(row["seq"]),
+        "record": json.loads(row["record"]),
+        "leaf_hash": row["leaf_hash"],
+    }
+
+
+def _entry_leaf(raw: Mapping[str, Any]) -> tuple[int, bytes]:
+    entry = LedgerEntry.from_json(raw)
+    return entry.seq, entry.leaf_hash(check=False)
+
+
+def _record_leaf(raw: Mapping[str, Any]) -> tuple[int, bytes]:
+    seq = raw["seq"]
+    if type(seq) is not int:
+        raise ValueError("'seq' is not an integer")
+    return seq, ActionRecord.from_json(raw["record"]).leaf_hash()
+
+
+@dataclass(frozen=True)
+class Nouns:
+    """What the lines of an export are called in reports (``entry``, ``record``)."""
+
+    one: str
+    many: str
+
+
+@dataclass(frozen=True)
+class ExportKind:
+    """One ledger's export: its checkpoints' ledger name, how a CSV row reads, how a line's
+    leaf is recomputed from its content, and what its lines are called."""
+
+    ledger: str
+    from_csv: Callable[[Mapping[str, str]], dict[str, Any]]
+    leaf_of: Callable[[Mapping[str, Any]], tuple[int, bytes]]
+    nouns: Nouns
+
+
+#: The exports ``verify_export`` knows, by their header's ``format``.
+KINDS = {
+    EXPORT_FORMAT: ExportKind(LEDGER_NAME, _entry_row, _entry_leaf, Nouns("entry", "entries")),
+    ACTION_EXPORT_FORMAT: ExportKind(
+        ACTIONS_LEDGER_NAME, _record_row, _record_leaf, Nouns("record", "records")
+    ),
+}
+
+
 def parse_lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Yield the header, then each entry, from a JSON Lines or CSV export."""
+    """Yield the header, then each line, from a JSON Lines or CSV export (either ledger's)."""
     it = iter(lines)
     first = next(it, "")
     if first.startswith("#"):
-        yield json.loads(first[1:].strip())
-        reader = csv.DictReader(it)
-        for row in reader:
-            entry: dict[str, Any] = {
-                "seq": int(row["seq"]),
-                "time": row["time"],
-                "actor": row["actor"],
-                "event": row["event"],
-                "body": json.loads(row["body"]),
-                "leaf_hash": row["leaf_hash"],
-            }
+        header = json.loads(first[1:].strip())
+        yield header
+        kind = KINDS.get(str(header.get("format"))) if isinstance(header, dict) else None
+        from_csv = kind.from_csv if kind is not None else _entry_row
+        for row in csv.DictReader(it):
+            entry = from_csv(row)
             if row.get("proof"):
                 entry["proof"] = row["proof"].split()
             yield entry
@@ -107,11 +174,12 @@ def verify_export(lines: Iterable[str], trusted: LedgerTrust | x509.Certificate)
         header = next(records, None)
     except (ValueError, KeyError) as exc:
         return _fail(f"the export header is unreadable: {exc}", 0, 0, None, False)
-    if not isinstance(header, Mapping) or header.get("format") != EXPORT_FORMAT:
+    kind = KINDS.get(str(header.get("format"))) if isinstance(header, Mapping) else None
+    if header is None or kind is None:
         return _fail("not an agentca ledger export (bad header line)", 0, 0, None, False)
     try:
-        checkpoint = Checkpoint.from_json(header["checkpoint"])
-    except (ValueError, KeyError) as exc:
+        checkpoint = Checkpoint.from_json(header["checkpoint"], kind.ledger)
+    except (ValueError, KeyError, TypeError) as exc:
         return _fail(f"the checkpoint is malformed: {exc}", 0, 0, None, False)
     try:
         carried, arcs = carried_material(header)
@@ -120,46 +188,62 @@ def verify_export(lines: Iterable[str], trusted: LedgerTrust | x509.Certificate)
     problem = checkpoint_problem(checkpoint, as_trust(trusted), carried, arcs)
     if problem:
         return _fail(problem, 0, checkpoint.tree_size, None, False)
-    filtered = header.get("filter") is not None
+    return verify_leaves(
+        records,
+        checkpoint,
+        header.get("filter") is not None,
+        header.get("count"),
+        kind.leaf_of,
+        kind.nouns,
+    )
+
+
+def verify_leaves(
+    lines: Iterable[Mapping[str, Any]],
+    checkpoint: Checkpoint,
+    filtered: bool,
+    announced: Any,
+    leaf_of: Callable[[Mapping[str, Any]], tuple[int, bytes]],
+    nouns: Nouns,
+) -> Report:
+    """The lines of an export against its (already trusted) checkpoint: each line's leaf
+    (``leaf_of`` recomputes ``(seq, leaf hash)`` from its content) must equal its stated
+    ``leaf_hash``; then the whole tree is recomputed (full export: seqs 0..size-1 in order)
+    or each line's inclusion ``proof`` checked (filtered export, ``announced`` lines). The
+    first failure names the line's seq. Shared by both ledgers' exports."""
+    one, many = nouns.one, nouns.many
     size = checkpoint.tree_size
     stream = StreamingRoot()
     count = 0
     previous = -1
     try:
-        for raw in records:
-            entry = LedgerEntry.from_json(raw)
-            seq = entry.seq
-            if filtered:
-                if seq <= previous:
-                    return _fail(
-                        f"entry {seq} is out of order or repeated (after {previous})",
-                        count,
-                        size,
-                        seq,
-                        True,
-                    )
-                if seq >= size:
-                    return _fail(
-                        f"entry {seq} lies beyond the checkpoint (size {size})",
-                        count,
-                        size,
-                        seq,
-                        True,
-                    )
-            elif seq != previous + 1:
+        for raw in lines:
+            seq, computed = leaf_of(raw)
+            if filtered and seq <= previous:
+                return _fail(
+                    f"{one} {seq} is out of order or repeated (after {previous})",
+                    count,
+                    size,
+                    seq,
+                    True,
+                )
+            if filtered and seq >= size:
+                return _fail(
+                    f"{one} {seq} lies beyond the checkpoint (size {size})", count, size, seq, True
+                )
+            if not filtered and seq != previous + 1:
                 what = "missing" if seq > previous + 1 else "out of order or repeated"
                 expected = previous + 1
                 return _fail(
-                    f"entry {expected} is {what}: found entry {seq} in its place",
+                    f"{one} {expected} is {what}: found {one} {seq} in its place",
                     count,
                     size,
                     expected,
                     False,
                 )
-            computed = entry.leaf_hash(check=False)
             if raw.get("leaf_hash") != computed.hex():
                 return _fail(
-                    f"entry {seq} was altered: its content does not match its hash",
+                    f"{one} {seq} was altered: its content does not match its hash",
                     count,
                     size,
                     seq,
@@ -171,12 +255,12 @@ def verify_export(lines: Iterable[str], trusted: LedgerTrust | x509.Certificate)
                     computed, seq, size, proof, checkpoint.root_hash
                 ):
                     return _fail(
-                        f"entry {seq} is not included in the signed tree", count, size, seq, True
+                        f"{one} {seq} is not included in the signed tree", count, size, seq, True
                     )
             else:
                 if seq >= size:
                     return _fail(
-                        f"entry {seq} lies beyond the checkpoint (size {size})",
+                        f"{one} {seq} lies beyond the checkpoint (size {size})",
                         count,
                         size,
                         seq,
@@ -187,13 +271,12 @@ def verify_export(lines: Iterable[str], trusted: LedgerTrust | x509.Certificate)
             count += 1
     except (ValueError, KeyError, TypeError) as exc:
         return _fail(
-            f"entry after {previous} is malformed: {exc}", count, size, previous + 1, filtered
+            f"{one} after {previous} is malformed: {exc}", count, size, previous + 1, filtered
         )
     if filtered:
-        expected_count = header.get("count")
-        if expected_count is not None and expected_count != count:
+        if announced is not None and announced != count:
             return _fail(
-                f"the export announces {expected_count} entries but holds {count}",
+                f"the export announces {announced} {many} but holds {count}",
                 count,
                 size,
                 None,
@@ -201,8 +284,7 @@ def verify_export(lines: Iterable[str], trusted: LedgerTrust | x509.Certificate)
             )
         return Report(
             True,
-            f"{count} entries verified by inclusion proofs against the signed "
-            f"tree of {size} entries",
+            f"{count} {many} verified by inclusion proofs against the signed tree of {size} {many}",
             count,
             size,
             None,
@@ -210,8 +292,8 @@ def verify_export(lines: Iterable[str], trusted: LedgerTrust | x509.Certificate)
         )
     if count != size:
         return _fail(
-            f"the export ends after entry {count - 1} but the checkpoint covers {size} "
-            f"entries (truncated)",
+            f"the export ends after {one} {count - 1} but the checkpoint covers {size} "
+            f"{many} (truncated)",
             count,
             size,
             count,
@@ -221,7 +303,7 @@ def verify_export(lines: Iterable[str], trusted: LedgerTrust | x509.Certificate)
         return _fail("the recomputed tree does not match the signed root", count, size, None, False)
     return Report(
         True,
-        f"all {count} entries verified: the tree matches the signed checkpoint",
+        f"all {count} {many} verified: the tree matches the signed checkpoint",
         count,
         size,
         None,
@@ -281,7 +363,8 @@ def verify_checkpoint_document(
     """A checkpoint file alone (``ledger checkpoint --out``): its audit certificate and
     signature, judged at its own time; it proves the tree head, not any entry."""
     try:
-        cp = Checkpoint.from_json(doc)
+        name = doc.get("ledger")  # either ledger's checkpoint: the name is signed
+        cp = Checkpoint.from_json(doc, name if name in LEDGER_NAMES else LEDGER_NAME)
         carried, arcs = carried_material(doc)
         chain = doc.get("chain_pem")
         if isinstance(chain, str):

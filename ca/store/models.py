@@ -266,10 +266,8 @@ class LedgerHead(Base):
     size: Mapped[int] = mapped_column(BigInteger)
 
 
-class LedgerCheckpointRow(Base):
-    """A signed tree head."""
-
-    __tablename__ = "ledger_checkpoints"
+class CheckpointColumns:
+    """The columns of a signed tree head, shared by both ledgers' checkpoint tables."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
@@ -277,6 +275,12 @@ class LedgerCheckpointRow(Base):
     timestamp: Mapped[str] = mapped_column(String(32))
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     signer_id: Mapped[int] = mapped_column(ForeignKey("audit_signers.id"))
+
+
+class LedgerCheckpointRow(CheckpointColumns, Base):
+    """A signed tree head."""
+
+    __tablename__ = "ledger_checkpoints"
 
 
 class AuditSigner(Base):
@@ -288,3 +292,81 @@ class AuditSigner(Base):
     key_label: Mapped[str] = mapped_column(String(128), unique=True)
     certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# ---------------------------------------------------------------- the action ledger (0056)
+
+
+class GatewayRow(Base):
+    """A gateway registered to ship its decisions (``agentca gateway add``): the key that signs
+    its local log's checkpoints, named by ``key_id`` (hex SHA-256 of the SPKI DER)."""
+
+    __tablename__ = "gateways"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key_der: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class ActionRecordRow(Base):
+    """One gateway decision in the action ledger; append-only (database triggers), numbered
+    ``seq`` gap-free across all gateways, identified by ``(gateway, gateway_seq)``. ``record``
+    is the record's canonical JSON (its leaf bytes); the other columns are copies for the
+    export filters and the drift analyser."""
+
+    __tablename__ = "action_records"
+    __table_args__ = (
+        UniqueConstraint("gateway", "gateway_seq", name="uq_action_records_gateway_seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    gateway: Mapped[str] = mapped_column(String(64))
+    gateway_seq: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[str] = mapped_column(String(32), index=True)
+    agent: Mapped[str | None] = mapped_column(String(1024), index=True)
+    serial: Mapped[str | None] = mapped_column(String(1024))
+    officer: Mapped[str | None] = mapped_column(String(1024), index=True)
+    method: Mapped[str] = mapped_column(String(1024))
+    route: Mapped[str] = mapped_column(String(1024), index=True)
+    outcome: Mapped[str] = mapped_column(String(8), index=True)
+    scope: Mapped[str | None] = mapped_column(String(1024))
+    failed_check: Mapped[str | None] = mapped_column(String(1024))  # a denial's check
+    record: Mapped[str] = mapped_column(Text)  # canonical JSON: the leaf bytes
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class ActionLedgerHead(Base):
+    """The action ledger's size: its row lock serialises batches (gap-free ``seq``)."""
+
+    __tablename__ = "action_ledger_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class ActionCheckpointRow(CheckpointColumns, Base):
+    """A signed tree head of the action ledger (ledger name ``agentca-actions``)."""
+
+    __tablename__ = "action_checkpoints"
+
+
+class GatewayCheckpointRow(Base):
+    """A checkpoint of a gateway's local log, as received (signature verified): ``status``
+    ``pending`` until the CA holds its records, then ``consistent`` or ``inconsistent`` for
+    good (a trigger refuses any other change)."""
+
+    __tablename__ = "gateway_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(64), index=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    timestamp: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -71,6 +71,12 @@ TABLE_GRANTS: Mapping[str, Mapping[DbRole, frozenset[str]]] = MappingProxyType(
         "ledger_checkpoints": {_W: APPEND, _A: READ},
         "ledger_head": {_W: WRITE, _A: READ},
         "audit_signers": {_W: WRITE, _A: READ},
+        # the action ledger (decision 0056): append-only like the issuance ledger
+        "gateways": {_W: WRITE, _A: READ},
+        "action_records": {_W: APPEND, _A: READ},
+        "action_checkpoints": {_W: APPEND, _A: READ},
+        "action_ledger_head": {_W: WRITE, _A: READ},
+        "gateway_checkpoints": {_W: WRITE, _A: READ},  # status settles once (trigger)
     }
 )
 

@@ -148,6 +148,13 @@ def test_every_leaf_takes_json_and_prints_only_json_on_stdout(tmp_path: Path) ->
     run("apitoken create", "nightly", "--role", "auditor")
     run("apitoken list")
     run("apitoken revoke", "nightly")
+    from tests.integration.action_support import GatewayKey
+
+    (work / "gw.pem").write_bytes(GatewayKey().pem())
+    assert run("gateway add", "gw-json", "--public-key", str(work / "gw.pem"))[0]["changed"]
+    run("apitoken create", "--name", "gw-json", "--role", "gateway")
+    assert run("gateway list")[0]["name"] == "gw-json"
+    assert run("gateway disable", "gw-json")[0]["enabled"] is False
     run("model retire", MODEL2)
 
     for docs in seen.values():

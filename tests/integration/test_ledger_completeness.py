@@ -67,6 +67,27 @@ def _csr(model: str = MODEL) -> tuple[Any, str]:
     return key, csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
+def _gateway(rt: Runtime) -> str:
+    """Register gateway ``gw-ledger`` (its own ledger entry) and return its token."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    rt.gateways.add("gw-ledger", pem, "test")
+    return rt.api_tokens.create("gw-ledger", "gateway")[0]
+
+
+def _action_batch() -> dict[str, Any]:
+    from wire.actions import ActionBatch, ActionRecord
+
+    record = ActionRecord(
+        "gw-ledger", 0, "2026-12-07T09:00:00.000000Z", "r-0", "allow", "GET", "/v1/book"
+    )
+    return ActionBatch("gw-ledger", (record,)).to_json()
+
+
 def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) -> None:
     base, rt, token = api
     engine = rt.engine
@@ -231,7 +252,14 @@ def test_every_write_endpoint_writes_its_entries(api: tuple[str, Runtime, str]) 
             lambda: op("POST", "/v1/ledger/checkpoints"),
             ["audit.signer.created"],
         ),
+        (
+            "post",
+            "/v1/actions",  # records go to the action ledger (decision 0056), none here
+            lambda: op("POST", "/v1/actions", _action_batch(), bearer=gateway_token),
+            [],
+        ),
     ]
+    gateway_token = _gateway(rt)
     for _method, path, action, expected in steps:
         before = size(engine)
         action()

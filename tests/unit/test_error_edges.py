@@ -53,6 +53,9 @@ RELEASED = {
     "DB_UNAVAILABLE": ("database-unavailable", 503, 12),
     "STORAGE_FULL": ("storage-full", 507, 14),
     "INTERNAL": ("internal", 500, 1),
+    # the action ledger (decision 0056)
+    "ACTION_GAP": ("action-sequence-gap", 422, 2),
+    "CHECKPOINT_INVALID": ("checkpoint-invalid", 422, 2),
 }
 
 
