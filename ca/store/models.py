@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -320,17 +321,21 @@ class ActionRecordRow(Base):
     __tablename__ = "action_records"
     __table_args__ = (
         UniqueConstraint("gateway", "gateway_seq", name="uq_action_records_gateway_seq"),
+        # equality filters on long strings: hash indexes on PostgreSQL (no B-tree size limit)
+        Index("ix_action_records_agent", "agent", postgresql_using="hash"),
+        Index("ix_action_records_officer", "officer", postgresql_using="hash"),
+        Index("ix_action_records_route", "route", postgresql_using="hash"),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     gateway: Mapped[str] = mapped_column(String(64))
     gateway_seq: Mapped[int] = mapped_column(BigInteger)
     time: Mapped[str] = mapped_column(String(32), index=True)
-    agent: Mapped[str | None] = mapped_column(String(1024), index=True)
+    agent: Mapped[str | None] = mapped_column(String(1024))
     serial: Mapped[str | None] = mapped_column(String(1024))
-    officer: Mapped[str | None] = mapped_column(String(1024), index=True)
+    officer: Mapped[str | None] = mapped_column(String(1024))
     method: Mapped[str] = mapped_column(String(1024))
-    route: Mapped[str] = mapped_column(String(1024), index=True)
+    route: Mapped[str] = mapped_column(String(1024))
     outcome: Mapped[str] = mapped_column(String(8), index=True)
     scope: Mapped[str | None] = mapped_column(String(1024))
     failed_check: Mapped[str | None] = mapped_column(String(1024))  # a denial's check

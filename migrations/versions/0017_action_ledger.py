@@ -112,8 +112,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq"),
         sa.UniqueConstraint("gateway", "gateway_seq", name="uq_action_records_gateway_seq"),
     )
-    for column in ("time", "agent", "officer", "route", "outcome"):
+    for column in ("time", "outcome"):
         op.create_index(op.f(f"ix_action_records_{column}"), "action_records", [column])
+    # Equality filters on strings of up to 1,024 characters (4 KiB of UTF-8): a B-tree entry
+    # is limited to about 2.7 KB on PostgreSQL, a hash index entry is not.
+    for column in ("agent", "officer", "route"):
+        op.create_index(
+            op.f(f"ix_action_records_{column}"),
+            "action_records",
+            [column],
+            postgresql_using="hash",
+        )
     op.create_table(
         "action_ledger_head",
         sa.Column("id", sa.Integer(), nullable=False),

@@ -382,3 +382,20 @@ def test_a_full_batch_is_one_bounded_request(env: Env) -> None:
         f"({len(json.dumps(body)) // 1024} KiB), re-send {resend * 1000:.0f} ms"
     )
     assert elapsed < 20 and resend < 20
+
+
+def test_the_longest_members_are_stored_and_found_by_their_filters(env: Env) -> None:
+    """1,024 characters of four-byte UTF-8 in agent, officer and route (4 KiB each, past a
+    PostgreSQL B-tree entry's limit): stored, and an export filtered on them finds them."""
+    from ca.ledger.actions import ActionFilter
+
+    name = "gw-long"
+    token, _key = env.gateway(name)
+    long = "\U0001f600" * 1024
+    rec = record(name, 0, agent=long, officer=long, route="/" + long[:1023])
+    reply = env.post(token, batch(name, [rec]))
+    assert reply.status == 200, reply.body
+    cp = env.rt.action_checkpoints.checkpoint()
+    flt = ActionFilter(gateway=name, agent=long, officer=long, route="/" + long[:1023])
+    lines = list(env.rt.actions.export_actions(cp, flt))
+    assert [json.loads(line)["record"] for line in lines[1:]] == [rec.to_json()]
