@@ -1,0 +1,156 @@
+"""Browser-test fixtures: the real CA API and OCSP responder (``examples.scenario``, a real
+SoftHSM2 token and PostgreSQL), and headless Debian Chromium driven by Selenium through the
+system chromedriver (no browser or driver downloads: Selenium Manager is switched off)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from examples.scenario import Scenario
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "docs" / "console"
+IDLE_SECONDS = 15  # the CA's console_idle_seconds here: short, so a test can outwait it
+WAIT = 20.0  # seconds any one browser wait may take before the test fails
+
+selenium = pytest.importorskip("selenium")
+if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
+    pytest.skip("needs Debian chromium and chromium-driver", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@dataclass
+class ConsoleCA:
+    """The running scenario with one API token per role."""
+
+    scenario: Scenario
+    tokens: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.scenario.ca_url + "/console"
+
+
+@pytest.fixture(scope="module")
+def console_ca(tmp_path_factory: pytest.TempPathFactory, pg_module_url: str) -> Iterator[ConsoleCA]:
+    s = Scenario.create(tmp_path_factory.mktemp("console") / "work", pg_module_url)
+    s.env["AGENTCA_CONSOLE_IDLE_SECONDS"] = str(IDLE_SECONDS)
+    s.setup()
+    tokens = {
+        "operator": s.operator_token,
+        "auditor": s.cli("apitoken", "create", "audit", "--role", "auditor"),
+        "read-only": s.cli("apitoken", "create", "viewer", "--role", "read-only"),
+    }
+    with s.servers(gateway=False):
+        s.new_agent().enroll(s.enrollment_token())  # one certificate from the start
+        yield ConsoleCA(s, tokens)
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager fetch anything
+    opts = Options()
+    opts.binary_location = str(shutil.which("chromium"))
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        opts.add_argument(arg)
+    opts.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
+    service = Service(executable_path=str(shutil.which("chromedriver")))
+    driver = webdriver.Chrome(service=service, options=opts)
+    try:
+        driver.set_page_load_timeout(30)
+        driver.set_script_timeout(10)
+        driver.execute_cdp_cmd(
+            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def b(browser: WebDriver) -> WebDriver:
+    """The browser, signed out (no cookies) at the start of each test."""
+    browser.delete_all_cookies()
+    return browser
+
+
+def wait_for(driver: WebDriver, css: str) -> object:
+    """The first element matching ``css``, waiting at most :data:`WAIT` seconds."""
+    return WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
+
+
+def sign_in(driver: WebDriver, ca: ConsoleCA, role: str, path: str = "/") -> None:
+    driver.get(ca.url + "/sign-in?next=" + urllib.parse.quote("/console" + path))
+    field = driver.find_element(By.ID, "token")
+    field.send_keys(ca.tokens[role])
+    driver.find_element(By.ID, "sign-in").click()
+    wait_for(driver, "#whoami")
+
+
+def shot(driver: WebDriver, name: str) -> None:
+    """A screenshot of the current page for docs/console.md."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: str
+
+
+def http_call(
+    base: str,
+    method: str,
+    path: str,
+    form: dict[str, str] | None = None,
+    cookies: dict[str, str] | None = None,
+) -> Answer:
+    """One plain HTTP request (no redirects followed), as a script or another site sends it."""
+    u = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=15)
+    headers = {}
+    body = None
+    if form is not None:
+        body = urllib.parse.urlencode(form)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return Answer(resp.status, resp.headers, resp.read().decode("utf-8", "replace"))
+    finally:
+        conn.close()
