@@ -21,6 +21,7 @@ from ca.api.state import runtime
 from ca.api.validation import parse
 from ca.console import guard
 from ca.console.lists import CertificateSearch, dashboard_counts, search_certificates
+from ca.console.ocsp_check import OcspAnswer, ask
 from ca.console.web import console, render
 from ca.errors import CAError, ErrorCode
 from ca.extensions import read_agent_extensions
@@ -218,11 +219,13 @@ def certificates() -> Response:
 @console.get("/certificates/<serial>")
 @guard.page(READERS)
 def certificate(serial: str) -> Response:
-    """One certificate: record, decoded agent extensions, SPIFFE ID, chain and PEM."""
+    """One certificate: record, decoded agent extensions, SPIFFE ID, chain and PEM; with
+    ``?ocsp=1`` what its OCSP responder answers now (asked on demand, never on every view)."""
     rt = runtime()
     record = rt.read_queries.get(serial)
     cert = record.certificate
     extensions = spiffe = pem = None
+    ocsp_now: OcspAnswer | None = None
     if cert is not None:
         with guard.read_session() as s:
             arcs = read_arc_state(s).every_arc
@@ -234,6 +237,8 @@ def certificate(serial: str) -> Response:
             ).value.get_values_for_type(x509.UniformResourceIdentifier)
         ]
         pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        if request.args.get("ocsp") == "1":
+            ocsp_now = ask(cert, rt.authority.issuer(record.issuer_name).certificate)
     return render(
         "certificate.html",
         title=f"Certificate {record.serial_hex}",
@@ -243,6 +248,7 @@ def certificate(serial: str) -> Response:
         pem=pem,
         chain=[c.subject.rfc4514_string() for c in rt.authority.chain()],
         on_hold=record.revocation_reason is RevocationReason.CERTIFICATE_HOLD,
+        ocsp=ocsp_now,
         reasons=REASONS,
         now=rt.authority.clock(),
     )

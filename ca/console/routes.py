@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from flask import Flask
 
-from ca.console import audit_views, operator_views
+from ca.console import audit_views, bulk_views, operator_views
 from ca.console.web import console
 
 __all__ = ["register_console"]
-_VIEWS = (operator_views, audit_views)  # imported for the routes they add to ``console``
+_VIEWS = (
+    operator_views,
+    audit_views,
+    bulk_views,
+)  # imported for the routes they add to ``console``
 
 
 def register_console(app: Flask) -> None:

@@ -121,7 +121,13 @@ def sign_in(driver: WebDriver, ca: ConsoleCA, role: str, path: str = "/") -> Non
 def shot(driver: WebDriver, name: str) -> None:
     """A screenshot of the current page for docs/console.md."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})  # type: ignore[attr-defined]
+    height = int(metrics["cssContentSize"]["height"])
+    driver.set_window_size(1280, max(600, min(height + 100, 1800)))  # the whole page, bounded
+    try:
+        driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    finally:
+        driver.set_window_size(1280, 900)
 
 
 @dataclass

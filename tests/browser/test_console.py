@@ -33,7 +33,9 @@ NEW_AGENT = "ConsoleAgent-01"
 
 
 def text(driver: WebDriver, css: str) -> str:
-    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+    """The text of the first element matching ``css`` (waiting for it: after a click the
+    next page may still be loading)."""
+    return str(wait_for(driver, css).text)  # type: ignore[attr-defined]
 
 
 def csrf_of(driver: WebDriver) -> str:
@@ -181,6 +183,8 @@ def test_operator_registers_enrolls_sees_and_revokes(console_ca: ConsoleCA, b: W
     assert "issued" in text(b, "#status")
     assert model_digest(s.model_dir).hex() in text(b, "#extensions")
     assert "risk-officer@enterprise.io" in text(b, "#extensions")
+    b.find_element(By.ID, "ask-ocsp").click()
+    assert wait_for(b, "#ocsp .st") and text(b, "#ocsp").startswith("good from")
     shot(b, "certificate")
 
     b.find_element(By.ID, "revoke").click()
@@ -192,12 +196,13 @@ def test_operator_registers_enrolls_sees_and_revokes(console_ca: ConsoleCA, b: W
     assert "keyCompromise" in text(b, "#status")
     assert not b.find_elements(By.ID, "revoke")
 
-    deadline = time.monotonic() + WAIT  # the real responder says so too
-    status = agent.refresh_staple().status
-    while status != "revoked" and time.monotonic() < deadline:
+    deadline = time.monotonic() + WAIT  # the real responder says so, to the console...
+    b.get(b.current_url.split("?")[0] + "?ocsp=1")
+    while not text(b, "#ocsp").startswith("revoked") and time.monotonic() < deadline:
         time.sleep(0.5)
-        status = agent.refresh_staple().status
-    assert status == "revoked"
+        b.refresh()
+    assert text(b, "#ocsp").startswith("revoked from " + s.ocsp_url)
+    assert agent.refresh_staple().status == "revoked"  # ...and to the agent SDK
 
 
 def test_operator_holds_and_releases(console_ca: ConsoleCA, b: WebDriver) -> None:
@@ -404,3 +409,66 @@ def test_sign_out_ends_the_session(console_ca: ConsoleCA, b: WebDriver) -> None:
     WebDriverWait(b, WAIT).until(lambda d: "ended=signed-out" in d.current_url)
     again = http_call(console_ca.scenario.ca_url, "GET", "/console/", cookies=cookie)
     assert again.status == 303 and "/console/sign-in" in again.headers["Location"]
+
+
+# -- many at once (these run last: the retirement stops the scenario's model) -----------------
+def _enroll(ca: ConsoleCA, name: str) -> str:
+    s = ca.scenario
+    runtime = RuntimeProvenance(MODEL_TYPE, s.model_dir, prompt_path=s.prompt_file)
+    agent = Agent(name, generate_key("ec-p256"), runtime, s.ca_url)
+    agent.enroll(s.cli("token", "create", name))
+    return agent.credential.serial_hex
+
+
+def _preview(ca: ConsoleCA, b: WebDriver, officer: str, reason: str) -> None:
+    b.get(ca.url + "/revocations")
+    b.find_element(By.ID, "b-officer").send_keys(officer)
+    Select(b.find_element(By.ID, "b-reason")).select_by_value(reason)
+    b.find_element(By.ID, "preview").click()
+
+
+def test_bulk_revocation_previews_and_wants_the_count_typed(
+    console_ca: ConsoleCA, b: WebDriver
+) -> None:
+    serials = {_enroll(console_ca, NEW_AGENT) for _ in range(2)}
+    sign_in(b, console_ca, "operator")
+    _preview(console_ca, b, "risk-officer@enterprise.io", "affiliationChanged")
+    assert text(b, "#preview-count").startswith("2 live certificates")
+    assert serials <= set(re.findall(r"[0-9a-f]{30,}", text(b, "main table")))
+    shot(b, "bulk-revoke")
+    b.find_element(By.ID, "confirm_count").send_keys("3")
+    b.find_element(By.ID, "do-bulk").click()
+    assert "2 certificates match now" in text(b, "#error")  # nothing revoked
+    _preview(console_ca, b, "risk-officer@enterprise.io", "affiliationChanged")
+    wait_for(b, "#confirm_count").send_keys("2")  # type: ignore[attr-defined]
+    b.find_element(By.ID, "do-bulk").click()
+    assert text(b, "#done").startswith("revoked 2 certificates (affiliationChanged)")
+    for serial in serials:
+        b.get(f"{console_ca.url}/certificates/{serial}")
+        assert "affiliationChanged" in text(b, "#status")
+
+
+def test_retiring_a_model_shows_the_count_and_wants_its_type_typed(
+    console_ca: ConsoleCA, b: WebDriver
+) -> None:
+    serial = _enroll(console_ca, AGENT)
+    sign_in(b, console_ca, "operator", "/models")
+    b.find_element(By.CSS_SELECTOR, "a.retire").click()
+    live = int(text(b, "#retire-count"))
+    form_url = b.current_url
+    assert live >= 1
+    b.find_element(By.ID, "retire-revoke").click()
+    b.find_element(By.ID, "confirm_model_type").send_keys("gpt-something-else")
+    b.find_element(By.ID, "do-retire").click()
+    assert "type the model type" in text(b, "#error")
+    b.get(form_url)
+    b.find_element(By.ID, "retire-revoke").click()
+    wait_for(b, "#confirm_model_type").send_keys(MODEL_TYPE)  # type: ignore[attr-defined]
+    shot(b, "retire-model")
+    b.find_element(By.ID, "do-retire").click()
+    assert text(b, "#done").startswith(f"Retired {MODEL_TYPE}")
+    assert f"revoked {live} certificate" in text(b, "#done")
+    b.get(f"{console_ca.url}/certificates/{serial}")
+    assert "privilegeWithdrawn" in text(b, "#status")
+    b.get(console_ca.url + "/models")
+    assert "retired" in text(b, "main table") and not b.find_elements(By.CSS_SELECTOR, "a.retire")
