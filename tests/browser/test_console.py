@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -472,3 +473,19 @@ def test_retiring_a_model_shows_the_count_and_wants_its_type_typed(
     assert "privilegeWithdrawn" in text(b, "#status")
     b.get(console_ca.url + "/models")
     assert "retired" in text(b, "main table") and not b.find_elements(By.CSS_SELECTOR, "a.retire")
+
+
+def test_reflected_input_is_escaped(console_ca: ConsoleCA, b: WebDriver) -> None:
+    """Jinja autoescaping: what a link puts in a search field comes back as text."""
+    sign_in(b, console_ca, "operator")
+    probe = '"><script>document.title="owned"</script>'
+    answer = http_call(
+        console_ca.scenario.ca_url,
+        "GET",
+        "/console/certificates?agent=" + urllib.parse.quote(probe),
+        cookies=session_cookie(b),
+    )
+    assert answer.status == 200
+    assert "<script>" not in answer.body and "&lt;script&gt;" in answer.body
+    b.get(console_ca.url + "/certificates?agent=" + urllib.parse.quote(probe))
+    assert b.title != "owned" and b.find_element(By.NAME, "agent").get_attribute("value") == probe
