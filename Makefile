@@ -63,6 +63,10 @@ bench: bootstrap-test
 bench-enroll: bootstrap-test
 	bash scripts/with-postgres.sh $(PY) bench/enroll_bench.py $(BENCH_ARGS)
 
+.PHONY: bench-console
+bench-console: bootstrap-test
+	bash scripts/with-postgres.sh $(PY) bench/console_bench.py $(BENCH_ARGS)
+
 .PHONY: bench-ledger
 bench-ledger: bootstrap-test
 	bash scripts/with-postgres.sh $(PY) bench/ledger_bench.py $(BENCH_ARGS)

@@ -109,7 +109,7 @@ def _load(roles: frozenset[Role]) -> WerkzeugResponse | None:
     try:
         g.console_user = store().lookup(sid)
     except SessionEnded as ended:
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):  # an action is never replayed after sign-in
             raise CAError(ErrorCode.UNAUTHENTICATED, "your console session has ended") from None
         target = request.full_path if request.query_string else request.path
         resp = redirect(

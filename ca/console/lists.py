@@ -92,12 +92,15 @@ class Counts:
     live: int
     expiring: int
     revoked: int
+    issued_last_hour: int
+    issued_last_day: int
     last_crl: datetime | None
 
 
 def dashboard_counts(conn: Connection, now: datetime, horizon: timedelta) -> Counts:
-    """Live (issued, unexpired), expiring within ``horizon`` and revoked certificates, and
-    the newest full CRL time (three indexed counts on ``(status, not_after)``)."""
+    """Live (issued, unexpired), expiring within ``horizon`` and revoked certificates (counts
+    on the ``(status, not_after)`` index), enrollments in the last hour and day, and the
+    newest full CRL time."""
     c = certificates.c
     issued = c.status == CertStatus.ISSUED
 
@@ -109,5 +112,7 @@ def dashboard_counts(conn: Connection, now: datetime, horizon: timedelta) -> Cou
         live=count(issued, c.not_after > now),
         expiring=count(issued, c.not_after > now, c.not_after <= now + horizon),
         revoked=count(c.status == CertStatus.REVOKED),
+        issued_last_hour=count(c.issued_at > now - timedelta(hours=1)),
+        issued_last_day=count(c.issued_at > now - timedelta(days=1)),
         last_crl=conn.execute(select(func.max(CrlState.last_full_at))).scalar(),
     )

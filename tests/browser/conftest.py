@@ -4,7 +4,6 @@ system chromedriver (no browser or driver downloads: Selenium Manager is switche
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 import urllib.parse
@@ -128,35 +127,3 @@ def shot(driver: WebDriver, name: str) -> None:
         driver.save_screenshot(str(SHOTS / f"{name}.png"))
     finally:
         driver.set_window_size(1280, 900)
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: http.client.HTTPMessage
-    body: str
-
-
-def http_call(
-    base: str,
-    method: str,
-    path: str,
-    form: dict[str, str] | None = None,
-    cookies: dict[str, str] | None = None,
-) -> Answer:
-    """One plain HTTP request (no redirects followed), as a script or another site sends it."""
-    u = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=15)
-    headers = {}
-    body = None
-    if form is not None:
-        body = urllib.parse.urlencode(form)
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    if cookies:
-        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return Answer(resp.status, resp.headers, resp.read().decode("utf-8", "replace"))
-    finally:
-        conn.close()

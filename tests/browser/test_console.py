@@ -23,11 +23,11 @@ from tests.browser.conftest import (
     IDLE_SECONDS,
     WAIT,
     ConsoleCA,
-    http_call,
     shot,
     sign_in,
     wait_for,
 )
+from tests.browser.plain_http import http_call
 
 pytestmark = pytest.mark.integration
 NEW_AGENT = "ConsoleAgent-01"
