@@ -104,6 +104,19 @@ def same(a: str | None, b: str | None) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+#: ``Sec-Fetch-Site`` values of a form this console served (or the user's own navigation)
+_OWN_FETCH = frozenset({"same-origin", "none"})
+
+
+def refuse_foreign_post() -> None:
+    """A POST the browser says came from another origin (even a sibling subdomain, which
+    could toss cookies) is refused; browsers that send no ``Sec-Fetch-Site`` rely on the
+    CSRF token and SameSite alone."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in _OWN_FETCH:
+        raise CAError(ErrorCode.FORBIDDEN, f"a form from another site ({site[:16]}) is refused")
+
+
 def _load(roles: frozenset[Role]) -> WerkzeugResponse | None:
     sid = request.cookies.get(COOKIE, "")
     try:
@@ -143,8 +156,9 @@ def page(roles: frozenset[Role] = READERS) -> Callable[[F], F]:
 
 
 def action(roles: frozenset[Role] = WRITERS) -> Callable[[F], F]:
-    """Decorator for a POST: a live session, a role in ``roles`` and the session's CSRF
-    token in the form (checked before the role, so nothing is learnt without it)."""
+    """Decorator for a POST: a live session, not sent from another site, the session's CSRF
+    token in the form (checked before the role, so nothing is learnt without it), and a role
+    in ``roles``."""
 
     def decorate(view: F) -> F:
         @wraps(view)
@@ -152,6 +166,7 @@ def action(roles: frozenset[Role] = WRITERS) -> Callable[[F], F]:
             refused = _load(READERS)
             if refused is not None:
                 return refused
+            refuse_foreign_post()
             if not same(request.form.get("csrf_token"), user().csrf_token):
                 raise CAError(ErrorCode.FORBIDDEN, "the form's CSRF token is missing or wrong")
             if user().role not in roles:

@@ -128,6 +128,7 @@ def sign_in_form() -> Response:
 @console.post("/sign-in")
 def sign_in() -> WerkzeugResponse:
     """Exchange an API token for a new session (a new id every time: no fixation)."""
+    guard.refuse_foreign_post()
     if not guard.same(request.form.get("signin_token"), request.cookies.get(guard.SIGNIN_COOKIE)):
         raise CAError(
             ErrorCode.FORBIDDEN, "the sign-in form expired or was not sent by this console"

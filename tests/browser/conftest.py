@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,10 @@ if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
     pytest.skip("needs Debian chromium and chromium-driver", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -104,9 +108,22 @@ def b(browser: WebDriver) -> WebDriver:
     return browser
 
 
+def until(driver: WebDriver, condition: Callable[[WebDriver], object]) -> object:
+    """``condition``'s first truthy value, waiting at most :data:`WAIT` seconds; an element
+    missing or replaced by the next page while it is read just means "not yet"."""
+    return WebDriverWait(
+        driver, WAIT, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+    ).until(condition)
+
+
 def wait_for(driver: WebDriver, css: str) -> object:
     """The first element matching ``css``, waiting at most :data:`WAIT` seconds."""
-    return WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
+    return until(driver, lambda d: d.find_element(By.CSS_SELECTOR, css))
+
+
+def text_of(driver: WebDriver, css: str) -> str:
+    """The text of the first element matching ``css`` once the page has one."""
+    return str(until(driver, lambda d: d.find_element(By.CSS_SELECTOR, css).text or " "))
 
 
 def sign_in(driver: WebDriver, ca: ConsoleCA, role: str, path: str = "/") -> None:

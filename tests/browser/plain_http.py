@@ -21,11 +21,12 @@ def http_call(
     path: str,
     form: dict[str, str] | None = None,
     cookies: dict[str, str] | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> Answer:
     """One plain HTTP request (no redirects followed), as a script or another site sends it."""
     u = urllib.parse.urlsplit(base)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=15)
-    headers = {}
+    headers = dict(extra_headers or {})
     body = None
     if form is not None:
         body = urllib.parse.urlencode(form)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from agent import Agent, RuntimeProvenance, generate_key, model_digest, prompt_digest_file
 from examples.scenario import AGENT, ENVIRONMENT, MODEL_TYPE, SCOPES
@@ -25,6 +25,8 @@ from tests.browser.conftest import (
     ConsoleCA,
     shot,
     sign_in,
+    text_of,
+    until,
     wait_for,
 )
 from tests.browser.plain_http import http_call
@@ -36,7 +38,7 @@ NEW_AGENT = "ConsoleAgent-01"
 def text(driver: WebDriver, css: str) -> str:
     """The text of the first element matching ``css`` (waiting for it: after a click the
     next page may still be loading)."""
-    return str(wait_for(driver, css).text)  # type: ignore[attr-defined]
+    return text_of(driver, css).strip()
 
 
 def csrf_of(driver: WebDriver) -> str:
@@ -164,7 +166,7 @@ def test_operator_registers_enrolls_sees_and_revokes(console_ca: ConsoleCA, b: W
     b.find_element(By.ID, "max_validity_hours").send_keys("12")
     shot(b, "register-agent")
     b.find_element(By.ID, "register").click()
-    WebDriverWait(b, WAIT).until(lambda d: d.current_url.endswith(f"/agents/{NEW_AGENT}"))
+    until(b, lambda d: d.current_url.endswith(f"/agents/{NEW_AGENT}"))
     assert "risk-officer@enterprise.io" in b.page_source
 
     b.find_element(By.ID, "create-enrollment-token").click()
@@ -193,7 +195,7 @@ def test_operator_registers_enrolls_sees_and_revokes(console_ca: ConsoleCA, b: W
     b.find_element(By.ID, "confirm").click()
     shot(b, "revoke")
     b.find_element(By.ID, "do-revoke").click()
-    WebDriverWait(b, WAIT).until(lambda d: "revoked" in text(d, "#status"))
+    until(b, lambda d: "revoked" in text(d, "#status"))
     assert "keyCompromise" in text(b, "#status")
     assert not b.find_elements(By.ID, "revoke")
 
@@ -213,10 +215,10 @@ def test_operator_holds_and_releases(console_ca: ConsoleCA, b: WebDriver) -> Non
     wait_for(b, "#hold").click()  # type: ignore[attr-defined]
     wait_for(b, "#confirm").click()  # type: ignore[attr-defined]
     b.find_element(By.ID, "do-revoke").click()
-    WebDriverWait(b, WAIT).until(lambda d: "on hold" in text(d, "#status"))
+    until(b, lambda d: "on hold" in text(d, "#status"))
     b.find_element(By.CSS_SELECTOR, "input[name=confirm]").click()
     b.find_element(By.ID, "release").click()
-    WebDriverWait(b, WAIT).until(lambda d: "issued" in text(d, "#status"))
+    until(b, lambda d: "issued" in text(d, "#status"))
 
 
 def test_operator_creates_and_revokes_an_api_token(console_ca: ConsoleCA, b: WebDriver) -> None:
@@ -230,7 +232,7 @@ def test_operator_creates_and_revokes_an_api_token(console_ca: ConsoleCA, b: Web
     b.get(console_ca.url + "/api-tokens")
     shot(b, "api-tokens")
     b.find_element(By.ID, "revoke-console-made").click()
-    WebDriverWait(b, WAIT).until(lambda d: not d.find_elements(By.ID, "revoke-console-made"))
+    until(b, lambda d: not d.find_elements(By.ID, "revoke-console-made"))
     assert "revoked" in text(b, "main")
 
 
@@ -243,7 +245,7 @@ def test_auditor_filters_proves_verifies_and_exports(
     sign_in(b, console_ca, "auditor", "/ledger")
     b.find_element(By.NAME, "event").send_keys("console.signed_in")
     b.find_element(By.ID, "filter").click()
-    WebDriverWait(b, WAIT).until(lambda d: "event=console.signed_in" in d.current_url)
+    until(b, lambda d: "event=console.signed_in" in d.current_url)
     events = {e.text for e in b.find_elements(By.CSS_SELECTOR, "#ledger td.event")}
     assert events == {"console.signed_in"}
     shot(b, "ledger")
@@ -327,6 +329,10 @@ def test_a_post_without_the_csrf_token_is_refused(console_ca: ConsoleCA, b: WebD
     assert "issued" in text(b, "#status")
     no_pre = http_call(base, "POST", "/console/sign-in", {"token": console_ca.tokens["operator"]})
     assert no_pre.status == 403  # login CSRF: the sign-in form's own token is required
+    form = {"confirm": "yes", "csrf_token": csrf_of(b), "reason": "keyCompromise"}
+    for site in ("cross-site", "same-site"):  # what the browser says of the form's origin
+        answer = http_call(base, "POST", path, form, cookie, {"Sec-Fetch-Site": site})
+        assert answer.status == 403 and "another site" in answer.body
 
 
 @pytest.fixture
@@ -382,15 +388,13 @@ def test_an_idle_session_redirects_to_sign_in(console_ca: ConsoleCA, b: WebDrive
     sign_in(b, console_ca, "auditor", "/ledger")
     time.sleep(IDLE_SECONDS + 1)
     b.get(console_ca.url + "/ledger?event=console.signed_in")
-    WebDriverWait(b, WAIT).until(lambda d: "/console/sign-in" in d.current_url)
+    until(b, lambda d: "/console/sign-in" in d.current_url)
     assert "ended=idle-timeout" in b.current_url
     assert "inactivity" in text(b, "#notice")
     shot(b, "sign-in")
     b.find_element(By.ID, "token").send_keys(console_ca.tokens["auditor"])
     b.find_element(By.ID, "sign-in").click()  # back where the user was
-    WebDriverWait(b, WAIT).until(
-        lambda d: "/console/ledger?event=console.signed_in" in d.current_url
-    )
+    until(b, lambda d: "/console/ledger?event=console.signed_in" in d.current_url)
 
 
 def test_revoking_the_api_token_ends_its_sessions(console_ca: ConsoleCA, b: WebDriver) -> None:
@@ -399,7 +403,7 @@ def test_revoking_the_api_token_ends_its_sessions(console_ca: ConsoleCA, b: WebD
     sign_in(b, console_ca, "short")
     s.cli("apitoken", "revoke", "short-lived")
     b.get(console_ca.url + "/certificates")
-    WebDriverWait(b, WAIT).until(lambda d: "ended=token-revoked" in d.current_url)
+    until(b, lambda d: "ended=token-revoked" in d.current_url)
     assert "revoked" in text(b, "#notice")
 
 
@@ -407,7 +411,7 @@ def test_sign_out_ends_the_session(console_ca: ConsoleCA, b: WebDriver) -> None:
     sign_in(b, console_ca, "read-only")
     cookie = session_cookie(b)
     b.find_element(By.ID, "sign-out").click()
-    WebDriverWait(b, WAIT).until(lambda d: "ended=signed-out" in d.current_url)
+    until(b, lambda d: "ended=signed-out" in d.current_url)
     again = http_call(console_ca.scenario.ca_url, "GET", "/console/", cookies=cookie)
     assert again.status == 303 and "/console/sign-in" in again.headers["Location"]
 
