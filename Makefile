@@ -63,6 +63,14 @@ bench: bootstrap-test
 bench-enroll: bootstrap-test
 	bash scripts/with-postgres.sh $(PY) bench/enroll_bench.py $(BENCH_ARGS)
 
+.PHONY: screenshots
+screenshots: bootstrap-test  ## rewrite docs/console/*.png from the browser tests
+	AGENTCA_UPDATE_SCREENSHOTS=1 bash scripts/with-postgres.sh $(PYTEST) tests/browser
+
+.PHONY: bench-console
+bench-console: bootstrap-test
+	bash scripts/with-postgres.sh $(PY) bench/console_bench.py $(BENCH_ARGS)
+
 .PHONY: bench-ledger
 bench-ledger: bootstrap-test
 	bash scripts/with-postgres.sh $(PY) bench/ledger_bench.py $(BENCH_ARGS)

@@ -149,6 +149,12 @@ class Settings:
     # models with a verified OMS signature from one of them
     model_producers: tuple[str, ...] = ()
     signed_model_environments: tuple[str, ...] = ()
+    # web console (decision 0054): a session ends after this many idle seconds, and this many
+    # seconds after sign-in whatever its use; its cookie is Secure when served over TLS (or
+    # always, with console_secure_cookie: behind a TLS proxy that sets no X-Forwarded-Proto)
+    console_idle_seconds: int = 900
+    console_session_seconds: int = 28800
+    console_secure_cookie: bool = False
 
     def __post_init__(self) -> None:
         try:

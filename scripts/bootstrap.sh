@@ -79,6 +79,8 @@ if [[ $mode == test ]]; then
     need systemd have_cmd systemd-analyze # deploy/systemd units are verified and rated
     need curl have_cmd curl           # the docs test runs the README's and guides' curl commands
     need redis-server have_cmd redis-server # the shared gateway replay cache (issue 16)
+    need chromium have_cmd chromium   # the web console's browser tests (issue 19)
+    need chromium-driver have_cmd chromedriver
 fi
 
 if ((${#missing[@]})); then

@@ -168,7 +168,10 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
         """No sniffing, no framing, no caching of anything a credential unlocked; no CORS
         headers at all, so browsers keep other origins from reading any answer."""
         resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+        # the console sets its own (stylesheet from 'self'); everything else loads nothing
+        resp.headers.setdefault(
+            "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
+        )
         resp.headers["Referrer-Policy"] = "no-referrer"
         if "Authorization" in request.headers and "Cache-Control" not in resp.headers:
             resp.headers["Cache-Control"] = "no-store"
@@ -198,4 +201,7 @@ def create_app(settings: Settings, runtime_factory: Callable[[], Runtime] | None
     from ca.api.crl_routes import crl
 
     app.register_blueprint(crl, publish_dir=settings.effective_crl_publish_dir)
+    from ca.console.routes import register_console
+
+    register_console(app)  # the web console under /console (decision 0054)
     return app

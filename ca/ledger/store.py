@@ -417,6 +417,22 @@ class LedgerStore:
     def export_text(self, checkpoint: Checkpoint, flt: ExportFilter, fmt: str = "jsonl") -> str:
         return "".join(self.export_lines(checkpoint, flt, fmt))
 
+    def page(
+        self, size: int, flt: ExportFilter, before: int | None, limit: int
+    ) -> list[LedgerEntry]:
+        """Up to ``limit`` entries with seq < min(size, before) matching ``flt``, newest
+        first: keyset pagination on the primary key (the console's timeline), never OFFSET."""
+        t = LedgerEntryRow
+        end = size if before is None else min(size, before)
+        query = (
+            _filtered(select(t.seq, t.time, t.actor, t.event, t.body), end, flt)
+            .order_by(t.seq.desc())
+            .limit(limit)
+        )
+        with self.sessions() as s:
+            rows = s.execute(query).all()
+        return [LedgerEntry(q, tm, a, e, json.loads(b)) for q, tm, a, e, b in rows]
+
 
 def _take(buf: io.StringIO) -> str:
     text = buf.getvalue()

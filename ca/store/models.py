@@ -375,3 +375,19 @@ class GatewayCheckpointRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class ConsoleSession(Base):
+    """A web console session (decision 0054): the random id is stored as its SHA-256 only,
+    and bound to the API token it was exchanged for, so revoking the token ends it."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    api_token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_reason: Mapped[str | None] = mapped_column(String(32))
