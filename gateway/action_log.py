@@ -16,6 +16,9 @@ A directory holds four files:
 ``shipped``
     The shipping cursor: ``{"next_seq": n}``, the first record the CA has not acknowledged
     (replaced atomically by :meth:`ActionLog.mark_shipped`).
+``head``
+    The newest checkpoint's ``{"tree_size", "root_hash"}`` (replaced atomically after each
+    checkpoint is on disk): opening refuses a ``checkpoints.log`` that lost checkpoints.
 ``lock``
     Held (``flock``) by the one process that has the log open.
 
@@ -24,9 +27,13 @@ one writer thread per log, waking every 50 ms like ``gateway.decision_log``, bui
 records (``gateway.action_record``), appends them in one write, ``fsync``\\ s once per batch,
 extends the Merkle tree (``wire.merkle``) and signs a checkpoint every ``checkpoint_seconds``
 or ``checkpoint_records``. Opening a log verifies it whole: every line parses, is canonical
-and has its sequence number, every checkpoint's root is recomputed and its signature checked;
-a torn final line (a crash in mid-write) is completed or cut off, anything else that is wrong
-refuses the log with :class:`ActionLogError` naming the record.
+and has its sequence number, every checkpoint's root is recomputed and its signature checked
+with the gateway's key (or one of ``previous_keys``), and ``head`` names a checkpoint that is
+there; a torn final line (a crash in mid-write) is completed or cut off, anything else that
+is wrong (records with no checkpoint, a checkpoint of another key, a missing checkpoint)
+refuses the log with :class:`ActionLogError` naming the problem, so the gateway never signs
+over records it could not verify against its last checkpoint. An operator then moves the
+directory aside and starts a new log (decision 0055, "Recovering a refused log").
 
 The log is the shipper's spool. While it cannot take records (``max_unshipped_records`` or
 ``max_unshipped_bytes`` not yet acknowledged by the CA, a write failed, or the queue is full)
@@ -50,6 +57,7 @@ import json
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -75,6 +83,7 @@ log = logging.getLogger("agentca.gateway.actions")
 RECORDS: Final = "actions.log"
 CHECKPOINTS: Final = "checkpoints.log"
 CURSOR: Final = "shipped"
+HEAD: Final = "head"
 LOCK: Final = "lock"
 INTERVAL: Final = 0.05
 """Seconds between two rounds of the writer (:meth:`ActionLog.flush` does not wait for it)."""
@@ -107,8 +116,15 @@ def key_id(public_key: PublicKey) -> str:
 
 
 def load_private_key(path: Path | str) -> PrivateKey:
-    """The gateway key (PEM, unencrypted): ECDSA P-256 or Ed25519; anything else is refused."""
+    """The gateway key (PEM, unencrypted): ECDSA P-256 or Ed25519; anything else is refused,
+    and so is a key file that group or others may read or write (as ssh does)."""
     try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            raise ActionLogError(
+                f"{path}: the gateway key file has mode {mode:04o}: group or others may read "
+                f"it; run chmod 600 {path}"
+            )
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise ActionLogError(f"{path}: cannot read the gateway key: {exc}") from None
@@ -377,12 +393,15 @@ class ActionLog:
         max_unshipped_bytes: int = 1 << 30,
         capacity: int = CAPACITY,
         clock: Callable[[], float] = time.time,
+        previous_keys: Sequence[PublicKey] = (),
     ) -> None:
         """Open (or create) the log of gateway ``gateway_id`` (the name of its CA API token)
         in ``directory``, checkpointed with the key in ``key_file`` every
         ``checkpoint_seconds`` or ``checkpoint_records``, whichever comes first; refusing
         requests while ``max_unshipped_records`` or ``max_unshipped_bytes`` are not shipped.
-        Verifies the whole log (:func:`scan`); :class:`ActionLogError` if it was edited."""
+        Verifies the whole log (:func:`scan`): every checkpoint must be signed by this key or
+        one of ``previous_keys`` (after a key rotation); :class:`ActionLogError` if it was
+        edited."""
         if not GATEWAY_ID.fullmatch(gateway_id):
             raise ActionLogError(f"{gateway_id!r} is not a gateway identifier")
         if checkpoint_seconds <= 0 or checkpoint_records < 1:
@@ -393,6 +412,7 @@ class ActionLog:
         self.gateway = gateway_id
         self.key = load_private_key(key_file)
         self.key_id = key_id(self.key.public_key())
+        self.previous_keys = tuple(previous_keys)
         self.checkpoint_seconds = checkpoint_seconds
         self.checkpoint_records = checkpoint_records
         self.max_unshipped_records = max_unshipped_records
@@ -436,14 +456,15 @@ class ActionLog:
         return fd
 
     def _recover(self) -> None:
-        found = scan(self.directory, self.gateway, [self.key.public_key()])
+        keys = [self.key.public_key(), *self.previous_keys]
+        found = scan(self.directory, self.gateway, keys, require_keys=True)
         records = self.directory / RECORDS
         if found.tail:
             if found.tail_record is not None:  # complete but for its newline: keep it
                 log.warning("%s: completing record %d (its newline was not written)",
                             records, found.size)  # fmt: skip
                 _append_fsync(records, b"\n")
-                found = scan(self.directory, self.gateway, [self.key.public_key()])
+                found = scan(self.directory, self.gateway, keys, require_keys=True)
             else:
                 log.warning("%s: cutting a torn final record (%d bytes) after record %d",
                             records, len(found.tail), found.size - 1)  # fmt: skip
@@ -451,12 +472,13 @@ class ActionLog:
         if found.checkpoints_tail:
             log.warning("%s: cutting a torn final checkpoint", self.directory / CHECKPOINTS)
             os.truncate(self.directory / CHECKPOINTS, found.checkpoints_end)
-        if found.unverified:
-            log.warning("%s: %d checkpoints are signed by another key than %s (roots checked)",
-                        self.directory, found.unverified, self.key_id)  # fmt: skip
+        fresh = found.size == 0 and not found.checkpoints
+        self._head_size = self._check_head(found, fresh)
         if not records.exists():
             records.touch(0o600)
             _fsync_dir(self.directory)
+        if fresh:
+            self._write_head(0, b"")
         self.size = found.size
         """Records on disk (fsynced): the next record gets ``seq = size``."""
         self._end = found.end
@@ -469,6 +491,71 @@ class ActionLog:
         self._shipped_offset = self._offset(self.shipped)
         self._trim_checkpoints()
         self._update_state()
+
+    def _check_head(self, found: Scan, fresh: bool) -> int:
+        """The tree size ``head`` names, checked against the checkpoints ``found``: it must
+        be one that is there (the newest, or the one before it after a crash between writing
+        a checkpoint and ``head``), and records need a checkpoint. Else :class:`ActionLogError`:
+        checkpoints were removed, and the records since cannot be verified."""
+        where = f"{self.directory}: the action log"
+        refuse = (
+            " The gateway will not sign over records it cannot verify: move the directory "
+            "aside and start a new log (the CA keeps what was shipped)."
+        )
+        path = self.directory / HEAD
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            if fresh:
+                return 0
+            raise ActionLogError(
+                f"{where} has no {HEAD} file ({found.size} records, {len(found.checkpoints)} "
+                "checkpoints): it was removed, or the log was edited." + refuse
+            ) from None
+        except ValueError as exc:
+            raise ActionLogError(f"{path}: not a checkpoint head: {exc}" + refuse) from None
+        size = data.get("tree_size") if isinstance(data, dict) else None
+        root = data.get("root_hash") if isinstance(data, dict) else None
+        if type(size) is not int or not isinstance(root, str) or size < 0:
+            raise ActionLogError(f"{path}: not a checkpoint head" + refuse)
+        cps = found.checkpoints
+        sizes = [cp.tree_size for cp in cps]
+        if size and size not in sizes:
+            raise ActionLogError(
+                f"{where}: {HEAD} names the checkpoint of {size} records, but "
+                f"{CHECKPOINTS} holds no such checkpoint ({len(cps)} checkpoints, newest of "
+                f"{sizes[-1] if sizes else 0} records): checkpoints were removed." + refuse
+            )
+        if size and base64.b64encode(cps[sizes.index(size)].root_hash).decode() != root:
+            raise ActionLogError(
+                f"{where}: the checkpoint of {size} records is not the one {HEAD} names." + refuse
+            )
+        newer = sum(1 for s in sizes if s > size)
+        if newer > 1:
+            raise ActionLogError(
+                f"{where}: {HEAD} names the checkpoint of {size} records but {newer} newer "
+                f"checkpoints are in {CHECKPOINTS}: the files were edited." + refuse
+            )
+        if found.size and not cps:
+            raise ActionLogError(
+                f"{where} holds {found.size} records but no checkpoint: {CHECKPOINTS} was "
+                "removed (or the gateway stopped before its first checkpoint), so the records "
+                "cannot be verified." + refuse
+            )
+        return sizes[-1] if newer else size
+
+    def _write_head(self, tree_size: int, root: bytes) -> None:
+        """Replace ``head`` atomically (fsynced, with the directory)."""
+        path = self.directory / HEAD
+        tmp = path.with_name(HEAD + ".tmp")
+        doc = {"tree_size": tree_size, "root_hash": base64.b64encode(root).decode()}
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(canonical(doc) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.directory)
 
     def _read_cursor(self) -> int:
         path = self.directory / CURSOR
@@ -594,6 +681,13 @@ class ActionLog:
 
     def _maybe_checkpoint(self, force: bool = False) -> None:
         last = self._checkpoints[-1].tree_size if self._checkpoints else 0
+        if self._head_size != last:  # the last head write failed: no checkpoint before it
+            try:
+                self._write_head(last, self._checkpoints[-1].root_hash)
+            except OSError as exc:
+                log.error("action log checkpoint head not written: %s", exc)
+                return
+            self._head_size = last
         if self.size == last:
             return
         now = self.clock()
@@ -620,6 +714,12 @@ class ActionLog:
         with self._state:
             self._checkpoints.append(cp)
             self._trim_checkpoints()
+        try:
+            self._write_head(cp.tree_size, cp.root_hash)
+        except OSError as exc:
+            log.error("action log checkpoint head not written: %s", exc)
+            return
+        self._head_size = cp.tree_size
 
     def checkpoint_now(self, timeout: float = 5.0) -> GatewayCheckpoint | None:
         """Write everything queued and a checkpoint covering it; the newest checkpoint."""
