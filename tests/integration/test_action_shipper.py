@@ -230,3 +230,39 @@ def test_the_spool_bound_refuses_while_the_ca_is_away_and_clears_after(
             s.stop()
             stand_in.stop()
     assert stand_in.ledger.records == on_disk(tmp_path / "log")
+
+
+def test_a_refused_checkpoint_is_logged_and_the_records_still_ship(
+    tmp_path: Path, key_file: Path, token_file: Path, ca: CaStandIn, caplog: Any
+) -> None:
+    """The CA answers 422 checkpoint-invalid (no next_seq) to a checkpoint of a key it does
+    not have registered: not a gap, not a stop; the records go on without that checkpoint."""
+    ca.ledger.registered_key_id = "0" * 64  # the CA knows another key for this gateway
+    with ActionLog(tmp_path / "log", GATEWAY, key_file, checkpoint_records=2) as actions:
+        append(actions, 3)
+        s = shipper(actions, ca.url, token_file)
+        with caplog.at_level("ERROR", logger="agentca.gateway.actions.shipper"):
+            result = s.ship_once()
+        assert result.status == 200 and actions.shipped == 3
+        assert "refused gateway orders-1's checkpoint" in caplog.text
+        assert s.checkpoints_refused == 1 and ca.ledger.checkpoints_refused == 1
+        append(actions, 3, start=3)
+        actions.checkpoint_now()
+        assert s.ship_once().status == 200 and actions.shipped == 6
+        assert ca.ledger.checkpoints_refused == 1  # that key's checkpoints are not sent again
+    assert ca.ledger.records == on_disk(tmp_path / "log")
+    assert ca.ledger.checkpoints_ok == 0
+
+
+def test_a_422_without_next_seq_is_retried_not_a_gap(
+    tmp_path: Path, key_file: Path, token_file: Path, ca: CaStandIn
+) -> None:
+    ca.ledger.unprocessable_next = 1  # a 422 of a kind the shipper does not know
+    with ActionLog(tmp_path / "log", GATEWAY, key_file) as actions:
+        append(actions, 2)
+        s = shipper(actions, ca.url, token_file)
+        result = s.ship_once()
+        assert result.status == 422 and result.retry and actions.shipped == 0
+        assert s.last_error is not None and "422" in s.last_error
+        assert s.ship_once().status == 200 and actions.shipped == 2
+    assert ca.ledger.records == on_disk(tmp_path / "log")
