@@ -38,7 +38,11 @@ directory aside and starts a new log (decision 0055, "Recovering a refused log")
 The log is the shipper's spool. While it cannot take records (``max_unshipped_records`` or
 ``max_unshipped_bytes`` not yet acknowledged by the CA, a write failed, or the queue is full)
 :attr:`ActionLog.refusing` says why and the verifier refuses every request with 503
-``action-log-unavailable``: the product promises that every action is logged.
+``action-log-unavailable``: the product promises that every action is logged. Denials
+before an identity (no credentials, a chain that does not verify: records with no agent)
+may hold at most ``anonymous_share`` of ``max_unshipped_records``; beyond it they are
+counted and written as one ``unauthenticated-summary`` record per ``summary_seconds``, so
+a flood of requests without credentials cannot shut the gateway for the agents.
 
 ``python -m gateway.action_log keygen --out key.pem`` makes a key (printing its public key);
 ``python -m gateway.action_log verify DIR --public-key pub.pem [--proof SEQ]`` checks a log
@@ -61,7 +65,9 @@ import stat
 import sys
 import threading
 import time
+import uuid
 from array import array
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,7 +78,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from gateway.action_record import Pending, record_bytes
+from gateway.action_record import UNMATCHED, Pending, record_bytes
 from gateway.problems import Check
 from wire.actions import GATEWAY_ID, ActionRecord, GatewayCheckpoint, record_time
 from wire.canonical import canonical
@@ -93,6 +99,8 @@ CAPACITY: Final = 65_536
 """Decisions waiting for the writer before the log refuses requests (it cannot keep up)."""
 YIELD_EVERY: Final = 32
 """Records the writer builds (about 20 us each) before it lets requests have the GIL."""
+SUMMARY: Final = "unauthenticated-summary"
+"""The ``check`` of a record summarising unauthenticated denials not recorded one by one."""
 INDEX_EVERY: Final = 256
 """One byte offset kept in memory per this many records (to read records for shipping)."""
 
@@ -394,6 +402,8 @@ class ActionLog:
         capacity: int = CAPACITY,
         clock: Callable[[], float] = time.time,
         previous_keys: Sequence[PublicKey] = (),
+        anonymous_share: float = 0.25,
+        summary_seconds: float = 10.0,
     ) -> None:
         """Open (or create) the log of gateway ``gateway_id`` (the name of its CA API token)
         in ``directory``, checkpointed with the key in ``key_file`` every
@@ -401,7 +411,10 @@ class ActionLog:
         requests while ``max_unshipped_records`` or ``max_unshipped_bytes`` are not shipped.
         Verifies the whole log (:func:`scan`): every checkpoint must be signed by this key or
         one of ``previous_keys`` (after a key rotation); :class:`ActionLogError` if it was
-        edited."""
+        edited. Unauthenticated denials use at most ``anonymous_share`` of the record bound
+        (then one summary record per ``summary_seconds``)."""
+        if not 0 < anonymous_share < 1 or summary_seconds <= 0:
+            raise ValueError("anonymous_share must be in (0, 1), summary_seconds positive")
         if not GATEWAY_ID.fullmatch(gateway_id):
             raise ActionLogError(f"{gateway_id!r} is not a gateway identifier")
         if checkpoint_seconds <= 0 or checkpoint_records < 1:
@@ -422,6 +435,15 @@ class ActionLog:
         self.refusing: str | None = None
         """Why the log takes no records now (the verifier refuses every request), or None."""
         self.dropped = 0
+        self.max_anonymous = max(1, int(max_unshipped_records * anonymous_share))
+        """Unshipped records of unauthenticated denials at most (then summarised)."""
+        self.summary_seconds = summary_seconds
+        self.summarised = 0
+        """Unauthenticated denials counted in summary records, not recorded one by one."""
+        self._anonymous: deque[int] = deque()  # seqs of unshipped unauthenticated denials
+        self._summary: Counter[str] = Counter()  # by check, not yet written
+        self._summary_since = 0.0
+        self._summary_at = clock()
         """Refusals not recorded because the log was refusing (approximate: not locked)."""
         self._state = threading.Lock()
         self._closed = False
@@ -489,6 +511,7 @@ class ActionLog:
         self.shipped = self._read_cursor()
         """The first record the CA has not acknowledged (the shipping cursor)."""
         self._shipped_offset = self._offset(self.shipped)
+        self._anonymous.extend(self._unshipped_anonymous())
         self._trim_checkpoints()
         self._update_state()
 
@@ -556,6 +579,16 @@ class ActionLog:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(self.directory)
+
+    def _unshipped_anonymous(self) -> Iterator[int]:
+        """The seqs of unshipped records without an agent (the budget's use at open)."""
+        seq = self.shipped
+        with (self.directory / RECORDS).open("rb") as f:
+            f.seek(self._shipped_offset)
+            while seq < self.size:
+                if _anonymous_record(json.loads(f.readline())):
+                    yield seq
+                seq += 1
 
     def _read_cursor(self) -> int:
         path = self.directory / CURSOR
@@ -631,6 +664,10 @@ class ActionLog:
                         return
                     time.sleep(INTERVAL)
                     break
+                if not self._write_summary(force=stop or any(m.checkpoint for m in markers)):
+                    carry, held = [], markers
+                    time.sleep(INTERVAL)
+                    break
                 self._maybe_checkpoint(force=stop or any(m.checkpoint for m in markers))
                 for marker in markers:
                     marker.done.set()
@@ -645,15 +682,78 @@ class ActionLog:
             return True
         seq = self.size
         lines: list[bytes] = []
+        anonymous: list[int] = []  # seqs of unauthenticated denials in this batch
+        summary: Counter[str] = Counter()  # those over the budget, counted only
+        budget = self.max_anonymous - len(self._anonymous)
         for i, pending in enumerate(batch, 1):
+            d = pending.decision
+            if d.identity is None and d.denial is not None:
+                if len(anonymous) >= budget:
+                    summary[d.denial.check.value] += 1
+                    continue
+                anonymous.append(seq + len(lines))
             try:
                 lines.append(record_bytes(pending, self.gateway, seq + len(lines)))
             except Exception:  # a bug must not stop recording the others: say so loudly
+                if anonymous and anonymous[-1] == seq + len(lines):
+                    anonymous.pop()
                 log.exception("action record not built (decision dropped from the log)")
             if not i % YIELD_EVERY:
                 time.sleep(0)  # let a request that waits for the GIL have it back
         if not lines:
+            self._count_summary(summary)
             return True
+        if not self._append(lines):
+            return False
+        with self._state:
+            self._anonymous.extend(anonymous)
+        self._count_summary(summary)
+        return True
+
+    def _count_summary(self, summary: Counter[str]) -> None:
+        if summary:
+            if not self._summary:
+                self._summary_since = self.clock()
+                log.warning(
+                    "action log: unauthenticated denials hold %d unshipped records (their "
+                    "share); summarising the rest",
+                    len(self._anonymous),
+                )
+            self._summary.update(summary)
+
+    def _write_summary(self, force: bool = False) -> bool:
+        """Write the summary record of the unauthenticated denials counted since the last
+        one, every ``summary_seconds`` (``force``: now); False if the disk fails."""
+        now = self.clock()
+        if not self._summary or (not force and now - self._summary_at < self.summary_seconds):
+            return True
+        total = sum(self._summary.values())
+        counts = ", ".join(f"{check} {n}" for check, n in sorted(self._summary.items()))
+        since = record_time(datetime.fromtimestamp(self._summary_since, UTC))
+        record = ActionRecord(
+            gateway=self.gateway,
+            seq=self.size,
+            time=record_time(datetime.fromtimestamp(now, UTC)),
+            request_id=uuid.uuid4().hex,
+            outcome="deny",
+            method="*",
+            route=UNMATCHED,
+            check=SUMMARY,
+            detail=f"{total} denials before an identity since {since}, not recorded one by one "
+            f"(their share of the spool, {self.max_anonymous} records, is full): {counts}"[:1024],
+        )
+        if not self._append([record.leaf_bytes()]):
+            return False
+        with self._state:
+            self._anonymous.append(record.seq)
+        self.summarised += total
+        self._summary.clear()
+        self._summary_at = now
+        return True
+
+    def _append(self, lines: list[bytes]) -> bool:
+        """Append records ``self.size``, ... and fsync; False (and refusing) on failure."""
+        seq = self.size
         data = b"".join(line + b"\n" for line in lines)
         try:
             _append_fsync(self.directory / RECORDS, data)
@@ -834,6 +934,8 @@ class ActionLog:
         with self._state:
             self.shipped = next_seq
             self._shipped_offset = offset
+            while self._anonymous and self._anonymous[0] < next_seq:
+                self._anonymous.popleft()
             self._trim_checkpoints()
             self._update_state()
 
@@ -866,6 +968,16 @@ class ActionLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _anonymous_record(record: Any) -> bool:
+    """Whether a record (its JSON) is a denial before an identity (no agent, no serial)."""
+    return (
+        isinstance(record, dict)
+        and record.get("outcome") == "deny"
+        and "agent" not in record
+        and "serial" not in record
+    )
 
 
 # -- proofs -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from gateway.action_log import ActionLog, keygen
 from gateway.action_record import Pending
 from gateway.action_shipper import ActionShipper, ShippingStopped, batch_body
+from gateway.chain import AgentIdentity
 from gateway.httpsig import RequestView
 from gateway.problems import Check, Denied
 from gateway.verifier import Decision, _LogLine
@@ -45,11 +46,32 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
-def decision(n: int) -> Pending:
-    """A logged refusal (real Decision and _LogLine, no network needed to make one)."""
+AGENT = AgentIdentity(
+    name="ExecutionAgent-ETH-01",
+    spiffe_id="spiffe://agentca.test/agent/ExecutionAgent-ETH-01",
+    scopes=("read_book",),
+    officer="o@example.com",
+    environment="test",
+    organization=None,
+    serial="1a2b",
+    fingerprint="00" * 32,
+    model_type="llm",
+    model_digest="sha256:" + "11" * 32,
+    prompt_digest="sha256:" + "22" * 32,
+    config_digest=None,
+    not_after="2030-01-01T00:00:00Z",
+)
+
+
+def decision(n: int, anonymous: bool = False) -> Pending:
+    """A logged decision (real Decision and _LogLine, no network needed to make one): an
+    agent's allowed request, or (``anonymous``) a refusal of one without credentials."""
     req = RequestView("GET", "/book", "", {"x-request-id": f"r-{n}"})
-    d = Decision(False, denial=Denied(Check.CREDENTIALS_MISSING, "no Client-Cert header"))
-    return _LogLine(d, req, 1_800_000_000.0 + n, 401, "/book")
+    if anonymous:
+        d = Decision(False, denial=Denied(Check.CREDENTIALS_MISSING, "no Client-Cert header"))
+        return _LogLine(d, req, 1_800_000_000.0 + n, 401, "/book")
+    d = Decision(True, identity=AGENT, scope="read_book")
+    return _LogLine(d, req, 1_800_000_000.0 + n, 200, "/book")
 
 
 def append(actions: ActionLog, n: int, start: int = 0) -> None:

@@ -564,3 +564,39 @@ def test_a_key_file_others_may_read_is_refused(tmp_path: Path, key_file: Path, m
         ActionLog(tmp_path / "log", GATEWAY, key_file)
     key_file.chmod(0o400)
     ActionLog(tmp_path / "log", GATEWAY, key_file).close()
+
+
+def test_a_flood_without_credentials_cannot_fill_the_spool_for_agents(
+    pki: Pki, tmp_path: Path, key_file: Path
+) -> None:
+    """The review's flood: the CA is away (nothing ships), clients without credentials send
+    far more requests than the spool holds, and an agent keeps working throughout."""
+    directory = tmp_path / "log"
+    with open_log(directory, key_file, max_unshipped_records=200) as actions:
+        env = Env(pki, tmp_path, actions)
+        anonymous = view("POST", URL, {"Content-Type": "application/json"}, BODY)
+        served = 0
+        for _round in range(20):
+            for _ in range(100):
+                d = env.verifier.evaluate(anonymous, SCOPE)
+                assert d.denial is not None and d.denial.check.value == "credentials-missing"
+                env.verifier.log(d, anonymous, d.http_status, "/orders")
+            assert actions.flush()
+            assert actions.refusing is None, actions.refusing
+            assert env.decide(env.request()).allowed  # the agent is served ...
+            served += 1
+        assert actions.flush()
+        assert actions.summarised == 0  # (counted, the summary record not yet due)
+        assert actions.checkpoint_now() is not None  # a flush point writes the summary
+        assert actions.summarised == 2000 - actions.max_anonymous
+    found = records(directory)
+    agents = [r for r in found if r.get("agent")]
+    assert len(agents) == served == 20  # ... and recorded, every time
+    singles = [r for r in found if r.get("check") == "credentials-missing"]
+    assert len(singles) == actions.max_anonymous == 50  # a quarter of the bound
+    (summary,) = [r for r in found if r.get("check") == "unauthenticated-summary"]
+    assert summary["outcome"] == "deny" and "credentials-missing 1950" in summary["detail"]
+    with open_log(directory, key_file, max_unshipped_records=200) as actions:
+        assert len(actions._anonymous) == 51  # the budget's use is counted again on open
+        actions.mark_shipped(actions.size)
+        assert not actions._anonymous
