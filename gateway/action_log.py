@@ -16,6 +16,9 @@ A directory holds four files:
 ``shipped``
     The shipping cursor: ``{"next_seq": n}``, the first record the CA has not acknowledged
     (replaced atomically by :meth:`ActionLog.mark_shipped`).
+``head``
+    The newest checkpoint's ``{"tree_size", "root_hash"}`` (replaced atomically after each
+    checkpoint is on disk): opening refuses a ``checkpoints.log`` that lost checkpoints.
 ``lock``
     Held (``flock``) by the one process that has the log open.
 
@@ -24,14 +27,22 @@ one writer thread per log, waking every 50 ms like ``gateway.decision_log``, bui
 records (``gateway.action_record``), appends them in one write, ``fsync``\\ s once per batch,
 extends the Merkle tree (``wire.merkle``) and signs a checkpoint every ``checkpoint_seconds``
 or ``checkpoint_records``. Opening a log verifies it whole: every line parses, is canonical
-and has its sequence number, every checkpoint's root is recomputed and its signature checked;
-a torn final line (a crash in mid-write) is completed or cut off, anything else that is wrong
-refuses the log with :class:`ActionLogError` naming the record.
+and has its sequence number, every checkpoint's root is recomputed and its signature checked
+with the gateway's key (or one of ``previous_keys``), and ``head`` names a checkpoint that is
+there; a torn final line (a crash in mid-write) is completed or cut off, anything else that
+is wrong (records with no checkpoint, a checkpoint of another key, a missing checkpoint)
+refuses the log with :class:`ActionLogError` naming the problem, so the gateway never signs
+over records it could not verify against its last checkpoint. An operator then moves the
+directory aside and starts a new log (decision 0055, "Recovering a refused log").
 
 The log is the shipper's spool. While it cannot take records (``max_unshipped_records`` or
 ``max_unshipped_bytes`` not yet acknowledged by the CA, a write failed, or the queue is full)
 :attr:`ActionLog.refusing` says why and the verifier refuses every request with 503
-``action-log-unavailable``: the product promises that every action is logged.
+``action-log-unavailable``: the product promises that every action is logged. Denials
+before an identity (no credentials, a chain that does not verify: records with no agent)
+may hold at most ``anonymous_share`` of ``max_unshipped_records``; beyond it they are
+counted and written as one ``unauthenticated-summary`` record per ``summary_seconds``, so
+a flood of requests without credentials cannot shut the gateway for the agents.
 
 ``python -m gateway.action_log keygen --out key.pem`` makes a key (printing its public key);
 ``python -m gateway.action_log verify DIR --public-key pub.pem [--proof SEQ]`` checks a log
@@ -50,10 +61,13 @@ import json
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 import time
+import uuid
 from array import array
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,7 +78,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from gateway.action_record import Pending, record_bytes
+from gateway.action_record import UNMATCHED, Pending, record_bytes
 from gateway.problems import Check
 from wire.actions import GATEWAY_ID, ActionRecord, GatewayCheckpoint, record_time
 from wire.canonical import canonical
@@ -75,6 +89,7 @@ log = logging.getLogger("agentca.gateway.actions")
 RECORDS: Final = "actions.log"
 CHECKPOINTS: Final = "checkpoints.log"
 CURSOR: Final = "shipped"
+HEAD: Final = "head"
 LOCK: Final = "lock"
 INTERVAL: Final = 0.05
 """Seconds between two rounds of the writer (:meth:`ActionLog.flush` does not wait for it)."""
@@ -84,6 +99,8 @@ CAPACITY: Final = 65_536
 """Decisions waiting for the writer before the log refuses requests (it cannot keep up)."""
 YIELD_EVERY: Final = 32
 """Records the writer builds (about 20 us each) before it lets requests have the GIL."""
+SUMMARY: Final = "unauthenticated-summary"
+"""The ``check`` of a record summarising unauthenticated denials not recorded one by one."""
 INDEX_EVERY: Final = 256
 """One byte offset kept in memory per this many records (to read records for shipping)."""
 
@@ -107,8 +124,15 @@ def key_id(public_key: PublicKey) -> str:
 
 
 def load_private_key(path: Path | str) -> PrivateKey:
-    """The gateway key (PEM, unencrypted): ECDSA P-256 or Ed25519; anything else is refused."""
+    """The gateway key (PEM, unencrypted): ECDSA P-256 or Ed25519; anything else is refused,
+    and so is a key file that group or others may read or write (as ssh does)."""
     try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            raise ActionLogError(
+                f"{path}: the gateway key file has mode {mode:04o}: group or others may read "
+                f"it; run chmod 600 {path}"
+            )
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise ActionLogError(f"{path}: cannot read the gateway key: {exc}") from None
@@ -377,12 +401,20 @@ class ActionLog:
         max_unshipped_bytes: int = 1 << 30,
         capacity: int = CAPACITY,
         clock: Callable[[], float] = time.time,
+        previous_keys: Sequence[PublicKey] = (),
+        anonymous_share: float = 0.25,
+        summary_seconds: float = 10.0,
     ) -> None:
         """Open (or create) the log of gateway ``gateway_id`` (the name of its CA API token)
         in ``directory``, checkpointed with the key in ``key_file`` every
         ``checkpoint_seconds`` or ``checkpoint_records``, whichever comes first; refusing
         requests while ``max_unshipped_records`` or ``max_unshipped_bytes`` are not shipped.
-        Verifies the whole log (:func:`scan`); :class:`ActionLogError` if it was edited."""
+        Verifies the whole log (:func:`scan`): every checkpoint must be signed by this key or
+        one of ``previous_keys`` (after a key rotation); :class:`ActionLogError` if it was
+        edited. Unauthenticated denials use at most ``anonymous_share`` of the record bound
+        (then one summary record per ``summary_seconds``)."""
+        if not 0 < anonymous_share < 1 or summary_seconds <= 0:
+            raise ValueError("anonymous_share must be in (0, 1), summary_seconds positive")
         if not GATEWAY_ID.fullmatch(gateway_id):
             raise ActionLogError(f"{gateway_id!r} is not a gateway identifier")
         if checkpoint_seconds <= 0 or checkpoint_records < 1:
@@ -393,6 +425,7 @@ class ActionLog:
         self.gateway = gateway_id
         self.key = load_private_key(key_file)
         self.key_id = key_id(self.key.public_key())
+        self.previous_keys = tuple(previous_keys)
         self.checkpoint_seconds = checkpoint_seconds
         self.checkpoint_records = checkpoint_records
         self.max_unshipped_records = max_unshipped_records
@@ -402,6 +435,15 @@ class ActionLog:
         self.refusing: str | None = None
         """Why the log takes no records now (the verifier refuses every request), or None."""
         self.dropped = 0
+        self.max_anonymous = max(1, int(max_unshipped_records * anonymous_share))
+        """Unshipped records of unauthenticated denials at most (then summarised)."""
+        self.summary_seconds = summary_seconds
+        self.summarised = 0
+        """Unauthenticated denials counted in summary records, not recorded one by one."""
+        self._anonymous: deque[int] = deque()  # seqs of unshipped unauthenticated denials
+        self._summary: Counter[str] = Counter()  # by check, not yet written
+        self._summary_since = 0.0
+        self._summary_at = clock()
         """Refusals not recorded because the log was refusing (approximate: not locked)."""
         self._state = threading.Lock()
         self._closed = False
@@ -436,14 +478,15 @@ class ActionLog:
         return fd
 
     def _recover(self) -> None:
-        found = scan(self.directory, self.gateway, [self.key.public_key()])
+        keys = [self.key.public_key(), *self.previous_keys]
+        found = scan(self.directory, self.gateway, keys, require_keys=True)
         records = self.directory / RECORDS
         if found.tail:
             if found.tail_record is not None:  # complete but for its newline: keep it
                 log.warning("%s: completing record %d (its newline was not written)",
                             records, found.size)  # fmt: skip
                 _append_fsync(records, b"\n")
-                found = scan(self.directory, self.gateway, [self.key.public_key()])
+                found = scan(self.directory, self.gateway, keys, require_keys=True)
             else:
                 log.warning("%s: cutting a torn final record (%d bytes) after record %d",
                             records, len(found.tail), found.size - 1)  # fmt: skip
@@ -451,12 +494,13 @@ class ActionLog:
         if found.checkpoints_tail:
             log.warning("%s: cutting a torn final checkpoint", self.directory / CHECKPOINTS)
             os.truncate(self.directory / CHECKPOINTS, found.checkpoints_end)
-        if found.unverified:
-            log.warning("%s: %d checkpoints are signed by another key than %s (roots checked)",
-                        self.directory, found.unverified, self.key_id)  # fmt: skip
+        fresh = found.size == 0 and not found.checkpoints
+        self._head_size = self._check_head(found, fresh)
         if not records.exists():
             records.touch(0o600)
             _fsync_dir(self.directory)
+        if fresh:
+            self._write_head(0, b"")
         self.size = found.size
         """Records on disk (fsynced): the next record gets ``seq = size``."""
         self._end = found.end
@@ -467,8 +511,84 @@ class ActionLog:
         self.shipped = self._read_cursor()
         """The first record the CA has not acknowledged (the shipping cursor)."""
         self._shipped_offset = self._offset(self.shipped)
+        self._anonymous.extend(self._unshipped_anonymous())
         self._trim_checkpoints()
         self._update_state()
+
+    def _check_head(self, found: Scan, fresh: bool) -> int:
+        """The tree size ``head`` names, checked against the checkpoints ``found``: it must
+        be one that is there (the newest, or the one before it after a crash between writing
+        a checkpoint and ``head``), and records need a checkpoint. Else :class:`ActionLogError`:
+        checkpoints were removed, and the records since cannot be verified."""
+        where = f"{self.directory}: the action log"
+        refuse = (
+            " The gateway will not sign over records it cannot verify: move the directory "
+            "aside and start a new log (the CA keeps what was shipped)."
+        )
+        path = self.directory / HEAD
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            if fresh:
+                return 0
+            raise ActionLogError(
+                f"{where} has no {HEAD} file ({found.size} records, {len(found.checkpoints)} "
+                "checkpoints): it was removed, or the log was edited." + refuse
+            ) from None
+        except ValueError as exc:
+            raise ActionLogError(f"{path}: not a checkpoint head: {exc}" + refuse) from None
+        size = data.get("tree_size") if isinstance(data, dict) else None
+        root = data.get("root_hash") if isinstance(data, dict) else None
+        if type(size) is not int or not isinstance(root, str) or size < 0:
+            raise ActionLogError(f"{path}: not a checkpoint head" + refuse)
+        cps = found.checkpoints
+        sizes = [cp.tree_size for cp in cps]
+        if size and size not in sizes:
+            raise ActionLogError(
+                f"{where}: {HEAD} names the checkpoint of {size} records, but "
+                f"{CHECKPOINTS} holds no such checkpoint ({len(cps)} checkpoints, newest of "
+                f"{sizes[-1] if sizes else 0} records): checkpoints were removed." + refuse
+            )
+        if size and base64.b64encode(cps[sizes.index(size)].root_hash).decode() != root:
+            raise ActionLogError(
+                f"{where}: the checkpoint of {size} records is not the one {HEAD} names." + refuse
+            )
+        newer = sum(1 for s in sizes if s > size)
+        if newer > 1:
+            raise ActionLogError(
+                f"{where}: {HEAD} names the checkpoint of {size} records but {newer} newer "
+                f"checkpoints are in {CHECKPOINTS}: the files were edited." + refuse
+            )
+        if found.size and not cps:
+            raise ActionLogError(
+                f"{where} holds {found.size} records but no checkpoint: {CHECKPOINTS} was "
+                "removed (or the gateway stopped before its first checkpoint), so the records "
+                "cannot be verified." + refuse
+            )
+        return sizes[-1] if newer else size
+
+    def _write_head(self, tree_size: int, root: bytes) -> None:
+        """Replace ``head`` atomically (fsynced, with the directory)."""
+        path = self.directory / HEAD
+        tmp = path.with_name(HEAD + ".tmp")
+        doc = {"tree_size": tree_size, "root_hash": base64.b64encode(root).decode()}
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(canonical(doc) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.directory)
+
+    def _unshipped_anonymous(self) -> Iterator[int]:
+        """The seqs of unshipped records without an agent (the budget's use at open)."""
+        seq = self.shipped
+        with (self.directory / RECORDS).open("rb") as f:
+            f.seek(self._shipped_offset)
+            while seq < self.size:
+                if _anonymous_record(json.loads(f.readline())):
+                    yield seq
+                seq += 1
 
     def _read_cursor(self) -> int:
         path = self.directory / CURSOR
@@ -544,6 +664,10 @@ class ActionLog:
                         return
                     time.sleep(INTERVAL)
                     break
+                if not self._write_summary(force=stop or any(m.checkpoint for m in markers)):
+                    carry, held = [], markers
+                    time.sleep(INTERVAL)
+                    break
                 self._maybe_checkpoint(force=stop or any(m.checkpoint for m in markers))
                 for marker in markers:
                     marker.done.set()
@@ -558,15 +682,78 @@ class ActionLog:
             return True
         seq = self.size
         lines: list[bytes] = []
+        anonymous: list[int] = []  # seqs of unauthenticated denials in this batch
+        summary: Counter[str] = Counter()  # those over the budget, counted only
+        budget = self.max_anonymous - len(self._anonymous)
         for i, pending in enumerate(batch, 1):
+            d = pending.decision
+            if d.identity is None and d.denial is not None:
+                if len(anonymous) >= budget:
+                    summary[d.denial.check.value] += 1
+                    continue
+                anonymous.append(seq + len(lines))
             try:
                 lines.append(record_bytes(pending, self.gateway, seq + len(lines)))
             except Exception:  # a bug must not stop recording the others: say so loudly
+                if anonymous and anonymous[-1] == seq + len(lines):
+                    anonymous.pop()
                 log.exception("action record not built (decision dropped from the log)")
             if not i % YIELD_EVERY:
                 time.sleep(0)  # let a request that waits for the GIL have it back
         if not lines:
+            self._count_summary(summary)
             return True
+        if not self._append(lines):
+            return False
+        with self._state:
+            self._anonymous.extend(anonymous)
+        self._count_summary(summary)
+        return True
+
+    def _count_summary(self, summary: Counter[str]) -> None:
+        if summary:
+            if not self._summary:
+                self._summary_since = self.clock()
+                log.warning(
+                    "action log: unauthenticated denials hold %d unshipped records (their "
+                    "share); summarising the rest",
+                    len(self._anonymous),
+                )
+            self._summary.update(summary)
+
+    def _write_summary(self, force: bool = False) -> bool:
+        """Write the summary record of the unauthenticated denials counted since the last
+        one, every ``summary_seconds`` (``force``: now); False if the disk fails."""
+        now = self.clock()
+        if not self._summary or (not force and now - self._summary_at < self.summary_seconds):
+            return True
+        total = sum(self._summary.values())
+        counts = ", ".join(f"{check} {n}" for check, n in sorted(self._summary.items()))
+        since = record_time(datetime.fromtimestamp(self._summary_since, UTC))
+        record = ActionRecord(
+            gateway=self.gateway,
+            seq=self.size,
+            time=record_time(datetime.fromtimestamp(now, UTC)),
+            request_id=uuid.uuid4().hex,
+            outcome="deny",
+            method="*",
+            route=UNMATCHED,
+            check=SUMMARY,
+            detail=f"{total} denials before an identity since {since}, not recorded one by one "
+            f"(their share of the spool, {self.max_anonymous} records, is full): {counts}"[:1024],
+        )
+        if not self._append([record.leaf_bytes()]):
+            return False
+        with self._state:
+            self._anonymous.append(record.seq)
+        self.summarised += total
+        self._summary.clear()
+        self._summary_at = now
+        return True
+
+    def _append(self, lines: list[bytes]) -> bool:
+        """Append records ``self.size``, ... and fsync; False (and refusing) on failure."""
+        seq = self.size
         data = b"".join(line + b"\n" for line in lines)
         try:
             _append_fsync(self.directory / RECORDS, data)
@@ -594,6 +781,13 @@ class ActionLog:
 
     def _maybe_checkpoint(self, force: bool = False) -> None:
         last = self._checkpoints[-1].tree_size if self._checkpoints else 0
+        if self._head_size != last:  # the last head write failed: no checkpoint before it
+            try:
+                self._write_head(last, self._checkpoints[-1].root_hash)
+            except OSError as exc:
+                log.error("action log checkpoint head not written: %s", exc)
+                return
+            self._head_size = last
         if self.size == last:
             return
         now = self.clock()
@@ -620,6 +814,12 @@ class ActionLog:
         with self._state:
             self._checkpoints.append(cp)
             self._trim_checkpoints()
+        try:
+            self._write_head(cp.tree_size, cp.root_hash)
+        except OSError as exc:
+            log.error("action log checkpoint head not written: %s", exc)
+            return
+        self._head_size = cp.tree_size
 
     def checkpoint_now(self, timeout: float = 5.0) -> GatewayCheckpoint | None:
         """Write everything queued and a checkpoint covering it; the newest checkpoint."""
@@ -734,6 +934,8 @@ class ActionLog:
         with self._state:
             self.shipped = next_seq
             self._shipped_offset = offset
+            while self._anonymous and self._anonymous[0] < next_seq:
+                self._anonymous.popleft()
             self._trim_checkpoints()
             self._update_state()
 
@@ -766,6 +968,16 @@ class ActionLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _anonymous_record(record: Any) -> bool:
+    """Whether a record (its JSON) is a denial before an identity (no agent, no serial)."""
+    return (
+        isinstance(record, dict)
+        and record.get("outcome") == "deny"
+        and "agent" not in record
+        and "serial" not in record
+    )
 
 
 # -- proofs -----------------------------------------------------------------------------------

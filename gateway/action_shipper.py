@@ -21,6 +21,12 @@ The CA's answers, and what the shipper does:
     bound the gateway refuses requests (``action-log-unavailable``).
 422 with ``next_seq`` (the batch starts past what the CA has: a gap)
     Resume from ``next_seq``: the local log keeps every record, so the gap is filled.
+422 ``.../checkpoint-invalid`` (the CA refuses the carried checkpoint, e.g. signed by a key it
+    does not have registered for the gateway; it stored nothing)
+    Logged at ERROR, and the same records are sent again at once without a checkpoint;
+    checkpoints of that ``key_id`` are not sent again by this shipper (an operator registers
+    the right key). Records keep flowing; only their CA-side checkpoint is missing.
+    Any other 422 is logged and retried with backoff.
 413
     The batch is halved (down to one record) and sent again.
 401 / 403
@@ -57,6 +63,8 @@ log = logging.getLogger("agentca.gateway.actions.shipper")
 
 MAX_BATCH_BYTES: Final = 1 << 20
 """About the most record bytes one batch carries (the CA's body limit must allow it)."""
+CHECKPOINT_INVALID: Final = "checkpoint-invalid"
+"""The last path segment of the CA's problem ``type`` refusing a carried checkpoint."""
 
 
 class ShippingStopped(Exception):
@@ -119,10 +127,13 @@ class ActionShipper:
         self.last_error: str | None = None
         self.accepted = 0
         self.duplicates = 0
+        self.checkpoints_refused = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._retry_after: float | None = None
+        self.refused_keys: set[str] = set()
+        """Key IDs whose checkpoints the CA refused (``checkpoint-invalid``)."""
 
     # -- one round
 
@@ -135,8 +146,22 @@ class ActionShipper:
             return Shipped(None, 0, first)
         records = actions.read(first, self.batch, self.max_batch_bytes)
         checkpoint = actions.latest_checkpoint(first + len(records))
-        body = batch_body(actions.gateway, records, checkpoint)
-        status, answer, retry_after = self._post(body)
+        if checkpoint is not None and checkpoint.key_id in self.refused_keys:
+            checkpoint = None
+        status, answer, retry_after = self._post(batch_body(actions.gateway, records, checkpoint))
+        if status == 422 and checkpoint is not None and _problem(answer) == CHECKPOINT_INVALID:
+            self.refused_keys.add(checkpoint.key_id)
+            self.checkpoints_refused += 1
+            log.error(
+                "the CA refused gateway %s's checkpoint of %d records (key_id %s): %s. Sending "
+                "the records without checkpoints of that key; register the gateway's current "
+                "public key at the CA",
+                actions.gateway,
+                checkpoint.tree_size,
+                checkpoint.key_id,
+                _detail(answer),
+            )
+            status, answer, retry_after = self._post(batch_body(actions.gateway, records, None))
         if status is None:
             return Shipped(None, len(records), first, retry=True)
         if status == 200:
@@ -163,7 +188,7 @@ class ActionShipper:
                 f"{first + len(records) - 1}) with other bytes: {_detail(answer)}. Shipping "
                 "stopped; the local log is unchanged; an operator must compare the two"
             )
-        if status == 422:
+        if status == 422 and answer is not None and "next_seq" in answer:
             next_seq = self._next_seq(answer, status)
             log.warning("the CA has a gap before record %d of gateway %s: resuming from %d",
                         first, actions.gateway, next_seq)  # fmt: skip
@@ -285,6 +310,12 @@ def _json(data: bytes) -> dict[str, Any] | None:
         if isinstance(value, dict):
             return value
     return None
+
+
+def _problem(answer: dict[str, Any] | None) -> str | None:
+    """The last segment of an RFC 9457 problem's ``type`` (``.../checkpoint-invalid``)."""
+    kind = None if answer is None else answer.get("type")
+    return kind.rstrip("/").rsplit("/", 1)[-1] if isinstance(kind, str) else None
 
 
 def _int(answer: dict[str, Any] | None, name: str) -> int:

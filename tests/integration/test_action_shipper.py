@@ -15,6 +15,7 @@ import pytest
 from gateway.action_log import ActionLog, keygen
 from gateway.action_record import Pending
 from gateway.action_shipper import ActionShipper, ShippingStopped, batch_body
+from gateway.chain import AgentIdentity
 from gateway.httpsig import RequestView
 from gateway.problems import Check, Denied
 from gateway.verifier import Decision, _LogLine
@@ -45,11 +46,32 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
-def decision(n: int) -> Pending:
-    """A logged refusal (real Decision and _LogLine, no network needed to make one)."""
+AGENT = AgentIdentity(
+    name="ExecutionAgent-ETH-01",
+    spiffe_id="spiffe://agentca.test/agent/ExecutionAgent-ETH-01",
+    scopes=("read_book",),
+    officer="o@example.com",
+    environment="test",
+    organization=None,
+    serial="1a2b",
+    fingerprint="00" * 32,
+    model_type="llm",
+    model_digest="sha256:" + "11" * 32,
+    prompt_digest="sha256:" + "22" * 32,
+    config_digest=None,
+    not_after="2030-01-01T00:00:00Z",
+)
+
+
+def decision(n: int, anonymous: bool = False) -> Pending:
+    """A logged decision (real Decision and _LogLine, no network needed to make one): an
+    agent's allowed request, or (``anonymous``) a refusal of one without credentials."""
     req = RequestView("GET", "/book", "", {"x-request-id": f"r-{n}"})
-    d = Decision(False, denial=Denied(Check.CREDENTIALS_MISSING, "no Client-Cert header"))
-    return _LogLine(d, req, 1_800_000_000.0 + n, 401, "/book")
+    if anonymous:
+        d = Decision(False, denial=Denied(Check.CREDENTIALS_MISSING, "no Client-Cert header"))
+        return _LogLine(d, req, 1_800_000_000.0 + n, 401, "/book")
+    d = Decision(True, identity=AGENT, scope="read_book")
+    return _LogLine(d, req, 1_800_000_000.0 + n, 200, "/book")
 
 
 def append(actions: ActionLog, n: int, start: int = 0) -> None:
@@ -230,3 +252,39 @@ def test_the_spool_bound_refuses_while_the_ca_is_away_and_clears_after(
             s.stop()
             stand_in.stop()
     assert stand_in.ledger.records == on_disk(tmp_path / "log")
+
+
+def test_a_refused_checkpoint_is_logged_and_the_records_still_ship(
+    tmp_path: Path, key_file: Path, token_file: Path, ca: CaStandIn, caplog: Any
+) -> None:
+    """The CA answers 422 checkpoint-invalid (no next_seq) to a checkpoint of a key it does
+    not have registered: not a gap, not a stop; the records go on without that checkpoint."""
+    ca.ledger.registered_key_id = "0" * 64  # the CA knows another key for this gateway
+    with ActionLog(tmp_path / "log", GATEWAY, key_file, checkpoint_records=2) as actions:
+        append(actions, 3)
+        s = shipper(actions, ca.url, token_file)
+        with caplog.at_level("ERROR", logger="agentca.gateway.actions.shipper"):
+            result = s.ship_once()
+        assert result.status == 200 and actions.shipped == 3
+        assert "refused gateway orders-1's checkpoint" in caplog.text
+        assert s.checkpoints_refused == 1 and ca.ledger.checkpoints_refused == 1
+        append(actions, 3, start=3)
+        actions.checkpoint_now()
+        assert s.ship_once().status == 200 and actions.shipped == 6
+        assert ca.ledger.checkpoints_refused == 1  # that key's checkpoints are not sent again
+    assert ca.ledger.records == on_disk(tmp_path / "log")
+    assert ca.ledger.checkpoints_ok == 0
+
+
+def test_a_422_without_next_seq_is_retried_not_a_gap(
+    tmp_path: Path, key_file: Path, token_file: Path, ca: CaStandIn
+) -> None:
+    ca.ledger.unprocessable_next = 1  # a 422 of a kind the shipper does not know
+    with ActionLog(tmp_path / "log", GATEWAY, key_file) as actions:
+        append(actions, 2)
+        s = shipper(actions, ca.url, token_file)
+        result = s.ship_once()
+        assert result.status == 422 and result.retry and actions.shipped == 0
+        assert s.last_error is not None and "422" in s.last_error
+        assert s.ship_once().status == 200 and actions.shipped == 2
+    assert ca.ledger.records == on_disk(tmp_path / "log")

@@ -1,6 +1,8 @@
 """A stand-in for the CA's ``POST /v1/actions`` (issue 18's contract, decision 0055): a real
 HTTP server in a thread over an in-memory ledger, which can be stopped and started again on
-its port (a CA outage), and told to answer 503, 413 or a wrong ``next_seq``."""
+its port (a CA outage), and told to answer 503, 413 or a wrong ``next_seq``, or to refuse
+checkpoints not signed by ``registered_key_id`` (422 ``checkpoint-invalid``, as the CA does,
+storing nothing)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ class FakeLedger:
         self.max_records: int | None = None  # 413 above this
         self.fail_next = 0  # answer 503 to this many requests
         self.claim_next: int | None = None  # a wrong next_seq to answer with
+        self.registered_key_id: str | None = None  # refuse checkpoints of other keys
+        self.checkpoints_refused = 0
+        self.unprocessable_next = 0  # answer 422 (no next_seq) to this many requests
 
     @property
     def next_seq(self) -> int:
@@ -45,6 +50,9 @@ class FakeLedger:
             if self.fail_next:
                 self.fail_next -= 1
                 return 503, {"title": "Unavailable"}
+            if self.unprocessable_next:
+                self.unprocessable_next -= 1
+                return 422, {"type": "https://agentca.dev/problems/other", "title": "No"}
             try:
                 batch = ActionBatch.from_json(json.loads(body))
             except ValueError as exc:
@@ -53,10 +61,23 @@ class FakeLedger:
                 return 403, {"title": "Forbidden"}
             first = batch.records[0].seq
             self.posts.append((first, len(batch.records)))
+            cp = batch.checkpoint
+            if cp is not None and self.registered_key_id not in (None, cp.key_id):
+                self.checkpoints_refused += 1
+                return 422, {
+                    "type": "https://agentca.dev/problems/checkpoint-invalid",
+                    "title": "Invalid gateway checkpoint",
+                    "detail": f"the checkpoint names key {cp.key_id}, not the gateway's "
+                    "registered key",
+                }
             if self.max_records is not None and len(batch.records) > self.max_records:
                 return 413, {"title": "Too large"}
             if first > self.next_seq:
-                return 422, {"title": "Gap", "next_seq": self.next_seq}
+                return 422, {
+                    "type": "https://agentca.dev/problems/action-sequence-gap",
+                    "title": "Gap",
+                    "next_seq": self.next_seq,
+                }
             accepted = duplicates = 0
             for record in batch.records:
                 leaf = record.leaf_bytes()
@@ -68,7 +89,6 @@ class FakeLedger:
                     duplicates += 1
                 else:
                     return 409, {"title": "Conflict", "detail": f"seq {record.seq} differs"}
-            cp = batch.checkpoint
             if cp is not None:
                 size = self.next_seq
                 assert cp.tree_size <= size, "a checkpoint the CA cannot check yet"

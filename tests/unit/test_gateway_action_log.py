@@ -19,6 +19,7 @@ from gateway import StaticInventory, StatusChecker, Verifier
 from gateway.action_log import (
     CHECKPOINTS,
     CURSOR,
+    HEAD,
     RECORDS,
     ActionLog,
     ActionLogError,
@@ -220,8 +221,8 @@ def test_a_torn_final_record_is_cut_and_a_complete_one_kept(
     pki: Pki, tmp_path: Path, key_file: Path
 ) -> None:
     directory = tmp_path / "log"
-    with open_log(directory, key_file) as actions:
-        fill(actions, Env(pki, tmp_path, actions), 3)
+    with open_log(directory, key_file, checkpoint_records=2) as actions:
+        fill(actions, Env(pki, tmp_path, actions), 3, each=True)  # checkpoints of 2 and 3
     path = directory / RECORDS
     whole = path.read_bytes()
     lines = whole.splitlines(keepends=True)
@@ -230,7 +231,12 @@ def test_a_torn_final_record_is_cut_and_a_complete_one_kept(
         assert actions.size == 3
     assert path.read_bytes() == whole
     path.write_bytes(b"".join(lines[:2]) + lines[2][:-1])  # record 2 without its newline
-    os.truncate(directory / CHECKPOINTS, 0)  # (its checkpoint covers 3: start without)
+    # (a crash before the checkpoint of 3 records was written: the files as they were then)
+    cps = (directory / CHECKPOINTS).read_bytes().splitlines(keepends=True)
+    (directory / CHECKPOINTS).write_bytes(cps[0])
+    first = json.loads(cps[0])
+    head = {"root_hash": first["root_hash"], "tree_size": first["tree_size"]}
+    (directory / HEAD).write_text(json.dumps(head))
     with open_log(directory, key_file) as actions:
         assert actions.size == 3
     assert path.read_bytes() == whole
@@ -389,6 +395,7 @@ def test_a_key_of_another_kind_is_refused(tmp_path: Path) -> None:
             serialization.NoEncryption(),
         )
     )
+    path.chmod(0o600)
     with pytest.raises(ActionLogError, match="P-256 or Ed25519"):
         ActionLog(tmp_path / "log", GATEWAY, path)
 
@@ -498,3 +505,98 @@ def test_a_full_disk_refuses_requests_and_loses_no_queued_decision(tmp_path: Pat
     assert "cannot be written" in out["refusing"]
     assert out["flushed_after"] is True and out["refusing_after"] is None
     assert out["reopened_size"] == 10
+
+
+def test_removed_checkpoints_are_refused_not_signed_over(
+    pki: Pki, tmp_path: Path, key_file: Path
+) -> None:
+    """The review's tamper: edit a record and remove the checkpoints that cover it. The log
+    must not open (else the gateway signs the edit at its next checkpoint)."""
+    directory = tmp_path / "log"
+    with open_log(directory, key_file, checkpoint_records=2) as actions:
+        fill(actions, Env(pki, tmp_path, actions), 4, each=True)
+    path = directory / RECORDS
+    lines = path.read_bytes().splitlines(keepends=True)
+    original = (directory / CHECKPOINTS).read_bytes()
+    record = json.loads(lines[3])
+    record["agent"] = "someone-else"
+    lines[3] = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+    (directory / CHECKPOINTS).unlink()
+    with pytest.raises(ActionLogError, match="holds no such checkpoint"):
+        open_log(directory, key_file)
+    (directory / CHECKPOINTS).write_bytes(original.splitlines(keepends=True)[0])  # the first
+    with pytest.raises(ActionLogError, match="holds no such checkpoint"):
+        open_log(directory, key_file)
+    (directory / HEAD).unlink()
+    (directory / CHECKPOINTS).unlink()
+    with pytest.raises(ActionLogError, match="no head file"):
+        open_log(directory, key_file)
+    (directory / HEAD).write_text('{"root_hash":"","tree_size":0}')  # a head of nothing
+    with pytest.raises(ActionLogError, match="4 records but no checkpoint"):
+        open_log(directory, key_file)
+    assert path.read_bytes() == b"".join(lines)  # refused without changing anything
+
+
+def test_checkpoints_of_another_key_are_refused_unless_a_previous_key(
+    pki: Pki, tmp_path: Path, key_file: Path
+) -> None:
+    directory = tmp_path / "log"
+    with open_log(directory, key_file) as actions:
+        fill(actions, Env(pki, tmp_path, actions), 2)
+    new_key = tmp_path / "new-key.pem"
+    keygen(new_key, "ed25519")
+    with pytest.raises(ActionLogError, match="which was not given"):
+        open_log(directory, new_key)
+    old = load_private_key(key_file).public_key()
+    with open_log(directory, new_key, previous_keys=[old]) as actions:  # a rotated key
+        fill(actions, Env(pki, tmp_path, actions), 1)
+    with pytest.raises(ActionLogError, match="which was not given"):
+        open_log(directory, new_key)
+    with open_log(directory, new_key, previous_keys=[old]) as actions:
+        assert actions.size == 3 and actions.latest_checkpoint() is not None
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_a_key_file_others_may_read_is_refused(tmp_path: Path, key_file: Path, mode: int) -> None:
+    key_file.chmod(mode)
+    with pytest.raises(ActionLogError, match=f"mode {mode:04o}.*chmod 600"):
+        ActionLog(tmp_path / "log", GATEWAY, key_file)
+    key_file.chmod(0o400)
+    ActionLog(tmp_path / "log", GATEWAY, key_file).close()
+
+
+def test_a_flood_without_credentials_cannot_fill_the_spool_for_agents(
+    pki: Pki, tmp_path: Path, key_file: Path
+) -> None:
+    """The review's flood: the CA is away (nothing ships), clients without credentials send
+    far more requests than the spool holds, and an agent keeps working throughout."""
+    directory = tmp_path / "log"
+    with open_log(directory, key_file, max_unshipped_records=200) as actions:
+        env = Env(pki, tmp_path, actions)
+        anonymous = view("POST", URL, {"Content-Type": "application/json"}, BODY)
+        served = 0
+        for _round in range(20):
+            for _ in range(100):
+                d = env.verifier.evaluate(anonymous, SCOPE)
+                assert d.denial is not None and d.denial.check.value == "credentials-missing"
+                env.verifier.log(d, anonymous, d.http_status, "/orders")
+            assert actions.flush()
+            assert actions.refusing is None, actions.refusing
+            assert env.decide(env.request()).allowed  # the agent is served ...
+            served += 1
+        assert actions.flush()
+        assert actions.summarised == 0  # (counted, the summary record not yet due)
+        assert actions.checkpoint_now() is not None  # a flush point writes the summary
+        assert actions.summarised == 2000 - actions.max_anonymous
+    found = records(directory)
+    agents = [r for r in found if r.get("agent")]
+    assert len(agents) == served == 20  # ... and recorded, every time
+    singles = [r for r in found if r.get("check") == "credentials-missing"]
+    assert len(singles) == actions.max_anonymous == 50  # a quarter of the bound
+    (summary,) = [r for r in found if r.get("check") == "unauthenticated-summary"]
+    assert summary["outcome"] == "deny" and "credentials-missing 1950" in summary["detail"]
+    with open_log(directory, key_file, max_unshipped_records=200) as actions:
+        assert len(actions._anonymous) == 51  # the budget's use is counted again on open
+        actions.mark_shipped(actions.size)
+        assert not actions._anonymous
