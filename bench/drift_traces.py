@@ -228,8 +228,10 @@ def _attack(rng: random.Random, w: _Writer, h: Habit, kind: str, start: float) -
         end = start + 600
         factor = rng.uniform(8, 15)
         while t < end:
+            at = t
             for route in _session(rng, h, None, False):
-                w.call(h, t, route)
+                w.call(h, at, route)
+                at += rng.uniform(0.5, 4)
             t += rng.expovariate(max(h.rate, 0.1) * factor / 60)
         return end
     if kind == "scope_probe":

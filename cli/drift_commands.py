@@ -20,7 +20,7 @@ import click
 from ca.errors import CAError, ErrorCode
 from cli.context import actor, parse_duration, runtime, settings_from
 from cli.group import AgentcaGroup
-from cli.output import cli_serial, emit_json, note, serial_arg
+from cli.output import FlagConflict, cli_serial, emit_json, note, serial_arg
 
 if TYPE_CHECKING:
     from ca.drift.alerts import AlertState
@@ -272,11 +272,11 @@ def review(
 
     chosen = [x for x in (release_serial, revoke_serial, dismiss_id) if x is not None]
     if len(chosen) > 1:
-        raise click.UsageError("give one of --release, --revoke and --dismiss")
+        raise FlagConflict("give one of --release, --revoke and --dismiss")
     if reason is not None and revoke_serial is None:
-        raise click.UsageError("--reason goes with --revoke")
+        raise FlagConflict("--reason goes with --revoke")
     if revoke_serial is not None and reason is None:
-        raise click.UsageError("--revoke needs --reason (e.g. keyCompromise)")
+        raise FlagConflict("--revoke needs --reason (e.g. privilegeWithdrawn)")
     state = _state(ctx, state_file)
     if not chosen:
         shown = state.alerts if show_all else state.open_alerts()

@@ -26,6 +26,7 @@ from ca.drift.settings import DriftSettings
 from wire.actions import ActionRecord, record_time
 
 TOP = 3  # contributions an explanation names
+_EMPTY = tuple(Bin(slot=slot) for slot in range(96))
 
 
 def epoch(text: str) -> float:
@@ -173,9 +174,11 @@ class Analyser:
         open_alert: list[Any] | None = None  # [first, worst, last_end, windows]
         environment: str | None = None
         while t < result.until:
-            b = Bin(slot=int(t // 900) % 96)
-            seen: set[str] = set()
             end = t + step
+            slot = int(t // 900) % 96
+            busy_bin = i < len(items) and items[i][0] < end
+            b = Bin(slot=slot) if busy_bin else _EMPTY[slot]  # empty bins are never changed
+            seen: set[str] = set()
             while i < len(items) and items[i][0] < end:
                 r = items[i][3]
                 i += 1
