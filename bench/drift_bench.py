@@ -1,7 +1,7 @@
 """The drift benchmark (issue 18 item 5): detection against false alerts, per threshold.
 
-Usage: python bench/drift_bench.py [--seed 1] [--thresholds 4,6,8,10,12,16] [--runs 3]
-       [--normal 12] [--attacks 9] [--json]
+Usage: python bench/drift_bench.py [--seed 1] [--thresholds 6,8,10,12,14,16,20] [--runs 3]
+       [--normal 10] [--attacks 6] [--json]
 
 It generates its own seeded records (bench/drift_traces.py: normal agents of three
 archetypes with the minor variations of context, and five attack types), runs the analyser
@@ -78,10 +78,10 @@ def evaluate(trace: Trace, result: RunResult, window: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--thresholds", default="4,6,8,10,12,16")
+    p.add_argument("--thresholds", default="6,8,10,12,14,16,20")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--normal", type=int, default=12, help="normal agents per archetype")
-    p.add_argument("--attacks", type=int, default=9, help="attacked agents per attack type")
+    p.add_argument("--normal", type=int, default=10, help="normal agents per archetype")
+    p.add_argument("--attacks", type=int, default=6, help="attacked agents per attack type")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     thresholds = [float(x) for x in args.thresholds.split(",")]

@@ -210,7 +210,10 @@ def run(
     by_id = {o.alert_id: o for o in outcomes}
     alerts = []
     for alert, outcome in zip(result.alerts, outcomes, strict=True):
-        alerts.append(alert.to_json() | outcome.to_json())
+        shown = alert.to_json() | outcome.to_json()
+        shown["held"] = [cli_serial(x) for x in outcome.held]
+        shown["serials"] = [_shown_serial(x) for x in shown["serials"]]
+        alerts.append(shown)
     if as_json:
         emit_json(
             {
@@ -228,7 +231,7 @@ def run(
                 f"{f['feature']} {f['score']} ({f['observed']} vs {f['expected']})"
                 for f in a["top_features"]
             )
-            held = f" held {', '.join(cli_serial(s) for s in a['held'])}" if a["held"] else ""
+            held = f" held {', '.join(a['held'])}" if a["held"] else ""
             click.echo(f"{a['action']} {a['agent']} score {a['score']}{held}: {top}")
     fresh = [o for o in by_id.values() if o.action != "repeat"]
     note(
@@ -281,7 +284,8 @@ def review(
     if not chosen:
         shown = state.alerts if show_all else state.open_alerts()
         if as_json:
-            emit_json({"alerts": [a.to_json() for a in shown]})
+            listed = [a.to_json() | {"held": [cli_serial(x) for x in a.held]} for a in shown]
+            emit_json({"alerts": listed})
             return
         for a in shown:
             held = ",".join(cli_serial(s) for s in a.held) or "-"
@@ -337,6 +341,14 @@ def review(
             "state": record.status.value,
         },
     )
+
+
+def _shown_serial(text: str) -> str:
+    """A serial from a record in the openssl form, or as recorded if it is not one."""
+    try:
+        return cli_serial(text)
+    except ValueError:
+        return text
 
 
 def _review_body(ident: str, agent: str, decision: str, review_note: str | None) -> dict[str, Any]:

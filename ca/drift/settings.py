@@ -38,7 +38,7 @@ DEFAULT_WEIGHTS: Final = {
     "new_routes": 1.5,  # per first-ever route in the window (at most 3 count)
     "new_scopes": 2.0,  # per first-ever scope in the window (at most 3 count)
 }
-DEFAULT_THRESHOLD: Final = 8.0
+DEFAULT_THRESHOLD: Final = 12.0  # chosen from make bench-drift (docs/performance.md)
 _DURATION: Final = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNIT: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -149,6 +149,9 @@ def test_every_leaf_takes_json_and_prints_only_json_on_stdout(tmp_path: Path) ->
     run("apitoken list")
     run("apitoken revoke", "nightly")
     run("model retire", MODEL2)
+    (work / "actions.jsonl").write_text("")
+    assert run("drift run", "--records", str(work / "actions.jsonl"))[0]["alerts"] == []
+    assert run("drift review")[0]["alerts"] == []
 
     for docs in seen.values():
         for doc in docs:

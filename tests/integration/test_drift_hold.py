@@ -24,6 +24,7 @@ from cryptography.x509 import ocsp
 
 from agent import Agent
 from agent.client import send
+from cli.output import cli_serial
 from examples.scenario import AGENT, ENVIRONMENT, OFFICER, Scenario
 from wire.actions import ActionRecord, record_time
 
@@ -145,7 +146,7 @@ def test_attack_trace_holds_the_certificate_and_review_releases_it(
     assert ran.returncode == 16, ran.stderr
     alert = json.loads(ran.stdout)["alerts"][0]
     assert alert["agent"] == AGENT and alert["action"] == "hold"
-    assert [x.lower() for x in alert["held"]] == [serial.lower()]
+    assert alert["held"] == [cli_serial(serial)]
     assert float(alert["score"]) >= 10
     named = {f["feature"] for f in alert["top_features"]}
     assert named & {"denials", "new_scopes", "transitions"}, alert["top_features"]
