@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--normal", type=int, default=10, help="normal agents per archetype")
     p.add_argument("--attacks", type=int, default=6, help="attacked agents per attack type")
+    p.add_argument("--weights", default="", help="feature weights to try, e.g. rate=1.5")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     thresholds = [float(x) for x in args.thresholds.split(",")]
@@ -89,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     trace = generate(args.seed, args.normal, args.attacks)
     generated = time.perf_counter() - started
     base = DriftSettings()
+    if args.weights:
+        tried = dict(base.weights)
+        for item in args.weights.split(","):
+            name, _, value = item.partition("=")
+            if name not in tried:
+                p.error(f"unknown feature {name!r}")
+            tried[name] = float(value)
+        base = replace(base, weights=tried)
     rows = []
     for threshold in thresholds:
         settings = replace(base, default=Policy(threshold=threshold))
@@ -109,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "generate_s": round(generated, 1),
         "us_per_record": round(statistics.median(costs), 1),
         "default_threshold": base.default.threshold,
+        "weights": dict(base.weights),
         "rows": rows,
     }
     if args.json:

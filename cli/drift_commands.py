@@ -8,6 +8,7 @@ what a hold took. The drift core is ``ca.drift`` (decision 0057, docs/drift.md).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -206,7 +207,7 @@ def run(
             )
             outcomes = responder.respond(result.alerts)
     if metrics_file:
-        Path(metrics_file).write_bytes(metrics_text(result, outcomes))
+        _write_atomically(Path(metrics_file), metrics_text(result, outcomes))
     by_id = {o.alert_id: o for o in outcomes}
     alerts = []
     for alert, outcome in zip(result.alerts, outcomes, strict=True):
@@ -341,6 +342,17 @@ def review(
             "state": record.status.value,
         },
     )
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` by a rename, so a collector never reads half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CAError(ErrorCode.BAD_REQUEST, f"cannot write {path}: {exc.strerror}") from None
 
 
 def _shown_serial(text: str) -> str:
