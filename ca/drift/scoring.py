@@ -33,6 +33,7 @@ CALIBRATED = (
     "time_of_day",
 )
 _MAX_FLAGS = 3
+SD_SHARE = 1.0  # how much of its usual spread a feature is forgiven (calibration)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def contributions(
         weight = weights.get(name, 0.0)
         if name in CALIBRATED:
             mean, sd = base.moments[name].mean_sd(base.weight)
-            score = weight * max(0.0, value - mean) / (sd + 1.0)
+            score = weight * max(0.0, value - mean) / (SD_SHARE * sd + 1.0)
         else:
             score = weight * min(value, _MAX_FLAGS)
         out.append(Contribution(name, score, value, observed, expected))
