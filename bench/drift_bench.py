@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,41 @@ from ca.drift.analyser import Analyser, RunResult
 from ca.drift.settings import DriftSettings, Policy
 
 FAST = 300.0  # "detected within 5 minutes of simulated time"
+HOUR = 3600
+
+
+def drift_onset(trace: Trace, agent: str, start: float) -> float | None:
+    """When a slow drift became bigger than a normal day's variation: the first instant at
+    which the agent's records since ``start``, less what its training days' hourly means
+    predict, exceed the standard deviation of its training days' record counts."""
+    times = sorted(
+        datetime.fromisoformat(r.time).timestamp() for r in trace.records if r.agent == agent
+    )
+    days = round((trace.since - times[0]) / 86400 + 0.5) if times else 0
+    first_day = trace.since - days * 86400
+    daily = [0] * days
+    hourly = [0.0] * 24
+    for t in times:
+        if t < trace.since:
+            d = int((t - first_day) // 86400)
+            daily[d] += 1
+            hourly[int((t % 86400) // HOUR)] += 1 / days
+    if days < 2:
+        return None
+    sd = statistics.stdev(daily)
+    n = 0
+    for t in times:
+        if t < start:
+            continue
+        n += 1
+        expected, at = 0.0, start
+        while at + HOUR <= t:
+            expected += hourly[int((at % 86400) // HOUR)]
+            at += HOUR
+        expected += hourly[int((at % 86400) // HOUR)] * (t - at) / HOUR
+        if n - expected > sd:
+            return t
+    return None
 
 
 def evaluate(trace: Trace, result: RunResult, window: int) -> dict[str, Any]:
@@ -62,6 +98,23 @@ def evaluate(trace: Trace, result: RunResult, window: int) -> dict[str, Any]:
             "within_5min": sum(t <= FAST for t in times),
             "median_ttd_s": round(statistics.median(times)) if times else None,
         }
+    onsets = []  # slow drift, separately: hours from its onset (drift_onset) to detection
+    for a in trace.attacks:
+        if a.kind != "slow_drift":
+            continue
+        onset = drift_onset(trace, a.agent, a.start)
+        found = detect.get(a.agent)
+        onsets.append(
+            {
+                "agent": a.agent,
+                "onset_h": None if onset is None else round((onset - a.start) / HOUR, 1),
+                "detected_h": None if found is None else round(found / HOUR, 1),
+                "after_onset_h": None
+                if onset is None or found is None
+                else round((a.start + found - onset) / HOUR, 1),
+            }
+        )
+    per_kind["slow_drift"]["from_onset"] = onsets
     total = len(trace.attacks)
     alerts = true_alerts + false_alerts
     return {
@@ -144,6 +197,21 @@ def main(argv: list[str] | None = None) -> int:
             + " | ".join(cells)
             + " |"
         )
+    print()
+    print(
+        "slow drift, from its onset (the day's-variation point, bench/drift_bench.py drift_onset):"
+    )
+    for row in rows:
+        cells = [
+            f"{o['agent']}: onset +{o['onset_h']} h, detected "
+            + (
+                "-"
+                if o["detected_h"] is None
+                else f"+{o['detected_h']} h ({o['after_onset_h']} h after)"
+            )
+            for o in row["per_kind"]["slow_drift"]["from_onset"]
+        ]
+        print(f"  threshold {row['threshold']:g}: " + "; ".join(cells))
     return 0
 
 

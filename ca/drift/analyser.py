@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ca.drift.anchor import LONG, LongWindow
 from ca.drift.baseline import AgentBaseline
-from ca.drift.features import Bin, Window
+from ca.drift.features import BURST_GAP, Bin, Window
 from ca.drift.scoring import CALIBRATED, Contribution, contributions, raw_features
 from ca.drift.settings import DriftSettings
 from wire.actions import ActionRecord, record_time
@@ -167,9 +168,11 @@ class Analyser:
         weights = dict(cfg.weights)
         summary = result.agents.setdefault(agent, AgentSummary(agent))
         ring: deque[Bin] = deque()
+        long = LongWindow(LONG // step)
         t = math.floor(items[0][0] / step) * step
         i = 0
         last_route: str | None = None
+        last_time = -math.inf
         serials: deque[set[str]] = deque()
         open_alert: list[Any] | None = None  # [first, worst, last_end, windows]
         environment: str | None = None
@@ -183,6 +186,9 @@ class Analyser:
                 r = items[i][3]
                 i += 1
                 b.count += 1
+                if items[i - 1][0] - last_time > BURST_GAP:
+                    b.bursts += 1
+                last_time = items[i - 1][0]
                 b.routes[r.route] += 1
                 if r.scope is not None:
                     b.scopes[r.scope] += 1
@@ -198,6 +204,7 @@ class Analyser:
                 if end > result.since:
                     summary.records += 1
             ring.append(b)
+            long.push(b)
             serials.append(seen)
             if len(ring) > k:
                 base.learn(ring.popleft())
@@ -208,11 +215,13 @@ class Analyser:
             if ready and len(ring) == k:
                 count = sum(x.count for x in ring)
                 base.learn_spread(count, sum(base.expected_count(x.slot) for x in ring))
+            if ready and long.anchor is None and end > result.since:
+                long.freeze(base)  # the baseline as the run found it: the anchor
             if end > result.since and busy:
                 summary.environment = environment
                 if ready:
                     summary.status = "scored"
-                    score = self._score(agent, environment, base, ring, serials, weights, end)
+                    score = self._score(agent, environment, base, ring, long, serials, weights, end)
                     summary.scored_windows += 1
                     summary.max_score = max(summary.max_score, score.score)
                     if self.keep_scores:
@@ -242,6 +251,7 @@ class Analyser:
         environment: str | None,
         base: AgentBaseline,
         ring: deque[Bin],
+        long: LongWindow,
         serials: deque[set[str]],
         weights: dict[str, float],
         end: float,
@@ -249,7 +259,9 @@ class Analyser:
         bins = list(ring)
         window = Window.merge(bins)
         expected = sum(base.expected_count(x.slot) for x in bins)
-        raw = raw_features(base, window, expected)
+        bursts = sum(base.expected_bursts(x.slot) for x in bins)
+        raw = raw_features(base, window, expected, bursts)
+        raw["anchor"] = long.surprise()
         parts = contributions(base, raw, weights)
         total = sum(c.score for c in parts)
         policy = self.settings.policy(agent, environment)

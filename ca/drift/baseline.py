@@ -21,7 +21,7 @@ from ca.drift.features import Bin
 SLOTS = 96  # the rate profile's resolution: quarters of an hour (a market open is one)
 _RESCALE_AT = 1e100
 _SHRINK = 2.0  # pseudo-bins pulling an hour's mean rate toward the agent's overall mean
-_NEW_FLOOR = 0.01  # least probability of a transition (times its target's probability)
+_NEW_FLOOR = 0.001  # least probability of a transition (times its target's probability)
 _YOUNG = 30.0  # a route or scope with fewer (recent-weighted) records than this is young ...
 _YOUNG_FLOOR = 0.1  # ... and the baseline grants it at least this probability: its novelty
 # is the new_routes / new_scopes flag's to count, not the distribution's (decision 0057)
@@ -68,11 +68,14 @@ class AgentBaseline:
     hour_sum: list[float] = field(default_factory=lambda: [0.0] * 24)  # records per hour
     slot_sum: list[float] = field(default_factory=lambda: [0.0] * SLOTS)  # ... per slot
     slot_bins: list[float] = field(default_factory=lambda: [0.0] * SLOTS)  # bins per slot
+    slot_bursts: list[float] = field(default_factory=lambda: [0.0] * SLOTS)  # bursts per slot
+    bursts: float = 0.0
     all_bins: float = 0.0
     routes: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     scopes: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     trans: defaultdict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     trans_from: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    trans_types: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     denials: float = 0.0
     seen_routes: set[str] = field(default_factory=set)
     seen_scopes: set[str] = field(default_factory=set)
@@ -100,6 +103,8 @@ class AgentBaseline:
         self.total += w * b.count
         self.hour_sum[b.hour] += w * b.count
         self.slot_sum[b.slot] += w * b.count
+        self.slot_bursts[b.slot] += w * b.bursts
+        self.bursts += w * b.bursts
         self.denials += w * b.denials
         for route, c in b.routes.items():
             self.routes[route] += w * c
@@ -108,6 +113,8 @@ class AgentBaseline:
             self.scopes[scope] += w * c
             self.seen_scopes.add(scope)
         for pair, c in b.transitions.items():
+            if pair not in self.trans:
+                self.trans_types[pair[0]] += 1
             self.trans[pair] += w * c
             self.trans_from[pair[0]] += w * c
 
@@ -134,6 +141,8 @@ class AgentBaseline:
         self.hour_sum = [v * f for v in self.hour_sum]
         self.slot_sum = [v * f for v in self.slot_sum]
         self.slot_bins = [v * f for v in self.slot_bins]
+        self.slot_bursts = [v * f for v in self.slot_bursts]
+        self.bursts *= f
         for store in (self.routes, self.scopes, self.trans, self.trans_from):
             for k in store:
                 store[k] *= f  # type: ignore[index]
@@ -150,6 +159,16 @@ class AgentBaseline:
         mean = (self.slot_sum[slot] + _SHRINK * w * overall) / (self.slot_bins[slot] + _SHRINK * w)
         return max(mean, 1e-3)
 
+    def expected_bursts(self, slot: int) -> float:
+        """Expected bursts (sessions of calls) in one step in quarter-hour ``slot``, shrunk
+        like ``expected_count``."""
+        overall = self.bursts / self.all_bins if self.all_bins else 0.0
+        w = self.weight
+        mean = (self.slot_bursts[slot] + _SHRINK * w * overall) / (
+            self.slot_bins[slot] + _SHRINK * w
+        )
+        return max(mean, 1e-3)
+
     def route_prob(self, route: str) -> float:
         """Baseline probability that a record is for ``route`` (a floor for unseen ones)."""
         return self._prob(self.routes, route)
@@ -164,10 +183,16 @@ class AgentBaseline:
         return max(p, _YOUNG_FLOOR) if known < _YOUNG * self.weight else p
 
     def transition_prob(self, pair: tuple[str, str]) -> float:
-        """P(next route | previous route), backed off to the route distribution."""
+        """P(next route | previous route), Witten-Bell smoothed: the share ``a`` leaves for
+        unseen successors is its distinct successors over its (recent-weighted) transitions
+        plus them, so an agent whose calls always follow one pattern is surprised more by a
+        new one than an agent that mixes freely; backed off to the route distribution."""
         a, b = pair
         back = self.route_prob(b)
-        strength = 5.0 * self.weight
+        types = self.trans_types.get(a, 0)
+        if not types:
+            return back  # a route it never left: nothing known about what follows it
+        strength = types * self.weight
         return max(
             (self.trans.get(pair, 0.0) + strength * back)
             / (self.trans_from.get(a, 0.0) + strength),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 K = TypeVar("K")
+BURST_GAP = 10.0  # seconds of silence after which an agent's next record starts a new burst
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Bin:
 
     slot: int
     count: int = 0
+    bursts: int = 0  # records that start a burst (BURST_GAP after the agent's previous one)
     denials: int = 0
     routes: Counter[str] = field(default_factory=Counter)
     scopes: Counter[str] = field(default_factory=Counter)
@@ -41,6 +43,7 @@ class Window:
     """The bins scored together, merged."""
 
     count: int = 0
+    bursts: int = 0
     denials: int = 0
     routes: Counter[str] = field(default_factory=Counter)
     scopes: Counter[str] = field(default_factory=Counter)
@@ -55,6 +58,7 @@ class Window:
             if not b.count:
                 continue
             w.count += b.count
+            w.bursts += b.bursts
             w.denials += b.denials
             w.routes.update(b.routes)
             w.scopes.update(b.scopes)

@@ -25,6 +25,7 @@ from ca.drift.features import (
 
 CALIBRATED = (
     "rate",
+    "bursts",
     "route_rate",
     "scope_rate",
     "routes",
@@ -33,6 +34,8 @@ CALIBRATED = (
     "time_of_day",
 )
 _MAX_FLAGS = 3
+ANCHORED = ("anchor",)  # judged against the frozen anchor: raw surprise less an allowance
+ANCHOR_ALLOWANCE = 12.0  # nats of 4-h surprise an ordinary agent may show (bench-drift)
 SD_SHARE = 1.0  # how much of its usual spread a feature is forgiven (calibration)
 
 
@@ -59,15 +62,20 @@ class Contribution:
 
 
 def raw_features(
-    base: AgentBaseline, window: Window, expected: float
+    base: AgentBaseline, window: Window, expected: float, bursts: float
 ) -> dict[str, tuple[float, str, str]]:
     """Each feature's raw surprise with what was observed and expected (``expected``: the
-    baseline's record count for the window's bins)."""
+    baseline's record count for the window's bins; ``bursts``: its count of bursts)."""
     n = window.count
     phi = base.dispersion()  # quasi-Poisson: counts and expectations scaled by the dispersion
     out: dict[str, tuple[float, str, str]] = {
         "rate": (poisson_surprise(n / phi, expected / phi), f"{n} records", f"{expected:.1f}")
     }
+    out["bursts"] = (
+        poisson_surprise(window.bursts, bursts),
+        f"{window.bursts} bursts",
+        f"{bursts:.1f}",
+    )
     best = (0.0, "-", "-")
     for route, c in window.routes.items():
         lam = expected * base.route_prob(route)
@@ -123,6 +131,8 @@ def contributions(
         if name in CALIBRATED:
             mean, sd = base.moments[name].mean_sd(base.weight)
             score = weight * max(0.0, value - mean) / (SD_SHARE * sd + 1.0)
+        elif name in ANCHORED:
+            score = weight * max(0.0, value - ANCHOR_ALLOWANCE)
         else:
             score = weight * min(value, _MAX_FLAGS)
         out.append(Contribution(name, score, value, observed, expected))

@@ -18,6 +18,7 @@ from typing import Any, Final
 MODES: Final = ("alert", "hold")
 FEATURES: Final = (
     "rate",
+    "bursts",
     "route_rate",
     "scope_rate",
     "routes",
@@ -26,9 +27,11 @@ FEATURES: Final = (
     "time_of_day",
     "new_routes",
     "new_scopes",
+    "anchor",
 )
 DEFAULT_WEIGHTS: Final = {
     "rate": 1.0,
+    "bursts": 1.0,  # sessions of calls started: a spike of work, not of one session's length
     "route_rate": 0.25,  # overlaps "rate": a spike of one route is both
     "scope_rate": 0.25,
     "routes": 1.0,
@@ -37,8 +40,9 @@ DEFAULT_WEIGHTS: Final = {
     "time_of_day": 0.5,
     "new_routes": 1.5,  # per first-ever route in the window (at most 3 count)
     "new_scopes": 2.0,  # per first-ever scope in the window (at most 3 count)
+    "anchor": 1.0,  # the last 4 h against the frozen anchor (slow drift; see docs/drift.md)
 }
-DEFAULT_THRESHOLD: Final = 12.0  # chosen from make bench-drift (docs/performance.md)
+DEFAULT_THRESHOLD: Final = 14.0  # chosen from make bench-drift (docs/performance.md)
 _DURATION: Final = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNIT: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -12,7 +12,8 @@ import pytest
 
 from bench.drift_traces import ATTACKS, Trace, generate
 from ca.drift.analyser import Analyser, RunResult
-from ca.drift.features import binomial_surprise, likelihood_surprise, poisson_surprise
+from ca.drift.baseline import AgentBaseline
+from ca.drift.features import Bin, binomial_surprise, likelihood_surprise, poisson_surprise
 from ca.drift.settings import (
     DriftSettings,
     DriftSettingsError,
@@ -26,7 +27,7 @@ SETTINGS = DriftSettings(training=3 * 86400)
 EXPLAINS = {
     "injection": {"transitions", "routes", "new_routes"},
     "exfiltration": {"rate", "routes", "transitions", "route_rate"},
-    "rate_spike": {"rate", "transitions"},
+    "rate_spike": {"rate", "bursts", "transitions"},
     "scope_probe": {"denials", "new_scopes"},
 }
 
@@ -62,6 +63,34 @@ def test_likelihood_surprise_names_the_category_that_moved() -> None:
     moved = likelihood_surprise({"a": 2, "b": 8}, base.__getitem__)
     assert moved is not None and moved[0] > 5 and moved[1] == "b"
     assert moved[2] == pytest.approx(0.8) and moved[3] == pytest.approx(0.1)
+
+
+def _learnt(pairs: list[tuple[str, str]], times: int) -> AgentBaseline:
+    base = AgentBaseline.for_half_life(7 * 86400, 60)
+    for _ in range(times):
+        b = Bin(slot=40, count=len(pairs), bursts=1)
+        for a, c in pairs:
+            b.routes[c] += 1
+            b.transitions[(a, c)] += 1
+        base.learn(b)
+    return base
+
+
+def test_an_unseen_transition_surprises_a_habitual_agent_more_than_a_mixing_one() -> None:
+    routes = ["a", "b", "c", "d"]
+    steady = _learnt([("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")], 200)
+    unseen = ("a", "c")
+    mixing = _learnt([(x, y) for x in routes for y in routes if (x, y) != unseen], 50)
+    assert steady.trans_types["a"] == 1 and mixing.trans_types["a"] == 3
+    assert steady.transition_prob(unseen) < mixing.transition_prob(unseen) / 2
+    assert steady.transition_prob(("a", "b")) > 0.9
+    assert steady.transition_prob(("zz", "b")) == steady.route_prob("b")  # never left zz
+
+
+def test_bursts_are_counted_per_session_not_per_record() -> None:
+    base = _learnt([("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")], 100)
+    assert base.expected_count(40) == pytest.approx(4.0, rel=0.05)
+    assert base.expected_bursts(40) == pytest.approx(1.0, rel=0.05)
 
 
 # ------------------------------------------------------------------------------- settings
@@ -215,3 +244,19 @@ def test_an_agent_without_enough_history_is_not_scored(trace: Trace) -> None:
 def test_every_attack_type_is_generated(trace: Trace) -> None:
     assert sorted(a.kind for a in trace.attacks) == sorted(ATTACKS)
     assert all(a.end > a.start for a in trace.attacks)
+
+
+def test_slow_drift_is_caught_by_the_anchor_not_by_the_fading_baseline() -> None:
+    long = generate(3, normal_per_archetype=1, attacks_per_kind=1, training_days=3, eval_days=5)
+    run = Analyser(SETTINGS, keep_scores=True).run(long.records, long.since, long.until)
+    (drift,) = [a for a in long.attacks if a.kind == "slow_drift"]
+    alerts = [a for a in run.alerts if a.first.agent == drift.agent]
+    assert alerts, "the slow drift was not detected in five days"
+    first = alerts[0]
+    assert first.first.end - drift.start > 86400  # slow: days, not minutes
+    assert first.worst.top[0].feature == "anchor"
+    assert "at the anchor" in first.worst.top[0].expected
+    assert not [a for a in run.alerts if a.first.agent in long.normal_agents]
+    without = replace(SETTINGS, weights={**SETTINGS.weights, "anchor": 0.0})
+    fading = Analyser(without).run(long.records, long.since, long.until)
+    assert not [a for a in fading.alerts if a.first.agent == drift.agent]
