@@ -116,3 +116,7 @@ bench-gateway: bootstrap-test
 .PHONY: bench-replica
 bench-replica: bootstrap-test
 	bash scripts/with-postgres.sh $(PY) bench/replica_lag.py $(BENCH_ARGS)
+
+.PHONY: bench-drift
+bench-drift: bootstrap-test
+	$(PY) bench/drift_bench.py $(BENCH_ARGS)

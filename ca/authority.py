@@ -8,7 +8,7 @@ may take that piece (``authority.issuance``, ``authority.revocations`` ...) inst
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -129,8 +129,9 @@ class CertificateAuthority:
         reason: RevocationReason,
         actor: str,
         issuer_name: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
     ) -> CertificateRecord:
-        return self.revocations.revoke(serial_hex, reason, actor, issuer_name)
+        return self.revocations.revoke(serial_hex, reason, actor, issuer_name, evidence)
 
     def revoke_where(
         self, criteria: RevocationCriteria, reason: RevocationReason, actor: str
@@ -141,9 +142,13 @@ class CertificateAuthority:
         return self.revocations.matching_live(criteria)
 
     def release_hold(
-        self, serial_hex: str, actor: str, issuer_name: str | None = None
+        self,
+        serial_hex: str,
+        actor: str,
+        issuer_name: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
     ) -> CertificateRecord:
-        return self.revocations.release_hold(serial_hex, actor, issuer_name)
+        return self.revocations.release_hold(serial_hex, actor, issuer_name, evidence)
 
     # -- lookup (ca.queries) ------------------------------------------------------------------
     def get(self, serial_hex: str, issuer_name: str | None = None) -> CertificateRecord:

@@ -7,6 +7,7 @@ revokes the rest of its renewal lineage (docs/decisions/0008-renewal-proofs-and-
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -46,12 +47,14 @@ class Revocations:
         reason: RevocationReason,
         actor: str,
         issuer_name: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
     ) -> CertificateRecord:
         """Revoke an issued certificate with an RFC 5280 reason code.
 
         A certificate on hold may be revoked for good, and any revoked certificate may be
         escalated to keyCompromise (its revocation time stays); anything else already revoked
-        is ``already-revoked``.
+        is ``already-revoked``. ``evidence`` (canonical-JSON values: no floats) goes into the
+        ledger entry, e.g. the drift score that made it a remediation (decision 0057).
         """
         _refuse_remove_from_crl(reason)
         now = self.clock()
@@ -87,6 +90,8 @@ class Revocations:
             body = revoked_body(row, reason)
             if escalated_from is not None:
                 body["previous_reason"] = escalated_from.text
+            if evidence is not None:
+                body["evidence"] = dict(evidence)
             self.journal.write(s, actor, "certificate.revoked", body, now)
             if reason is RevocationReason.KEY_COMPROMISE:
                 revoke_lineage(s, self.journal, row, actor, now)
@@ -111,9 +116,14 @@ class Revocations:
             return [to_record(r) for r in s.scalars(_live_matching(criteria, self.clock()))]
 
     def release_hold(
-        self, serial_hex: str, actor: str, issuer_name: str | None = None
+        self,
+        serial_hex: str,
+        actor: str,
+        issuer_name: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
     ) -> CertificateRecord:
-        """Lift a certificateHold: the certificate is good again (removeFromCRL in delta CRLs)."""
+        """Lift a certificateHold: the certificate is good again (removeFromCRL in delta CRLs).
+        ``evidence`` goes into the ledger entry (e.g. the drift review it concludes)."""
         now = self.clock()
         with self.sessions.begin() as s:
             row = find(s, serial_hex, issuer_name, for_update=True)
@@ -124,13 +134,14 @@ class Revocations:
             row.revocation_reason = None
             row.revoked_by = actor
             s.add(StatusChange(issuer_id=row.issuer_id, serial_hex=row.serial_hex, changed_at=now))
-            self.journal.write(
-                s,
-                actor,
-                "certificate.hold_released",
-                {"serial": row.serial_hex, "agent": row.agent_name, "officer": row.officer},
-                now,
-            )
+            released: dict[str, Any] = {
+                "serial": row.serial_hex,
+                "agent": row.agent_name,
+                "officer": row.officer,
+            }
+            if evidence is not None:
+                released["evidence"] = dict(evidence)
+            self.journal.write(s, actor, "certificate.hold_released", released, now)
             issuer = row.issuer.name
         return self.queries.get(serial_hex, issuer)
 

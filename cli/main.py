@@ -112,6 +112,10 @@ COMMANDS = {
         "Check configuration, database and roles, HSM login, clock, CRL and OCSP signer "
         "freshness and ledger checkpoints; print what is wrong and how to fix it.",
     ),
+    "drift": (
+        "cli.drift_commands:drift",
+        "Behavioural drift: score agents against their own baselines, alert or hold, review.",
+    ),
     "crl": (
         "cli.crl_commands:crl",
         "Publish and inspect certificate revocation lists (complete and delta CRLs).",

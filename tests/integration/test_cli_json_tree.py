@@ -156,6 +156,9 @@ def test_every_leaf_takes_json_and_prints_only_json_on_stdout(tmp_path: Path) ->
     assert run("gateway list")[0]["name"] == "gw-json"
     assert run("gateway disable", "gw-json")[0]["enabled"] is False
     run("model retire", MODEL2)
+    (work / "actions.jsonl").write_text("")
+    assert run("drift run", "--records", str(work / "actions.jsonl"))[0]["alerts"] == []
+    assert run("drift review")[0]["alerts"] == []
 
     for docs in seen.values():
         for doc in docs:
