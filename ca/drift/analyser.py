@@ -5,7 +5,9 @@ seconds. A window is the last ``window / step`` bins; each window ending in ``(s
 until]`` with records in it is scored against the baseline learnt from the bins before it.
 A bin is learnt when it leaves the window, so a window never judges itself; a window that
 crossed the threshold does not teach the calibration what an ordinary surprise is.
-Consecutive crossing windows of one agent are one alert.
+Consecutive crossing windows of one agent are one alert. The baseline as it stood at
+``since`` is also kept, frozen, as the anchor the last hours are compared with
+(``ca.drift.anchor``: slow drift the fading baseline absorbs).
 
 Pure: instants are arguments, there is no clock and no I/O (decision 0057).
 """
