@@ -34,8 +34,10 @@ ALERTS_RAISED = 16
 
 @click.group(cls=AgentcaGroup)
 def drift() -> None:
-    """Behavioural drift: per-agent baselines from the action records, scored windows,
-    alerts and optional holds (docs/drift.md)."""
+    """Behavioural drift: score agents against their own baselines, alert or hold, review.
+
+    Per-agent baselines from the action records, scored windows, alerts and optional holds
+    (docs/drift.md)."""
 
 
 def _instant(text: str | None, option: str, default: datetime) -> datetime:

@@ -993,6 +993,8 @@ def test_zz_every_documented_operation_was_exercised(env: Env) -> None:
     )
     assert proof.status == 200 and proof.json["to_size"] == latest["tree_size"]
     _assert_problem(env.call("GET", "/v1/ledger/export", token="reader"), 403, "forbidden")
+    # the action ledger takes gateway tokens only (test_action_ledger_api.py)
+    _assert_problem(env.call("POST", "/v1/actions", {"v": 1}), 403, "forbidden")
     export = env.call("GET", "/v1/ledger/export?agent=exec-agent", token="auditor")
     assert export.status == 200 and export.body.count(b"\n") > 2
     documented = {
