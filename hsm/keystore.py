@@ -488,6 +488,10 @@ class KeyStore:
         if handle is None:
             handle = self._find(session, ObjectClass.PRIVATE_KEY, label)
             if handle is None:
+                # SoftHSM2 shows an empty object list while its token files are away; the
+                # token itself then fails C_GetTokenInfo, which says "unavailable", not
+                # "no such key" (a worker that never loaded the key meets this first)
+                self._slot.get_token()
                 raise KeyNotFound(
                     f"no private key labelled {label!r} in token {self._config.token_label!r}"
                 )
