@@ -327,6 +327,8 @@ def _report(report: Report, trust: LedgerTrust, checkpoints: int, as_json: bool)
                 "checkpoints": checkpoints if report.ok else 0,
                 "tree_size": report.tree_size,
                 "filtered": report.filtered,
+                "complete": report.complete,
+                "filter": dict(report.conditions) if report.conditions is not None else None,
                 "failed_seq": report.failed_seq,
                 "anchor": {
                     "mode": "pinned" if trust.pinned_only else "ca",

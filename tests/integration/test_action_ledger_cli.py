@@ -145,6 +145,13 @@ def test_exports_hold_what_the_filters_say_and_verify_offline(
     assert r.returncode == 0, r.stderr
     verdict = json.loads(r.stdout)
     assert verdict["ok"] and verdict["entries"] == len(wanted)
+    # a filtered export says plainly that it does not prove completeness
+    assert verdict["complete"] is not bool(filters) and verdict["filtered"] is bool(filters)
+    assert sorted(verdict["filter"] or ()) == sorted(header["filter"] or ())
+    text = shipped.cli("ledger", "verify", str(path), "--trust", str(shipped.trust))
+    assert text.returncode == 0 and text.stdout.startswith("OK: ")
+    caveat = "NOT that it holds every matching record: records may have been left out"
+    assert (caveat in text.stdout) is bool(filters), text.stdout
 
 
 def test_csv_export_verifies(shipped: Shipped) -> None:
@@ -196,6 +203,9 @@ def test_tampering_fails_at_the_record(shipped: Shipped) -> None:
     moved[1] = {**moved[1], "seq": moved[1]["seq"] + 1}
     fails("t5.jsonl", fhead, moved, "is not included")
     fails("t6.jsonl", fhead, filtered[:2] + filtered[3:], "announces")
+    liar = {**fhead, "filter": {"agent": "agent1"}}  # agent0's records under agent1's name
+    fails("t6b.jsonl", liar, filtered, f"record {filtered[0]['seq']} does not match the export's")
+    fails("t6c.jsonl", {**fhead, "filter": False, "count": 0}, [], "filter is malformed")
     forged = {**head, "checkpoint": {**head["checkpoint"], "tree_size": 29}}
     fails("t7.jsonl", forged, full[:29], "signature")
 
