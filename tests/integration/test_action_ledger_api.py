@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -563,3 +564,84 @@ def test_an_issuance_export_must_hold_what_its_filter_says(env: Env) -> None:
     assert not report.ok and "does not match the export's filter (event)" in report.message
     report = verify_export(_with_header(lines, filter={"route": "/x"}), trust)
     assert not report.ok and "unknown member 'route'" in report.message
+
+
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_a_gateway_registration_only_changes_by_being_disabled(env: Env) -> None:
+    """Review: the app's role could re-enable a disabled gateway, swap its key or delete it
+    with no ledger event. The database refuses all of it, for every role."""
+    _token, _key = env.gateway("gw-fixed")
+    other = GatewayKey()
+    gateways = Gateways(env.rt.sessions, env.rt.authority.clock)
+    gateways.disable("gw-fixed", "test")  # the one allowed change, a ledger event
+
+    def row() -> tuple[Any, ...]:
+        with env.rt.engine.connect() as conn:
+            return tuple(
+                conn.execute(
+                    sa.text(
+                        "SELECT id, name, public_key_der, key_id, created_at, disabled_at "
+                        "FROM gateways WHERE name = 'gw-fixed'"
+                    )
+                ).one()
+            )
+
+    before = row()
+    assert before[5] is not None
+    statements = [
+        ("UPDATE gateways SET disabled_at = NULL WHERE name = 'gw-fixed'", {}),
+        ("UPDATE gateways SET disabled_at = :t WHERE name = 'gw-fixed'", {"t": LATER}),
+        ("UPDATE gateways SET public_key_der = :k WHERE name = 'gw-fixed'", {"k": other.spki}),
+        ("UPDATE gateways SET key_id = :k WHERE name = 'gw-fixed'", {"k": other.key_id}),
+        ("UPDATE gateways SET name = 'gw-renamed' WHERE name = 'gw-fixed'", {}),
+        ("UPDATE gateways SET created_at = :t WHERE name = 'gw-fixed'", {"t": LATER}),
+        ("UPDATE gateways SET id = id + 1000 WHERE name = 'gw-fixed'", {}),
+        ("DELETE FROM gateways WHERE name = 'gw-fixed'", {}),
+    ]
+    if env.rt.engine.dialect.name == "postgresql":
+        statements.append(("TRUNCATE gateways CASCADE", {}))
+    for statement, params in statements:
+        with pytest.raises(sa.exc.DBAPIError) as err, env.rt.engine.begin() as conn:
+            conn.execute(sa.text(statement), params)
+        message = str(err.value)
+        assert "only changes by being disabled" in message or "append-only" in message, statement
+    assert row() == before
+    assert not gateways.get("gw-fixed").enabled  # type: ignore[union-attr]
+    # an enabled gateway may still be disabled, once, by anyone holding the role
+    env.gateway("gw-fixed2")
+    with env.rt.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE gateways SET disabled_at = :t WHERE name = 'gw-fixed2'"), {"t": LATER}
+        )
+        conn.execute(sa.text("UPDATE gateways SET disabled_at = disabled_at"))  # no change
+
+
+def test_the_action_ledger_head_only_grows(env: Env) -> None:
+    token, _key = env.gateway("gw-head")
+    assert env.post(token, batch("gw-head", records("gw-head", 0, 3))).status == 200
+
+    def size() -> int:
+        with env.rt.engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT size FROM action_ledger_head")).scalar_one())
+
+    held = size()
+    assert held >= 3
+    statements = [
+        "UPDATE action_ledger_head SET size = size - 1",
+        "UPDATE action_ledger_head SET size = 0",
+        "UPDATE action_ledger_head SET id = 2",
+        "DELETE FROM action_ledger_head",
+    ]
+    if env.rt.engine.dialect.name == "postgresql":
+        statements.append("TRUNCATE action_ledger_head")
+    for statement in statements:
+        with pytest.raises(sa.exc.DBAPIError) as err, env.rt.engine.begin() as conn:
+            conn.execute(sa.text(statement))
+        message = str(err.value)
+        assert "a ledger head only grows" in message or "append-only" in message, statement
+    assert size() == held
+    # appends (and taking the head's lock, + 0) go on as before
+    assert env.post(token, batch("gw-head", records("gw-head", 3, 5))).json["next_seq"] == 5
+    assert size() == held + 2
