@@ -327,6 +327,8 @@ def _report(report: Report, trust: LedgerTrust, checkpoints: int, as_json: bool)
                 "checkpoints": checkpoints if report.ok else 0,
                 "tree_size": report.tree_size,
                 "filtered": report.filtered,
+                "complete": report.complete,
+                "filter": dict(report.conditions) if report.conditions is not None else None,
                 "failed_seq": report.failed_seq,
                 "anchor": {
                     "mode": "pinned" if trust.pinned_only else "ca",
@@ -447,9 +449,9 @@ CROSSCHECK_FAILED = 13
     "--gateway-log",
     type=click.Path(exists=True),
     default=None,
-    help="The gateway's checkpoints: a JSON Lines file of signed checkpoints, or the "
-    "gateway's log directory holding checkpoints.jsonl. Default: the checkpoints the "
-    "gateway shipped to the CA.",
+    help="The gateway's checkpoints: its action log directory (the checkpoints.log the "
+    "gateway writes there), or a JSON Lines file of signed checkpoints. Default: the "
+    "checkpoints the gateway shipped to the CA.",
 )
 @click.option("--json", "as_json", is_flag=True, help="The verdict as one line of JSON.")
 @click.pass_context
@@ -506,12 +508,25 @@ def crosscheck(
         sys.exit(CROSSCHECK_FAILED)
 
 
+#: The file of signed checkpoints in a gateway's action log directory
+#: (``gateway.action_log.CHECKPOINTS``: one canonical ``GatewayCheckpoint`` JSON per line).
+GATEWAY_CHECKPOINTS = "checkpoints.log"
+
+
 def _gateway_checkpoints(path: Path) -> list[Any]:
-    """The checkpoints of a gateway's JSON Lines checkpoint file (or its directory)."""
+    """The checkpoints of a gateway's action log directory (its ``checkpoints.log``), or of a
+    JSON Lines file of checkpoints (each line a checkpoint, or ``{"checkpoint": {...}}``)."""
     from wire.actions import GatewayCheckpoint
+    from wire.strict_json import loads
 
     if path.is_dir():
-        path = path / "checkpoints.jsonl"
+        path = path / GATEWAY_CHECKPOINTS
+        if not path.is_file():
+            raise CAError(
+                ErrorCode.BAD_REQUEST,
+                f"{path.parent} holds no {GATEWAY_CHECKPOINTS}: not a gateway action log "
+                "directory (or pass the checkpoints file itself)",
+            )
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -521,10 +536,10 @@ def _gateway_checkpoints(path: Path) -> list[Any]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = loads(line)
             if isinstance(data, dict) and isinstance(data.get("checkpoint"), dict):
                 data = data["checkpoint"]
             out.append(GatewayCheckpoint.from_json(data))
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise CAError(ErrorCode.BAD_REQUEST, f"{path} line {number}: {exc}") from exc
     return out

@@ -12,14 +12,21 @@ the same version: older exports lack it and still verify) carries what an offlin
 needs to anchor trust at the CA root: every audit certificate (``certificates``, PEM, newest
 first), the CA ``chain`` (issuing CA, root) and the OID ``arcs`` the CA issues or issued
 under (decision 0027).
+
+A filtered export proves less than a full one, and says so: each record it holds is in the
+signed tree (its inclusion proof) and matches the header's ``filter`` (checked here, with the
+export's own semantics: ``since`` inclusive, ``until`` exclusive, equality on the others), but
+nothing shows that every matching record is there (:attr:`Report.complete` is false). Every
+line is parsed as strict JSON (:mod:`wire.strict_json`): a duplicate member is refused, so the
+record shown is the record hashed.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -30,11 +37,13 @@ from ca.ledger.entries import (
     LEDGER_NAMES,
     Checkpoint,
     LedgerEntry,
+    format_time,
 )
 from ca.ledger.trust import LedgerTrust, checkpoint_problem, parse_arcs
 from ca.oids import OidArc
 from wire.actions import ActionRecord
 from wire.merkle import StreamingRoot, verify_consistency, verify_inclusion
+from wire.strict_json import loads
 
 EXPORT_FORMAT = "agentca-ledger-export"
 CSV_FIELDS = ["seq", "time", "actor", "event", "body", "leaf_hash", "proof"]
@@ -52,10 +61,23 @@ class Report:
     tree_size: int = 0
     failed_seq: int | None = None
     filtered: bool = False
+    complete: bool = False
+    """The export holds every entry of the checkpoint's tree (a full export that verified);
+    a filtered export never proves that all matching entries are there."""
+    conditions: Mapping[str, str] | None = field(default=None, compare=False)
+    """A filtered export's filter, as checked against each of its lines."""
 
 
 def _fail(msg: str, entries: int, size: int, seq: int | None, filtered: bool) -> Report:
     return Report(False, msg, entries, size, seq, filtered)
+
+
+#: What a verified filtered export does not prove (in its report and the CLI's output).
+NOT_COMPLETE = (
+    "a filtered export proves that each of its {many} is in the signed ledger and matches "
+    "the filter, NOT that it holds every matching {one}: {many} may have been left out "
+    "(only a full export proves completeness)"
+)
 
 
 def _entry_row(row: Mapping[str, str]) -> dict[str, Any]:
@@ -64,7 +86,7 @@ def _entry_row(row: Mapping[str, str]) -> dict[str, Any]:
         "time": row["time"],
         "actor": row["actor"],
         "event": row["event"],
-        "body": json.loads(row["body"]),
+        "body": loads(row["body"]),
         "leaf_hash": row["leaf_hash"],
     }
 
@@ -72,21 +94,45 @@ def _entry_row(row: Mapping[str, str]) -> dict[str, Any]:
 def _record_row(row: Mapping[str, str]) -> dict[str, Any]:
     return {
         "seq": int(row["seq"]),
-        "record": json.loads(row["record"]),
+        "record": loads(row["record"]),
         "leaf_hash": row["leaf_hash"],
     }
 
 
-def _entry_leaf(raw: Mapping[str, Any]) -> tuple[int, bytes]:
+#: A line's ``(seq, leaf hash, its values of the filter members)``, from its content.
+Leaf = tuple[int, bytes, Mapping[str, str | None]]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None  # as the ledger stores agent, officer
+
+
+def _entry_leaf(raw: Mapping[str, Any]) -> Leaf:
     entry = LedgerEntry.from_json(raw)
-    return entry.seq, entry.leaf_hash(check=False)
+    body = entry.body
+    values = {
+        "time": entry.time,
+        "agent": _text(body.get("agent")),
+        "officer": _text(body.get("officer")),
+        "event": entry.event,
+    }
+    return entry.seq, entry.leaf_hash(check=False), values
 
 
-def _record_leaf(raw: Mapping[str, Any]) -> tuple[int, bytes]:
+def _record_leaf(raw: Mapping[str, Any]) -> Leaf:
     seq = raw["seq"]
     if type(seq) is not int:
         raise ValueError("'seq' is not an integer")
-    return seq, ActionRecord.from_json(raw["record"]).leaf_hash()
+    record = ActionRecord.from_json(raw["record"])
+    values = {
+        "time": record.time,
+        "agent": record.agent,
+        "officer": record.officer,
+        "route": record.route,
+        "outcome": record.outcome,
+        "gateway": record.gateway,
+    }
+    return seq, record.leaf_hash(), values
 
 
 @dataclass(frozen=True)
@@ -100,21 +146,87 @@ class Nouns:
 @dataclass(frozen=True)
 class ExportKind:
     """One ledger's export: its checkpoints' ledger name, how a CSV row reads, how a line's
-    leaf is recomputed from its content, and what its lines are called."""
+    leaf (and its filter values) is recomputed from its content, what its lines are called,
+    the members its filter may have and those an empty value leaves out (as the export's
+    query does: ``ca.ledger.store._filtered``, ``ca.ledger.actions._filtered``)."""
 
     ledger: str
     from_csv: Callable[[Mapping[str, str]], dict[str, Any]]
-    leaf_of: Callable[[Mapping[str, Any]], tuple[int, bytes]]
+    leaf_of: Callable[[Mapping[str, Any]], Leaf]
     nouns: Nouns
+    filter_members: tuple[str, ...]
+    empty_is_any: frozenset[str]
 
 
+_TIMES = frozenset({"since", "until"})
 #: The exports ``verify_export`` knows, by their header's ``format``.
 KINDS = {
-    EXPORT_FORMAT: ExportKind(LEDGER_NAME, _entry_row, _entry_leaf, Nouns("entry", "entries")),
+    EXPORT_FORMAT: ExportKind(
+        LEDGER_NAME,
+        _entry_row,
+        _entry_leaf,
+        Nouns("entry", "entries"),
+        ("since", "until", "agent", "officer", "event"),
+        frozenset({"since", "until", "agent", "officer", "event"}),
+    ),
     ACTION_EXPORT_FORMAT: ExportKind(
-        ACTIONS_LEDGER_NAME, _record_row, _record_leaf, Nouns("record", "records")
+        ACTIONS_LEDGER_NAME,
+        _record_row,
+        _record_leaf,
+        Nouns("record", "records"),
+        ("since", "until", "agent", "officer", "route", "outcome", "gateway"),
+        _TIMES,
     ),
 }
+
+
+def parse_filter(value: Any, kind: ExportKind) -> dict[str, str] | None:
+    """An export header's ``filter``: ``None`` (a full export) or an object of the kind's
+    members, each a string (``since``/``until`` ISO 8601 times with a zone, returned in the
+    ledger's spelling); ``ValueError`` otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("it is neither an object nor null (a full export)")
+    if not value:
+        raise ValueError("it is empty (a full export says null)")
+    out: dict[str, str] = {}
+    for name, condition in value.items():
+        if name not in kind.filter_members:
+            raise ValueError(f"unknown member '{str(name)[:64]}'")
+        if not isinstance(condition, str):
+            raise ValueError(f"member '{name}' is not a string")
+        out[name] = _filter_time(condition, name) if name in _TIMES and condition else condition
+    return out
+
+
+def _filter_time(value: str, name: str) -> str:
+    """The export's spelling of ``since``/``until`` (``ca.ledger.store._iso``)."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"member '{name}' is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"member '{name}' has no time zone")
+    return format_time(parsed.astimezone(UTC))
+
+
+def filter_mismatch(
+    values: Mapping[str, str | None], flt: Mapping[str, str], kind: ExportKind
+) -> str | None:
+    """The first condition of ``flt`` a line's ``values`` do not meet, or ``None``."""
+    for name, condition in flt.items():
+        if condition == "" and name in kind.empty_is_any:
+            continue
+        if name == "since":
+            ok = str(values["time"]) >= condition
+        elif name == "until":
+            ok = str(values["time"]) < condition
+        else:
+            ok = values[name] == condition
+        if not ok:
+            return name
+    return None
 
 
 def parse_lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
@@ -122,7 +234,7 @@ def parse_lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
     it = iter(lines)
     first = next(it, "")
     if first.startswith("#"):
-        header = json.loads(first[1:].strip())
+        header = loads(first[1:].strip())
         yield header
         kind = KINDS.get(str(header.get("format"))) if isinstance(header, dict) else None
         from_csv = kind.from_csv if kind is not None else _entry_row
@@ -133,10 +245,10 @@ def parse_lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
             yield entry
         return
     if first.strip():
-        yield json.loads(first)
+        yield loads(first)
     for line in it:
         if line.strip():
-            yield json.loads(line)
+            yield loads(line)
 
 
 def as_trust(trusted: LedgerTrust | x509.Certificate) -> LedgerTrust:
@@ -185,40 +297,44 @@ def verify_export(lines: Iterable[str], trusted: LedgerTrust | x509.Certificate)
         carried, arcs = carried_material(header)
     except (ValueError, TypeError) as exc:
         return _fail(f"the export's audit block is malformed: {exc}", 0, 0, None, False)
+    try:
+        flt = parse_filter(header.get("filter"), kind)
+    except ValueError as exc:
+        return _fail(f"the export's filter is malformed: {exc}", 0, 0, None, True)
     problem = checkpoint_problem(checkpoint, as_trust(trusted), carried, arcs)
     if problem:
-        return _fail(problem, 0, checkpoint.tree_size, None, False)
-    return verify_leaves(
-        records,
-        checkpoint,
-        header.get("filter") is not None,
-        header.get("count"),
-        kind.leaf_of,
-        kind.nouns,
-    )
+        return _fail(problem, 0, checkpoint.tree_size, None, flt is not None)
+    return verify_leaves(records, checkpoint, flt, header.get("count"), kind)
 
 
 def verify_leaves(
     lines: Iterable[Mapping[str, Any]],
     checkpoint: Checkpoint,
-    filtered: bool,
+    flt: Mapping[str, str] | None,
     announced: Any,
-    leaf_of: Callable[[Mapping[str, Any]], tuple[int, bytes]],
-    nouns: Nouns,
+    kind: ExportKind,
 ) -> Report:
     """The lines of an export against its (already trusted) checkpoint: each line's leaf
-    (``leaf_of`` recomputes ``(seq, leaf hash)`` from its content) must equal its stated
-    ``leaf_hash``; then the whole tree is recomputed (full export: seqs 0..size-1 in order)
-    or each line's inclusion ``proof`` checked (filtered export, ``announced`` lines). The
-    first failure names the line's seq. Shared by both ledgers' exports."""
-    one, many = nouns.one, nouns.many
+    (``kind.leaf_of`` recomputes it from its content) must equal its stated ``leaf_hash``;
+    then the whole tree is recomputed (full export, ``flt`` None: seqs 0..size-1 in order)
+    or each line's inclusion ``proof`` checked and its content matched against ``flt``
+    (filtered export of ``announced`` lines). The first failure names the line's seq.
+    Shared by both ledgers' exports."""
+    one, many = kind.nouns.one, kind.nouns.many
+    filtered = flt is not None
     size = checkpoint.tree_size
     stream = StreamingRoot()
     count = 0
     previous = -1
+    if filtered and (type(announced) is not int or announced < 0):
+        return _fail(
+            f"the filtered export does not announce how many {many} it holds", 0, size, None, True
+        )
     try:
         for raw in lines:
-            seq, computed = leaf_of(raw)
+            if not isinstance(raw, Mapping):
+                raise ValueError("the line is not a JSON object")
+            seq, computed, values = kind.leaf_of(raw)
             if filtered and seq <= previous:
                 return _fail(
                     f"{one} {seq} is out of order or repeated (after {previous})",
@@ -249,13 +365,22 @@ def verify_leaves(
                     seq,
                     filtered,
                 )
-            if filtered:
+            if flt is not None:
                 proof = _proof(raw.get("proof"))
                 if proof is None or not verify_inclusion(
                     computed, seq, size, proof, checkpoint.root_hash
                 ):
                     return _fail(
                         f"{one} {seq} is not included in the signed tree", count, size, seq, True
+                    )
+                unmet = filter_mismatch(values, flt, kind)
+                if unmet is not None:
+                    return _fail(
+                        f"{one} {seq} does not match the export's filter ({unmet})",
+                        count,
+                        size,
+                        seq,
+                        True,
                     )
             else:
                 if seq >= size:
@@ -273,8 +398,8 @@ def verify_leaves(
         return _fail(
             f"{one} after {previous} is malformed: {exc}", count, size, previous + 1, filtered
         )
-    if filtered:
-        if announced is not None and announced != count:
+    if flt is not None:
+        if announced != count:
             return _fail(
                 f"the export announces {announced} {many} but holds {count}",
                 count,
@@ -284,11 +409,15 @@ def verify_leaves(
             )
         return Report(
             True,
-            f"{count} {many} verified by inclusion proofs against the signed tree of {size} {many}",
+            f"{count} {many} verified by inclusion proofs against the signed tree of {size} "
+            f"{many}, each matching the filter {_describe(flt)}; "
+            + NOT_COMPLETE.format(one=one, many=many),
             count,
             size,
             None,
             True,
+            False,
+            flt,
         )
     if count != size:
         return _fail(
@@ -308,7 +437,12 @@ def verify_leaves(
         size,
         None,
         False,
+        True,
     )
+
+
+def _describe(flt: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in flt.items())
 
 
 def _proof(value: Any) -> list[bytes] | None:

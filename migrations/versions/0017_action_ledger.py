@@ -9,6 +9,10 @@ Issue 18, decision 0056. ``action_records`` is append-only in the database (the 
 per gateway by ``(gateway, gateway_seq)``. ``action_checkpoints`` (signed by the audit key) are
 append-only too. ``gateway_checkpoints`` settle once: a trigger lets ``status`` move from
 ``pending`` to ``consistent`` or ``inconsistent`` and refuses every other change and any delete.
+``action_ledger_head.size`` only grows. A ``gateways`` row is never deleted and its name, key
+and creation time never change: the only change is disabling it (``disabled_at`` from NULL to
+a time, once), so every change of who may ship, and with which key, is a ledger event
+(``gateway.registered``, ``gateway.disabled``), never a silent ``UPDATE``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from ca.store.append_only import append_only_ddl, drop_append_only_ddl
+from ca.store.append_only import (
+    PG_HEAD_FUNCTION,
+    append_only_ddl,
+    drop_append_only_ddl,
+    drop_grows_only_ddl,
+    grows_only_ddl,
+)
 
 revision = "0017"
 down_revision = "0016"
@@ -76,6 +86,54 @@ SQLITE_SETTLE_ONCE = [
     """
     CREATE TRIGGER gateway_checkpoints_no_delete BEFORE DELETE ON gateway_checkpoints
     BEGIN SELECT RAISE(ABORT, 'a gateway checkpoint settles once: DELETE refused'); END
+    """,
+]
+
+_FIXED_COLUMNS = ("id", "name", "public_key_der", "key_id", "created_at")
+_NEW = ", ".join(f"NEW.{c}" for c in _FIXED_COLUMNS)
+_OLD = ", ".join(f"OLD.{c}" for c in _FIXED_COLUMNS)
+PG_GATEWAY_FIXED = [
+    f"""
+    CREATE FUNCTION agentca_gateway_only_disabled() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND ROW({_NEW}) IS NOT DISTINCT FROM ROW({_OLD})
+           AND (OLD.disabled_at IS NULL OR NEW.disabled_at IS NOT DISTINCT FROM OLD.disabled_at)
+        THEN
+            RETURN NEW;
+        END IF;
+        RAISE EXCEPTION 'a gateway registration only changes by being disabled: % refused',
+            TG_OP USING ERRCODE = 'insufficient_privilege';
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER gateways_only_disabled BEFORE UPDATE OR DELETE ON gateways
+    FOR EACH ROW EXECUTE FUNCTION agentca_gateway_only_disabled()
+    """,
+    """
+    CREATE TRIGGER gateways_no_truncate BEFORE TRUNCATE ON gateways
+    FOR EACH STATEMENT EXECUTE FUNCTION agentca_ledger_is_append_only()
+    """,
+    "REVOKE DELETE, TRUNCATE ON gateways FROM PUBLIC",
+]
+_FIXED_CHANGED = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in _FIXED_COLUMNS)
+SQLITE_GATEWAY_FIXED = [
+    f"""
+    CREATE TRIGGER gateways_only_disabled BEFORE UPDATE ON gateways
+    WHEN {_FIXED_CHANGED}
+         OR (OLD.disabled_at IS NOT NULL AND NEW.disabled_at IS NOT OLD.disabled_at)
+    BEGIN
+        SELECT RAISE(ABORT,
+            'a gateway registration only changes by being disabled: UPDATE refused');
+    END
+    """,
+    """
+    CREATE TRIGGER gateways_no_delete BEFORE DELETE ON gateways
+    BEGIN
+        SELECT RAISE(ABORT,
+            'a gateway registration only changes by being disabled: DELETE refused');
+    END
     """,
 ]
 
@@ -164,6 +222,12 @@ def upgrade() -> None:
             op.execute(statement)
     for statement in PG_SETTLE_ONCE if dialect == "postgresql" else SQLITE_SETTLE_ONCE:
         op.execute(statement)
+    for statement in PG_GATEWAY_FIXED if dialect == "postgresql" else SQLITE_GATEWAY_FIXED:
+        op.execute(statement)
+    if dialect == "postgresql":
+        op.execute(PG_HEAD_FUNCTION)
+    for statement in grows_only_ddl(dialect, "action_ledger_head"):
+        op.execute(statement)
 
 
 def downgrade() -> None:
@@ -171,6 +235,16 @@ def downgrade() -> None:
     for table in APPEND_ONLY:
         for statement in drop_append_only_ddl(dialect, table):
             op.execute(statement)
+    for statement in drop_grows_only_ddl(dialect, "action_ledger_head"):
+        op.execute(statement)
+    if dialect == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS gateways_only_disabled ON gateways")
+        op.execute("DROP TRIGGER IF EXISTS gateways_no_truncate ON gateways")
+        op.execute("DROP FUNCTION IF EXISTS agentca_gateway_only_disabled()")
+        op.execute("DROP FUNCTION IF EXISTS agentca_ledger_head_grows_only()")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS gateways_only_disabled")
+        op.execute("DROP TRIGGER IF EXISTS gateways_no_delete")
     if dialect == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS gateway_checkpoints_settle_once ON gateway_checkpoints")
         op.execute("DROP TRIGGER IF EXISTS gateway_checkpoints_no_truncate ON gateway_checkpoints")

@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -354,6 +355,7 @@ def test_each_export_filter_holds_its_records_with_proofs(
     trust = x509.load_pem_x509_certificate(cp.to_json()["certificate_pem"].encode())
     report = verify_export(lines, trust)
     assert report.ok and report.filtered and report.entries == len(got), report.message
+    assert not report.complete and "NOT that it holds every matching record" in report.message
 
 
 def test_a_full_batch_is_one_bounded_request(env: Env) -> None:
@@ -399,3 +401,247 @@ def test_the_longest_members_are_stored_and_found_by_their_filters(env: Env) -> 
     flt = ActionFilter(gateway=name, agent=long, officer=long, route="/" + long[:1023])
     lines = list(env.rt.actions.export_actions(cp, flt))
     assert [json.loads(line)["record"] for line in lines[1:]] == [rec.to_json()]
+
+
+def _export(env: Env, name: str, **given: str) -> tuple[list[str], Any, Any]:
+    """An action export of gateway ``name``'s 20 records (shipped once), filtered by
+    ``given`` (a full export when empty), with its checkpoint and audit certificate."""
+    from cryptography import x509
+
+    from ca.ledger.actions import ActionFilter
+
+    if env.rt.gateways.get(name) is None:
+        token, _key = env.gateway(name)
+        assert env.post(token, batch(name, records(name, 0, 20))).status == 200
+    cp = env.rt.action_checkpoints.checkpoint()
+    flt = ActionFilter(**given)
+    lines = list(env.rt.actions.export_actions(cp, flt))
+    trust = x509.load_pem_x509_certificate(cp.to_json()["certificate_pem"].encode())
+    return lines, cp, trust
+
+
+def _proved(lines: list[str], cp: Any, seqs: list[int]) -> list[str]:
+    """Lines of a full export's records ``seqs``, each with its (true) inclusion proof."""
+    from wire.merkle import MerkleTree
+
+    body = [json.loads(line) for line in lines[1:]]
+    tree = MerkleTree(b"".join(bytes.fromhex(b["leaf_hash"]) for b in body))
+    out = []
+    for seq in seqs:
+        line = body[seq]
+        line["proof"] = [h.hex() for h in tree.inclusion_proof(seq, cp.tree_size)]
+        out.append(json.dumps(line))
+    return out
+
+
+def _with_header(lines: list[str], **changes: Any) -> list[str]:
+    header = json.loads(lines[0])
+    header.update(changes)
+    return [json.dumps(header), *lines[1:]]
+
+
+def test_a_filtered_export_must_hold_what_its_filter_says(env: Env) -> None:
+    """Review: a header claiming agent0/deny over agent1/allow records verified, as did
+    ``"filter": false`` with no lines. Each record must match the filter the header states,
+    with the export's semantics (since inclusive, until exclusive, equality otherwise)."""
+    from ca.ledger.verify import verify_export
+
+    full, cp, trust = _export(env, "gw-claims")
+    seqs = [
+        json.loads(line)["seq"]
+        for line in full[1:]
+        if json.loads(line)["record"]["gateway"] == "gw-claims"
+    ]
+    agent1 = [s for s in seqs if json.loads(full[1 + s])["record"]["agent"] == "agent1"][:3]
+    forged = _with_header(
+        [full[0], *_proved(full, cp, agent1)],
+        filter={"agent": "agent0", "outcome": "deny"},
+        count=3,
+    )
+    report = verify_export(forged, trust)
+    assert not report.ok and "does not match the export's filter (agent)" in report.message
+    assert report.failed_seq == agent1[0]
+    # the same records under a filter they do match verify, and say what they do not prove
+    honest = _with_header(forged, filter={"agent": "agent1", "gateway": "gw-claims"})
+    report = verify_export(honest, trust)
+    assert report.ok and report.entries == 3 and not report.complete, report.message
+    assert "NOT that it holds every matching record" in report.message
+    assert report.conditions == {"agent": "agent1", "gateway": "gw-claims"}
+    # since is inclusive, until exclusive: record 10 is at 09:10, record 20 is not there
+    window = {"since": "2026-12-07T09:10:00Z", "until": "2026-12-07T09:12:00Z"}
+    lines, cp, trust = _export(env, "gw-claims", gateway="gw-claims", **window)
+    assert verify_export(lines, trust).ok
+    first = seqs[10]
+    assert [json.loads(line)["seq"] for line in lines[1:]] == [first, seqs[11]]
+    full, cp, _trust = _export(env, "gw-claims")
+    for extra, member in ((seqs[12], "until"), (seqs[9], "since")):
+        got = sorted([first, seqs[11], extra])
+        forged = _with_header(
+            [lines[0], *_proved(full, cp, got)],
+            checkpoint=json.loads(full[0])["checkpoint"],
+            count=3,
+        )
+        report = verify_export(forged, trust)
+        assert not report.ok and report.failed_seq == extra, report.message
+        assert f"filter ({member})" in report.message
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (False, "neither an object nor null"),
+        ("agent0", "neither an object nor null"),
+        ([], "neither an object nor null"),
+        ({}, "empty"),
+        ({"agnet": "agent0"}, "unknown member 'agnet'"),
+        ({"event": "gateway.registered"}, "unknown member 'event'"),
+        ({"agent": 0}, "member 'agent' is not a string"),
+        ({"agent": None}, "member 'agent' is not a string"),
+        ({"since": "yesterday"}, "member 'since' is not an ISO 8601 time"),
+        ({"until": "2026-12-07T09:00:00"}, "member 'until' has no time zone"),
+    ],
+)
+def test_an_export_filter_is_an_object_of_known_strings(env: Env, value: Any, why: str) -> None:
+    from ca.ledger.verify import verify_export
+
+    full, _cp, trust = _export(env, "gw-claims")
+    for lines in (full[:1], full):
+        report = verify_export(_with_header(lines, filter=value), trust)
+        assert not report.ok and report.message.startswith("the export's filter is malformed")
+        assert why in report.message
+
+
+def test_a_filtered_export_announces_its_count(env: Env) -> None:
+    from ca.ledger.verify import verify_export
+
+    lines, _cp, trust = _export(env, "gw-claims", gateway="gw-claims", agent="agent0")
+    assert verify_export(lines, trust).ok
+    for count in (None, "10", True, -1):
+        report = verify_export(_with_header(lines, count=count), trust)
+        assert not report.ok and "does not announce how many records" in report.message
+    report = verify_export(_with_header(lines, count=9), trust)
+    assert not report.ok and "announces 9 records but holds 10" in report.message
+
+
+def test_every_export_line_is_strict_json(env: Env) -> None:
+    """Review: a record line with two ``agent`` members verified (plain ``json.loads`` kept
+    the last). Duplicate members and NaN are refused in any line, the header included."""
+    from ca.ledger.verify import verify_export
+
+    full, _cp, trust = _export(env, "gw-claims")
+    assert verify_export(full, trust).ok
+    line = full[1].rstrip("\n")
+    record = json.loads(line)["record"]
+    duplicated = line.replace('"agent": ', '"agent": "root-admin", "agent": ', 1)
+    assert json.loads(duplicated)["record"] == record  # what plain json.loads saw
+    nan = line[:-1] + ', "note": NaN}'
+    header = full[0].rstrip("\n")
+    for index, forged_line, why in (
+        (1, duplicated, "the member 'agent' appears twice"),
+        (1, nan, "'NaN' is not JSON"),
+        (0, header[:-1] + ', "filter": {"agent": "agent0"}}', "the member 'filter' appears"),
+        (0, header[:-1] + ', "count": Infinity}', "'Infinity' is not JSON"),
+    ):
+        forged = list(full)
+        forged[index] = forged_line
+        report = verify_export(forged, trust)
+        assert not report.ok and why in report.message, report.message
+
+
+def test_an_issuance_export_must_hold_what_its_filter_says(env: Env) -> None:
+    """The issuance ledger's filtered exports are held to their filter the same way."""
+    from cryptography import x509
+
+    from ca.ledger.store import ExportFilter
+    from ca.ledger.verify import verify_export
+
+    _export(env, "gw-claims")  # at least one gateway.registered entry
+    cp = env.rt.checkpoints.checkpoint()
+    trust = x509.load_pem_x509_certificate(cp.to_json()["certificate_pem"].encode())
+    lines = list(env.rt.ledger.export_lines(cp, ExportFilter(event="gateway.registered")))
+    assert len(lines) > 1 and verify_export(lines, trust).ok
+    report = verify_export(_with_header(lines, filter={"event": "certificate.revoked"}), trust)
+    assert not report.ok and "does not match the export's filter (event)" in report.message
+    report = verify_export(_with_header(lines, filter={"route": "/x"}), trust)
+    assert not report.ok and "unknown member 'route'" in report.message
+
+
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_a_gateway_registration_only_changes_by_being_disabled(env: Env) -> None:
+    """Review: the app's role could re-enable a disabled gateway, swap its key or delete it
+    with no ledger event. The database refuses all of it, for every role."""
+    _token, _key = env.gateway("gw-fixed")
+    other = GatewayKey()
+    gateways = Gateways(env.rt.sessions, env.rt.authority.clock)
+    gateways.disable("gw-fixed", "test")  # the one allowed change, a ledger event
+
+    def row() -> tuple[Any, ...]:
+        with env.rt.engine.connect() as conn:
+            return tuple(
+                conn.execute(
+                    sa.text(
+                        "SELECT id, name, public_key_der, key_id, created_at, disabled_at "
+                        "FROM gateways WHERE name = 'gw-fixed'"
+                    )
+                ).one()
+            )
+
+    before = row()
+    assert before[5] is not None
+    statements = [
+        ("UPDATE gateways SET disabled_at = NULL WHERE name = 'gw-fixed'", {}),
+        ("UPDATE gateways SET disabled_at = :t WHERE name = 'gw-fixed'", {"t": LATER}),
+        ("UPDATE gateways SET public_key_der = :k WHERE name = 'gw-fixed'", {"k": other.spki}),
+        ("UPDATE gateways SET key_id = :k WHERE name = 'gw-fixed'", {"k": other.key_id}),
+        ("UPDATE gateways SET name = 'gw-renamed' WHERE name = 'gw-fixed'", {}),
+        ("UPDATE gateways SET created_at = :t WHERE name = 'gw-fixed'", {"t": LATER}),
+        ("UPDATE gateways SET id = id + 1000 WHERE name = 'gw-fixed'", {}),
+        ("DELETE FROM gateways WHERE name = 'gw-fixed'", {}),
+    ]
+    if env.rt.engine.dialect.name == "postgresql":
+        statements.append(("TRUNCATE gateways CASCADE", {}))
+    for statement, params in statements:
+        with pytest.raises(sa.exc.DBAPIError) as err, env.rt.engine.begin() as conn:
+            conn.execute(sa.text(statement), params)
+        message = str(err.value)
+        assert "only changes by being disabled" in message or "append-only" in message, statement
+    assert row() == before
+    assert not gateways.get("gw-fixed").enabled  # type: ignore[union-attr]
+    # an enabled gateway may still be disabled, once, by anyone holding the role
+    env.gateway("gw-fixed2")
+    with env.rt.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE gateways SET disabled_at = :t WHERE name = 'gw-fixed2'"), {"t": LATER}
+        )
+        conn.execute(sa.text("UPDATE gateways SET disabled_at = disabled_at"))  # no change
+
+
+def test_the_action_ledger_head_only_grows(env: Env) -> None:
+    token, _key = env.gateway("gw-head")
+    assert env.post(token, batch("gw-head", records("gw-head", 0, 3))).status == 200
+
+    def size() -> int:
+        with env.rt.engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT size FROM action_ledger_head")).scalar_one())
+
+    held = size()
+    assert held >= 3
+    statements = [
+        "UPDATE action_ledger_head SET size = size - 1",
+        "UPDATE action_ledger_head SET size = 0",
+        "UPDATE action_ledger_head SET id = 2",
+        "DELETE FROM action_ledger_head",
+    ]
+    if env.rt.engine.dialect.name == "postgresql":
+        statements.append("TRUNCATE action_ledger_head")
+    for statement in statements:
+        with pytest.raises(sa.exc.DBAPIError) as err, env.rt.engine.begin() as conn:
+            conn.execute(sa.text(statement))
+        message = str(err.value)
+        assert "a ledger head only grows" in message or "append-only" in message, statement
+    assert size() == held
+    # appends (and taking the head's lock, + 0) go on as before
+    assert env.post(token, batch("gw-head", records("gw-head", 3, 5))).json["next_seq"] == 5
+    assert size() == held + 2

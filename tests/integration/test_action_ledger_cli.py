@@ -145,6 +145,13 @@ def test_exports_hold_what_the_filters_say_and_verify_offline(
     assert r.returncode == 0, r.stderr
     verdict = json.loads(r.stdout)
     assert verdict["ok"] and verdict["entries"] == len(wanted)
+    # a filtered export says plainly that it does not prove completeness
+    assert verdict["complete"] is not bool(filters) and verdict["filtered"] is bool(filters)
+    assert sorted(verdict["filter"] or ()) == sorted(header["filter"] or ())
+    text = shipped.cli("ledger", "verify", str(path), "--trust", str(shipped.trust))
+    assert text.returncode == 0 and text.stdout.startswith("OK: ")
+    caveat = "NOT that it holds every matching record: records may have been left out"
+    assert (caveat in text.stdout) is bool(filters), text.stdout
 
 
 def test_csv_export_verifies(shipped: Shipped) -> None:
@@ -196,6 +203,9 @@ def test_tampering_fails_at_the_record(shipped: Shipped) -> None:
     moved[1] = {**moved[1], "seq": moved[1]["seq"] + 1}
     fails("t5.jsonl", fhead, moved, "is not included")
     fails("t6.jsonl", fhead, filtered[:2] + filtered[3:], "announces")
+    liar = {**fhead, "filter": {"agent": "agent1"}}  # agent0's records under agent1's name
+    fails("t6b.jsonl", liar, filtered, f"record {filtered[0]['seq']} does not match the export's")
+    fails("t6c.jsonl", {**fhead, "filter": False, "count": 0}, [], "filter is malformed")
     forged = {**head, "checkpoint": {**head["checkpoint"], "tree_size": 29}}
     fails("t7.jsonl", forged, full[:29], "signature")
 
@@ -216,13 +226,13 @@ def test_crosscheck_finds_every_checkpointed_record(shipped: Shipped) -> None:
     logdir = shipped.work / "gwlog"
     logdir.mkdir(exist_ok=True)
     cps = [shipped.key.checkpoint("gw1", shipped.log[:n]).to_json() for n in (5, 17, 30)]
-    _write(logdir / "checkpoints.jsonl", cps)
+    _write(logdir / "checkpoints.log", cps)
     r = shipped.cli("ledger", "crosscheck", "--gateway", "gw1", "--gateway-log", str(logdir))
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("OK: all 30 checkpointed records")
     # the gateway logged record 30 but never delivered it
     unshipped = [*shipped.log, record("gw1", 30)]
-    _write(logdir / "checkpoints.jsonl", [*cps, shipped.key.checkpoint("gw1", unshipped).to_json()])
+    _write(logdir / "checkpoints.log", [*cps, shipped.key.checkpoint("gw1", unshipped).to_json()])
     r = shipped.cli(
         "ledger", "crosscheck", "--gateway", "gw1", "--gateway-log", str(logdir), "--json"
     )
@@ -244,14 +254,105 @@ def test_crosscheck_finds_every_checkpointed_record(shipped: Shipped) -> None:
     )
     assert r.returncode == VERIFY_FAILED and "inconsistent" in r.stderr
     # a checkpoint not signed by the registered key
-    _write(logdir / "checkpoints.jsonl", [GatewayKey().checkpoint("gw1", shipped.log).to_json()])
+    _write(logdir / "checkpoints.log", [GatewayKey().checkpoint("gw1", shipped.log).to_json()])
     r = shipped.cli("ledger", "crosscheck", "--gateway", "gw1", "--gateway-log", str(logdir))
     assert r.returncode == VERIFY_FAILED and "bad-signature" in r.stderr
 
 
+def test_crosscheck_reads_a_real_gateway_log_directory(shipped: Shipped) -> None:
+    """Review: ``--gateway-log DIR`` read ``checkpoints.jsonl``, but the gateway writes
+    ``checkpoints.log``. A directory made by the real ``gateway.action_log.ActionLog`` (real
+    verifier decisions, checkpointed, closed), its records shipped to the CA over HTTP."""
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway import StaticInventory, StatusChecker, Verifier
+    from gateway.action_log import CHECKPOINTS, RECORDS, ActionLog, keygen, load_private_key
+    from tests.support.gateway_pki import Clock, Pki, view
+
+    work = shipped.work / "real-gateway"
+    work.mkdir()
+    keygen(work / "key.pem")
+    public = load_private_key(work / "key.pem").public_key()
+    (work / "pub.pem").write_bytes(
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    shipped.ok("gateway", "add", "gw-real", "--public-key", str(work / "pub.pem"))
+    made = json.loads(
+        shipped.ok("apitoken", "create", "--role", "gateway", "--name", "gw-real", "--json")
+    )
+    logdir = work / "actions"
+    pki, clock = Pki.create(), Clock()
+    with ActionLog(logdir, "gw-real", work / "key.pem", checkpoint_seconds=3600) as actions:
+        verifier = Verifier(
+            [pki.root],
+            StaticInventory([]),
+            StatusChecker(refresh=False, clock=clock, fetch=False),
+            clock=clock,
+            audience="http://gw.local",
+            trust_domain="agentca.local",
+            actions=actions,
+        )
+        for size in (3, 5):  # requests without credentials: real denials, then a checkpoint
+            while actions.size < size:
+                req = view("POST", "http://gw.local/orders", {"X-Request-ID": f"r-{size}"})
+                decision = verifier.evaluate(req, "submit_limit_order")
+                assert not decision.allowed
+                verifier.log(decision, req, decision.http_status, "/orders")
+                assert actions.flush()
+            assert actions.checkpoint_now() is not None
+    assert sorted(p.name for p in logdir.iterdir()) >= sorted([CHECKPOINTS, RECORDS])
+    lines = (logdir / CHECKPOINTS).read_text().splitlines()
+    assert [json.loads(line)["tree_size"] for line in lines][-2:] == [3, 5]
+    logged = [
+        ActionRecord.from_json(json.loads(line))
+        for line in (logdir / RECORDS).read_text().splitlines()
+    ]
+    assert len(logged) == 5
+
+    def crosscheck(*args: str) -> Any:
+        return shipped.cli("ledger", "crosscheck", "--gateway", "gw-real", *args, "--json")
+
+    url = shipped.env.get("AGENTCA_DATABASE_URL")
+    data = shipped.data
+    settings = Settings(data_dir=data, database_url=url) if url else Settings(data_dir=data)
+    rt = open_runtime(settings)
+    try:
+        with serve_in_thread(create_app(settings, runtime_factory=lambda: rt)) as base:
+            sent = call(
+                base, "POST", "/v1/actions", batch("gw-real", logged[:3]), token=made["token"]
+            )
+            assert sent.status == 200, sent.body
+            # the gateway's checkpoint of 5 covers records the CA does not hold yet
+            r = crosscheck("--gateway-log", str(logdir))
+            assert r.returncode == VERIFY_FAILED, r.stderr
+            assert [c["status"] for c in json.loads(r.stdout)["checkpoints"]][-2:] == [
+                "consistent",
+                "missing",
+            ]
+            sent = call(
+                base, "POST", "/v1/actions", batch("gw-real", logged[3:]), token=made["token"]
+            )
+            assert sent.status == 200, sent.body
+    finally:
+        rt.close()
+    for given in (logdir, logdir / CHECKPOINTS):  # the directory, or the file itself
+        r = crosscheck("--gateway-log", str(given))
+        assert r.returncode == 0, r.stderr
+        verdict = json.loads(r.stdout)
+        assert verdict["ok"] and verdict["records_held"] == 5
+        assert {c["status"] for c in verdict["checkpoints"]} == {"consistent"}
+    # a directory that is no gateway log is named as such
+    r = shipped.cli("ledger", "crosscheck", "--gateway", "gw-real", "--gateway-log", str(work))
+    assert r.returncode == 2 and "holds no checkpoints.log" in r.stderr
+
+
 def test_gateway_commands_and_their_refusals(shipped: Shipped) -> None:
     listed = [json.loads(line) for line in shipped.ok("gateway", "list", "--json").splitlines()]
-    assert [(g["name"], g["enabled"], g["next_seq"]) for g in listed] == [("gw1", True, 30)]
+    assert [(g["name"], g["enabled"], g["next_seq"]) for g in listed if g["name"] == "gw1"] == [
+        ("gw1", True, 30)
+    ]
     again = shipped.cli(
         "gateway", "add", "gw1", "--public-key", str(shipped.work / "gw.pem"), "--json"
     )
@@ -301,4 +402,6 @@ def test_the_scheduler_signs_the_action_ledger_too(shipped: Shipped) -> None:
     assert proc.returncode == 0, err
     ledgers = {json.loads(line)["ledger"]: json.loads(line) for line in out.splitlines()}
     assert set(ledgers) == {"agentca", "agentca-actions"}, out
-    assert ledgers["agentca-actions"]["tree_size"] == 30
+    listed = [json.loads(line) for line in shipped.ok("gateway", "list", "--json").splitlines()]
+    held = sum(g["next_seq"] for g in listed)  # gw1's 30, and any other test's gateways
+    assert held >= 30 and ledgers["agentca-actions"]["tree_size"] == held
