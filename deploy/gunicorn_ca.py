@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ca.api.access_log import logger_class
+from ca.api.action_routes import MAX_ACTIONS_BODY
 from ca.api.worker import worker_class
 from ca.metrics import worker_exited
 from ca.reconciliation import start_reconciler
@@ -24,7 +25,8 @@ def options(settings: Any) -> dict[str, Any]:
     return {
         "bind": f"{settings.listen_host}:{settings.listen_port}",
         "workers": settings.workers,
-        "worker_class": worker_class(settings.max_request_bytes),
+        # an action batch (up to 1,000 records) is larger than any other request body
+        "worker_class": worker_class(settings.max_request_bytes, {"/v1/actions": MAX_ACTIONS_BODY}),
         "threads": settings.threads,
         "worker_connections": 1000,  # per worker; one client address may hold a quarter
         "timeout": 30,

@@ -8,8 +8,11 @@ everything that waits on a client on its selector loop (decision 0011):
 
 - the head is parsed strictly (``ca.http1``) and must be complete, at most ``MAX_HEAD``
   bytes, within ``HEAD_SECONDS`` of its first byte;
-- the whole request (head and body, at most the app's ``max_request_bytes``) must arrive
-  within ``REQUEST_SECONDS``; trickling does not extend either deadline (408 after it);
+- the whole request (head and body, at most the app's ``max_request_bytes``, or a POST
+  path's own larger limit, e.g. ``/v1/actions``) must arrive within ``REQUEST_SECONDS``;
+  trickling does not extend either deadline (408 after it). Bodies past
+  ``max_request_bytes`` being read at once share ``LARGE_BODY_BUDGET`` bytes per worker
+  (503 with Retry-After beyond it), so many large uploads cannot exhaust memory;
 - no chunked request bodies (411, as RFC 9112 section 6.3 allows);
 - one client address may hold at most ``1 / PER_CLIENT_SHARE`` of the worker's connections,
   whatever their state; a full worker evicts its oldest idle, unfinished or closing
@@ -45,6 +48,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -59,6 +63,7 @@ REQUEST_SECONDS = 10.0
 PER_CLIENT_SHARE = 4
 MAX_QUEUED = 4 * 1024 * 1024  # answer bytes per connection the loop writes for a thread
 MAX_QUEUED_TOTAL = 64 * 1024 * 1024  # and per worker
+LARGE_BODY_BUDGET = 16 * 1024 * 1024  # bytes of large bodies one worker reads at once
 MIN_RATE = 64 * 1024  # bytes/s a client must read a queued answer at (after REQUEST_SECONDS)
 ANSWER_SECONDS = 30.0  # a thread writing an answer past the buffers gives up after this
 LINGER_SECONDS = 2.0
@@ -80,12 +85,14 @@ _REASONS = {
 
 
 def response(status: int, detail: str) -> bytes:
-    """A complete RFC 9457 ``application/problem+json`` answer that closes the connection."""
+    """A complete RFC 9457 ``application/problem+json`` answer that closes the connection
+    (a 503 says ``Retry-After: 1``)."""
     reason = _REASONS.get(status, "Error")
     body = json.dumps({"type": "about:blank", "title": reason, "status": status, "detail": detail})
+    retry = "Retry-After: 1\r\n" if status == 503 else ""
     return (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/problem+json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
+        f"{retry}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
     ).encode()
 
 
@@ -179,7 +186,7 @@ class _Capture:
 class _Reading:
     """A request being read: bytes so far, bytes needed (once the head is in), deadline."""
 
-    __slots__ = ("buf", "deadline", "need", "request_deadline", "scanned", "started")
+    __slots__ = ("buf", "deadline", "large", "need", "request_deadline", "scanned", "started")
 
     def __init__(self, initial: bytes, now: float) -> None:
         self.buf = bytearray(initial)
@@ -188,15 +195,20 @@ class _Reading:
         self.deadline = now + HEAD_SECONDS
         self.request_deadline = now + REQUEST_SECONDS
         self.scanned = 0  # bytes of buf searched for the end of the head
+        self.large = 0  # bytes of this body counted in the worker's large-body budget
 
 
 class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
     """``gthread`` with requests read whole, under deadlines, before any thread is used."""
 
     max_body = 64 * 1024
+    # POST paths whose bodies may be larger than max_body (exact path: its own limit); the
+    # bodies past max_body being read at once share LARGE_BODY_BUDGET bytes per worker
+    large_bodies: Mapping[str, int] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.large_in_flight = 0
         self.limit: int = self.cfg.worker_connections
         self.worker_connections = self.limit + 1  # gthread's run() stops accepting past this
         self.reading: dict[TConn, _Reading] = {}
@@ -320,9 +332,20 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
             except HeadError as exc:
                 self._answer_and_close(conn, exc.status, str(exc))
                 return
-            if head.content_length > self.max_body:
+            limit = self.max_body
+            if head.method == "POST" and head.content_length > limit:
+                limit = self.large_bodies.get(head.target.partition("?")[0], limit)
+            if head.content_length > limit:
                 self._answer_and_close(conn, 413, "the request body is too large")
                 return
+            if head.content_length > self.max_body:
+                if self.large_in_flight + head.content_length > LARGE_BODY_BUDGET:
+                    self._answer_and_close(
+                        conn, 503, "too many large request bodies are being read; retry"
+                    )
+                    return
+                state.large = head.content_length
+                self.large_in_flight += state.large
             state.need = end + 4 + head.content_length
             state.deadline = state.request_deadline
             if (
@@ -339,7 +362,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def _dispatch(self, conn: TConn, state: _Reading) -> None:
         """The request is complete: give it, already buffered, to a thread."""
         self._unwatch(conn)
-        del self.reading[conn]
+        self._forget_reading(conn)
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
             conn.initialized = True  # plain HTTP/1.1 only: no TLS or h2c on this worker
@@ -428,10 +451,16 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
 
+    def _forget_reading(self, conn: TConn) -> None:
+        state = self.reading.pop(conn, None)
+        if state is not None and state.large:
+            self.large_in_flight -= state.large
+            state.large = 0
+
     def _close(self, conn: TConn) -> None:
         """The one way a connection ends: every table forgets it, then the socket closes."""
         self._unwatch(conn)
-        self.reading.pop(conn, None)
+        self._forget_reading(conn)
         self.flushing.pop(conn, None)
         self.closing.pop(conn, None)
         address = self.address_of.pop(conn, None)
@@ -478,6 +507,10 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
             client.sendall(response(status, detail))
 
 
-def worker_class(max_body: int) -> type[BufferedThreadWorker]:
-    """The worker class for an app that accepts request bodies of at most ``max_body`` bytes."""
-    return type("BufferedThreadWorker", (BufferedThreadWorker,), {"max_body": max_body})
+def worker_class(
+    max_body: int, large_bodies: Mapping[str, int] | None = None
+) -> type[BufferedThreadWorker]:
+    """The worker class for an app that accepts request bodies of at most ``max_body`` bytes,
+    and POST bodies up to ``large_bodies[path]`` on those paths."""
+    attrs = {"max_body": max_body, "large_bodies": dict(large_bodies or {})}
+    return type("BufferedThreadWorker", (BufferedThreadWorker,), attrs)

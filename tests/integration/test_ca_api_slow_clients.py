@@ -301,3 +301,57 @@ def test_keep_alive_pipelining_and_100_continue_still_work(api: tuple[str, int])
     assert final.startswith(b"HTTP/1.1 401 "), rest[:300]  # no enrollment token: a problem
     assert b"application/problem+json" in final
     assert _health_seconds(api) < 1.0
+
+
+# ------------------------------------------------------------------------------ large bodies
+def _post_head(path: str, length: int) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Connection: close\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_only_the_action_endpoint_takes_a_batch_sized_body(api: tuple[str, int]) -> None:
+    """An action batch of 1,000 records is far past the 64 KiB every other body may hold:
+    ``/v1/actions`` reads it (and then refuses the missing credential), ``/v1/enroll``
+    answers 413 before reading it, and past MAX_ACTIONS_BODY the action endpoint does too."""
+    from ca.api.action_routes import MAX_ACTIONS_BODY
+
+    body = b"{" + b" " * (300 * 1024) + b"}"
+    answer = _exchange(api, _post_head("/v1/actions", len(body)) + body, timeout=10)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
+    answer = _exchange(api, _post_head("/v1/enroll", len(body)) + body, timeout=10)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+    answer = _exchange(api, _post_head("/v1/actions", MAX_ACTIONS_BODY + 1), timeout=10)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+    answer = _exchange(api, _post_head("/v1/actions?x=1", len(body)) + body, timeout=10)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
+
+
+def test_unfinished_large_bodies_share_one_bounded_budget(api: tuple[str, int]) -> None:
+    """Connections that announce 4 MiB action batches and never send them: the worker reads
+    at most LARGE_BODY_BUDGET bytes of such bodies at once; the next gets 503 with
+    Retry-After at once, and a normal client is served meanwhile."""
+    from ca.api.action_routes import MAX_ACTIONS_BODY
+    from ca.api.worker import LARGE_BODY_BUDGET
+
+    fits = LARGE_BODY_BUDGET // MAX_ACTIONS_BODY
+    held = []
+    try:
+        for i in range(fits):
+            sock = socket.create_connection(api, source_address=(f"127.0.0.{2 + i}", 0))
+            sock.sendall(_post_head("/v1/actions", MAX_ACTIONS_BODY) + b"{")
+            held.append(sock)
+        time.sleep(0.3)
+        start = time.monotonic()
+        answer = _exchange(api, _post_head("/v1/actions", MAX_ACTIONS_BODY) + b"{", timeout=5)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:300]
+        assert b"\r\nRetry-After: 1\r\n" in answer and time.monotonic() - start < 1.0
+        assert _health_seconds(api) < 1.0
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.3)  # the held bodies are forgotten once their connections close
+    body = b"{" + b" " * (1024 * 1024) + b"}"
+    answer = _exchange(api, _post_head("/v1/actions", len(body)) + body, timeout=10)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
