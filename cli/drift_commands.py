@@ -111,9 +111,9 @@ def _log_to_stderr() -> None:
     "--records",
     "records_file",
     type=click.Path(dir_okay=False),
-    required=True,
-    help="JSON-lines file of action records (ActionRecord.to_json(), one per line), e.g. "
-    "an action-ledger export.",
+    default=None,
+    help="Score this JSON-lines file of action records (ActionRecord.to_json(), one per "
+    "line, e.g. another CA's export) instead of this CA's action ledger.",
 )
 @click.option(
     "--since", default=None, help="Score windows ending after this (RFC 3339, or 15m = ago)."
@@ -142,7 +142,8 @@ def _log_to_stderr() -> None:
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Score only: no ledger entry, no state, no hold, no webhook (needs no CA).",
+    help="Score only: no ledger entry, no state, no hold, no webhook (with --records, "
+    "needs no CA).",
 )
 @click.option(
     "--metrics-file",
@@ -154,7 +155,7 @@ def _log_to_stderr() -> None:
 @click.pass_context
 def run(
     ctx: click.Context,
-    records_file: str,
+    records_file: str | None,
     since: str | None,
     until: str | None,
     settings_file: str | None,
@@ -167,14 +168,15 @@ def run(
     """Score every agent's windows ending in (--since, --until] against the baseline learnt
     from the records before them, and respond to the windows at or above the threshold.
 
-    The baseline is learnt from the settings' training period (default 7 days) before
-    --since, so the records file must reach that far back. Default --since: one hour
+    Records come from this CA's action ledger, or from --records FILE. The baseline is
+    learnt from the settings' training period (default 7 days) before --since, so the
+    records must reach that far back. Default --since: one hour
     before --until. Exit status: 0 no new alert, 16 at least one new alert (held or not),
     2 bad input, 10 bad settings or state file.
     """
     from ca.drift.analyser import Analyser
     from ca.drift.respond import Responder, metrics_text
-    from ca.drift.source import JsonLinesSource, RecordFileError
+    from ca.drift.source import JsonLinesSource, LedgerSource, RecordFileError
 
     cfg = _settings(ctx, settings_file)
     if mode is not None:
@@ -183,12 +185,15 @@ def run(
     start = _instant(since, "--since", end - timedelta(hours=1))
     if start >= end:
         raise CAError(ErrorCode.BAD_REQUEST, "--since must be before --until")
-    source = JsonLinesSource(records_file)
     train_from = start - timedelta(seconds=cfg.training)
-    try:
-        records = list(source.records(train_from, end))
-    except RecordFileError as exc:
-        raise CAError(ErrorCode.BAD_REQUEST, str(exc)) from None
+    if records_file is not None:
+        try:
+            records = list(JsonLinesSource(records_file).records(train_from, end))
+        except RecordFileError as exc:
+            raise CAError(ErrorCode.BAD_REQUEST, str(exc)) from None
+    else:
+        with runtime(ctx) as rt:
+            records = list(LedgerSource(rt.actions).records(train_from, end))
     result = Analyser(cfg).run(records, start.timestamp(), end.timestamp())
     _log_to_stderr()
     who = actor()

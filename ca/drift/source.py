@@ -2,8 +2,9 @@
 
 A :class:`RecordSource` yields the action records of a time range. ``JsonLinesSource``
 reads a file of ``ActionRecord.to_json()`` objects, one per line (what
-``agentca drift run --records FILE`` takes); the CA's action ledger is another source with
-the same one method (docs/drift.md, "Record sources").
+``agentca drift run --records FILE`` takes); :class:`LedgerSource` reads the CA's action
+ledger (what ``agentca drift run`` reads without ``--records``; docs/drift.md, "Record
+sources").
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from ca.ledger.verify import ACTION_EXPORT_FORMAT
 from wire.actions import ActionRecord
 
 
@@ -28,7 +30,8 @@ class RecordFileError(ValueError):
 
 
 class JsonLinesSource:
-    """Action records from a JSON-lines file (blank lines ignored)."""
+    """Action records from a JSON-lines file (blank lines ignored): one record per line, or
+    a JSON-lines action-ledger export (``agentca ledger export --actions``) as it is."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -44,9 +47,30 @@ class JsonLinesSource:
                 if not line.strip():
                     continue
                 try:
-                    record = ActionRecord.from_json(json.loads(line))
+                    data = json.loads(line)
+                    if number == 1 and isinstance(data, dict) and "format" in data:
+                        if data["format"] != ACTION_EXPORT_FORMAT:
+                            raise ValueError(f"not an action export ({data['format']!r})")
+                        continue  # an action-ledger export: its header, then its lines
+                    if isinstance(data, dict) and "record" in data and "leaf_hash" in data:
+                        data = data["record"]
+                    record = ActionRecord.from_json(data)
                 except (ValueError, TypeError) as exc:
                     raise RecordFileError(f"{self.path} line {number}: {exc}") from exc
                 t = datetime.fromisoformat(record.time).timestamp()
                 if lo <= t < hi:
                     yield record
+
+
+class _ActionLedger(Protocol):
+    def records_between(self, since: datetime, until: datetime) -> Iterator[ActionRecord]: ...
+
+
+class LedgerSource:
+    """Action records from the CA's action ledger (``ca.ledger.actions.ActionLedger``)."""
+
+    def __init__(self, ledger: _ActionLedger) -> None:
+        self.ledger = ledger
+
+    def records(self, since: datetime, until: datetime) -> Iterator[ActionRecord]:
+        return self.ledger.records_between(since, until)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca.clock import Clock
 from ca.errors import CAError, ErrorCode
-from ca.ledger.entries import ACTIONS_LEDGER_NAME, Checkpoint
+from ca.ledger.entries import ACTIONS_LEDGER_NAME, Checkpoint, format_time
 from ca.ledger.gateways import checkpoint_signature_problem
 from ca.ledger.store import (
     ExportRow,
@@ -425,6 +425,19 @@ class ActionLedger(LedgerStore):
             result = s.execute(query.execution_options(yield_per=1_000))
             for seq, record, leaf in result:
                 yield int(seq), str(record), bytes(leaf)
+
+    def records_between(self, since: datetime, until: datetime) -> Iterator[ActionRecord]:
+        """The records with ``since <= time < until``, in ledger order, streamed 1,000 at a
+        time (the drift analyser's source, :class:`ca.drift.source.LedgerSource`)."""
+        t = ActionRecordRow
+        query = (
+            select(t.record)
+            .where(t.time >= format_time(since), t.time < format_time(until))
+            .order_by(t.seq)
+        )
+        with self.sessions() as s:
+            for (text,) in s.execute(query.execution_options(yield_per=1_000)):
+                yield ActionRecord.from_json(json.loads(text))
 
     def export_actions(
         self, checkpoint: Checkpoint, flt: ActionFilter, fmt: str = "jsonl"

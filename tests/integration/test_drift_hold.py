@@ -202,3 +202,66 @@ def test_attack_trace_holds_the_certificate_and_review_releases_it(
     missing = _drift(s, "review", "--release", serial)
     assert missing.returncode == 6 and "no open drift alert" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_drift_run_reads_the_cas_action_ledger(scenario: Scenario, tmp_path: Path) -> None:
+    """Without ``--records``, ``agentca drift run`` scores the records gateways shipped to
+    this CA (``POST /v1/actions``): the ordinary days raise nothing, the attack raises."""
+    from tests.integration.action_support import GatewayKey, batch
+    from tests.integration.http import call
+
+    s = scenario
+    key = GatewayKey()
+    (tmp_path / "gw.pem").write_bytes(key.pem())
+    s.cli("gateway", "add", "gw-1", "--public-key", str(tmp_path / "gw.pem"))
+    token = json.loads(s.cli("apitoken", "create", "--role", "gateway", "--name", "gw-1", "--json"))
+    settings = tmp_path / "drift.toml"
+    settings.write_text(SETTINGS)
+    now = datetime.now(UTC)
+    window = ["--since", record_time(now - timedelta(minutes=10)), "--until", record_time(now)]
+    common = ["--settings", str(settings), *window, "--mode", "alert", "--dry-run", "--json"]
+    serial = "7f" * 10
+    quiet = [ActionRecord.from_json(r) for r in _records(serial, now, False)]
+    attack = [ActionRecord.from_json(r) for r in _records(serial, now, True)]
+    assert attack[: len(quiet)] == quiet
+
+    def ship(records: list[ActionRecord]) -> None:
+        for i in range(0, len(records), 1000):
+            sent = call(s.ca_url, "POST", "/v1/actions", batch("gw-1", records[i : i + 1000]),
+                        token=token["token"])  # fmt: skip
+            assert sent.status == 200, sent.body
+
+    ship(quiet)
+    ran = _drift(s, "run", *common)
+    assert ran.returncode == 0, ran.stderr
+    summary = json.loads(ran.stdout)
+    assert summary["alerts"] == [] and summary["records"] == len(quiet)
+    ship(attack[len(quiet) :])
+    ran = _drift(s, "run", *common)
+    assert ran.returncode == 16, ran.stderr
+    summary = json.loads(ran.stdout)
+    assert summary["records"] == len(attack)
+    (alert,) = summary["alerts"]
+    assert alert["agent"] == AGENT and alert["action"] == "alert" and alert["held"] == []
+    # a dry run holds nothing: the CA's state and the ledger are unchanged
+    assert json.loads(_drift(s, "review", "--json").stdout)["alerts"] == []
+    # the same scores from an action-ledger export, read as it is
+    export = tmp_path / "export.jsonl"
+    s.cli(
+        "ledger",
+        "export",
+        "--actions",
+        "--sign-checkpoint",
+        "--gateway",
+        "gw-1",
+        "--out",
+        str(export),
+    )
+    again = _drift(s, "run", "--records", str(export), *common)
+    assert again.returncode == 16, again.stderr
+    (same,) = json.loads(again.stdout)["alerts"]
+    assert same["score"] == alert["score"] and same["top_features"] == alert["top_features"]
+    issuance = tmp_path / "issuance.jsonl"
+    s.cli("ledger", "export", "--sign-checkpoint", "--out", str(issuance))
+    wrong = _drift(s, "run", "--records", str(issuance), *common)
+    assert wrong.returncode == 2 and "not an action export" in wrong.stderr, wrong.stderr
