@@ -201,7 +201,14 @@ class AnswerMap:
             stat = os.fstat(handle.fileno())
             if stat.st_size < HEADER_SIZE:
                 raise MapError(f"{path}: shorter than a header")
-            self._mm = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            # MAP_POPULATE: the page tables are filled here (the map's own thread), not by
+            # the first request to touch each page (the cold pass's p99, docs/performance.md)
+            self._mm = mmap.mmap(
+                handle.fileno(),
+                0,
+                flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                prot=mmap.PROT_READ,
+            )
         self.identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if stat.st_uid != os.geteuid() or stat.st_mode & 0o022:
             raise MapError(f"{path}: not owned by this user, or writable by others")
