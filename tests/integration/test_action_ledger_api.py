@@ -645,3 +645,74 @@ def test_the_action_ledger_head_only_grows(env: Env) -> None:
     # appends (and taking the head's lock, + 0) go on as before
     assert env.post(token, batch("gw-head", records("gw-head", 3, 5))).json["next_seq"] == 5
     assert size() == held + 2
+
+
+def test_an_insert_that_replaces_a_row_is_refused_like_a_delete(env: Env) -> None:
+    """Review: on SQLite, ``INSERT OR REPLACE`` deletes the conflicting row without firing its
+    DELETE trigger (unless recursive triggers are on), so it re-enabled and re-keyed a
+    disabled gateway, reset the action ledger's head to 0 and rewrote a stored record and an
+    issuance entry. An upsert (``ON CONFLICT DO UPDATE``) is an UPDATE and is refused too."""
+    token, _key = env.gateway("gw-replace")
+    assert env.post(token, batch("gw-replace", records("gw-replace", 0, 2))).status == 200
+    other = GatewayKey()
+    Gateways(env.rt.sessions, env.rt.authority.clock).disable("gw-replace", "test")
+    columns = "id, name, public_key_der, key_id, created_at, disabled_at"
+
+    def snapshot() -> tuple[Any, ...]:
+        with env.rt.engine.connect() as conn:
+            return (
+                tuple(
+                    conn.execute(
+                        sa.text(f"SELECT {columns} FROM gateways WHERE name = 'gw-replace'")
+                    ).one()
+                ),
+                conn.execute(sa.text("SELECT size FROM action_ledger_head")).scalar_one(),
+                conn.execute(sa.text("SELECT record FROM action_records WHERE seq = 0")).one(),
+                conn.execute(sa.text("SELECT body FROM ledger_entries WHERE seq = 0")).one(),
+            )
+
+    before = snapshot()
+    gid = before[0][0]
+    verb = "INSERT OR REPLACE" if env.rt.engine.dialect.name == "sqlite" else "INSERT"
+    upsert = " ON CONFLICT (id) DO UPDATE SET {}"
+    statements: list[tuple[str, dict[str, Any]]] = [
+        (
+            f"INSERT INTO gateways ({columns}) VALUES (:id, 'gw-replace', :k, :kid, :t, NULL)"
+            + upsert.format("public_key_der = :k, key_id = :kid, disabled_at = NULL"),
+            {"id": gid, "k": other.spki, "kid": other.key_id, "t": LATER},
+        ),
+        (
+            "INSERT INTO action_ledger_head (id, size) VALUES (1, 0)" + upsert.format("size = 0"),
+            {},
+        ),
+    ]
+    if verb == "INSERT OR REPLACE":
+        statements += [
+            (
+                f"INSERT OR REPLACE INTO gateways ({columns}) "
+                "VALUES (:id, 'gw-replace', :k, :kid, :t, NULL)",
+                {"id": gid, "k": other.spki, "kid": other.key_id, "t": LATER},
+            ),
+            ("INSERT OR REPLACE INTO action_ledger_head (id, size) VALUES (1, 0)", {}),
+            ("REPLACE INTO action_ledger_head (id, size) VALUES (1, 0)", {}),
+            (
+                "INSERT OR REPLACE INTO action_records SELECT seq, gateway, gateway_seq, time, "
+                "'mallory', serial, officer, method, route, outcome, scope, failed_check, "
+                "record, leaf_hash FROM action_records WHERE seq = 0",
+                {},
+            ),
+            (
+                "INSERT OR REPLACE INTO ledger_entries SELECT * FROM ledger_entries WHERE seq = 0",
+                {},
+            ),
+        ]
+    for statement, params in statements:
+        with pytest.raises(sa.exc.DBAPIError) as err, env.rt.engine.begin() as conn:
+            conn.execute(sa.text(statement), params)
+        message = str(err.value)
+        assert any(
+            why in message
+            for why in ("only changes by being disabled", "only grows", "append-only")
+        ), (statement, message)
+    assert snapshot() == before
+    assert not Gateways(env.rt.sessions, env.rt.authority.clock).get("gw-replace").enabled  # type: ignore[union-attr]
