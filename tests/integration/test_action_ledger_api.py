@@ -716,3 +716,44 @@ def test_an_insert_that_replaces_a_row_is_refused_like_a_delete(env: Env) -> Non
         ), (statement, message)
     assert snapshot() == before
     assert not Gateways(env.rt.sessions, env.rt.authority.clock).get("gw-replace").enabled  # type: ignore[union-attr]
+
+
+def test_a_filter_time_before_the_year_1000_or_out_of_range(env: Env) -> None:
+    """Review: filter times were spelt with ``strftime('%Y')``, which does not pad the year,
+    so ``until=0999-01-01T00:00:00Z`` became ``999-01-01T...``, above every 2026 time in text
+    order: an export of 2026 records "until 999" verified. A time whose UTC instant is out of
+    datetime's range (year 1 at +01:00) was an OverflowError: a traceback in ``ledger
+    verify``, a 500 from the export endpoint. Now the year has four digits and such a time
+    is a malformed filter, a 400."""
+    from urllib.parse import quote
+
+    from ca.errors import CAError, ErrorCode
+    from ca.ledger.actions import ActionFilter
+    from ca.ledger.verify import verify_export
+
+    full, cp, trust = _export(env, "gw-claims")
+    first = [json.loads(line)["seq"] for line in full[1:4]]
+    for until in ("0999-01-01T00:00:00Z", "0999-01-01T00:00:00.000000Z"):
+        forged = _with_header(
+            [full[0], *_proved(full, cp, first)], filter={"until": until}, count=3
+        )
+        report = verify_export(forged, trust)
+        assert not report.ok and "does not match the export's filter (until)" in report.message
+    since = {"since": "0999-01-01T00:00:00Z"}
+    report = verify_export(
+        _with_header([full[0], *_proved(full, cp, first)], filter=since, count=3), trust
+    )
+    assert report.ok, report.message
+    assert call(env.base, "POST", "/v1/ledger/checkpoints", {}, token=env.operator).status in (
+        200,
+        201,
+    )
+    for value in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        report = verify_export(_with_header(full[:1], filter={"since": value}, count=0), trust)
+        assert not report.ok and "member 'since' is not an ISO 8601 time" in report.message
+        path = f"/v1/ledger/export?since={quote(value)}"
+        reply = call(env.base, "GET", path, token=env.operator)
+        _problem(reply, 400, "bad-request")
+        with pytest.raises(CAError) as err:  # the action export (CLI) shares the parsing
+            list(env.rt.actions.export_actions(cp, ActionFilter(since=value)))
+        assert err.value.code is ErrorCode.BAD_REQUEST
