@@ -11,8 +11,9 @@ everything that waits on a client on its selector loop (decision 0011):
 - the whole request (head and body, at most the app's ``max_request_bytes``, or a POST
   path's own larger limit, e.g. ``/v1/actions``) must arrive within ``REQUEST_SECONDS``;
   trickling does not extend either deadline (408 after it). Bodies past
-  ``max_request_bytes`` being read at once share ``LARGE_BODY_BUDGET`` bytes per worker
-  (503 with Retry-After beyond it), so many large uploads cannot exhaust memory;
+  ``max_request_bytes`` held at once (from their head until their answer is done: read,
+  waiting for a thread, or in one) share ``LARGE_BODY_BUDGET`` bytes per worker (503 with
+  Retry-After beyond it), so many large uploads cannot exhaust memory;
 - no chunked request bodies (411, as RFC 9112 section 6.3 allows);
 - one client address may hold at most ``1 / PER_CLIENT_SHARE`` of the worker's connections,
   whatever their state; a full worker evicts its oldest idle, unfinished or closing
@@ -208,7 +209,8 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.large_in_flight = 0
+        self.large_in_flight = 0  # bytes of large bodies held: being read or handed on
+        self.large_handed: dict[TConn, int] = {}  # dispatched, counted until finish_request
         self.limit: int = self.cfg.worker_connections
         self.worker_connections = self.limit + 1  # gthread's run() stops accepting past this
         self.reading: dict[TConn, _Reading] = {}
@@ -362,7 +364,10 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def _dispatch(self, conn: TConn, state: _Reading) -> None:
         """The request is complete: give it, already buffered, to a thread."""
         self._unwatch(conn)
-        self._forget_reading(conn)
+        del self.reading[conn]
+        if state.large:  # it stays in memory until the thread is done with it
+            self.large_handed[conn] = state.large
+            state.large = 0
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
             conn.initialized = True  # plain HTTP/1.1 only: no TLS or h2c on this worker
@@ -375,6 +380,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def finish_request(self, conn: TConn, fs: Any) -> None:
         """Write what is queued, then keep the connection alive, read the next pipelined
         request, or close it, all without blocking the loop."""
+        self.large_in_flight -= self.large_handed.pop(conn, 0)  # the thread has let go of it
         try:
             sock = conn.sock
             if sock.fileno() == -1:  # closed in the thread (an app error mid-answer)
@@ -461,6 +467,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """The one way a connection ends: every table forgets it, then the socket closes."""
         self._unwatch(conn)
         self._forget_reading(conn)
+        self.large_in_flight -= self.large_handed.pop(conn, 0)
         self.flushing.pop(conn, None)
         self.closing.pop(conn, None)
         address = self.address_of.pop(conn, None)

@@ -9,7 +9,6 @@ sources").
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Protocol
 
 from ca.ledger.verify import ACTION_EXPORT_FORMAT
 from wire.actions import ActionRecord
+from wire.strict_json import loads
 
 
 class RecordSource(Protocol):
@@ -31,7 +31,13 @@ class RecordFileError(ValueError):
 
 class JsonLinesSource:
     """Action records from a JSON-lines file (blank lines ignored): one record per line, or
-    a JSON-lines action-ledger export (``agentca ledger export --actions``) as it is."""
+    a JSON-lines action-ledger export (``agentca ledger export --actions``) as it is.
+
+    What it scores may hold certificates, so the file is read as ``ledger verify`` reads it
+    (strict JSON: a repeated member or ``NaN`` is refused), an export line's record must be
+    the one its ``leaf_hash`` names, and a record (gateway, seq) may appear only once: a
+    repeated line would double an agent's counts. This does not verify the export (its
+    checkpoint and proofs): ``agentca ledger verify`` does."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -42,19 +48,32 @@ class JsonLinesSource:
             fh = self.path.open(encoding="utf-8")
         except OSError as exc:
             raise RecordFileError(f"cannot read records file {self.path}: {exc.strerror}") from exc
+        seen: set[tuple[str, int]] = set()
         with fh:
             for number, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 try:
-                    data = json.loads(line)
+                    data = loads(line)
                     if number == 1 and isinstance(data, dict) and "format" in data:
                         if data["format"] != ACTION_EXPORT_FORMAT:
                             raise ValueError(f"not an action export ({data['format']!r})")
                         continue  # an action-ledger export: its header, then its lines
+                    leaf = None
                     if isinstance(data, dict) and "record" in data and "leaf_hash" in data:
-                        data = data["record"]
+                        data, leaf = data["record"], data["leaf_hash"]
                     record = ActionRecord.from_json(data)
+                    if leaf is not None and leaf != record.leaf_hash().hex():
+                        raise ValueError(
+                            f"record {record.seq} of gateway '{record.gateway}' does not "
+                            "match its leaf_hash"
+                        )
+                    key = (record.gateway, record.seq)
+                    if key in seen:
+                        raise ValueError(
+                            f"record {record.seq} of gateway '{record.gateway}' appears twice"
+                        )
+                    seen.add(key)
                 except (ValueError, TypeError) as exc:
                     raise RecordFileError(f"{self.path} line {number}: {exc}") from exc
                 t = datetime.fromisoformat(record.time).timestamp()

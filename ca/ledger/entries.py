@@ -34,8 +34,10 @@ LEDGER_NAMES = (LEDGER_NAME, ACTIONS_LEDGER_NAME)
 
 
 def format_time(t: datetime) -> str:
-    """UTC, microseconds, ``Z``: one spelling for one instant."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC, microseconds, ``Z``: one spelling for one instant (a four-digit year, also
+    before 1000: ``strftime('%Y')`` does not pad it, and text order must be time order)."""
+    u = t.astimezone(UTC)
+    return f"{u.year:04d}-" + u.strftime("%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)

@@ -465,4 +465,7 @@ def _iso(value: str) -> str:
         raise CAError(ErrorCode.BAD_REQUEST, f"'{value}' is not an ISO 8601 time") from exc
     if parsed.tzinfo is None:
         raise CAError(ErrorCode.BAD_REQUEST, f"'{value}' needs a time zone (e.g. Z)")
-    return format_time(parsed)
+    try:
+        return format_time(parsed)
+    except OverflowError:  # its UTC instant is outside years 1 to 9999
+        raise CAError(ErrorCode.BAD_REQUEST, f"'{value}' is out of range") from None

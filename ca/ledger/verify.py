@@ -204,11 +204,15 @@ def _filter_time(value: str, name: str) -> str:
     """The export's spelling of ``since``/``until`` (``ca.ledger.store._iso``)."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            raise ValueError(f"member '{name}' has no time zone")
+        return format_time(parsed.astimezone(UTC))
+    except OverflowError:  # its UTC instant is outside years 1 to 9999
+        raise ValueError(f"member '{name}' is not an ISO 8601 time (out of range)") from None
+    except ValueError as exc:
+        if "time zone" in str(exc):
+            raise
         raise ValueError(f"member '{name}' is not an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"member '{name}' has no time zone")
-    return format_time(parsed.astimezone(UTC))
 
 
 def filter_mismatch(

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the ORM is imported where sessions are made: `agentca list`
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout.
+    """Create an engine; SQLite gets WAL, foreign keys, recursive triggers and a busy timeout.
 
     ``postgresql://`` URLs are routed to psycopg 3 (the driver we ship and test).
     """
@@ -38,6 +38,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # a REPLACE deletes the row it conflicts with; only with recursive triggers on
+            # does that fire the append-only tables' DELETE triggers (review: INSERT OR
+            # REPLACE re-keyed a gateway, reset the action ledger's head, rewrote records)
+            cur.execute("PRAGMA recursive_triggers=ON")
             cur.close()
 
         return engine

@@ -645,3 +645,115 @@ def test_the_action_ledger_head_only_grows(env: Env) -> None:
     # appends (and taking the head's lock, + 0) go on as before
     assert env.post(token, batch("gw-head", records("gw-head", 3, 5))).json["next_seq"] == 5
     assert size() == held + 2
+
+
+def test_an_insert_that_replaces_a_row_is_refused_like_a_delete(env: Env) -> None:
+    """Review: on SQLite, ``INSERT OR REPLACE`` deletes the conflicting row without firing its
+    DELETE trigger (unless recursive triggers are on), so it re-enabled and re-keyed a
+    disabled gateway, reset the action ledger's head to 0 and rewrote a stored record and an
+    issuance entry. An upsert (``ON CONFLICT DO UPDATE``) is an UPDATE and is refused too."""
+    token, _key = env.gateway("gw-replace")
+    assert env.post(token, batch("gw-replace", records("gw-replace", 0, 2))).status == 200
+    other = GatewayKey()
+    Gateways(env.rt.sessions, env.rt.authority.clock).disable("gw-replace", "test")
+    columns = "id, name, public_key_der, key_id, created_at, disabled_at"
+
+    def snapshot() -> tuple[Any, ...]:
+        with env.rt.engine.connect() as conn:
+            return (
+                tuple(
+                    conn.execute(
+                        sa.text(f"SELECT {columns} FROM gateways WHERE name = 'gw-replace'")
+                    ).one()
+                ),
+                conn.execute(sa.text("SELECT size FROM action_ledger_head")).scalar_one(),
+                conn.execute(sa.text("SELECT record FROM action_records WHERE seq = 0")).one(),
+                conn.execute(sa.text("SELECT body FROM ledger_entries WHERE seq = 0")).one(),
+            )
+
+    before = snapshot()
+    gid = before[0][0]
+    verb = "INSERT OR REPLACE" if env.rt.engine.dialect.name == "sqlite" else "INSERT"
+    upsert = " ON CONFLICT (id) DO UPDATE SET {}"
+    statements: list[tuple[str, dict[str, Any]]] = [
+        (
+            f"INSERT INTO gateways ({columns}) VALUES (:id, 'gw-replace', :k, :kid, :t, NULL)"
+            + upsert.format("public_key_der = :k, key_id = :kid, disabled_at = NULL"),
+            {"id": gid, "k": other.spki, "kid": other.key_id, "t": LATER},
+        ),
+        (
+            "INSERT INTO action_ledger_head (id, size) VALUES (1, 0)" + upsert.format("size = 0"),
+            {},
+        ),
+    ]
+    if verb == "INSERT OR REPLACE":
+        statements += [
+            (
+                f"INSERT OR REPLACE INTO gateways ({columns}) "
+                "VALUES (:id, 'gw-replace', :k, :kid, :t, NULL)",
+                {"id": gid, "k": other.spki, "kid": other.key_id, "t": LATER},
+            ),
+            ("INSERT OR REPLACE INTO action_ledger_head (id, size) VALUES (1, 0)", {}),
+            ("REPLACE INTO action_ledger_head (id, size) VALUES (1, 0)", {}),
+            (
+                "INSERT OR REPLACE INTO action_records SELECT seq, gateway, gateway_seq, time, "
+                "'mallory', serial, officer, method, route, outcome, scope, failed_check, "
+                "record, leaf_hash FROM action_records WHERE seq = 0",
+                {},
+            ),
+            (
+                "INSERT OR REPLACE INTO ledger_entries SELECT * FROM ledger_entries WHERE seq = 0",
+                {},
+            ),
+        ]
+    for statement, params in statements:
+        with pytest.raises(sa.exc.DBAPIError) as err, env.rt.engine.begin() as conn:
+            conn.execute(sa.text(statement), params)
+        message = str(err.value)
+        assert any(
+            why in message
+            for why in ("only changes by being disabled", "only grows", "append-only")
+        ), (statement, message)
+    assert snapshot() == before
+    assert not Gateways(env.rt.sessions, env.rt.authority.clock).get("gw-replace").enabled  # type: ignore[union-attr]
+
+
+def test_a_filter_time_before_the_year_1000_or_out_of_range(env: Env) -> None:
+    """Review: filter times were spelt with ``strftime('%Y')``, which does not pad the year,
+    so ``until=0999-01-01T00:00:00Z`` became ``999-01-01T...``, above every 2026 time in text
+    order: an export of 2026 records "until 999" verified. A time whose UTC instant is out of
+    datetime's range (year 1 at +01:00) was an OverflowError: a traceback in ``ledger
+    verify``, a 500 from the export endpoint. Now the year has four digits and such a time
+    is a malformed filter, a 400."""
+    from urllib.parse import quote
+
+    from ca.errors import CAError, ErrorCode
+    from ca.ledger.actions import ActionFilter
+    from ca.ledger.verify import verify_export
+
+    full, cp, trust = _export(env, "gw-claims")
+    first = [json.loads(line)["seq"] for line in full[1:4]]
+    for until in ("0999-01-01T00:00:00Z", "0999-01-01T00:00:00.000000Z"):
+        forged = _with_header(
+            [full[0], *_proved(full, cp, first)], filter={"until": until}, count=3
+        )
+        report = verify_export(forged, trust)
+        assert not report.ok and "does not match the export's filter (until)" in report.message
+    since = {"since": "0999-01-01T00:00:00Z"}
+    report = verify_export(
+        _with_header([full[0], *_proved(full, cp, first)], filter=since, count=3), trust
+    )
+    assert report.ok, report.message
+    assert call(env.base, "POST", "/v1/ledger/checkpoints", {}, token=env.operator).status in (
+        200,
+        201,
+    )
+    for value in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        report = verify_export(_with_header(full[:1], filter={"since": value}, count=0), trust)
+        assert not report.ok and "member 'since' is not an ISO 8601 time" in report.message
+        path = f"/v1/ledger/export?since={quote(value)}"
+        reply = call(env.base, "GET", path, token=env.operator)
+        _problem(reply, 400, "bad-request")
+        with pytest.raises(CAError) as err:  # the action export (CLI) shares the parsing
+            list(env.rt.actions.export_actions(cp, ActionFilter(since=value)))
+        assert err.value.code is ErrorCode.BAD_REQUEST

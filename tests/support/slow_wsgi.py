@@ -74,6 +74,8 @@ class SlowApp:
         if path == "/wait":
             _released.wait(10.0)
             return _answer(start_response, "waited")
+        if path == "/big":  # reads the whole body (tests.support.large_body_worker)
+            return _answer(start_response, f"big {len(environ['wsgi.input'].read())}")
         if path == "/echo":
             body = environ["wsgi.input"].read()
             return _answer(start_response, "echo " + body.decode())
