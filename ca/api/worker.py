@@ -11,9 +11,11 @@ everything that waits on a client on its selector loop (decision 0011):
 - the whole request (head and body, at most the app's ``max_request_bytes``, or a POST
   path's own larger limit, e.g. ``/v1/actions``) must arrive within ``REQUEST_SECONDS``;
   trickling does not extend either deadline (408 after it). Bodies past
-  ``max_request_bytes`` held at once (from their head until their answer is done: read,
-  waiting for a thread, or in one) share ``LARGE_BODY_BUDGET`` bytes per worker (503 with
-  Retry-After beyond it), so many large uploads cannot exhaust memory;
+  ``max_request_bytes`` need a head that claims a bearer token (401 before the body is
+  read otherwise); held at once (from their head until their answer is done: read, waiting
+  for a thread, or in one) they share ``LARGE_BODY_BUDGET`` bytes per worker, at most a
+  ``PER_CLIENT_SHARE`` of it per client address (503 with Retry-After beyond), so large
+  uploads cannot exhaust memory and one address cannot hold the whole budget;
 - no chunked request bodies (411, as RFC 9112 section 6.3 allows);
 - one client address may hold at most ``1 / PER_CLIENT_SHARE`` of the worker's connections,
   whatever their state; a full worker evicts its oldest idle, unfinished or closing
@@ -56,7 +58,7 @@ from typing import Any
 from gunicorn import http
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from ca.http1 import HeadError, parse_head
+from ca.http1 import HeadError, RequestHead, parse_head
 
 MAX_HEAD = 16 * 1024
 HEAD_SECONDS = 5.0
@@ -72,6 +74,7 @@ LINGER_SECONDS = 2.0
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _REASONS = {
     400: "Bad Request",
+    401: "Unauthorized",
     408: "Request Timeout",
     411: "Length Required",
     413: "Content Too Large",
@@ -211,6 +214,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.large_in_flight = 0  # bytes of large bodies held: being read or handed on
         self.large_handed: dict[TConn, int] = {}  # dispatched, counted until finish_request
+        self.large_per_address: Counter[str] = Counter()  # large-body bytes held per address
         self.limit: int = self.cfg.worker_connections
         self.worker_connections = self.limit + 1  # gthread's run() stops accepting past this
         self.reading: dict[TConn, _Reading] = {}
@@ -340,14 +344,8 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
             if head.content_length > limit:
                 self._answer_and_close(conn, 413, "the request body is too large")
                 return
-            if head.content_length > self.max_body:
-                if self.large_in_flight + head.content_length > LARGE_BODY_BUDGET:
-                    self._answer_and_close(
-                        conn, 503, "too many large request bodies are being read; retry"
-                    )
-                    return
-                state.large = head.content_length
-                self.large_in_flight += state.large
+            if head.content_length > self.max_body and not self._take_large(conn, head):
+                return
             state.need = end + 4 + head.content_length
             state.deadline = state.request_deadline
             if (
@@ -360,6 +358,35 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
                     conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         if len(state.buf) >= state.need:
             self._dispatch(conn, state)
+
+    def _take_large(self, conn: TConn, head: RequestHead) -> bool:
+        """Count a body past ``max_body`` in the budgets, or answer and close: only with a
+        bearer credential (checked by the app later; the head alone must claim one), at most
+        ``LARGE_BODY_BUDGET`` per worker and a ``PER_CLIENT_SHARE`` of it per address."""
+        n = head.content_length
+        if head.headers.get("HTTP_AUTHORIZATION", "")[:7].lower() != "bearer ":
+            self._answer_and_close(conn, 401, "a request body this large needs a bearer token")
+            return False
+        address = self.address_of.get(conn, "")
+        if self.large_per_address[address] + n > LARGE_BODY_BUDGET // PER_CLIENT_SHARE:
+            self._answer_and_close(conn, 503, "this address is already sending a large body")
+            return False
+        if self.large_in_flight + n > LARGE_BODY_BUDGET:
+            self._answer_and_close(conn, 503, "too many large request bodies are being read")
+            return False
+        self.reading[conn].large = n
+        self.large_in_flight += n
+        self.large_per_address[address] += n
+        return True
+
+    def _give_large(self, conn: TConn, n: int) -> None:
+        """Give ``n`` bytes of ``conn``'s large body back to the budgets."""
+        if n:
+            self.large_in_flight -= n
+            address = self.address_of.get(conn, "")
+            self.large_per_address[address] -= n
+            if self.large_per_address[address] <= 0:
+                del self.large_per_address[address]
 
     def _dispatch(self, conn: TConn, state: _Reading) -> None:
         """The request is complete: give it, already buffered, to a thread."""
@@ -380,7 +407,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def finish_request(self, conn: TConn, fs: Any) -> None:
         """Write what is queued, then keep the connection alive, read the next pipelined
         request, or close it, all without blocking the loop."""
-        self.large_in_flight -= self.large_handed.pop(conn, 0)  # the thread has let go of it
+        self._give_large(conn, self.large_handed.pop(conn, 0))  # the thread has let go of it
         try:
             sock = conn.sock
             if sock.fileno() == -1:  # closed in the thread (an app error mid-answer)
@@ -460,14 +487,14 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def _forget_reading(self, conn: TConn) -> None:
         state = self.reading.pop(conn, None)
         if state is not None and state.large:
-            self.large_in_flight -= state.large
+            self._give_large(conn, state.large)
             state.large = 0
 
     def _close(self, conn: TConn) -> None:
         """The one way a connection ends: every table forgets it, then the socket closes."""
         self._unwatch(conn)
         self._forget_reading(conn)
-        self.large_in_flight -= self.large_handed.pop(conn, 0)
+        self._give_large(conn, self.large_handed.pop(conn, 0))
         self.flushing.pop(conn, None)
         self.closing.pop(conn, None)
         address = self.address_of.pop(conn, None)

@@ -307,7 +307,8 @@ def test_keep_alive_pipelining_and_100_continue_still_work(api: tuple[str, int])
 def _post_head(path: str, length: int) -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Connection: close\r\nContent-Length: {length}\r\n\r\n"
+        f"Connection: close\r\nAuthorization: Bearer not-a-token\r\n"
+        f"Content-Length: {length}\r\n\r\n"
     ).encode()
 
 

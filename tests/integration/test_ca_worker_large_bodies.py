@@ -67,11 +67,18 @@ def server() -> Iterator[tuple[tuple[str, int], int]]:
             proc.wait(5)
 
 
-def _big(addr: tuple[str, int]) -> tuple[socket.socket, bytes | None]:
-    """A connection that sent a 4 MiB ``POST /big``, or its immediate refusal: the body
-    follows the head only if no answer came within 0.2 s (a refused body is not sent)."""
-    sock = socket.create_connection(addr, timeout=15)
-    head = f"POST /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {BIG_BODY}"
+BEARER = "Authorization: Bearer any-token\r\n"  # claimed in the head; the app checks it
+BIG_HEAD = f"POST /big HTTP/1.1\r\nHost: x\r\n{BEARER}Content-Length: {BIG_BODY}\r\n\r\n".encode()
+
+
+def _big(addr: tuple[str, int], n: int = 0) -> tuple[socket.socket, bytes | None]:
+    """A connection from 127.0.0.(10 + n) that sent a 4 MiB ``POST /big``, or its immediate
+    refusal: the body follows the head only if no answer came within 0.2 s (a refused body
+    is not sent). One address may hold one such body at a time."""
+    sock = socket.create_connection(addr, timeout=15, source_address=(f"127.0.0.{10 + n}", 0))
+    head = (
+        f"POST /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{BEARER}Content-Length: {BIG_BODY}"
+    )
     sock.sendall(head.encode() + b"\r\n\r\n")
     if select.select([sock], [], [], 0.2)[0]:
         return sock, read_response(sock)
@@ -106,7 +113,7 @@ def test_bodies_waiting_for_a_thread_stay_in_the_budget(
     socks: list[socket.socket] = []
     try:
         rss_before = _rss_kib(pid)
-        sent = [_big(addr) for _ in range(FITS + 4)]
+        sent = [_big(addr, i) for i in range(FITS + 4)]
         socks = [sock for sock, _answer in sent]
         time.sleep(0.5)
         rss_during = _rss_kib(pid)
@@ -132,7 +139,7 @@ def _assert_budget_whole(addr: tuple[str, int]) -> None:
     slow = _hold_the_thread(addr, 2.0)
     sent: list[tuple[socket.socket, bytes | None]] = []
     try:
-        sent = [_big(addr) for _ in range(FITS + 1)]
+        sent = [_big(addr, i) for i in range(FITS + 1)]
         assert [answer is None for _sock, answer in sent] == [True] * FITS + [False], sent
         assert (sent[-1][1] or b"").startswith(b"HTTP/1.1 503 "), sent[-1][1]
         assert all(read_response(sock).startswith(b"HTTP/1.1 200") for sock, _ in sent[:-1])
@@ -155,12 +162,9 @@ def test_every_way_a_large_body_ends_gives_its_budget_back(
             sock.sendall(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Len")
             time.sleep(0.1)
         with socket.create_connection(addr, timeout=5) as sock:  # mid-body
-            sock.sendall(
-                f"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {BIG_BODY}\r\n\r\n".encode()
-                + b"x" * (BIG_BODY // 2)
-            )
+            sock.sendall(BIG_HEAD + b"x" * (BIG_BODY // 2))
             time.sleep(0.1)
-        sent = [_big(addr) for _ in range(FITS)]  # complete, then gone before their answer
+        sent = [_big(addr, i) for i in range(FITS)]  # complete, then gone before their answer
         assert [answer for _sock, answer in sent] == [None] * FITS
         time.sleep(0.3)
         for sock, _answer in sent:
@@ -169,7 +173,7 @@ def test_every_way_a_large_body_ends_gives_its_budget_back(
     finally:
         slow.close()
     _assert_budget_whole(addr)
-    head = f"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {BIG_BODY}\r\n\r\n".encode()
+    head = BIG_HEAD
     with socket.create_connection(addr, timeout=15) as sock:  # pipelined, kept alive
         sock.sendall((head + b"x" * BIG_BODY) * 2)
         send(sock, "/fast")
@@ -185,4 +189,34 @@ def test_every_way_a_large_body_ends_gives_its_budget_back(
         while answer.startswith(b"HTTP/1.1 100"):  # the thread's parser says it again
             answer = answer.partition(b"\r\n\r\n")[2] or read_response(sock)
         assert b"HTTP/1.1 200" in answer[:200], answer[:200]
+    _assert_budget_whole(addr)
+
+
+def test_a_large_body_needs_a_bearer_head_and_one_address_holds_one(
+    server: tuple[tuple[str, int], int],
+) -> None:
+    """Review: four trickling connections from one address held the whole budget for the
+    request deadline, and every gateway's batch got 503. A body past 64 KiB now needs a
+    head that claims a bearer token (401 before a byte of it is read), and one address holds
+    at most a quarter of the budget (one 4 MiB body) at a time; other addresses still fit."""
+    addr, _pid = server
+    with socket.create_connection(addr, timeout=5) as sock:
+        sock.sendall(
+            f"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {BIG_BODY}\r\n\r\n".encode()
+        )
+        assert read_response(sock).startswith(b"HTTP/1.1 401 ")
+    first, answer = _big(addr, 0)
+    try:
+        assert answer is None
+        second, refused = _big(addr, 0)  # the same address again
+        second.close()
+        assert (refused or b"").startswith(b"HTTP/1.1 503 "), refused
+        assert b"Retry-After: 1" in (refused or b"")
+        other, taken = _big(addr, 1)
+        assert taken is None
+        assert read_response(other).startswith(b"HTTP/1.1 200")
+        other.close()
+        assert read_response(first).startswith(b"HTTP/1.1 200")
+    finally:
+        first.close()
     _assert_budget_whole(addr)
