@@ -22,7 +22,7 @@ from ca.console.operator_views import cursor
 from ca.console.web import console, render
 from ca.errors import CAError, ErrorCode
 from ca.ledger.entries import Checkpoint
-from ca.ledger.store import ExportFilter
+from ca.ledger.store import ExportFilter, LedgerStore
 from ca.ledger.trust import LedgerTrust, checkpoint_problem
 from ca.ledger.verify import verify_export
 from ca.store.models import AuditSigner, LedgerCheckpointRow
@@ -81,6 +81,22 @@ class Proof:
     signature_problem: str | None
 
 
+def prove(store: LedgerStore, seq: int, cp: Checkpoint, content_leaf: bytes) -> Proof:
+    """Entry ``seq`` of ``store`` (either ledger) against ``cp``: its stored leaf hash, the
+    RFC 9162 inclusion proof from the block cache, checked here, and whether the leaf
+    recomputed from the entry's content (``content_leaf``) is the stored one."""
+    stored = next(store.leaf_hashes(seq + 1, seq))
+    path = store.tree(cp.tree_size).inclusion_proof(seq, cp.tree_size)
+    return Proof(
+        checkpoint=cp,
+        leaf_hash=stored.hex(),
+        path=[h.hex() for h in path],
+        included=verify_inclusion(stored, seq, cp.tree_size, path, cp.root_hash),
+        leaf_matches=content_leaf == stored,
+        signature_problem=checkpoint_problem(cp, _trust()),
+    )
+
+
 @console.get("/ledger/<int:seq>")
 @guard.page(guard.AUDIT_READERS)
 def entry(seq: int) -> Response:
@@ -95,16 +111,7 @@ def entry(seq: int) -> Response:
     cp = rt.ledger.latest_checkpoint()
     covered = cp is not None and seq < cp.tree_size
     if request.args.get("proof") == "1" and cp is not None and covered:
-        stored = next(rt.ledger.leaf_hashes(seq + 1, seq))
-        path = rt.ledger.tree(cp.tree_size).inclusion_proof(seq, cp.tree_size)
-        proof = Proof(
-            checkpoint=cp,
-            leaf_hash=stored.hex(),
-            path=[h.hex() for h in path],
-            included=verify_inclusion(stored, seq, cp.tree_size, path, cp.root_hash),
-            leaf_matches=e.leaf_hash() == stored,
-            signature_problem=checkpoint_problem(cp, _trust()),
-        )
+        proof = prove(rt.ledger, seq, cp, e.leaf_hash())
     return render(
         "entry.html",
         title=f"Ledger entry {seq}",
