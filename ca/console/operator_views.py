@@ -21,7 +21,12 @@ from ca.api.state import runtime
 from ca.api.validation import parse
 from ca.console import guard
 from ca.console.drift_view import drift_summary, state_path
-from ca.console.lists import CertificateSearch, dashboard_counts, search_certificates
+from ca.console.lists import (
+    CertificateSearch,
+    agents_page,
+    dashboard_counts,
+    search_certificates,
+)
 from ca.console.ocsp_check import OcspAnswer, ask
 from ca.console.web import console, render
 from ca.errors import CAError, ErrorCode
@@ -98,8 +103,13 @@ def dashboard() -> Response:
 @console.get("/agents")
 @guard.page(READERS)
 def agents() -> Response:
-    """Every registration (the registry is small next to the certificates)."""
-    return render("agents.html", title="Agents", agents=runtime().read_registry.list_agents())
+    """Registrations in name order, keyset pages of 50 (``after`` the last name shown)."""
+    after = request.args.get("after", "")
+    if len(after) > 64 or "\x00" in after:
+        raise CAError(ErrorCode.BAD_REQUEST, "'after' is an agent name (at most 64 characters)")
+    with guard.read_session() as s:
+        found = agents_page(s, after or None)
+    return render("agents.html", title="Agents", agents=found.agents, next_after=found.next_after)
 
 
 @console.get("/agents/<name>")
