@@ -320,3 +320,37 @@ def test_the_dashboard_lists_open_drift_alerts(env: Env) -> None:
         path.unlink()
     body = page(env.client("auditor"), "/console/")
     assert re.search(r'id="drift-open">0<', body) and 'id="drift-alerts"' not in body
+
+
+def test_the_agents_list_pages_by_name(env: Env) -> None:
+    if not any(a.name == "page-000" for a in env.rt.registry.list_agents()):
+        env.rt.registry.add_scope("page_scope")
+        env.rt.registry.add_model("c" * 64, "m", "prod")
+        for i in range(60):
+            env.rt.registry.register_agent(
+                name=f"page-{i:03d}",
+                officer="o@example.com",
+                environment="prod",
+                model_type="m",
+                scopes=["page_scope"],
+                model_digests=["c" * 64],
+                prompt_digests=["d" * 64],
+                config_digests=[],
+                actor="test",
+            )
+    c = env.client("read-only")
+    names = sorted(a.name for a in env.rt.registry.list_agents())
+    first = page(c, "/console/agents")
+    shown = re.findall(r'<td><a href="/console/agents/([^"]+)">', first)
+    assert shown == names[:50]
+    nxt = re.search(r'id="next-page" href="([^"]+)"', first)
+    assert nxt is not None and f"after={names[49]}" in nxt.group(1)
+    rest = page(c, nxt.group(1))
+    assert re.findall(r'<td><a href="/console/agents/([^"]+)">', rest) == names[50:100]
+    assert "may not" not in rest
+    assert "at most 64 characters" in page(c, "/console/agents?after=" + "x" * 65, 400)
+    page(c, "/console/agents?after=a%00", 400)
+    assert (
+        re.findall(r'<td><a href="/console/agents/([^"]+)">', page(c, "/console/agents?after=zzz"))
+        == []
+    )
