@@ -7,7 +7,8 @@ page fetched R times over HTTP by a signed-in operator: median, p95 and max wall
 The keyset pages are also fetched deep (cursor in the middle of the table), where OFFSET would
 be slowest.
 
-Usage: python bench/console_bench.py [--certs 100000] [--ledger 1000000] [--repeat 20]
+Usage: python bench/console_bench.py [--certs 100000] [--ledger 1000000] [--actions 1000000]
+       [--repeat 20]
 Needs AGENTCA_TEST_DATABASE_URL (``scripts/with-postgres.sh`` starts a throwaway PostgreSQL).
 """
 
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ledger_bench import phase_fill
 from examples.scenario import AGENT, Scenario
-from tests.browser.conftest import http_call
+from tests.browser.plain_http import http_call
 
 BUDGET_MS = 200.0  # the issue's bound for any page
 
@@ -85,6 +86,66 @@ def seed_certificates(url: str, n: int) -> int:
         engine.dispose()
 
 
+ACTION_T0 = datetime(2026, 12, 1, tzinfo=UTC)
+ACTION_ROUTES = ("/v1/book/{symbol}", "/v1/orders", "/v1/orders/{id}")
+
+
+def seed_actions(url: str, n: int, agent: str) -> None:
+    """Append ``n`` gateway decisions to the action ledger (two gateways, 1,000 agents plus
+    ``agent`` every 1,000th, one in five a denial, one a second), by COPY: the rows
+    ``ActionLedger.ingest`` would store, with the real leaves and leaf hashes."""
+    import psycopg
+
+    from ca.ledger.actions import _row
+    from wire.actions import ActionRecord, record_time
+
+    columns = [
+        "seq",
+        "gateway",
+        "gateway_seq",
+        "time",
+        "agent",
+        "serial",
+        "officer",
+        "method",
+        "route",
+        "outcome",
+        "scope",
+        "failed_check",
+        "record",
+        "leaf_hash",
+    ]
+    pg = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(pg) as conn:
+        base = conn.execute("SELECT size FROM action_ledger_head").fetchone()[0]  # type: ignore[index]
+        sql = f"COPY action_records ({', '.join(columns)}) FROM STDIN"
+        with conn.cursor().copy(sql) as copy:
+            for i in range(n):
+                seq = base + i
+                deny = i % 5 == 4
+                name = agent if i % 1000 == 999 else f"bench-agent-{i % 1000}"
+                rec = ActionRecord(
+                    gateway=f"bench-gw-{i % 2}",
+                    seq=seq // 2,
+                    time=record_time(ACTION_T0 + timedelta(seconds=i)),
+                    request_id=f"req-{seq}",
+                    outcome="deny" if deny else "allow",
+                    method="GET" if i % 2 else "POST",
+                    route=ACTION_ROUTES[i % 3],
+                    scope="read_book",
+                    check="scope" if deny else None,
+                    http_status=403 if deny else 200,
+                    agent=name,
+                    serial=format(seq + 1, "x"),
+                    officer=f"officer{i % 50}@example.org",
+                )
+                row = _row(seq, rec)
+                copy.write_row(tuple(row[c] for c in columns))
+        conn.execute("UPDATE action_ledger_head SET size = size + %s WHERE id = 1", (n,))
+        conn.execute("ANALYZE action_records")
+        conn.commit()
+
+
 def sign_in(base: str, token: str) -> dict[str, str]:
     form = http_call(base, "GET", "/console/sign-in")
     pre = re.search(r'name="signin_token" value="([^"]+)"', form.body)
@@ -125,10 +186,32 @@ def time_page(base: str, path: str, cookie: dict[str, str], repeat: int) -> dict
     }
 
 
+def time_verification(base: str, cookie: dict[str, str], ledger: str) -> float:
+    """Seconds from the verify button to the verdict on the progress page (polled every
+    0.2 s, as a browser would every second); the verdict must be OK."""
+    page = http_call(base, "GET", "/console/ledger", cookies=cookie)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.body)
+    assert csrf is not None
+    form = {"csrf_token": csrf.group(1), **({"ledger": "actions"} if ledger == "actions" else {})}
+    t0 = time.perf_counter()
+    answer = http_call(base, "POST", "/console/ledger/verify", form, cookie)
+    if answer.status != 303:
+        raise RuntimeError(f"verify: HTTP {answer.status}: {answer.body[:300]}")
+    job = answer.headers["Location"]
+    while True:
+        shown = http_call(base, "GET", job, cookies=cookie)
+        if 'id="verify-result"' in shown.body:
+            if 'class="ok"' not in shown.body:
+                raise RuntimeError(f"verify {ledger}: {shown.body[-800:]}")
+            return round(time.perf_counter() - t0, 1)
+        time.sleep(0.2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--certs", type=int, default=100_000)
     ap.add_argument("--ledger", type=int, default=1_000_000)
+    ap.add_argument("--actions", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--json", dest="json_out", default="")
     args = ap.parse_args()
@@ -146,10 +229,19 @@ def main() -> None:
     phase_fill(url, args.ledger)
     seeded_ledger = time.monotonic() - started
     s.cli("ledger", "checkpoint")
+    started = time.monotonic()
+    seed_actions(url, args.actions, AGENT)
+    seeded_actions = time.monotonic() - started
+    s.cli("ledger", "checkpoint", "--actions")
     results: dict[str, Any] = {
         "certs": args.certs,
         "ledger_entries": args.ledger,
-        "seed_seconds": {"certificates": round(seeded_certs, 1), "ledger": round(seeded_ledger, 1)},
+        "action_records": args.actions,
+        "seed_seconds": {
+            "certificates": round(seeded_certs, 1),
+            "ledger": round(seeded_ledger, 1),
+            "actions": round(seeded_actions, 1),
+        },
         "pages": [],
     }
     with s.servers(gateway=False):
@@ -179,9 +271,22 @@ def main() -> None:
             f"/console/ledger/{middle_seq}",
             f"/console/ledger/{middle_seq}?proof=1",
             "/console/ledger/checkpoints",
+            "/console/actions",
+            "/console/actions?outcome=deny",
+            "/console/actions?agent=bench-agent-7",
+            "/console/actions?agent=nobody",
+            "/console/actions?route=/v1/orders/%7Bid%7D&outcome=deny",
+            "/console/actions?officer=officer7@example.org&gateway=bench-gw-1",
+            "/console/actions?since=2026-12-05T00:00:00Z&until=2026-12-05T00:10:00Z",
+            f"/console/actions?before={args.actions // 2}",
+            f"/console/actions/{args.actions // 2}",
+            f"/console/actions/{args.actions // 2}?proof=1",
         ]
         for path in paths:
             results["pages"].append(time_page(base, path, cookie, args.repeat))
+        results["verify_seconds"] = {
+            ledger: time_verification(base, cookie, ledger) for ledger in ("issuance", "actions")
+        }
     slowest = max(p["p95_ms"] for p in results["pages"])
     results["slowest_p95_ms"] = slowest
     results["within_budget"] = slowest <= BUDGET_MS

@@ -3,28 +3,31 @@ their signature status, a server-side verification of the whole ledger, and the 
 
 The verification runs the offline verifier (``ca.ledger.verify.verify_export``, what
 ``agentca ledger verify`` runs) over the export the export endpoint streams, anchored at the
-CA root: the server checks exactly what an auditor would check with the downloaded file.
+CA root: the server checks exactly what an auditor would check with the downloaded file. It
+runs in a background thread with a self-refreshing progress page (``ca.console.verify_jobs``).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from functools import partial
 
-from flask import Response, request
+from flask import Response, current_app, redirect, request
 from sqlalchemy import select
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ca.api.auth import WRITERS
 from ca.api.ledger_routes import _chunks
 from ca.api.state import runtime
 from ca.console import guard
 from ca.console.operator_views import cursor
+from ca.console.verify_jobs import RUNNING, VerifyJobs, stalled
 from ca.console.web import console, render
 from ca.errors import CAError, ErrorCode
-from ca.ledger.entries import Checkpoint
-from ca.ledger.store import ExportFilter
+from ca.ledger.actions import ActionFilter
+from ca.ledger.entries import ACTIONS_LEDGER_NAME, Checkpoint
+from ca.ledger.store import ExportFilter, LedgerStore
 from ca.ledger.trust import LedgerTrust, checkpoint_problem
-from ca.ledger.verify import verify_export
 from ca.store.models import AuditSigner, LedgerCheckpointRow
 from wire.merkle import verify_inclusion
 
@@ -81,6 +84,22 @@ class Proof:
     signature_problem: str | None
 
 
+def prove(store: LedgerStore, seq: int, cp: Checkpoint, content_leaf: bytes) -> Proof:
+    """Entry ``seq`` of ``store`` (either ledger) against ``cp``: its stored leaf hash, the
+    RFC 9162 inclusion proof from the block cache, checked here, and whether the leaf
+    recomputed from the entry's content (``content_leaf``) is the stored one."""
+    stored = next(store.leaf_hashes(seq + 1, seq))
+    path = store.tree(cp.tree_size).inclusion_proof(seq, cp.tree_size)
+    return Proof(
+        checkpoint=cp,
+        leaf_hash=stored.hex(),
+        path=[h.hex() for h in path],
+        included=verify_inclusion(stored, seq, cp.tree_size, path, cp.root_hash),
+        leaf_matches=content_leaf == stored,
+        signature_problem=checkpoint_problem(cp, _trust()),
+    )
+
+
 @console.get("/ledger/<int:seq>")
 @guard.page(guard.AUDIT_READERS)
 def entry(seq: int) -> Response:
@@ -95,16 +114,7 @@ def entry(seq: int) -> Response:
     cp = rt.ledger.latest_checkpoint()
     covered = cp is not None and seq < cp.tree_size
     if request.args.get("proof") == "1" and cp is not None and covered:
-        stored = next(rt.ledger.leaf_hashes(seq + 1, seq))
-        path = rt.ledger.tree(cp.tree_size).inclusion_proof(seq, cp.tree_size)
-        proof = Proof(
-            checkpoint=cp,
-            leaf_hash=stored.hex(),
-            path=[h.hex() for h in path],
-            included=verify_inclusion(stored, seq, cp.tree_size, path, cp.root_hash),
-            leaf_matches=e.leaf_hash() == stored,
-            signature_problem=checkpoint_problem(cp, _trust()),
-        )
+        proof = prove(rt.ledger, seq, cp, e.leaf_hash())
     return render(
         "entry.html",
         title=f"Ledger entry {seq}",
@@ -145,29 +155,56 @@ def checkpoints() -> Response:
     )
 
 
+def jobs() -> VerifyJobs:
+    """This worker's verification jobs (built on first use)."""
+    found: VerifyJobs | None = current_app.extensions.get("agentca.console_verify_jobs")
+    if found is None:
+        rt = runtime()
+        found = VerifyJobs(rt.sessions, rt.authority.clock)
+        current_app.extensions["agentca.console_verify_jobs"] = found
+    return found
+
+
 @console.post("/ledger/verify")
 @guard.action(guard.AUDIT_READERS)
-def verify() -> Response:
-    """Verify the whole ledger up to the newest checkpoint, as ``agentca ledger verify``
-    does with an export (synchronous; refused above :data:`VERIFY_BOUND` entries)."""
+def verify() -> WerkzeugResponse:
+    """Start verifying the whole ledger (``ledger=actions``: the action ledger) up to its
+    newest checkpoint, as ``agentca ledger verify`` does with an export, in a background
+    thread; answers with the progress page's address (refused above :data:`VERIFY_BOUND`)."""
     rt = runtime()
-    cp = rt.ledger.latest_checkpoint()
+    actions = request.form.get("ledger", "") == "actions"
+    cp = rt.actions.latest_checkpoint() if actions else rt.ledger.latest_checkpoint()
     if cp is None:
-        raise CAError(ErrorCode.NOT_FOUND, "no checkpoint has been signed yet")
+        raise CAError(ErrorCode.NOT_FOUND, "no checkpoint of that ledger has been signed yet")
     if cp.tree_size > VERIFY_BOUND:
         raise CAError(
             ErrorCode.BAD_REQUEST,
             f"the ledger has {cp.tree_size} entries; above {VERIFY_BOUND} download the "
             "export and run 'agentca ledger verify' on it",
         )
-    started = time.monotonic()
-    report = verify_export(rt.ledger.export_lines(cp, ExportFilter()), _trust())
+    if actions:
+        lines = partial(rt.actions.export_actions, cp, ActionFilter())
+    else:
+        lines = partial(rt.ledger.export_lines, cp, ExportFilter())
+    job = jobs().start(guard.user().session_id, cp, lines, _trust())
+    return redirect(f"{guard.PATH}/ledger/verify/{job}", 303)
+
+
+@console.get("/ledger/verify/<job>")
+@guard.page(guard.AUDIT_READERS)
+def verify_progress(job: str) -> Response:
+    """A verification's progress (the page refreshes itself while it runs), then its
+    verdict; only the session that started it finds it."""
+    found = jobs().lookup(job, guard.user().session_id)
+    now = runtime().authority.clock()
     return render(
         "verified.html",
         title="Ledger verification",
-        report=report,
-        checkpoint=cp,
-        seconds=time.monotonic() - started,
+        job=found,
+        actions=found.ledger == ACTIONS_LEDGER_NAME,
+        running=found.state == RUNNING,
+        stalled=stalled(found, now),
+        seconds=(found.updated_at - found.started_at).total_seconds(),
     )
 
 

@@ -1,6 +1,7 @@
-"""The console's read queries: certificate search with keyset pagination, and the counts of
-the dashboard. Reads only, on the read sessions the API's list endpoints use; pages follow
-the primary key (``id < cursor``), never OFFSET, so page N costs what page 1 does."""
+"""The console's read queries: certificate search and the agents list with keyset
+pagination, and the counts of the dashboard. Reads only, on the read sessions the API's list
+endpoints use; pages follow a unique key (``id < cursor``, ``name > after``), never OFFSET,
+so page N costs what page 1 does."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Connection, func, select
+from sqlalchemy.orm import Session
 
 from ca.errors import CAError, ErrorCode
+from ca.policy import Registration
 from ca.records import CertificateRecord, CertStatus
+from ca.registry import registration_of
 from ca.serials import parse_serial, serial_to_hex
 from ca.store.certificate_rows import CertificateRow, record_of
-from ca.store.models import CrlState
+from ca.store.models import AgentRegistration, CrlState
 from ca.store.tables import certificates, issuers
 
 PAGE_SIZE = 50
@@ -116,3 +120,22 @@ def dashboard_counts(conn: Connection, now: datetime, horizon: timedelta) -> Cou
         issued_last_day=count(c.issued_at > now - timedelta(days=1)),
         last_crl=conn.execute(select(func.max(CrlState.last_full_at))).scalar(),
     )
+
+
+@dataclass(frozen=True)
+class AgentPage:
+    """One page of registrations by name, and the name the next page starts after."""
+
+    agents: Sequence[Registration]
+    next_after: str | None
+
+
+def agents_page(s: Session, after: str | None, limit: int = PAGE_SIZE) -> AgentPage:
+    """Registrations with ``name > after`` in name order (keyset on the unique name)."""
+    query = select(AgentRegistration).order_by(AgentRegistration.name).limit(limit + 1)
+    if after is not None:
+        query = query.where(AgentRegistration.name > after)
+    rows = s.scalars(query).all()
+    more = len(rows) > limit
+    shown = [registration_of(r) for r in rows[:limit]]
+    return AgentPage(shown, shown[-1].name if more and shown else None)

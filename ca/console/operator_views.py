@@ -20,17 +20,25 @@ from ca.api.schemas import NewApiToken, NewRegistration
 from ca.api.state import runtime
 from ca.api.validation import parse
 from ca.console import guard
-from ca.console.lists import CertificateSearch, dashboard_counts, search_certificates
+from ca.console.drift_view import drift_summary, state_path
+from ca.console.lists import (
+    CertificateSearch,
+    agents_page,
+    dashboard_counts,
+    search_certificates,
+)
 from ca.console.ocsp_check import OcspAnswer, ask
 from ca.console.web import console, render
 from ca.errors import CAError, ErrorCode
 from ca.extensions import read_agent_extensions
+from ca.ledger.actions import ActionFilter, action_page
 from ca.ledger.entries import Checkpoint
 from ca.queries import read_arc_state
 from ca.revocation import RevocationReason
 from ca.roles import Role, parse_role
 
 EXPIRING = timedelta(days=7)
+DECISIONS = 20  # an agent's newest gateway decisions on its page
 _CURSOR = re.compile(r"^[0-9]{1,18}$")
 #: reasons offered for revocation (hold has its own button; removeFromCRL is release)
 REASONS = [
@@ -70,11 +78,13 @@ def _confirmed() -> None:
 @console.get("/")
 @guard.page(READERS)
 def dashboard() -> Response:
-    """Counts of live, expiring and revoked certificates; CRL and checkpoint freshness."""
+    """Counts of live, expiring and revoked certificates; CRL and checkpoint freshness; the
+    open drift alerts."""
     rt = runtime()
     now = rt.authority.clock()
     with guard.read_session() as s:
         counts = dashboard_counts(s.connection(), now, EXPIRING)
+        drift = drift_summary(state_path(rt.settings.data_dir), s.connection())
     cp = rt.ledger.latest_checkpoint()
     return render(
         "dashboard.html",
@@ -85,6 +95,7 @@ def dashboard() -> Response:
         checkpoint_age=checkpoint_age(cp, now),
         crl_age=(now - counts.last_crl) if counts.last_crl else None,
         ledger_size=rt.ledger.size(),
+        drift=drift,
     )
 
 
@@ -92,26 +103,39 @@ def dashboard() -> Response:
 @console.get("/agents")
 @guard.page(READERS)
 def agents() -> Response:
-    """Every registration (the registry is small next to the certificates)."""
-    return render("agents.html", title="Agents", agents=runtime().read_registry.list_agents())
+    """Registrations in name order, keyset pages of 50 (``after`` the last name shown)."""
+    after = request.args.get("after", "")
+    if len(after) > 64 or "\x00" in after:
+        raise CAError(ErrorCode.BAD_REQUEST, "'after' is an agent name (at most 64 characters)")
+    with guard.read_session() as s:
+        found = agents_page(s, after or None)
+    return render("agents.html", title="Agents", agents=found.agents, next_after=found.next_after)
 
 
 @console.get("/agents/<name>")
 @guard.page(READERS)
 def agent(name: str) -> Response:
-    """One registration, its newest certificates and (for operators) its enrollment tokens."""
+    """One registration, its newest certificates, (operators) its enrollment tokens and
+    (operators and auditors, once the action ledger holds records) its newest gateway
+    decisions."""
     rt = runtime()
     reg = rt.read_registry.get_agent(name)
     with guard.read_session() as s:
         certs = search_certificates(s.connection(), CertificateSearch(agent=name), None)
     is_operator = guard.user().role is Role.OPERATOR
     tokens = rt.enrollment_tokens.list_tokens(name, every=True)[:20] if is_operator else []
+    decisions = None  # no section: an empty action ledger, or a role that may not read it
+    if guard.user().role in guard.AUDIT_READERS:
+        size = rt.actions.size()
+        if size:
+            decisions = action_page(rt.actions, size, ActionFilter(agent=name), None, DECISIONS)
     return render(
         "agent.html",
         title=f"Agent {name}",
         agent=reg,
         certificates=certs,
         tokens=tokens,
+        decisions=decisions,
         now=rt.authority.clock(),
     )
 

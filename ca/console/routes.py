@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from flask import Flask
 
-from ca.console import audit_views, bulk_views, operator_views
+from ca.console import action_views, audit_views, bulk_views, operator_views
 from ca.console.web import console
 
 __all__ = ["register_console"]
 _VIEWS = (
     operator_views,
     audit_views,
+    action_views,
     bulk_views,
 )  # imported for the routes they add to ``console``
 

@@ -52,6 +52,26 @@ def render(template: str, status: int = 200, **context: Any) -> Response:
     return Response(body, status, mimetype="text/html")
 
 
+def visible(value: object, limit: int | None = None) -> str:
+    """``value`` as text with every non-printable character (controls, bidirectional
+    overrides, zero-width and other format characters, unassigned code points) written as
+    ``\\uXXXX``; cut to ``limit`` characters (with an ellipsis) when given."""
+    text = "" if value is None else str(value)
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    n = ord(c)
+    return f"\\u{n:04x}" if n <= 0xFFFF else f"\\U{n:08x}"
+
+
+console.add_app_template_filter(visible, "visible")
+
+
 @console.after_request
 def _headers(resp: Response) -> Response:
     """No framing, nothing from elsewhere, never cached (pages may show secrets once)."""

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -473,3 +473,42 @@ def _filtered(query: Any, size: int, flt: ActionFilter) -> Any:
         if value is not None:
             query = query.where(getattr(t, name) == value)
     return query
+
+
+@dataclass(frozen=True)
+class ActionRow:
+    """One stored record as the console's timeline shows it (``record`` is its canonical
+    JSON, the leaf bytes)."""
+
+    seq: int
+    gateway: str
+    gateway_seq: int
+    time: str
+    agent: str | None
+    officer: str | None
+    method: str
+    route: str
+    outcome: str
+    scope: str | None
+    failed_check: str | None
+    record: str
+    leaf_hash: bytes
+
+    def members(self) -> dict[str, Any]:
+        """The record's JSON members (what the gateway logged)."""
+        parsed: dict[str, Any] = json.loads(self.record)
+        return parsed
+
+
+def action_page(
+    ledger: ActionLedger, size: int, flt: ActionFilter, before: int | None, limit: int
+) -> list[ActionRow]:
+    """Up to ``limit`` records with seq < min(size, before) matching ``flt``, newest first:
+    keyset pagination on the primary key (the console's timeline), never OFFSET."""
+    t = ActionRecordRow
+    end = size if before is None else min(size, before)
+    columns = [getattr(t, f.name) for f in fields(ActionRow)]
+    query = _filtered(select(*columns), end, flt).order_by(t.seq.desc()).limit(limit)
+    with ledger.sessions() as s:
+        rows = s.execute(query).all()
+    return [ActionRow(*r) for r in rows]

@@ -391,3 +391,25 @@ class ConsoleSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class ConsoleVerifyJob(Base):
+    """A whole-ledger verification the console runs in a worker's background thread
+    (decision 0054): its progress, then its verdict, readable by every worker. The job id
+    is stored as its SHA-256 only and shown only to the session that started it; rows are
+    deleted 10 minutes after the start (a job still running then stops)."""
+
+    __tablename__ = "console_verify_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("console_sessions.id"), index=True)
+    ledger: Mapped[str] = mapped_column(String(32))  # the checkpoints' ledger name
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    checked: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))  # running | done | failed
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    message: Mapped[str | None] = mapped_column(Text)
+    failed_seq: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

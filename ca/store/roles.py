@@ -66,6 +66,7 @@ TABLE_GRANTS: Mapping[str, Mapping[DbRole, frozenset[str]]] = MappingProxyType(
         "enrollment_tokens": {_W: WRITE},
         "api_tokens": {_W: WRITE},
         "console_sessions": {_W: WRITE},  # web console sign-ins (decision 0054)
+        "console_verify_jobs": {_W: WRITE},  # the console's ledger verifications
         "crl_state": {_W: WRITE},
         # the ledger is append-only by privilege too (its triggers refuse UPDATE and DELETE)
         "ledger_entries": {_W: APPEND, _A: READ},

@@ -4,10 +4,12 @@ SoftHSM2 token and PostgreSQL of ``examples.scenario``. Screenshots go to docs/c
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +32,9 @@ from tests.browser.conftest import (
     wait_for,
 )
 from tests.browser.plain_http import http_call
+from tests.integration.action_support import GatewayKey
+from tests.integration.action_support import batch as action_batch
+from tests.integration.action_support import record as action_record
 
 pytestmark = pytest.mark.integration
 NEW_AGENT = "ConsoleAgent-01"
@@ -219,6 +224,35 @@ def test_operator_holds_and_releases(console_ca: ConsoleCA, b: WebDriver) -> Non
     b.find_element(By.CSS_SELECTOR, "input[name=confirm]").click()
     b.find_element(By.ID, "release").click()
     until(b, lambda d: "issued" in text(d, "#status"))
+
+
+def test_the_dashboard_lists_open_drift_alerts(console_ca: ConsoleCA, b: WebDriver) -> None:
+    s = console_ca.scenario
+    sign_in(b, console_ca, "operator")
+    serial = first_serial(console_ca, b, AGENT)  # the scenario agent's live certificate (before
+    # the bulk and retirement tests below revoke it)
+    s.cli("revoke", serial, "--reason", "certificateHold")
+    state = Path(s.env["AGENTCA_DATA_DIR"]) / "drift" / "alerts.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    alert = {
+        "id": "0123456789abcdef",
+        "agent": AGENT,
+        "environment": ENVIRONMENT,
+        "raised_at": "2026-12-07T09:00:00Z",
+        "mode": "hold",
+        "evidence": {},
+        "held": [serial],
+        "status": "open",
+    }
+    state.write_text(json.dumps({"alerts": [alert]}))
+    try:
+        b.get(console_ca.url + "/")
+        assert text(b, "#drift-open") == "1" and text(b, "#drift-on-hold") == "1"
+        b.find_element(By.CSS_SELECTOR, "#drift-alerts td.agent a").click()
+        until(b, lambda d: d.current_url.endswith(f"/agents/{AGENT}"))
+    finally:
+        state.unlink()
+        s.cli("release", serial)
 
 
 def test_operator_creates_and_revokes_an_api_token(console_ca: ConsoleCA, b: WebDriver) -> None:
@@ -493,3 +527,105 @@ def test_reflected_input_is_escaped(console_ca: ConsoleCA, b: WebDriver) -> None
     assert "<script>" not in answer.body and "&lt;script&gt;" in answer.body
     b.get(console_ca.url + "/certificates?agent=" + urllib.parse.quote(probe))
     assert b.title != "owned" and b.find_element(By.NAME, "agent").get_attribute("value") == probe
+
+
+# -- the action ledger, an agent's decisions, drift alerts, verification progress -------------
+GATEWAY = "gw-browser"
+HOSTILE = '<img src=x onerror="document.title=1">\u202etxt.exe'
+
+
+@pytest.fixture(scope="module")
+def action_records(console_ca: ConsoleCA, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """30 decisions about the scenario agent (every fifth a denial) and one with hostile
+    strings, shipped by a real gateway registration over ``POST /v1/actions``; then a signed
+    action checkpoint. Returns the hostile record's seq."""
+    s = console_ca.scenario
+    key = GatewayKey()
+    pem = tmp_path_factory.mktemp("gateway") / "gateway.pem"
+    pem.write_bytes(key.pem())
+    s.cli("gateway", "add", GATEWAY, "--public-key", str(pem))
+    token = s.cli("apitoken", "create", GATEWAY, "--role", "gateway")
+    recs = [action_record(GATEWAY, i, agent=AGENT) for i in range(30)]
+    recs.append(action_record(GATEWAY, 30, agent=AGENT, detail=HOSTILE, route="/v1/" + HOSTILE))
+    request = urllib.request.Request(
+        s.ca_url + "/v1/actions",
+        data=json.dumps(action_batch(GATEWAY, recs)).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=15) as answer:
+        assert json.load(answer)["accepted"] == 31
+    s.cli("ledger", "checkpoint", "--actions")
+    return 30  # the only gateway of this CA: its records are the action ledger's 0..30
+
+
+def test_auditor_filters_the_action_ledger_proves_and_exports(
+    console_ca: ConsoleCA, b: WebDriver, downloads: Path, action_records: int
+) -> None:
+    s = console_ca.scenario
+    sign_in(b, console_ca, "auditor", "/actions")
+    Select(b.find_element(By.NAME, "outcome")).select_by_value("deny")
+    b.find_element(By.NAME, "agent").send_keys(AGENT)
+    b.find_element(By.ID, "filter").click()
+    until(b, lambda d: "outcome=deny" in d.current_url)
+    outcomes = {e.text for e in b.find_elements(By.CSS_SELECTOR, "#actions td.outcome")}
+    assert outcomes == {"deny"}
+    assert len(b.find_elements(By.CSS_SELECTOR, "#actions tbody tr")) == 6  # 4, 9, ..., 29
+    shot(b, "actions")
+    b.find_element(By.CSS_SELECTOR, "#actions tbody td a").click()
+    wait_for(b, "#show-proof").click()  # type: ignore[attr-defined]
+    assert text(b, "#proof-result").startswith("Included")
+    shot(b, "action")
+
+    for old in downloads.glob("*"):
+        old.unlink()
+    b.get(console_ca.url + f"/actions?agent={AGENT}&outcome=deny")
+    b.find_element(By.ID, "export").click()
+    target = downloads / "agentca-actions.jsonl"
+    deadline = time.monotonic() + WAIT
+    while not target.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert target.exists(), list(downloads.iterdir())
+    out = s.cli("ledger", "verify", str(target), "--trust", str(s.root_pem))
+    assert out.startswith("OK"), out
+    assert len(target.read_text().splitlines()) == 1 + 6
+
+
+def test_a_hostile_record_is_shown_as_text(
+    console_ca: ConsoleCA, b: WebDriver, action_records: int
+) -> None:
+    sign_in(b, console_ca, "auditor", f"/actions/{action_records}")
+    main = text(b, "main")
+    assert "<img src=x" in main and "\\u202etxt.exe" in main  # markup as text, bidi spelled out
+    assert b.title != "1" and not b.find_elements(By.CSS_SELECTOR, "main img")
+
+
+def test_the_agent_page_shows_recent_decisions(
+    console_ca: ConsoleCA, b: WebDriver, action_records: int
+) -> None:
+    sign_in(b, console_ca, "operator", f"/agents/{AGENT}")
+    rows = b.find_elements(By.CSS_SELECTOR, "#decisions tbody tr")
+    assert len(rows) == 20
+    assert rows[0].find_element(By.CSS_SELECTOR, "a").text == str(action_records)  # newest first
+    b.find_element(By.ID, "agent-actions").click()
+    until(b, lambda d: f"agent={AGENT}" in d.current_url)
+    assert len(b.find_elements(By.CSS_SELECTOR, "#actions tbody tr")) == 31
+    sign_in(b, console_ca, "read-only", f"/agents/{AGENT}")
+    assert not b.find_elements(By.ID, "decisions")  # the action ledger is the auditors'
+    b.get(console_ca.url + "/actions")
+    assert "may not GET" in text(b, "#error")
+
+
+def test_verification_shows_progress_then_the_verdict(
+    console_ca: ConsoleCA, b: WebDriver, action_records: int
+) -> None:
+    sign_in(b, console_ca, "auditor", "/actions")
+    b.find_element(By.ID, "verify-actions").click()
+    until(b, lambda d: "/console/ledger/verify/" in d.current_url)
+    job = b.current_url
+    assert text(b, "#verify-result").startswith("OK")  # after the page's own refreshes
+    assert "action ledger" in text(b, "#verify-summary")
+    b.delete_all_cookies()
+    sign_in(b, console_ca, "auditor")  # another session: the job is not its
+    b.get(job)
+    assert "no such verification" in text(b, "#error")
