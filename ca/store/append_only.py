@@ -8,7 +8,9 @@ guard on their tables through these statements, so every ledger refuses ``UPDATE
 A ledger's head row (its ``size``, the next ``seq``) is updated by every append, so it cannot
 be append-only; :func:`grows_only_ddl` lets its ``size`` only grow (an append of ``n`` adds
 ``n``; taking the lock adds 0), and refuses deleting it once the ledger holds an entry (the
-seeded empty head may be replaced, as ``db migrate-to`` does).
+seeded empty head may be replaced, as ``db migrate-to`` does). On SQLite a ``size`` that is
+not an integer is refused too (its type affinity would store ``'abc'``, which compares above
+every number). Migration 0017 guards the action ledger's head, 0020 the issuance ledger's.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def grows_only_ddl(dialect: str, table: str) -> list[str]:
         ]
     return [
         f"CREATE TRIGGER {table}_grows_only BEFORE UPDATE ON {table} "
-        "WHEN NEW.id IS NOT OLD.id OR NEW.size IS NULL OR NEW.size < OLD.size "
+        "WHEN NEW.id IS NOT OLD.id OR typeof(NEW.size) <> 'integer' OR NEW.size < OLD.size "
         "BEGIN SELECT RAISE(ABORT, 'a ledger head only grows: UPDATE refused'); END",
         f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} WHEN OLD.size <> 0 "
         "BEGIN SELECT RAISE(ABORT, 'a ledger head only grows: DELETE refused'); END",
