@@ -35,6 +35,7 @@ from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import (  # noqa: E402
     NoSuchElementException,
     StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -118,9 +119,18 @@ def b(browser: WebDriver) -> WebDriver:
 def until(driver: WebDriver, condition: Callable[[WebDriver], object]) -> object:
     """``condition``'s first truthy value, waiting at most :data:`WAIT` seconds; an element
     missing or replaced by the next page while it is read just means "not yet"."""
+
+    def settled(d: WebDriver) -> object:
+        try:
+            return condition(d)
+        except WebDriverException as exc:  # chromium's form of "stale" while a page loads
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
+
     return WebDriverWait(
         driver, WAIT, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
-    ).until(condition)
+    ).until(settled)
 
 
 def wait_for(driver: WebDriver, css: str) -> object:
