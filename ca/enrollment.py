@@ -211,10 +211,13 @@ class EnrollmentService:
         certificates (docs/decisions/0014-crash-safe-enrollment.md).
 
         On PostgreSQL the plain success takes three statements (``ca.enroll_pg``); whatever
-        that path does not issue is left to the general one, which names the reason.
+        that path does not issue is left to the general one, which names the reason. An
+        attestation statement yields one certificate: a second use is ``attestation-reused``.
         """
         engine = self.authority.sessions.kw["bind"]
-        if engine.dialect.name == "postgresql":
+        # an attested enrollment takes the general path, whose reservation checks that the
+        # statement was not spent on another certificate (``uq_certificates_attestation_live``)
+        if engine.dialect.name == "postgresql" and attestation is None:
             issued = self._enroll_in_three(engine, token, csr_data, scopes, validity, attestation)
             if issued is not None:
                 return issued

@@ -291,6 +291,8 @@ class Issuance:
                     if in_reservation is not None:
                         for key, value in (in_reservation(s) or {}).items():
                             setattr(row, key, value)
+                    if row.attestation_sha256 is not None:
+                        _statement_unspent(s, row.attestation_sha256)
                     if renewal is not None:
                         parent = _claim_parent(s, renewal, now)
                         row.renewed_from_id = parent.id
@@ -309,8 +311,8 @@ class Issuance:
                         reserved["renewed_from"] = renewal.parent_serial_hex
                     self.journal.write(s, actor, "certificate.reserved", reserved, now)
                 return row, arc
-            except IntegrityError:  # a serial collision (astronomically rare) or a proof replayed
-                continue  # concurrently: the retry's _claim_parent refuses the latter
+            except IntegrityError:  # a serial collision (astronomically rare), or a proof or
+                continue  # statement used concurrently: the retry's checks refuse those
         raise CAError(ErrorCode.INTERNAL, "could not reserve a unique serial number")
 
     def _pending_row(
@@ -347,6 +349,9 @@ class Issuance:
             requested_by=actor,
             created_at=now,
             agent_id=agent_id,
+            attestation_sha256=(
+                None if ext.attestation is None else ext.attestation.statement_digest.value.hex()
+            ),
         )
 
     # -- 3. commit ----------------------------------------------------------------------------
@@ -440,6 +445,24 @@ def _arc(dotted: str) -> OidArc:
         if warning:
             log.warning("issuing under %s", warning)
     return arc
+
+
+def _statement_unspent(s: Session, statement_sha256: str) -> None:
+    """In the reservation: no certificate that has not failed was issued on this attestation
+    statement (``uq_certificates_attestation_live`` refuses a concurrent one; the retry then
+    comes here and names the reason)."""
+    used = s.execute(
+        select(Certificate.id)
+        .where(Certificate.attestation_sha256 == statement_sha256)
+        .where(Certificate.status != CertStatus.FAILED)
+        .limit(1)
+    ).first()
+    if used is not None:
+        reason = (
+            "attestation-reused: a certificate was already issued on this attestation "
+            "statement; a statement yields one certificate, ask the launcher for a fresh one"
+        )
+        raise CAError(ErrorCode.POLICY_REFUSED, f"enrollment refused: {reason}", reasons=[reason])
 
 
 def _claim_parent(s: Session, renewal: RenewalLink, now: datetime) -> Certificate:

@@ -96,6 +96,7 @@ class Certificate(Base):
     renewed_from_id: Mapped[int | None]
     lineage_id: Mapped[int | None]
     renewal_proof_sha256: Mapped[str | None]
+    attestation_sha256: Mapped[str | None]
     enrollment_token_id: Mapped[int | None]
 
     issuer: Mapped[Issuer] = relationship()

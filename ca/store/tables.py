@@ -110,6 +110,9 @@ certificates = Table(
         "lineage_id", ForeignKey("certificates.id", name="fk_certificates_lineage_id"), index=True
     ),
     Column("renewal_proof_sha256", String(64), unique=True),
+    # the SHA-256 (hex) of the runtime attestation statement the certificate was issued on
+    # (migration 0021, decision 0051): a statement yields one certificate that has not failed
+    Column("attestation_sha256", String(64)),
     # the enrollment token this reservation consumed (migration 0008): a reservation that
     # fails releases it (docs/decisions/0014-crash-safe-enrollment.md)
     Column(
@@ -126,6 +129,13 @@ certificates = Table(
     Index(
         "uq_certificates_enrollment_token_live",
         "enrollment_token_id",
+        unique=True,
+        postgresql_where=text("status <> 'failed'"),
+        sqlite_where=text("status <> 'failed'"),
+    ),
+    Index(
+        "uq_certificates_attestation_live",
+        "attestation_sha256",
         unique=True,
         postgresql_where=text("status <> 'failed'"),
         sqlite_where=text("status <> 'failed'"),
