@@ -21,7 +21,8 @@ verifying). Here:
   SHA-256;
 * a certificate bundle's chain must lead to a configured CA certificate, verified *now*
   (``cryptography.x509.verification``; at most :data:`MAX_CHAIN` certificates), and the leaf
-  must allow digital signatures or code signing;
+  must be for code signing (not a CA; a keyUsage allowing digitalSignature and an
+  extendedKeyUsage naming codeSigning, whichever is present);
 * Sigstore keyless bundles (a Fulcio certificate and a Rekor entry) need the network to check
   the transparency log and the Fulcio roots; they are refused with that reason.
 
@@ -217,17 +218,36 @@ def parse_producers(entries: Sequence[str]) -> tuple[Producer, ...]:
     return tuple(load_producer(n, p) for n, p in files.items())
 
 
-def _usable_for_signing(cert: x509.Certificate) -> bool:
+def _signing_refusal(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` may not sign a model, or None (RFC 5280 4.2.1.3, 4.2.1.9, 4.2.1.12): a CA
+    certificate never signs; a keyUsage present must allow digitalSignature, an
+    extendedKeyUsage present must name codeSigning (a TLS or mail certificate of the same CA
+    does not sign models); one of the two must be present, as model-signing requires."""
+    exts = cert.extensions
     try:
-        if cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
-            return True
+        if exts.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return "is a CA certificate"
     except x509.ExtensionNotFound:
         pass
     try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        return ExtendedKeyUsageOID.CODE_SIGNING in eku
+        usage: x509.KeyUsage | None = exts.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
-        return False
+        usage = None
+    try:
+        eku: x509.ExtendedKeyUsage | None = exts.get_extension_for_class(
+            x509.ExtendedKeyUsage
+        ).value
+    except x509.ExtensionNotFound:
+        eku = None
+    if usage is None and eku is None:
+        return "allows neither digital signatures nor code signing"
+    if usage is not None and not usage.digital_signature:
+        return "has a keyUsage without digitalSignature"
+    if eku is not None and not (
+        ExtendedKeyUsageOID.CODE_SIGNING in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
+    ):
+        return "has an extendedKeyUsage without codeSigning"
+    return None
 
 
 def _verify_chain(
@@ -235,10 +255,9 @@ def _verify_chain(
 ) -> Producer:
     """The producer whose CA certificates the chain leads to (verified at ``now``)."""
     leaf, intermediates = chain[0], chain[1:]
-    if not _usable_for_signing(leaf):
-        raise SignatureError(
-            "the signing certificate allows neither digital signatures nor code signing"
-        )
+    refusal = _signing_refusal(leaf)
+    if refusal is not None:
+        raise SignatureError(f"the signing certificate {refusal}")
     ee = verification.ExtensionPolicy.permit_all()
     ca = verification.ExtensionPolicy.webpki_defaults_ca()
     errors: list[str] = []

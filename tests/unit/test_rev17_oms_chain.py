@@ -1,0 +1,126 @@
+"""Review 17: what a certificate bundle's signing certificate may be (``wire.oms_signature``).
+
+A producer's CA also issues certificates for other purposes (TLS servers, clients, mail,
+sub-CAs). RFC 5280 4.2.1.12: with an extendedKeyUsage present, the key is for those purposes
+only; 4.2.1.3: a keyUsage without digitalSignature does not verify signatures. So a TLS
+server certificate of the producer's CA must not sign models, nor a CA certificate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from wire.oms_signature import PAYLOAD_TYPE, Producer, SignatureError, pae, verify_bundle
+
+SIGN_ONLY = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+ENCIPHER_ONLY = x509.KeyUsage(False, False, True, False, False, False, False, False, False)
+CA_USAGE = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
+
+
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    usage: x509.KeyUsage | None,
+    eku: list[x509.ObjectIdentifier] | None,
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme Root")]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    )
+    if usage is not None:
+        b = b.add_extension(usage, critical=True)
+    if eku is not None:
+        b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+ROOT_KEY = ec.generate_private_key(ec.SECP256R1())
+ROOT = _cert("acme Root", ROOT_KEY, ROOT_KEY, ca=True, usage=CA_USAGE, eku=None)
+ACME = Producer("acme", roots=(ROOT,))
+
+
+def _bundle(leaf_key: ec.EllipticCurvePrivateKey, leaf: x509.Certificate) -> bytes:
+    digest = hashlib.sha256(b"weights").digest()
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "model", "digest": {"sha256": hashlib.sha256(digest).hexdigest()}}],
+        "predicateType": "https://model_signing/signature/v1.0",
+        "predicate": {
+            "serialization": {"method": "files", "hash_type": "sha256", "ignore_paths": []},
+            "resources": [{"algorithm": "sha256", "digest": digest.hex(), "name": "w.bin"}],
+        },
+    }
+    raw = json.dumps(statement).encode()
+    sig = leaf_key.sign(pae(PAYLOAD_TYPE, raw), ec.ECDSA(hashes.SHA256()))
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    return json.dumps(
+        {
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "x509CertificateChain": {
+                    "certificates": [{"rawBytes": base64.b64encode(der).decode()}]
+                }
+            },
+            "dsseEnvelope": {
+                "payload": base64.b64encode(raw).decode(),
+                "payloadType": PAYLOAD_TYPE,
+                "signatures": [{"sig": base64.b64encode(sig).decode()}],
+            },
+        }
+    ).encode()
+
+
+def test_a_code_signing_leaf_of_the_producer_ca_verifies() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _cert(
+        "acme release",
+        key,
+        ROOT_KEY,
+        ca=False,
+        usage=SIGN_ONLY,
+        eku=[ExtendedKeyUsageOID.CODE_SIGNING],
+    )
+    assert verify_bundle(_bundle(key, leaf), [ACME]).producer == "acme"
+
+
+@pytest.mark.parametrize(
+    ("what", "ca", "usage", "eku"),
+    [
+        ("a TLS server certificate", False, SIGN_ONLY, [ExtendedKeyUsageOID.SERVER_AUTH]),
+        ("a TLS client certificate", False, SIGN_ONLY, [ExtendedKeyUsageOID.CLIENT_AUTH]),
+        ("an S/MIME certificate", False, SIGN_ONLY, [ExtendedKeyUsageOID.EMAIL_PROTECTION]),
+        ("a key-encipherment-only key", False, ENCIPHER_ONLY, [ExtendedKeyUsageOID.CODE_SIGNING]),
+        ("a CA certificate", True, CA_USAGE, None),
+    ],
+)
+def test_a_leaf_not_for_code_signing_is_refused(
+    what: str, ca: bool, usage: x509.KeyUsage, eku: list[x509.ObjectIdentifier] | None
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _cert(what, key, ROOT_KEY, ca=ca, usage=usage, eku=eku)
+    with pytest.raises(SignatureError, match="signing certificate"):
+        verify_bundle(_bundle(key, leaf), [ACME])
