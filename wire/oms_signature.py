@@ -22,7 +22,8 @@ verifying). Here:
 * a certificate bundle's chain must lead to a configured CA certificate, verified *now*
   (``cryptography.x509.verification``; at most :data:`MAX_CHAIN` certificates), and the leaf
   must be for code signing (not a CA; a keyUsage allowing digitalSignature and an
-  extendedKeyUsage naming codeSigning, whichever is present);
+  extendedKeyUsage naming codeSigning, whichever is present), and so must every intermediate
+  whose extendedKeyUsage is present;
 * Sigstore keyless bundles (a Fulcio certificate and a Rekor entry) need the network to check
   the transparency log and the Fulcio roots; they are refused with that reason.
 
@@ -243,11 +244,25 @@ def _signing_refusal(cert: x509.Certificate) -> str | None:
         return "allows neither digital signatures nor code signing"
     if usage is not None and not usage.digital_signature:
         return "has a keyUsage without digitalSignature"
-    if eku is not None and not (
-        ExtendedKeyUsageOID.CODE_SIGNING in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
-    ):
+    if eku is not None and not _for_code_signing(eku):
         return "has an extendedKeyUsage without codeSigning"
     return None
+
+
+def _for_code_signing(eku: x509.ExtendedKeyUsage) -> bool:
+    return (
+        ExtendedKeyUsageOID.CODE_SIGNING in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
+    )
+
+
+def _ca_for_code_signing(
+    policy: verification.Policy, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None
+) -> None:
+    """A CA certificate's extendedKeyUsage, when present, must allow code signing: it replaces
+    the check ``build_client_verifier`` makes (TLS client authentication), which refused a
+    code-signing sub-CA and accepted a TLS-client one."""
+    if eku is not None and not _for_code_signing(eku):
+        raise ValueError("a CA certificate's extendedKeyUsage does not allow codeSigning")
 
 
 def _verify_chain(
@@ -259,7 +274,9 @@ def _verify_chain(
     if refusal is not None:
         raise SignatureError(f"the signing certificate {refusal}")
     ee = verification.ExtensionPolicy.permit_all()
-    ca = verification.ExtensionPolicy.webpki_defaults_ca()
+    ca = verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, _ca_for_code_signing
+    )
     errors: list[str] = []
     for producer in producers:
         if not producer.roots:

@@ -34,12 +34,13 @@ def _cert(
     ca: bool,
     usage: x509.KeyUsage | None,
     eku: list[x509.ObjectIdentifier] | None,
+    issuer: str = "acme Root",
 ) -> x509.Certificate:
     now = datetime.now(UTC)
     b = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme Root")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
@@ -63,7 +64,9 @@ ROOT = _cert("acme Root", ROOT_KEY, ROOT_KEY, ca=True, usage=CA_USAGE, eku=None)
 ACME = Producer("acme", roots=(ROOT,))
 
 
-def _bundle(leaf_key: ec.EllipticCurvePrivateKey, leaf: x509.Certificate) -> bytes:
+def _bundle(
+    leaf_key: ec.EllipticCurvePrivateKey, leaf: x509.Certificate, *more: x509.Certificate
+) -> bytes:
     digest = hashlib.sha256(b"weights").digest()
     statement = {
         "_type": "https://in-toto.io/Statement/v1",
@@ -76,13 +79,13 @@ def _bundle(leaf_key: ec.EllipticCurvePrivateKey, leaf: x509.Certificate) -> byt
     }
     raw = json.dumps(statement).encode()
     sig = leaf_key.sign(pae(PAYLOAD_TYPE, raw), ec.ECDSA(hashes.SHA256()))
-    der = leaf.public_bytes(serialization.Encoding.DER)
+    ders = [c.public_bytes(serialization.Encoding.DER) for c in (leaf, *more)]
     return json.dumps(
         {
             "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
             "verificationMaterial": {
                 "x509CertificateChain": {
-                    "certificates": [{"rawBytes": base64.b64encode(der).decode()}]
+                    "certificates": [{"rawBytes": base64.b64encode(d).decode()} for d in ders]
                 }
             },
             "dsseEnvelope": {
@@ -124,3 +127,40 @@ def test_a_leaf_not_for_code_signing_is_refused(
     leaf = _cert(what, key, ROOT_KEY, ca=ca, usage=usage, eku=eku)
     with pytest.raises(SignatureError, match="signing certificate"):
         verify_bundle(_bundle(key, leaf), [ACME])
+
+
+@pytest.mark.parametrize(
+    ("inter_eku", "accepted"),
+    [
+        (None, True),
+        ([ExtendedKeyUsageOID.CODE_SIGNING], True),  # a code-signing sub-CA: was refused
+        ([ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE], True),
+        ([ExtendedKeyUsageOID.CLIENT_AUTH], False),  # a TLS-client sub-CA: was accepted
+        ([ExtendedKeyUsageOID.SERVER_AUTH], False),
+    ],
+)
+def test_an_intermediate_s_extended_key_usage_is_read_for_code_signing(
+    inter_eku: list[x509.ObjectIdentifier] | None, accepted: bool
+) -> None:
+    """The chain is checked for code signing, not TLS client authentication (what
+    ``build_client_verifier`` checks a CA certificate's extendedKeyUsage against)."""
+    inter_key, key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    inter = _cert("acme Models CA", inter_key, ROOT_KEY, ca=True, usage=CA_USAGE, eku=inter_eku)
+    leaf = _cert(
+        "acme release",
+        key,
+        inter_key,
+        ca=False,
+        usage=SIGN_ONLY,
+        eku=[ExtendedKeyUsageOID.CODE_SIGNING],
+        issuer="acme Models CA",
+    )
+    data = _bundle(key, leaf, inter)
+    if accepted:
+        assert verify_bundle(data, [ACME]).signer == "CN=acme release"
+    else:
+        with pytest.raises(SignatureError, match="leads to no trusted producer"):
+            verify_bundle(data, [ACME])
