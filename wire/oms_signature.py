@@ -224,7 +224,10 @@ def _signing_refusal(cert: x509.Certificate) -> str | None:
     certificate never signs; a keyUsage present must allow digitalSignature, an
     extendedKeyUsage present must name codeSigning (a TLS or mail certificate of the same CA
     does not sign models); one of the two must be present, as model-signing requires."""
-    exts = cert.extensions
+    try:
+        exts = cert.extensions
+    except (ValueError, x509.DuplicateExtension):  # DuplicateExtension is not a ValueError
+        return "has malformed extensions"
     try:
         if exts.get_extension_for_class(x509.BasicConstraints).value.ca:
             return "is a CA certificate"

@@ -164,3 +164,41 @@ def test_an_intermediate_s_extended_key_usage_is_read_for_code_signing(
     else:
         with pytest.raises(SignatureError, match="leads to no trusted producer"):
             verify_bundle(data, [ACME])
+
+
+def _patched(der: bytes, old: bytes, new: bytes) -> bytes:
+    assert der.count(old) == 1
+    return der.replace(old, new)
+
+
+def test_a_signing_certificate_with_malformed_extensions_is_refused_not_a_crash() -> None:
+    """``cert.extensions`` raises ``DuplicateExtension`` (not a ValueError) or ValueError:
+    both escaped ``verify_bundle`` (a traceback from the CLI, a 500 from ``POST /v1/models``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    fake = x509.ObjectIdentifier("2.5.29.99")
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme release")]))
+        .issuer_name(ROOT.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.now(UTC) - timedelta(minutes=5))
+        .not_valid_after(datetime.now(UTC) + timedelta(days=30))
+        .add_extension(SIGN_ONLY, critical=True)
+        .add_extension(x509.UnrecognizedExtension(fake, SIGN_ONLY.public_bytes()), critical=False)
+        .sign(ROOT_KEY, hashes.SHA256())
+    )
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    # the unknown OID becomes keyUsage's: a duplicate extension (the signature no longer
+    # matters: the leaf's extensions are read before any signature is checked)
+    duplicate = _patched(der, bytes.fromhex("0603551d63"), bytes.fromhex("0603551d0f"))
+    # keyUsage's BIT STRING becomes a NULL: an unparsable extension value
+    garbled = _patched(
+        der,
+        bytes.fromhex("0603551d0f0101ff0404030207"),
+        bytes.fromhex("0603551d0f0101ff0404050007"),
+    )
+    for bad in (duplicate, garbled):
+        data = _bundle(key, x509.load_der_x509_certificate(bad))
+        with pytest.raises(SignatureError, match="malformed extensions"):
+            verify_bundle(data, [ACME])
