@@ -269,7 +269,8 @@ class AgentGatewayMiddleware:
             accepted,
             tls_client_cert=tls,
             require_tls_client_cert=require_tls,
-            require_attestation=attested or False,
+            # an empty set of attestors accepts none (as the verifier), never "none required"
+            require_attestation=False if attested is None else attested,
         )
         if not decision.allowed:
             return self._refuse(environ, decision, req, start_response, route)

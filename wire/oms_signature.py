@@ -21,7 +21,9 @@ verifying). Here:
   SHA-256;
 * a certificate bundle's chain must lead to a configured CA certificate, verified *now*
   (``cryptography.x509.verification``; at most :data:`MAX_CHAIN` certificates), and the leaf
-  must allow digital signatures or code signing;
+  must be for code signing (not a CA; a keyUsage allowing digitalSignature and an
+  extendedKeyUsage naming codeSigning, whichever is present), and so must every intermediate
+  whose extendedKeyUsage is present;
 * Sigstore keyless bundles (a Fulcio certificate and a Rekor entry) need the network to check
   the transparency log and the Fulcio roots; they are refused with that reason.
 
@@ -217,17 +219,53 @@ def parse_producers(entries: Sequence[str]) -> tuple[Producer, ...]:
     return tuple(load_producer(n, p) for n, p in files.items())
 
 
-def _usable_for_signing(cert: x509.Certificate) -> bool:
+def _signing_refusal(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` may not sign a model, or None (RFC 5280 4.2.1.3, 4.2.1.9, 4.2.1.12): a CA
+    certificate never signs; a keyUsage present must allow digitalSignature, an
+    extendedKeyUsage present must name codeSigning (a TLS or mail certificate of the same CA
+    does not sign models); one of the two must be present, as model-signing requires."""
     try:
-        if cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
-            return True
+        exts = cert.extensions
+    except (ValueError, x509.DuplicateExtension):  # DuplicateExtension is not a ValueError
+        return "has malformed extensions"
+    try:
+        if exts.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return "is a CA certificate"
     except x509.ExtensionNotFound:
         pass
     try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        return ExtendedKeyUsageOID.CODE_SIGNING in eku
+        usage: x509.KeyUsage | None = exts.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
-        return False
+        usage = None
+    try:
+        eku: x509.ExtendedKeyUsage | None = exts.get_extension_for_class(
+            x509.ExtendedKeyUsage
+        ).value
+    except x509.ExtensionNotFound:
+        eku = None
+    if usage is None and eku is None:
+        return "allows neither digital signatures nor code signing"
+    if usage is not None and not usage.digital_signature:
+        return "has a keyUsage without digitalSignature"
+    if eku is not None and not _for_code_signing(eku):
+        return "has an extendedKeyUsage without codeSigning"
+    return None
+
+
+def _for_code_signing(eku: x509.ExtendedKeyUsage) -> bool:
+    return (
+        ExtendedKeyUsageOID.CODE_SIGNING in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
+    )
+
+
+def _ca_for_code_signing(
+    policy: verification.Policy, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None
+) -> None:
+    """A CA certificate's extendedKeyUsage, when present, must allow code signing: it replaces
+    the check ``build_client_verifier`` makes (TLS client authentication), which refused a
+    code-signing sub-CA and accepted a TLS-client one."""
+    if eku is not None and not _for_code_signing(eku):
+        raise ValueError("a CA certificate's extendedKeyUsage does not allow codeSigning")
 
 
 def _verify_chain(
@@ -235,12 +273,13 @@ def _verify_chain(
 ) -> Producer:
     """The producer whose CA certificates the chain leads to (verified at ``now``)."""
     leaf, intermediates = chain[0], chain[1:]
-    if not _usable_for_signing(leaf):
-        raise SignatureError(
-            "the signing certificate allows neither digital signatures nor code signing"
-        )
+    refusal = _signing_refusal(leaf)
+    if refusal is not None:
+        raise SignatureError(f"the signing certificate {refusal}")
     ee = verification.ExtensionPolicy.permit_all()
-    ca = verification.ExtensionPolicy.webpki_defaults_ca()
+    ca = verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, _ca_for_code_signing
+    )
     errors: list[str] = []
     for producer in producers:
         if not producer.roots:
