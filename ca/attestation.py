@@ -10,8 +10,9 @@ The first attestor, :class:`JwsAttestor`, accepts a compact JWS (``typ``
 ``agentca-attestation+jwt``) signed by a configured orchestrator key (ES256 on P-256, or
 Ed25519), selected by ``kid``; the algorithm is taken from the configured key, never from the
 token, so ``alg: none``, HS256 with the public key as secret and an algorithm switch fail.
-A TEE quote (SEV-SNP, TDX) would be another :class:`Attestor` whose report data carries the
-SPKI hash: docs/decisions/0051-runtime-attestation.md.
+The second, ``ca.attestation_snp.SnpAttestor``, accepts an AMD SEV-SNP attestation report
+whose report data carries the SPKI hash. :class:`AttestorSet` holds both and tells their
+evidence apart by shape: docs/decisions/0051-runtime-attestation.md "TEE quotes".
 """
 
 from __future__ import annotations
@@ -321,8 +322,36 @@ def _load_key(path: Path, kid: str) -> ec.EllipticCurvePublicKey | ed25519.Ed255
     )
 
 
-def load_attestors(path: Path) -> JwsAttestor:
-    """The attestor keys of the TOML file ``path`` (docs/operators.md "Runtime attestation")::
+class AttestorSet:
+    """The configured attestors, each for its kind of evidence, picked by the evidence's shape:
+    a JSON object is an SEV-SNP envelope (``sev-snp-v1``), anything else a compact JWS."""
+
+    method = "any"
+
+    def __init__(self, jws: JwsAttestor, snp: Attestor | None = None) -> None:
+        self.jws = jws
+        self.snp = snp
+
+    def verify(self, evidence: bytes, environment: str, now: int) -> AttestedStatement:
+        """The statement of whichever attestor reads ``evidence``'s kind (see :class:`Attestor`)."""
+        if evidence.lstrip()[:1] == b"{":
+            if self.snp is None:
+                raise AttestationError(
+                    "attestation-unconfigured",
+                    "SEV-SNP evidence, but this CA trusts no SEV-SNP root",
+                )
+            return self.snp.verify(evidence, environment, now)
+        if not self.jws.keys:
+            raise AttestationError(
+                "attestation-unconfigured", "a JWS statement, but this CA trusts no attestor key"
+            )
+        return self.jws.verify(evidence, environment, now)
+
+
+def load_attestors(path: Path) -> JwsAttestor | AttestorSet:
+    """The attestors of the TOML file ``path`` (docs/operators.md "Runtime attestation"): a
+    :class:`JwsAttestor` when it lists only ``[[attestor]]`` keys, else an :class:`AttestorSet`
+    that also holds the ``[[sev_snp]]`` entries (``ca.attestation_snp.snp_trust``)::
 
     [[attestor]]
     key_id = "orch-prod-2026"
@@ -337,8 +366,15 @@ def load_attestors(path: Path) -> JwsAttestor:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CAError(ErrorCode.CONFIG, f"attestors file {path}: {exc}") from None
     entries = doc.get("attestor", [])
-    if set(doc) - {"attestor"} or not isinstance(entries, list):
-        raise CAError(ErrorCode.CONFIG, f"attestors file {path}: only [[attestor]] tables")
+    snp_entries = doc.get("sev_snp", [])
+    if (
+        set(doc) - {"attestor", "sev_snp"}
+        or not isinstance(entries, list)
+        or not isinstance(snp_entries, list)
+    ):
+        raise CAError(
+            ErrorCode.CONFIG, f"attestors file {path}: only [[attestor]] and [[sev_snp]] tables"
+        )
     keys = []
     allowed = {
         "key_id",
@@ -369,4 +405,8 @@ def load_attestors(path: Path) -> JwsAttestor:
             raise CAError(ErrorCode.CONFIG, f"attestor key {kid!r}: public_key_file is required")
         public = _load_key(Path(key_file), kid)
         keys.append(AttestorKey(kid, who, frozenset(envs), public, lifetime, skew))
-    return JwsAttestor(keys)
+    if not snp_entries:
+        return JwsAttestor(keys)
+    from ca.attestation_snp import SnpAttestor, snp_trust
+
+    return AttestorSet(JwsAttestor(keys), SnpAttestor(snp_trust(e, path) for e in snp_entries))
