@@ -5,9 +5,10 @@ and the registration requires attestation. The reports come from the test double
 firmware (``tests/support/snp_double.py``): this machine has no SEV-SNP hardware. An agent
 enrolls with the envelope, in the runtime and over HTTP (the JSON body through a real werkzeug
 server, the SDK's file reader included, and the ``Agentca-Attestation`` header through the
-Flask app), and its certificate's ``AgentAttestation`` says ``sev-snp-v1``. A measurement that
-is not allowed, or a report for another key, is refused with ``policy-refused``: no certificate
-row is written and the token stays usable.
+Flask app and under ``agentca serve``, where a header field over gunicorn's 8190 bytes is a
+problem+json 4xx), and its certificate's ``AgentAttestation`` says ``sev-snp-v1``. A
+measurement that is not allowed, or a report for another key, is refused with
+``policy-refused``: no certificate row is written and the token stays usable.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from ca.errors import CAError, ErrorCode
 from ca.extensions import Digest, Provenance, read_agent_extensions
 from ca.store.models import Certificate
 from ca.wiring import Runtime
+from tests.integration.conftest import register_for_issue, run_cli
 from tests.integration.http import call, serve_in_thread
+from tests.integration.servers import agentca_server
 from tests.integration.test_crash_safe_enrollment import MODEL, PROMPT, _csr, _register, _token
 from tests.support import snp_double as double
 
@@ -160,3 +163,70 @@ def test_snp_evidence_over_http_json_body_and_header(
     )
     assert reply.status_code == 201, reply.data
     _marker_of(reply.get_json()["certificate_pem"], evidence)
+
+
+def test_snp_evidence_through_agentca_serve(tmp_path: Path, chip: double.Chip) -> None:
+    """The production server (gunicorn, the CA's worker): the JSON body carries the envelope,
+    the header carries a real-size one, and a header field over gunicorn's 8190 bytes is a
+    problem+json refusal, never a 500 (docs/agents.md: use the JSON body)."""
+    data_dir = tmp_path / "data"
+    attestors = double.write_snp_toml(
+        tmp_path / "attestors.toml", double.roots(), {"prod": [double.MEASUREMENT]}
+    )
+    env = {"AGENTCA_ATTESTORS_FILE": str(attestors)}
+    with agentca_server(["serve", "--workers", "1"], data_dir, "/health", env=env) as (base, _):
+        register_for_issue(data_dir, NAME, MODEL, PROMPT, environment="prod", env=env)
+        done = run_cli("agent", "update", NAME, "--require-attestation", data_dir=data_dir)
+        assert done.returncode == 0, done.stderr
+
+        def token() -> str:
+            made = run_cli("token", "create", NAME, data_dir=data_dir, env=env)
+            assert made.returncode == 0, made.stderr
+            return made.stdout.strip().splitlines()[-1]
+
+        key, csr = _csr()
+        evidence = _evidence(chip, key.public_key())
+        reply = call(
+            base,
+            "POST",
+            "/v1/enroll",
+            {"csr": csr.decode(), "attestation": evidence.decode()},
+            token=token(),
+        )
+        assert reply.status == 201, reply.body
+        _marker_of(reply.json["certificate_pem"], evidence)
+
+        key2, csr2 = _csr()
+        evidence2 = _evidence(chip, key2.public_key())
+        assert 3000 < len(evidence2) < 8000
+        reply = call(
+            base,
+            "POST",
+            "/v1/enroll",
+            csr2,
+            token=token(),
+            content_type="application/pkcs10",
+            headers={"Agentca-Attestation": evidence2.decode()},
+        )
+        assert reply.status == 201, reply.body
+        _marker_of(reply.json["certificate_pem"], evidence2)
+
+        key3, csr3 = _csr()
+        big_claims = double.claims_bytes(NAME, "prod", PROV, now=int(time.time()), jti="j" * 128)
+        big = double.evidence(chip, key3.public_key(), big_claims).decode() + " " * 5000
+        reply = call(
+            base,
+            "POST",
+            "/v1/enroll",
+            csr3,
+            token=token(),
+            content_type="application/pkcs10",
+            headers={"Agentca-Attestation": big},
+        )
+        assert reply.status in (400, 431), (reply.status, reply.body)  # not a policy refusal
+        assert reply.content_type.startswith("application/problem+json"), reply.headers
+        # the same evidence in the JSON body is accepted (blanks around it are ignored)
+        reply = call(
+            base, "POST", "/v1/enroll", {"csr": csr3.decode(), "attestation": big}, token=token()
+        )
+        assert reply.status == 201, reply.body
