@@ -169,9 +169,17 @@ class Chip:
     def vcek_der(self) -> bytes:
         return self.vcek.public_bytes(serialization.Encoding.DER)
 
+    @property
+    def turin(self) -> bool:
+        """A Turin chip (its TCB has an FMC level; reports carry CPUID family 0x1A)."""
+        return "fmc" in self.tcb
+
     def tcb_bytes(self) -> bytes:
-        """The Milan/Genoa TCB_VERSION layout: boot loader, TEE, 4 reserved, SNP, microcode."""
+        """The TCB_VERSION: Milan/Genoa boot loader, TEE, 4 reserved, SNP, microcode; Turin
+        FMC, boot loader, TEE, SNP, 3 reserved, microcode."""
         t = self.tcb
+        if self.turin:
+            return bytes([t["fmc"], t["bootloader"], t["tee"], t["snp"], 0, 0, 0, t["microcode"]])
         return bytes([t["bootloader"], t["tee"], 0, 0, 0, 0, t["snp"], t["microcode"]])
 
     def report(
@@ -205,7 +213,8 @@ class Chip:
         raw[0x140:0x160] = secrets.token_bytes(32)  # REPORT_ID
         raw[0x180:0x188] = tcb  # REPORTED_TCB
         if version >= 3:
-            raw[0x188:0x18B] = bytes([0x19, 0x11, 0x01])  # CPUID family, model, stepping
+            family = 0x1A if self.turin else 0x19  # CPUID family, model, stepping
+            raw[0x188:0x18B] = bytes([family, 0x11, 0x01])
         raw[0x1A0:0x1E0] = self.chip_id if chip_id is None else chip_id
         raw[0x1E0:0x1E8] = tcb  # COMMITTED_TCB
         raw[0x1F0:0x1F8] = tcb  # LAUNCH_TCB

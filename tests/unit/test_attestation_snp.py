@@ -283,6 +283,28 @@ def test_reported_tcb_below_the_minimum_or_unlike_the_vceks(attestor: AttestorSe
     assert err.reason == "attestation-tcb" and "REPORTED_TCB" in err.detail
 
 
+def test_the_turin_tcb_layout(attestor: AttestorSet, tmp_path: Path) -> None:
+    turin = double.Chip(
+        double.roots(), tcb={"fmc": 1, "bootloader": 2, "tee": 3, "snp": 21, "microcode": 71}
+    )
+    key, evidence = make(turin, version=3)  # CPUID family 0x1A: FMC first, SNP at byte 3
+    assert attestor.verify(evidence, "prod", NOW).spki_sha256 == double.spki_sha256(key)
+    # read in the Milan/Genoa layout (version 2: no CPUID byte) the levels are not the VCEK's
+    assert refused(attestor, make(turin, version=2)[1]).reason == "attestation-tcb"
+    strict = load_attestors(
+        double.write_snp_toml(
+            tmp_path / "t.toml",
+            double.roots(),
+            {"prod": [double.MEASUREMENT]},
+            extra="min_tcb = { fmc = 2 }\n",
+        )
+    )
+    err = refused(strict, evidence)
+    assert err.reason == "attestation-tcb" and "fmc 1 < 2" in err.detail
+    # a minimum FMC level refuses a Milan/Genoa report, which has none
+    assert refused(strict, make(double.Chip(double.roots()))[1]).reason == "attestation-tcb"
+
+
 def test_a_vcek_of_another_chip(attestor: AttestorSet, chip: double.Chip) -> None:
     _, evidence = make(chip, chip_id=bytes(range(64)))
     err = refused(attestor, evidence)
