@@ -125,7 +125,10 @@ def _b64url(text: str) -> bytes:
         raise AttestationError("attestation-malformed", "not base64url") from None
 
 
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """A JSON object with no repeated member (bytes: any encoding ``json`` detects; pass
+    ``str`` to fix the encoding)."""
+
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         keys = [k for k, _ in pairs]
         if len(keys) != len(set(keys)):

@@ -265,7 +265,7 @@ class SnpTrust:
 
 
 def _check_pss(cert: x509.Certificate, what: str) -> None:
-    """``cert`` is signed with AMD's RSASSA-PSS SHA-384 (salt 48), nothing else."""
+    """``cert`` is signed with AMD's RSASSA-PSS SHA-384 (MGF1 SHA-384, salt 48), nothing else."""
     try:
         params = cert.signature_algorithm_parameters
         digest = cert.signature_hash_algorithm
@@ -276,6 +276,7 @@ def _check_pss(cert: x509.Certificate, what: str) -> None:
         or not isinstance(digest, hashes.SHA384)
         or not isinstance(params, padding.PSS)
         or getattr(params, "_salt_length", None) != AMD_PSS_SALT
+        or not isinstance(getattr(getattr(params, "_mgf", None), "_algorithm", None), hashes.SHA384)
     ):
         raise AttestationError(
             "attestation-chain", f"the {what} is not signed with RSASSA-PSS SHA-384 (salt 48)"
@@ -360,7 +361,8 @@ def parse_envelope(evidence: bytes) -> SnpEvidence:
         text = evidence.decode("ascii")
     except UnicodeDecodeError:
         raise _malformed("the SEV-SNP envelope is not ASCII JSON") from None
-    doc = _json_object(text.encode(), "the SEV-SNP envelope")
+    # parsed as text: from bytes, ``json`` would detect UTF-16/32 in ASCII NUL patterns
+    doc = _json_object(text, "the SEV-SNP envelope")
     if doc.get("type") != ENVELOPE_TYPE:
         shown = str(doc.get("type"))[:40]
         raise _malformed(f"unknown evidence type {shown!r} (expected {ENVELOPE_TYPE!r})")
@@ -535,7 +537,13 @@ class SnpAttestor:
                 "attestation-report-data",
                 "REPORT_DATA[32:64] is not SHA-256 of the claims sent",
             )
-        claims = _json_object(parsed.claims_bytes, "the claims")
+        try:  # UTF-8 without a BOM (RFC 8259 8.1): one reading of the bytes REPORT_DATA binds
+            text = parsed.claims_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _malformed("the claims are not UTF-8") from None
+        if text.startswith("\ufeff"):
+            raise _malformed("the claims start with a byte order mark")
+        claims = _json_object(text, "the claims")
         unknown = sorted(set(claims) - _CLAIMS - {"jti"})
         missing = sorted(_CLAIMS - set(claims))
         if unknown or missing:
