@@ -526,3 +526,35 @@ def test_odd_configurations_are_one_line_config_errors(tmp_path: Path) -> None:
         with pytest.raises(CAError) as info:
             load_attestors(path)
         assert "\n" not in str(info.value), i
+
+
+def _resigned(chip: double.Chip, raw: bytearray) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    der = chip.vcek_key.sign(bytes(raw[:0x2A0]), ec.ECDSA(hashes.SHA384()))
+    r, s = decode_dss_signature(der)
+    raw[0x2A0:0x2E8] = r.to_bytes(72, "little")
+    raw[0x2E8:0x330] = s.to_bytes(72, "little")
+    return bytes(raw)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review snp: min_tcb is checked against REPORTED_TCB only; LAUNCH_TCB (0x1F0, the TCB "
+    "the guest was launched under) is not, so a guest launched on vulnerable SNP firmware that "
+    "the host then hot-updated (SNP_DOWNLOAD_FIRMWARE_EX) passes min_tcb",
+)
+def test_a_guest_launched_under_a_tcb_below_the_minimum(tmp_path: Path, chip: double.Chip) -> None:
+    strict = load_attestors(
+        double.write_snp_toml(
+            tmp_path / "t.toml",
+            double.roots(),
+            {"prod": [double.MEASUREMENT]},
+            extra="min_tcb = { snp = 20 }\n",
+        )
+    )
+    _, evidence = make(chip)  # REPORTED_TCB snp 23
+    raw = bytearray(report_of(evidence))
+    raw[0x1F0 + 6] = 19  # LAUNCH_TCB: launched under SNP firmware SPL 19
+    evidence = with_report(evidence, _resigned(chip, raw))
+    assert refused(strict, evidence).reason == "attestation-tcb"
