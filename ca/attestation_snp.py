@@ -192,6 +192,8 @@ class SnpReport:
     host_data: bytes
     report_id: bytes
     reported_tcb: Tcb
+    #: the TCB the guest was launched under (it stays when the host updates the firmware)
+    launch_tcb: Tcb
     chip_id: bytes
     turin: bool
 
@@ -223,6 +225,7 @@ class SnpReport:
             host_data=raw[0x0C0:0x0E0],
             report_id=raw[0x140:0x160],
             reported_tcb=Tcb.parse(raw[0x180:0x188], turin),
+            launch_tcb=Tcb.parse(raw[0x1F0:0x1F8], turin),
             chip_id=raw[0x1A0:0x1E0],
             turin=turin,
         )
@@ -451,23 +454,31 @@ class SnpAttestor:
             raise AttestationError(
                 "attestation-algorithm", "only reports signed with the chip's VCEK are accepted"
             )
-        entry = self._issuer(parsed.vcek, candidates)
-        for what, cert in (("ARK", entry.ark), ("ASK", entry.ask), ("VCEK", parsed.vcek)):
-            _within(cert, now, what)
+        issuers = self._issuers(parsed.vcek, candidates)
         self._check_vcek(parsed.vcek, report)
         self._check_signature(parsed.vcek, report)
-        self._check_guest(entry, report, environment)
-        return self._statement(entry, parsed, environment, now)
+        # every entry whose ASK issued the VCEK is tried (two image lines of one product for
+        # one environment): the first that admits the guest decides; else the first refusal
+        refusals: list[AttestationError] = []
+        for entry in issuers:
+            try:
+                for what, cert in (("ARK", entry.ark), ("ASK", entry.ask), ("VCEK", parsed.vcek)):
+                    _within(cert, now, what)
+                self._check_guest(entry, report, environment)
+                return self._statement(entry, parsed, environment, now)
+            except AttestationError as exc:
+                refusals.append(exc)
+        raise refusals[0]
 
     @staticmethod
-    def _issuer(vcek: x509.Certificate, candidates: list[SnpTrust]) -> SnpTrust:
-        for entry in candidates:
-            if _issued_by(vcek, entry.ask, "VCEK"):
-                return entry
-        names = ", ".join(e.entry_id for e in candidates)
-        raise AttestationError(
-            "attestation-unknown-key", f"the VCEK was not issued by the ASK of {names}"
-        )
+    def _issuers(vcek: x509.Certificate, candidates: list[SnpTrust]) -> list[SnpTrust]:
+        found = [entry for entry in candidates if _issued_by(vcek, entry.ask, "VCEK")]
+        if not found:
+            names = ", ".join(e.entry_id for e in candidates)
+            raise AttestationError(
+                "attestation-unknown-key", f"the VCEK was not issued by the ASK of {names}"
+            )
+        return found
 
     @staticmethod
     def _check_vcek(vcek: x509.Certificate, report: SnpReport) -> None:
@@ -520,12 +531,17 @@ class SnpAttestor:
                 f"measurement {report.measurement.hex()[:32]}... is not allowed for "
                 f"environment {environment!r} ({entry.entry_id})",
             )
-        have = report.reported_tcb.parts()
-        low = [f"{k} {have.get(k)} < {v}" for k, v in entry.min_tcb.items() if have.get(k, -1) < v]
-        if low:
-            raise AttestationError(
-                "attestation-tcb", f"REPORTED_TCB below the minimum: {', '.join(sorted(low))}"
-            )
+        # the TCB the VCEK vouches for now, and the one the guest was launched under: a guest
+        # started on vulnerable firmware stays suspect after the host updates the firmware
+        for name, tcb in (("REPORTED_TCB", report.reported_tcb), ("LAUNCH_TCB", report.launch_tcb)):
+            have = tcb.parts()
+            low = [
+                f"{k} {have.get(k)} < {v}" for k, v in entry.min_tcb.items() if have.get(k, -1) < v
+            ]
+            if low:
+                raise AttestationError(
+                    "attestation-tcb", f"{name} below the minimum: {', '.join(sorted(low))}"
+                )
 
     @staticmethod
     def _statement(
