@@ -126,8 +126,15 @@ def _b64url(text: str) -> bytes:
 
 
 def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
-    """A JSON object with no repeated member (bytes: any encoding ``json`` detects; pass
-    ``str`` to fix the encoding)."""
+    """A JSON object with no repeated member; bytes must be UTF-8 without a byte order mark
+    (RFC 8259 section 8.1: ``json.loads`` of bytes would also read UTF-16 and UTF-32)."""
+    if isinstance(raw, bytes):
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raise AttestationError("attestation-malformed", f"{what} starts with a byte order mark")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AttestationError("attestation-malformed", f"{what} is not UTF-8") from None
 
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         keys = [k for k, _ in pairs]
