@@ -348,11 +348,6 @@ def _b64(value: object, what: str, limit: int) -> bytes:
         raise _malformed(f"'{what}' is not base64") from None
 
 
-def is_snp_envelope(evidence: bytes) -> bool:
-    """Whether ``evidence`` has the SNP envelope's shape (a JSON object), not a compact JWS."""
-    return evidence.lstrip()[:1] == b"{"
-
-
 def parse_envelope(evidence: bytes) -> SnpEvidence:
     """The envelope's parts, or :class:`AttestationError` (size, JSON, members, encodings)."""
     if len(evidence) > MAX_SNP_EVIDENCE_BYTES:
