@@ -171,6 +171,58 @@ def _seconds(claims: Mapping[str, Any], name: str) -> int:
     return value
 
 
+@dataclass(frozen=True)
+class ClaimedRun:
+    """What a statement's claims say ran, and when the statement is valid (any attestor)."""
+
+    agent: str
+    environment: str
+    model_digest: Digest
+    model_digest_scheme: ModelDigestScheme
+    prompt_digest: Digest
+    config_digest: Digest | None
+    issued_at: int
+    expires_at: int
+
+
+def claimed_run(claims: Mapping[str, Any], max_lifetime: int, skew: int, now: int) -> ClaimedRun:
+    """The claims ``sub``, ``environment``, ``model`` ``{digest, scheme}``, ``prompt``,
+    ``config``, ``iat`` and ``exp`` read strictly, the statement valid at ``now`` (lifetime at
+    most ``max_lifetime``, ``skew`` seconds either side); :class:`AttestationError` if not."""
+    iat, exp = _seconds(claims, "iat"), _seconds(claims, "exp")
+    if exp <= iat:
+        raise AttestationError("attestation-malformed", "exp must be after iat")
+    if exp - iat > max_lifetime:
+        raise AttestationError(
+            "attestation-lifetime", f"lives {exp - iat} s, more than the {max_lifetime} s allowed"
+        )
+    if iat > now + skew:
+        raise AttestationError(
+            "attestation-not-yet-valid",
+            f"issued {iat - now} s in the future (more than {skew} s skew)",
+        )
+    if now >= exp + skew:
+        raise AttestationError("attestation-expired", f"expired {now - exp} s ago (skew {skew} s)")
+    model = claims.get("model")
+    if not isinstance(model, dict) or set(model) != {"digest", "scheme"}:
+        raise AttestationError("attestation-malformed", "model must be {digest, scheme}")
+    try:
+        scheme = ModelDigestScheme.parse(model["scheme"])
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise AttestationError("attestation-malformed", str(exc)[:160]) from None
+    config = claims.get("config")
+    return ClaimedRun(
+        agent=_text(claims, "sub"),
+        environment=_text(claims, "environment"),
+        model_digest=_digest(model["digest"], "model.digest"),
+        model_digest_scheme=scheme,
+        prompt_digest=_digest(claims.get("prompt"), "prompt"),
+        config_digest=None if config is None else _digest(config, "config"),
+        issued_at=iat,
+        expires_at=exp,
+    )
+
+
 class JwsAttestor:
     """Compact JWS statements from the orchestrators' keys (``kid`` selects one)."""
 
@@ -259,24 +311,8 @@ class JwsAttestor:
                 f"iss {str(claims.get('iss'))[:64]!r} is not {key.attestor!r}, the attestor "
                 f"of key {key.key_id!r}",
             )
-        iat, exp = _seconds(claims, "iat"), _seconds(claims, "exp")
         _text(claims, "jti")
-        if exp <= iat:
-            raise AttestationError("attestation-malformed", "exp must be after iat")
-        if exp - iat > key.max_lifetime:
-            raise AttestationError(
-                "attestation-lifetime",
-                f"lives {exp - iat} s, more than the {key.max_lifetime} s allowed",
-            )
-        if iat > now + key.skew:
-            raise AttestationError(
-                "attestation-not-yet-valid",
-                f"issued {iat - now} s in the future (more than {key.skew} s skew)",
-            )
-        if now >= exp + key.skew:
-            raise AttestationError(
-                "attestation-expired", f"expired {now - exp} s ago (skew {key.skew} s)"
-            )
+        run = claimed_run(claims, key.max_lifetime, key.skew, now)
         cnf = claims.get("cnf")
         spki = cnf.get("spki#S256") if isinstance(cnf, dict) else None
         if not isinstance(cnf, dict) or set(cnf) != {"spki#S256"} or not isinstance(spki, str):
@@ -286,27 +322,19 @@ class JwsAttestor:
         spki_hash = _b64url(spki)
         if len(spki_hash) != 32:
             raise AttestationError("attestation-malformed", "cnf.spki#S256 is not a SHA-256")
-        model = claims.get("model")
-        if not isinstance(model, dict) or set(model) != {"digest", "scheme"}:
-            raise AttestationError("attestation-malformed", "model must be {digest, scheme}")
-        try:
-            scheme = ModelDigestScheme.parse(model["scheme"])
-        except ValueError as exc:
-            raise AttestationError("attestation-malformed", str(exc)) from None
-        config = claims.get("config")
         return AttestedStatement(
             method=self.method,
             attestor=key.attestor,
             key_id=key.key_id,
             spki_sha256=spki_hash,
-            agent=_text(claims, "sub"),
-            environment=_text(claims, "environment"),
-            model_digest=_digest(model["digest"], "model.digest"),
-            model_digest_scheme=scheme,
-            prompt_digest=_digest(claims.get("prompt"), "prompt"),
-            config_digest=None if config is None else _digest(config, "config"),
-            issued_at=iat,
-            expires_at=exp,
+            agent=run.agent,
+            environment=run.environment,
+            model_digest=run.model_digest,
+            model_digest_scheme=run.model_digest_scheme,
+            prompt_digest=run.prompt_digest,
+            config_digest=run.config_digest,
+            issued_at=run.issued_at,
+            expires_at=run.expires_at,
             # the signed claims, not the token: an ECDSA signature is malleable (s, n - s) and
             # blanks around the token are ignored, so the token's bytes are not unique
             statement_sha256=hashlib.sha256(payload).digest(),

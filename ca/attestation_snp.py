@@ -98,13 +98,11 @@ from ca.attestation import (
     AttestationError,
     AttestedStatement,
     _b64url,
-    _digest,
     _json_object,
-    _seconds,
     _text,
+    claimed_run,
 )
 from ca.errors import CAError, ErrorCode
-from wire.extensions import ModelDigestScheme
 
 METHOD_SNP: Final = "sev-snp-v1"
 ENVELOPE_TYPE: Final = "agentca-sev-snp-v1"
@@ -561,44 +559,20 @@ class SnpAttestor:
             raise _malformed(f"claims: unknown {unknown[:4]}, missing {missing}"[:160])
         if "jti" in claims:
             _text(claims, "jti")
-        iat, exp = _seconds(claims, "iat"), _seconds(claims, "exp")
-        if exp <= iat:
-            raise _malformed("exp must be after iat")
-        if exp - iat > entry.max_lifetime:
-            raise AttestationError(
-                "attestation-lifetime",
-                f"lives {exp - iat} s, more than the {entry.max_lifetime} s allowed",
-            )
-        if iat > now + entry.skew:
-            raise AttestationError(
-                "attestation-not-yet-valid",
-                f"issued {iat - now} s in the future (more than {entry.skew} s skew)",
-            )
-        if now >= exp + entry.skew:
-            raise AttestationError(
-                "attestation-expired", f"expired {now - exp} s ago (skew {entry.skew} s)"
-            )
-        model = claims["model"]
-        if not isinstance(model, dict) or set(model) != {"digest", "scheme"}:
-            raise _malformed("model must be {digest, scheme}")
-        try:
-            scheme = ModelDigestScheme.parse(model["scheme"])
-        except (ValueError, TypeError) as exc:
-            raise _malformed(str(exc)[:160]) from None
-        config = claims["config"]
+        run = claimed_run(claims, entry.max_lifetime, entry.skew, now)
         return AttestedStatement(
             method=METHOD_SNP,
             attestor=entry.attestor,
             key_id=entry.entry_id,
             spki_sha256=report.report_data[:32],
-            agent=_text(claims, "sub"),
-            environment=_text(claims, "environment"),
-            model_digest=_digest(model["digest"], "model.digest"),
-            model_digest_scheme=scheme,
-            prompt_digest=_digest(claims["prompt"], "prompt"),
-            config_digest=None if config is None else _digest(config, "config"),
-            issued_at=iat,
-            expires_at=exp,
+            agent=run.agent,
+            environment=run.environment,
+            model_digest=run.model_digest,
+            model_digest_scheme=run.model_digest_scheme,
+            prompt_digest=run.prompt_digest,
+            config_digest=run.config_digest,
+            issued_at=run.issued_at,
+            expires_at=run.expires_at,
             # the signed bytes, not the whole report: an ECDSA signature is malleable
             # (s, n - s); the signed bytes carry REPORT_DATA, so they bind the claims too
             statement_sha256=hashlib.sha256(report.signed).digest(),
