@@ -6,6 +6,11 @@ agent can read. The SDK reads that file afresh at every enrollment and renewal, 
 that refreshes it gives each renewal a fresh attestation. The statement is never passed on a
 command line (``ps`` shows argv to every user): only its path, directly or through the
 environment variable :data:`ENV_VAR`.
+
+The file holds either a compact JWS from the orchestrator or, for an agent in an AMD SEV-SNP
+confidential VM, the ``agentca-sev-snp-v1`` JSON envelope (the firmware's report, the VCEK
+certificate and the claims; about 4 KiB, docs/agents.md). The SDK sends it as read, in the
+JSON body's ``attestation`` member, and the CA tells the two apart.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Final
 from agent.errors import AgentError
 
 ENV_VAR: Final = "AGENTCA_ATTESTATION_FILE"
-MAX_BYTES: Final = 8 * 1024  # the CA's own bound
+MAX_BYTES: Final = 16 * 1024  # the CA's own bound (an SNP envelope; a JWS is at most 8 KiB)
 
 
 class AttestationError(AgentError):
@@ -38,7 +43,8 @@ class AttestationSource:
         return cls(Path(value)) if value else None
 
     def read(self) -> str:
-        """The attestation now in the file (one compact JWS, surrounding blanks stripped)."""
+        """The attestation now in the file (a compact JWS or an SEV-SNP JSON envelope,
+        surrounding blanks stripped)."""
         try:
             with open(self.path, "rb") as fh:
                 raw = fh.read(MAX_BYTES + 1)
@@ -54,6 +60,10 @@ class AttestationSource:
             raise AttestationError(
                 f"the attestation file {self.path} is not a compact JWS"
             ) from None
+        if text.startswith("{") and text.endswith("}"):
+            return text  # an SEV-SNP envelope: the CA checks its contents
         if text.count(".") != 2:
-            raise AttestationError(f"the attestation file {self.path} is not a compact JWS")
+            raise AttestationError(
+                f"the attestation file {self.path} is not a compact JWS or an SEV-SNP envelope"
+            )
         return text

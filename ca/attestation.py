@@ -10,8 +10,9 @@ The first attestor, :class:`JwsAttestor`, accepts a compact JWS (``typ``
 ``agentca-attestation+jwt``) signed by a configured orchestrator key (ES256 on P-256, or
 Ed25519), selected by ``kid``; the algorithm is taken from the configured key, never from the
 token, so ``alg: none``, HS256 with the public key as secret and an algorithm switch fail.
-A TEE quote (SEV-SNP, TDX) would be another :class:`Attestor` whose report data carries the
-SPKI hash: docs/decisions/0051-runtime-attestation.md.
+The second, ``ca.attestation_snp.SnpAttestor``, accepts an AMD SEV-SNP attestation report
+whose report data carries the SPKI hash. :class:`AttestorSet` holds both and tells their
+evidence apart by shape: docs/decisions/0051-runtime-attestation.md "TEE quotes".
 """
 
 from __future__ import annotations
@@ -124,7 +125,17 @@ def _b64url(text: str) -> bytes:
         raise AttestationError("attestation-malformed", "not base64url") from None
 
 
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """A JSON object with no repeated member; bytes must be UTF-8 without a byte order mark
+    (RFC 8259 section 8.1: ``json.loads`` of bytes would also read UTF-16 and UTF-32)."""
+    if isinstance(raw, bytes):
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raise AttestationError("attestation-malformed", f"{what} starts with a byte order mark")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AttestationError("attestation-malformed", f"{what} is not UTF-8") from None
+
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         keys = [k for k, _ in pairs]
         if len(keys) != len(set(keys)):
@@ -158,6 +169,58 @@ def _seconds(claims: Mapping[str, Any], name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**40:
         raise AttestationError("attestation-malformed", f"claim '{name}' must be Unix seconds")
     return value
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """What a statement's claims say ran, and when the statement is valid (any attestor)."""
+
+    agent: str
+    environment: str
+    model_digest: Digest
+    model_digest_scheme: ModelDigestScheme
+    prompt_digest: Digest
+    config_digest: Digest | None
+    issued_at: int
+    expires_at: int
+
+
+def claimed_run(claims: Mapping[str, Any], max_lifetime: int, skew: int, now: int) -> ClaimedRun:
+    """The claims ``sub``, ``environment``, ``model`` ``{digest, scheme}``, ``prompt``,
+    ``config``, ``iat`` and ``exp`` read strictly, the statement valid at ``now`` (lifetime at
+    most ``max_lifetime``, ``skew`` seconds either side); :class:`AttestationError` if not."""
+    iat, exp = _seconds(claims, "iat"), _seconds(claims, "exp")
+    if exp <= iat:
+        raise AttestationError("attestation-malformed", "exp must be after iat")
+    if exp - iat > max_lifetime:
+        raise AttestationError(
+            "attestation-lifetime", f"lives {exp - iat} s, more than the {max_lifetime} s allowed"
+        )
+    if iat > now + skew:
+        raise AttestationError(
+            "attestation-not-yet-valid",
+            f"issued {iat - now} s in the future (more than {skew} s skew)",
+        )
+    if now >= exp + skew:
+        raise AttestationError("attestation-expired", f"expired {now - exp} s ago (skew {skew} s)")
+    model = claims.get("model")
+    if not isinstance(model, dict) or set(model) != {"digest", "scheme"}:
+        raise AttestationError("attestation-malformed", "model must be {digest, scheme}")
+    try:
+        scheme = ModelDigestScheme.parse(model["scheme"])
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise AttestationError("attestation-malformed", str(exc)[:160]) from None
+    config = claims.get("config")
+    return ClaimedRun(
+        agent=_text(claims, "sub"),
+        environment=_text(claims, "environment"),
+        model_digest=_digest(model["digest"], "model.digest"),
+        model_digest_scheme=scheme,
+        prompt_digest=_digest(claims.get("prompt"), "prompt"),
+        config_digest=None if config is None else _digest(config, "config"),
+        issued_at=iat,
+        expires_at=exp,
+    )
 
 
 class JwsAttestor:
@@ -248,24 +311,8 @@ class JwsAttestor:
                 f"iss {str(claims.get('iss'))[:64]!r} is not {key.attestor!r}, the attestor "
                 f"of key {key.key_id!r}",
             )
-        iat, exp = _seconds(claims, "iat"), _seconds(claims, "exp")
         _text(claims, "jti")
-        if exp <= iat:
-            raise AttestationError("attestation-malformed", "exp must be after iat")
-        if exp - iat > key.max_lifetime:
-            raise AttestationError(
-                "attestation-lifetime",
-                f"lives {exp - iat} s, more than the {key.max_lifetime} s allowed",
-            )
-        if iat > now + key.skew:
-            raise AttestationError(
-                "attestation-not-yet-valid",
-                f"issued {iat - now} s in the future (more than {key.skew} s skew)",
-            )
-        if now >= exp + key.skew:
-            raise AttestationError(
-                "attestation-expired", f"expired {now - exp} s ago (skew {key.skew} s)"
-            )
+        run = claimed_run(claims, key.max_lifetime, key.skew, now)
         cnf = claims.get("cnf")
         spki = cnf.get("spki#S256") if isinstance(cnf, dict) else None
         if not isinstance(cnf, dict) or set(cnf) != {"spki#S256"} or not isinstance(spki, str):
@@ -275,27 +322,19 @@ class JwsAttestor:
         spki_hash = _b64url(spki)
         if len(spki_hash) != 32:
             raise AttestationError("attestation-malformed", "cnf.spki#S256 is not a SHA-256")
-        model = claims.get("model")
-        if not isinstance(model, dict) or set(model) != {"digest", "scheme"}:
-            raise AttestationError("attestation-malformed", "model must be {digest, scheme}")
-        try:
-            scheme = ModelDigestScheme.parse(model["scheme"])
-        except ValueError as exc:
-            raise AttestationError("attestation-malformed", str(exc)) from None
-        config = claims.get("config")
         return AttestedStatement(
             method=self.method,
             attestor=key.attestor,
             key_id=key.key_id,
             spki_sha256=spki_hash,
-            agent=_text(claims, "sub"),
-            environment=_text(claims, "environment"),
-            model_digest=_digest(model["digest"], "model.digest"),
-            model_digest_scheme=scheme,
-            prompt_digest=_digest(claims.get("prompt"), "prompt"),
-            config_digest=None if config is None else _digest(config, "config"),
-            issued_at=iat,
-            expires_at=exp,
+            agent=run.agent,
+            environment=run.environment,
+            model_digest=run.model_digest,
+            model_digest_scheme=run.model_digest_scheme,
+            prompt_digest=run.prompt_digest,
+            config_digest=run.config_digest,
+            issued_at=run.issued_at,
+            expires_at=run.expires_at,
             # the signed claims, not the token: an ECDSA signature is malleable (s, n - s) and
             # blanks around the token are ignored, so the token's bytes are not unique
             statement_sha256=hashlib.sha256(payload).digest(),
@@ -321,8 +360,36 @@ def _load_key(path: Path, kid: str) -> ec.EllipticCurvePublicKey | ed25519.Ed255
     )
 
 
-def load_attestors(path: Path) -> JwsAttestor:
-    """The attestor keys of the TOML file ``path`` (docs/operators.md "Runtime attestation")::
+class AttestorSet:
+    """The configured attestors, each for its kind of evidence, picked by the evidence's shape:
+    a JSON object is an SEV-SNP envelope (``sev-snp-v1``), anything else a compact JWS."""
+
+    method = "any"
+
+    def __init__(self, jws: JwsAttestor, snp: Attestor | None = None) -> None:
+        self.jws = jws
+        self.snp = snp
+
+    def verify(self, evidence: bytes, environment: str, now: int) -> AttestedStatement:
+        """The statement of whichever attestor reads ``evidence``'s kind (see :class:`Attestor`)."""
+        if evidence.lstrip()[:1] == b"{":
+            if self.snp is None:
+                raise AttestationError(
+                    "attestation-unconfigured",
+                    "SEV-SNP evidence, but this CA trusts no SEV-SNP root",
+                )
+            return self.snp.verify(evidence, environment, now)
+        if not self.jws.keys:
+            raise AttestationError(
+                "attestation-unconfigured", "a JWS statement, but this CA trusts no attestor key"
+            )
+        return self.jws.verify(evidence, environment, now)
+
+
+def load_attestors(path: Path) -> JwsAttestor | AttestorSet:
+    """The attestors of the TOML file ``path`` (docs/operators.md "Runtime attestation"): a
+    :class:`JwsAttestor` when it lists only ``[[attestor]]`` keys, else an :class:`AttestorSet`
+    that also holds the ``[[sev_snp]]`` entries (``ca.attestation_snp.snp_trust``)::
 
     [[attestor]]
     key_id = "orch-prod-2026"
@@ -337,8 +404,15 @@ def load_attestors(path: Path) -> JwsAttestor:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CAError(ErrorCode.CONFIG, f"attestors file {path}: {exc}") from None
     entries = doc.get("attestor", [])
-    if set(doc) - {"attestor"} or not isinstance(entries, list):
-        raise CAError(ErrorCode.CONFIG, f"attestors file {path}: only [[attestor]] tables")
+    snp_entries = doc.get("sev_snp", [])
+    if (
+        set(doc) - {"attestor", "sev_snp"}
+        or not isinstance(entries, list)
+        or not isinstance(snp_entries, list)
+    ):
+        raise CAError(
+            ErrorCode.CONFIG, f"attestors file {path}: only [[attestor]] and [[sev_snp]] tables"
+        )
     keys = []
     allowed = {
         "key_id",
@@ -369,4 +443,8 @@ def load_attestors(path: Path) -> JwsAttestor:
             raise CAError(ErrorCode.CONFIG, f"attestor key {kid!r}: public_key_file is required")
         public = _load_key(Path(key_file), kid)
         keys.append(AttestorKey(kid, who, frozenset(envs), public, lifetime, skew))
-    return JwsAttestor(keys)
+    if not snp_entries:
+        return JwsAttestor(keys)
+    from ca.attestation_snp import SnpAttestor, snp_trust
+
+    return AttestorSet(JwsAttestor(keys), SnpAttestor(snp_trust(e, path) for e in snp_entries))

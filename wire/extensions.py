@@ -203,10 +203,12 @@ class Attestation:
     """The certificate's provenance was attested (``AgentAttestation``, decision 0051).
 
     ``method``: how (``orchestrator-jws-v1``: a JWS from the orchestrator that launched the
-    agent); ``attestor`` and ``key_id``: which configured attestor and key signed it;
-    ``attested_at``: the statement's ``iat`` (Unix seconds, UTC); ``statement_digest``: the
-    SHA-256 of the statement's signed payload (for a JWS, the decoded claims), so the evidence
-    can be matched later and a statement is not used twice for one lineage.
+    agent; ``sev-snp-v1``: an AMD SEV-SNP attestation report); ``attestor`` and ``key_id``:
+    which configured attestor and key signed it (for SEV-SNP, the ``[[sev_snp]]`` entry's
+    attestor and id); ``attested_at``: the statement's ``iat`` (Unix seconds, UTC);
+    ``statement_digest``: the SHA-256 of the statement's signed payload (for a JWS, the decoded
+    claims; for SEV-SNP, the report's signed bytes 0x000-0x29F), so the evidence can be
+    matched later and a statement is not used twice for one lineage.
     """
 
     method: str

@@ -118,12 +118,14 @@ def renew_agent() -> Response:
 
 
 def _evidence(text: str | None) -> bytes | None:
-    """The attestation as bytes (a compact JWS is ASCII; anything else is refused here)."""
+    """The attestation as bytes (a compact JWS and an SEV-SNP JSON envelope are ASCII;
+    anything else is refused here)."""
     if text is None:
         return None
     try:
         return text.encode("ascii")
     except UnicodeEncodeError:
         raise CAError(
-            ErrorCode.BAD_REQUEST, "'attestation' must be a compact JWS (ASCII)"
+            ErrorCode.BAD_REQUEST,
+            "'attestation' must be a compact JWS or an SEV-SNP envelope (ASCII)",
         ) from None

@@ -31,7 +31,8 @@ REQUIRE_ATTESTATION_HELP = (
 )
 ATTESTATION_HELP = (
     "Runtime attestation from the agent's launcher: a compact JWS (typ "
-    "agentca-attestation+jwt) binding the CSR's key to its provenance (docs/agents.md)."
+    "agentca-attestation+jwt), or an AMD SEV-SNP envelope (JSON, type agentca-sev-snp-v1), "
+    "binding the CSR's key to its provenance (docs/agents.md)."
 )
 
 

@@ -60,3 +60,13 @@ def test_check_attested_names_the_check() -> None:
     with pytest.raises(Denied) as info:
         check_attested(_entry(marker), frozenset({"orch.staging"}))
     assert info.value.check is Check.NOT_ATTESTED
+
+
+def test_an_sev_snp_envelope_is_read_as_sent(tmp_path: Path) -> None:
+    path = tmp_path / "snp.json"
+    envelope = '{"type": "agentca-sev-snp-v1", "report": "' + "A" * 9000 + '"}'
+    path.write_text(envelope + "\n")
+    assert AttestationSource(path).read() == envelope  # over a JWS's 8 KiB, under 16 KiB
+    path.write_text("{not closed")
+    with pytest.raises(AttestationError, match="SEV-SNP envelope"):
+        AttestationSource(path).read()

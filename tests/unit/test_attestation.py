@@ -171,6 +171,35 @@ def test_extra_header_members_claims_and_duplicates_are_refused(orch: Orchestrat
     assert refused(attestor, f"{head}.e30.AA") == "attestation-malformed"
 
 
+def test_a_header_or_payload_that_is_not_utf8_json_is_refused(orch: Orchestrator) -> None:
+    """RFC 8259 8.1: JSON exchanged is UTF-8 without a byte order mark; ``json.loads`` of
+    bytes would also read UTF-16 and UTF-32, so another reader could see another document."""
+    from joserfc import jwk, jws
+
+    key = agent_key()
+    attestor = attestor_for(orch)
+    claims = json.dumps(claims_for(orch.attestor, "exec-agent", "prod", key, PROV, now=NOW))
+    head = {"alg": orch.alg, "kid": "orch-1", "typ": "agentca-attestation+jwt"}
+    signer = (
+        jwk.OKPKey.import_key(orch.key)
+        if isinstance(orch.key, ed25519.Ed25519PrivateKey)
+        else jwk.ECKey.import_key(orch.key)
+    )
+    for payload in (
+        claims.encode("utf-16"),
+        claims.encode("utf-32"),
+        b"\xef\xbb\xbf" + claims.encode(),
+    ):
+        token = jws.serialize_compact(head, payload, signer, algorithms=[orch.alg])
+        assert refused(attestor, token) == "attestation-malformed"
+    good = jws.serialize_compact(head, claims.encode(), signer, algorithms=[orch.alg])
+    assert attestor.verify(good.encode(), "prod", NOW).agent == "exec-agent"
+    sig = good.split(".", 1)[1]
+    assert refused(attestor, _b64(json.dumps(head).encode("utf-16")) + "." + sig) == (
+        "attestation-malformed"
+    )
+
+
 # ------------------------------------------------------------------------------------ policy
 
 
