@@ -10,6 +10,7 @@ OpenSSF Model Signing root digest (decision 0049), which the CSR then claims as 
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -141,6 +142,24 @@ class Provenance:
         return out
 
 
+def _prompt_file_digest(path: StrPath) -> bytes:
+    """SHA-256 of a prompt file, streamed; a FIFO, device or directory is refused, not read
+    (opened non-blocking: a FIFO with no writer must not hang the agent)."""
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise DigestError(f"cannot read prompt file: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DigestError("the prompt file is not a regular file")
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        try:
+            return wire_digests.sha256_stream(f)[0]
+        except OSError as exc:
+            raise DigestError(f"cannot read prompt file: {exc.strerror}") from None
+
+
 @dataclass
 class RuntimeProvenance:
     """The digests the agent is running with, recomputed when its files change.
@@ -221,15 +240,15 @@ class RuntimeProvenance:
                 st = os.stat(self.prompt_path)
             except OSError as exc:
                 raise DigestError(f"cannot read prompt file: {exc.strerror}") from None
-            prompt_stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+            # ctime too: an in-place rewrite whose mtime was set back still moves the ctime
+            prompt_stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
         else:
             prompt_stamp = self.prompt_bytes
         return (self._model_stamp(), prompt_stamp)
 
     def _compute(self) -> tuple[Provenance, object | None]:
         if self.prompt_path is not None:
-            with open(self.prompt_path, "rb") as f:
-                prompt = prompt_digest(f.read())
+            prompt = _prompt_file_digest(self.prompt_path)
         else:
             assert self.prompt_bytes is not None
             prompt = prompt_digest(self.prompt_bytes)
