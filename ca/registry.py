@@ -147,11 +147,19 @@ class Registry:
         self.signed_environments = tuple(signed_environments)
 
     def requires_signature(self, environment: str) -> bool:
-        """True if ``environment`` takes only models with a verified OMS signature."""
-        return any(
-            environment.startswith(p[:-1]) if p.endswith("*") else environment == p
-            for p in self.signed_environments
-        )
+        """True if ``environment`` takes only models with a verified OMS signature.
+
+        Case and look-alikes do not matter (:func:`ca.names.identifier_key`, and case folding
+        alone, since that key keeps ``I`` apart from ``i``): a setting spelled ``Production``
+        covers ``production``. Matching more names only widens the requirement.
+        """
+        env = (identifier_key(environment), environment.casefold())
+        for p in self.signed_environments:
+            prefix, exact = (p[:-1], False) if p.endswith("*") else (p, True)
+            pat = (identifier_key(prefix), prefix.casefold())
+            if any(e == q if exact else e.startswith(q) for e, q in zip(env, pat, strict=True)):
+                return True
+        return False
 
     # -- scopes -------------------------------------------------------------------------------
     def add_scope(

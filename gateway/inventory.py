@@ -89,8 +89,12 @@ def _entry(m: dict[str, object]) -> InventoryEntry:
 
 
 def _requires(patterns: Iterable[str], environment: str) -> bool:
+    """``environment`` matches a name or ``prefix*`` of ``patterns``, ignoring case (the CA
+    refuses two environments that differ only in case: a setting's case must not matter)."""
+    env = environment.casefold()
     return any(
-        environment.startswith(p[:-1]) if p.endswith("*") else environment == p for p in patterns
+        env.startswith(p[:-1].casefold()) if p.endswith("*") else env == p.casefold()
+        for p in patterns
     )
 
 
