@@ -74,9 +74,9 @@ class InventoryEntry:
 
 
 def _entry(m: dict[str, object]) -> InventoryEntry:
-    def opt(name: str) -> str | None:
+    def opt(name: str) -> str | None:  # only a non-empty string names something
         value = m.get(name)
-        return None if value is None else str(value)
+        return value if isinstance(value, str) and value else None
 
     return InventoryEntry(
         digest=str(m["digest"]).lower(),
@@ -172,6 +172,7 @@ class CAInventory:
             KeyError,
             TypeError,
             AttributeError,
+            RecursionError,  # a deeply nested answer: json.loads gives up
         ) as exc:
             raise InventoryUnavailable(f"cannot read {self.url}: {exc}") from None
         with self._lock:
