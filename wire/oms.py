@@ -181,10 +181,11 @@ def hash_file(
         fd = os.open(fs_path, flags)
     except OSError as exc:
         raise DigestError(f"cannot read model file {name!r}: {exc.strerror}") from None
+    before = os.fstat(fd)
+    if not stat.S_ISREG(before.st_mode):  # before fdopen, which refuses a directory itself
+        os.close(fd)
+        raise DigestError(f"{name!r} is not a regular file")
     with os.fdopen(fd, "rb", buffering=0) as f:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise DigestError(f"{name!r} is not a regular file")
         h = hashlib.sha256()
         size = 0
         buf = bytearray(chunk_size)
