@@ -184,6 +184,27 @@ class ClaimedRun:
     issued_at: int
     expires_at: int
 
+    def statement(
+        self, method: str, attestor: str, key_id: str, spki: bytes, statement_sha256: bytes
+    ) -> AttestedStatement:
+        """The statement an attestor makes of this run: ``spki`` is SHA-256 of the key's
+        SubjectPublicKeyInfo, ``statement_sha256`` one value per statement."""
+        return AttestedStatement(
+            method=method,
+            attestor=attestor,
+            key_id=key_id,
+            spki_sha256=spki,
+            agent=self.agent,
+            environment=self.environment,
+            model_digest=self.model_digest,
+            model_digest_scheme=self.model_digest_scheme,
+            prompt_digest=self.prompt_digest,
+            config_digest=self.config_digest,
+            issued_at=self.issued_at,
+            expires_at=self.expires_at,
+            statement_sha256=statement_sha256,
+        )
+
 
 def claimed_run(claims: Mapping[str, Any], max_lifetime: int, skew: int, now: int) -> ClaimedRun:
     """The claims ``sub``, ``environment``, ``model`` ``{digest, scheme}``, ``prompt``,
@@ -322,22 +343,10 @@ class JwsAttestor:
         spki_hash = _b64url(spki)
         if len(spki_hash) != 32:
             raise AttestationError("attestation-malformed", "cnf.spki#S256 is not a SHA-256")
-        return AttestedStatement(
-            method=self.method,
-            attestor=key.attestor,
-            key_id=key.key_id,
-            spki_sha256=spki_hash,
-            agent=run.agent,
-            environment=run.environment,
-            model_digest=run.model_digest,
-            model_digest_scheme=run.model_digest_scheme,
-            prompt_digest=run.prompt_digest,
-            config_digest=run.config_digest,
-            issued_at=run.issued_at,
-            expires_at=run.expires_at,
-            # the signed claims, not the token: an ECDSA signature is malleable (s, n - s) and
-            # blanks around the token are ignored, so the token's bytes are not unique
-            statement_sha256=hashlib.sha256(payload).digest(),
+        # the signed claims, not the token: an ECDSA signature is malleable (s, n - s) and
+        # blanks around the token are ignored, so the token's bytes are not unique
+        return run.statement(
+            self.method, key.attestor, key.key_id, spki_hash, hashlib.sha256(payload).digest()
         )
 
 

@@ -560,22 +560,14 @@ class SnpAttestor:
         if "jti" in claims:
             _text(claims, "jti")
         run = claimed_run(claims, entry.max_lifetime, entry.skew, now)
-        return AttestedStatement(
-            method=METHOD_SNP,
-            attestor=entry.attestor,
-            key_id=entry.entry_id,
-            spki_sha256=report.report_data[:32],
-            agent=run.agent,
-            environment=run.environment,
-            model_digest=run.model_digest,
-            model_digest_scheme=run.model_digest_scheme,
-            prompt_digest=run.prompt_digest,
-            config_digest=run.config_digest,
-            issued_at=run.issued_at,
-            expires_at=run.expires_at,
-            # the signed bytes, not the whole report: an ECDSA signature is malleable
-            # (s, n - s); the signed bytes carry REPORT_DATA, so they bind the claims too
-            statement_sha256=hashlib.sha256(report.signed).digest(),
+        # the signed bytes, not the whole report: an ECDSA signature is malleable
+        # (s, n - s); the signed bytes carry REPORT_DATA, so they bind the claims too
+        return run.statement(
+            METHOD_SNP,
+            entry.attestor,
+            entry.entry_id,
+            report.report_data[:32],
+            hashlib.sha256(report.signed).digest(),
         )
 
 

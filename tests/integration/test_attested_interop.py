@@ -39,8 +39,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ca.extensions import Digest, Provenance, build_agent_csr, read_agent_extensions
 from ca.wiring import Runtime, open_runtime
 from hsm import TokenConfig
+from tests.integration import test_go_x509
 from tests.integration.conftest import settings_for
-from tests.integration.test_go_x509 import GO_SOURCE, go_env, go_verify
+from tests.integration.test_go_x509 import go_verify
 from tests.support import snp_double as double
 from tests.support.attestor import Orchestrator, write_attestors
 from tests.support.oms_reference import oms_root
@@ -201,17 +202,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, hsm_config: TokenConfig) -> 
     yield World(work, leaves)
 
 
-@pytest.fixture(scope="module")
-def x509check(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Go verifier, built once for this module (as ``tests/integration/test_go_x509.py``)."""
-    home = tmp_path_factory.mktemp("go")
-    binary = home / "x509check"
-    built = subprocess.run(
-        ["go", "build", "-o", str(binary), "."],
-        cwd=GO_SOURCE, env=go_env(home), capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stderr
-    return binary
+x509check = test_go_x509.x509check  # the Go verifier, built once per session
 
 
 def agent_oids(leaf: Leaf) -> list[str]:
