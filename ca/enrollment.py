@@ -141,6 +141,10 @@ class EnrollmentService:
         allowed_keys = tuple(
             k for k in registration.allowed_key_types if k in self.settings.allowed_agent_key_types
         )
+        if self.registry.requires_signature(registration.environment):
+            inventory = {
+                k: dataclasses.replace(v, signature_required=True) for k, v in inventory.items()
+            }
         statement, refused = self._attested(registration, attestation)
         return decide(
             dataclasses.replace(registration, allowed_key_types=allowed_keys),

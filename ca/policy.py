@@ -70,6 +70,9 @@ class InventoryModel:
     signature_method: str | None = None
     signer: str | None = None
     signature_sha256: str | None = None
+    #: the environment takes only signed models (``signed_model_environments``): an entry
+    #: added unsigned, before the setting, no longer certifies there
+    signature_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,11 @@ def decide(
             )
         elif not entry.active:
             reasons.append(f"model digest {model} is retired")
+        elif entry.signature_required and entry.signed_by is None:
+            reasons.append(
+                f"model-unsigned: environment '{reg.environment}' takes only models with a "
+                f"verified signature, and model digest {model} was added unsigned"
+            )
         if entry is not None and entry.digest_scheme != prov.model_digest_scheme.label:
             reasons.append(
                 f"model digest {model} is registered under scheme {entry.digest_scheme}, "
